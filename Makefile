@@ -1,0 +1,33 @@
+# mixlora: `make demo` and `make test` are the quick start; `make setup` installs and builds.
+PYTHON ?= /usr/bin/python3
+export PYTHON
+
+.PHONY: setup system-deps native build test demo bench clean
+
+setup: system-deps node_modules/.package-lock.json native build
+
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+# npm ci only when the lockfile changed since the last install (it also builds the addon).
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+native:
+	@node scripts/build-native.mjs
+
+build:
+	@npx tsc -p tsconfig.json
+
+test: setup
+	@node scripts/run-tests.mjs
+
+demo: setup
+	@bin/mixlora demo
+
+bench: setup
+	@bash bench/run.sh
+
+clean:
+	rm -rf dist native/build build

@@ -1,0 +1,15 @@
+// Entry point of the mixlora libtorch addon: one C++ function per op, no model logic.
+#include "common.h"
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  mx::RegisterCreate(env, exports);
+  mx::RegisterShape(env, exports);
+  mx::RegisterMath(env, exports);
+  mx::RegisterNN(env, exports);
+  mx::RegisterAutograd(env, exports);
+  mx::RegisterOptim(env, exports);
+  mx::RegisterRuntime(env, exports);
+  return exports;
+}
+
+NODE_API_MODULE(mixlora, Init)

@@ -1,0 +1,65 @@
+// Shared pieces of the addon: the tensor table, argument decoding and the exception guard.
+// JavaScript holds tensors as numeric ids into a table kept here; freeing is explicit (scopes on the
+// JS side), with a FinalizationRegistry there as a safety net. See native/README.md.
+#pragma once
+#include <napi.h>
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mx {
+
+// ---- tensor table --------------------------------------------------------------------------
+// Stores `t` and returns its id as a JS number.
+Napi::Value Put(Napi::Env env, at::Tensor t);
+// The tensor for an id argument; throws a JS-visible error when it was disposed or never existed.
+at::Tensor& Get(const Napi::Value& v);
+// An optional tensor argument: undefined or null mean none.
+std::optional<at::Tensor> GetOptional(const Napi::Value& v);
+std::vector<at::Tensor> GetList(const Napi::Value& v);
+Napi::Value PutList(Napi::Env env, const std::vector<at::Tensor>& ts);
+bool Free(Napi::Env env, int64_t id);
+size_t LiveCount();
+int64_t ExternalBytes();
+
+// ---- argument decoding -----------------------------------------------------------------------
+std::vector<int64_t> IntList(const Napi::Value& v);
+int64_t Int(const Napi::Value& v);
+double Num(const Napi::Value& v);
+bool Bool(const Napi::Value& v);
+at::ScalarType DType(const Napi::Value& v);   // our dtype code -> ATen
+int DTypeCode(at::ScalarType t);                // ATen -> our dtype code
+at::Device Device(const Napi::Value& v);       // "cpu", "cuda", "cuda:1"
+at::TensorOptions Options(const Napi::Value& dtype, const Napi::Value& device);
+// Optional dims: undefined/null -> all dims.
+std::optional<std::vector<int64_t>> OptDims(const Napi::Value& v);
+
+// A usage error found by the addon itself (bad argument); becomes a JS TypeError/Error.
+struct ArgError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Runs `body` and turns every C++ exception (libtorch's c10::Error included) into a JS Error
+// carrying its message, so nothing thrown in libtorch can take the process down.
+Napi::Value Guard(const Napi::CallbackInfo& info, const std::function<Napi::Value()>& body);
+
+using Registrar = void (*)(Napi::Env, Napi::Object);
+void RegisterCreate(Napi::Env env, Napi::Object exports);
+void RegisterShape(Napi::Env env, Napi::Object exports);
+void RegisterMath(Napi::Env env, Napi::Object exports);
+void RegisterNN(Napi::Env env, Napi::Object exports);
+void RegisterAutograd(Napi::Env env, Napi::Object exports);
+void RegisterOptim(Napi::Env env, Napi::Object exports);
+void RegisterRuntime(Napi::Env env, Napi::Object exports);
+
+}  // namespace mx
+
+// Declares an exported function whose body runs under mx::Guard.
+// (js_ prefix: op names such as `select` or `free` would otherwise clash with libc.)
+#define MX_FN(name) static Napi::Value name##_impl(const Napi::CallbackInfo& info); \
+  static Napi::Value js_##name(const Napi::CallbackInfo& info) { return mx::Guard(info, [&] { return name##_impl(info); }); } \
+  static Napi::Value name##_impl(const Napi::CallbackInfo& info)
+#define MX_EXPORT(exports, name) exports.Set(#name, Napi::Function::New(env, js_##name, #name))

@@ -1,0 +1,99 @@
+// Neural-network building blocks: softmax, losses, dropout, embedding, selection, attention.
+#include "common.h"
+
+#include <torch/version.h>
+
+#include <cmath>
+#include <limits>
+
+namespace {
+using namespace mx;
+
+c10::optional<at::ScalarType> OptDType(const Napi::Value& v) {
+  if (v.IsUndefined() || v.IsNull()) return c10::nullopt;
+  return DType(v);
+}
+
+// softmax(id, dim, dtype|null)
+MX_FN(softmax) { return Put(info.Env(), at::softmax(Get(info[0]), Int(info[1]), OptDType(info[2]))); }
+MX_FN(logSoftmax) { return Put(info.Env(), at::log_softmax(Get(info[0]), Int(info[1]), OptDType(info[2]))); }
+
+// crossEntropy(logits [N, C], target [N], ignoreIndex, reduction "none"|"mean"|"sum", labelSmoothing)
+MX_FN(crossEntropy) {
+  std::string red = info[3].As<Napi::String>().Utf8Value();
+  int64_t reduction = red == "none" ? at::Reduction::None : red == "sum" ? at::Reduction::Sum : red == "mean" ? at::Reduction::Mean : -1;
+  if (reduction < 0) throw ArgError("crossEntropy: reduction must be none, mean or sum");
+  double smoothing = info[4].IsUndefined() ? 0.0 : Num(info[4]);
+  return Put(info.Env(), at::cross_entropy_loss(Get(info[0]), Get(info[1]), {}, reduction, Int(info[2]), smoothing));
+}
+
+// dropout(id, p, train)
+MX_FN(dropout) { return Put(info.Env(), at::dropout(Get(info[0]), Num(info[1]), Bool(info[2]))); }
+// embedding(weight [V, D], ids)
+MX_FN(embedding) { return Put(info.Env(), at::embedding(Get(info[0]), Get(info[1]))); }
+// topk(id, k, dim, largest, sorted) -> [values, indices]
+MX_FN(topk) {
+  auto r = at::topk(Get(info[0]), Int(info[1]), Int(info[2]), Bool(info[3]), Bool(info[4]));
+  return PutList(info.Env(), {std::get<0>(r), std::get<1>(r)});
+}
+// sort(id, dim, descending, stable) -> [values, indices]
+MX_FN(sort) {
+  auto r = at::sort(Get(info[0]), c10::optional<bool>(Bool(info[3])), Int(info[1]), Bool(info[2]));
+  return PutList(info.Env(), {std::get<0>(r), std::get<1>(r)});
+}
+MX_FN(oneHot) { return Put(info.Env(), at::one_hot(Get(info[0]), Int(info[1]))); }
+// multinomial(probs, n, replacement)
+MX_FN(multinomial) { return Put(info.Env(), at::multinomial(Get(info[0]), Int(info[1]), Bool(info[2]))); }
+// bincount(id, weights|null, minlength)
+MX_FN(bincount) {
+  auto w = GetOptional(info[1]);
+  return Put(info.Env(), at::bincount(Get(info[0]), w ? c10::optional<at::Tensor>(*w) : c10::nullopt, Int(info[2])));
+}
+
+// sdpa(q [B,H,T,D], k [B,H,S,D], v [B,H,S,D], mask [.., T, S] bool (true = attend) | null, dropoutP, isCausal)
+// libtorch 2.x has a fused kernel; 1.13 only a private one whose mask convention changed later,
+// so there we spell the math out (same result up to float rounding).
+MX_FN(sdpa) {
+  const at::Tensor& q = Get(info[0]);
+  const at::Tensor& k = Get(info[1]);
+  const at::Tensor& v = Get(info[2]);
+  auto mask = GetOptional(info[3]);
+  double p = Num(info[4]);
+  bool causal = Bool(info[5]);
+  if (causal && mask) throw ArgError("sdpa: give either a mask or isCausal, not both");
+#if TORCH_VERSION_MAJOR >= 2
+  return Put(info.Env(), at::scaled_dot_product_attention(q, k, v, mask ? c10::optional<at::Tensor>(*mask) : c10::nullopt, p, causal));
+#else
+  double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).mul(scale);  // [B, H, T, S]
+  if (causal) {
+    int64_t T = q.size(-2), S = k.size(-2);
+    at::Tensor allowed = at::ones({T, S}, q.options().dtype(at::kBool)).tril(S - T);
+    scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+  } else if (mask) {
+    if (mask->scalar_type() == at::kBool) scores = scores.masked_fill(mask->logical_not(), -std::numeric_limits<double>::infinity());
+    else scores = scores.add(*mask);
+  }
+  at::Tensor attn = at::softmax(scores, -1);
+  if (p > 0) attn = at::dropout(attn, p, true);
+  return Put(info.Env(), at::matmul(attn, v));
+#endif
+}
+
+}  // namespace
+
+namespace mx {
+void RegisterNN(Napi::Env env, Napi::Object exports) {
+  MX_EXPORT(exports, softmax);
+  MX_EXPORT(exports, logSoftmax);
+  MX_EXPORT(exports, crossEntropy);
+  MX_EXPORT(exports, dropout);
+  MX_EXPORT(exports, embedding);
+  MX_EXPORT(exports, topk);
+  MX_EXPORT(exports, sort);
+  MX_EXPORT(exports, oneHot);
+  MX_EXPORT(exports, multinomial);
+  MX_EXPORT(exports, bincount);
+  MX_EXPORT(exports, sdpa);
+}
+}  // namespace mx

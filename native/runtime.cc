@@ -1,0 +1,95 @@
+// Process-wide settings and facts: threads, random generators, CUDA, the tensor table.
+#include "common.h"
+
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+
+#include <mutex>
+
+namespace {
+using namespace mx;
+
+MX_FN(setNumThreads) {
+  int64_t n = Int(info[0]);
+  if (n < 1) throw ArgError("setNumThreads: need at least 1 thread");
+  at::set_num_threads(static_cast<int>(n));
+  return info.Env().Undefined();
+}
+MX_FN(getNumThreads) { return Napi::Number::New(info.Env(), at::get_num_threads()); }
+
+const at::Generator& GeneratorFor(const at::Device& dev) {
+  if (dev.is_cpu()) return at::detail::getDefaultCPUGenerator();
+  if (dev.is_cuda()) return at::detail::getCUDAHooks().getDefaultCUDAGenerator(dev.has_index() ? dev.index() : 0);
+  throw ArgError("no random generator for device " + dev.str());
+}
+
+// manualSeed(seed): every generator (CPU and each CUDA device), like torch.manual_seed.
+MX_FN(manualSeed) {
+  uint64_t seed = static_cast<uint64_t>(Int(info[0]));
+  {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_current_seed(seed);
+  }
+  if (torch::cuda::is_available()) torch::cuda::manual_seed_all(seed);
+  return info.Env().Undefined();
+}
+// getRngState(device) -> uint8 tensor; setRngState(device, tensor). Checkpoints keep these.
+MX_FN(getRngState) {
+  auto gen = GeneratorFor(Device(info[0]));
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return Put(info.Env(), gen.get_state());
+}
+MX_FN(setRngState) {
+  auto gen = GeneratorFor(Device(info[0]));
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(Get(info[1]));
+  return info.Env().Undefined();
+}
+
+MX_FN(cudaIsAvailable) { return Napi::Boolean::New(info.Env(), torch::cuda::is_available()); }
+MX_FN(cudaDeviceCount) { return Napi::Number::New(info.Env(), static_cast<double>(torch::cuda::device_count())); }
+MX_FN(cudaSynchronize) {
+  if (torch::cuda::is_available()) torch::cuda::synchronize(info[0].IsNumber() ? Int(info[0]) : -1);
+  return info.Env().Undefined();
+}
+
+MX_FN(free) { return Napi::Boolean::New(info.Env(), Free(info.Env(), Int(info[0]))); }
+MX_FN(freeMany) {
+  auto arr = info[0].As<Napi::Array>();
+  for (uint32_t i = 0; i < arr.Length(); i++) Free(info.Env(), Int(arr.Get(i)));
+  return info.Env().Undefined();
+}
+MX_FN(liveCount) { return Napi::Number::New(info.Env(), static_cast<double>(LiveCount())); }
+MX_FN(externalBytes) { return Napi::Number::New(info.Env(), static_cast<double>(ExternalBytes())); }
+
+MX_FN(buildInfo) {
+  auto o = Napi::Object::New(info.Env());
+  o.Set("torchVersion", TORCH_VERSION);
+  o.Set("cudaBuild", Napi::Boolean::New(info.Env(), MIXLORA_TORCH_CUDA != 0));
+  o.Set("cxx11Abi", Napi::Boolean::New(info.Env(), _GLIBCXX_USE_CXX11_ABI != 0));
+  o.Set("parallelInfo", at::get_parallel_info());
+  return o;
+}
+
+}  // namespace
+
+namespace mx {
+void RegisterRuntime(Napi::Env env, Napi::Object exports) {
+  MX_EXPORT(exports, setNumThreads);
+  MX_EXPORT(exports, getNumThreads);
+  MX_EXPORT(exports, manualSeed);
+  MX_EXPORT(exports, getRngState);
+  MX_EXPORT(exports, setRngState);
+  MX_EXPORT(exports, cudaIsAvailable);
+  MX_EXPORT(exports, cudaDeviceCount);
+  MX_EXPORT(exports, cudaSynchronize);
+  MX_EXPORT(exports, free);
+  MX_EXPORT(exports, freeMany);
+  MX_EXPORT(exports, liveCount);
+  MX_EXPORT(exports, externalBytes);
+  MX_EXPORT(exports, buildInfo);
+}
+}  // namespace mx

@@ -1,0 +1,44 @@
+// bin/mixlora: parses the command line and runs one command. stdout carries only results; logs and
+// progress go to stderr. Exit codes: 0 ok, 1 bad input or failure, 2 bad usage.
+import { Command, CommanderError } from 'commander';
+import { UsageError, UserError } from '../util/errors.js';
+import { packageVersion } from '../util/package.js';
+import { registerCommands } from './commands.js';
+
+export function buildProgram(): Command {
+  const program = new Command('mixlora')
+    .description('Fine-tune LLaMA-family models with MixLoRA, LoRA and DoRA adapters on libtorch')
+    .version(packageVersion(), '-V, --version')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  registerCommands(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (e) {
+    process.exitCode = exitCodeFor(e);
+  }
+}
+
+function exitCodeFor(e: unknown): number {
+  if (e instanceof CommanderError) {
+    // Help and version exit 0; commander has already printed usage errors.
+    return e.exitCode === 0 ? 0 : 2;
+  }
+  if (e instanceof UsageError) {
+    process.stderr.write(`mixlora: ${e.message}\n(run with --help for usage)\n`);
+    return 2;
+  }
+  if (e instanceof UserError) {
+    process.stderr.write(`mixlora: ${e.message}\n`);
+    return 1;
+  }
+  const err = e instanceof Error ? e : new Error(String(e));
+  process.stderr.write(`mixlora: ${err.message}\n`);
+  if (process.env.MIXLORA_DEBUG) process.stderr.write(`${err.stack}\n`);
+  return 1;
+}

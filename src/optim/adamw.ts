@@ -1,0 +1,67 @@
+// AdamW with PyTorch's semantics (torch.optim.AdamW, single-tensor path): decoupled weight decay,
+// bias-corrected moments. The update runs in one native call over all parameters (native/optim.cc).
+import { native } from '../tensor/native.js';
+import { Tensor } from '../tensor/tensor.js';
+import { noGrad } from '../tensor/autograd.js';
+import { checkState, type Optimizer, type OptimizerState } from './optimizer.js';
+
+export interface AdamWOptions {
+  lr: number;
+  betas?: [number, number];
+  eps?: number;
+  /** Decoupled weight decay (PyTorch's default is 0.01). */
+  weightDecay?: number;
+}
+
+export class AdamW implements Optimizer {
+  readonly kind = 'adamw';
+  lr: number;
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly eps: number;
+  readonly weightDecay: number;
+  stepCount = 0;
+  private readonly expAvg: Tensor[];
+  private readonly expAvgSq: Tensor[];
+
+  constructor(readonly params: Tensor[], opts: AdamWOptions) {
+    this.lr = opts.lr;
+    [this.beta1, this.beta2] = opts.betas ?? [0.9, 0.999];
+    this.eps = opts.eps ?? 1e-8;
+    this.weightDecay = opts.weightDecay ?? 0.01;
+    this.expAvg = noGrad(() => params.map((p) => p.zerosLike().keep()));
+    this.expAvgSq = noGrad(() => params.map((p) => p.zerosLike().keep()));
+  }
+
+  /** Applies one update from the parameters' current gradients (params without one are skipped). */
+  step(): void {
+    this.stepCount++;
+    native.adamw(this.params.map((p) => p.id), this.expAvg.map((t) => t.id), this.expAvgSq.map((t) => t.id),
+      this.stepCount, this.lr, this.beta1, this.beta2, this.eps, this.weightDecay);
+  }
+
+  zeroGrad(): void { native.zeroGrad(this.params.map((p) => p.id)); }
+
+  /** The state, borrowing the moment tensors (write them out before the next step). */
+  stateDict(): OptimizerState {
+    const tensors: Record<string, Tensor> = {};
+    this.expAvg.forEach((t, i) => { tensors[`exp_avg.${i}`] = t; });
+    this.expAvgSq.forEach((t, i) => { tensors[`exp_avg_sq.${i}`] = t; });
+    return { kind: this.kind, step: this.stepCount, lr: this.lr, hyper: { beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: this.weightDecay }, tensors };
+  }
+
+  /** Restores a state saved by stateDict (values are copied in, bit-exactly). */
+  loadStateDict(state: OptimizerState): void {
+    checkState(state, this.kind, this.params.length, ['exp_avg', 'exp_avg_sq']);
+    noGrad(() => {
+      this.expAvg.forEach((t, i) => t.copy_(state.tensors[`exp_avg.${i}`]!));
+      this.expAvgSq.forEach((t, i) => t.copy_(state.tensors[`exp_avg_sq.${i}`]!));
+    });
+    this.stepCount = state.step;
+    this.lr = state.lr;
+  }
+
+  dispose(): void {
+    for (const t of [...this.expAvg, ...this.expAvgSq]) t.dispose();
+  }
+}

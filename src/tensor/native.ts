@@ -1,0 +1,136 @@
+// Loads the libtorch addon (native/build/Release/mixlora.node) and declares its functions.
+// Tensors cross the boundary as numeric ids into the addon's table (see native/common.h).
+import fs from 'node:fs';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { packageRoot } from '../util/package.js';
+
+export type Id = number;
+type Dims = number[] | null | undefined;
+
+export interface NativeAddon {
+  // creation, data, metadata
+  fromBuffer(data: ArrayBufferView | ArrayBuffer, dtype: number, shape: number[], device: string | null): Id;
+  fromFile(path: string, offset: number, nbytes: number, dtype: number, shape: number[]): Id;
+  empty(shape: number[], dtype: number, device: string): Id;
+  zeros(shape: number[], dtype: number, device: string): Id;
+  ones(shape: number[], dtype: number, device: string): Id;
+  full(shape: number[], value: number, dtype: number, device: string): Id;
+  arange(start: number, end: number, step: number, dtype: number, device: string): Id;
+  rand(shape: number[], dtype: number, device: string): Id;
+  randn(shape: number[], dtype: number, device: string): Id;
+  randint(low: number, high: number, shape: number[], dtype: number, device: string): Id;
+  eye(n: number, dtype: number, device: string): Id;
+  uniform_(id: Id, low: number, high: number): void;
+  normal_(id: Id, mean: number, std: number): void;
+  toBuffer(id: Id): ArrayBuffer;
+  item(id: Id): number;
+  to(id: Id, dtype: number | null, device: string | null): Id;
+  shape(id: Id): number[];
+  dtype(id: Id): number;
+  device(id: Id): string;
+  numel(id: Id): number;
+  isContiguous(id: Id): boolean;
+  requiresGrad(id: Id): boolean;
+  sameStorage(a: Id, b: Id): boolean;
+  // shapes and indexing
+  reshape(id: Id, shape: number[]): Id;
+  view(id: Id, shape: number[]): Id;
+  permute(id: Id, dims: number[]): Id;
+  transpose(id: Id, d0: number, d1: number): Id;
+  narrow(id: Id, dim: number, start: number, length: number): Id;
+  slice(id: Id, dim: number, start: number, end: number, step: number): Id;
+  select(id: Id, dim: number, index: number): Id;
+  unsqueeze(id: Id, dim: number): Id;
+  squeeze(id: Id, dim?: number | null): Id;
+  expand(id: Id, shape: number[]): Id;
+  flatten(id: Id, start: number, end: number): Id;
+  tril(id: Id, diagonal: number): Id;
+  triu(id: Id, diagonal: number): Id;
+  repeatInterleave(id: Id, repeats: number, dim: number): Id;
+  repeat(id: Id, times: number[]): Id;
+  flip(id: Id, dims: number[]): Id;
+  indexSelect(id: Id, dim: number, index: Id): Id;
+  gather(id: Id, dim: number, index: Id): Id;
+  scatterAdd(id: Id, dim: number, index: Id, src: Id): Id;
+  scatter(id: Id, dim: number, index: Id, src: Id | number, srcIsValue: boolean): Id;
+  indexAdd(id: Id, dim: number, index: Id, src: Id): Id;
+  indexCopy_(id: Id, dim: number, index: Id, src: Id): void;
+  maskedFill(id: Id, mask: Id, value: number): Id;
+  maskedSelect(id: Id, mask: Id): Id;
+  where(cond: Id, a: Id | number, b: Id | number, scalars: number): Id;
+  nonzero(id: Id): Id;
+  cat(ids: Id[], dim: number): Id;
+  stack(ids: Id[], dim: number): Id;
+  split(id: Id, sizes: number | number[], dim: number): Id[];
+  chunk(id: Id, chunks: number, dim: number): Id[];
+  unbind(id: Id, dim: number): Id[];
+  // math
+  unaryNames(): string[];
+  binaryNames(): string[];
+  scalarNames(): string[];
+  unary(op: number, id: Id): Id;
+  binary(op: number, a: Id, b: Id): Id;
+  scalar(op: number, a: Id, s: number | boolean): Id;
+  addScaled(a: Id, b: Id, alpha: number): Id;
+  clamp(id: Id, min: number | null, max: number | null): Id;
+  linear(x: Id, w: Id, b: Id | null): Id;
+  inplace(op: string, a: Id, b?: Id | number, alpha?: number): void;
+  reduce(op: string, id: Id, dims: Dims, keepdim: boolean): Id;
+  maxDim(id: Id, dim: number, keepdim: boolean): [Id, Id];
+  minDim(id: Id, dim: number, keepdim: boolean): [Id, Id];
+  argmax(id: Id, dim: number | null, keepdim: boolean): Id;
+  norm(id: Id, p: number, dims: Dims, keepdim: boolean): Id;
+  variance(id: Id, dims: Dims, unbiased: boolean, keepdim: boolean): Id;
+  cumsum(id: Id, dim: number): Id;
+  // nn
+  softmax(id: Id, dim: number, dtype: number | null): Id;
+  logSoftmax(id: Id, dim: number, dtype: number | null): Id;
+  crossEntropy(logits: Id, target: Id, ignoreIndex: number, reduction: string, labelSmoothing: number): Id;
+  dropout(id: Id, p: number, train: boolean): Id;
+  embedding(weight: Id, ids: Id): Id;
+  topk(id: Id, k: number, dim: number, largest: boolean, sorted: boolean): [Id, Id];
+  sort(id: Id, dim: number, descending: boolean, stable: boolean): [Id, Id];
+  oneHot(id: Id, n: number): Id;
+  multinomial(probs: Id, n: number, replacement: boolean): Id;
+  bincount(id: Id, weights: Id | null, minlength: number): Id;
+  sdpa(q: Id, k: Id, v: Id, mask: Id | null, dropoutP: number, isCausal: boolean): Id;
+  // autograd
+  setRequiresGrad(id: Id, on: boolean): void;
+  isLeaf(id: Id): boolean;
+  gradFnName(id: Id): string | null;
+  backward(outputs: Id[], grads: (Id | null)[], retainGraph: boolean): void;
+  grad(id: Id): Id | null;
+  setGrad(id: Id, grad: Id | null): void;
+  zeroGrad(ids: Id[]): void;
+  setGradEnabled(on: boolean): void;
+  isGradEnabled(): boolean;
+  // optimizers
+  adamw(params: Id[], expAvg: Id[], expAvgSq: Id[], step: number, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number): void;
+  sgd(params: Id[], buffers: (Id | null)[], lr: number, momentum: number, dampening: number, weightDecay: number, nesterov: boolean): Id[];
+  clipGradNorm(params: Id[], maxNorm: number): number;
+  // runtime
+  setNumThreads(n: number): void;
+  getNumThreads(): number;
+  manualSeed(seed: number): void;
+  getRngState(device: string): Id;
+  setRngState(device: string, state: Id): void;
+  cudaIsAvailable(): boolean;
+  cudaDeviceCount(): number;
+  cudaSynchronize(device?: number): void;
+  free(id: Id): boolean;
+  freeMany(ids: Id[]): void;
+  liveCount(): number;
+  externalBytes(): number;
+  buildInfo(): { torchVersion: string; cudaBuild: boolean; cxx11Abi: boolean; parallelInfo: string };
+}
+
+function load(): NativeAddon {
+  const file = process.env.MIXLORA_ADDON ?? path.join(packageRoot(), 'native', 'build', 'Release', 'mixlora.node');
+  if (!fs.existsSync(file)) {
+    throw new Error(`mixlora: the native addon is not built (${file} is missing). Run \`make setup\` (or \`npm install\`) first.`);
+  }
+  return createRequire(import.meta.url)(file) as NativeAddon;
+}
+
+export const native: NativeAddon = load();
