@@ -5,7 +5,6 @@
 #include <napi.h>
 #include <ATen/ATen.h>
 
-#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -42,9 +41,20 @@ struct ArgError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Called inside a catch block: rethrows the current exception as a JS error (see Guard).
+[[noreturn]] void Rethrow(Napi::Env env);
+
 // Runs `body` and turns every C++ exception (libtorch's c10::Error included) into a JS Error
 // carrying its message, so nothing thrown in libtorch can take the process down.
-Napi::Value Guard(const Napi::CallbackInfo& info, const std::function<Napi::Value()>& body);
+template <typename F>
+Napi::Value Guard(const Napi::CallbackInfo& info, F&& body) {
+  try {
+    return body();
+  } catch (...) {
+    Rethrow(info.Env());
+    return info.Env().Undefined();
+  }
+}
 
 using Registrar = void (*)(Napi::Env, Napi::Object);
 void RegisterCreate(Napi::Env env, Napi::Object exports);

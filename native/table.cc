@@ -3,64 +3,103 @@
 
 #include <c10/util/Exception.h>
 #include <unordered_map>
+#include <vector>
 
 namespace mx {
 namespace {
 
-// Monotonic ids: a stale id (already freed) can never name a newer tensor, which lets the JS
-// FinalizationRegistry free ids without coordinating with explicit dispose().
-int64_t next_id = 1;
-std::unordered_map<int64_t, at::Tensor> tensors;
+// Slots with generations: an id is slot + generation · 2^24. A freed slot is reused with the next
+// generation, so a stale id (already freed) never names a newer tensor; that lets the JS
+// FinalizationRegistry free ids without coordinating with explicit dispose(). Lookups are an index.
+constexpr int64_t kSlotBits = 24;
+constexpr int64_t kSlotMask = (int64_t{1} << kSlotBits) - 1;
+struct Slot { at::Tensor tensor; int64_t generation = 0; };
+std::vector<Slot> slots;
+std::vector<int64_t> free_slots;
+size_t live = 0;
 
 // Native bytes visible to V8 (napi_adjust_external_memory), counted once per CPU storage shared by
-// several handles (views), so that GC pressure reflects what JS keeps alive.
+// several handles (views). Storages under 64 KiB are not counted: they cannot matter for GC pressure
+// and skipping them keeps small ops cheap. Reports to V8 are batched in 1 MiB steps.
+constexpr int64_t kTrackMinBytes = 64 * 1024;
+constexpr int64_t kReportStep = 1 << 20;
 struct StorageUse { int64_t handles; int64_t bytes; };
 std::unordered_map<const void*, StorageUse> storages;
 int64_t external_bytes = 0;
+int64_t reported_bytes = 0;
 
-const void* CpuStorageKey(const at::Tensor& t) {
-  if (!t.defined() || !t.has_storage() || !t.device().is_cpu()) return nullptr;
-  return t.storage().unsafeGetStorageImpl();
+void Report(Napi::Env env) {
+  int64_t delta = external_bytes - reported_bytes;
+  if (delta >= kReportStep || delta <= -kReportStep) {
+    Napi::MemoryManagement::AdjustExternalMemory(env, delta);
+    reported_bytes = external_bytes;
+  }
+}
+
+const void* TrackedStorageKey(const at::Tensor& t) {
+  if (!t.has_storage() || !t.device().is_cpu()) return nullptr;
+  const auto& st = t.storage();
+  if (static_cast<int64_t>(st.nbytes()) < kTrackMinBytes) return nullptr;
+  return st.unsafeGetStorageImpl();
 }
 
 void Track(Napi::Env env, const at::Tensor& t) {
-  const void* key = CpuStorageKey(t);
+  const void* key = TrackedStorageKey(t);
   if (!key) return;
   auto it = storages.find(key);
   if (it != storages.end()) { it->second.handles++; return; }
   int64_t bytes = static_cast<int64_t>(t.storage().nbytes());
   storages.emplace(key, StorageUse{1, bytes});
   external_bytes += bytes;
-  Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
+  Report(env);
 }
 
 void Untrack(Napi::Env env, const at::Tensor& t) {
-  const void* key = CpuStorageKey(t);
+  const void* key = TrackedStorageKey(t);
   if (!key) return;
   auto it = storages.find(key);
   if (it == storages.end()) return;
   if (--it->second.handles > 0) return;
   external_bytes -= it->second.bytes;
-  Napi::MemoryManagement::AdjustExternalMemory(env, -it->second.bytes);
   storages.erase(it);
+  Report(env);
+}
+
+Slot* Lookup(int64_t id) {
+  int64_t index = id & kSlotMask;
+  if (id <= 0 || index >= static_cast<int64_t>(slots.size())) return nullptr;
+  Slot& s = slots[index];
+  if (s.generation != (id >> kSlotBits) || !s.tensor.defined()) return nullptr;
+  return &s;
 }
 
 }  // namespace
 
 Napi::Value Put(Napi::Env env, at::Tensor t) {
   if (!t.defined()) return env.Null();
-  int64_t id = next_id++;
   Track(env, t);
-  tensors.emplace(id, std::move(t));
-  return Napi::Number::New(env, static_cast<double>(id));
+  int64_t index;
+  if (!free_slots.empty()) {
+    index = free_slots.back();
+    free_slots.pop_back();
+  } else {
+    if (static_cast<int64_t>(slots.size()) > kSlotMask) throw std::runtime_error("too many live tensors (16M); dispose some");
+    index = static_cast<int64_t>(slots.size());
+    slots.emplace_back();
+    if (index == 0) { slots.emplace_back(); index = 1; }  // id 0 is never valid
+  }
+  Slot& s = slots[index];
+  s.generation++;
+  s.tensor = std::move(t);
+  live++;
+  return Napi::Number::New(env, static_cast<double>((s.generation << kSlotBits) | index));
 }
 
 at::Tensor& Get(const Napi::Value& v) {
   if (!v.IsNumber()) throw ArgError("expected a tensor");
-  int64_t id = v.As<Napi::Number>().Int64Value();
-  auto it = tensors.find(id);
-  if (it == tensors.end()) throw ArgError("tensor used after dispose()");
-  return it->second;
+  Slot* s = Lookup(v.As<Napi::Number>().Int64Value());
+  if (!s) throw ArgError("tensor used after dispose()");
+  return s->tensor;
 }
 
 std::optional<at::Tensor> GetOptional(const Napi::Value& v) {
@@ -84,14 +123,16 @@ Napi::Value PutList(Napi::Env env, const std::vector<at::Tensor>& ts) {
 }
 
 bool Free(Napi::Env env, int64_t id) {
-  auto it = tensors.find(id);
-  if (it == tensors.end()) return false;
-  Untrack(env, it->second);
-  tensors.erase(it);
+  Slot* s = Lookup(id);
+  if (!s) return false;
+  Untrack(env, s->tensor);
+  s->tensor.reset();
+  free_slots.push_back(id & kSlotMask);
+  live--;
   return true;
 }
 
-size_t LiveCount() { return tensors.size(); }
+size_t LiveCount() { return live; }
 int64_t ExternalBytes() { return external_bytes; }
 
 // ---- arguments -------------------------------------------------------------------------------
@@ -155,10 +196,9 @@ std::optional<std::vector<int64_t>> OptDims(const Napi::Value& v) {
   return IntList(v);
 }
 
-Napi::Value Guard(const Napi::CallbackInfo& info, const std::function<Napi::Value()>& body) {
-  Napi::Env env = info.Env();
+void Rethrow(Napi::Env env) {
   try {
-    return body();
+    throw;
   } catch (const Napi::Error&) {
     throw;
   } catch (const ArgError& e) {

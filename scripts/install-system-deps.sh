@@ -3,6 +3,7 @@
 #   libtorch-dev       the numeric core the addon links against (skipped when LIBTORCH or
 #                      LIBTORCH_USE_PYTORCH=1 points at another libtorch)
 #   python3-torch      the independent PyTorch reference for tests and the benchmarks' baselines
+#   libopenblas0-openmp an optimised BLAS for libtorch (Debian otherwise links the slow reference BLAS)
 #   fonts-dejavu-core  a font for the text in PNG charts
 set -euo pipefail
 need=()
@@ -11,6 +12,11 @@ if [ -z "${LIBTORCH:-}" ] && [ "${LIBTORCH_USE_PYTORCH:-}" != "1" ]; then
 fi
 /usr/bin/python3 -c 'import torch' >/dev/null 2>&1 || need+=(python3-torch)
 [ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
+# Debian's libtorch links libblas.so.3; without an optimised provider that is the reference BLAS,
+# about 50x slower at matrix products.
+if [ -z "${LIBTORCH:-}" ] && [ "${LIBTORCH_USE_PYTORCH:-}" != "1" ] && command -v dpkg >/dev/null; then
+  dpkg -s libopenblas0-openmp >/dev/null 2>&1 || dpkg -s libopenblas0-pthread >/dev/null 2>&1 || need+=(libopenblas0-openmp)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "mixlora setup: installing ${need[*]} with apt-get" >&2

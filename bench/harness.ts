@@ -1,0 +1,61 @@
+// Shared by the benchmarks: timing, the PyTorch side run in the same invocation, and tables.
+import { spawnSync } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import { packageRoot } from '../src/util/package.js';
+
+export const PYTHON = process.env.PYTHON ?? '/usr/bin/python3';
+
+/** Median milliseconds of `reps` calls after `warmup` calls. */
+export function medianMs(fn: () => void, reps: number, warmup = 2): number {
+  for (let i = 0; i < warmup; i++) fn();
+  const times: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = process.hrtime.bigint();
+    fn();
+    times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)]!;
+}
+
+/** Runs bench/python/<script> with args; it prints one JSON object on its last stdout line. */
+export function runPython<T>(script: string, args: string[]): T {
+  const file = path.join(packageRoot(), 'bench', 'python', script);
+  const r = spawnSync(PYTHON, [file, ...args], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  if (r.status !== 0) {
+    throw new Error(`${PYTHON} ${script} failed (exit ${r.status}):\n${r.stderr}\n` +
+      'The PyTorch baselines need python3-torch (Debian: apt-get install python3-torch; `make setup` does it as root).');
+  }
+  const lines = r.stdout.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]!) as T;
+}
+
+export function threads(): number {
+  const n = Number(process.env.MIXLORA_NUM_THREADS);
+  return Number.isInteger(n) && n > 0 ? n : os.availableParallelism();
+}
+
+export interface Row { name: string; ours: number; torch: number; unit: string; lowerIsBetter?: boolean }
+
+/** A Markdown table: ours, PyTorch's, and ours/PyTorch (below 1 = we are faster, for times). */
+export function table(rows: Row[]): string {
+  const out = ['| measurement | mixlora | PyTorch | mixlora / PyTorch |', '|---|---:|---:|---:|'];
+  for (const r of rows) {
+    out.push(`| ${r.name} | ${fmt(r.ours)} ${r.unit} | ${fmt(r.torch)} ${r.unit} | ${(r.ours / r.torch).toFixed(2)}× |`);
+  }
+  return out.join('\n');
+}
+
+export function fmt(x: number): string {
+  return x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x >= 1 ? x.toFixed(2) : x.toPrecision(3);
+}
+
+export function machine(): string {
+  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  return `${cpu}, ${os.availableParallelism()} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; ${threads()} torch threads`;
+}
+
+export function peakRssMiB(): number {
+  return process.resourceUsage().maxRSS / 1024;
+}
