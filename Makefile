@@ -20,7 +20,12 @@ native:
 build:
 	@npx tsc -p tsconfig.json
 
-test: setup
+# Reference values from the independent PyTorch implementation (test/reference/*.py).
+build/reference/.stamp: $(wildcard test/reference/*.py)
+	@$(PYTHON) test/reference/generate.py build/reference
+	@touch $@
+
+test: setup build/reference/.stamp
 	@node scripts/run-tests.mjs
 
 demo: setup

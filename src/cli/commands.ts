@@ -1,6 +1,11 @@
 // The subcommands of bin/mixlora, one module each.
 import type { Command } from 'commander';
+import { convertCommand } from './commands/convert.js';
+import { generateCommand } from './commands/generate.js';
+import { perplexityCommand } from './commands/perplexity.js';
 
 export function registerCommands(program: Command): void {
-  void program;
+  for (const make of [generateCommand, perplexityCommand, convertCommand]) {
+    program.addCommand(make().exitOverride().showHelpAfterError('(run with --help for usage)'));
+  }
 }

@@ -1,0 +1,86 @@
+// Text generation: a batch of prompts at once, left-padded so every row's positions and attention
+// equal a run of that prompt alone, with a KV cache.
+import { manualSeed } from '../tensor/runtime.js';
+import { noGrad } from '../tensor/autograd.js';
+import { tensor } from '../tensor/create.js';
+import { cat } from '../tensor/ops.js';
+import { tidy } from '../tensor/scope.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { CausalLM } from '../models/llama.js';
+import type { ForwardHooks } from '../models/hooks.js';
+import { KVCache } from '../models/kvcache.js';
+import { sampleNext, type SamplingOptions } from './sampling.js';
+
+export interface GenerateOptions extends SamplingOptions {
+  maxNewTokens: number;
+  /** Generation stops for a row when it produces one of these. */
+  stopIds: number[];
+  seed?: number | null;
+  /** Id used to fill left padding (never attended to). */
+  padId?: number;
+  hooks?: ForwardHooks;
+  /** Called after each step with the number of tokens generated so far. */
+  onStep?: (step: number) => void;
+}
+
+/** Generates continuations of token-id prompts; returns each row's new tokens (stop token included). */
+export function generate(model: CausalLM, prompts: number[][], o: GenerateOptions): number[][] {
+  if (prompts.length === 0) return [];
+  if (prompts.some((p) => p.length === 0)) throw new RangeError('generate: every prompt needs at least one token');
+  if (o.seed !== undefined && o.seed !== null) manualSeed(o.seed);
+  const B = prompts.length;
+  const longest = Math.max(...prompts.map((p) => p.length));
+  const padded = prompts.some((p) => p.length !== longest);
+  const pad = o.padId ?? 0;
+  const out: number[][] = prompts.map(() => []);
+  const done = prompts.map(() => o.maxNewTokens <= 0);
+  if (done.every(Boolean)) return out;
+  const c = model.config;
+  const cache = new KVCache(c, B, longest + o.maxNewTokens, model.dtype, model.device);
+  try {
+    noGrad(() => {
+      const rows = prompts.map((p) => [...Array<number>(longest - p.length).fill(pad), ...p]);
+      const maskRows = prompts.map((p) => [...Array<number>(longest - p.length).fill(0), ...Array<number>(p.length).fill(1)]);
+      // Tokens seen so far for the repetition penalty; padding repeats the row's first real token so
+      // it adds no penalty of its own.
+      let seen = tensor(prompts.map((p) => [...Array<number>(longest - p.length).fill(p[0]!), ...p]), { dtype: 'int64', device: model.device }).keep();
+      let mask: Tensor | null = padded ? tensor(maskRows, { dtype: 'int64', device: model.device }).keep() : null;
+      let input = tensor(rows, { dtype: 'int64', device: model.device }).keep();
+      try {
+        for (let step = 0; step < o.maxNewTokens; step++) {
+          const next = tidy(() => {
+            const logits = model.forward(input, { attentionMask: mask, cache, hooks: o.hooks, lastOnly: true });     // [B, 1, V]
+            return sampleNext(logits.select(1, 0), seen, o).keep();                                                      // [B]
+          });
+          const ids = next.toNumbers();
+          ids.forEach((id, b) => {
+            if (done[b]) return;
+            out[b]!.push(id);
+            if (o.stopIds.includes(id) || out[b]!.length >= o.maxNewTokens) done[b] = true;
+          });
+          o.onStep?.(step + 1);
+          if (done.every(Boolean)) { next.dispose(); break; }
+          const col = next.unsqueeze(1).keep();                                                                          // [B, 1]
+          next.dispose();
+          input.dispose();
+          input = col;
+          const prevSeen = seen;
+          seen = cat([seen, col], 1).keep();
+          prevSeen.dispose();
+          if (mask) {
+            const prevMask = mask;
+            mask = tidy(() => cat([prevMask, col.onesLike()], 1).keep());
+            prevMask.dispose();
+          }
+        }
+      } finally {
+        input.dispose();
+        seen.dispose();
+        mask?.dispose();
+      }
+    });
+  } finally {
+    cache.dispose();
+  }
+  return out;
+}

@@ -1,0 +1,156 @@
+// Model configuration: Hugging Face config.json for LLaMA, Mistral and Qwen2, validated.
+import fs from 'node:fs';
+import { Fields } from '../util/fields.js';
+import { UserError } from '../util/errors.js';
+
+export type Architecture = 'llama' | 'mistral' | 'qwen2';
+export const ARCHITECTURES: readonly Architecture[] = ['llama', 'mistral', 'qwen2'];
+
+export type RopeScaling =
+  | { type: 'linear'; factor: number }
+  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number };
+
+export interface ModelConfig {
+  architecture: Architecture;
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  ropeScaling: RopeScaling | null;
+  maxPositionEmbeddings: number;
+  tieWordEmbeddings: boolean;
+  /** Biases on q/k/v (Qwen2, LLaMA with attention_bias). */
+  qkvBias: boolean;
+  /** Bias on o_proj (LLaMA with attention_bias). */
+  oBias: boolean;
+  /** Biases on gate/up/down (LLaMA with mlp_bias). */
+  mlpBias: boolean;
+  /** Mistral's sliding-window attention: a query sees at most this many keys back (itself included). */
+  slidingWindow: number | null;
+  bosTokenId: number | null;
+  eosTokenIds: number[];
+  padTokenId: number | null;
+}
+
+function tokenIds(f: Fields, key: string): number[] {
+  const v = f.raw(key);
+  if (v === undefined || v === null) return [];
+  const list = Array.isArray(v) ? v : [v];
+  if (!list.every((x) => Number.isSafeInteger(x) && x >= 0)) f.fail(key, `must be a token id or a list of them, got ${JSON.stringify(v)}`);
+  return list as number[];
+}
+
+function ropeScaling(f: Fields): RopeScaling | null {
+  const v = f.raw('rope_scaling');
+  if (v === undefined || v === null) return null;
+  const r = Fields.of(v, `${f.where}: rope_scaling`);
+  const type = (r.has('rope_type') ? r.str('rope_type') : r.str('type')) as string;
+  const factor = r.num('factor', { exclusiveMin: 0 });
+  if (type === 'linear') return { type, factor };
+  if (type === 'llama3') {
+    return {
+      type, factor,
+      lowFreqFactor: r.num('low_freq_factor', { exclusiveMin: 0 }),
+      highFreqFactor: r.num('high_freq_factor', { exclusiveMin: 0 }),
+      originalMaxPositionEmbeddings: r.int('original_max_position_embeddings', { min: 1 }),
+    };
+  }
+  if (type === 'default') return null;
+  throw new UserError(`${f.where}: field 'rope_scaling' has type '${type}', which is not supported (supported: linear, llama3)`);
+}
+
+/** Validates a parsed config.json. `where` names it in errors. */
+export function parseModelConfig(json: unknown, where: string): ModelConfig {
+  const f = Fields.of(json, where);
+  const architecture = f.str<Architecture>('model_type', { oneOf: ARCHITECTURES });
+  const hiddenSize = f.int('hidden_size', { min: 1 });
+  const numHeads = f.int('num_attention_heads', { min: 1 });
+  const numKvHeads = f.int('num_key_value_heads', { default: numHeads, min: 1 });
+  if (numHeads % numKvHeads !== 0) f.fail('num_key_value_heads', `(${numKvHeads}) must divide num_attention_heads (${numHeads})`);
+  if (!f.has('head_dim') && hiddenSize % numHeads !== 0) f.fail('hidden_size', `(${hiddenSize}) must be a multiple of num_attention_heads (${numHeads})`);
+  const headDim = f.int('head_dim', { default: hiddenSize / numHeads, min: 2 });
+  if (headDim % 2 !== 0) f.fail('head_dim', `must be even for rotary embeddings, got ${headDim}`);
+  const act = f.str('hidden_act', { default: 'silu' });
+  if (act !== 'silu' && act !== 'swish') f.fail('hidden_act', `'${act}' is not supported (LLaMA-family models use silu)`);
+  const attentionBias = f.bool('attention_bias', false);
+  let slidingWindow: number | null = null;
+  if (architecture === 'mistral') slidingWindow = f.optInt('sliding_window', { min: 1 });
+  if (architecture === 'qwen2' && f.has('use_sliding_window') && f.bool('use_sliding_window')) {
+    f.fail('use_sliding_window', 'true is not supported (Qwen2 checkpoints ship with false)');
+  }
+  const cfg: ModelConfig = {
+    architecture,
+    vocabSize: f.int('vocab_size', { min: 1 }),
+    hiddenSize,
+    intermediateSize: f.int('intermediate_size', { min: 1 }),
+    numLayers: f.int('num_hidden_layers', { min: 1 }),
+    numHeads,
+    numKvHeads,
+    headDim,
+    rmsNormEps: f.num('rms_norm_eps', { default: 1e-6, exclusiveMin: 0 }),
+    ropeTheta: f.num('rope_theta', { default: 10000, exclusiveMin: 0 }),
+    ropeScaling: ropeScaling(f),
+    maxPositionEmbeddings: f.int('max_position_embeddings', { default: 2048, min: 1 }),
+    tieWordEmbeddings: f.bool('tie_word_embeddings', false),
+    qkvBias: architecture === 'qwen2' || attentionBias,
+    oBias: architecture !== 'qwen2' && attentionBias,
+    mlpBias: f.bool('mlp_bias', false),
+    slidingWindow,
+    bosTokenId: f.optInt('bos_token_id', { min: 0 }),
+    eosTokenIds: tokenIds(f, 'eos_token_id'),
+    padTokenId: f.optInt('pad_token_id', { min: 0 }),
+  };
+  return cfg;
+}
+
+export function readModelConfig(file: string): ModelConfig {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UserError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new UserError(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+  return parseModelConfig(json, file);
+}
+
+/** The config.json a Hugging Face folder would carry for this model. */
+export function toHfConfig(c: ModelConfig, torchDtype = 'float32'): Record<string, unknown> {
+  const archName = { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' }[c.architecture];
+  const out: Record<string, unknown> = {
+    architectures: [archName],
+    model_type: c.architecture,
+    vocab_size: c.vocabSize,
+    hidden_size: c.hiddenSize,
+    intermediate_size: c.intermediateSize,
+    num_hidden_layers: c.numLayers,
+    num_attention_heads: c.numHeads,
+    num_key_value_heads: c.numKvHeads,
+    head_dim: c.headDim,
+    hidden_act: 'silu',
+    rms_norm_eps: c.rmsNormEps,
+    rope_theta: c.ropeTheta,
+    rope_scaling: c.ropeScaling === null ? null : c.ropeScaling.type === 'linear'
+      ? { rope_type: 'linear', factor: c.ropeScaling.factor }
+      : { rope_type: 'llama3', factor: c.ropeScaling.factor, low_freq_factor: c.ropeScaling.lowFreqFactor, high_freq_factor: c.ropeScaling.highFreqFactor, original_max_position_embeddings: c.ropeScaling.originalMaxPositionEmbeddings },
+    max_position_embeddings: c.maxPositionEmbeddings,
+    tie_word_embeddings: c.tieWordEmbeddings,
+    torch_dtype: torchDtype,
+  };
+  if (c.architecture === 'llama') { out.attention_bias = c.qkvBias; out.mlp_bias = c.mlpBias; }
+  if (c.architecture === 'mistral') out.sliding_window = c.slidingWindow;
+  if (c.bosTokenId !== null) out.bos_token_id = c.bosTokenId;
+  if (c.eosTokenIds.length) out.eos_token_id = c.eosTokenIds.length === 1 ? c.eosTokenIds[0] : c.eosTokenIds;
+  if (c.padTokenId !== null) out.pad_token_id = c.padTokenId;
+  return out;
+}

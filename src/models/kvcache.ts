@@ -1,0 +1,39 @@
+// Key/value cache for generation: per layer [B, kvHeads, maxLen, headDim], filled in place.
+import { zeros } from '../tensor/create.js';
+import { isGradEnabled } from '../tensor/autograd.js';
+import type { DType } from '../tensor/dtype.js';
+import type { Device, Tensor } from '../tensor/tensor.js';
+import type { ModelConfig } from './config.js';
+
+export class KVCache {
+  private readonly keys: Tensor[] = [];
+  private readonly values: Tensor[] = [];
+  /** Positions already written (the same for every row: padding is a masked position, not a gap). */
+  length = 0;
+
+  constructor(c: ModelConfig, readonly batch: number, readonly maxLen: number, dtype: DType, device: Device) {
+    for (let l = 0; l < c.numLayers; l++) {
+      this.keys.push(zeros([batch, c.numKvHeads, maxLen, c.headDim], { dtype, device }).keep());
+      this.values.push(zeros([batch, c.numKvHeads, maxLen, c.headDim], { dtype, device }).keep());
+    }
+  }
+
+  /** Writes k, v [B, kvHeads, T, D] after the cached positions; returns all keys/values so far. */
+  update(layer: number, k: Tensor, v: Tensor): [Tensor, Tensor] {
+    if (isGradEnabled()) throw new Error('KVCache is for inference: call it under noGrad()');
+    const T = k.size(2);
+    if (this.length + T > this.maxLen) throw new RangeError(`KV cache holds ${this.maxLen} positions; ${this.length + T} needed`);
+    this.keys[layer]!.narrow(2, this.length, T).copy_(k);
+    this.values[layer]!.narrow(2, this.length, T).copy_(v);
+    return [this.keys[layer]!.narrow(2, 0, this.length + T), this.values[layer]!.narrow(2, 0, this.length + T)];
+  }
+
+  /** Called once per forward pass, after every layer wrote its T new positions. */
+  advance(T: number): void {
+    this.length += T;
+  }
+
+  dispose(): void {
+    for (const t of [...this.keys, ...this.values]) t.dispose();
+  }
+}

@@ -1,0 +1,94 @@
+// Opening a model from disk: a Hugging Face folder, or a llama2.c checkpoint with its tokenizer.
+import fs from 'node:fs';
+import path from 'node:path';
+import { isDType, isFloating, type DType } from '../tensor/dtype.js';
+import { cuda } from '../tensor/runtime.js';
+import type { Device } from '../tensor/tensor.js';
+import { TextTokenizer } from '../tokenizer/tokenizer.js';
+import { UserError } from '../util/errors.js';
+import { readModelConfig, type ModelConfig } from './config.js';
+import { CausalLM } from './llama.js';
+import { loadLlama2cWeights, readLlama2cConfig } from './llama2c.js';
+import { loadHfWeights } from './weights.js';
+
+export interface LoadOptions {
+  /** Compute dtype of the frozen weights (float32 by default). */
+  dtype?: DType;
+  device?: Device;
+  /** A tokenizer file or folder; for llama2.c checkpoints their tok*.bin. */
+  tokenizer?: string | null;
+}
+
+export interface LoadedModel {
+  model: CausalLM;
+  tokenizer: TextTokenizer;
+  format: 'hf' | 'llama2c';
+  path: string;
+}
+
+export function parseDType(s: string, where = '--dtype'): DType {
+  if (!isDType(s) || !isFloating(s) || s === 'float64') throw new UserError(`${where}: '${s}' is not a compute dtype (float32, bfloat16, float16)`);
+  return s;
+}
+
+export function parseDevice(s: string): Device {
+  if (s === 'cpu') return 'cpu';
+  if (s === 'cuda' || /^cuda:\d+$/.test(s)) {
+    if (!cuda.isAvailable()) throw new UserError(`--device ${s}: this libtorch has no usable CUDA (build the addon against a CUDA libtorch; see README)`);
+    return s as Device;
+  }
+  throw new UserError(`--device: '${s}' is not cpu, cuda or cuda:N`);
+}
+
+/** Extra stop tokens of generation_config.json (LLaMA-3 instruct lists several). */
+function generationEosIds(dir: string): number[] {
+  const f = path.join(dir, 'generation_config.json');
+  if (!fs.existsSync(f)) return [];
+  try {
+    const v = JSON.parse(fs.readFileSync(f, 'utf8')).eos_token_id;
+    return (Array.isArray(v) ? v : v === undefined || v === null ? [] : [v]).filter((x) => Number.isSafeInteger(x));
+  } catch {
+    return [];
+  }
+}
+
+function loadTokenizerFor(spec: string, config: ModelConfig): TextTokenizer {
+  if (fs.existsSync(spec) && fs.statSync(spec).isDirectory()) return TextTokenizer.fromDir(spec);
+  if (spec.endsWith('.json')) return TextTokenizer.fromDir(path.dirname(spec));
+  if (spec.endsWith('.model')) return TextTokenizer.fromSentencePiece(spec);
+  return TextTokenizer.fromLlama2c(spec, config.vocabSize);
+}
+
+export function isLlama2cCheckpoint(p: string): boolean {
+  return fs.existsSync(p) && fs.statSync(p).isFile();
+}
+
+export function readConfigOf(p: string): ModelConfig {
+  if (!fs.existsSync(p)) throw new UserError(`${p}: no such file or folder`);
+  if (isLlama2cCheckpoint(p)) return readLlama2cConfig(p).config;
+  return readModelConfig(path.join(p, 'config.json'));
+}
+
+export function loadModel(p: string, opts: LoadOptions = {}): LoadedModel {
+  const dtype = opts.dtype ?? 'float32';
+  const device = opts.device ?? 'cpu';
+  if (!fs.existsSync(p)) throw new UserError(`${p}: no such file or folder`);
+  if (isLlama2cCheckpoint(p)) {
+    const { config } = readLlama2cConfig(p);
+    let tokFile = opts.tokenizer ?? null;
+    if (tokFile === null) {
+      const guess = [`tok${config.vocabSize}.bin`, 'tokenizer.bin'].map((n) => path.join(path.dirname(p), n)).find((f) => fs.existsSync(f));
+      if (!guess) throw new UserError(`${p}: a llama2.c checkpoint needs its tokenizer: pass --tokenizer tok${config.vocabSize}.bin`);
+      tokFile = guess;
+    }
+    const tokenizer = loadTokenizerFor(tokFile, config);
+    const weights = loadLlama2cWeights(p, config, { dtype, device });
+    return { model: new CausalLM(config, weights, dtype, device), tokenizer, format: 'llama2c', path: p };
+  }
+  const config = readModelConfig(path.join(p, 'config.json'));
+  for (const id of generationEosIds(p)) if (!config.eosTokenIds.includes(id)) config.eosTokenIds.push(id);
+  const tokenizer = opts.tokenizer ? loadTokenizerFor(opts.tokenizer, config) : TextTokenizer.fromDir(p);
+  if (tokenizer.eosId !== null && !config.eosTokenIds.includes(tokenizer.eosId)) config.eosTokenIds.push(tokenizer.eosId);
+  const weights = loadHfWeights(p, config, { dtype, device });
+  return { model: new CausalLM(config, weights, dtype, device), tokenizer, format: 'hf', path: p };
+}

@@ -1,0 +1,167 @@
+// The frozen weights of a LLaMA-family model, their Hugging Face names, and loading them from a
+// Hugging Face folder (model.safetensors, or shards listed in model.safetensors.index.json).
+import fs from 'node:fs';
+import path from 'node:path';
+import { readHeader, loadTensor, type SafetensorsHeader } from '../io/safetensors.js';
+import type { DType } from '../tensor/dtype.js';
+import type { Device, Tensor } from '../tensor/tensor.js';
+import { UserError } from '../util/errors.js';
+import type { ModelConfig } from './config.js';
+
+export const ATTENTION_PROJECTIONS = ['q_proj', 'k_proj', 'v_proj', 'o_proj'] as const;
+export const MLP_PROJECTIONS = ['gate_proj', 'up_proj', 'down_proj'] as const;
+export const PROJECTIONS = [...ATTENTION_PROJECTIONS, ...MLP_PROJECTIONS] as const;
+export type ProjName = (typeof PROJECTIONS)[number];
+
+export interface Linear { weight: Tensor; bias: Tensor | null }
+export interface LayerWeights {
+  inputNorm: Tensor;
+  postNorm: Tensor;
+  proj: Record<ProjName, Linear>;
+}
+export interface ModelWeights {
+  embed: Tensor;
+  layers: LayerWeights[];
+  norm: Tensor;
+  /** The same tensor as `embed` when the config ties them. */
+  lmHead: Tensor;
+}
+
+/** [out, in] of each projection. */
+export function projectionShape(c: ModelConfig, name: ProjName): [number, number] {
+  const q = c.numHeads * c.headDim;
+  const kv = c.numKvHeads * c.headDim;
+  switch (name) {
+    case 'q_proj': return [q, c.hiddenSize];
+    case 'k_proj': case 'v_proj': return [kv, c.hiddenSize];
+    case 'o_proj': return [c.hiddenSize, q];
+    case 'gate_proj': case 'up_proj': return [c.intermediateSize, c.hiddenSize];
+    case 'down_proj': return [c.hiddenSize, c.intermediateSize];
+  }
+}
+
+export function hasBias(c: ModelConfig, name: ProjName): boolean {
+  if (name === 'q_proj' || name === 'k_proj' || name === 'v_proj') return c.qkvBias;
+  if (name === 'o_proj') return c.oBias;
+  return c.mlpBias;
+}
+
+export function projectionPrefix(layer: number, name: ProjName): string {
+  return `model.layers.${layer}.${MLP_PROJECTIONS.includes(name as never) ? 'mlp' : 'self_attn'}.${name}`;
+}
+
+/** Every tensor of the model: its Hugging Face name and shape, in checkpoint order. */
+export function weightSpecs(c: ModelConfig): { name: string; shape: number[] }[] {
+  const out: { name: string; shape: number[] }[] = [{ name: 'model.embed_tokens.weight', shape: [c.vocabSize, c.hiddenSize] }];
+  for (let l = 0; l < c.numLayers; l++) {
+    out.push({ name: `model.layers.${l}.input_layernorm.weight`, shape: [c.hiddenSize] });
+    for (const p of PROJECTIONS) {
+      const shape = projectionShape(c, p);
+      out.push({ name: `${projectionPrefix(l, p)}.weight`, shape });
+      if (hasBias(c, p)) out.push({ name: `${projectionPrefix(l, p)}.bias`, shape: [shape[0]] });
+    }
+    out.push({ name: `model.layers.${l}.post_attention_layernorm.weight`, shape: [c.hiddenSize] });
+  }
+  out.push({ name: 'model.norm.weight', shape: [c.hiddenSize] });
+  if (!c.tieWordEmbeddings) out.push({ name: 'lm_head.weight', shape: [c.vocabSize, c.hiddenSize] });
+  return out;
+}
+
+/** Builds the structured view from tensors by Hugging Face name. */
+export function structureWeights(c: ModelConfig, byName: (name: string) => Tensor): ModelWeights {
+  const embed = byName('model.embed_tokens.weight');
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < c.numLayers; l++) {
+    const proj = {} as Record<ProjName, Linear>;
+    for (const p of PROJECTIONS) {
+      proj[p] = { weight: byName(`${projectionPrefix(l, p)}.weight`), bias: hasBias(c, p) ? byName(`${projectionPrefix(l, p)}.bias`) : null };
+    }
+    layers.push({
+      inputNorm: byName(`model.layers.${l}.input_layernorm.weight`),
+      postNorm: byName(`model.layers.${l}.post_attention_layernorm.weight`),
+      proj,
+    });
+  }
+  return { embed, layers, norm: byName('model.norm.weight'), lmHead: c.tieWordEmbeddings ? embed : byName('lm_head.weight') };
+}
+
+/** Tensors by Hugging Face name (the inverse of structureWeights). */
+export function flattenWeights(c: ModelConfig, w: ModelWeights): Map<string, Tensor> {
+  const out = new Map<string, Tensor>([['model.embed_tokens.weight', w.embed]]);
+  w.layers.forEach((layer, l) => {
+    out.set(`model.layers.${l}.input_layernorm.weight`, layer.inputNorm);
+    for (const p of PROJECTIONS) {
+      out.set(`${projectionPrefix(l, p)}.weight`, layer.proj[p].weight);
+      if (layer.proj[p].bias) out.set(`${projectionPrefix(l, p)}.bias`, layer.proj[p].bias!);
+    }
+    out.set(`model.layers.${l}.post_attention_layernorm.weight`, layer.postNorm);
+  });
+  out.set('model.norm.weight', w.norm);
+  if (!c.tieWordEmbeddings) out.set('lm_head.weight', w.lmHead);
+  return out;
+}
+
+/** The safetensors files of a Hugging Face folder and which file holds each tensor. */
+function openShards(dir: string): Map<string, SafetensorsHeader> {
+  const index = path.join(dir, 'model.safetensors.index.json');
+  const single = path.join(dir, 'model.safetensors');
+  const byName = new Map<string, SafetensorsHeader>();
+  let files: string[];
+  if (fs.existsSync(index)) {
+    let map: Record<string, unknown>;
+    try {
+      map = JSON.parse(fs.readFileSync(index, 'utf8')).weight_map;
+    } catch (e) {
+      throw new UserError(`${index}: not valid JSON (${(e as Error).message})`);
+    }
+    if (!map || typeof map !== 'object') throw new UserError(`${index}: no "weight_map" object`);
+    files = [...new Set(Object.values(map))].map((f) => {
+      if (typeof f !== 'string' || path.basename(f) !== f) throw new UserError(`${index}: shard name ${JSON.stringify(f)} is not a plain file name`);
+      return f;
+    });
+  } else if (fs.existsSync(single)) {
+    files = ['model.safetensors'];
+  } else {
+    throw new UserError(`${dir}: no model.safetensors or model.safetensors.index.json`);
+  }
+  for (const f of files) {
+    const h = readHeader(path.join(dir, f));
+    for (const name of h.tensors.keys()) byName.set(name, h);
+  }
+  return byName;
+}
+
+/** Loads and checks every tensor of the model, each read straight into its buffer and converted to
+ * the compute dtype one at a time (never two copies of the model in memory). */
+export function loadHfWeights(dir: string, c: ModelConfig, opts: { dtype: DType; device: Device }): ModelWeights {
+  const shards = openShards(dir);
+  const loaded = new Map<string, Tensor>();
+  try {
+    for (const spec of weightSpecs(c)) {
+      const h = shards.get(spec.name);
+      if (!h) throw new UserError(`${dir}: the checkpoint has no tensor '${spec.name}' (needed by this ${c.architecture} config)`);
+      const e = h.tensors.get(spec.name)!;
+      if (e.shape.join(',') !== spec.shape.join(',')) {
+        throw new UserError(`${h.file}: tensor '${spec.name}' has shape [${e.shape}] but config.json implies [${spec.shape}]`);
+      }
+      loaded.set(spec.name, loadTensor(h, spec.name, opts).keep());
+    }
+  } catch (e) {
+    for (const t of loaded.values()) t.dispose();
+    throw e;
+  }
+  return structureWeights(c, (n) => loaded.get(n)!);
+}
+
+export function disposeWeights(w: ModelWeights): void {
+  const seen = new Set<Tensor>();
+  const drop = (t: Tensor | null) => { if (t && !seen.has(t)) { seen.add(t); t.dispose(); } };
+  drop(w.embed);
+  drop(w.norm);
+  drop(w.lmHead);
+  for (const l of w.layers) {
+    drop(l.inputNorm);
+    drop(l.postNorm);
+    for (const p of PROJECTIONS) { drop(l.proj[p].weight); drop(l.proj[p].bias); }
+  }
+}

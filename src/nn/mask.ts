@@ -1,0 +1,35 @@
+// Attention masks and positions for padded batches, KV caches and sliding windows.
+import { arange, ones } from '../tensor/create.js';
+import type { Tensor } from '../tensor/tensor.js';
+
+/**
+ * Which keys each query may attend to: bool [B, 1, T, S], true = attend.
+ * keyMask [B, S] marks real tokens (1) and padding (0) over the whole key sequence (cache included);
+ * the T queries are the last T of the S positions. A query always sees itself, so rows of padding
+ * never become all -inf (whose NaN would leak into real rows through the values).
+ */
+export function attentionMask(keyMask: Tensor, queryLen: number, slidingWindow: number | null): Tensor {
+  const S = keyMask.size(1);
+  const past = S - queryLen;
+  const device = keyMask.device;
+  const q = arange(past, S, 1, { device }).unsqueeze(1);                                // [T, 1] absolute query index
+  const k = arange(0, S, 1, { device }).unsqueeze(0);                                   // [1, S]
+  let allowed = k.le(q);                                                                // [T, S] causal
+  if (slidingWindow !== null) allowed = allowed.logicalAnd(q.sub(k).lt(slidingWindow));
+  const keys = keyMask.ne(0).unsqueeze(1).unsqueeze(1);                                 // [B, 1, 1, S]
+  return allowed.unsqueeze(0).unsqueeze(0).logicalAnd(keys).logicalOr(k.eq(q));        // [B, 1, T, S]
+}
+
+/** Position ids that skip padding: the i-th real token of a row gets position i. keyMask [B, S] -> [B, S]. */
+export function positionsFromMask(keyMask: Tensor): Tensor {
+  return keyMask.to('int64').cumsum(1).sub(1).clamp(0, null);
+}
+
+/** True when the whole batch is unpadded (all ones). */
+export function isDense(keyMask: Tensor): boolean {
+  return keyMask.ne(0).all().item() === 1;
+}
+
+export function fullMask(batch: number, len: number, device: Tensor['device']): Tensor {
+  return ones([batch, len], { dtype: 'int64', device });
+}

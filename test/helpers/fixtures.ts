@@ -1,0 +1,23 @@
+// Where test inputs live: reference fixtures written by the PyTorch script, bundled assets, temp dirs.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { packageRoot } from '../../src/util/package.js';
+
+export const ROOT = packageRoot();
+export const STORIES_BIN = path.join(ROOT, 'assets', 'models', 'stories260K', 'stories260K.bin');
+export const STORIES_TOK = path.join(ROOT, 'assets', 'models', 'stories260K', 'tok512.bin');
+export const MIXLORA_BIN = path.join(ROOT, 'bin', 'mixlora');
+
+/** build/reference, written by `python3 test/reference/generate.py` (make test runs it). */
+export function referenceDir(...parts: string[]): string {
+  const dir = path.join(ROOT, 'build', 'reference');
+  if (!fs.existsSync(path.join(dir, 'models', 'index.json'))) {
+    throw new Error(`reference fixtures missing in ${dir}: run \`make test\` (it runs test/reference/generate.py with Debian's python3-torch)`);
+  }
+  return path.join(dir, ...parts);
+}
+
+export function tempDir(prefix = 'mixlora-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}

@@ -1,0 +1,33 @@
+// config.json validation: unsupported architectures and values are refused naming the field.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseModelConfig } from '../../src/models/config.js';
+
+const base = { model_type: 'llama', vocab_size: 10, hidden_size: 8, intermediate_size: 16, num_hidden_layers: 1, num_attention_heads: 2 };
+
+test('defaults follow Hugging Face (kv heads = heads, theta 10000, untied, silu)', () => {
+  const c = parseModelConfig(base, 'config.json');
+  assert.equal(c.numKvHeads, 2);
+  assert.equal(c.headDim, 4);
+  assert.equal(c.ropeTheta, 10000);
+  assert.equal(c.tieWordEmbeddings, false);
+  assert.equal(c.qkvBias, false);
+  assert.equal(parseModelConfig({ ...base, model_type: 'qwen2' }, 'c').qkvBias, true);
+  assert.equal(parseModelConfig({ ...base, model_type: 'mistral', sliding_window: 4096 }, 'c').slidingWindow, 4096);
+  assert.deepEqual(parseModelConfig({ ...base, eos_token_id: [1, 2] }, 'c').eosTokenIds, [1, 2]);
+});
+
+test('bad or unsupported values name their field', () => {
+  const cases: [Record<string, unknown>, RegExp][] = [
+    [{ ...base, model_type: 'gpt2' }, /'model_type' must be one of llama, mistral, qwen2; got 'gpt2'/],
+    [{ ...base, num_key_value_heads: 3 }, /'num_key_value_heads' \(3\) must divide num_attention_heads/],
+    [{ ...base, hidden_act: 'gelu' }, /'hidden_act' 'gelu' is not supported/],
+    [{ ...base, rope_scaling: { rope_type: 'yarn', factor: 4 } }, /'rope_scaling' has type 'yarn'/],
+    [{ ...base, rope_scaling: { rope_type: 'linear' } }, /factor' is required/],
+    [{ ...base, vocab_size: 0 }, /'vocab_size' must be >= 1/],
+    [{ ...base, hidden_size: 'big' }, /'hidden_size' must be an integer/],
+    [{ ...base, model_type: 'qwen2', use_sliding_window: true }, /'use_sliding_window'/],
+    [{ ...base, hidden_size: 7 }, /'hidden_size' \(7\) must be a multiple/],
+  ];
+  for (const [cfg, re] of cases) assert.throws(() => parseModelConfig(cfg, 'x/config.json'), (e: Error) => re.test(e.message) && e.message.startsWith('x/config.json'), re.source);
+});
