@@ -51,5 +51,5 @@ export function runEngineBench(): { ours: EngineResult; torch: EngineResult; row
 if (import.meta.url === `file://${process.argv[1]}`) {
   const r = runEngineBench();
   if (process.argv.includes('--json')) console.log(JSON.stringify({ ours: r.ours, torch: r.torch }));
-  else console.log(`Engine overhead (${machine()})\n\n${table(r.rows)}`);
+  else console.log(`Engine overhead (${machine()}); lower is better\n\n${table(r.rows)}`);
 }
