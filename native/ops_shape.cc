@@ -26,6 +26,8 @@ MX_FN(triu) { return Put(info.Env(), Get(info[0]).triu(Int(info[1]))); }
 MX_FN(repeatInterleave) { return Put(info.Env(), Get(info[0]).repeat_interleave(Int(info[1]), Int(info[2]))); }
 MX_FN(repeat) { return Put(info.Env(), Get(info[0]).repeat(IntList(info[1]))); }
 MX_FN(flip) { return Put(info.Env(), Get(info[0]).flip(IntList(info[1]))); }
+// asStrided(id, size, stride, offset): a view with explicit strides (rebuilding pickled tensors).
+MX_FN(asStrided) { return Put(info.Env(), Get(info[0]).as_strided(IntList(info[1]), IntList(info[2]), Int(info[3]))); }
 
 // ---- indexing ----
 MX_FN(indexSelect) { return Put(info.Env(), Get(info[0]).index_select(Int(info[1]), Get(info[2]))); }
@@ -91,6 +93,7 @@ void RegisterShape(Napi::Env env, Napi::Object exports) {
   MX_EXPORT(exports, repeatInterleave);
   MX_EXPORT(exports, repeat);
   MX_EXPORT(exports, flip);
+  MX_EXPORT(exports, asStrided);
   MX_EXPORT(exports, indexSelect);
   MX_EXPORT(exports, gather);
   MX_EXPORT(exports, scatterAdd);

@@ -5,6 +5,9 @@ import type { Tensor } from '../tensor/tensor.js';
 import type { LayerWeights, Linear, ProjName } from './weights.js';
 
 export interface ForwardHooks {
+  /** Called at the start of each forward pass: which of the T new positions of each row are real
+   * tokens ([B, T], 1 = token) or null when none is padding. */
+  beginForward?(tokenMask: Tensor | null): void;
   /** x Wᵀ + b for x [B, T, in], plus whatever adapters apply to each row. */
   project(layer: number, name: ProjName, x: Tensor, lin: Linear): Tensor;
   /** The feed-forward block on the normalised hidden states x [B, T, H]. */

@@ -42,6 +42,7 @@ export class CausalLM {
     const hooks = opts.hooks ?? plainHooks;
     const T = ids.size(1);
     const ctx = this.context(ids, opts.attentionMask ?? null, opts.cache ?? null);
+    hooks.beginForward?.(opts.attentionMask ? opts.attentionMask.narrow(1, opts.attentionMask.size(1) - T, T) : null);
     let h = this.embed(ids);                                                              // [B, T, H]
     for (let l = 0; l < this.config.numLayers; l++) {
       const prev = h;

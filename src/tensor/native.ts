@@ -50,6 +50,7 @@ export interface NativeAddon {
   repeatInterleave(id: Id, repeats: number, dim: number): Id;
   repeat(id: Id, times: number[]): Id;
   flip(id: Id, dims: number[]): Id;
+  asStrided(id: Id, size: number[], stride: number[], offset: number): Id;
   indexSelect(id: Id, dim: number, index: Id): Id;
   gather(id: Id, dim: number, index: Id): Id;
   scatterAdd(id: Id, dim: number, index: Id, src: Id): Id;

@@ -124,6 +124,7 @@ export class Tensor {
   repeatInterleave(repeats: number, dim: number): Tensor { return new Tensor(native.repeatInterleave(this.id, repeats, dim)); }
   repeat(...times: number[]): Tensor { return new Tensor(native.repeat(this.id, times)); }
   flip(...dims: number[]): Tensor { return new Tensor(native.flip(this.id, dims)); }
+  asStrided(size: number[], stride: number[], offset = 0): Tensor { return new Tensor(native.asStrided(this.id, size, stride, offset)); }
 
   // ---- indexing -------------------------------------------------------------------------------
   indexSelect(dim: number, index: Tensor): Tensor { return new Tensor(native.indexSelect(this.id, dim, index.id)); }

@@ -1,0 +1,58 @@
+// An adapter: its config and its parameter tree over a frozen base model. Built fresh (B = 0) or from
+// saved weights; several can be attached to one base model at once (see batch.ts).
+import type { Tensor } from '../tensor/tensor.js';
+import type { CausalLM } from '../models/llama.js';
+import type { ProjName } from '../models/weights.js';
+import { isMoe, type AdapterConfig } from './config.js';
+import { initLayers, type AdapterLayer, type MlpProj } from './params.js';
+import type { LoraParams } from './lora.js';
+
+export interface NamedParameter { name: string; tensor: Tensor }
+
+export class Adapter {
+  constructor(readonly name: string, readonly config: AdapterConfig, readonly layers: AdapterLayer[]) {}
+
+  /** A fresh adapter for `model` (LoRA B = 0: the model is unchanged until trained). */
+  static create(name: string, config: AdapterConfig, model: CausalLM): Adapter {
+    return new Adapter(name, config, initLayers(config, model.config, (l, p) => model.weights.layers[l]!.proj[p].weight, model.device));
+  }
+
+  get isMoe(): boolean { return isMoe(this.config); }
+
+  lora(layer: number, proj: ProjName): LoraParams | null {
+    return this.layers[layer]?.lora[proj] ?? null;
+  }
+
+  /** Every trainable tensor with a stable name (stacked experts under one name per module). */
+  parameters(): NamedParameter[] {
+    const out: NamedParameter[] = [];
+    this.layers.forEach((layer, l) => {
+      for (const [p, m] of Object.entries(layer.lora) as [ProjName, LoraParams][]) {
+        out.push({ name: `layers.${l}.${p}.lora_A`, tensor: m.A }, { name: `layers.${l}.${p}.lora_B`, tensor: m.B });
+        if (m.magnitude) out.push({ name: `layers.${l}.${p}.lora_magnitude_vector`, tensor: m.magnitude });
+      }
+      if (layer.moe) {
+        out.push({ name: `layers.${l}.moe_gate`, tensor: layer.moe.router });
+        for (const [p, s] of Object.entries(layer.moe.experts) as [MlpProj, NonNullable<typeof layer.moe.experts[MlpProj]>][]) {
+          out.push({ name: `layers.${l}.${p}.experts.lora_A`, tensor: s.A }, { name: `layers.${l}.${p}.experts.lora_B`, tensor: s.B });
+          if (s.magnitude) out.push({ name: `layers.${l}.${p}.experts.lora_magnitude_vector`, tensor: s.magnitude });
+        }
+      }
+    });
+    return out;
+  }
+
+  /** Number of trainable scalars (the paper's "# Params"). */
+  parameterCount(): number {
+    return this.parameters().reduce((n, p) => n + p.tensor.numel, 0);
+  }
+
+  requiresGrad_(on = true): this {
+    for (const p of this.parameters()) p.tensor.requiresGrad_(on);
+    return this;
+  }
+
+  dispose(): void {
+    for (const p of this.parameters()) p.tensor.dispose();
+  }
+}

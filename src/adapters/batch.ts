@@ -1,0 +1,141 @@
+// Several adapters over one frozen model in one batch: rows are grouped in contiguous ranges, each
+// range says which adapter (or none) it uses. The frozen projections run once over all rows; each
+// adapter adds its deltas on its own rows (as PEFT's mixed batches and MoE-PEFT's batch configs do).
+// Router outputs are recorded per adapter for the load-balance loss and the expert-load statistics.
+import { cat, linear } from '../tensor/ops.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { swiglu, type ForwardHooks } from '../models/hooks.js';
+import type { LayerWeights, Linear, ProjName } from '../models/weights.js';
+import type { Adapter } from './adapter.js';
+import { applyLora } from './lora.js';
+import { moeForward } from './moe.js';
+
+export interface RowRange { start: number; count: number; adapter: Adapter | null }
+
+/** One MixLoRA layer's router output for one adapter's real tokens. */
+export interface RouterRecord { layer: number; logits: Tensor; probs: Tensor; counts: Tensor }
+
+export interface BatchOptions {
+  training: boolean;
+  /** false: the per-expert path (tests, benchmarks). */
+  efficient?: boolean;
+  /** What to keep of the routers' output: tensors for the load-balance loss ('loss', the default in
+   * training), expert counts per layer for load statistics ('counts'), or nothing ('none'). */
+  record?: 'loss' | 'counts' | 'none';
+}
+
+export class AdapterBatch implements ForwardHooks {
+  /** Router tensors per adapter (record 'loss'), in layer order of each pass. */
+  readonly routing = new Map<Adapter, RouterRecord[]>();
+  /** Routed slots per adapter, layer and expert, summed over passes (record 'counts'). */
+  readonly expertCounts = new Map<Adapter, number[][]>();
+  private readonly efficient: boolean;
+  private readonly record: 'loss' | 'counts' | 'none';
+  private readonly validCache = new Map<number, Tensor | null>();
+  private tokenMask: Tensor | null = null;
+
+  /** `ranges` cover the batch rows in order; a single range with count -1 covers whatever the batch is. */
+  constructor(readonly ranges: RowRange[], readonly opts: BatchOptions) {
+    this.efficient = opts.efficient ?? true;
+    this.record = opts.record ?? (opts.training ? 'loss' : 'none');
+    let next = 0;
+    for (const r of ranges) {
+      if (ranges.length === 1 && r.start === 0 && r.count === -1) break;
+      if (r.start !== next || r.count <= 0) throw new RangeError('AdapterBatch: row ranges must be contiguous, in order, and non-empty');
+      next += r.count;
+    }
+  }
+
+  /** Every row of every pass uses the same adapter (or none). */
+  static all(adapter: Adapter | null, opts: BatchOptions): AdapterBatch {
+    return new AdapterBatch([{ start: 0, count: -1, adapter }], opts);
+  }
+
+  beginForward(tokenMask: Tensor | null): void {
+    this.tokenMask?.dispose();
+    this.tokenMask = tokenMask ? tokenMask.detach().keep() : null;
+    for (const t of this.validCache.values()) t?.dispose();
+    this.validCache.clear();
+  }
+
+  project(layer: number, name: ProjName, x: Tensor, lin: Linear): Tensor {
+    const base = linear(x, lin.weight, lin.bias);                                             // [B, T, out]
+    if (!this.ranges.some((r) => r.adapter?.lora(layer, name))) return base;
+    return this.perRange((r) => {
+      const p = r.adapter?.lora(layer, name);
+      const b = this.rows(base, r);
+      return p ? applyLora(this.rows(x, r), b, p, lin, this.opts.training) : b;
+    });
+  }
+
+  mlp(layer: number, x: Tensor, w: LayerWeights): Tensor {
+    if (!this.ranges.some((r) => r.adapter?.layers[layer]?.moe)) return swiglu(this, layer, x, w);
+    const [, T, H] = x.shape as [number, number, number];
+    // The frozen gate/up projections once for every row: MixLoRA experts and plain adapters share them.
+    const gate = linear(x, w.proj.gate_proj.weight, w.proj.gate_proj.bias);                  // [B, T, I]
+    const up = linear(x, w.proj.up_proj.weight, w.proj.up_proj.bias);                        // [B, T, I]
+    return this.perRange((r) => {
+      const xr = this.rows(x, r);                                                             // [b, T, H]
+      const moe = r.adapter?.layers[layer]?.moe;
+      if (moe) {
+        const I = gate.size(2);
+        const b = xr.size(0);
+        const res = moeForward(moe, w, {
+          x: xr.reshape(b * T, H), rows: b, len: T, valid: this.valid(r),
+          base: { gate: this.rows(gate, r).reshape(b * T, I), up: this.rows(up, r).reshape(b * T, I) },
+          training: this.opts.training, efficient: this.efficient,
+        });
+        this.keepRouting(r.adapter!, { layer, logits: res.logits, probs: res.probs, counts: res.counts });
+        return res.out.reshape(b, T, H);
+      }
+      const adapt = (name: 'gate_proj' | 'up_proj', base: Tensor) => {
+        const p = r.adapter?.lora(layer, name);
+        return p ? applyLora(xr, base, p, w.proj[name], this.opts.training) : base;
+      };
+      const h = adapt('gate_proj', this.rows(gate, r)).silu().mul(adapt('up_proj', this.rows(up, r)));   // [b, T, I]
+      const down = linear(h, w.proj.down_proj.weight, w.proj.down_proj.bias);
+      const pd = r.adapter?.lora(layer, 'down_proj');
+      return pd ? applyLora(h, down, pd, w.proj.down_proj, this.opts.training) : down;
+    });
+  }
+
+  private rows(t: Tensor, r: RowRange): Tensor {
+    return this.ranges.length === 1 && (r.count === -1 || r.count === t.size(0)) ? t : t.narrow(0, r.start, r.count);
+  }
+
+  private perRange(f: (r: RowRange) => Tensor): Tensor {
+    const parts = this.ranges.map(f);
+    return parts.length === 1 ? parts[0]! : cat(parts, 0);
+  }
+
+  /** [rows·T] bool of a range's real tokens, or null when there is no padding. */
+  private valid(r: RowRange): Tensor | null {
+    const mask = this.tokenMask;
+    if (!mask) return null;
+    if (!this.validCache.has(r.start)) this.validCache.set(r.start, this.rows(mask, r).ne(0).flatten().keep());
+    return this.validCache.get(r.start)!;
+  }
+
+  // Records outlive the layer's scope: they are kept until dispose().
+  private keepRouting(adapter: Adapter, rec: RouterRecord): void {
+    if (this.record === 'counts') {
+      const perLayer = this.expertCounts.get(adapter) ?? adapter.layers.map(() => Array<number>(adapter.config.moe!.numExperts).fill(0));
+      rec.counts.toNumbers().forEach((c, e) => { perLayer[rec.layer]![e]! += c; });
+      this.expertCounts.set(adapter, perLayer);
+    }
+    if (this.record !== 'loss') return;
+    for (const t of [rec.logits, rec.probs, rec.counts]) t.keep();
+    const list = this.routing.get(adapter);
+    if (list) list.push(rec); else this.routing.set(adapter, [rec]);
+  }
+
+  /** Frees the router records and cached masks (call after the loss is built and backward ran). */
+  dispose(): void {
+    for (const recs of this.routing.values()) for (const r of recs) for (const t of [r.logits, r.probs, r.counts]) t.dispose();
+    this.routing.clear();
+    for (const t of this.validCache.values()) t?.dispose();
+    this.validCache.clear();
+    this.tokenMask?.dispose();
+    this.tokenMask = null;
+  }
+}

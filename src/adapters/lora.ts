@@ -1,0 +1,43 @@
+// One LoRA or DoRA module on a frozen linear (../shared/docs/mixlora-reference.md §2), computed in
+// float32 like the reference: y = W x + s·B A dropout(x); DoRA scales W x + s·B A dropout(x) by
+// m / ‖W + s·B A‖ (row norms, detached). A bias, if any, is added after the scaling, so merging
+// W' = m/‖W + sBA‖ ⊙ (W + sBA) reproduces the adapted layer exactly.
+import { noGrad } from '../tensor/autograd.js';
+import { linear } from '../tensor/ops.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { Linear } from '../models/weights.js';
+import type { LoraSettings } from './config.js';
+
+export interface LoraParams {
+  /** [r, in] */
+  A: Tensor;
+  /** [out, r] */
+  B: Tensor;
+  /** [out], DoRA only */
+  magnitude: Tensor | null;
+  settings: LoraSettings;
+  /** α/r, or α/√r with rsLoRA */
+  scale: number;
+}
+
+/** ‖W + s·B A‖ per output row, float32 [out], outside autograd (DoRA treats it as a constant). */
+export function doraWeightNorm(weight: Tensor, A: Tensor, B: Tensor, scale: number): Tensor {
+  return noGrad(() => weight.to('float32').add(B.matmul(A), scale).norm(2, 1));            // [out]
+}
+
+/** s·B A dropout(x) in float32, x [.., in] -> [.., out]. */
+export function loraDelta(x: Tensor, p: LoraParams, training: boolean): Tensor {
+  const dropped = x.to('float32').dropout(p.settings.dropout, training);                     // [.., in]
+  return linear(linear(dropped, p.A), p.B).mul(p.scale);                                     // [.., out]
+}
+
+/** The adapted output for x [.., in], given the frozen layer's output `base` = x Wᵀ + b. */
+export function applyLora(x: Tensor, base: Tensor, p: LoraParams, lin: Linear, training: boolean): Tensor {
+  const delta = loraDelta(x, p, training);                                                   // [.., out] float32
+  if (!p.magnitude) return base.add(delta.to(base.dtype));
+  const scale = p.magnitude.div(doraWeightNorm(lin.weight, p.A, p.B, p.scale));              // [out]
+  const wx = lin.bias ? base.sub(lin.bias) : base;                                           // [.., out]
+  let y = wx.to('float32').add(delta).mul(scale);
+  if (lin.bias) y = y.add(lin.bias.to('float32'));
+  return y.to(base.dtype);
+}
