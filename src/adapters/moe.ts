@@ -67,21 +67,22 @@ export function moeForward(layer: MoeLayer, w: LayerWeights, input: MoeInput): M
   const perExpert = bincount(r.experts, m.numExperts).toNumbers();                           // one host sync
   const xs = x.indexSelect(0, tokens);                                                        // [m, H]
   const shared = input.efficient && base !== null;
-  const gs = shared ? base!.gate.indexSelect(0, tokens) : null;                              // [m, I]
-  const us = shared ? base!.up.indexSelect(0, tokens) : null;                                // [m, I]
+  // split, not narrow: its backward is one concatenation, where narrow's would add a full-size
+  // zero-padded gradient per expert.
+  const xParts = xs.split(perExpert, 0);                                                      // E × [c, H]
+  const gParts = shared ? base!.gate.indexSelect(0, tokens).split(perExpert, 0) : null;      // E × [c, I]
+  const uParts = shared ? base!.up.indexSelect(0, tokens).split(perExpert, 0) : null;        // E × [c, I]
   const pieces: Tensor[] = [];
-  let offset = 0;
   perExpert.forEach((count, e) => {
     if (count === 0) return;
-    const xe = xs.narrow(0, offset, count);                                                   // [c, H]
-    const gateBase = gs ? gs.narrow(0, offset, count) : linear(xe, w.proj.gate_proj.weight, w.proj.gate_proj.bias);   // [c, I]
-    const upBase = us ? us.narrow(0, offset, count) : linear(xe, w.proj.up_proj.weight, w.proj.up_proj.bias);         // [c, I]
+    const xe = xParts[e]!;                                                                    // [c, H]
+    const gateBase = gParts ? gParts[e]! : linear(xe, w.proj.gate_proj.weight, w.proj.gate_proj.bias);   // [c, I]
+    const upBase = uParts ? uParts[e]! : linear(xe, w.proj.up_proj.weight, w.proj.up_proj.bias);         // [c, I]
     const gate = project('gate_proj', layer, e, xe, gateBase, w.proj.gate_proj, training);
     const up = project('up_proj', layer, e, xe, upBase, w.proj.up_proj, training);
     const h = gate.silu().mul(up);                                                            // [c, I]
     const downBase = linear(h, w.proj.down_proj.weight, w.proj.down_proj.bias);               // [c, H]
     pieces.push(project('down_proj', layer, e, h, downBase, w.proj.down_proj, training));
-    offset += count;
   });
   const n = input.x.size(0);
   const H = input.x.size(1);

@@ -2,10 +2,12 @@
 import type { Command } from 'commander';
 import { convertCommand } from './commands/convert.js';
 import { generateCommand } from './commands/generate.js';
+import { inspectCommand } from './commands/inspect.js';
+import { mergeCommand } from './commands/merge.js';
 import { perplexityCommand } from './commands/perplexity.js';
 
 export function registerCommands(program: Command): void {
-  for (const make of [generateCommand, perplexityCommand, convertCommand]) {
+  for (const make of [generateCommand, perplexityCommand, inspectCommand, mergeCommand, convertCommand]) {
     program.addCommand(make().exitOverride().showHelpAfterError('(run with --help for usage)'));
   }
 }

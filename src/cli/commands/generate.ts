@@ -2,8 +2,10 @@
 import { Command } from 'commander';
 import { addModelOptions, intArg, numArg, openModel, type ModelCliOptions } from '../options.js';
 import { createProgress } from '../progress.js';
+import { adapterHooks, addAdapterOption } from '../adapter-option.js';
 
 interface GenerateCliOptions extends ModelCliOptions {
+  adapter?: string;
   prompt: string[];
   maxNewTokens: number;
   temperature: number;
@@ -28,9 +30,12 @@ export function generateCommand(): Command {
     .option('--chat', "wrap each prompt as a user message with the tokenizer's chat template")
     .option('--json', 'print {"completions": [...]} as JSON');
   addModelOptions(cmd);
+  addAdapterOption(cmd);
   return cmd.action(async (o: GenerateCliOptions) => {
     const { generate } = await import('../../generate/generate.js');
-    const { model, tokenizer } = await openModel(o);
+    const loaded = await openModel(o);
+    const { model, tokenizer } = loaded;
+    const hooks = await adapterHooks(loaded, o.adapter);
     // A chat template writes its own special tokens (as transformers' apply_chat_template does).
     const prompts = o.prompt.map((p) => (o.chat
       ? tokenizer.encode(tokenizer.applyChatTemplate([{ role: 'user', content: p }], { addGenerationPrompt: true }), { special: false })
@@ -46,6 +51,7 @@ export function generateCommand(): Command {
       seed: o.seed ?? null,
       stopIds: model.config.eosTokenIds,
       padId: tokenizer.padId ?? 0,
+      hooks,
       onStep: (n) => bar.update(n),
     });
     bar.stop();

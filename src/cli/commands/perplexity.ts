@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { addModelOptions, intArg, openModel, type ModelCliOptions } from '../options.js';
 import { createProgress } from '../progress.js';
+import { adapterHooks, addAdapterOption } from '../adapter-option.js';
 
 export function perplexityCommand(): Command {
   const cmd = new Command('perplexity')
@@ -10,13 +11,15 @@ export function perplexityCommand(): Command {
     .option('--batch-size <n>', 'examples per forward pass', intArg('--batch-size', 1), 8)
     .option('--json', 'print {"examples", "mean_nll", "perplexity"} as JSON');
   addModelOptions(cmd);
-  return cmd.action(async (o: ModelCliOptions & { data: string; batchSize: number; json?: boolean }) => {
+  addAdapterOption(cmd);
+  return cmd.action(async (o: ModelCliOptions & { data: string; batchSize: number; json?: boolean; adapter?: string }) => {
     const { perplexity, readPerplexityData } = await import('../../eval/perplexity.js');
     const loaded = await openModel(o);
+    const hooks = await adapterHooks(loaded, o.adapter);
     const data = readPerplexityData(o.data, loaded.tokenizer, loaded.model.config.vocabSize);
     const progress = createProgress();
     const bar = progress.bar('perplexity', data.length);
-    const result = perplexity(loaded.model, data, { batchSize: o.batchSize, onBatch: (n) => bar.update(n) });
+    const result = perplexity(loaded.model, data, { batchSize: o.batchSize, hooks, onBatch: (n) => bar.update(n) });
     bar.stop();
     progress.stop();
     if (o.json) {

@@ -1,0 +1,17 @@
+// --adapter DIR for commands that run a model.
+import type { Command } from 'commander';
+import type { LoadedModel } from '../models/load.js';
+import type { ForwardHooks } from '../models/hooks.js';
+
+export function addAdapterOption(cmd: Command): Command {
+  return cmd.option('--adapter <dir>', 'adapter folder (LoRA, DoRA, MixLoRA or MixDoRA; adapter_config.json + adapter_model.safetensors or .bin)');
+}
+
+/** Hooks that apply the adapter to every row, or undefined without --adapter. */
+export async function adapterHooks(loaded: LoadedModel, dir: string | undefined): Promise<ForwardHooks | undefined> {
+  if (!dir) return undefined;
+  const { loadAdapter } = await import('../adapters/io.js');
+  const { AdapterBatch } = await import('../adapters/batch.js');
+  const adapter = await loadAdapter(dir, loaded.model);
+  return AdapterBatch.all(adapter, { training: false });
+}

@@ -1,0 +1,20 @@
+// mixlora merge: fold a LoRA/DoRA adapter into the base weights and write a Hugging Face folder.
+import { Command } from 'commander';
+import { addModelOptions, openModel, type ModelCliOptions } from '../options.js';
+
+export function mergeCommand(): Command {
+  const cmd = new Command('merge')
+    .description('fold a LoRA or DoRA adapter into the base weights, writing a Hugging Face model folder (MixLoRA adapters cannot be folded)')
+    .requiredOption('--adapter <dir>', 'LoRA/DoRA adapter folder')
+    .requiredOption('--out <dir>', 'output folder (must not exist unless --force)')
+    .option('--force', 'replace the output folder if it exists');
+  addModelOptions(cmd);
+  return cmd.action(async (o: ModelCliOptions & { adapter: string; out: string; force?: boolean }) => {
+    const { loadAdapter } = await import('../../adapters/io.js');
+    const { writeMergedModel } = await import('../../models/save.js');
+    const loaded = await openModel(o);
+    const adapter = await loadAdapter(o.adapter, loaded.model);
+    writeMergedModel(loaded, adapter, o.out, { overwrite: o.force ?? false });
+    process.stderr.write(`wrote ${o.out}\n`);
+  });
+}
