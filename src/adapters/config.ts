@@ -97,8 +97,8 @@ function refuseUnsupportedPeft(f: Fields): void {
 }
 
 /** Validates a parsed adapter_config.json. `where` names the file in errors. */
-export function parseAdapterConfig(json: unknown, where: string): AdapterConfig {
-  const f = Fields.of(json, where);
+export function parseAdapterConfig(json: unknown, where: string, locate?: (key: string) => string): AdapterConfig {
+  const f = Fields.of(json, where, locate);
   const peftType = f.str<'LORA' | 'MIXLORA'>('peft_type', { oneOf: ['LORA', 'MIXLORA'] as const });
   const taskType = f.str('task_type', { default: 'CAUSAL_LM' });
   if (taskType !== 'CAUSAL_LM' && taskType !== 'QUESTION_ANS') f.fail('task_type', `'${taskType}' is not supported (CAUSAL_LM)`);

@@ -5,9 +5,10 @@ import { generateCommand } from './commands/generate.js';
 import { inspectCommand } from './commands/inspect.js';
 import { mergeCommand } from './commands/merge.js';
 import { perplexityCommand } from './commands/perplexity.js';
+import { trainCommand } from './commands/train.js';
 
 export function registerCommands(program: Command): void {
-  for (const make of [generateCommand, perplexityCommand, inspectCommand, mergeCommand, convertCommand]) {
+  for (const make of [trainCommand, generateCommand, perplexityCommand, inspectCommand, mergeCommand, convertCommand]) {
     program.addCommand(make().exitOverride().showHelpAfterError('(run with --help for usage)'));
   }
 }

@@ -69,6 +69,17 @@ export function readConfigOf(p: string): ModelConfig {
   return readModelConfig(path.join(p, 'config.json'));
 }
 
+/** Like loadModel, but a Hugging Face folder without tokenizer files gives `tokenizer: null` (training
+ * on pre-tokenised data needs none). */
+export function loadModelForTraining(p: string, opts: LoadOptions = {}): Omit<LoadedModel, 'tokenizer'> & { tokenizer: TextTokenizer | null } {
+  const hf = fs.existsSync(p) && fs.statSync(p).isDirectory();
+  const hasTokenizer = ['tokenizer.json', 'tokenizer.model'].some((f) => fs.existsSync(path.join(p, f)));
+  if (hf && !hasTokenizer && !opts.tokenizer) return loadModel(p, { ...opts, tokenizer: NO_TOKENIZER }) as never;
+  return loadModel(p, opts);
+}
+
+const NO_TOKENIZER = '\0none';
+
 export function loadModel(p: string, opts: LoadOptions = {}): LoadedModel {
   const dtype = opts.dtype ?? 'float32';
   const device = opts.device ?? 'cpu';
@@ -87,8 +98,8 @@ export function loadModel(p: string, opts: LoadOptions = {}): LoadedModel {
   }
   const config = readModelConfig(path.join(p, 'config.json'));
   for (const id of generationEosIds(p)) if (!config.eosTokenIds.includes(id)) config.eosTokenIds.push(id);
-  const tokenizer = opts.tokenizer ? loadTokenizerFor(opts.tokenizer, config) : TextTokenizer.fromDir(p);
-  if (tokenizer.eosId !== null && !config.eosTokenIds.includes(tokenizer.eosId)) config.eosTokenIds.push(tokenizer.eosId);
+  const tokenizer = opts.tokenizer === NO_TOKENIZER ? null : opts.tokenizer ? loadTokenizerFor(opts.tokenizer, config) : TextTokenizer.fromDir(p);
+  if (tokenizer && tokenizer.eosId !== null && !config.eosTokenIds.includes(tokenizer.eosId)) config.eosTokenIds.push(tokenizer.eosId);
   const weights = loadHfWeights(p, config, { dtype, device });
-  return { model: new CausalLM(config, weights, dtype, device), tokenizer, format: 'hf', path: p };
+  return { model: new CausalLM(config, weights, dtype, device), tokenizer: tokenizer as TextTokenizer, format: 'hf', path: p };
 }

@@ -6,16 +6,17 @@ type Obj = Record<string, unknown>;
 export class Fields {
   readonly seen = new Set<string>();
 
-  constructor(readonly obj: Obj, readonly where: string) {
+  /** `locate(key)`, when given, names where a field is (e.g. "train.yaml:12: adapters[0]"). */
+  constructor(readonly obj: Obj, readonly where: string, readonly locate?: (key: string) => string) {
     if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) throw new UserError(`${where}: expected an object`);
   }
 
-  static of(value: unknown, where: string): Fields {
-    return new Fields(value as Obj, where);
+  static of(value: unknown, where: string, locate?: (key: string) => string): Fields {
+    return new Fields(value as Obj, where, locate);
   }
 
   fail(key: string, msg: string): never {
-    throw new UserError(`${this.where}: field '${key}' ${msg}`);
+    throw new UserError(`${this.locate ? this.locate(key) : this.where}: field '${key}' ${msg}`);
   }
 
   has(key: string): boolean {
@@ -91,7 +92,7 @@ export class Fields {
   /** Refuses keys not read so far (for our own config files, where a typo must not pass silently). */
   rejectUnknown(extraKnown: string[] = []): void {
     for (const k of Object.keys(this.obj)) {
-      if (!this.seen.has(k) && !extraKnown.includes(k)) throw new UserError(`${this.where}: unknown field '${k}'`);
+      if (!this.seen.has(k) && !extraKnown.includes(k)) throw new UserError(`${this.locate ? this.locate(k) : this.where}: unknown field '${k}'`);
     }
   }
 

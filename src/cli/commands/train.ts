@@ -1,0 +1,30 @@
+// mixlora train: fine-tune one or more adapters together, as a JSON or YAML config describes.
+import { Command } from 'commander';
+import { intArg } from '../options.js';
+
+export function trainCommand(): Command {
+  return new Command('train')
+    .description('fine-tune LoRA/DoRA/MixLoRA/MixDoRA adapters together over one frozen base model (config: JSON or YAML; see README)')
+    .argument('<config>', 'training config file')
+    .option('--resume', "continue from the newest complete checkpoint in the config's output_dir")
+    .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', intArg('--threads', 1))
+    .option('--quiet', 'no progress on stderr')
+    .action(async (file: string, o: { resume?: boolean; threads?: number; quiet?: boolean }) => {
+      const { readTrainConfig } = await import('../../train/config.js');
+      const { train } = await import('../../train/trainer.js');
+      const { setNumThreads } = await import('../../tensor/runtime.js');
+      const { createProgress } = await import('../progress.js');
+      const cfg = readTrainConfig(file);
+      if (o.threads !== undefined) setNumThreads(o.threads);
+      const progress = createProgress({ quiet: o.quiet });
+      try {
+        const r = await train(cfg, { resume: o.resume ?? false, progress });
+        progress.stop();
+        const lines = Object.entries(r.outputs).map(([name, dir]) => `adapter ${name}: ${dir}`);
+        lines.push(`metrics: ${r.metricsFile}`, `loss curve: ${r.charts.join(', ')}`);
+        process.stdout.write(lines.join('\n') + '\n');
+      } finally {
+        progress.stop();
+      }
+    });
+}

@@ -1,0 +1,126 @@
+// Training examples: records of a JSON or JSONL file in one of the supported shapes, tokenised into
+// input ids and labels (-100 = not scored), truncated to cutoff_len.
+//  - LLM-Adapters / alpaca: {instruction, input?, output}    (prompt template; prompt not scored)
+//  - {prompt, completion}                                  (prompt not scored)
+//  - {messages: [{role, content}, ...]}                    (chat template; assistant turns scored)
+//  - {input_ids, labels?}                                   (used exactly as given)
+// The prompt is not scored unless train_on_inputs; EOS ends templated examples.
+import type { TextTokenizer } from '../tokenizer/tokenizer.js';
+import { UserError } from '../util/errors.js';
+import { readRecords } from './jsonl.js';
+import { compileTemplate } from './templates.js';
+
+export const IGNORE_INDEX = -100;
+
+export interface Example { inputIds: number[]; labels: number[] }
+
+export interface DatasetStats { records: number; truncated: number; droppedUnscored: number; tokens: number; scoredTokens: number }
+
+export interface TokenizeOptions {
+  template: string;
+  trainOnInputs: boolean;
+  cutoffLen: number;
+  vocabSize: number;
+}
+
+function str(o: Record<string, unknown>, key: string, where: string, optional = false): string {
+  const v = o[key];
+  if (v === undefined && optional) return '';
+  if (typeof v !== 'string') throw new UserError(`${where}: "${key}" must be a string`);
+  return v;
+}
+
+function ids(o: Record<string, unknown>, key: string, where: string, vocab: number, allowIgnore: boolean): number[] {
+  const v = o[key];
+  if (!Array.isArray(v) || !v.every((x) => Number.isSafeInteger(x))) throw new UserError(`${where}: "${key}" must be a list of integers`);
+  for (const x of v as number[]) {
+    if ((x < 0 || x >= vocab) && !(allowIgnore && x === IGNORE_INDEX)) throw new UserError(`${where}: "${key}" holds ${x}, outside the vocabulary (0..${vocab - 1})`);
+  }
+  return v as number[];
+}
+
+/** Tokenises prompt+completion jointly (so the boundary tokenises as in inference); the prompt's own
+ * token count decides how many labels are masked. */
+function promptCompletion(tok: TextTokenizer, prompt: string, completion: string, trainOnInputs: boolean): Example {
+  const full = tok.encode(prompt + completion);
+  if (tok.eosId !== null && full[full.length - 1] !== tok.eosId) full.push(tok.eosId);
+  const promptLen = Math.min(tok.encode(prompt).length, full.length);
+  const labels = full.map((t, i) => (i < promptLen && !trainOnInputs ? IGNORE_INDEX : t));
+  return { inputIds: full, labels };
+}
+
+/** The whole conversation is tokenised at once; each assistant turn's tokens are found from the token
+ * counts of the rendered text before and after it (chat templates end turns at special tokens or
+ * newlines, where tokenisation of a prefix agrees with that of the whole). */
+function chat(tok: TextTokenizer, messages: unknown, where: string, trainOnInputs: boolean): Example {
+  if (!Array.isArray(messages) || messages.length === 0 || !messages.every((m) => m && typeof m.role === 'string' && typeof m.content === 'string')) {
+    throw new UserError(`${where}: "messages" must be a non-empty list of {role, content}`);
+  }
+  if (!tok.hasChatTemplate) throw new UserError(`${where}: {messages} data needs a tokenizer with a chat_template`);
+  const inputIds = tok.encode(tok.applyChatTemplate(messages), { special: false });
+  const labels = inputIds.map((t) => (trainOnInputs ? t : IGNORE_INDEX));
+  messages.forEach((m: { role: string }, i: number) => {
+    if (m.role !== 'assistant') return;
+    const start = tok.encode(tok.applyChatTemplate(messages.slice(0, i), { addGenerationPrompt: true }), { special: false }).length;
+    const end = Math.min(inputIds.length, tok.encode(tok.applyChatTemplate(messages.slice(0, i + 1)), { special: false }).length);
+    for (let t = start; t < end; t++) labels[t] = inputIds[t]!;
+  });
+  return { inputIds, labels };
+}
+
+/** Reads and tokenises a training file; refuses the first malformed record naming file and line. */
+export function loadExamples(file: string, tokenizer: TextTokenizer | null, o: TokenizeOptions): { examples: Example[]; stats: DatasetStats } {
+  const { records, unit } = readRecords(file);
+  let template: ReturnType<typeof compileTemplate>;
+  try {
+    template = compileTemplate(o.template);
+  } catch (e) {
+    throw new UserError((e as Error).message);
+  }
+  const stats: DatasetStats = { records: records.length, truncated: 0, droppedUnscored: 0, tokens: 0, scoredTokens: 0 };
+  const examples: Example[] = [];
+  if (records.length === 0) throw new UserError(`${file}: no records`);
+  for (const { value, line } of records) {
+    const where = `${file}:${line}${unit === 'record' ? ' (record)' : ''}`;
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new UserError(`${where}: expected an object`);
+    const r = value as Record<string, unknown>;
+    const tok = (): TextTokenizer => {
+      if (!tokenizer) throw new UserError(`${where}: this record needs a tokenizer, and the base model has none (give tokenizer: in the config, or pre-tokenised {input_ids, labels})`);
+      return tokenizer;
+    };
+    let ex: Example;
+    if (r.input_ids !== undefined) {
+      const inputIds = ids(r, 'input_ids', where, o.vocabSize, false);
+      const labels = r.labels === undefined ? inputIds : ids(r, 'labels', where, o.vocabSize, true);
+      if (labels.length !== inputIds.length) throw new UserError(`${where}: "labels" has ${labels.length} entries, "input_ids" ${inputIds.length}`);
+      ex = { inputIds, labels };
+    } else if (r.messages !== undefined) {
+      ex = chat(tok(), r.messages, where, o.trainOnInputs);
+    } else if (r.prompt !== undefined || r.completion !== undefined) {
+      ex = promptCompletion(tok(), str(r, 'prompt', where), str(r, 'completion', where), o.trainOnInputs);
+    } else if (r.instruction !== undefined) {
+      const parts = template({ instruction: str(r, 'instruction', where), input: str(r, 'input', where, true), output: str(r, 'output', where) });
+      ex = promptCompletion(tok(), parts.prompt, parts.completion, o.trainOnInputs);
+    } else {
+      throw new UserError(`${where}: unrecognised record: expected {instruction, input, output}, {prompt, completion}, {messages} or {input_ids, labels}`);
+    }
+    if (ex.inputIds.length > o.cutoffLen) {
+      stats.truncated++;
+      ex = { inputIds: ex.inputIds.slice(0, o.cutoffLen), labels: ex.labels.slice(0, o.cutoffLen) };
+    }
+    // Position t predicts t+1: the first label never counts.
+    const scored = ex.labels.slice(1).filter((t) => t !== IGNORE_INDEX).length;
+    if (scored === 0) { stats.droppedUnscored++; continue; }
+    stats.tokens += ex.inputIds.length;
+    stats.scoredTokens += scored;
+    examples.push(ex);
+  }
+  if (examples.length === 0) throw new UserError(`${file}: no example has a scored token left (after truncation to cutoff_len ${o.cutoffLen})`);
+  return { examples, stats };
+}
+
+export function scoredTokens(e: Example): number {
+  let n = 0;
+  for (let i = 1; i < e.labels.length; i++) if (e.labels[i] !== IGNORE_INDEX) n++;
+  return n;
+}

@@ -1,0 +1,148 @@
+// The training config (JSON or YAML): the base model, where outputs go, and one entry per adapter
+// with its own adapter settings, data and optimisation. Unknown keys and bad values are refused with
+// the file, line and field named.
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseAdapterConfig, type AdapterConfig } from '../adapters/config.js';
+import { Fields } from '../util/fields.js';
+import { readConfigFile, type ConfigFile } from '../util/config-file.js';
+import { UserError } from '../util/errors.js';
+import { isDType, type DType } from '../tensor/dtype.js';
+
+export type OptimizerName = 'adamw' | 'sgd';
+export type SchedulerName = 'constant' | 'linear' | 'cosine';
+
+export interface AdapterTrainConfig {
+  name: string;
+  /** From `adapter:` or, with `init_from`, from the saved adapter's config. */
+  adapter: AdapterConfig | null;
+  initFrom: string | null;
+  data: string;
+  promptTemplate: string;
+  trainOnInputs: boolean;
+  optimizer: OptimizerName;
+  lr: number;
+  weightDecay: number;
+  momentum: number;
+  betas: [number, number];
+  eps: number;
+  batchSize: number;
+  microBatchSize: number;
+  numEpochs: number;
+  maxSteps: number | null;
+  scheduler: SchedulerName;
+  warmupSteps: number | null;
+  warmupRatio: number;
+  maxGradNorm: number | null;
+}
+
+export interface TrainConfig {
+  file: string;
+  baseModel: string;
+  tokenizer: string | null;
+  outputDir: string;
+  seed: number;
+  cutoffLen: number;
+  saveSteps: number;
+  saveTotalLimit: number | null;
+  dtype: DType;
+  device: string;
+  /** Recompute each decoder layer's activations in the backward pass instead of storing them. */
+  recompute: boolean;
+  groupByLength: boolean;
+  adapters: AdapterTrainConfig[];
+}
+
+/** Paths in the config are relative to the config file. */
+function resolvePath(cf: ConfigFile, p: string): string {
+  return path.isAbsolute(p) ? p : path.resolve(path.dirname(cf.file), p);
+}
+
+function adapterEntry(cf: ConfigFile, value: unknown, i: number): AdapterTrainConfig {
+  const at = (key: string) => cf.locate(['adapters', i, key]);
+  const f = Fields.of(value, `${cf.file}: adapters[${i}]`, at);
+  const name = f.str('name');
+  if (!/^[A-Za-z0-9._-]+$/.test(name)) f.fail('name', `'${name}' must use letters, digits, '.', '_' and '-' only (it names a folder)`);
+  const initFrom = f.optStr('init_from');
+  let adapter: AdapterConfig | null = null;
+  if (f.has('adapter')) {
+    if (initFrom) f.fail('adapter', 'and init_from both given: init_from brings its own config');
+    adapter = parseAdapterConfig(f.raw('adapter'), `${cf.file}: adapters[${i}].adapter`, (key) => cf.locate(['adapters', i, 'adapter', key]));
+  } else if (!initFrom) {
+    f.fail('adapter', 'is required (or init_from)');
+  }
+  const optimizer = f.str<OptimizerName>('optimizer', { default: 'adamw', oneOf: ['adamw', 'sgd'] as const });
+  const batchSize = f.int('batch_size', { default: 16, min: 1 });
+  const microBatchSize = f.int('micro_batch_size', { default: batchSize, min: 1 });
+  if (microBatchSize > batchSize) f.fail('micro_batch_size', `(${microBatchSize}) is larger than batch_size (${batchSize})`);
+  const betas = f.raw('betas');
+  if (betas !== undefined && !(Array.isArray(betas) && betas.length === 2 && betas.every((b) => typeof b === 'number' && b >= 0 && b < 1))) {
+    f.fail('betas', 'must be [beta1, beta2] with 0 <= beta < 1');
+  }
+  const momentum = f.num('momentum', { default: 0, min: 0, max: 1 });
+  if (optimizer !== 'sgd' && momentum !== 0) f.fail('momentum', 'applies to sgd only');
+  const warmupSteps = f.optInt('warmup_steps', { min: 0 });
+  const warmupRatio = f.num('warmup_ratio', { default: 0, min: 0, max: 1 });
+  if (warmupSteps !== null && warmupRatio > 0) f.fail('warmup_steps', 'and warmup_ratio both given: choose one');
+  const entry: AdapterTrainConfig = {
+    name, adapter, initFrom: initFrom ? resolvePath(cf, initFrom) : null,
+    data: resolvePath(cf, f.str('data')),
+    promptTemplate: f.str('prompt_template', { default: 'alpaca' }),
+    trainOnInputs: f.bool('train_on_inputs', false),
+    optimizer,
+    lr: f.num('lr', { default: 2e-4, exclusiveMin: 0 }),
+    weightDecay: f.num('weight_decay', { default: 0, min: 0 }),
+    momentum,
+    betas: (betas as [number, number] | undefined) ?? [0.9, 0.999],
+    eps: f.num('eps', { default: 1e-8, exclusiveMin: 0 }),
+    batchSize,
+    microBatchSize,
+    numEpochs: f.num('num_epochs', { default: 1, exclusiveMin: 0 }),
+    maxSteps: f.optInt('max_steps', { min: 1 }),
+    scheduler: f.str<SchedulerName>('scheduler', { default: 'constant', oneOf: ['constant', 'linear', 'cosine'] as const }),
+    warmupSteps,
+    warmupRatio,
+    maxGradNorm: f.optNum('max_grad_norm', { exclusiveMin: 0 }),
+  };
+  f.rejectUnknown();
+  if (!fs.existsSync(entry.data)) f.fail('data', `names ${entry.data}, which does not exist`);
+  if (entry.initFrom && !fs.existsSync(entry.initFrom)) f.fail('init_from', `names ${entry.initFrom}, which does not exist`);
+  return entry;
+}
+
+export function parseTrainConfig(cf: ConfigFile): TrainConfig {
+  const at = (key: string) => cf.locate([key]);
+  const f = Fields.of(cf.value, cf.file, at);
+  const dtype = f.str('dtype', { default: 'float32' });
+  if (!isDType(dtype) || !['float32', 'bfloat16', 'float16'].includes(dtype)) f.fail('dtype', `'${dtype}' is not float32, bfloat16 or float16`);
+  const baseModel = resolvePath(cf, f.str('base_model'));
+  const rawAdapters = f.raw('adapters');
+  if (!Array.isArray(rawAdapters) || rawAdapters.length === 0) f.fail('adapters', 'must be a non-empty list');
+  const tokenizer = f.optStr('tokenizer');
+  const cfg: TrainConfig = {
+    file: cf.file,
+    baseModel,
+    tokenizer: tokenizer ? resolvePath(cf, tokenizer) : null,
+    outputDir: resolvePath(cf, f.str('output_dir')),
+    seed: f.int('seed', { default: 42, min: 0 }),
+    cutoffLen: f.int('cutoff_len', { default: 512, min: 2 }),
+    saveSteps: f.int('save_steps', { default: 0, min: 0 }),
+    saveTotalLimit: f.optInt('save_total_limit', { min: 1 }),
+    dtype: dtype as DType,
+    device: f.str('device', { default: 'cpu' }),
+    recompute: f.bool('recompute', false),
+    groupByLength: f.bool('group_by_length', true),
+    adapters: (rawAdapters as unknown[]).map((a, i) => adapterEntry(cf, a, i)),
+  };
+  f.rejectUnknown();
+  if (!fs.existsSync(cfg.baseModel)) f.fail('base_model', `names ${cfg.baseModel}, which does not exist`);
+  const names = cfg.adapters.map((a) => a.name);
+  const dup = names.find((n, i) => names.indexOf(n) !== i);
+  if (dup) throw new UserError(`${cf.file}: two adapters are named '${dup}'`);
+  if (names.includes('checkpoints')) throw new UserError(`${cf.file}: an adapter may not be named 'checkpoints' (the folder of checkpoints)`);
+  return cfg;
+}
+
+export function readTrainConfig(file: string): TrainConfig {
+  return parseTrainConfig(readConfigFile(file));
+}

@@ -1,0 +1,169 @@
+// One fused forward and backward pass: the next micro-batch of every running adapter, concatenated as
+// row ranges, over the frozen model once. Each adapter's loss (../shared/docs/mixlora-reference.md §4)
+// is its summed cross-entropy divided by the scored tokens of its whole optimizer step, plus its aux
+// loss divided by its micro-batches per step; the sum of all adapters' losses is back-propagated (they
+// share no parameters, so each gets exactly its own gradients).
+//
+// With `recompute`, activations are not kept: a no-grad pass stores each decoder layer's input, then
+// the layers are re-run one at a time in reverse with the same random state, each back-propagating the
+// gradient of its output (and its share of the pooled aux loss).
+import { backward, noGrad } from '../tensor/autograd.js';
+import { tensor } from '../tensor/create.js';
+import { crossEntropy } from '../tensor/ops.js';
+import { getRngState, setRngState } from '../tensor/runtime.js';
+import { tidy } from '../tensor/scope.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { CausalLM } from '../models/llama.js';
+import type { Adapter } from '../adapters/adapter.js';
+import { AdapterBatch, type RowRange } from '../adapters/batch.js';
+import { auxLossPart, routingTotals } from '../adapters/aux-loss.js';
+import { IGNORE_INDEX, type Example } from '../data/examples.js';
+
+export interface MicroBatch {
+  adapter: Adapter;
+  examples: Example[];
+  /** Scored tokens of the adapter's whole optimizer-step batch (the CE mean's denominator). */
+  stepTokens: number;
+  /** Micro-batches in the adapter's optimizer step (the aux loss is averaged over them). */
+  microsPerStep: number;
+}
+
+export interface MicroResult { ce: number; aux: number | null; scoredTokens: number; inputTokens: number }
+
+interface Packed { ids: Tensor; labels: Tensor; mask: Tensor | null; ranges: RowRange[] }
+
+function pack(micro: MicroBatch[], device: CausalLM['device'], padId: number): Packed {
+  const rows = micro.flatMap((m) => m.examples);
+  const T = Math.max(...rows.map((e) => e.inputIds.length));
+  const padded = rows.some((e) => e.inputIds.length !== T);
+  let start = 0;
+  const ranges = micro.map((m) => { const r = { start, count: m.examples.length, adapter: m.adapter }; start += m.examples.length; return r; });
+  return {
+    ids: tensor(rows.map((e) => [...e.inputIds, ...Array<number>(T - e.inputIds.length).fill(padId)]), { dtype: 'int64', device }),
+    labels: tensor(rows.map((e) => [...e.labels, ...Array<number>(T - e.labels.length).fill(IGNORE_INDEX)]), { dtype: 'int64', device }),
+    mask: padded ? tensor(rows.map((e) => [...Array<number>(e.inputIds.length).fill(1), ...Array<number>(T - e.inputIds.length).fill(0)]), { dtype: 'int64', device }) : null,
+    ranges,
+  };
+}
+
+/** Summed next-token CE of a range's rows; logits [B, T, V], labels [B, T]. */
+function ceSum(logits: Tensor, labels: Tensor, r: RowRange): Tensor {
+  const [, T, V] = logits.shape as [number, number, number];
+  const l = logits.narrow(0, r.start, r.count).narrow(1, 0, T - 1).reshape(-1, V);
+  const y = labels.narrow(0, r.start, r.count).narrow(1, 1, T - 1).reshape(-1);
+  return crossEntropy(l, y, { reduction: 'sum' });
+}
+
+export function fusedStep(model: CausalLM, micro: MicroBatch[], opts: { recompute: boolean; padId: number }): MicroResult[] {
+  return tidy(() => {
+    const p = pack(micro, model.device, opts.padId);
+    const results: MicroResult[] = micro.map((m) => ({
+      ce: 0, aux: null, scoredTokens: m.examples.reduce((n, e) => n + e.labels.slice(1).filter((t) => t !== IGNORE_INDEX).length, 0),
+      inputTokens: m.examples.reduce((n, e) => n + e.inputIds.length, 0),
+    }));
+    if (opts.recompute) recomputingPass(model, micro, p, results);
+    else plainPass(model, micro, p, results);
+    return results;
+  });
+}
+
+function plainPass(model: CausalLM, micro: MicroBatch[], p: Packed, results: MicroResult[]): void {
+  const batch = new AdapterBatch(p.ranges, { training: true });
+  try {
+    const logits = model.forward(p.ids, { attentionMask: p.mask, hooks: batch });             // [B, T, V]
+    let total: Tensor | null = null;
+    micro.forEach((m, i) => {
+      let loss = ceSum(logits, p.labels, p.ranges[i]!).div(m.stepTokens);
+      results[i]!.ce = loss.item();
+      const moe = m.adapter.config.moe;
+      const records = batch.routing.get(m.adapter) ?? [];
+      const aux = moe ? auxLossPart(records, moe, routingTotals(records, moe.numExperts)) : null;
+      if (aux) {
+        results[i]!.aux = aux.item();
+        loss = loss.add(aux.div(m.microsPerStep));
+      }
+      total = total ? total.add(loss) : loss;
+    });
+    total!.backward();
+  } finally {
+    batch.dispose();
+  }
+}
+
+function recomputingPass(model: CausalLM, micro: MicroBatch[], p: Packed, results: MicroResult[]): void {
+  const L = model.config.numLayers;
+  const ctx = model.context(p.ids, p.mask, null);
+  const tokenMask = p.mask;
+  // Pass 1, no gradients: each layer's input and random state, and the routing totals per adapter.
+  const counting = new AdapterBatch(p.ranges, { training: true, record: 'counts' });
+  counting.beginForward(tokenMask);
+  const inputs: Tensor[] = [];
+  const rng: Tensor[] = [];
+  noGrad(() => {
+    let h = model.embed(p.ids).keep();                                                      // [B, T, H]
+    for (let l = 0; l < L; l++) {
+      inputs.push(h);
+      rng.push(getRngState().keep());
+      const prev = h;
+      h = tidy(() => model.layer(l, prev, ctx, counting).keep());
+    }
+    inputs.push(h);
+  });
+  const endState = getRngState().keep();
+  const realTokens = (r: RowRange) => (tokenMask ? tokenMask.narrow(0, r.start, r.count).sum().item() : r.count * p.ids.size(1));
+  const totals = micro.map((m, i) => {
+    const moe = m.adapter.config.moe;
+    if (!moe) return null;
+    const perLayer = counting.expertCounts.get(m.adapter) ?? [];
+    const counts = Array.from({ length: moe.numExperts }, (_, e) => perLayer.reduce((s, layer) => s + layer[e]!, 0));
+    return { counts, n: realTokens(p.ranges[i]!) * L };
+  });
+  counting.dispose();
+  try {
+    // The head: CE of every adapter, back to the last layer's output.
+    let grad = tidy(() => {
+      const hL = inputs[L]!.detach().requiresGrad_();
+      const logits = model.head(hL);                                                          // [B, T, V]
+      const losses = micro.map((m, i) => {
+        const loss = ceSum(logits, p.labels, p.ranges[i]!).div(m.stepTokens);
+        results[i]!.ce = loss.item();
+        return loss;
+      });
+      backward(losses, losses.map(() => null));
+      return hL.grad!.keep();
+    });
+    // Each layer again, last to first, with the random state it had.
+    for (let l = L - 1; l >= 0; l--) {
+      setRngState(rng[l]!);
+      const upstream = grad;
+      grad = tidy(() => {
+        const hin = inputs[l]!.detach().requiresGrad_();
+        const batch = new AdapterBatch(p.ranges, { training: true });
+        batch.beginForward(tokenMask);
+        try {
+          const out = model.layer(l, hin, ctx, batch);                                        // [B, T, H]
+          let surrogate = out.mul(upstream).sum();
+          micro.forEach((m, i) => {
+            const moe = m.adapter.config.moe;
+            const aux = moe ? auxLossPart(batch.routing.get(m.adapter) ?? [], moe, totals[i]!) : null;
+            if (aux) {
+              results[i]!.aux = (results[i]!.aux ?? 0) + aux.item();
+              surrogate = surrogate.add(aux.div(m.microsPerStep));
+            }
+          });
+          surrogate.backward();
+          return hin.grad ? hin.grad.keep() : hin.zerosLike().keep();
+        } finally {
+          batch.dispose();
+        }
+      });
+      upstream.dispose();
+    }
+    grad.dispose();
+  } finally {
+    // Leave the generator where a plain pass would: both modes then train identically.
+    setRngState(endState);
+    endState.dispose();
+    for (const t of [...inputs, ...rng]) t.dispose();
+  }
+}
