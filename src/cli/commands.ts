@@ -1,6 +1,7 @@
 // The subcommands of bin/mixlora, one module each.
 import type { Command } from 'commander';
 import { convertCommand } from './commands/convert.js';
+import { evalCommand } from './commands/eval.js';
 import { generateCommand } from './commands/generate.js';
 import { inspectCommand } from './commands/inspect.js';
 import { mergeCommand } from './commands/merge.js';
@@ -8,7 +9,7 @@ import { perplexityCommand } from './commands/perplexity.js';
 import { trainCommand } from './commands/train.js';
 
 export function registerCommands(program: Command): void {
-  for (const make of [trainCommand, generateCommand, perplexityCommand, inspectCommand, mergeCommand, convertCommand]) {
+  for (const make of [trainCommand, evalCommand, generateCommand, perplexityCommand, inspectCommand, mergeCommand, convertCommand]) {
     program.addCommand(make().exitOverride().showHelpAfterError('(run with --help for usage)'));
   }
 }

@@ -20,6 +20,8 @@ export interface ForwardOptions {
   hooks?: ForwardHooks;
   /** Logits for the last position only (generation). */
   lastOnly?: boolean;
+  /** Logits only at these flat positions (row · T + t), [N] int64: returns [N, V] (scoring). */
+  at?: Tensor | null;
 }
 
 /** What every layer of one forward pass shares. */
@@ -37,7 +39,7 @@ export class CausalLM {
     this.invFreq = inverseFrequencies(config.headDim, config.ropeTheta, config.ropeScaling);
   }
 
-  /** Logits [B, T, V] (float32) for token ids [B, T]. */
+  /** Logits [B, T, V] (float32) for token ids [B, T] (see ForwardOptions for other shapes). */
   forward(ids: Tensor, opts: ForwardOptions = {}): Tensor {
     const hooks = opts.hooks ?? plainHooks;
     const T = ids.size(1);
@@ -50,6 +52,7 @@ export class CausalLM {
       if (l > 0) prev.dispose();
     }
     opts.cache?.advance(T);
+    if (opts.at) return this.head(h.reshape(-1, h.size(2)).indexSelect(0, opts.at));                // [N, V]
     return this.head(opts.lastOnly ? h.narrow(1, T - 1, 1) : h);
   }
 

@@ -1,0 +1,81 @@
+// mixlora eval: commonsense QA accuracy of adapters (and the bare model), fused in the same batches,
+// with the expert load of MixLoRA adapters.
+import { Command, Option } from 'commander';
+import path from 'node:path';
+import { addModelOptions, intArg, openModel, type ModelCliOptions } from '../options.js';
+import { createProgress } from '../progress.js';
+import { UsageError } from '../../util/errors.js';
+
+interface EvalOptions extends ModelCliOptions {
+  adapter: string[];
+  task: string[];
+  data: string[];
+  scoring: 'choice' | 'loglik';
+  limit?: number;
+  batchSize: number;
+  promptTemplate: string;
+  json?: boolean;
+  out?: string;
+}
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+export function evalCommand(): Command {
+  const cmd = new Command('eval')
+    .description('accuracy on commonsense QA tasks for one or more adapters (and the base model), evaluated in the same fused batches; expert load of MixLoRA adapters')
+    .option('--adapter <dir>', "adapter folder; repeat for several; 'none' for the bare base model (default: none)", collect, [])
+    .requiredOption('--task <name>', 'task name (arc-e, arc-c, boolq, obqa, piqa, siqa, winogrande, hellaswag, or any name for your own --data); repeat', collect, [])
+    .option('--data <file>', "data of the task at the same position (LLM-Adapters JSON or {query, choices, gold} JSONL); without any --data, the bundled test slices are used", collect, [])
+    .addOption(new Option('--scoring <method>', 'choice: compare candidate label tokens at the last prompt token (the paper); loglik: log-likelihood of each whole choice').choices(['choice', 'loglik']).default('choice'))
+    .option('--limit <n>', 'the first N items of each task', intArg('--limit', 1))
+    .option('--batch-size <n>', 'rows per forward pass', intArg('--batch-size', 1), 16)
+    .option('--prompt-template <t>', 'template of LLM-Adapters records (as in training)', 'alpaca')
+    .option('--json', 'print results (and expert load) as JSON')
+    .option('--out <dir>', 'also write results.json, results.md and expert-load pictures here');
+  addModelOptions(cmd);
+  return cmd.action(async (o: EvalOptions) => {
+    const { loadTask, bundledData } = await import('../../eval/tasks.js');
+    const { evaluateTask } = await import('../../eval/scoring.js');
+    const { expertLoad } = await import('../../eval/expert-load.js');
+    const { textTable, jsonReport, writeReport } = await import('../../eval/report.js');
+    const { loadAdapter } = await import('../../adapters/io.js');
+    if (o.data.length > 0 && o.data.length !== o.task.length) throw new UsageError('give one --data per --task (in the same order), or none to use the bundled test slices');
+    const files = o.task.map((t, i) => {
+      const f = o.data[i] ?? bundledData(t);
+      if (!f) throw new UsageError(`--task ${t}: no bundled data for this task; give --data FILE`);
+      return f;
+    });
+    const loaded = await openModel(o);
+    const specs = o.adapter.length ? o.adapter : ['none'];
+    const targets = [];
+    const used = new Set<string>();
+    for (const spec of specs) {
+      let name = spec === 'none' ? 'base' : path.basename(path.resolve(spec));
+      for (let k = 2; used.has(name); k++) name = `${name}-${k}`;
+      used.add(name);
+      targets.push({ name, adapter: spec === 'none' ? null : await loadAdapter(spec, loaded.model, name) });
+    }
+    const progress = createProgress();
+    const results = [];
+    const loads = new Map<string, Map<string, ReturnType<typeof expertLoad>>>();
+    for (const [i, taskName] of o.task.entries()) {
+      const task = loadTask(taskName, files[i]!, { template: o.promptTemplate, limit: o.limit ?? null });
+      const bar = progress.bar(taskName, task.items.length);
+      const r = evaluateTask(loaded.model, loaded.tokenizer, targets, task, { method: o.scoring, batchSize: o.batchSize, onProgress: (n) => bar.update(n) });
+      bar.stop();
+      results.push(...r.results);
+      for (const [adapter, counts] of r.counts) {
+        const m = loads.get(adapter) ?? new Map();
+        m.set(taskName, expertLoad(counts));
+        loads.set(adapter, m);
+      }
+    }
+    progress.stop();
+    const report = { results, loads };
+    if (o.out) {
+      const written = await writeReport(o.out, report);
+      process.stderr.write(`wrote ${written.join(', ')}\n`);
+    }
+    process.stdout.write(o.json ? JSON.stringify(jsonReport(report)) + '\n' : textTable(report) + '\n');
+  });
+}
