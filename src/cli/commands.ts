@@ -1,5 +1,6 @@
 // The subcommands of bin/mixlora, one module each.
 import type { Command } from 'commander';
+import { benchCommand } from './commands/bench.js';
 import { convertCommand } from './commands/convert.js';
 import { evalCommand } from './commands/eval.js';
 import { generateCommand } from './commands/generate.js';
@@ -9,7 +10,7 @@ import { perplexityCommand } from './commands/perplexity.js';
 import { trainCommand } from './commands/train.js';
 
 export function registerCommands(program: Command): void {
-  for (const make of [trainCommand, evalCommand, generateCommand, perplexityCommand, inspectCommand, mergeCommand, convertCommand]) {
+  for (const make of [trainCommand, evalCommand, generateCommand, perplexityCommand, inspectCommand, mergeCommand, convertCommand, benchCommand]) {
     program.addCommand(make().exitOverride().showHelpAfterError('(run with --help for usage)'));
   }
 }

@@ -30,7 +30,7 @@ export interface MicroBatch {
 
 export interface MicroResult { ce: number; aux: number | null; scoredTokens: number; inputTokens: number }
 
-interface Packed { ids: Tensor; labels: Tensor; mask: Tensor | null; ranges: RowRange[] }
+interface Packed { ids: Tensor; targets: Tensor; mask: Tensor | null; ranges: RowRange[] }
 
 function pack(micro: MicroBatch[], device: CausalLM['device'], padId: number): Packed {
   const rows = micro.flatMap((m) => m.examples);
@@ -40,17 +40,19 @@ function pack(micro: MicroBatch[], device: CausalLM['device'], padId: number): P
   const ranges = micro.map((m) => { const r = { start, count: m.examples.length, adapter: m.adapter }; start += m.examples.length; return r; });
   return {
     ids: tensor(rows.map((e) => [...e.inputIds, ...Array<number>(T - e.inputIds.length).fill(padId)]), { dtype: 'int64', device }),
-    labels: tensor(rows.map((e) => [...e.labels, ...Array<number>(T - e.labels.length).fill(IGNORE_INDEX)]), { dtype: 'int64', device }),
+    // Targets already shifted (position t predicts token t + 1), so the logits are scored in place.
+    targets: tensor(rows.map((e) => Array.from({ length: T }, (_, t) => (t + 1 < e.labels.length ? e.labels[t + 1]! : IGNORE_INDEX))), { dtype: 'int64', device }),
     mask: padded ? tensor(rows.map((e) => [...Array<number>(e.inputIds.length).fill(1), ...Array<number>(T - e.inputIds.length).fill(0)]), { dtype: 'int64', device }) : null,
     ranges,
   };
 }
 
-/** Summed next-token CE of a range's rows; logits [B, T, V], labels [B, T]. */
-function ceSum(logits: Tensor, labels: Tensor, r: RowRange): Tensor {
-  const [, T, V] = logits.shape as [number, number, number];
-  const l = logits.narrow(0, r.start, r.count).narrow(1, 0, T - 1).reshape(-1, V);
-  const y = labels.narrow(0, r.start, r.count).narrow(1, 1, T - 1).reshape(-1);
+/** Summed next-token CE of a range's rows; logits [B, T, V], targets [B, T] (shifted). */
+function ceSum(logits: Tensor, targets: Tensor, r: RowRange): Tensor {
+  const V = logits.size(-1);
+  const whole = r.start === 0 && r.count === logits.size(0);
+  const l = (whole ? logits : logits.narrow(0, r.start, r.count)).reshape(-1, V);          // a view: no copy of the logits
+  const y = (whole ? targets : targets.narrow(0, r.start, r.count)).reshape(-1);
   return crossEntropy(l, y, { reduction: 'sum' });
 }
 
@@ -73,7 +75,7 @@ function plainPass(model: CausalLM, micro: MicroBatch[], p: Packed, results: Mic
     const logits = model.forward(p.ids, { attentionMask: p.mask, hooks: batch });             // [B, T, V]
     let total: Tensor | null = null;
     micro.forEach((m, i) => {
-      let loss = ceSum(logits, p.labels, p.ranges[i]!).div(m.stepTokens);
+      let loss = ceSum(logits, p.targets, p.ranges[i]!).div(m.stepTokens);
       results[i]!.ce = loss.item();
       const moe = m.adapter.config.moe;
       const records = batch.routing.get(m.adapter) ?? [];
@@ -125,7 +127,7 @@ function recomputingPass(model: CausalLM, micro: MicroBatch[], p: Packed, result
       const hL = inputs[L]!.detach().requiresGrad_();
       const logits = model.head(hL);                                                          // [B, T, V]
       const losses = micro.map((m, i) => {
-        const loss = ceSum(logits, p.labels, p.ranges[i]!).div(m.stepTokens);
+        const loss = ceSum(logits, p.targets, p.ranges[i]!).div(m.stepTokens);
         results[i]!.ce = loss.item();
         return loss;
       });
