@@ -29,7 +29,7 @@ test: setup build/reference/.stamp
 	@node scripts/run-tests.mjs
 
 demo: setup
-	@bin/mixlora demo
+	@bash scripts/demo.sh
 
 bench: setup
 	@bash bench/run.sh

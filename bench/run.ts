@@ -16,19 +16,21 @@ import { runMoeBench } from './moe.js';
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const STEPS = Number(process.env.BENCH_STEPS ?? 5);
 const WARMUP = 2;
+// An instruction-tuning batch: the last SCORED tokens of each row are the answer, the rest is prompt.
+const SCORED = 16;
 const root = packageRoot();
 
 interface StepRun { ms_per_step: number; ms_per_token: number; tokens_per_s: number; peak_rss_mib: number }
 
-function ours(method: string, fused = 1): StepRun {
-  const r = spawnSync(process.execPath, [path.join(root, 'bin', 'mixlora'), 'bench', '--method', method, '--fused', String(fused), '--steps', String(STEPS), '--warmup', String(WARMUP), '--threads', String(threads()), '--json'],
+function ours(method: string, fused = 1, extra: string[] = []): StepRun {
+  const r = spawnSync(process.execPath, [path.join(root, 'bin', 'mixlora'), 'bench', '--method', method, '--fused', String(fused), '--steps', String(STEPS), '--warmup', String(WARMUP), '--threads', String(threads()), '--json', ...extra],
     { encoding: 'utf8', maxBuffer: 1 << 24 });
   if (r.status !== 0) throw new Error(`mixlora bench ${method} failed:\n${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as StepRun;
 }
 
-function torch(method: string, variant = 'reference'): StepRun {
-  return runPython<StepRun>('train_step.py', ['--method', method, '--threads', String(threads()), '--steps', String(STEPS), '--warmup', String(WARMUP), '--variant', variant]);
+function torch(method: string, variant = 'reference', scored = 0): StepRun {
+  return runPython<StepRun>('train_step.py', ['--method', method, '--threads', String(threads()), '--steps', String(STEPS), '--warmup', String(WARMUP), '--variant', variant, '--scored', String(scored)]);
 }
 
 function median(xs: number[]): number {
@@ -53,6 +55,10 @@ for (let round = 0; round < ROUNDS; round++) {
   }
   add('ours:mixlora×2', ours('mixlora', 2));
   add('torch:mixlora-shared', torch('mixlora', 'shared'));
+  add('ours:mixlora-sft', ours('mixlora', 1, ['--scored', String(SCORED)]));
+  add('torch:mixlora-sft', torch('mixlora', 'reference', SCORED));
+  add('ours:mixlora-recompute', ours('mixlora', 1, ['--recompute']));
+  add('ours:mixlora×2-recompute', ours('mixlora', 2, ['--recompute']));
 }
 const R = Object.fromEntries(Object.entries(collected).map(([k, v]) => [k, combine(v)])) as Record<string, StepRun>;
 log('MixLoRA block, engine, inference benchmarks');
@@ -71,10 +77,16 @@ const rows = METHODS.map((m) => {
 const mix = R['ours:mixlora']!;
 const fused = R['ours:mixlora×2']!;
 const shared = R['torch:mixlora-shared']!;
+const sft = R['ours:mixlora-sft']!;
+const sftTorch = R['torch:mixlora-sft']!;
+const rec = R['ours:mixlora-recompute']!;
+const fusedRec = R['ours:mixlora×2-recompute']!;
 const targets = [
-  ['MixLoRA step vs PyTorch eager (reference default path)', mix.ms_per_step / R['torch:mixlora']!.ms_per_step, 0.8],
+  ['MixLoRA step vs PyTorch eager, every token scored', mix.ms_per_step / R['torch:mixlora']!.ms_per_step, 0.8],
+  [`MixLoRA step vs PyTorch eager, instruction batch (${SCORED} answer tokens per row)`, sft.ms_per_step / sftTorch.ms_per_step, 0.8],
   ['MixLoRA latency vs our LoRA (paper: 1.55×)', mix.ms_per_step / lora.ms_per_step, 1.3],
   ['two MixLoRA fused: peak memory vs two separate runs (paper: ~0.6×)', fused.peak_rss_mib / (2 * mix.peak_rss_mib), 0.65],
+  ['the same with activation recomputation', fusedRec.peak_rss_mib / (2 * rec.peak_rss_mib), 0.65],
 ] as const;
 
 const md = `# Benchmarks
@@ -100,6 +112,15 @@ ${rows.join('\n')}
 Two MixLoRA adapters trained together over one copy of the base model (\`--fused 2\`): ${fmt(fused.ms_per_token * 1000)} µs per token
 against ${fmt(mix.ms_per_token * 1000)} µs for one adapter alone (${(fused.ms_per_token / mix.ms_per_token).toFixed(2)}×), peak memory ${fmt(fused.peak_rss_mib)} MiB against
 ${fmt(2 * mix.peak_rss_mib)} MiB for two separate runs (${(fused.peak_rss_mib / (2 * mix.peak_rss_mib)).toFixed(2)}×).
+
+With activation recomputation (\`--recompute\`, activations of one decoder layer at a time): one MixLoRA adapter
+${fmt(rec.ms_per_step)} ms/step and ${fmt(rec.peak_rss_mib)} MiB; two fused ${fmt(fusedRec.peak_rss_mib)} MiB against ${fmt(2 * rec.peak_rss_mib)} MiB for two
+separate runs (${(fusedRec.peak_rss_mib / (2 * rec.peak_rss_mib)).toFixed(2)}×). Without recomputation the activations of each adapter's rows dominate
+this small model's memory, so sharing the base weights saves less than on a 7B model.
+
+Instruction-tuning batch (the last ${SCORED} tokens of each row scored, the rest prompt labelled -100): mixlora computes
+the final norm and LM head only where a token is scored; PyTorch eager computes full logits. MixLoRA:
+${fmt(sft.ms_per_step)} ms/step against ${fmt(sftTorch.ms_per_step)} (${(sft.ms_per_step / sftTorch.ms_per_step).toFixed(2)}×).
 
 PyTorch eager with the reference's optional efficient operator (frozen gate/up computed once per token):
 ${fmt(shared.ms_per_step)} ms/step; mixlora's MixLoRA step is ${(mix.ms_per_step / shared.ms_per_step).toFixed(2)}× that.

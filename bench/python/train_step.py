@@ -21,6 +21,7 @@ p.add_argument('--threads', type=int, required=True)
 p.add_argument('--steps', type=int, default=5)
 p.add_argument('--warmup', type=int, default=2)
 p.add_argument('--variant', default='reference', choices=['reference', 'shared'])
+p.add_argument('--scored', type=int, default=0, help='score only the last N tokens of each row (0: all)')
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 cfg = Config(32000, 512, 1376, 8, 8)
@@ -107,12 +108,15 @@ def moe_mlp(l, x):
 opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)
 torch.manual_seed(200)
 ids = torch.randint(0, cfg.vocab, (4, 256))
+labels = ids.clone()
+if a.scored:
+    labels[:, :256 - a.scored] = -100
 
 
 def step():
     records.clear()
     logits = forward(cfg, W, ids, proj=proj, mlp=moe_mlp if moe else None)
-    loss = F.cross_entropy(logits[:, :-1].reshape(-1, cfg.vocab), ids[:, 1:].reshape(-1))
+    loss = F.cross_entropy(logits[:, :-1].reshape(-1, cfg.vocab), labels[:, 1:].reshape(-1), ignore_index=-100)
     if moe:
         probs = torch.cat([p for p, _ in records])
         counts = torch.cat([F.one_hot(s, E).sum(1) for _, s in records]).float().mean(0)

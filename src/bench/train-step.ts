@@ -39,9 +39,11 @@ export interface BenchResult {
   peak_rss_mib: number;
   trainable_parameters: number;
   recompute: boolean;
+  scored: number | null;
 }
 
-export function runTrainBench(o: { preset: PresetName; method: BenchMethod; fused: number; steps: number; warmup: number; recompute: boolean; device: T.Device; onStep?: (i: number) => void }): BenchResult {
+/** `scored`: answer tokens per row (the rest is prompt, labelled -100), or null for every token. */
+export function runTrainBench(o: { preset: PresetName; method: BenchMethod; fused: number; steps: number; warmup: number; recompute: boolean; device: T.Device; scored?: number | null; onStep?: (i: number) => void }): BenchResult {
   const p = PRESETS[o.preset];
   const model = randomModel(llamaConfig(p), { seed: 0, device: o.device });
   const adapters: Adapter[] = [];
@@ -56,8 +58,9 @@ export function runTrainBench(o: { preset: PresetName; method: BenchMethod; fuse
     optimizers.push(new AdamW(a.parameters().map((q) => q.tensor), { lr: 1e-4, weightDecay: 0 }));
     T.manualSeed(200 + i);
     const ids = T.tidy(() => T.randint(0, p.vocab, [p.batch, p.seq]).toList() as number[][]);
-    const examples: Example[] = ids.map((row) => ({ inputIds: row, labels: row }));
-    micro.push({ adapter: a, examples, stepTokens: p.batch * (p.seq - 1), microsPerStep: 1 });
+    const scored = o.scored ?? null;
+    const examples: Example[] = ids.map((row) => ({ inputIds: row, labels: scored === null ? row : row.map((t, j) => (j >= p.seq - scored ? t : -100)) }));
+    micro.push({ adapter: a, examples, stepTokens: p.batch * (scored === null ? p.seq - 1 : scored), microsPerStep: 1 });
   }
   const step = () => {
     fusedStep(model, micro, { recompute: o.recompute, padId: 0 });
@@ -76,7 +79,7 @@ export function runTrainBench(o: { preset: PresetName; method: BenchMethod; fuse
   const tokens = o.fused * p.batch * p.seq;
   const result: BenchResult = {
     method: o.method, fused: o.fused, ms_per_step: ms, ms_per_token: ms / tokens, tokens_per_s: tokens / (ms / 1000),
-    peak_rss_mib: process.resourceUsage().maxRSS / 1024, trainable_parameters: adapters.reduce((n, a) => n + a.parameterCount(), 0), recompute: o.recompute,
+    peak_rss_mib: process.resourceUsage().maxRSS / 1024, trainable_parameters: adapters.reduce((n, a) => n + a.parameterCount(), 0), recompute: o.recompute, scored: o.scored ?? null,
   };
   for (const opt of optimizers) opt.dispose();
   for (const a of adapters) a.dispose();

@@ -41,6 +41,13 @@ export class CausalLM {
 
   /** Logits [B, T, V] (float32) for token ids [B, T] (see ForwardOptions for other shapes). */
   forward(ids: Tensor, opts: ForwardOptions = {}): Tensor {
+    const h = this.hidden(ids, opts);                                                     // [B, T, H]
+    if (opts.at) return this.head(h.reshape(-1, h.size(2)).indexSelect(0, opts.at));   // [N, V]
+    return this.head(opts.lastOnly ? h.narrow(1, h.size(1) - 1, 1) : h);
+  }
+
+  /** The last decoder layer's output [B, T, H], before the final norm and the LM head. */
+  hidden(ids: Tensor, opts: ForwardOptions = {}): Tensor {
     const hooks = opts.hooks ?? plainHooks;
     const T = ids.size(1);
     const ctx = this.context(ids, opts.attentionMask ?? null, opts.cache ?? null);
@@ -52,8 +59,7 @@ export class CausalLM {
       if (l > 0) prev.dispose();
     }
     opts.cache?.advance(T);
-    if (opts.at) return this.head(h.reshape(-1, h.size(2)).indexSelect(0, opts.at));                // [N, V]
-    return this.head(opts.lastOnly ? h.narrow(1, T - 1, 1) : h);
+    return h;
   }
 
   /** Token embeddings [B, T, H]; ids are checked against the vocabulary first. */

@@ -17,7 +17,8 @@ export interface AdapterTrainConfig {
   /** From `adapter:` or, with `init_from`, from the saved adapter's config. */
   adapter: AdapterConfig | null;
   initFrom: string | null;
-  data: string;
+  /** One or more data files (concatenated: a multi-task mix). */
+  data: string[];
   promptTemplate: string;
   trainOnInputs: boolean;
   optimizer: OptimizerName;
@@ -58,6 +59,13 @@ function resolvePath(cf: ConfigFile, p: string): string {
   return path.isAbsolute(p) ? p : path.resolve(path.dirname(cf.file), p);
 }
 
+function dataFiles(cf: ConfigFile, f: Fields): string[] {
+  const v = f.raw('data');
+  const list = typeof v === 'string' ? [v] : v;
+  if (!Array.isArray(list) || list.length === 0 || !list.every((x) => typeof x === 'string')) f.fail('data', 'must be a file or a list of files');
+  return (list as string[]).map((p) => resolvePath(cf, p));
+}
+
 function adapterEntry(cf: ConfigFile, value: unknown, i: number): AdapterTrainConfig {
   const at = (key: string) => cf.locate(['adapters', i, key]);
   const f = Fields.of(value, `${cf.file}: adapters[${i}]`, at);
@@ -86,7 +94,7 @@ function adapterEntry(cf: ConfigFile, value: unknown, i: number): AdapterTrainCo
   if (warmupSteps !== null && warmupRatio > 0) f.fail('warmup_steps', 'and warmup_ratio both given: choose one');
   const entry: AdapterTrainConfig = {
     name, adapter, initFrom: initFrom ? resolvePath(cf, initFrom) : null,
-    data: resolvePath(cf, f.str('data')),
+    data: dataFiles(cf, f),
     promptTemplate: f.str('prompt_template', { default: 'alpaca' }),
     trainOnInputs: f.bool('train_on_inputs', false),
     optimizer,
@@ -105,7 +113,7 @@ function adapterEntry(cf: ConfigFile, value: unknown, i: number): AdapterTrainCo
     maxGradNorm: f.optNum('max_grad_norm', { exclusiveMin: 0 }),
   };
   f.rejectUnknown();
-  if (!fs.existsSync(entry.data)) f.fail('data', `names ${entry.data}, which does not exist`);
+  for (const d of entry.data) if (!fs.existsSync(d)) f.fail('data', `names ${d}, which does not exist`);
   if (entry.initFrom && !fs.existsSync(entry.initFrom)) f.fail('init_from', `names ${entry.initFrom}, which does not exist`);
   return entry;
 }

@@ -47,13 +47,41 @@ function pack(micro: MicroBatch[], device: CausalLM['device'], padId: number): P
   };
 }
 
-/** Summed next-token CE of a range's rows; logits [B, T, V], targets [B, T] (shifted). */
-function ceSum(logits: Tensor, targets: Tensor, r: RowRange): Tensor {
-  const V = logits.size(-1);
-  const whole = r.start === 0 && r.count === logits.size(0);
-  const l = (whole ? logits : logits.narrow(0, r.start, r.count)).reshape(-1, V);          // a view: no copy of the logits
-  const y = (whole ? targets : targets.narrow(0, r.start, r.count)).reshape(-1);
-  return crossEntropy(l, y, { reduction: 'sum' });
+/** Logit rows per chunk: about 8M floats, so the full [tokens, vocab] logits never exist at once. */
+function chunkRows(vocab: number): number {
+  return Math.max(16, Math.floor(8_388_608 / vocab));
+}
+
+/**
+ * The head's part of the backward pass, chunk by chunk: the final norm and the LM head run only on the
+ * scored positions of each range (prompts and padding need no logits), each chunk's CE (summed, divided
+ * by the range's step tokens) is back-propagated at once, and the gradient of the last hidden states
+ * is returned for the layers (the head's weights are frozen). Fills each result's `ce`.
+ */
+function headBackward(model: CausalLM, last: Tensor, p: Packed, micro: MicroBatch[], results: MicroResult[]): Tensor {
+  const H = last.size(-1);
+  const hd = last.detach().requiresGrad_();                                                 // [B, T, H]
+  const flat = hd.reshape(-1, H);                                                           // [B·T, H]
+  const T = last.size(1);
+  const targets = p.targets.reshape(-1).toNumbers();
+  const chunk = chunkRows(model.config.vocabSize);
+  micro.forEach((m, i) => {
+    const r = p.ranges[i]!;
+    const scored: number[] = [];
+    for (let k = r.start * T; k < (r.start + r.count) * T; k++) if (targets[k] !== IGNORE_INDEX) scored.push(k);
+    let ce = 0;
+    for (let c = 0; c < scored.length; c += chunk) {
+      tidy(() => {
+        const idx = tensor(scored.slice(c, c + chunk), { dtype: 'int64', device: model.device });
+        const logits = model.head(flat.indexSelect(0, idx));                               // [n, V]
+        const loss = crossEntropy(logits, p.targets.reshape(-1).indexSelect(0, idx), { reduction: 'sum' }).div(m.stepTokens);
+        ce += loss.item();
+        loss.backward();
+      });
+    }
+    results[i]!.ce = ce;
+  });
+  return hd.grad ?? hd.zerosLike();
 }
 
 export function fusedStep(model: CausalLM, micro: MicroBatch[], opts: { recompute: boolean; padId: number }): MicroResult[] {
@@ -72,21 +100,21 @@ export function fusedStep(model: CausalLM, micro: MicroBatch[], opts: { recomput
 function plainPass(model: CausalLM, micro: MicroBatch[], p: Packed, results: MicroResult[]): void {
   const batch = new AdapterBatch(p.ranges, { training: true });
   try {
-    const logits = model.forward(p.ids, { attentionMask: p.mask, hooks: batch });             // [B, T, V]
-    let total: Tensor | null = null;
+    const last = model.hidden(p.ids, { attentionMask: p.mask, hooks: batch });             // [B, T, H]
+    const grad = headBackward(model, last, p, micro, results);
+    const roots: Tensor[] = [last];
+    const grads: (Tensor | null)[] = [grad];
     micro.forEach((m, i) => {
-      let loss = ceSum(logits, p.targets, p.ranges[i]!).div(m.stepTokens);
-      results[i]!.ce = loss.item();
       const moe = m.adapter.config.moe;
+      if (!moe) return;
       const records = batch.routing.get(m.adapter) ?? [];
-      const aux = moe ? auxLossPart(records, moe, routingTotals(records, moe.numExperts)) : null;
-      if (aux) {
-        results[i]!.aux = aux.item();
-        loss = loss.add(aux.div(m.microsPerStep));
-      }
-      total = total ? total.add(loss) : loss;
+      const aux = auxLossPart(records, moe, routingTotals(records, moe.numExperts));
+      if (!aux) return;
+      results[i]!.aux = aux.item();
+      roots.push(aux.div(m.microsPerStep));
+      grads.push(null);
     });
-    total!.backward();
+    backward(roots, grads);
   } finally {
     batch.dispose();
   }
@@ -123,17 +151,7 @@ function recomputingPass(model: CausalLM, micro: MicroBatch[], p: Packed, result
   counting.dispose();
   try {
     // The head: CE of every adapter, back to the last layer's output.
-    let grad = tidy(() => {
-      const hL = inputs[L]!.detach().requiresGrad_();
-      const logits = model.head(hL);                                                          // [B, T, V]
-      const losses = micro.map((m, i) => {
-        const loss = ceSum(logits, p.targets, p.ranges[i]!).div(m.stepTokens);
-        results[i]!.ce = loss.item();
-        return loss;
-      });
-      backward(losses, losses.map(() => null));
-      return hL.grad!.keep();
-    });
+    let grad = tidy(() => headBackward(model, inputs[L]!, p, micro, results).keep());
     // Each layer again, last to first, with the random state it had.
     for (let l = L - 1; l >= 0; l--) {
       setRngState(rng[l]!);

@@ -12,6 +12,7 @@ import { loadAdapter, saveAdapter } from '../adapters/io.js';
 import { describeAdapter } from '../adapters/config.js';
 import { AdamW, SGD, clipGradNorm, type Optimizer } from '../optim/index.js';
 import { loadExamples, scoredTokens, type DatasetStats, type Example } from '../data/examples.js';
+import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { UserError } from '../util/errors.js';
 import { lossCurveSpec, writeChart, type LossPoint } from '../report/charts.js';
@@ -76,7 +77,7 @@ export async function train(cfg: TrainConfig, opts: { resume?: boolean; progress
     manualSeed(initSeed(cfg.seed, a.name));
     const adapter = a.initFrom ? await loadAdapter(a.initFrom, model, a.name) : Adapter.create(a.name, { ...a.adapter!, baseModel: cfg.baseModel }, model);
     adapter.requiresGrad_();
-    const { examples, stats } = loadExamples(a.data, tokenizer, { template: a.promptTemplate, trainOnInputs: a.trainOnInputs, cutoffLen: cfg.cutoffLen, vocabSize: model.config.vocabSize });
+    const { examples, stats } = loadAllExamples(a, tokenizer, cfg.cutoffLen, model.config.vocabSize);
     const order = new DataOrder(examples.map((e) => e.inputIds.length), a.batchSize, cfg.seed, nameHash(a.name), cfg.groupByLength);
     const totalSteps = Math.min(Math.ceil(order.stepsPerEpoch * a.numEpochs), a.maxSteps ?? Number.POSITIVE_INFINITY);
     const params = adapter.parameters().map((p) => p.tensor);
@@ -152,6 +153,17 @@ function nameHash(name: string): number {
 
 function initSeed(seed: number, name: string): number {
   return (seed * 1000003 + nameHash(name)) % 2 ** 48;
+}
+
+function loadAllExamples(a: AdapterTrainConfig, tokenizer: TextTokenizer | null, cutoffLen: number, vocabSize: number): { examples: Example[]; stats: DatasetStats } {
+  const examples: Example[] = [];
+  const stats: DatasetStats = { records: 0, truncated: 0, droppedUnscored: 0, tokens: 0, scoredTokens: 0 };
+  for (const file of a.data) {
+    const part = loadExamples(file, tokenizer, { template: a.promptTemplate, trainOnInputs: a.trainOnInputs, cutoffLen, vocabSize });
+    examples.push(...part.examples);
+    for (const k of Object.keys(stats) as (keyof DatasetStats)[]) stats[k] += part.stats[k];
+  }
+  return { examples, stats };
 }
 
 // ---- one adapter's batches and steps --------------------------------------------------------------

@@ -11,10 +11,11 @@ export function benchCommand(): Command {
     .option('--steps <n>', 'timed steps (the median is reported)', intArg('--steps', 1), 5)
     .option('--warmup <n>', 'untimed steps first', intArg('--warmup', 0), 2)
     .option('--recompute', 'recompute activations per layer in the backward pass')
+    .option('--scored <n>', 'score only the last N tokens of each row (an instruction-tuning batch: the rest is prompt)', intArg('--scored', 1))
     .option('--device <device>', 'cpu, cuda or cuda:N', 'cpu')
     .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', intArg('--threads', 1))
     .option('--json', 'print one JSON line: {method, fused, ms_per_step, ms_per_token, tokens_per_s, peak_rss_mib}')
-    .action(async (o: { preset: 'llama-58m'; method: 'lora' | 'dora' | 'mixlora' | 'mixdora'; fused: number; steps: number; warmup: number; recompute?: boolean; device: string; threads?: number; json?: boolean }) => {
+    .action(async (o: { preset: 'llama-58m'; method: 'lora' | 'dora' | 'mixlora' | 'mixdora'; fused: number; steps: number; warmup: number; recompute?: boolean; scored?: number; device: string; threads?: number; json?: boolean }) => {
       const { runTrainBench } = await import('../../bench/train-step.js');
       const { setNumThreads } = await import('../../tensor/runtime.js');
       const { parseDevice } = await import('../../models/load.js');
@@ -22,7 +23,7 @@ export function benchCommand(): Command {
       if (o.threads !== undefined) setNumThreads(o.threads);
       const progress = createProgress();
       const bar = progress.bar(`${o.method}${o.fused > 1 ? ` ×${o.fused}` : ''}`, o.warmup + o.steps);
-      const r = runTrainBench({ preset: o.preset, method: o.method, fused: o.fused, steps: o.steps, warmup: o.warmup, recompute: o.recompute ?? false, device: parseDevice(o.device), onStep: (i) => bar.update(i) });
+      const r = runTrainBench({ preset: o.preset, method: o.method, fused: o.fused, steps: o.steps, warmup: o.warmup, recompute: o.recompute ?? false, scored: o.scored ?? null, device: parseDevice(o.device), onStep: (i) => bar.update(i) });
       bar.stop();
       progress.stop();
       if (o.json) {

@@ -1,0 +1,32 @@
+// The mixlora library: everything the command line does, for TypeScript programs.
+export * as T from './tensor/index.js';
+export { AdamW, SGD, clipGradNorm, type Optimizer } from './optim/index.js';
+
+export { loadModel, type LoadedModel, type LoadOptions } from './models/load.js';
+export { CausalLM, type ForwardOptions } from './models/llama.js';
+export { parseModelConfig, readModelConfig, type ModelConfig } from './models/config.js';
+export { KVCache } from './models/kvcache.js';
+export { plainHooks, type ForwardHooks } from './models/hooks.js';
+export { llamaConfig, randomModel } from './models/random.js';
+export { convertLlama2c } from './models/convert.js';
+export { TextTokenizer, type ChatMessage } from './tokenizer/tokenizer.js';
+export { generate, type GenerateOptions } from './generate/generate.js';
+export { perplexity, readPerplexityData } from './eval/perplexity.js';
+
+export { Adapter } from './adapters/adapter.js';
+export { AdapterBatch, type RowRange } from './adapters/batch.js';
+export { parseAdapterConfig, exportAdapterConfig, type AdapterConfig } from './adapters/config.js';
+export { loadAdapter, saveAdapter, adapterStateDict } from './adapters/io.js';
+export { auxLoss } from './adapters/aux-loss.js';
+export { mergeIntoWeights } from './adapters/merge.js';
+export { inspectAdapter } from './adapters/inspect.js';
+
+export { readTrainConfig, type TrainConfig } from './train/config.js';
+export { train, type TrainResult } from './train/trainer.js';
+export { loadTask, TASKS, type EvalTask } from './eval/tasks.js';
+export { evaluateTask, type EvalTarget, type TaskResult } from './eval/scoring.js';
+export { expertLoad } from './eval/expert-load.js';
+
+export { loadAll as readSafetensors, saveSafetensors } from './io/safetensors.js';
+export { readTorchCheckpoint } from './io/torch-zip.js';
+export { UserError } from './util/errors.js';
