@@ -50,6 +50,41 @@ MX_FN(bincount) {
   return Put(info.Env(), at::bincount(Get(info[0]), w ? c10::optional<at::Tensor>(*w) : c10::nullopt, Int(info[2])));
 }
 
+#if TORCH_VERSION_MAJOR < 2
+// Attention spelled out, in slices of the batch·heads dimension: each slice's [T, S] scores are
+// produced, masked and normalised while they are still in cache, instead of streaming the whole
+// [B, H, T, S] tensor through memory four times (it dominates when heads are small and sequences
+// long). q is scaled rather than the scores, and masks are applied in place.
+at::Tensor MathAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& mask, double p, bool causal) {
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), S = k.size(2), D = q.size(3);
+  const double neg_inf = -std::numeric_limits<double>::infinity();
+  at::Tensor causal_block;
+  if (causal) causal_block = at::ones({T, S}, q.options().dtype(at::kBool)).tril(S - T).logical_not();  // true = masked
+  at::Tensor blocked;
+  if (mask) blocked = mask->scalar_type() == at::kBool ? mask->logical_not().expand({B, H, T, S}) : mask->expand({B, H, T, S});
+  // Slices of about 1 MiB of scores.
+  const int64_t per = std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(1, T * S));
+  const at::Tensor qs = q.mul(1.0 / std::sqrt(static_cast<double>(D))).reshape({B * H, T, D});
+  const at::Tensor ks = k.reshape({B * H, S, D});
+  const at::Tensor vs = v.reshape({B * H, S, D});
+  const at::Tensor ms = blocked.defined() ? blocked.reshape({B * H, T, S}) : at::Tensor();
+  std::vector<at::Tensor> outs;
+  for (int64_t start = 0; start < B * H; start += per) {
+    const int64_t n = std::min(per, B * H - start);
+    at::Tensor scores = at::bmm(qs.narrow(0, start, n), ks.narrow(0, start, n).transpose(1, 2));  // [n, T, S]
+    if (causal) scores.masked_fill_(causal_block, neg_inf);
+    else if (ms.defined()) {
+      if (ms.scalar_type() == at::kBool) scores.masked_fill_(ms.narrow(0, start, n), neg_inf);
+      else scores.add_(ms.narrow(0, start, n));
+    }
+    at::Tensor attn = at::softmax(scores, -1);
+    if (p > 0) attn = at::dropout(attn, p, true);
+    outs.push_back(at::bmm(attn, vs.narrow(0, start, n)));                                       // [n, T, D]
+  }
+  return (outs.size() == 1 ? outs[0] : at::cat(outs, 0)).view({B, H, T, D});
+}
+#endif
+
 // sdpa(q [B,H,T,D], k [B,H,S,D], v [B,H,S,D], mask [.., T, S] bool (true = attend) | null, dropoutP, isCausal)
 // libtorch 2.x has a fused kernel; 1.13 only a private one whose mask convention changed later,
 // so there we spell the math out (same result up to float rounding).
@@ -64,19 +99,7 @@ MX_FN(sdpa) {
 #if TORCH_VERSION_MAJOR >= 2
   return Put(info.Env(), at::scaled_dot_product_attention(q, k, v, mask ? c10::optional<at::Tensor>(*mask) : c10::nullopt, p, causal));
 #else
-  double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).mul(scale);  // [B, H, T, S]
-  if (causal) {
-    int64_t T = q.size(-2), S = k.size(-2);
-    at::Tensor allowed = at::ones({T, S}, q.options().dtype(at::kBool)).tril(S - T);
-    scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
-  } else if (mask) {
-    if (mask->scalar_type() == at::kBool) scores = scores.masked_fill(mask->logical_not(), -std::numeric_limits<double>::infinity());
-    else scores = scores.add(*mask);
-  }
-  at::Tensor attn = at::softmax(scores, -1);
-  if (p > 0) attn = at::dropout(attn, p, true);
-  return Put(info.Env(), at::matmul(attn, v));
+  return Put(info.Env(), MathAttention(q, k, v, mask, p, causal));
 #endif
 }
 

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=runs/demo
-LIMIT=${DEMO_LIMIT:-150}
+LIMIT=${DEMO_LIMIT:-100}
 rm -rf "$OUT"
 echo "== training MixLoRA and LoRA together (examples/demo/train.yaml)" >&2
 bin/mixlora train examples/demo/train.yaml >/dev/null
