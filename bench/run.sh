@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every benchmark beside its PyTorch eager baseline and writes BENCHMARKS.md (see bench/run.ts).
-# BENCH_ROUNDS (default 2) repeats the training-step runs; BENCH_STEPS (default 5) timed steps per run.
+# BENCH_ROUNDS (default 3) repeats the training-step runs; BENCH_STEPS (default 5) timed steps per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 node dist/bench/run.js

@@ -1,6 +1,10 @@
 """PyTorch eager baseline for bench/engine.ts: the same small op and LoRA linear, timed the same way."""
-import argparse, json, time, statistics
+import argparse
+import json
+
 import torch
+
+from timing import median_ms
 
 p = argparse.ArgumentParser()
 p.add_argument('--threads', type=int, required=True)
@@ -10,18 +14,6 @@ p.add_argument('--hidden', type=int, required=True)
 p.add_argument('--rank', type=int, required=True)
 args = p.parse_args()
 torch.set_num_threads(args.threads)
-
-
-def median_ms(fn, reps, warmup):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
-
 
 a = torch.ones(64)
 b = torch.ones(64)

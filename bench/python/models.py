@@ -1,10 +1,10 @@
 """PyTorch eager baseline for bench/models.ts: prefill and KV-cache decode throughput."""
 import argparse
 import json
-import statistics
-import time
 
 import torch
+
+from timing import median_ms
 
 from llama_eager import Config, forward, random_weights
 
@@ -17,16 +17,6 @@ c = json.loads(a.config)
 cfg = Config(c['vocab'], c['hidden'], c['intermediate'], c['layers'], c['heads'])
 W = random_weights(cfg)
 
-
-def median_ms(fn, reps, warmup):
-    for _ in range(warmup):
-        fn()
-    t = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        t.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(t)
 
 
 ids = torch.randint(0, cfg.vocab, (c['prefill']['batch'], c['prefill']['tokens']))

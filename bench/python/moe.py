@@ -2,11 +2,11 @@
 (router, softmax, top-k, renormalise; each expert runs the frozen FFN with its LoRA on its own rows)."""
 import argparse
 import json
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+
+from timing import median_ms
 
 p = argparse.ArgumentParser()
 for k in ['threads', 'tokens', 'hidden', 'intermediate', 'experts', 'top-k', 'rank']:
@@ -47,11 +47,4 @@ def step():
         t.grad = None
 
 
-for _ in range(2):
-    step()
-times = []
-for _ in range(7):
-    t0 = time.perf_counter()
-    step()
-    times.append((time.perf_counter() - t0) * 1000)
-print(json.dumps({'referenceMs': statistics.median(times)}))
+print(json.dumps({'referenceMs': median_ms(step, 7, 2)}))

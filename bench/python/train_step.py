@@ -7,13 +7,12 @@ import argparse
 import json
 import math
 import resource
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 from llama_eager import Config, forward, random_weights
+from timing import median_ms
 
 p = argparse.ArgumentParser()
 p.add_argument('--method', required=True, choices=['lora', 'dora', 'mixlora', 'mixdora'])
@@ -126,12 +125,6 @@ def step():
     opt.zero_grad(set_to_none=True)
 
 
-times = []
-for i in range(a.warmup + a.steps):
-    t0 = time.perf_counter()
-    step()
-    if i >= a.warmup:
-        times.append((time.perf_counter() - t0) * 1000)
-ms = statistics.median(times)
+ms = median_ms(step, a.steps, a.warmup)
 print(json.dumps({'method': a.method, 'variant': a.variant, 'ms_per_step': ms, 'ms_per_token': ms / 1024, 'tokens_per_s': 1024 / (ms / 1000),
                   'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

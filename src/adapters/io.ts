@@ -13,6 +13,7 @@ import { writeDirAtomic, writeFileAtomic } from '../io/atomic.js';
 import type { CausalLM } from '../models/llama.js';
 import { projectionShape } from '../models/weights.js';
 import { UserError } from '../util/errors.js';
+import { readJsonObject } from '../util/files.js';
 import { Adapter } from './adapter.js';
 import { exportAdapterConfig, parseAdapterConfig, scaling, type AdapterConfig } from './config.js';
 import { alternativeKey, expertKey, modernizeLegacy, plainKey, routerKey } from './keys.js';
@@ -22,20 +23,6 @@ import { expertTargets, plainTargets, type AdapterLayer, type MlpProj, type Stac
 export const CONFIG_FILE = 'adapter_config.json';
 export const WEIGHTS_FILE = 'adapter_model.safetensors';
 export const TORCH_WEIGHTS_FILE = 'adapter_model.bin';
-
-function readJson(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new UserError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new UserError(`${file}: not valid JSON (${(e as Error).message})`);
-  }
-}
 
 /** The raw tensors of an adapter folder (safetensors preferred, else the PyTorch .bin). */
 export async function readAdapterTensors(dir: string): Promise<{ tensors: Map<string, Tensor>; file: string }> {
@@ -50,7 +37,7 @@ export async function readAdapterTensors(dir: string): Promise<{ tensors: Map<st
 export function readAdapterConfig(dir: string): { config: AdapterConfig; raw: Record<string, unknown>; legacy: boolean } {
   const file = path.join(dir, CONFIG_FILE);
   if (!fs.existsSync(dir)) throw new UserError(`${dir}: no such adapter folder`);
-  const raw = readJson(file);
+  const raw = readJsonObject(file);
   const modern = modernizeLegacy(raw, []);
   return { config: parseAdapterConfig(modern ? modern.config : raw, file), raw, legacy: modern !== null };
 }

@@ -1,25 +1,10 @@
 // Reading JSON Lines and JSON-array files; a malformed record is refused naming its file and line.
-import fs from 'node:fs';
-import zlib from 'node:zlib';
 import { UserError } from '../util/errors.js';
+import { readText } from '../util/files.js';
 
 export interface Located<T> { value: T; line: number }
 
-/** A text file's contents; files ending in .gz are gunzipped. */
-export function readText(file: string): string {
-  let raw: Buffer;
-  try {
-    raw = fs.readFileSync(file);
-  } catch (e) {
-    throw new UserError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  if (!file.endsWith('.gz')) return raw.toString('utf8');
-  try {
-    return zlib.gunzipSync(raw).toString('utf8');
-  } catch (e) {
-    throw new UserError(`${file}: not a valid gzip file (${(e as Error).message})`);
-  }
-}
+export { readText } from '../util/files.js';
 
 /** Each non-blank line parsed as JSON, with its 1-based line number. */
 export function readJsonl(file: string): Located<unknown>[] {

@@ -9,6 +9,7 @@ import { ITEM_SIZE, type DType } from '../tensor/dtype.js';
 import { noGrad } from '../tensor/autograd.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
 import { UserError } from '../util/errors.js';
+import { openForRead } from '../util/files.js';
 import { writeAll, writeAtomic } from './atomic.js';
 
 const TO_DTYPE: Record<string, DType> = {
@@ -38,12 +39,7 @@ function bad(file: string, msg: string): never {
 }
 
 export function readHeader(file: string): SafetensorsHeader {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch (e) {
-    throw new UserError(`${file}: cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
+  const fd = openForRead(file);
   try {
     const size = fs.fstatSync(fd).size;
     if (size < 8) bad(file, `${size} bytes is too short for the 8-byte header length`);

@@ -1,7 +1,7 @@
 // Model configuration: Hugging Face config.json for LLaMA, Mistral and Qwen2, validated.
-import fs from 'node:fs';
 import { Fields } from '../util/fields.js';
 import { UserError } from '../util/errors.js';
+import { readJson } from '../util/files.js';
 
 export type Architecture = 'llama' | 'mistral' | 'qwen2';
 export const ARCHITECTURES: readonly Architecture[] = ['llama', 'mistral', 'qwen2'];
@@ -109,19 +109,7 @@ export function parseModelConfig(json: unknown, where: string): ModelConfig {
 }
 
 export function readModelConfig(file: string): ModelConfig {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new UserError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new UserError(`${file}: not valid JSON (${(e as Error).message})`);
-  }
-  return parseModelConfig(json, file);
+  return parseModelConfig(readJson(file), file);
 }
 
 /** The config.json a Hugging Face folder would carry for this model. */

@@ -10,18 +10,14 @@ import { tidy } from '../tensor/scope.js';
 import type { DType } from '../tensor/dtype.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
 import { UserError } from '../util/errors.js';
+import { openForRead } from '../util/files.js';
 import type { ModelConfig } from './config.js';
 import { projectionPrefix, structureWeights, weightSpecs, type ModelWeights } from './weights.js';
 
 const HEADER_BYTES = 28;
 
 export function readLlama2cConfig(file: string): { config: ModelConfig; sharedClassifier: boolean } {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch (e) {
-    throw new UserError(`${file}: cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
+  const fd = openForRead(file);
   try {
     const size = fs.fstatSync(fd).size;
     const head = Buffer.alloc(HEADER_BYTES);

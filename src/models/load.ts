@@ -3,6 +3,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { isDType, isFloating, type DType } from '../tensor/dtype.js';
 import { cuda } from '../tensor/runtime.js';
+import { ones } from '../tensor/create.js';
+import { tidy } from '../tensor/scope.js';
 import type { Device } from '../tensor/tensor.js';
 import { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
@@ -29,6 +31,17 @@ export interface LoadedModel {
 export function parseDType(s: string, where = '--dtype'): DType {
   if (!isDType(s) || !isFloating(s) || s === 'float64') throw new UserError(`${where}: '${s}' is not a compute dtype (float32, bfloat16, float16)`);
   return s;
+}
+
+/** Refuses a compute dtype this libtorch cannot multiply matrices in on the device (libtorch 1.13
+ * has no float16 matmul on CPU), with a clear message instead of an error deep in the first layer. */
+export function checkComputeDType(dtype: DType, device: Device, where = '--dtype'): void {
+  if (dtype === 'float32') return;
+  try {
+    tidy(() => ones([2, 2], { dtype, device }).matmul(ones([2, 2], { dtype, device })));
+  } catch {
+    throw new UserError(`${where}: this libtorch cannot compute in ${dtype} on ${device}; use ${dtype === 'float16' ? 'bfloat16 or ' : ''}float32`);
+  }
 }
 
 export function parseDevice(s: string): Device {
@@ -83,6 +96,7 @@ const NO_TOKENIZER = '\0none';
 export function loadModel(p: string, opts: LoadOptions = {}): LoadedModel {
   const dtype = opts.dtype ?? 'float32';
   const device = opts.device ?? 'cpu';
+  checkComputeDType(dtype, device);
   if (!fs.existsSync(p)) throw new UserError(`${p}: no such file or folder`);
   if (isLlama2cCheckpoint(p)) {
     const { config } = readLlama2cConfig(p);

@@ -142,7 +142,7 @@ export function loadHfWeights(dir: string, c: ModelConfig, opts: { dtype: DType;
       if (!h) throw new UserError(`${dir}: the checkpoint has no tensor '${spec.name}' (needed by this ${c.architecture} config)`);
       const e = h.tensors.get(spec.name)!;
       if (e.shape.join(',') !== spec.shape.join(',')) {
-        throw new UserError(`${h.file}: tensor '${spec.name}' has shape [${e.shape}] but config.json implies [${spec.shape}]`);
+        throw new UserError(`${h.file}: tensor '${spec.name}' has shape [${e.shape.join(', ')}] but config.json implies [${spec.shape.join(', ')}]`);
       }
       loaded.set(spec.name, loadTensor(h, spec.name, opts).keep());
     }

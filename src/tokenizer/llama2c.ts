@@ -1,16 +1,11 @@
 // llama2.c tokenizer files (tok*.bin): int32 max token length, then per token {float32 score,
 // int32 length, bytes}. Ids 0/1/2 are unk/bos/eos; byte tokens <0x00>..<0xFF>; spaces stored as ' '.
-import fs from 'node:fs';
 import { UserError } from '../util/errors.js';
+import { readBytes } from '../util/files.js';
 import type { Piece } from './spm.js';
 
 export function readLlama2cTokenizer(file: string, vocabSize: number): Piece[] {
-  let buf: Buffer;
-  try {
-    buf = fs.readFileSync(file);
-  } catch (e) {
-    throw new UserError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
+  const buf = readBytes(file);
   const bad = (msg: string): never => { throw new UserError(`${file}: not a llama2.c tokenizer: ${msg}`); };
   if (buf.length < 4) bad('file too short');
   const maxLen = buf.readInt32LE(0);

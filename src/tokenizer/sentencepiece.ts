@@ -1,7 +1,7 @@
 // SentencePiece model files (tokenizer.model, a protobuf ModelProto) read without the sentencepiece
 // library: the pieces with scores and types, and the special ids. BPE models only (LLaMA 1/2, Mistral).
-import fs from 'node:fs';
 import { UserError } from '../util/errors.js';
+import { readBytes } from '../util/files.js';
 import type { Piece, PieceType, SpmSpecials } from './spm.js';
 
 class ProtoReader {
@@ -45,12 +45,7 @@ class ProtoReader {
 const TYPES: Record<number, PieceType> = { 1: 'normal', 2: 'unknown', 3: 'control', 4: 'user', 5: 'unused', 6: 'byte' };
 
 export function readSentencePieceModel(file: string): { pieces: Piece[]; specials: SpmSpecials } {
-  let buf: Buffer;
-  try {
-    buf = fs.readFileSync(file);
-  } catch (e) {
-    throw new UserError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
+  const buf = readBytes(file);
   const pieces: Piece[] = [];
   let modelType = 1;
   let byteFallback = false;

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
 import { UserError } from '../util/errors.js';
+import { readJsonObject } from '../util/files.js';
 import { readLlama2cTokenizer } from './llama2c.js';
 import { readSentencePieceModel } from './sentencepiece.js';
 import { spmToTokenizerJson } from './spm.js';
@@ -92,9 +93,9 @@ export class TextTokenizer {
   /** From a Hugging Face folder: tokenizer.json (or a SentencePiece tokenizer.model) and tokenizer_config.json. */
   static fromDir(dir: string): TextTokenizer {
     const cfgFile = path.join(dir, 'tokenizer_config.json');
-    const config = fs.existsSync(cfgFile) ? readJson(cfgFile) : {};
+    const config = fs.existsSync(cfgFile) ? readJsonObject(cfgFile) : {};
     const json = path.join(dir, 'tokenizer.json');
-    if (fs.existsSync(json)) return new TextTokenizer(readJson(json), config, json);
+    if (fs.existsSync(json)) return new TextTokenizer(readJsonObject(json), config, json);
     const model = path.join(dir, 'tokenizer.model');
     if (fs.existsSync(model)) return TextTokenizer.fromSentencePiece(model, config);
     throw new UserError(`${dir}: no tokenizer.json or tokenizer.model`);
@@ -109,13 +110,5 @@ export class TextTokenizer {
   static fromLlama2c(file: string, vocabSize: number): TextTokenizer {
     const built = spmToTokenizerJson(readLlama2cTokenizer(file, vocabSize), { unk: 0, bos: 1, eos: 2 });
     return new TextTokenizer(built.tokenizer, built.config as Record<string, unknown>, file);
-  }
-}
-
-function readJson(file: string): Record<string, unknown> {
-  try {
-    return JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new UserError(`${file}: cannot read JSON (${(e as Error).message})`);
   }
 }
