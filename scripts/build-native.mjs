@@ -33,13 +33,19 @@ const run = (args) => {
   }
 };
 
+// Build against the headers of the running Node when they are installed beside it (Debian's nodejs,
+// official tarballs), so node-gyp never needs to download them (npm passes npm_config_nodedir itself).
+const nodePrefix = path.resolve(path.dirname(process.execPath), '..');
+const nodedirArgs = !process.env.npm_config_nodedir && fs.existsSync(path.join(nodePrefix, 'include', 'node', 'common.gypi'))
+  ? [`--nodedir=${nodePrefix}`] : [];
+
 const stamp = JSON.stringify(lt);
 const gypChanged = !fs.existsSync(path.join(buildDir, 'Makefile')) ||
   fs.statSync(path.join(nativeDir, 'binding.gyp')).mtimeMs > fs.statSync(path.join(buildDir, 'Makefile')).mtimeMs;
 const ltChanged = !fs.existsSync(stampFile) || fs.readFileSync(stampFile, 'utf8') !== stamp;
 if (gypChanged || ltChanged) {
   if (ltChanged && fs.existsSync(buildDir)) fs.rmSync(buildDir, { recursive: true, force: true });
-  run(['configure']);
+  run(['configure', ...nodedirArgs]);
   fs.writeFileSync(stampFile, stamp);
 }
 run(['build', `-j`, String(Math.max(1, os.availableParallelism()))]);
