@@ -4,13 +4,16 @@
 //
 // Two ways to compute the experts, equal up to rounding:
 //  - efficient (paper §3.5): the frozen gate/up projections are computed once per token (shared by
-//    every adapter of the batch), each expert adds only its LoRA delta on the rows routed to it;
+//    every adapter of the batch), each expert adds only its LoRA delta on the rows routed to it; and,
+//    since Σₑ wₑ·W hₑ = W (Σₑ wₑ hₑ), the frozen down projection also runs once per token, on the
+//    routing-weighted sum of the experts' hidden states (not with DoRA experts on down_proj, whose
+//    per-expert column scaling breaks the linearity, nor with a down_proj bias);
 //  - per expert (the reference's plain path): each expert runs the whole FFN on its rows.
 import { zeros, rand } from '../tensor/create.js';
 import { bincount, cat, linear } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { LayerWeights, Linear } from '../models/weights.js';
-import { applyLora } from './lora.js';
+import { applyLora, loraDelta } from './lora.js';
 import { expertParams, type MlpProj, type MoeLayer } from './params.js';
 import { route } from './routing.js';
 
@@ -72,7 +75,11 @@ export function moeForward(layer: MoeLayer, w: LayerWeights, input: MoeInput): M
   const xParts = xs.split(perExpert, 0);                                                      // E × [c, H]
   const gParts = shared ? base!.gate.indexSelect(0, tokens).split(perExpert, 0) : null;      // E × [c, I]
   const uParts = shared ? base!.up.indexSelect(0, tokens).split(perExpert, 0) : null;        // E × [c, I]
-  const pieces: Tensor[] = [];
+  const downLora = layer.experts.down_proj;
+  const sharedDown = input.efficient && !w.proj.down_proj.bias && !downLora?.magnitude;
+  const pieces: Tensor[] = [];   // per expert: its FFN output [c, H], or (sharedDown) its down LoRA delta
+  const hidden: Tensor[] = [];   // sharedDown: per expert, its weighted hidden states [c, I]
+  const wParts = sharedDown ? weights.split(perExpert, 0) : [];                               // E × [c]
   perExpert.forEach((count, e) => {
     if (count === 0) return;
     const xe = xParts[e]!;                                                                    // [c, H]
@@ -81,12 +88,24 @@ export function moeForward(layer: MoeLayer, w: LayerWeights, input: MoeInput): M
     const gate = project('gate_proj', layer, e, xe, gateBase, w.proj.gate_proj, training);
     const up = project('up_proj', layer, e, xe, upBase, w.proj.up_proj, training);
     const h = gate.silu().mul(up);                                                            // [c, I]
+    if (sharedDown) {
+      // Weighted per expert (not after a cat): the product's backward then keeps h itself, which the
+      // down LoRA keeps anyway, instead of a concatenated copy of every expert's h.
+      hidden.push(h.to('float32').mul(wParts[e]!.unsqueeze(1)));                              // [c, I] wₑ hₑ
+      if (downLora) pieces.push(loraDelta(h, expertParams(downLora, e), training));           // [c, H] float32
+      return;
+    }
     const downBase = linear(h, w.proj.down_proj.weight, w.proj.down_proj.bias);               // [c, H]
     pieces.push(project('down_proj', layer, e, h, downBase, w.proj.down_proj, training));
   });
   const n = input.x.size(0);
   const H = input.x.size(1);
   let out = zeros([n, H], { device: x.device });                                              // float32 accumulator
+  if (sharedDown && hidden.length > 0) {
+    const hs = hidden.length === 1 ? hidden[0]! : cat(hidden, 0);                             // [m, I]
+    const mixed = zeros([n, hs.size(1)], { device: x.device }).indexAdd(0, tokens, hs);     // [n, I] Σₑ wₑ hₑ
+    out = linear(mixed.to(input.x.dtype), w.proj.down_proj.weight).to('float32');            // [n, H]
+  }
   if (pieces.length > 0) {
     const ys = (pieces.length === 1 ? pieces[0]! : cat(pieces, 0)).to('float32').mul(weights.unsqueeze(1));   // [m, H]
     out = out.indexAdd(0, tokens, ys);

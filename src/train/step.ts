@@ -49,7 +49,7 @@ function pack(micro: MicroBatch[], device: CausalLM['device'], padId: number): P
 
 /** Logit rows per chunk: about 8M floats, so the full [tokens, vocab] logits never exist at once. */
 function chunkRows(vocab: number): number {
-  return Math.max(16, Math.floor(8_388_608 / vocab));
+  return Math.max(16, Math.floor(2_097_152 / vocab));
 }
 
 /**
