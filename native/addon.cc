@@ -7,6 +7,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   mx::RegisterMath(env, exports);
   mx::RegisterNN(env, exports);
   mx::RegisterAutograd(env, exports);
+  mx::RegisterFused(env, exports);
   mx::RegisterOptim(env, exports);
   mx::RegisterRuntime(env, exports);
   return exports;

@@ -2,9 +2,9 @@
 // range says which adapter (or none) it uses. The frozen projections run once over all rows; each
 // adapter adds its deltas on its own rows (as PEFT's mixed batches and MoE-PEFT's batch configs do).
 // Router outputs are recorded per adapter for the load-balance loss and the expert-load statistics.
-import { cat, linear } from '../tensor/ops.js';
+import { cat, linear, swiglu } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { swiglu, type ForwardHooks } from '../models/hooks.js';
+import { swigluMlp, type ForwardHooks } from '../models/hooks.js';
 import type { LayerWeights, Linear, ProjName } from '../models/weights.js';
 import type { Adapter } from './adapter.js';
 import { applyLora } from './lora.js';
@@ -69,7 +69,7 @@ export class AdapterBatch implements ForwardHooks {
   }
 
   mlp(layer: number, x: Tensor, w: LayerWeights): Tensor {
-    if (!this.ranges.some((r) => r.adapter?.layers[layer]?.moe)) return swiglu(this, layer, x, w);
+    if (!this.ranges.some((r) => r.adapter?.layers[layer]?.moe)) return swigluMlp(this, layer, x, w);
     const [, T, H] = x.shape as [number, number, number];
     // The frozen gate/up projections once for every row: MixLoRA experts and plain adapters share them.
     const gate = linear(x, w.proj.gate_proj.weight, w.proj.gate_proj.bias);                  // [B, T, I]
@@ -92,7 +92,7 @@ export class AdapterBatch implements ForwardHooks {
         const p = r.adapter?.lora(layer, name);
         return p ? applyLora(xr, base, p, w.proj[name], this.opts.training) : base;
       };
-      const h = adapt('gate_proj', this.rows(gate, r)).silu().mul(adapt('up_proj', this.rows(up, r)));   // [b, T, I]
+      const h = swiglu(adapt('gate_proj', this.rows(gate, r)), adapt('up_proj', this.rows(up, r)));   // [b, T, I]
       const down = linear(h, w.proj.down_proj.weight, w.proj.down_proj.bias);
       const pd = r.adapter?.lora(layer, 'down_proj');
       return pd ? applyLora(h, down, pd, w.proj.down_proj, this.opts.training) : down;

@@ -10,7 +10,7 @@
 //    per-expert column scaling breaks the linearity, nor with a down_proj bias);
 //  - per expert (the reference's plain path): each expert runs the whole FFN on its rows.
 import { zeros, rand } from '../tensor/create.js';
-import { bincount, cat, linear } from '../tensor/ops.js';
+import { bincount, cat, linear, swiglu } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { LayerWeights, Linear } from '../models/weights.js';
 import { applyLora, loraDelta } from './lora.js';
@@ -87,7 +87,7 @@ export function moeForward(layer: MoeLayer, w: LayerWeights, input: MoeInput): M
     const upBase = uParts ? uParts[e]! : linear(xe, w.proj.up_proj.weight, w.proj.up_proj.bias);         // [c, I]
     const gate = project('gate_proj', layer, e, xe, gateBase, w.proj.gate_proj, training);
     const up = project('up_proj', layer, e, xe, upBase, w.proj.up_proj, training);
-    const h = gate.silu().mul(up);                                                            // [c, I]
+    const h = swiglu(gate, up);                                                               // [c, I]
     if (sharedDown) {
       // Weighted per expert (not after a cat): the product's backward then keeps h itself, which the
       // down LoRA keeps anyway, instead of a concatenated copy of every expert's h.

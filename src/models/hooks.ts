@@ -1,6 +1,6 @@
 // How adapters reach into the frozen model: every projection and every feed-forward block goes
 // through these hooks. The plain hooks are the base model; src/adapters implements adapted ones.
-import { linear } from '../tensor/ops.js';
+import { linear, swiglu } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { LayerWeights, Linear, ProjName } from './weights.js';
 
@@ -15,13 +15,13 @@ export interface ForwardHooks {
 }
 
 /** SwiGLU feed-forward, down(silu(gate(x)) · up(x)), each projection through the hooks. */
-export function swiglu(hooks: ForwardHooks, layer: number, x: Tensor, w: LayerWeights): Tensor {
+export function swigluMlp(hooks: ForwardHooks, layer: number, x: Tensor, w: LayerWeights): Tensor {
   const gate = hooks.project(layer, 'gate_proj', x, w.proj.gate_proj);                  // [B, T, I]
   const up = hooks.project(layer, 'up_proj', x, w.proj.up_proj);                        // [B, T, I]
-  return hooks.project(layer, 'down_proj', gate.silu().mul(up), w.proj.down_proj);      // [B, T, H]
+  return hooks.project(layer, 'down_proj', swiglu(gate, up), w.proj.down_proj);          // [B, T, H]
 }
 
 export const plainHooks: ForwardHooks = {
   project: (_layer, _name, x, lin) => linear(x, lin.weight, lin.bias),
-  mlp: (layer, x, w) => swiglu(plainHooks, layer, x, w),
+  mlp: (layer, x, w) => swigluMlp(plainHooks, layer, x, w),
 };

@@ -16,6 +16,11 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
   return new Tensor(native.linear(x.id, weight.id, bias ? bias.id : null));
 }
 
+/** silu(gate) · up, same shapes; its backward keeps gate and up only (one activation fewer than composed). */
+export function swiglu(gate: Tensor, up: Tensor): Tensor {
+  return new Tensor(native.swiglu(gate.id, up.id));
+}
+
 export function embedding(weight: Tensor, ids: Tensor): Tensor { return new Tensor(native.embedding(weight.id, ids.id)); }
 
 export type Reduction = 'mean' | 'sum' | 'none';

@@ -1,5 +1,6 @@
 // Autograd against finite differences (float64) for every differentiable op the models use.
 import { test } from 'node:test';
+import assert from 'node:assert/strict';
 import { gradcheck } from '../helpers/gradcheck.js';
 import * as T from '../../src/tensor/index.js';
 
@@ -31,6 +32,18 @@ test('elementwise math: add/sub/mul/div (broadcast), pow, exp, log, sqrt, rsqrt,
   gradcheck('gelu tanh', ([x]) => proj(x!.gelu('tanh')), [a]);
   gradcheck('sin·cos', ([x]) => proj(x!.sin().mul(x!.cos())), [a]);
   gradcheck('square', ([x]) => proj(x!.square()), [a]);
+});
+
+test('fused swiglu: finite differences, equal to silu·mul, refuses mismatched shapes', () => {
+  const g = rnd(3, 4);
+  const u = rnd(3, 4);
+  gradcheck('swiglu', ([x, y]) => proj(T.swiglu(x!, y!)), [g, u]);
+  gradcheck('swiglu (gate only)', ([x]) => proj(T.swiglu(x!, u)), [g]);
+  T.tidy(() => {
+    const composed = g.silu().mul(u);
+    assert.equal(T.swiglu(g, u).sub(composed).abs().amax().item(), 0);
+  });
+  assert.throws(() => T.swiglu(g, rnd(4)), /swiglu: gate and up must have the same shape/);
 });
 
 test('reductions: sum, mean, amax, logsumexp, norm', () => {
