@@ -1,5 +1,5 @@
 // The MixLoRA block (router + 8 LoRA experts over the frozen SwiGLU FFN, top-2, r 16) forward+backward
-// on 4×256 tokens at hidden 512: the efficient expert path (shared frozen gate/up projections) against
+// on 4×256 tokens at hidden 512: the efficient expert path (frozen gate/up/down once per token) against
 // the per-expert path, and against the reference-style block in PyTorch eager.
 //   node dist/bench/moe.js [--json]
 import * as T from '../src/tensor/index.js';
@@ -48,7 +48,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   else {
     console.log(`MixLoRA block fwd+bwd, ${TOKENS} tokens, hidden 512, 8 experts top-2, r 16 (${machine()})\n`);
     console.log('| path | ms | vs per-expert |\n|---|---:|---:|');
-    console.log(`| mixlora efficient (shared gate/up) | ${fmt(r.efficientMs)} | ${(r.perExpertMs / r.efficientMs).toFixed(2)}× faster |`);
+    console.log(`| mixlora efficient (frozen projections once per token) | ${fmt(r.efficientMs)} | ${(r.perExpertMs / r.efficientMs).toFixed(2)}× faster |`);
     console.log(`| mixlora per-expert | ${fmt(r.perExpertMs)} | 1.00× |`);
     console.log(`| PyTorch eager, reference-style per-expert block | ${fmt(r.torchReferenceMs)} | ${(r.perExpertMs / r.torchReferenceMs).toFixed(2)}× |`);
   }

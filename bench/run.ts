@@ -141,7 +141,7 @@ tokens at hidden 512 (\`bench/moe.ts\`).
 
 | path | ms | vs per-expert |
 |---|---:|---:|
-| efficient (frozen gate/up once per token, experts add their deltas on their rows) | ${fmt(moe.efficientMs)} | ${(moe.perExpertMs / moe.efficientMs).toFixed(2)}× faster |
+| efficient (frozen gate/up/down once per token, experts add their LoRA deltas on their rows) | ${fmt(moe.efficientMs)} | ${(moe.perExpertMs / moe.efficientMs).toFixed(2)}× faster |
 | per expert (each expert runs the whole FFN on its rows) | ${fmt(moe.perExpertMs)} | 1.00× |
 | PyTorch eager, reference-style per-expert block | ${fmt(moe.torchReferenceMs)} | |
 
