@@ -100,11 +100,13 @@ export function moeForward(layer: MoeLayer, w: LayerWeights, input: MoeInput): M
   });
   const n = input.x.size(0);
   const H = input.x.size(1);
-  let out = zeros([n, H], { device: x.device });                                              // float32 accumulator
-  if (sharedDown && hidden.length > 0) {
+  let out: Tensor;                                                                            // [n, H] float32 accumulator
+  if (hidden.length > 0) {
     const hs = hidden.length === 1 ? hidden[0]! : cat(hidden, 0);                             // [m, I]
     const mixed = zeros([n, hs.size(1)], { device: x.device }).indexAdd(0, tokens, hs);     // [n, I] Σₑ wₑ hₑ
     out = linear(mixed.to(input.x.dtype), w.proj.down_proj.weight).to('float32');            // [n, H]
+  } else {
+    out = zeros([n, H], { device: x.device });
   }
   if (pieces.length > 0) {
     const ys = (pieces.length === 1 ? pieces[0]! : cat(pieces, 0)).to('float32').mul(weights.unsqueeze(1));   // [m, H]
