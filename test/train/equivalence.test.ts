@@ -31,18 +31,23 @@ function tokenData(rows: number, len: number, seed: number): string {
   return file;
 }
 
+/** Trains the entries fused, then each alone, and compares every adapter's weights (≤ 1e-6). */
+async function assertFusedEqualsAlone(entries: { name: string }[], cutoffLen: number): Promise<void> {
+  const fused = await run({ cutoff_len: cutoffLen, adapters: entries });
+  for (const e of entries) {
+    const alone = await run({ cutoff_len: cutoffLen, adapters: [e] });
+    const d = maxDiff(adapterTensors(path.join(fused, e.name)), adapterTensors(path.join(alone, e.name)));
+    assert.ok(d <= 1e-6, `${e.name}: fused and alone differ by ${d}`);
+  }
+}
+
 test('adapters trained fused end with the weights each gets trained alone (equal-length data, SGD: ≤ 1e-6)', async () => {
   const entries = [
     { name: 'mix', adapter: mixlora(), data: tokenData(16, 24, 1), optimizer: 'sgd', lr: 0.05, batch_size: 8, micro_batch_size: 4, num_epochs: 1 },
     { name: 'lora', adapter: lora, data: tokenData(12, 24, 2), optimizer: 'sgd', momentum: 0.9, weight_decay: 0.01, lr: 0.02, batch_size: 4, micro_batch_size: 4, num_epochs: 1 },
     { name: 'dora', adapter: dora, data: tokenData(12, 24, 3), optimizer: 'sgd', lr: 0.05, batch_size: 6, micro_batch_size: 3, max_steps: 2, scheduler: 'linear', warmup_steps: 1 },
   ];
-  const fused = await run({ cutoff_len: 64, adapters: entries });
-  for (const e of entries) {
-    const alone = await run({ cutoff_len: 64, adapters: [e] });
-    const d = maxDiff(adapterTensors(path.join(fused, e.name)), adapterTensors(path.join(alone, e.name)));
-    assert.ok(d <= 1e-6, `${e.name}: fused and alone differ by ${d}`);
-  }
+  await assertFusedEqualsAlone(entries, 64);
 });
 
 test('adapters trained fused on ragged real data end with the weights of training alone (SGD: ≤ 1e-6)', async () => {
@@ -52,12 +57,7 @@ test('adapters trained fused on ragged real data end with the weights of trainin
     { name: 'mix', adapter: mixlora(), data: boolq, prompt_template: 'none', optimizer: 'sgd', lr: 0.05, batch_size: 8, micro_batch_size: 4, num_epochs: 1 },
     { name: 'lora', adapter: lora, data: arc, prompt_template: 'none', optimizer: 'sgd', momentum: 0.9, lr: 0.02, batch_size: 4, micro_batch_size: 4, num_epochs: 1 },
   ];
-  const fused = await run({ cutoff_len: 512, adapters: entries });
-  for (const e of entries) {
-    const alone = await run({ cutoff_len: 512, adapters: [e] });
-    const d = maxDiff(adapterTensors(path.join(fused, e.name)), adapterTensors(path.join(alone, e.name)));
-    assert.ok(d <= 1e-6, `${e.name}: fused and alone differ by ${d}`);
-  }
+  await assertFusedEqualsAlone(entries, 512);
 });
 
 // The aux loss is per micro-batch (§4), so a MixLoRA adapter is compared with its coefficient at 0.
