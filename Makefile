@@ -2,7 +2,7 @@
 PYTHON ?= /usr/bin/python3
 export PYTHON
 
-.PHONY: setup system-deps native build test demo bench clean
+.PHONY: setup system-deps native build test lint format demo bench clean
 
 setup: system-deps node_modules/.package-lock.json native build
 
@@ -27,6 +27,14 @@ build/reference/.stamp: $(wildcard test/reference/*.py)
 
 test: setup build/reference/.stamp
 	@node scripts/run-tests.mjs
+
+# Format check (prettier, 120 columns) and type check without emitting.
+lint: node_modules/.package-lock.json
+	@npx prettier --check --log-level warn "src/**/*.ts" "test/**/*.ts" "bench/**/*.ts" "scripts/**/*.mjs"
+	@npx tsc -p tsconfig.json --noEmit
+
+format: node_modules/.package-lock.json
+	@npx prettier --write --log-level warn "src/**/*.ts" "test/**/*.ts" "bench/**/*.ts" "scripts/**/*.mjs"
 
 demo: setup
 	@bash scripts/demo.sh

@@ -12,7 +12,14 @@ const RANK = 16;
 function smallOpMicros(): number {
   const a = T.ones([64]).keep();
   const b = T.ones([64]).keep();
-  const ms = medianMs(() => T.tidy(() => { for (let i = 0; i < SMALL_OPS; i++) a.add(b).dispose(); }), 5, 1);
+  const ms = medianMs(
+    () =>
+      T.tidy(() => {
+        for (let i = 0; i < SMALL_OPS; i++) a.add(b).dispose();
+      }),
+    5,
+    1,
+  );
   a.dispose();
   b.dispose();
   return (ms * 1000) / SMALL_OPS;
@@ -20,30 +27,49 @@ function smallOpMicros(): number {
 
 function loraLinearMs(): number {
   T.manualSeed(0);
-  const w = T.randn([HIDDEN, HIDDEN]).mul(0.01).keep();                       // frozen [out, in]
-  const x = T.randn([TOKENS, HIDDEN]).keep().requiresGrad_();                 // activations
-  const a = T.randn([RANK, HIDDEN]).mul(0.01).keep().requiresGrad_();         // [r, in]
-  const b = T.randn([HIDDEN, RANK]).mul(0.01).keep().requiresGrad_();         // [out, r]
+  const w = T.randn([HIDDEN, HIDDEN]).mul(0.01).keep(); // frozen [out, in]
+  const x = T.randn([TOKENS, HIDDEN]).keep().requiresGrad_(); // activations
+  const a = T.randn([RANK, HIDDEN]).mul(0.01).keep().requiresGrad_(); // [r, in]
+  const b = T.randn([HIDDEN, RANK]).mul(0.01).keep().requiresGrad_(); // [out, r]
   const scale = 2;
-  const step = () => T.tidy(() => {
-    const y = T.linear(x, w).add(T.linear(T.linear(x, a), b), scale);         // [tokens, out]
-    y.sum().backward();
-    T.zeroGrad([x, a, b]);
-  });
+  const step = () =>
+    T.tidy(() => {
+      const y = T.linear(x, w).add(T.linear(T.linear(x, a), b), scale); // [tokens, out]
+      y.sum().backward();
+      T.zeroGrad([x, a, b]);
+    });
   const ms = medianMs(step, 5, 1);
   for (const t of [w, x, a, b]) t.dispose();
   return ms;
 }
 
-export interface EngineResult { smallOpUs: number; loraLinearMs: number }
+export interface EngineResult {
+  smallOpUs: number;
+  loraLinearMs: number;
+}
 
 export function runEngineBench(): { ours: EngineResult; torch: EngineResult; rows: Row[] } {
   const ours = { smallOpUs: smallOpMicros(), loraLinearMs: loraLinearMs() };
-  const torch = runPython<EngineResult>('engine.py', ['--threads', String(threads()), '--small-ops', String(SMALL_OPS),
-    '--tokens', String(TOKENS), '--hidden', String(HIDDEN), '--rank', String(RANK)]);
+  const torch = runPython<EngineResult>('engine.py', [
+    '--threads',
+    String(threads()),
+    '--small-ops',
+    String(SMALL_OPS),
+    '--tokens',
+    String(TOKENS),
+    '--hidden',
+    String(HIDDEN),
+    '--rank',
+    String(RANK),
+  ]);
   const rows: Row[] = [
     { name: 'small op (add of 64 floats), per op', ours: ours.smallOpUs, torch: torch.smallOpUs, unit: 'µs' },
-    { name: `LoRA linear fwd+bwd, ${TOKENS}×${HIDDEN}, r ${RANK}`, ours: ours.loraLinearMs, torch: torch.loraLinearMs, unit: 'ms' },
+    {
+      name: `LoRA linear fwd+bwd, ${TOKENS}×${HIDDEN}, r ${RANK}`,
+      ours: ours.loraLinearMs,
+      torch: torch.loraLinearMs,
+      unit: 'ms',
+    },
   ];
   return { ours, torch, rows };
 }

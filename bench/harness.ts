@@ -24,8 +24,10 @@ export function runPython<T>(script: string, args: string[]): T {
   const file = path.join(packageRoot(), 'bench', 'python', script);
   const r = spawnSync(PYTHON, [file, ...args], { encoding: 'utf8', maxBuffer: 1 << 24 });
   if (r.status !== 0) {
-    throw new Error(`${PYTHON} ${script} failed (exit ${r.status}):\n${r.stderr}\n` +
-      'The PyTorch baselines need python3-torch (Debian: apt-get install python3-torch; `make setup` does it as root).');
+    throw new Error(
+      `${PYTHON} ${script} failed (exit ${r.status}):\n${r.stderr}\n` +
+        'The PyTorch baselines need python3-torch (Debian: apt-get install python3-torch; `make setup` does it as root).',
+    );
   }
   const lines = r.stdout.trim().split('\n');
   return JSON.parse(lines[lines.length - 1]!) as T;
@@ -36,13 +38,21 @@ export function threads(): number {
   return Number.isInteger(n) && n > 0 ? n : os.availableParallelism();
 }
 
-export interface Row { name: string; ours: number; torch: number; unit: string; lowerIsBetter?: boolean }
+export interface Row {
+  name: string;
+  ours: number;
+  torch: number;
+  unit: string;
+  lowerIsBetter?: boolean;
+}
 
 /** A Markdown table: ours, PyTorch's, and ours/PyTorch (below 1 = we are faster, for times). */
 export function table(rows: Row[]): string {
   const out = ['| measurement | mixlora | PyTorch | mixlora / PyTorch |', '|---|---:|---:|---:|'];
   for (const r of rows) {
-    out.push(`| ${r.name} | ${fmt(r.ours)} ${r.unit} | ${fmt(r.torch)} ${r.unit} | ${(r.ours / r.torch).toFixed(2)}× |`);
+    out.push(
+      `| ${r.name} | ${fmt(r.ours)} ${r.unit} | ${fmt(r.torch)} ${r.unit} | ${(r.ours / r.torch).toFixed(2)}× |`,
+    );
   }
   return out.join('\n');
 }

@@ -20,17 +20,53 @@ const WARMUP = 2;
 const SCORED = 16;
 const root = packageRoot();
 
-interface StepRun { ms_per_step: number; ms_per_token: number; tokens_per_s: number; peak_rss_mib: number }
+interface StepRun {
+  ms_per_step: number;
+  ms_per_token: number;
+  tokens_per_s: number;
+  peak_rss_mib: number;
+}
 
 function ours(method: string, fused = 1, extra: string[] = []): StepRun {
-  const r = spawnSync(process.execPath, [path.join(root, 'bin', 'mixlora'), 'bench', '--method', method, '--fused', String(fused), '--steps', String(STEPS), '--warmup', String(WARMUP), '--threads', String(threads()), '--json', ...extra],
-    { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const r = spawnSync(
+    process.execPath,
+    [
+      path.join(root, 'bin', 'mixlora'),
+      'bench',
+      '--method',
+      method,
+      '--fused',
+      String(fused),
+      '--steps',
+      String(STEPS),
+      '--warmup',
+      String(WARMUP),
+      '--threads',
+      String(threads()),
+      '--json',
+      ...extra,
+    ],
+    { encoding: 'utf8', maxBuffer: 1 << 24 },
+  );
   if (r.status !== 0) throw new Error(`mixlora bench ${method} failed:\n${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as StepRun;
 }
 
 function torch(method: string, variant = 'reference', scored = 0): StepRun {
-  return runPython<StepRun>('train_step.py', ['--method', method, '--threads', String(threads()), '--steps', String(STEPS), '--warmup', String(WARMUP), '--variant', variant, '--scored', String(scored)]);
+  return runPython<StepRun>('train_step.py', [
+    '--method',
+    method,
+    '--threads',
+    String(threads()),
+    '--steps',
+    String(STEPS),
+    '--warmup',
+    String(WARMUP),
+    '--variant',
+    variant,
+    '--scored',
+    String(scored),
+  ]);
 }
 
 function median(xs: number[]): number {
@@ -41,14 +77,24 @@ function median(xs: number[]): number {
 /** The fastest round's times; the median round's memory. */
 function combine(runs: StepRun[]): StepRun {
   const best = runs.reduce((a, b) => (b.ms_per_step < a.ms_per_step ? b : a));
-  return { ms_per_step: best.ms_per_step, ms_per_token: best.ms_per_token, tokens_per_s: best.tokens_per_s, peak_rss_mib: median(runs.map((r) => r.peak_rss_mib)) };
+  return {
+    ms_per_step: best.ms_per_step,
+    ms_per_token: best.ms_per_token,
+    tokens_per_s: best.tokens_per_s,
+    peak_rss_mib: median(runs.map((r) => r.peak_rss_mib)),
+  };
 }
 
-function log(s: string): void { process.stderr.write(`${s}\n`); }
+function log(s: string): void {
+  process.stderr.write(`${s}\n`);
+}
 
 const METHODS = ['lora', 'dora', 'mixlora', 'mixdora'];
 const collected: Record<string, StepRun[]> = {};
-const add = (k: string, r: StepRun) => { (collected[k] ??= []).push(r); log(`${k}: ${r.ms_per_step.toFixed(0)} ms/step, ${r.peak_rss_mib.toFixed(0)} MiB`); };
+const add = (k: string, r: StepRun) => {
+  (collected[k] ??= []).push(r);
+  log(`${k}: ${r.ms_per_step.toFixed(0)} ms/step, ${r.peak_rss_mib.toFixed(0)} MiB`);
+};
 for (let round = 0; round < ROUNDS; round++) {
   log(`round ${round + 1}/${ROUNDS}`);
   for (const m of METHODS) {
@@ -68,12 +114,19 @@ const moe = runMoeBench();
 const engine = runEngineBench();
 const models = runModelsBench();
 
-const pyVersion = spawnSync(PYTHON, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' }).stdout.trim();
+const pyVersion = spawnSync(PYTHON, ['-c', 'import torch; print(torch.__version__)'], {
+  encoding: 'utf8',
+}).stdout.trim();
 const lora = R['ours:lora']!;
 const rows = METHODS.map((m) => {
   const o = R[`ours:${m}`]!;
   const t = R[`torch:${m}`]!;
-  const name = { lora: 'LoRA (r 80)', dora: 'DoRA (r 80)', mixlora: 'MixLoRA (r 16, 8 experts, top-2)', mixdora: 'MixDoRA (r 16, 8 experts, top-2)' }[m]!;
+  const name = {
+    lora: 'LoRA (r 80)',
+    dora: 'DoRA (r 80)',
+    mixlora: 'MixLoRA (r 16, 8 experts, top-2)',
+    mixdora: 'MixDoRA (r 16, 8 experts, top-2)',
+  }[m]!;
   return `| ${name} | ${fmt(o.ms_per_step)} | ${fmt(t.ms_per_step)} | ${(o.ms_per_step / t.ms_per_step).toFixed(2)}× | ${(o.ms_per_step / lora.ms_per_step).toFixed(2)}× | ${fmt(o.peak_rss_mib)} | ${fmt(t.peak_rss_mib)} | ${(o.peak_rss_mib / lora.peak_rss_mib).toFixed(2)}× |`;
 });
 const mix = R['ours:mixlora']!;
@@ -85,9 +138,17 @@ const rec = R['ours:mixlora-recompute']!;
 const fusedRec = R['ours:mixlora×2-recompute']!;
 const targets = [
   ['MixLoRA step vs PyTorch eager, every token scored', mix.ms_per_step / R['torch:mixlora']!.ms_per_step, 0.8],
-  [`MixLoRA step vs PyTorch eager, instruction batch (${SCORED} answer tokens per row)`, sft.ms_per_step / sftTorch.ms_per_step, 0.8],
+  [
+    `MixLoRA step vs PyTorch eager, instruction batch (${SCORED} answer tokens per row)`,
+    sft.ms_per_step / sftTorch.ms_per_step,
+    0.8,
+  ],
   ['MixLoRA latency vs our LoRA (paper: 1.55×)', mix.ms_per_step / lora.ms_per_step, 1.3],
-  ['two MixLoRA fused: peak memory vs two separate runs (paper: ~0.6×)', fused.peak_rss_mib / (2 * mix.peak_rss_mib), 0.65],
+  [
+    'two MixLoRA fused: peak memory vs two separate runs (paper: ~0.6×)',
+    fused.peak_rss_mib / (2 * mix.peak_rss_mib),
+    0.65,
+  ],
   ['the same with activation recomputation', fusedRec.peak_rss_mib / (2 * rec.peak_rss_mib), 0.65],
 ] as const;
 

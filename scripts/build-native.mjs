@@ -21,7 +21,9 @@ try {
   process.stderr.write(`mixlora: cannot build the native addon.\n${e.message}\n`);
   process.exit(1);
 }
-process.stderr.write(`mixlora: building the addon against libtorch ${lt.version} from ${lt.source} (${lt.cuda ? 'CUDA' : 'CPU'} build)\n`);
+process.stderr.write(
+  `mixlora: building the addon against libtorch ${lt.version} from ${lt.source} (${lt.cuda ? 'CUDA' : 'CPU'} build)\n`,
+);
 
 const require = createRequire(import.meta.url);
 const nodeGyp = require.resolve('node-gyp/bin/node-gyp.js');
@@ -36,11 +38,14 @@ const run = (args) => {
 // Build against the headers of the running Node when they are installed beside it (Debian's nodejs,
 // official tarballs), so node-gyp never needs to download them (npm passes npm_config_nodedir itself).
 const nodePrefix = path.resolve(path.dirname(process.execPath), '..');
-const nodedirArgs = !process.env.npm_config_nodedir && fs.existsSync(path.join(nodePrefix, 'include', 'node', 'common.gypi'))
-  ? [`--nodedir=${nodePrefix}`] : [];
+const nodedirArgs =
+  !process.env.npm_config_nodedir && fs.existsSync(path.join(nodePrefix, 'include', 'node', 'common.gypi'))
+    ? [`--nodedir=${nodePrefix}`]
+    : [];
 
 const stamp = JSON.stringify(lt);
-const gypChanged = !fs.existsSync(path.join(buildDir, 'Makefile')) ||
+const gypChanged =
+  !fs.existsSync(path.join(buildDir, 'Makefile')) ||
   fs.statSync(path.join(nativeDir, 'binding.gyp')).mtimeMs > fs.statSync(path.join(buildDir, 'Makefile')).mtimeMs;
 const ltChanged = !fs.existsSync(stampFile) || fs.readFileSync(stampFile, 'utf8') !== stamp;
 if (gypChanged || ltChanged) {

@@ -21,7 +21,10 @@ const files = {
 };
 fs.mkdirSync(out, { recursive: true });
 for (const [task, [train, test]] of Object.entries(files)) {
-  for (const [split, file, n] of [['train', train, TRAIN], ['test', test, TEST]]) {
+  for (const [split, file, n] of [
+    ['train', train, TRAIN],
+    ['test', test, TEST],
+  ]) {
     if (!file) continue;
     const records = JSON.parse(fs.readFileSync(path.join(src, file), 'utf8')).slice(0, n);
     const body = records.map((r) => JSON.stringify(r)).join('\n') + '\n';

@@ -18,8 +18,10 @@ const HOW_TO =
 export class LibtorchNotFound extends Error {}
 
 function hasHeaders(includeDir) {
-  return fs.existsSync(path.join(includeDir, 'ATen', 'ATen.h')) &&
-    fs.existsSync(path.join(includeDir, 'torch', 'csrc', 'api', 'include', 'torch', 'version.h'));
+  return (
+    fs.existsSync(path.join(includeDir, 'ATen', 'ATen.h')) &&
+    fs.existsSync(path.join(includeDir, 'torch', 'csrc', 'api', 'include', 'torch', 'version.h'))
+  );
 }
 
 function libFile(libDir, name) {
@@ -42,7 +44,8 @@ function readVersion(includeDir) {
 }
 
 function describe(source, includeDir, libDir) {
-  if (!hasHeaders(includeDir)) throw new LibtorchNotFound(`${source}: no ATen headers under ${includeDir}\n\n${HOW_TO}`);
+  if (!hasHeaders(includeDir))
+    throw new LibtorchNotFound(`${source}: no ATen headers under ${includeDir}\n\n${HOW_TO}`);
   if (!libFile(libDir, 'torch') || !libFile(libDir, 'c10')) {
     throw new LibtorchNotFound(`${source}: libtorch.so / libc10.so not found in ${libDir}\n\n${HOW_TO}`);
   }
@@ -66,12 +69,22 @@ function fromPython() {
   const python = process.env.PYTHON || 'python3';
   let out;
   try {
-    out = execFileSync(python, ['-c',
-      'import json, os, torch; d = os.path.dirname(torch.__file__); ' +
-      'print(json.dumps({"include": os.path.join(d, "include"), "lib": os.path.join(d, "lib")}))'],
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    out = execFileSync(
+      python,
+      [
+        '-c',
+        'import json, os, torch; d = os.path.dirname(torch.__file__); ' +
+          'print(json.dumps({"include": os.path.join(d, "include"), "lib": os.path.join(d, "lib")}))',
+      ],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
+    );
   } catch (e) {
-    throw new LibtorchNotFound(`LIBTORCH_USE_PYTORCH=1 but \`${python} -c "import torch"\` failed: ${String(e.stderr || e.message).trim().split('\n').pop()}\n\n${HOW_TO}`);
+    throw new LibtorchNotFound(
+      `LIBTORCH_USE_PYTORCH=1 but \`${python} -c "import torch"\` failed: ${String(e.stderr || e.message)
+        .trim()
+        .split('\n')
+        .pop()}\n\n${HOW_TO}`,
+    );
   }
   const { include, lib } = JSON.parse(out);
   return describe(`python torch (${python})`, include, lib);
@@ -107,9 +120,13 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.a
       json: () => JSON.stringify(lt, null, 2),
       include_dirs: () => lt.includeDirs.join(' '),
       libraries: () => lt.libs.map((l) => `-l${l}`).join(' '),
-      ldflags: () => [`-L${lt.libDir}`, ...(lt.rpath ? [`-Wl,-rpath,${lt.libDir}`] : []),
-        // Keep torch_cuda linked even though no symbol of it is used directly: it registers CUDA.
-        '-Wl,--no-as-needed'].join(' '),
+      ldflags: () =>
+        [
+          `-L${lt.libDir}`,
+          ...(lt.rpath ? [`-Wl,-rpath,${lt.libDir}`] : []),
+          // Keep torch_cuda linked even though no symbol of it is used directly: it registers CUDA.
+          '-Wl,--no-as-needed',
+        ].join(' '),
       defines: () => `_GLIBCXX_USE_CXX11_ABI=${lt.cxx11abi ? 1 : 0} MIXLORA_TORCH_CUDA=${lt.cuda ? 1 : 0}`,
       summary: () => `libtorch ${lt.version} from ${lt.source} (${lt.cuda ? 'CUDA' : 'CPU'} build)`,
     };

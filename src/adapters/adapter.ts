@@ -7,17 +7,30 @@ import { isMoe, type AdapterConfig } from './config.js';
 import { initLayers, type AdapterLayer, type MlpProj } from './params.js';
 import type { LoraParams } from './lora.js';
 
-export interface NamedParameter { name: string; tensor: Tensor }
+export interface NamedParameter {
+  name: string;
+  tensor: Tensor;
+}
 
 export class Adapter {
-  constructor(readonly name: string, readonly config: AdapterConfig, readonly layers: AdapterLayer[]) {}
+  constructor(
+    readonly name: string,
+    readonly config: AdapterConfig,
+    readonly layers: AdapterLayer[],
+  ) {}
 
   /** A fresh adapter for `model` (LoRA B = 0: the model is unchanged until trained). */
   static create(name: string, config: AdapterConfig, model: CausalLM): Adapter {
-    return new Adapter(name, config, initLayers(config, model.config, (l, p) => model.weights.layers[l]!.proj[p].weight, model.device));
+    return new Adapter(
+      name,
+      config,
+      initLayers(config, model.config, (l, p) => model.weights.layers[l]!.proj[p].weight, model.device),
+    );
   }
 
-  get isMoe(): boolean { return isMoe(this.config); }
+  get isMoe(): boolean {
+    return isMoe(this.config);
+  }
 
   lora(layer: number, proj: ProjName): LoraParams | null {
     return this.layers[layer]?.lora[proj] ?? null;
@@ -33,8 +46,14 @@ export class Adapter {
       }
       if (layer.moe) {
         out.push({ name: `layers.${l}.moe_gate`, tensor: layer.moe.router });
-        for (const [p, s] of Object.entries(layer.moe.experts) as [MlpProj, NonNullable<typeof layer.moe.experts[MlpProj]>][]) {
-          out.push({ name: `layers.${l}.${p}.experts.lora_A`, tensor: s.A }, { name: `layers.${l}.${p}.experts.lora_B`, tensor: s.B });
+        for (const [p, s] of Object.entries(layer.moe.experts) as [
+          MlpProj,
+          NonNullable<(typeof layer.moe.experts)[MlpProj]>,
+        ][]) {
+          out.push(
+            { name: `layers.${l}.${p}.experts.lora_A`, tensor: s.A },
+            { name: `layers.${l}.${p}.experts.lora_B`, tensor: s.B },
+          );
           if (s.magnitude) out.push({ name: `layers.${l}.${p}.experts.lora_magnitude_vector`, tensor: s.magnitude });
         }
       }

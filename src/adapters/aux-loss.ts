@@ -13,7 +13,9 @@ export function routingTotals(records: RouterRecord[], experts: number): { count
   const counts = Array<number>(experts).fill(0);
   let n = 0;
   for (const r of records) {
-    r.counts.toNumbers().forEach((c, e) => { counts[e]! += c; });
+    r.counts.toNumbers().forEach((c, e) => {
+      counts[e]! += c;
+    });
     n += r.probs.size(0);
   }
   return { counts, n };
@@ -22,17 +24,30 @@ export function routingTotals(records: RouterRecord[], experts: number): { count
 /** The loss from some of the records (with gradient through their probabilities and logits), given
  * totals over all records of the pass. Summing it over disjoint record sets gives the pooled loss, so
  * layer-by-layer recomputation can add each layer's share. */
-export function auxLossPart(records: RouterRecord[], m: MoeSettings, totals: { counts: number[]; n: number }): Tensor | null {
+export function auxLossPart(
+  records: RouterRecord[],
+  m: MoeSettings,
+  totals: { counts: number[]; n: number },
+): Tensor | null {
   if (!m.routerLoss || totals.n === 0 || records.length === 0) return null;
   const E = m.numExperts;
-  const fraction = totals.counts.map((c) => c / totals.n);                                   // F[e]
+  const fraction = totals.counts.map((c) => c / totals.n); // F[e]
   let loss: Tensor | null = null;
   for (const r of records) {
-    const probSum = r.probs.sum(0);                                                          // [E]
-    const f = tensor(fraction, { device: probSum.device });                                  // [E]
-    let part = probSum.mul(f).sum().mul((m.routerAuxLossCoef * E) / totals.n);
+    const probSum = r.probs.sum(0); // [E]
+    const f = tensor(fraction, { device: probSum.device }); // [E]
+    let part = probSum
+      .mul(f)
+      .sum()
+      .mul((m.routerAuxLossCoef * E) / totals.n);
     if (m.routingStrategy === 'mixlora-switch' && m.routerZLossCoef > 0) {
-      part = part.add(r.logits.logsumexp(-1).square().sum().mul(m.routerZLossCoef / totals.n));
+      part = part.add(
+        r.logits
+          .logsumexp(-1)
+          .square()
+          .sum()
+          .mul(m.routerZLossCoef / totals.n),
+      );
     }
     loss = loss ? loss.add(part) : part;
   }

@@ -10,10 +10,19 @@ import type { Adapter } from './adapter.js';
 import { applyLora } from './lora.js';
 import { moeForward } from './moe.js';
 
-export interface RowRange { start: number; count: number; adapter: Adapter | null }
+export interface RowRange {
+  start: number;
+  count: number;
+  adapter: Adapter | null;
+}
 
 /** One MixLoRA layer's router output for one adapter's real tokens. */
-export interface RouterRecord { layer: number; logits: Tensor; probs: Tensor; counts: Tensor }
+export interface RouterRecord {
+  layer: number;
+  logits: Tensor;
+  probs: Tensor;
+  counts: Tensor;
+}
 
 export interface BatchOptions {
   training: boolean;
@@ -35,13 +44,17 @@ export class AdapterBatch implements ForwardHooks {
   private tokenMask: Tensor | null = null;
 
   /** `ranges` cover the batch rows in order; a single range with count -1 covers whatever the batch is. */
-  constructor(readonly ranges: RowRange[], readonly opts: BatchOptions) {
+  constructor(
+    readonly ranges: RowRange[],
+    readonly opts: BatchOptions,
+  ) {
     this.efficient = opts.efficient ?? true;
     this.record = opts.record ?? (opts.training ? 'loss' : 'none');
     let next = 0;
     for (const r of ranges) {
       if (ranges.length === 1 && r.start === 0 && r.count === -1) break;
-      if (r.start !== next || r.count <= 0) throw new RangeError('AdapterBatch: row ranges must be contiguous, in order, and non-empty');
+      if (r.start !== next || r.count <= 0)
+        throw new RangeError('AdapterBatch: row ranges must be contiguous, in order, and non-empty');
       next += r.count;
     }
   }
@@ -59,7 +72,7 @@ export class AdapterBatch implements ForwardHooks {
   }
 
   project(layer: number, name: ProjName, x: Tensor, lin: Linear): Tensor {
-    const base = linear(x, lin.weight, lin.bias);                                             // [B, T, out]
+    const base = linear(x, lin.weight, lin.bias); // [B, T, out]
     if (!this.ranges.some((r) => r.adapter?.lora(layer, name))) return base;
     return this.perRange((r) => {
       const p = r.adapter?.lora(layer, name);
@@ -72,18 +85,22 @@ export class AdapterBatch implements ForwardHooks {
     if (!this.ranges.some((r) => r.adapter?.layers[layer]?.moe)) return swigluMlp(this, layer, x, w);
     const [, T, H] = x.shape as [number, number, number];
     // The frozen gate/up projections once for every row: MixLoRA experts and plain adapters share them.
-    const gate = linear(x, w.proj.gate_proj.weight, w.proj.gate_proj.bias);                  // [B, T, I]
-    const up = linear(x, w.proj.up_proj.weight, w.proj.up_proj.bias);                        // [B, T, I]
+    const gate = linear(x, w.proj.gate_proj.weight, w.proj.gate_proj.bias); // [B, T, I]
+    const up = linear(x, w.proj.up_proj.weight, w.proj.up_proj.bias); // [B, T, I]
     return this.perRange((r) => {
-      const xr = this.rows(x, r);                                                             // [b, T, H]
+      const xr = this.rows(x, r); // [b, T, H]
       const moe = r.adapter?.layers[layer]?.moe;
       if (moe) {
         const I = gate.size(2);
         const b = xr.size(0);
         const res = moeForward(moe, w, {
-          x: xr.reshape(b * T, H), rows: b, len: T, valid: this.valid(r),
+          x: xr.reshape(b * T, H),
+          rows: b,
+          len: T,
+          valid: this.valid(r),
           base: { gate: this.rows(gate, r).reshape(b * T, I), up: this.rows(up, r).reshape(b * T, I) },
-          training: this.opts.training, efficient: this.efficient,
+          training: this.opts.training,
+          efficient: this.efficient,
         });
         this.keepRouting(r.adapter!, { layer, logits: res.logits, probs: res.probs, counts: res.counts });
         return res.out.reshape(b, T, H);
@@ -92,7 +109,7 @@ export class AdapterBatch implements ForwardHooks {
         const p = r.adapter?.lora(layer, name);
         return p ? applyLora(xr, base, p, w.proj[name], this.opts.training) : base;
       };
-      const h = swiglu(adapt('gate_proj', this.rows(gate, r)), adapt('up_proj', this.rows(up, r)));   // [b, T, I]
+      const h = swiglu(adapt('gate_proj', this.rows(gate, r)), adapt('up_proj', this.rows(up, r))); // [b, T, I]
       const down = linear(h, w.proj.down_proj.weight, w.proj.down_proj.bias);
       const pd = r.adapter?.lora(layer, 'down_proj');
       return pd ? applyLora(h, down, pd, w.proj.down_proj, this.opts.training) : down;
@@ -119,19 +136,25 @@ export class AdapterBatch implements ForwardHooks {
   // Records outlive the layer's scope: they are kept until dispose().
   private keepRouting(adapter: Adapter, rec: RouterRecord): void {
     if (this.record === 'counts') {
-      const perLayer = this.expertCounts.get(adapter) ?? adapter.layers.map(() => Array<number>(adapter.config.moe!.numExperts).fill(0));
-      rec.counts.toNumbers().forEach((c, e) => { perLayer[rec.layer]![e]! += c; });
+      const perLayer =
+        this.expertCounts.get(adapter) ??
+        adapter.layers.map(() => Array<number>(adapter.config.moe!.numExperts).fill(0));
+      rec.counts.toNumbers().forEach((c, e) => {
+        perLayer[rec.layer]![e]! += c;
+      });
       this.expertCounts.set(adapter, perLayer);
     }
     if (this.record !== 'loss') return;
     for (const t of [rec.logits, rec.probs, rec.counts]) t.keep();
     const list = this.routing.get(adapter);
-    if (list) list.push(rec); else this.routing.set(adapter, [rec]);
+    if (list) list.push(rec);
+    else this.routing.set(adapter, [rec]);
   }
 
   /** Frees the router records and cached masks (call after the loss is built and backward ran). */
   dispose(): void {
-    for (const recs of this.routing.values()) for (const r of recs) for (const t of [r.logits, r.probs, r.counts]) t.dispose();
+    for (const recs of this.routing.values())
+      for (const r of recs) for (const t of [r.logits, r.probs, r.counts]) t.dispose();
     this.routing.clear();
     for (const t of this.validCache.values()) t?.dispose();
     this.validCache.clear();

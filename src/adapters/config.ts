@@ -58,12 +58,15 @@ function targetModules(f: Fields): ProjName[] {
   let names: string[];
   if (Array.isArray(v) && v.every((x) => typeof x === 'string')) names = v;
   else if (v && typeof v === 'object' && !Array.isArray(v) && Object.values(v).every((x) => typeof x === 'boolean')) {
-    names = Object.entries(v as Record<string, boolean>).filter(([, on]) => on).map(([k]) => k);
+    names = Object.entries(v as Record<string, boolean>)
+      .filter(([, on]) => on)
+      .map(([k]) => k);
   } else {
     f.fail('target_modules', 'must be a list of module names (or {name: true|false})');
   }
   for (const n of names) {
-    if (!(PROJECTIONS as readonly string[]).includes(n)) f.fail('target_modules', `names '${n}', which is not one of ${PROJECTIONS.join(', ')}`);
+    if (!(PROJECTIONS as readonly string[]).includes(n))
+      f.fail('target_modules', `names '${n}', which is not one of ${PROJECTIONS.join(', ')}`);
   }
   if (names.length === 0) f.fail('target_modules', 'is empty');
   return PROJECTIONS.filter((p) => names.includes(p));
@@ -88,8 +91,18 @@ function loraSettings(f: Fields, defaults?: LoraSettings): LoraSettings {
 
 /** HF PEFT features we do not implement must not be silently ignored. */
 function refuseUnsupportedPeft(f: Fields): void {
-  const empty = (v: unknown) => v === undefined || v === null || v === false || (typeof v === 'object' && Object.keys(v as object).length === 0);
-  for (const key of ['rank_pattern', 'alpha_pattern', 'layers_to_transform', 'modules_to_save', 'fan_in_fan_out', 'layer_replication', 'use_qalora', 'target_parameters']) {
+  const empty = (v: unknown) =>
+    v === undefined || v === null || v === false || (typeof v === 'object' && Object.keys(v as object).length === 0);
+  for (const key of [
+    'rank_pattern',
+    'alpha_pattern',
+    'layers_to_transform',
+    'modules_to_save',
+    'fan_in_fan_out',
+    'layer_replication',
+    'use_qalora',
+    'target_parameters',
+  ]) {
     if (!empty(f.obj[key])) f.fail(key, `${JSON.stringify(f.obj[key])} is not supported by mixlora`);
   }
   const bias = f.obj.bias;
@@ -101,7 +114,8 @@ export function parseAdapterConfig(json: unknown, where: string, locate?: (key: 
   const f = Fields.of(json, where, locate);
   const peftType = f.str<'LORA' | 'MIXLORA'>('peft_type', { oneOf: ['LORA', 'MIXLORA'] as const });
   const taskType = f.str('task_type', { default: 'CAUSAL_LM' });
-  if (taskType !== 'CAUSAL_LM' && taskType !== 'QUESTION_ANS') f.fail('task_type', `'${taskType}' is not supported (CAUSAL_LM)`);
+  if (taskType !== 'CAUSAL_LM' && taskType !== 'QUESTION_ANS')
+    f.fail('task_type', `'${taskType}' is not supported (CAUSAL_LM)`);
   const baseModel = f.optStr('base_model_name_or_path');
   refuseUnsupportedPeft(f);
   const targets = targetModules(f);
@@ -109,14 +123,21 @@ export function parseAdapterConfig(json: unknown, where: string, locate?: (key: 
   if (peftType === 'LORA') return { peftType, taskType, baseModel, targetModules: targets, lora, moe: null };
 
   const strategy = f.str('routing_strategy') as string;
-  if (strategy === 'mixtral') f.fail('routing_strategy', "'mixtral' is the legacy m-LoRA format: convert it with `mixlora convert --from mlora-legacy`");
-  if (!(ROUTING_STRATEGIES as readonly string[]).includes(strategy)) f.fail('routing_strategy', `'${strategy}' is unknown (one of ${ROUTING_STRATEGIES.join(', ')})`);
+  if (strategy === 'mixtral')
+    f.fail(
+      'routing_strategy',
+      "'mixtral' is the legacy m-LoRA format: convert it with `mixlora convert --from mlora-legacy`",
+    );
+  if (!(ROUTING_STRATEGIES as readonly string[]).includes(strategy))
+    f.fail('routing_strategy', `'${strategy}' is unknown (one of ${ROUTING_STRATEGIES.join(', ')})`);
   const routingStrategy = strategy as RoutingStrategy;
   const numExperts = f.int('num_experts', { min: 1 });
   const topK = f.int('top_k', { default: 2, min: 1 });
-  if (routingStrategy === 'mixlora' && topK > numExperts) f.fail('top_k', `(${topK}) is larger than num_experts (${numExperts})`);
+  if (routingStrategy === 'mixlora' && topK > numExperts)
+    f.fail('top_k', `(${topK}) is larger than num_experts (${numExperts})`);
   const act = f.optStr('act_fn');
-  if (act !== null && act !== 'silu') f.fail('act_fn', `'${act}' is not supported (the experts use the base model's silu)`);
+  if (act !== null && act !== 'silu')
+    f.fail('act_fn', `'${act}' is not supported (the experts use the base model's silu)`);
   let expert = lora;
   const e = f.raw('expert_lora');
   if (e !== undefined && e !== null) expert = loraSettings(Fields.of(e, `${where}: expert_lora`), lora);
@@ -136,33 +157,68 @@ export function parseAdapterConfig(json: unknown, where: string, locate?: (key: 
     ffnDropout: f.num('ffn_dropout', { default: 0, min: 0, max: 0.999 }),
     expert,
   };
-  if (!targets.some(isMlpProj)) f.fail('target_modules', 'of a MIXLORA adapter must include at least one of gate_proj, up_proj, down_proj (the experts)');
+  if (!targets.some(isMlpProj))
+    f.fail(
+      'target_modules',
+      'of a MIXLORA adapter must include at least one of gate_proj, up_proj, down_proj (the experts)',
+    );
   return { peftType, taskType, baseModel, targetModules: targets, lora, moe };
 }
 
 function loraJson(s: LoraSettings): Record<string, unknown> {
-  return { r: s.r, lora_alpha: s.alpha, lora_dropout: s.dropout, use_dora: s.useDora, use_rslora: s.useRslora, lora_init: s.init };
+  return {
+    r: s.r,
+    lora_alpha: s.alpha,
+    lora_dropout: s.dropout,
+    use_dora: s.useDora,
+    use_rslora: s.useRslora,
+    lora_init: s.init,
+  };
 }
 
 /** adapter_config.json as written: HF PEFT's layout for LORA, the reference keys for MIXLORA. */
 export function exportAdapterConfig(c: AdapterConfig): Record<string, unknown> {
   if (!isMoe(c)) {
     return {
-      peft_type: 'LORA', task_type: c.taskType, base_model_name_or_path: c.baseModel, ...loraJson(c.lora),
-      init_lora_weights: c.lora.init === 'original' ? true : 'gaussian', target_modules: c.targetModules, bias: 'none',
-      fan_in_fan_out: false, inference_mode: true, modules_to_save: null, layers_to_transform: null,
+      peft_type: 'LORA',
+      task_type: c.taskType,
+      base_model_name_or_path: c.baseModel,
+      ...loraJson(c.lora),
+      init_lora_weights: c.lora.init === 'original' ? true : 'gaussian',
+      target_modules: c.targetModules,
+      bias: 'none',
+      fan_in_fan_out: false,
+      inference_mode: true,
+      modules_to_save: null,
+      layers_to_transform: null,
     };
   }
   const m = c.moe;
   const out: Record<string, unknown> = {
-    peft_type: 'MIXLORA', task_type: c.taskType, base_model_name_or_path: c.baseModel, ...loraJson(c.lora),
-    target_modules: c.targetModules, bias: 'none', routing_strategy: m.routingStrategy, num_experts: m.numExperts,
-    router_aux_loss_coef: m.routerAuxLossCoef, router_init_range: m.routerInitRange, jitter_noise: m.jitterNoise,
-    router_loss: m.routerLoss, act_fn: 'silu',
+    peft_type: 'MIXLORA',
+    task_type: c.taskType,
+    base_model_name_or_path: c.baseModel,
+    ...loraJson(c.lora),
+    target_modules: c.targetModules,
+    bias: 'none',
+    routing_strategy: m.routingStrategy,
+    num_experts: m.numExperts,
+    router_aux_loss_coef: m.routerAuxLossCoef,
+    router_init_range: m.routerInitRange,
+    jitter_noise: m.jitterNoise,
+    router_loss: m.routerLoss,
+    act_fn: 'silu',
   };
   if (m.routingStrategy === 'mixlora') out.top_k = m.topK;
-  if (m.routingStrategy === 'mixlora-dynamic') { out.top_p = m.topP; out.temperature = m.temperature; }
-  if (m.routingStrategy === 'mixlora-switch') { out.expert_capacity = m.expertCapacity; out.router_z_loss_coef = m.routerZLossCoef; out.ffn_dropout = m.ffnDropout; }
+  if (m.routingStrategy === 'mixlora-dynamic') {
+    out.top_p = m.topP;
+    out.temperature = m.temperature;
+  }
+  if (m.routingStrategy === 'mixlora-switch') {
+    out.expert_capacity = m.expertCapacity;
+    out.router_z_loss_coef = m.routerZLossCoef;
+    out.ffn_dropout = m.ffnDropout;
+  }
   if (JSON.stringify(m.expert) !== JSON.stringify(c.lora)) out.expert_lora = loraJson(m.expert);
   return out;
 }

@@ -11,19 +11,32 @@ import { exportAdapterConfig } from './config.js';
 import { CONFIG_FILE, readAdapterConfig, readAdapterTensors, WEIGHTS_FILE } from './io.js';
 import { modernizeLegacy } from './keys.js';
 
-export async function convertLegacyAdapter(src: string, out: string, opts: { overwrite?: boolean } = {}): Promise<number> {
+export async function convertLegacyAdapter(
+  src: string,
+  out: string,
+  opts: { overwrite?: boolean } = {},
+): Promise<number> {
   const { config, raw, legacy } = readAdapterConfig(src);
-  if (!legacy) throw new UserError(`${path.join(src, CONFIG_FILE)}: not a legacy m-LoRA adapter (routing_strategy is not "mixtral"); nothing to convert`);
+  if (!legacy)
+    throw new UserError(
+      `${path.join(src, CONFIG_FILE)}: not a legacy m-LoRA adapter (routing_strategy is not "mixtral"); nothing to convert`,
+    );
   const { tensors } = await readAdapterTensors(src);
   try {
     const { rename } = modernizeLegacy(raw, [...tensors.keys()])!;
-    tidy(() => noGrad(() => {
-      const renamed = new Map([...tensors].map(([k, t]) => [rename.get(k) ?? k, t.to('float32')] as const));
-      writeDirAtomic(out, (dir) => {
-        writeFileAtomic(path.join(dir, CONFIG_FILE), JSON.stringify(exportAdapterConfig(config), null, 2) + '\n');
-        saveSafetensors(path.join(dir, WEIGHTS_FILE), renamed, { format: 'pt', converted_from: 'm-LoRA legacy' });
-      }, { replace: opts.overwrite ?? false });
-    }));
+    tidy(() =>
+      noGrad(() => {
+        const renamed = new Map([...tensors].map(([k, t]) => [rename.get(k) ?? k, t.to('float32')] as const));
+        writeDirAtomic(
+          out,
+          (dir) => {
+            writeFileAtomic(path.join(dir, CONFIG_FILE), JSON.stringify(exportAdapterConfig(config), null, 2) + '\n');
+            saveSafetensors(path.join(dir, WEIGHTS_FILE), renamed, { format: 'pt', converted_from: 'm-LoRA legacy' });
+          },
+          { replace: opts.overwrite ?? false },
+        );
+      }),
+    );
     return rename.size;
   } finally {
     for (const t of tensors.values()) t.dispose();

@@ -73,22 +73,36 @@ export async function inspectAdapter(dir: string, base: ModelConfig | null): Pro
 export function formatReport(r: AdapterReport): string {
   const c = r.config;
   const n = (x: number) => x.toLocaleString('en-US');
-  const lora = (s: typeof c.lora) => `r ${s.r}, alpha ${s.alpha} (scale ${scaling(s).toFixed(3)}${s.useRslora ? ', rsLoRA' : ''}), dropout ${s.dropout}, init ${s.init}${s.useDora ? ', DoRA' : ''}`;
-  const lines = [`adapter: ${r.path}${r.legacy ? ' (legacy m-LoRA format, read by conversion)' : ''}`, `kind: ${r.kind} (peft_type ${c.peftType})`];
+  const lora = (s: typeof c.lora) =>
+    `r ${s.r}, alpha ${s.alpha} (scale ${scaling(s).toFixed(3)}${s.useRslora ? ', rsLoRA' : ''}), dropout ${s.dropout}, init ${s.init}${s.useDora ? ', DoRA' : ''}`;
+  const lines = [
+    `adapter: ${r.path}${r.legacy ? ' (legacy m-LoRA format, read by conversion)' : ''}`,
+    `kind: ${r.kind} (peft_type ${c.peftType})`,
+  ];
   if (c.baseModel) lines.push(`base model: ${c.baseModel}`);
   lines.push(`target modules: ${c.targetModules.join(', ')}`);
   if (c.moe) {
     const m = c.moe;
-    const routing = m.routingStrategy === 'mixlora' ? `top-${m.topK}` : m.routingStrategy === 'mixlora-dynamic' ? `top-p ${m.topP}${m.temperature > 0 ? `, temperature ${m.temperature}` : ''}` : `top-1, capacity ${m.expertCapacity}`;
-    lines.push(`routing: ${m.routingStrategy}, ${m.numExperts} experts, ${routing}; aux loss coef ${m.routerAuxLossCoef}${m.routerLoss ? '' : ' (off)'}; jitter ${m.jitterNoise}`);
+    const routing =
+      m.routingStrategy === 'mixlora'
+        ? `top-${m.topK}`
+        : m.routingStrategy === 'mixlora-dynamic'
+          ? `top-p ${m.topP}${m.temperature > 0 ? `, temperature ${m.temperature}` : ''}`
+          : `top-1, capacity ${m.expertCapacity}`;
+    lines.push(
+      `routing: ${m.routingStrategy}, ${m.numExperts} experts, ${routing}; aux loss coef ${m.routerAuxLossCoef}${m.routerLoss ? '' : ' (off)'}; jitter ${m.jitterNoise}`,
+    );
     lines.push(`attention LoRA: ${lora(c.lora)}`);
     lines.push(`experts: ${lora(m.expert)}`);
   } else {
     lines.push(`LoRA: ${lora(c.lora)}`);
   }
-  lines.push(`trainable parameters: ${n(r.trainableParameters)}${r.percentOfBase !== null ? ` (${r.percentOfBase.toFixed(3)}% of the base model's ${n(r.baseParameters!)})` : ' (pass --model to compare with the base model)'}`);
+  lines.push(
+    `trainable parameters: ${n(r.trainableParameters)}${r.percentOfBase !== null ? ` (${r.percentOfBase.toFixed(3)}% of the base model's ${n(r.baseParameters!)})` : ' (pass --model to compare with the base model)'}`,
+  );
   lines.push('per module:');
   const width = Math.max(...r.modules.map((m) => m.module.length));
-  for (const m of r.modules) lines.push(`  ${m.module.padEnd(width)}  ${m.role.padEnd(7)}  ${n(m.parameters).padStart(14)}`);
+  for (const m of r.modules)
+    lines.push(`  ${m.module.padEnd(width)}  ${m.role.padEnd(7)}  ${n(m.parameters).padStart(14)}`);
   return lines.join('\n');
 }

@@ -34,7 +34,11 @@ export async function readAdapterTensors(dir: string): Promise<{ tensors: Map<st
 }
 
 /** Reads an adapter folder's config (legacy m-LoRA configs converted). */
-export function readAdapterConfig(dir: string): { config: AdapterConfig; raw: Record<string, unknown>; legacy: boolean } {
+export function readAdapterConfig(dir: string): {
+  config: AdapterConfig;
+  raw: Record<string, unknown>;
+  legacy: boolean;
+} {
   const file = path.join(dir, CONFIG_FILE);
   if (!fs.existsSync(dir)) throw new UserError(`${dir}: no such adapter folder`);
   const raw = readJsonObject(file);
@@ -44,12 +48,19 @@ export function readAdapterConfig(dir: string): { config: AdapterConfig; raw: Re
 
 /** Loads an adapter for `model`, checking names and shapes; DoRA magnitudes missing from the file are
  * initialised from the loaded weights (the reference's behaviour). */
-export async function loadAdapter(dir: string, model: CausalLM, name = path.basename(path.resolve(dir))): Promise<Adapter> {
+export async function loadAdapter(
+  dir: string,
+  model: CausalLM,
+  name = path.basename(path.resolve(dir)),
+): Promise<Adapter> {
   const { config: parsed, raw } = readAdapterConfig(dir);
   const { tensors, file } = await readAdapterTensors(dir);
   const legacy = modernizeLegacy(raw, [...tensors.keys()]);
   if (legacy) {
-    for (const [from, to] of legacy.rename) { tensors.set(to, tensors.get(from)!); tensors.delete(from); }
+    for (const [from, to] of legacy.rename) {
+      tensors.set(to, tensors.get(from)!);
+      tensors.delete(from);
+    }
   }
   try {
     return new Adapter(name, parsed, buildLayers(parsed, model, tensors, file));
@@ -59,7 +70,12 @@ export async function loadAdapter(dir: string, model: CausalLM, name = path.base
 }
 
 /** Adapter tensors (file names and layout) -> the parameter tree, float32 on the model's device. */
-export function buildLayers(c: AdapterConfig, model: CausalLM, tensors: Map<string, Tensor>, file: string): AdapterLayer[] {
+export function buildLayers(
+  c: AdapterConfig,
+  model: CausalLM,
+  tensors: Map<string, Tensor>,
+  file: string,
+): AdapterLayer[] {
   const mc = model.config;
   const used = new Set<string>();
   const take = (key: string, shape: number[], optional = false): Tensor | null => {
@@ -72,57 +88,71 @@ export function buildLayers(c: AdapterConfig, model: CausalLM, tensors: Map<stri
     }
     const t = tensors.get(k)!;
     if (t.shape.join(',') !== shape.join(',')) {
-      throw new UserError(`${file}: tensor '${k}' has shape [${t.shape.join(', ')}] but the base model needs [${shape.join(', ')}]`);
+      throw new UserError(
+        `${file}: tensor '${k}' has shape [${t.shape.join(', ')}] but the base model needs [${shape.join(', ')}]`,
+      );
     }
     used.add(k);
     return noGrad(() => t.to({ dtype: 'float32', device: model.device }).clone().keep());
   };
-  const layers = tidy(() => Array.from({ length: mc.numLayers }, (_, l): AdapterLayer => {
-    const layer: AdapterLayer = { lora: {}, moe: null };
-    for (const p of plainTargets(c)) {
-      const [out, inp] = projectionShape(mc, p);
-      const s = c.lora;
-      const A = take(plainKey(c, l, p, 'lora_A'), [s.r, inp])!;
-      const B = take(plainKey(c, l, p, 'lora_B'), [out, s.r])!;
-      const scale = scaling(s);
-      const magnitude = s.useDora
-        ? take(plainKey(c, l, p, 'magnitude'), [out], true) ?? doraWeightNorm(model.weights.layers[l]!.proj[p].weight, A, B, scale).keep()
-        : null;
-      layer.lora[p] = { A, B, magnitude, settings: s, scale };
-    }
-    if (c.moe) {
-      const m = c.moe;
-      const E = m.numExperts;
-      const router = take(routerKey(l), [E, mc.hiddenSize])!;
-      const experts: Partial<Record<MlpProj, StackedLora>> = {};
-      for (const p of expertTargets(c)) {
+  const layers = tidy(() =>
+    Array.from({ length: mc.numLayers }, (_, l): AdapterLayer => {
+      const layer: AdapterLayer = { lora: {}, moe: null };
+      for (const p of plainTargets(c)) {
         const [out, inp] = projectionShape(mc, p);
-        const s = m.expert;
+        const s = c.lora;
+        const A = take(plainKey(c, l, p, 'lora_A'), [s.r, inp])!;
+        const B = take(plainKey(c, l, p, 'lora_B'), [out, s.r])!;
         const scale = scaling(s);
-        const As: Tensor[] = [];
-        const Bs: Tensor[] = [];
-        const Ms: Tensor[] = [];
-        for (let e = 0; e < E; e++) {
-          const A = take(expertKey(l, p, e, 'lora_A'), [s.r, inp])!;
-          const B = take(expertKey(l, p, e, 'lora_B'), [out, s.r])!;
-          As.push(A);
-          Bs.push(B);
-          if (s.useDora) Ms.push(take(expertKey(l, p, e, 'magnitude'), [out], true) ?? doraWeightNorm(model.weights.layers[l]!.proj[p].weight, A, B, scale).keep());
-        }
-        const stack = (ts: Tensor[]) => { const out = noGrad(() => stackTensors(ts)).keep(); ts.forEach((t) => t.dispose()); return out; };
-        experts[p] = { A: stack(As), B: stack(Bs), magnitude: s.useDora ? stack(Ms) : null, settings: s, scale };
+        const magnitude = s.useDora
+          ? (take(plainKey(c, l, p, 'magnitude'), [out], true) ??
+            doraWeightNorm(model.weights.layers[l]!.proj[p].weight, A, B, scale).keep())
+          : null;
+        layer.lora[p] = { A, B, magnitude, settings: s, scale };
       }
-      layer.moe = { router, experts, settings: m };
-    }
-    return layer;
-  }));
+      if (c.moe) {
+        const m = c.moe;
+        const E = m.numExperts;
+        const router = take(routerKey(l), [E, mc.hiddenSize])!;
+        const experts: Partial<Record<MlpProj, StackedLora>> = {};
+        for (const p of expertTargets(c)) {
+          const [out, inp] = projectionShape(mc, p);
+          const s = m.expert;
+          const scale = scaling(s);
+          const As: Tensor[] = [];
+          const Bs: Tensor[] = [];
+          const Ms: Tensor[] = [];
+          for (let e = 0; e < E; e++) {
+            const A = take(expertKey(l, p, e, 'lora_A'), [s.r, inp])!;
+            const B = take(expertKey(l, p, e, 'lora_B'), [out, s.r])!;
+            As.push(A);
+            Bs.push(B);
+            if (s.useDora)
+              Ms.push(
+                take(expertKey(l, p, e, 'magnitude'), [out], true) ??
+                  doraWeightNorm(model.weights.layers[l]!.proj[p].weight, A, B, scale).keep(),
+              );
+          }
+          const stack = (ts: Tensor[]) => {
+            const out = noGrad(() => stackTensors(ts)).keep();
+            ts.forEach((t) => t.dispose());
+            return out;
+          };
+          experts[p] = { A: stack(As), B: stack(Bs), magnitude: s.useDora ? stack(Ms) : null, settings: s, scale };
+        }
+        layer.moe = { router, experts, settings: m };
+      }
+      return layer;
+    }),
+  );
   const extra = [...tensors.keys()].filter((k) => !used.has(k));
   if (extra.length > 0) {
-    throw new UserError(`${file}: unexpected tensor '${extra[0]}'${extra.length > 1 ? ` (and ${extra.length - 1} more)` : ''}: the adapter does not match its config or this base model`);
+    throw new UserError(
+      `${file}: unexpected tensor '${extra[0]}'${extra.length > 1 ? ` (and ${extra.length - 1} more)` : ''}: the adapter does not match its config or this base model`,
+    );
   }
   return layers;
 }
-
 
 /** Tensors under their file names (experts unstacked as views), for saving. `pick` maps each
  * parameter to a tensor of the same shape first (e.g. its gradient). */
@@ -155,11 +185,21 @@ export function adapterStateDict(a: Adapter, pick: (param: Tensor) => Tensor = (
 /** Writes adapter_config.json + adapter_model.safetensors into `dir` (replaced atomically). */
 export function saveAdapter(dir: string, a: Adapter, opts: { baseModel?: string | null } = {}): void {
   const config = { ...a.config, baseModel: opts.baseModel ?? a.config.baseModel };
-  tidy(() => noGrad(() => {
-    const tensors = new Map([...adapterStateDict(a)].map(([k, t]) => [k, t.detach().to({ dtype: 'float32', device: 'cpu' }).contiguous()] as const));
-    writeDirAtomic(dir, (tmp) => {
-      writeFileAtomic(path.join(tmp, CONFIG_FILE), JSON.stringify(exportAdapterConfig(config), null, 2) + '\n');
-      saveSafetensors(path.join(tmp, WEIGHTS_FILE), tensors, { format: 'pt' });
-    }, { replace: true });
-  }));
+  tidy(() =>
+    noGrad(() => {
+      const tensors = new Map(
+        [...adapterStateDict(a)].map(
+          ([k, t]) => [k, t.detach().to({ dtype: 'float32', device: 'cpu' }).contiguous()] as const,
+        ),
+      );
+      writeDirAtomic(
+        dir,
+        (tmp) => {
+          writeFileAtomic(path.join(tmp, CONFIG_FILE), JSON.stringify(exportAdapterConfig(config), null, 2) + '\n');
+          saveSafetensors(path.join(tmp, WEIGHTS_FILE), tensors, { format: 'pt' });
+        },
+        { replace: true },
+      );
+    }),
+  );
 }

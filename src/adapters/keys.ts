@@ -33,15 +33,27 @@ const LEGACY_PROJ: Record<string, MlpProj> = { w1_proj: 'gate_proj', w2_proj: 'd
 
 /** Legacy m-LoRA ≤ 0.3 / early mixlora package adapters ("routing_strategy": "mixtral") in today's
  * config keys and tensor names. Returns null when the config is not legacy. */
-export function modernizeLegacy(config: Record<string, unknown>, keys: string[]): { config: Record<string, unknown>; rename: Map<string, string> } | null {
+export function modernizeLegacy(
+  config: Record<string, unknown>,
+  keys: string[],
+): { config: Record<string, unknown>; rename: Map<string, string> } | null {
   if (config.peft_type !== 'MIXLORA' || config.routing_strategy !== 'mixtral') return null;
   const targets = config.target_modules;
-  const names = Array.isArray(targets) ? targets : targets && typeof targets === 'object' ? Object.entries(targets).filter(([, v]) => v).map(([k]) => k) : [];
+  const names = Array.isArray(targets)
+    ? targets
+    : targets && typeof targets === 'object'
+      ? Object.entries(targets)
+          .filter(([, v]) => v)
+          .map(([k]) => k)
+      : [];
   const modernTargets = [...new Set(names.map((t) => LEGACY_PROJ[String(t)] ?? String(t)))];
   const rename = new Map<string, string>();
   for (const k of keys) {
     let m = /^mixlora\.layers\.(\d+)\.gate\.weight$/.exec(k);
-    if (m) { rename.set(k, routerKey(Number(m[1]))); continue; }
+    if (m) {
+      rename.set(k, routerKey(Number(m[1])));
+      continue;
+    }
     m = /^mixlora\.layers\.(\d+)\.experts\.(\d+)\.(\w+)\.(lora_A|lora_B)\.weight$/.exec(k);
     if (m) {
       const proj = LEGACY_PROJ[m[3]!] ?? (m[3] as MlpProj);

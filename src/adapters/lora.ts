@@ -22,28 +22,28 @@ export interface LoraParams {
 
 /** ‖W + s·B A‖ per output row, float32 [out], outside autograd (DoRA treats it as a constant). */
 export function doraWeightNorm(weight: Tensor, A: Tensor, B: Tensor, scale: number): Tensor {
-  return noGrad(() => weight.to('float32').add(B.matmul(A), scale).norm(2, 1));            // [out]
+  return noGrad(() => weight.to('float32').add(B.matmul(A), scale).norm(2, 1)); // [out]
 }
 
 /** B A dropout(x) in float32, x [.., in] -> [.., out], not yet scaled by s. */
 function lowRank(x: Tensor, p: LoraParams, training: boolean): Tensor {
-  const dropped = x.to('float32').dropout(p.settings.dropout, training);                     // [.., in]
-  return linear(linear(dropped, p.A), p.B);                                                  // [.., out]
+  const dropped = x.to('float32').dropout(p.settings.dropout, training); // [.., in]
+  return linear(linear(dropped, p.A), p.B); // [.., out]
 }
 
 /** s·B A dropout(x) in float32, x [.., in] -> [.., out]. */
 export function loraDelta(x: Tensor, p: LoraParams, training: boolean): Tensor {
-  return lowRank(x, p, training).mul(p.scale);                                               // [.., out]
+  return lowRank(x, p, training).mul(p.scale); // [.., out]
 }
 
 /** The adapted output for x [.., in], given the frozen layer's output `base` = x Wᵀ + b. */
 export function applyLora(x: Tensor, base: Tensor, p: LoraParams, lin: Linear, training: boolean): Tensor {
   // float32 LoRA: base + s·(B A x) in one pass (add with alpha) rather than a scaling pass and an add.
   if (!p.magnitude && base.dtype === 'float32') return base.add(lowRank(x, p, training), p.scale);
-  const delta = loraDelta(x, p, training);                                                   // [.., out] float32
+  const delta = loraDelta(x, p, training); // [.., out] float32
   if (!p.magnitude) return base.add(delta.to(base.dtype));
-  const scale = p.magnitude.div(doraWeightNorm(lin.weight, p.A, p.B, p.scale));              // [out]
-  const wx = lin.bias ? base.sub(lin.bias) : base;                                           // [.., out]
+  const scale = p.magnitude.div(doraWeightNorm(lin.weight, p.A, p.B, p.scale)); // [out]
+  const wx = lin.bias ? base.sub(lin.bias) : base; // [.., out]
   let y = wx.to('float32').add(delta).mul(scale);
   if (lin.bias) y = y.add(lin.bias.to('float32'));
   return y.to(base.dtype);

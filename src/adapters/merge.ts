@@ -10,18 +10,25 @@ import type { Adapter } from './adapter.js';
 import type { LoraParams } from './lora.js';
 
 export function mergedWeight(weight: Tensor, p: LoraParams): Tensor {
-  return tidy(() => noGrad(() => {
-    const w = weight.to('float32').add(p.B.matmul(p.A), p.scale);                             // [out, in]
-    const merged = p.magnitude ? w.mul(p.magnitude.div(w.norm(2, 1)).unsqueeze(1)) : w;
-    return merged.to(weight.dtype);
-  }));
+  return tidy(() =>
+    noGrad(() => {
+      const w = weight.to('float32').add(p.B.matmul(p.A), p.scale); // [out, in]
+      const merged = p.magnitude ? w.mul(p.magnitude.div(w.norm(2, 1)).unsqueeze(1)) : w;
+      return merged.to(weight.dtype);
+    }),
+  );
 }
 
 /** The model's tensors by Hugging Face name with the adapter folded in (new tensors for the merged
  * projections, the model's own for the rest; the caller disposes the new ones). */
-export function mergeIntoWeights(model: CausalLM, adapter: Adapter): { tensors: Map<string, Tensor>; merged: Tensor[] } {
+export function mergeIntoWeights(
+  model: CausalLM,
+  adapter: Adapter,
+): { tensors: Map<string, Tensor>; merged: Tensor[] } {
   if (adapter.isMoe) {
-    throw new UserError(`${adapter.name}: a MixLoRA adapter cannot be merged into the base weights (its experts are chosen per token); use it with --adapter instead`);
+    throw new UserError(
+      `${adapter.name}: a MixLoRA adapter cannot be merged into the base weights (its experts are chosen per token); use it with --adapter instead`,
+    );
   }
   const tensors = flattenWeights(model.config, model.weights);
   const merged: Tensor[] = [];

@@ -41,7 +41,15 @@ export interface MoeOutput {
   counts: Tensor;
 }
 
-function project(name: MlpProj, layer: MoeLayer, e: number, x: Tensor, base: Tensor, lin: Linear, training: boolean): Tensor {
+function project(
+  name: MlpProj,
+  layer: MoeLayer,
+  e: number,
+  x: Tensor,
+  base: Tensor,
+  lin: Linear,
+  training: boolean,
+): Tensor {
   const stacked = layer.experts[name];
   return stacked ? applyLora(x, base, expertParams(stacked, e), lin, training) : base;
 }
@@ -49,67 +57,72 @@ function project(name: MlpProj, layer: MoeLayer, e: number, x: Tensor, base: Ten
 export function moeForward(layer: MoeLayer, w: LayerWeights, input: MoeInput): MoeOutput {
   const m = layer.settings;
   const { rows, len, valid, training } = input;
-  let x = input.x;                                                                            // [n, H]
+  let x = input.x; // [n, H]
   let routerInput = x;
   let base = input.base;
   if (training && m.jitterNoise > 0) {
-    const noise = rand([...x.shape], { dtype: x.dtype, device: x.device }).mul_(2 * m.jitterNoise).add_(1 - m.jitterNoise);
+    const noise = rand([...x.shape], { dtype: x.dtype, device: x.device })
+      .mul_(2 * m.jitterNoise)
+      .add_(1 - m.jitterNoise);
     routerInput = x.mul(noise);
     // As the reference does: the switch router alone sees the noise; the other strategies feed the
     // jittered states to the experts too (so the shared projections no longer apply).
-    if (m.routingStrategy !== 'mixlora-switch') { x = routerInput; base = null; }
+    if (m.routingStrategy !== 'mixlora-switch') {
+      x = routerInput;
+      base = null;
+    }
   }
-  const logits = linear(routerInput.to('float32'), layer.router);                             // [n, E]
+  const logits = linear(routerInput.to('float32'), layer.router); // [n, E]
   const scaled = m.routingStrategy === 'mixlora-dynamic' && m.temperature > 0 ? logits.div(m.temperature) : logits;
-  const probs = scaled.softmax(-1);                                                           // [n, E]
+  const probs = scaled.softmax(-1); // [n, E]
   const r = route(probs, m, { rows, len, valid });
   // Slots grouped by expert: one gather of the inputs, then contiguous slices per expert.
-  const order = r.experts.argsort(0);                                                         // [m]
-  const tokens = r.tokens.indexSelect(0, order);                                              // [m]
-  const weights = r.weights.indexSelect(0, order);                                            // [m]
-  const perExpert = bincount(r.experts, m.numExperts).toNumbers();                           // one host sync
-  const xs = x.indexSelect(0, tokens);                                                        // [m, H]
+  const order = r.experts.argsort(0); // [m]
+  const tokens = r.tokens.indexSelect(0, order); // [m]
+  const weights = r.weights.indexSelect(0, order); // [m]
+  const perExpert = bincount(r.experts, m.numExperts).toNumbers(); // one host sync
+  const xs = x.indexSelect(0, tokens); // [m, H]
   const shared = input.efficient && base !== null;
   // split, not narrow: its backward is one concatenation, where narrow's would add a full-size
   // zero-padded gradient per expert.
-  const xParts = xs.split(perExpert, 0);                                                      // E × [c, H]
-  const gParts = shared ? base!.gate.indexSelect(0, tokens).split(perExpert, 0) : null;      // E × [c, I]
-  const uParts = shared ? base!.up.indexSelect(0, tokens).split(perExpert, 0) : null;        // E × [c, I]
+  const xParts = xs.split(perExpert, 0); // E × [c, H]
+  const gParts = shared ? base!.gate.indexSelect(0, tokens).split(perExpert, 0) : null; // E × [c, I]
+  const uParts = shared ? base!.up.indexSelect(0, tokens).split(perExpert, 0) : null; // E × [c, I]
   const downLora = layer.experts.down_proj;
   const sharedDown = input.efficient && !w.proj.down_proj.bias && !downLora?.magnitude;
-  const pieces: Tensor[] = [];   // per expert: its FFN output [c, H], or (sharedDown) its down LoRA delta
-  const hidden: Tensor[] = [];   // sharedDown: per expert, its weighted hidden states [c, I]
-  const wParts = sharedDown ? weights.split(perExpert, 0) : [];                               // E × [c]
+  const pieces: Tensor[] = []; // per expert: its FFN output [c, H], or (sharedDown) its down LoRA delta
+  const hidden: Tensor[] = []; // sharedDown: per expert, its weighted hidden states [c, I]
+  const wParts = sharedDown ? weights.split(perExpert, 0) : []; // E × [c]
   perExpert.forEach((count, e) => {
     if (count === 0) return;
-    const xe = xParts[e]!;                                                                    // [c, H]
-    const gateBase = gParts ? gParts[e]! : linear(xe, w.proj.gate_proj.weight, w.proj.gate_proj.bias);   // [c, I]
-    const upBase = uParts ? uParts[e]! : linear(xe, w.proj.up_proj.weight, w.proj.up_proj.bias);         // [c, I]
+    const xe = xParts[e]!; // [c, H]
+    const gateBase = gParts ? gParts[e]! : linear(xe, w.proj.gate_proj.weight, w.proj.gate_proj.bias); // [c, I]
+    const upBase = uParts ? uParts[e]! : linear(xe, w.proj.up_proj.weight, w.proj.up_proj.bias); // [c, I]
     const gate = project('gate_proj', layer, e, xe, gateBase, w.proj.gate_proj, training);
     const up = project('up_proj', layer, e, xe, upBase, w.proj.up_proj, training);
-    const h = swiglu(gate, up);                                                               // [c, I]
+    const h = swiglu(gate, up); // [c, I]
     if (sharedDown) {
       // Weighted per expert (not after a cat): the product's backward then keeps h itself, which the
       // down LoRA keeps anyway, instead of a concatenated copy of every expert's h.
-      hidden.push(h.to('float32').mul(wParts[e]!.unsqueeze(1)));                              // [c, I] wₑ hₑ
-      if (downLora) pieces.push(loraDelta(h, expertParams(downLora, e), training));           // [c, H] float32
+      hidden.push(h.to('float32').mul(wParts[e]!.unsqueeze(1))); // [c, I] wₑ hₑ
+      if (downLora) pieces.push(loraDelta(h, expertParams(downLora, e), training)); // [c, H] float32
       return;
     }
-    const downBase = linear(h, w.proj.down_proj.weight, w.proj.down_proj.bias);               // [c, H]
+    const downBase = linear(h, w.proj.down_proj.weight, w.proj.down_proj.bias); // [c, H]
     pieces.push(project('down_proj', layer, e, h, downBase, w.proj.down_proj, training));
   });
   const n = input.x.size(0);
   const H = input.x.size(1);
-  let out: Tensor;                                                                            // [n, H] float32 accumulator
+  let out: Tensor; // [n, H] float32 accumulator
   if (hidden.length > 0) {
-    const hs = hidden.length === 1 ? hidden[0]! : cat(hidden, 0);                             // [m, I]
-    const mixed = zeros([n, hs.size(1)], { device: x.device }).indexAdd(0, tokens, hs);     // [n, I] Σₑ wₑ hₑ
-    out = linear(mixed.to(input.x.dtype), w.proj.down_proj.weight).to('float32');            // [n, H]
+    const hs = hidden.length === 1 ? hidden[0]! : cat(hidden, 0); // [m, I]
+    const mixed = zeros([n, hs.size(1)], { device: x.device }).indexAdd(0, tokens, hs); // [n, I] Σₑ wₑ hₑ
+    out = linear(mixed.to(input.x.dtype), w.proj.down_proj.weight).to('float32'); // [n, H]
   } else {
     out = zeros([n, H], { device: x.device });
   }
   if (pieces.length > 0) {
-    const ys = (pieces.length === 1 ? pieces[0]! : cat(pieces, 0)).to('float32').mul(weights.unsqueeze(1));   // [m, H]
+    const ys = (pieces.length === 1 ? pieces[0]! : cat(pieces, 0)).to('float32').mul(weights.unsqueeze(1)); // [m, H]
     out = out.indexAdd(0, tokens, ys);
   }
   if (training && m.routingStrategy === 'mixlora-switch' && m.ffnDropout > 0) out = out.dropout(m.ffnDropout, true);

@@ -20,11 +20,11 @@ export interface Routing {
 export function topKRouting(probs: Tensor, k: number): Routing {
   const n = probs.size(0);
   const E = probs.size(1);
-  const { values, indices } = probs.topk(k, -1);                                             // [n, k]
-  const weights = values.div(values.sum(-1, true));                                          // [n, k]
-  const experts = indices.flatten();                                                          // [n·k]
+  const { values, indices } = probs.topk(k, -1); // [n, k]
+  const weights = values.div(values.sum(-1, true)); // [n, k]
+  const experts = indices.flatten(); // [n·k]
   return {
-    tokens: arange(0, n, 1, { device: probs.device }).repeatInterleave(k, 0),                // [n·k]
+    tokens: arange(0, n, 1, { device: probs.device }).repeatInterleave(k, 0), // [n·k]
     experts,
     weights: weights.flatten(),
     counts: bincount(experts, E),
@@ -36,26 +36,32 @@ export function topKRouting(probs: Tensor, k: number): Routing {
 export function dynamicRouting(probs: Tensor, topP: number): Routing {
   const n = probs.size(0);
   const E = probs.size(1);
-  const { values, indices } = probs.sort(-1, true);                                          // [n, E] descending
-  const before = values.cumsum(-1).sub(values);                                              // exclusive running sum
-  const keep = before.le(topP);                                                               // [n, E]
+  const { values, indices } = probs.sort(-1, true); // [n, E] descending
+  const before = values.cumsum(-1).sub(values); // exclusive running sum
+  const keep = before.le(topP); // [n, E]
   const rows = arange(0, n, 1, { device: probs.device }).unsqueeze(1).expand(n, E);
-  const experts = indices.maskedSelect(keep);                                                 // [m]
+  const experts = indices.maskedSelect(keep); // [m]
   return { tokens: rows.maskedSelect(keep), experts, weights: values.maskedSelect(keep), counts: bincount(experts, E) };
 }
 
 /** Switch: the top-1 expert with its probability as weight. An expert takes at most `capacity`
  * tokens of each sequence (in order); later tokens skip the experts (residual only). x rows are
  * `rows` sequences of `len` tokens; `valid` [rows·len] marks real tokens, which alone use capacity. */
-export function switchRouting(probs: Tensor, capacity: number, rows: number, len: number, valid: Tensor | null): Routing {
+export function switchRouting(
+  probs: Tensor,
+  capacity: number,
+  rows: number,
+  len: number,
+  valid: Tensor | null,
+): Routing {
   const n = probs.size(0);
   const E = probs.size(1);
-  const { values, indices } = probs.max(-1);                                                  // [n]
+  const { values, indices } = probs.max(-1); // [n]
   const real = valid ?? ones([n], { dtype: 'bool', device: probs.device });
-  const routed = indices.oneHot(E).mul(real.unsqueeze(1).to('int64'));                       // [n, E]
-  const priority = routed.reshape(rows, len, E).cumsum(1).reshape(n, E).gather(1, indices.unsqueeze(1)).squeeze(1);   // [n]
-  const keep = priority.le(capacity).logicalAnd(real);                                        // [n]
-  const tokens = keep.nonzero().squeeze(1);                                                   // [m]
+  const routed = indices.oneHot(E).mul(real.unsqueeze(1).to('int64')); // [n, E]
+  const priority = routed.reshape(rows, len, E).cumsum(1).reshape(n, E).gather(1, indices.unsqueeze(1)).squeeze(1); // [n]
+  const keep = priority.le(capacity).logicalAnd(real); // [n]
+  const tokens = keep.nonzero().squeeze(1); // [m]
   return {
     tokens,
     experts: indices.indexSelect(0, tokens),
@@ -67,17 +73,29 @@ export function switchRouting(probs: Tensor, capacity: number, rows: number, len
 /** Drops the slots of padding rows (valid [n] bool), recounting the experts. */
 function realSlots(r: Routing, valid: Tensor | null, E: number): Routing {
   if (valid === null) return r;
-  const keep = valid.indexSelect(0, r.tokens);                                                // [m]
+  const keep = valid.indexSelect(0, r.tokens); // [m]
   const experts = r.experts.maskedSelect(keep);
-  return { tokens: r.tokens.maskedSelect(keep), experts, weights: r.weights.maskedSelect(keep), counts: bincount(experts, E) };
+  return {
+    tokens: r.tokens.maskedSelect(keep),
+    experts,
+    weights: r.weights.maskedSelect(keep),
+    counts: bincount(experts, E),
+  };
 }
 
 /** Routes the rows of probs [n, E] (n = rows·len tokens); padding rows (valid false) get no expert. */
-export function route(probs: Tensor, m: MoeSettings, seq: { rows: number; len: number; valid: Tensor | null }): Routing {
+export function route(
+  probs: Tensor,
+  m: MoeSettings,
+  seq: { rows: number; len: number; valid: Tensor | null },
+): Routing {
   const E = probs.size(1);
   switch (m.routingStrategy) {
-    case 'mixlora': return realSlots(topKRouting(probs, m.topK), seq.valid, E);
-    case 'mixlora-dynamic': return realSlots(dynamicRouting(probs, m.topP), seq.valid, E);
-    case 'mixlora-switch': return switchRouting(probs, m.expertCapacity, seq.rows, seq.len, seq.valid);
+    case 'mixlora':
+      return realSlots(topKRouting(probs, m.topK), seq.valid, E);
+    case 'mixlora-dynamic':
+      return realSlots(dynamicRouting(probs, m.topP), seq.valid, E);
+    case 'mixlora-switch':
+      return switchRouting(probs, m.expertCapacity, seq.rows, seq.len, seq.valid);
   }
 }

@@ -4,7 +4,10 @@ import type { LoadedModel } from '../models/load.js';
 import type { ForwardHooks } from '../models/hooks.js';
 
 export function addAdapterOption(cmd: Command): Command {
-  return cmd.option('--adapter <dir>', 'adapter folder (LoRA, DoRA, MixLoRA or MixDoRA; adapter_config.json + adapter_model.safetensors or .bin)');
+  return cmd.option(
+    '--adapter <dir>',
+    'adapter folder (LoRA, DoRA, MixLoRA or MixDoRA; adapter_config.json + adapter_model.safetensors or .bin)',
+  );
 }
 
 /** Hooks that apply the adapter to every row, or undefined without --adapter. */

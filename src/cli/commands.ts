@@ -10,7 +10,16 @@ import { perplexityCommand } from './commands/perplexity.js';
 import { trainCommand } from './commands/train.js';
 
 export function registerCommands(program: Command): void {
-  for (const make of [trainCommand, evalCommand, generateCommand, perplexityCommand, inspectCommand, mergeCommand, convertCommand, benchCommand]) {
+  for (const make of [
+    trainCommand,
+    evalCommand,
+    generateCommand,
+    perplexityCommand,
+    inspectCommand,
+    mergeCommand,
+    convertCommand,
+    benchCommand,
+  ]) {
     program.addCommand(make().exitOverride().showHelpAfterError('(run with --help for usage)'));
   }
 }

@@ -7,7 +7,9 @@ export function intArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {
     const n = Number(v);
     if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
-      throw new UsageError(`${name} must be an integer${min > Number.MIN_SAFE_INTEGER ? ` >= ${min}` : ''}${max < Number.MAX_SAFE_INTEGER ? ` and <= ${max}` : ''}, got '${v}'`);
+      throw new UsageError(
+        `${name} must be an integer${min > Number.MIN_SAFE_INTEGER ? ` >= ${min}` : ''}${max < Number.MAX_SAFE_INTEGER ? ` and <= ${max}` : ''}, got '${v}'`,
+      );
     }
     return n;
   };
@@ -17,7 +19,9 @@ export function numArg(name: string, min = -Infinity, max = Infinity) {
   return (v: string): number => {
     const n = Number(v);
     if (v.trim() === '' || !Number.isFinite(n) || n < min || n > max) {
-      throw new UsageError(`${name} must be a number${Number.isFinite(min) ? ` >= ${min}` : ''}${Number.isFinite(max) ? ` and <= ${max}` : ''}, got '${v}'`);
+      throw new UsageError(
+        `${name} must be a number${Number.isFinite(min) ? ` >= ${min}` : ''}${Number.isFinite(max) ? ` and <= ${max}` : ''}, got '${v}'`,
+      );
     }
     return n;
   };
@@ -29,18 +33,31 @@ export function addModelOptions(cmd: Command, opts: { modelRequired?: boolean } 
   if (opts.modelRequired ?? true) model.makeOptionMandatory();
   return cmd
     .addOption(model)
-    .option('--tokenizer <file>', 'tokenizer: a llama2.c tok*.bin (needed with a .bin model), tokenizer.json or tokenizer.model')
+    .option(
+      '--tokenizer <file>',
+      'tokenizer: a llama2.c tok*.bin (needed with a .bin model), tokenizer.json or tokenizer.model',
+    )
     .option('--dtype <dtype>', 'compute dtype of the frozen weights: float32, bfloat16, float16', 'float32')
     .option('--device <device>', 'cpu, cuda or cuda:N', 'cpu')
     .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', intArg('--threads', 1));
 }
 
-export interface ModelCliOptions { model: string; tokenizer?: string; dtype: string; device: string; threads?: number }
+export interface ModelCliOptions {
+  model: string;
+  tokenizer?: string;
+  dtype: string;
+  device: string;
+  threads?: number;
+}
 
 /** Loads the model the options name. libtorch is imported here, lazily, so --help needs no addon. */
 export async function openModel(o: ModelCliOptions): Promise<LoadedModel> {
   const { setNumThreads } = await import('../tensor/runtime.js');
   const { loadModel, parseDevice, parseDType } = await import('../models/load.js');
   if (o.threads !== undefined) setNumThreads(o.threads);
-  return loadModel(o.model, { dtype: parseDType(o.dtype), device: parseDevice(o.device), tokenizer: o.tokenizer ?? null });
+  return loadModel(o.model, {
+    dtype: parseDType(o.dtype),
+    device: parseDevice(o.device),
+    tokenizer: o.tokenizer ?? null,
+  });
 }

@@ -12,9 +12,18 @@ import { compileTemplate } from './templates.js';
 
 export const IGNORE_INDEX = -100;
 
-export interface Example { inputIds: number[]; labels: number[] }
+export interface Example {
+  inputIds: number[];
+  labels: number[];
+}
 
-export interface DatasetStats { records: number; truncated: number; droppedUnscored: number; tokens: number; scoredTokens: number }
+export interface DatasetStats {
+  records: number;
+  truncated: number;
+  droppedUnscored: number;
+  tokens: number;
+  scoredTokens: number;
+}
 
 export interface TokenizeOptions {
   template: string;
@@ -32,9 +41,11 @@ function str(o: Record<string, unknown>, key: string, where: string, optional = 
 
 function ids(o: Record<string, unknown>, key: string, where: string, vocab: number, allowIgnore: boolean): number[] {
   const v = o[key];
-  if (!Array.isArray(v) || !v.every((x) => Number.isSafeInteger(x))) throw new UserError(`${where}: "${key}" must be a list of integers`);
+  if (!Array.isArray(v) || !v.every((x) => Number.isSafeInteger(x)))
+    throw new UserError(`${where}: "${key}" must be a list of integers`);
   for (const x of v as number[]) {
-    if ((x < 0 || x >= vocab) && !(allowIgnore && x === IGNORE_INDEX)) throw new UserError(`${where}: "${key}" holds ${x}, outside the vocabulary (0..${vocab - 1})`);
+    if ((x < 0 || x >= vocab) && !(allowIgnore && x === IGNORE_INDEX))
+      throw new UserError(`${where}: "${key}" holds ${x}, outside the vocabulary (0..${vocab - 1})`);
   }
   return v as number[];
 }
@@ -53,7 +64,11 @@ function promptCompletion(tok: TextTokenizer, prompt: string, completion: string
  * counts of the rendered text before and after it (chat templates end turns at special tokens or
  * newlines, where tokenisation of a prefix agrees with that of the whole). */
 function chat(tok: TextTokenizer, messages: unknown, where: string, trainOnInputs: boolean): Example {
-  if (!Array.isArray(messages) || messages.length === 0 || !messages.every((m) => m && typeof m.role === 'string' && typeof m.content === 'string')) {
+  if (
+    !Array.isArray(messages) ||
+    messages.length === 0 ||
+    !messages.every((m) => m && typeof m.role === 'string' && typeof m.content === 'string')
+  ) {
     throw new UserError(`${where}: "messages" must be a non-empty list of {role, content}`);
   }
   if (!tok.hasChatTemplate) throw new UserError(`${where}: {messages} data needs a tokenizer with a chat_template`);
@@ -61,15 +76,24 @@ function chat(tok: TextTokenizer, messages: unknown, where: string, trainOnInput
   const labels = inputIds.map((t) => (trainOnInputs ? t : IGNORE_INDEX));
   messages.forEach((m: { role: string }, i: number) => {
     if (m.role !== 'assistant') return;
-    const start = tok.encode(tok.applyChatTemplate(messages.slice(0, i), { addGenerationPrompt: true }), { special: false }).length;
-    const end = Math.min(inputIds.length, tok.encode(tok.applyChatTemplate(messages.slice(0, i + 1)), { special: false }).length);
+    const start = tok.encode(tok.applyChatTemplate(messages.slice(0, i), { addGenerationPrompt: true }), {
+      special: false,
+    }).length;
+    const end = Math.min(
+      inputIds.length,
+      tok.encode(tok.applyChatTemplate(messages.slice(0, i + 1)), { special: false }).length,
+    );
     for (let t = start; t < end; t++) labels[t] = inputIds[t]!;
   });
   return { inputIds, labels };
 }
 
 /** Reads and tokenises a training file; refuses the first malformed record naming file and line. */
-export function loadExamples(file: string, tokenizer: TextTokenizer | null, o: TokenizeOptions): { examples: Example[]; stats: DatasetStats } {
+export function loadExamples(
+  file: string,
+  tokenizer: TextTokenizer | null,
+  o: TokenizeOptions,
+): { examples: Example[]; stats: DatasetStats } {
   const { records, unit } = readRecords(file);
   let template: ReturnType<typeof compileTemplate>;
   try {
@@ -82,27 +106,38 @@ export function loadExamples(file: string, tokenizer: TextTokenizer | null, o: T
   if (records.length === 0) throw new UserError(`${file}: no records`);
   for (const { value, line } of records) {
     const where = `${file}:${line}${unit === 'record' ? ' (record)' : ''}`;
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new UserError(`${where}: expected an object`);
+    if (value === null || typeof value !== 'object' || Array.isArray(value))
+      throw new UserError(`${where}: expected an object`);
     const r = value as Record<string, unknown>;
     const tok = (): TextTokenizer => {
-      if (!tokenizer) throw new UserError(`${where}: this record needs a tokenizer, and the base model has none (give tokenizer: in the config, or pre-tokenised {input_ids, labels})`);
+      if (!tokenizer)
+        throw new UserError(
+          `${where}: this record needs a tokenizer, and the base model has none (give tokenizer: in the config, or pre-tokenised {input_ids, labels})`,
+        );
       return tokenizer;
     };
     let ex: Example;
     if (r.input_ids !== undefined) {
       const inputIds = ids(r, 'input_ids', where, o.vocabSize, false);
       const labels = r.labels === undefined ? inputIds : ids(r, 'labels', where, o.vocabSize, true);
-      if (labels.length !== inputIds.length) throw new UserError(`${where}: "labels" has ${labels.length} entries, "input_ids" ${inputIds.length}`);
+      if (labels.length !== inputIds.length)
+        throw new UserError(`${where}: "labels" has ${labels.length} entries, "input_ids" ${inputIds.length}`);
       ex = { inputIds, labels };
     } else if (r.messages !== undefined) {
       ex = chat(tok(), r.messages, where, o.trainOnInputs);
     } else if (r.prompt !== undefined || r.completion !== undefined) {
       ex = promptCompletion(tok(), str(r, 'prompt', where), str(r, 'completion', where), o.trainOnInputs);
     } else if (r.instruction !== undefined) {
-      const parts = template({ instruction: str(r, 'instruction', where), input: str(r, 'input', where, true), output: str(r, 'output', where) });
+      const parts = template({
+        instruction: str(r, 'instruction', where),
+        input: str(r, 'input', where, true),
+        output: str(r, 'output', where),
+      });
       ex = promptCompletion(tok(), parts.prompt, parts.completion, o.trainOnInputs);
     } else {
-      throw new UserError(`${where}: unrecognised record: expected {instruction, input, output}, {prompt, completion}, {messages} or {input_ids, labels}`);
+      throw new UserError(
+        `${where}: unrecognised record: expected {instruction, input, output}, {prompt, completion}, {messages} or {input_ids, labels}`,
+      );
     }
     if (ex.inputIds.length > o.cutoffLen) {
       stats.truncated++;
@@ -110,12 +145,16 @@ export function loadExamples(file: string, tokenizer: TextTokenizer | null, o: T
     }
     // Position t predicts t+1: the first label never counts.
     const scored = ex.labels.slice(1).filter((t) => t !== IGNORE_INDEX).length;
-    if (scored === 0) { stats.droppedUnscored++; continue; }
+    if (scored === 0) {
+      stats.droppedUnscored++;
+      continue;
+    }
     stats.tokens += ex.inputIds.length;
     stats.scoredTokens += scored;
     examples.push(ex);
   }
-  if (examples.length === 0) throw new UserError(`${file}: no example has a scored token left (after truncation to cutoff_len ${o.cutoffLen})`);
+  if (examples.length === 0)
+    throw new UserError(`${file}: no example has a scored token left (after truncation to cutoff_len ${o.cutoffLen})`);
   return { examples, stats };
 }
 

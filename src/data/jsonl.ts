@@ -2,21 +2,26 @@
 import { UserError } from '../util/errors.js';
 import { readText } from '../util/files.js';
 
-export interface Located<T> { value: T; line: number }
+export interface Located<T> {
+  value: T;
+  line: number;
+}
 
 export { readText } from '../util/files.js';
 
 /** Each non-blank line parsed as JSON, with its 1-based line number. */
 export function readJsonl(file: string): Located<unknown>[] {
   const out: Located<unknown>[] = [];
-  readText(file).split('\n').forEach((text, i) => {
-    if (text.trim() === '') return;
-    try {
-      out.push({ value: JSON.parse(text), line: i + 1 });
-    } catch (e) {
-      throw new UserError(`${file}:${i + 1}: not valid JSON (${(e as Error).message})`);
-    }
-  });
+  readText(file)
+    .split('\n')
+    .forEach((text, i) => {
+      if (text.trim() === '') return;
+      try {
+        out.push({ value: JSON.parse(text), line: i + 1 });
+      } catch (e) {
+        throw new UserError(`${file}:${i + 1}: not valid JSON (${(e as Error).message})`);
+      }
+    });
   return out;
 }
 

@@ -1,7 +1,10 @@
 // Prompt templates for instruction data: a named one or a template string with {instruction},
 // {input} and {output} (everything before {output} is the prompt).
 
-export interface PromptParts { prompt: string; completion: string }
+export interface PromptParts {
+  prompt: string;
+  completion: string;
+}
 
 const ALPACA_WITH_INPUT =
   'Below is an instruction that describes a task, paired with an input that provides further context. ' +
@@ -17,16 +20,23 @@ function fill(template: string, fields: Record<string, string>): string {
 }
 
 /** Checks a template (name or string) and returns a function building prompt and completion. */
-export function compileTemplate(spec: string): (r: { instruction: string; input: string; output: string }) => PromptParts {
+export function compileTemplate(
+  spec: string,
+): (r: { instruction: string; input: string; output: string }) => PromptParts {
   if (spec === 'alpaca') {
     return (r) => ({ prompt: fill(r.input.trim() ? ALPACA_WITH_INPUT : ALPACA_NO_INPUT, r), completion: r.output });
   }
   if (spec === 'none') {
-    return (r) => ({ prompt: r.input.trim() ? `${r.instruction}\n${r.input}\n` : `${r.instruction}\n`, completion: r.output });
+    return (r) => ({
+      prompt: r.input.trim() ? `${r.instruction}\n${r.input}\n` : `${r.instruction}\n`,
+      completion: r.output,
+    });
   }
   const at = spec.indexOf('{output}');
   if (!spec.includes('{instruction}') || at < 0) {
-    throw new Error(`prompt_template '${spec}' is neither a template name (${TEMPLATE_NAMES.join(', ')}) nor a template string with {instruction} and {output}`);
+    throw new Error(
+      `prompt_template '${spec}' is neither a template name (${TEMPLATE_NAMES.join(', ')}) nor a template string with {instruction} and {output}`,
+    );
   }
   const head = spec.slice(0, at);
   const tail = spec.slice(at + '{output}'.length);

@@ -11,7 +11,10 @@ import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { readJsonl } from '../data/jsonl.js';
 import { UserError } from '../util/errors.js';
 
-export interface PerplexityExample { inputIds: number[]; labels: number[] }
+export interface PerplexityExample {
+  inputIds: number[];
+  labels: number[];
+}
 export interface PerplexityResult {
   examples: { tokens: number; nll: number | null }[];
   mean_nll: number | null;
@@ -21,16 +24,19 @@ export interface PerplexityResult {
 const IGNORE = -100;
 
 function idList(v: unknown, file: string, line: number, field: string, vocab: number, allowIgnore: boolean): number[] {
-  if (!Array.isArray(v) || !v.every((x) => Number.isSafeInteger(x))) throw new UserError(`${file}:${line}: "${field}" must be a list of integers`);
+  if (!Array.isArray(v) || !v.every((x) => Number.isSafeInteger(x)))
+    throw new UserError(`${file}:${line}: "${field}" must be a list of integers`);
   for (const x of v as number[]) {
-    if ((x < 0 || x >= vocab) && !(allowIgnore && x === IGNORE)) throw new UserError(`${file}:${line}: "${field}" holds ${x}, outside the vocabulary (0..${vocab - 1})`);
+    if ((x < 0 || x >= vocab) && !(allowIgnore && x === IGNORE))
+      throw new UserError(`${file}:${line}: "${field}" holds ${x}, outside the vocabulary (0..${vocab - 1})`);
   }
   return v as number[];
 }
 
 export function readPerplexityData(file: string, tokenizer: TextTokenizer, vocabSize: number): PerplexityExample[] {
   return readJsonl(file).map(({ value, line }) => {
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new UserError(`${file}:${line}: expected an object with "text" or "input_ids"`);
+    if (value === null || typeof value !== 'object' || Array.isArray(value))
+      throw new UserError(`${file}:${line}: expected an object with "text" or "input_ids"`);
     const o = value as Record<string, unknown>;
     if (typeof o.text === 'string') {
       const ids = tokenizer.encode(o.text);
@@ -39,7 +45,10 @@ export function readPerplexityData(file: string, tokenizer: TextTokenizer, vocab
     if (o.input_ids !== undefined) {
       const inputIds = idList(o.input_ids, file, line, 'input_ids', vocabSize, false);
       const labels = o.labels === undefined ? inputIds : idList(o.labels, file, line, 'labels', vocabSize, true);
-      if (labels.length !== inputIds.length) throw new UserError(`${file}:${line}: "labels" has ${labels.length} entries but "input_ids" has ${inputIds.length}`);
+      if (labels.length !== inputIds.length)
+        throw new UserError(
+          `${file}:${line}: "labels" has ${labels.length} entries but "input_ids" has ${inputIds.length}`,
+        );
       return { inputIds, labels };
     }
     throw new UserError(`${file}:${line}: expected "text" (a string) or "input_ids" (a list of token ids)`);
@@ -47,24 +56,41 @@ export function readPerplexityData(file: string, tokenizer: TextTokenizer, vocab
 }
 
 /** Summed NLL and scored-token count of each example, batched with right padding. */
-export function perplexity(model: CausalLM, examples: PerplexityExample[], opts: { batchSize: number; hooks?: ForwardHooks; onBatch?: (done: number) => void }): PerplexityResult {
+export function perplexity(
+  model: CausalLM,
+  examples: PerplexityExample[],
+  opts: { batchSize: number; hooks?: ForwardHooks; onBatch?: (done: number) => void },
+): PerplexityResult {
   const sums: number[] = [];
   const counts: number[] = [];
   for (let start = 0; start < examples.length; start += opts.batchSize) {
     const batch = examples.slice(start, start + opts.batchSize);
     const T = Math.max(1, ...batch.map((e) => e.inputIds.length));
     const rows = batch.map((e) => [...e.inputIds, ...Array<number>(T - e.inputIds.length).fill(0)]);
-    const mask = batch.map((e) => [...Array<number>(e.inputIds.length).fill(1), ...Array<number>(T - e.inputIds.length).fill(0)]);
+    const mask = batch.map((e) => [
+      ...Array<number>(e.inputIds.length).fill(1),
+      ...Array<number>(T - e.inputIds.length).fill(0),
+    ]);
     // Targets: labels shifted left by one; padding and the last position score nothing.
-    const targets = batch.map((e) => Array.from({ length: T }, (_, t) => (t + 1 < e.labels.length ? e.labels[t + 1]! : IGNORE)));
-    const nll = noGrad(() => tidy(() => {
-      const ids = tensor(rows, { dtype: 'int64', device: model.device });                         // [B, T]
-      const padded = batch.some((e) => e.inputIds.length !== T);
-      const logits = model.forward(ids, { attentionMask: padded ? tensor(mask, { dtype: 'int64', device: model.device }) : null, hooks: opts.hooks });  // [B, T, V]
-      const tgt = tensor(targets, { dtype: 'int64', device: model.device });                       // [B, T]
-      const V = logits.size(-1);
-      return crossEntropy(logits.reshape(-1, V), tgt.reshape(-1), { reduction: 'none' }).reshape(batch.length, T).sum(1).toNumbers();
-    }));
+    const targets = batch.map((e) =>
+      Array.from({ length: T }, (_, t) => (t + 1 < e.labels.length ? e.labels[t + 1]! : IGNORE)),
+    );
+    const nll = noGrad(() =>
+      tidy(() => {
+        const ids = tensor(rows, { dtype: 'int64', device: model.device }); // [B, T]
+        const padded = batch.some((e) => e.inputIds.length !== T);
+        const logits = model.forward(ids, {
+          attentionMask: padded ? tensor(mask, { dtype: 'int64', device: model.device }) : null,
+          hooks: opts.hooks,
+        }); // [B, T, V]
+        const tgt = tensor(targets, { dtype: 'int64', device: model.device }); // [B, T]
+        const V = logits.size(-1);
+        return crossEntropy(logits.reshape(-1, V), tgt.reshape(-1), { reduction: 'none' })
+          .reshape(batch.length, T)
+          .sum(1)
+          .toNumbers();
+      }),
+    );
     batch.forEach((e, i) => {
       sums.push(nll[i]!);
       counts.push(targets[i]!.filter((t) => t !== IGNORE).length);

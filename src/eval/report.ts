@@ -12,7 +12,11 @@ export interface EvalReport {
   loads: Map<string, Map<string, ExpertLoad>>;
 }
 
-function grid(r: EvalReport): { adapters: string[]; tasks: string[]; cell: (a: string, t: string) => TaskResult | undefined } {
+function grid(r: EvalReport): {
+  adapters: string[];
+  tasks: string[];
+  cell: (a: string, t: string) => TaskResult | undefined;
+} {
   const adapters = [...new Set(r.results.map((x) => x.adapter))];
   const tasks = [...new Set(r.results.map((x) => x.task))];
   return { adapters, tasks, cell: (a, t) => r.results.find((x) => x.adapter === a && x.task === t) };
@@ -29,10 +33,15 @@ export function textTable(r: EvalReport, markdown = false): string {
     return [a, ...accs.map(pct), pct(accs.reduce((x, y) => x + y, 0) / accs.length)];
   });
   if (markdown) {
-    return [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`, ...rows.map((row) => `| ${row.join(' | ')} |`)].join('\n');
+    return [
+      `| ${header.join(' | ')} |`,
+      `|${header.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`,
+      ...rows.map((row) => `| ${row.join(' | ')} |`),
+    ].join('\n');
   }
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
   return [line(header), ...rows.map(line)].join('\n');
 }
 
@@ -59,14 +68,30 @@ export function jsonReport(r: EvalReport): Record<string, unknown> {
 }
 
 function heatmapSpec(adapter: string, tasks: Map<string, ExpertLoad>): ChartSpec {
-  const values = [...tasks].flatMap(([task, load]) => load.fractions.flatMap((f, layer) => f.map((fraction, expert) => ({ task, layer, expert, fraction }))));
+  const values = [...tasks].flatMap(([task, load]) =>
+    load.fractions.flatMap((f, layer) => f.map((fraction, expert) => ({ task, layer, expert, fraction }))),
+  );
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    title: { text: `expert load: ${adapter}`, subtitle: 'share of routed slots per layer and expert; std across experts in brackets' },
+    title: {
+      text: `expert load: ${adapter}`,
+      subtitle: 'share of routed slots per layer and expert; std across experts in brackets',
+    },
     data: { values },
-    facet: { column: { field: 'task', type: 'nominal', sort: [...tasks.keys()], title: null, header: { labelExpr: `datum.value + ' (std ' + format(${JSON.stringify(Object.fromEntries([...tasks].map(([t, l]) => [t, l.meanStd])))}[datum.value], '.3f') + ')'` } } },
+    facet: {
+      column: {
+        field: 'task',
+        type: 'nominal',
+        sort: [...tasks.keys()],
+        title: null,
+        header: {
+          labelExpr: `datum.value + ' (std ' + format(${JSON.stringify(Object.fromEntries([...tasks].map(([t, l]) => [t, l.meanStd])))}[datum.value], '.3f') + ')'`,
+        },
+      },
+    },
     spec: {
-      width: 160, height: 20 * (values.length ? Math.max(...values.map((v) => v.layer)) + 1 : 1),
+      width: 160,
+      height: 20 * (values.length ? Math.max(...values.map((v) => v.layer)) + 1 : 1),
       mark: 'rect',
       encoding: {
         x: { field: 'expert', type: 'ordinal', title: 'expert' },
@@ -87,7 +112,7 @@ export async function writeReport(dir: string, r: EvalReport): Promise<string[]>
     md.push(`## Expert load of ${adapter}`, '', '| task | std across experts (mean over layers) |', '|---|---:|');
     for (const [task, load] of tasks) md.push(`| ${task} | ${load.meanStd.toFixed(4)} |`);
     md.push('', `![expert load](expert-load-${adapter}.png)`, '');
-    written.push(...await writeChart(heatmapSpec(adapter, tasks), path.join(dir, `expert-load-${adapter}`)));
+    written.push(...(await writeChart(heatmapSpec(adapter, tasks), path.join(dir, `expert-load-${adapter}`))));
   }
   writeFileAtomic(written[1]!, md.join('\n'));
   return written;

@@ -14,13 +14,29 @@ import { AdapterBatch, type RowRange } from '../adapters/batch.js';
 import type { EvalItem, EvalTask, Scoring } from './tasks.js';
 
 export type ScoringMethod = 'choice' | 'loglik';
-export interface EvalTarget { name: string; adapter: Adapter | null }
-export interface TaskResult { adapter: string; task: string; n: number; accuracy: number; acc_norm?: number }
+export interface EvalTarget {
+  name: string;
+  adapter: Adapter | null;
+}
+export interface TaskResult {
+  adapter: string;
+  task: string;
+  n: number;
+  accuracy: number;
+  acc_norm?: number;
+}
 /** Routed slots per layer and expert, for each MixLoRA target. */
 export type ExpertCounts = Map<string, number[][]>;
 
-interface ChoiceRow { ids: number[]; candidates: number[] }
-interface LoglikRow { ids: number[]; from: number; chars: number }
+interface ChoiceRow {
+  ids: number[];
+  candidates: number[];
+}
+interface LoglikRow {
+  ids: number[];
+  from: number;
+  chars: number;
+}
 
 function commonPrefix(a: number[], b: number[]): number {
   let i = 0;
@@ -52,40 +68,76 @@ function addCounts(into: ExpertCounts, batch: AdapterBatch, ranges: RowRange[], 
     if (!counts) return;
     const name = targets[i]!.name;
     const acc = into.get(name) ?? counts.map((l) => l.map(() => 0));
-    counts.forEach((l, layer) => l.forEach((c, e) => { acc[layer]![e]! += c; }));
+    counts.forEach((l, layer) =>
+      l.forEach((c, e) => {
+        acc[layer]![e]! += c;
+      }),
+    );
     into.set(name, acc);
   });
 }
 
 /** One fused forward over rows (grouped by target): log-probabilities, at each requested flat position
  * (row · T + t), of the requested token ids; [positions][tokens]. Only those leave libtorch. */
-function forwardAt(model: CausalLM, targets: EvalTarget[], rowsPerTarget: number[][][], want: (row: number, T: number) => { at: number; tokens: number[] }[], counts: ExpertCounts): number[][] {
-  return noGrad(() => tidy(() => {
-    const rows = rowsPerTarget.flat();
-    const T = Math.max(...rows.map((r) => r.length));
-    const padded = rows.some((r) => r.length !== T);
-    let start = 0;
-    const ranges: RowRange[] = targets.map((t, i) => { const r = { start, count: rowsPerTarget[i]!.length, adapter: t.adapter }; start += r.count; return r; });
-    const batch = new AdapterBatch(ranges, { training: false, record: 'counts' });
-    const ids = tensor(rows.map((r) => [...r, ...Array<number>(T - r.length).fill(0)]), { dtype: 'int64', device: model.device });
-    const mask = padded ? tensor(rows.map((r) => [...Array<number>(r.length).fill(1), ...Array<number>(T - r.length).fill(0)]), { dtype: 'int64', device: model.device }) : null;
-    const requests = rows.flatMap((_, i) => want(i, T));
-    const K = Math.max(...requests.map((q) => q.tokens.length));
-    const at = tensor(requests.map((q) => q.at), { dtype: 'int64', device: model.device });
-    const tokens = tensor(requests.map((q) => [...q.tokens, ...Array<number>(K - q.tokens.length).fill(q.tokens[0]!)]), { dtype: 'int64', device: model.device });
-    const logits = model.forward(ids, { attentionMask: mask, hooks: batch, at });          // [N, V]
-    addCounts(counts, batch, ranges, targets);
-    batch.dispose();
-    return logits.logSoftmax(-1).gather(1, tokens).toList() as number[][];                  // [N, K]
-  }));
+function forwardAt(
+  model: CausalLM,
+  targets: EvalTarget[],
+  rowsPerTarget: number[][][],
+  want: (row: number, T: number) => { at: number; tokens: number[] }[],
+  counts: ExpertCounts,
+): number[][] {
+  return noGrad(() =>
+    tidy(() => {
+      const rows = rowsPerTarget.flat();
+      const T = Math.max(...rows.map((r) => r.length));
+      const padded = rows.some((r) => r.length !== T);
+      let start = 0;
+      const ranges: RowRange[] = targets.map((t, i) => {
+        const r = { start, count: rowsPerTarget[i]!.length, adapter: t.adapter };
+        start += r.count;
+        return r;
+      });
+      const batch = new AdapterBatch(ranges, { training: false, record: 'counts' });
+      const ids = tensor(
+        rows.map((r) => [...r, ...Array<number>(T - r.length).fill(0)]),
+        { dtype: 'int64', device: model.device },
+      );
+      const mask = padded
+        ? tensor(
+            rows.map((r) => [...Array<number>(r.length).fill(1), ...Array<number>(T - r.length).fill(0)]),
+            { dtype: 'int64', device: model.device },
+          )
+        : null;
+      const requests = rows.flatMap((_, i) => want(i, T));
+      const K = Math.max(...requests.map((q) => q.tokens.length));
+      const at = tensor(
+        requests.map((q) => q.at),
+        { dtype: 'int64', device: model.device },
+      );
+      const tokens = tensor(
+        requests.map((q) => [...q.tokens, ...Array<number>(K - q.tokens.length).fill(q.tokens[0]!)]),
+        { dtype: 'int64', device: model.device },
+      );
+      const logits = model.forward(ids, { attentionMask: mask, hooks: batch, at }); // [N, V]
+      addCounts(counts, batch, ranges, targets);
+      batch.dispose();
+      return logits.logSoftmax(-1).gather(1, tokens).toList() as number[][]; // [N, K]
+    }),
+  );
 }
 
-export function evaluateTask(model: CausalLM, tok: TextTokenizer, targets: EvalTarget[], task: EvalTask,
-  opts: { method: ScoringMethod; batchSize: number; onProgress?: (done: number) => void }): { results: TaskResult[]; counts: ExpertCounts } {
+export function evaluateTask(
+  model: CausalLM,
+  tok: TextTokenizer,
+  targets: EvalTarget[],
+  task: EvalTask,
+  opts: { method: ScoringMethod; batchSize: number; onProgress?: (done: number) => void },
+): { results: TaskResult[]; counts: ExpertCounts } {
   const counts: ExpertCounts = new Map();
   const correct = targets.map(() => 0);
   const correctNorm = targets.map(() => 0);
-  const perItemRows = opts.method === 'choice' ? 1 : Math.max(...task.items.map((it) => it.loglik.continuations.length));
+  const perItemRows =
+    opts.method === 'choice' ? 1 : Math.max(...task.items.map((it) => it.loglik.continuations.length));
   const itemsPerBatch = Math.max(1, Math.floor(opts.batchSize / (targets.length * perItemRows)));
   for (let s = 0; s < task.items.length; s += itemsPerBatch) {
     const items = task.items.slice(s, s + itemsPerBatch);
@@ -96,7 +148,10 @@ export function evaluateTask(model: CausalLM, tok: TextTokenizer, targets: EvalT
   const n = task.items.length;
   return {
     results: targets.map((t, i) => ({
-      adapter: t.name, task: task.name, n, accuracy: correct[i]! / n,
+      adapter: t.name,
+      task: task.name,
+      n,
+      accuracy: correct[i]! / n,
       ...(opts.method === 'loglik' ? { acc_norm: correctNorm[i]! / n } : {}),
     })),
     counts,
@@ -109,24 +164,57 @@ function argmax(xs: number[]): number {
   return best;
 }
 
-function scoreChoice(model: CausalLM, tok: TextTokenizer, targets: EvalTarget[], items: EvalItem[], counts: ExpertCounts, correct: number[]): void {
+function scoreChoice(
+  model: CausalLM,
+  tok: TextTokenizer,
+  targets: EvalTarget[],
+  items: EvalItem[],
+  counts: ExpertCounts,
+  correct: number[],
+): void {
   const rows = items.map((it) => choiceRow(tok, it.choice));
-  const logp = forwardAt(model, targets, targets.map(() => rows.map((r) => r.ids)), (i, T) => {
-    const r = rows[i % rows.length]!;
-    return [{ at: i * T + r.ids.length - 1, tokens: r.candidates }];
-  }, counts);
-  targets.forEach((_, t) => items.forEach((it, k) => {
-    const lp = logp[t * items.length + k]!;
-    if (argmax(rows[k]!.candidates.map((_, c) => lp[c]!)) === it.gold) correct[t]!++;
-  }));
+  const logp = forwardAt(
+    model,
+    targets,
+    targets.map(() => rows.map((r) => r.ids)),
+    (i, T) => {
+      const r = rows[i % rows.length]!;
+      return [{ at: i * T + r.ids.length - 1, tokens: r.candidates }];
+    },
+    counts,
+  );
+  targets.forEach((_, t) =>
+    items.forEach((it, k) => {
+      const lp = logp[t * items.length + k]!;
+      if (argmax(rows[k]!.candidates.map((_, c) => lp[c]!)) === it.gold) correct[t]!++;
+    }),
+  );
 }
 
-function scoreLoglik(model: CausalLM, tok: TextTokenizer, targets: EvalTarget[], items: EvalItem[], counts: ExpertCounts, correct: number[], correctNorm: number[]): void {
+function scoreLoglik(
+  model: CausalLM,
+  tok: TextTokenizer,
+  targets: EvalTarget[],
+  items: EvalItem[],
+  counts: ExpertCounts,
+  correct: number[],
+  correctNorm: number[],
+): void {
   const perItem = items.map((it) => loglikRows(tok, it.loglik));
   const flat = perItem.flat();
   // Position t - 1 predicts token t, for every continuation token t.
-  const positionsOf = (r: LoglikRow, row: number, T: number) => Array.from({ length: r.ids.length - r.from }, (_, j) => ({ at: row * T + r.from + j - 1, tokens: [r.ids[r.from + j]!] }));
-  const logp = forwardAt(model, targets, targets.map(() => flat.map((r) => r.ids)), (i, T) => positionsOf(flat[i % flat.length]!, i, T), counts);
+  const positionsOf = (r: LoglikRow, row: number, T: number) =>
+    Array.from({ length: r.ids.length - r.from }, (_, j) => ({
+      at: row * T + r.from + j - 1,
+      tokens: [r.ids[r.from + j]!],
+    }));
+  const logp = forwardAt(
+    model,
+    targets,
+    targets.map(() => flat.map((r) => r.ids)),
+    (i, T) => positionsOf(flat[i % flat.length]!, i, T),
+    counts,
+  );
   let cursor = 0;
   targets.forEach((_, t) => {
     perItem.forEach((rows, k) => {

@@ -23,9 +23,21 @@ const DEFAULT_LABELS: Record<string, string[]> = {
   hellaswag: ['ending1', 'ending2', 'ending3', 'ending4'],
 };
 
-export interface Scoring { context: string; continuations: string[] }
-export interface EvalItem { choice: Scoring; loglik: Scoring; gold: number }
-export interface EvalTask { name: string; file: string; shape: 'llm-adapters' | 'multiple-choice'; items: EvalItem[] }
+export interface Scoring {
+  context: string;
+  continuations: string[];
+}
+export interface EvalItem {
+  choice: Scoring;
+  loglik: Scoring;
+  gold: number;
+}
+export interface EvalTask {
+  name: string;
+  file: string;
+  shape: 'llm-adapters' | 'multiple-choice';
+  items: EvalItem[];
+}
 
 const LETTERS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ';
 
@@ -38,7 +50,11 @@ export function bundledData(task: string): string | null {
 function labelsOf(instruction: string, task: string): string[] | null {
   const m = /Answer format:\s*([^\n]+)/.exec(instruction);
   if (m) {
-    const labels = m[1]!.trim().split('/').map((s) => s.trim()).filter(Boolean);
+    const labels = m[1]!
+      .trim()
+      .split('/')
+      .map((s) => s.trim())
+      .filter(Boolean);
     if (labels.length >= 2) return labels;
   }
   return DEFAULT_LABELS[task] ?? null;
@@ -60,31 +76,60 @@ export function loadTask(name: string, file: string, opts: { template: string; l
   return { name, file, shape, items };
 }
 
-function llmAdapters(r: Record<string, unknown>, where: string, task: string, template: ReturnType<typeof compileTemplate>): EvalItem {
+function llmAdapters(
+  r: Record<string, unknown>,
+  where: string,
+  task: string,
+  template: ReturnType<typeof compileTemplate>,
+): EvalItem {
   if (typeof r.instruction !== 'string' || typeof r.answer !== 'string') {
-    throw new UserError(`${where}: not an LLM-Adapters record ({instruction, output, answer}) nor a multiple-choice one ({query, choices, gold})`);
+    throw new UserError(
+      `${where}: not an LLM-Adapters record ({instruction, output, answer}) nor a multiple-choice one ({query, choices, gold})`,
+    );
   }
   const labels = labelsOf(r.instruction, task);
-  if (!labels) throw new UserError(`${where}: no "Answer format: a/b/..." line in the instruction and no default labels for task '${task}'`);
+  if (!labels)
+    throw new UserError(
+      `${where}: no "Answer format: a/b/..." line in the instruction and no default labels for task '${task}'`,
+    );
   const gold = labels.indexOf(r.answer.trim());
   if (gold < 0) throw new UserError(`${where}: answer '${r.answer}' is not one of the labels ${labels.join('/')}`);
   // The output reads "<prefix> <answer>": condition on the prompt and the prefix.
   const output = typeof r.output === 'string' ? r.output : `the correct answer is ${r.answer}`;
-  const prefix = output.endsWith(r.answer) ? output.slice(0, output.length - r.answer.length).trimEnd() : 'the correct answer is';
-  const { prompt } = template({ instruction: r.instruction, input: typeof r.input === 'string' ? r.input : '', output: '' });
+  const prefix = output.endsWith(r.answer)
+    ? output.slice(0, output.length - r.answer.length).trimEnd()
+    : 'the correct answer is';
+  const { prompt } = template({
+    instruction: r.instruction,
+    input: typeof r.input === 'string' ? r.input : '',
+    output: '',
+  });
   const s: Scoring = { context: prompt + prefix, continuations: labels.map((l) => ` ${l}`) };
   return { choice: s, loglik: s, gold };
 }
 
 function multipleChoice(r: Record<string, unknown>, where: string): EvalItem {
   const { query, choices, gold } = r;
-  if (typeof query !== 'string' || !Array.isArray(choices) || choices.length < 2 || !choices.every((c) => typeof c === 'string') || !Number.isInteger(gold) || (gold as number) < 0 || (gold as number) >= choices.length) {
-    throw new UserError(`${where}: a multiple-choice record needs "query" (string), "choices" (2+ strings) and "gold" (an index into choices)`);
+  if (
+    typeof query !== 'string' ||
+    !Array.isArray(choices) ||
+    choices.length < 2 ||
+    !choices.every((c) => typeof c === 'string') ||
+    !Number.isInteger(gold) ||
+    (gold as number) < 0 ||
+    (gold as number) >= choices.length
+  ) {
+    throw new UserError(
+      `${where}: a multiple-choice record needs "query" (string), "choices" (2+ strings) and "gold" (an index into choices)`,
+    );
   }
   if (choices.length > LETTERS.length) throw new UserError(`${where}: more than ${LETTERS.length} choices`);
   const listing = (choices as string[]).map((c, i) => `(${LETTERS[i]}) ${c}`).join('\n');
   return {
-    choice: { context: `${query}\n${listing}\nAnswer:`, continuations: (choices as string[]).map((_, i) => ` ${LETTERS[i]}`) },
+    choice: {
+      context: `${query}\n${listing}\nAnswer:`,
+      continuations: (choices as string[]).map((_, i) => ` ${LETTERS[i]}`),
+    },
     loglik: { context: query, continuations: (choices as string[]).map((c) => ` ${c}`) },
     gold: gold as number,
   };

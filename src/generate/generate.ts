@@ -40,17 +40,23 @@ export function generate(model: CausalLM, prompts: number[][], o: GenerateOption
   try {
     noGrad(() => {
       const rows = prompts.map((p) => [...Array<number>(longest - p.length).fill(pad), ...p]);
-      const maskRows = prompts.map((p) => [...Array<number>(longest - p.length).fill(0), ...Array<number>(p.length).fill(1)]);
+      const maskRows = prompts.map((p) => [
+        ...Array<number>(longest - p.length).fill(0),
+        ...Array<number>(p.length).fill(1),
+      ]);
       // Tokens seen so far for the repetition penalty; padding repeats the row's first real token so
       // it adds no penalty of its own.
-      let seen = tensor(prompts.map((p) => [...Array<number>(longest - p.length).fill(p[0]!), ...p]), { dtype: 'int64', device: model.device }).keep();
+      let seen = tensor(
+        prompts.map((p) => [...Array<number>(longest - p.length).fill(p[0]!), ...p]),
+        { dtype: 'int64', device: model.device },
+      ).keep();
       let mask: Tensor | null = padded ? tensor(maskRows, { dtype: 'int64', device: model.device }).keep() : null;
       let input = tensor(rows, { dtype: 'int64', device: model.device }).keep();
       try {
         for (let step = 0; step < o.maxNewTokens; step++) {
           const next = tidy(() => {
-            const logits = model.forward(input, { attentionMask: mask, cache, hooks: o.hooks, lastOnly: true });     // [B, 1, V]
-            return sampleNext(logits.select(1, 0), seen, o).keep();                                                      // [B]
+            const logits = model.forward(input, { attentionMask: mask, cache, hooks: o.hooks, lastOnly: true }); // [B, 1, V]
+            return sampleNext(logits.select(1, 0), seen, o).keep(); // [B]
           });
           const ids = next.toNumbers();
           ids.forEach((id, b) => {
@@ -59,8 +65,11 @@ export function generate(model: CausalLM, prompts: number[][], o: GenerateOption
             if (o.stopIds.includes(id) || out[b]!.length >= o.maxNewTokens) done[b] = true;
           });
           o.onStep?.(step + 1);
-          if (done.every(Boolean)) { next.dispose(); break; }
-          const col = next.unsqueeze(1).keep();                                                                          // [B, 1]
+          if (done.every(Boolean)) {
+            next.dispose();
+            break;
+          }
+          const col = next.unsqueeze(1).keep(); // [B, 1]
           next.dispose();
           input.dispose();
           input = col;

@@ -14,24 +14,24 @@ export interface SamplingOptions {
 }
 
 export function penalizeRepetition(logits: Tensor, seen: Tensor, penalty: number): Tensor {
-  const score = logits.gather(1, seen);                                                   // [B, L]
+  const score = logits.gather(1, seen); // [B, L]
   const adjusted = where(score.lt(0), score.mul(penalty), score.div(penalty));
-  return logits.scatter(1, seen, adjusted);                                              // [B, V]
+  return logits.scatter(1, seen, adjusted); // [B, V]
 }
 
 export function topKFilter(logits: Tensor, k: number): Tensor {
   if (k >= logits.size(-1)) return logits;
-  const kth = logits.topk(k, -1).values.narrow(-1, k - 1, 1);                            // [B, 1]
+  const kth = logits.topk(k, -1).values.narrow(-1, k - 1, 1); // [B, 1]
   return logits.maskedFill(logits.lt(kth), Number.NEGATIVE_INFINITY);
 }
 
 export function topPFilter(logits: Tensor, p: number): Tensor {
-  const { values, indices } = logits.sort(-1, false);                                     // ascending
-  const cumulative = values.softmax(-1).cumsum(-1);                                       // [B, V]
+  const { values, indices } = logits.sort(-1, false); // ascending
+  const cumulative = values.softmax(-1).cumsum(-1); // [B, V]
   const V = logits.size(-1);
-  const notMostLikely = arange(0, V, 1, { device: logits.device }).ne(V - 1);             // [V]: the last is kept
-  const remove = cumulative.le(1 - p).logicalAnd(notMostLikely);                          // [B, V] sorted order
-  const removeByToken = remove.scatter(1, indices, remove);                              // back to vocab order
+  const notMostLikely = arange(0, V, 1, { device: logits.device }).ne(V - 1); // [V]: the last is kept
+  const remove = cumulative.le(1 - p).logicalAnd(notMostLikely); // [B, V] sorted order
+  const removeByToken = remove.scatter(1, indices, remove); // back to vocab order
   return logits.maskedFill(removeByToken, Number.NEGATIVE_INFINITY);
 }
 

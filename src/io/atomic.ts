@@ -4,12 +4,19 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 function tempName(target: string): string {
-  return path.join(path.dirname(target), `.${path.basename(target)}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
+  return path.join(
+    path.dirname(target),
+    `.${path.basename(target)}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
+  );
 }
 
 function fsyncDir(dir: string): void {
   const fd = fs.openSync(dir, 'r');
-  try { fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /** Writes a file through `write(fd)` atomically. */
@@ -51,7 +58,11 @@ export function writeDirAtomic(target: string, fill: (dir: string) => void, opts
       const p = path.join(tmp, f);
       if (fs.statSync(p).isFile()) {
         const fd = fs.openSync(p, 'r+');
-        try { fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
+        try {
+          fs.fsyncSync(fd);
+        } finally {
+          fs.closeSync(fd);
+        }
       }
     }
     fsyncDir(tmp);

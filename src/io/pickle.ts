@@ -6,16 +6,40 @@
 import { UserError } from '../util/errors.js';
 import type { DType } from '../tensor/dtype.js';
 
-export interface StorageRef { kind: 'storage'; key: string; dtype: DType; numel: number }
-export interface TensorRef { kind: 'tensor'; storage: StorageRef; offset: number; shape: number[]; stride: number[] }
+export interface StorageRef {
+  kind: 'storage';
+  key: string;
+  dtype: DType;
+  numel: number;
+}
+export interface TensorRef {
+  kind: 'tensor';
+  storage: StorageRef;
+  offset: number;
+  shape: number[];
+  stride: number[];
+}
 
 const STORAGE_TYPES: Record<string, DType> = {
-  FloatStorage: 'float32', DoubleStorage: 'float64', HalfStorage: 'float16', BFloat16Storage: 'bfloat16',
-  LongStorage: 'int64', IntStorage: 'int32', ShortStorage: 'int16', CharStorage: 'int8', ByteStorage: 'uint8', BoolStorage: 'bool',
+  FloatStorage: 'float32',
+  DoubleStorage: 'float64',
+  HalfStorage: 'float16',
+  BFloat16Storage: 'bfloat16',
+  LongStorage: 'int64',
+  IntStorage: 'int32',
+  ShortStorage: 'int16',
+  CharStorage: 'int8',
+  ByteStorage: 'uint8',
+  BoolStorage: 'bool',
 };
 
 type Callable = (args: unknown[]) => unknown;
-interface Global { module: string; name: string; call?: Callable; storage?: DType }
+interface Global {
+  module: string;
+  name: string;
+  call?: Callable;
+  storage?: DType;
+}
 
 const MARK = Symbol('mark');
 class OrderedDictValue extends Map<unknown, unknown> {}
@@ -25,7 +49,8 @@ function allowedGlobal(module: string, name: string, where: string): Global {
   if (module === 'collections' && name === 'OrderedDict') return { module, name, call: () => new OrderedDictValue() };
   if (module === 'torch._utils' && (name === '_rebuild_tensor_v2' || name === '_rebuild_tensor')) {
     return {
-      module, name,
+      module,
+      name,
       call: (a) => {
         const [storage, offset, shape, stride] = a as [StorageRef, number, number[], number[]];
         if (!storage || storage.kind !== 'storage') throw new UserError(`${where}: malformed tensor record`);
@@ -35,7 +60,9 @@ function allowedGlobal(module: string, name: string, where: string): Global {
   }
   if (module === 'torch._utils' && name === '_rebuild_parameter') return { module, name, call: (a) => a[0] };
   if (module === 'torch' && name in STORAGE_TYPES) return { module, name, storage: STORAGE_TYPES[name] };
-  throw new UserError(`${where}: refusing to load: the pickle references ${full} (only tensor dictionaries are accepted; nothing was executed)`);
+  throw new UserError(
+    `${where}: refusing to load: the pickle references ${full} (only tensor dictionaries are accepted; nothing was executed)`,
+  );
 }
 
 const MAX_ITEMS = 10_000_000;
@@ -47,16 +74,52 @@ export function unpickle(data: Uint8Array, where: string): unknown {
   const memo = new Map<number, unknown>();
   let pos = 0;
   let items = 0;
-  const fail = (msg: string): never => { throw new UserError(`${where}: malformed pickle: ${msg}`); };
-  const need = (n: number) => { if (pos + n > data.length) fail('truncated'); };
-  const u8 = () => { need(1); return data[pos++]!; };
-  const u16 = () => { need(2); const v = view.getUint16(pos, true); pos += 2; return v; };
-  const u32 = () => { need(4); const v = view.getUint32(pos, true); pos += 4; return v; };
-  const i32 = () => { need(4); const v = view.getInt32(pos, true); pos += 4; return v; };
-  const bytes = (n: number) => { need(n); const b = data.subarray(pos, pos + n); pos += n; return b; };
+  const fail = (msg: string): never => {
+    throw new UserError(`${where}: malformed pickle: ${msg}`);
+  };
+  const need = (n: number) => {
+    if (pos + n > data.length) fail('truncated');
+  };
+  const u8 = () => {
+    need(1);
+    return data[pos++]!;
+  };
+  const u16 = () => {
+    need(2);
+    const v = view.getUint16(pos, true);
+    pos += 2;
+    return v;
+  };
+  const u32 = () => {
+    need(4);
+    const v = view.getUint32(pos, true);
+    pos += 4;
+    return v;
+  };
+  const i32 = () => {
+    need(4);
+    const v = view.getInt32(pos, true);
+    pos += 4;
+    return v;
+  };
+  const bytes = (n: number) => {
+    need(n);
+    const b = data.subarray(pos, pos + n);
+    pos += n;
+    return b;
+  };
   const text = (n: number) => new TextDecoder('utf-8', { fatal: false }).decode(bytes(n));
-  const line = () => { const end = data.indexOf(0x0a, pos); if (end < 0) fail('unterminated line'); const s = new TextDecoder().decode(data.subarray(pos, end)); pos = end + 1; return s; };
-  const pop = () => { if (stack.length === 0) fail('stack underflow'); return stack.pop(); };
+  const line = () => {
+    const end = data.indexOf(0x0a, pos);
+    if (end < 0) fail('unterminated line');
+    const s = new TextDecoder().decode(data.subarray(pos, end));
+    pos = end + 1;
+    return s;
+  };
+  const pop = () => {
+    if (stack.length === 0) fail('stack underflow');
+    return stack.pop();
+  };
   const popMark = (): unknown[] => {
     const i = stack.lastIndexOf(MARK);
     if (i < 0) fail('missing MARK');
@@ -75,20 +138,46 @@ export function unpickle(data: Uint8Array, where: string): unknown {
   for (;;) {
     const op = u8();
     switch (op) {
-      case 0x80: u8(); break;                                   // PROTO
-      case 0x95: pos += 8; break;                               // FRAME
-      case 0x2e: return pop();                                  // STOP
-      case 0x7d: push(new Map()); break;                        // EMPTY_DICT
-      case 0x5d: push([]); break;                               // EMPTY_LIST
-      case 0x29: push([]); break;                               // EMPTY_TUPLE
-      case 0x28: push(MARK); break;                             // MARK
-      case 0x4e: push(null); break;                             // NONE
-      case 0x88: push(true); break;                             // NEWTRUE
-      case 0x89: push(false); break;                            // NEWFALSE
-      case 0x4b: push(u8()); break;                             // BININT1
-      case 0x4d: push(u16()); break;                            // BININT2
-      case 0x4a: push(i32()); break;                            // BININT
-      case 0x8a: {                                              // LONG1
+      case 0x80:
+        u8();
+        break; // PROTO
+      case 0x95:
+        pos += 8;
+        break; // FRAME
+      case 0x2e:
+        return pop(); // STOP
+      case 0x7d:
+        push(new Map());
+        break; // EMPTY_DICT
+      case 0x5d:
+        push([]);
+        break; // EMPTY_LIST
+      case 0x29:
+        push([]);
+        break; // EMPTY_TUPLE
+      case 0x28:
+        push(MARK);
+        break; // MARK
+      case 0x4e:
+        push(null);
+        break; // NONE
+      case 0x88:
+        push(true);
+        break; // NEWTRUE
+      case 0x89:
+        push(false);
+        break; // NEWFALSE
+      case 0x4b:
+        push(u8());
+        break; // BININT1
+      case 0x4d:
+        push(u16());
+        break; // BININT2
+      case 0x4a:
+        push(i32());
+        break; // BININT
+      case 0x8a: {
+        // LONG1
         const n = u8();
         const b = bytes(n);
         let v = 0n;
@@ -97,41 +186,137 @@ export function unpickle(data: Uint8Array, where: string): unknown {
         push(Number(v));
         break;
       }
-      case 0x47: { need(8); push(view.getFloat64(pos, false)); pos += 8; break; }   // BINFLOAT
-      case 0x58: push(text(u32())); break;                      // BINUNICODE
-      case 0x8c: push(text(u8())); break;                       // SHORT_BINUNICODE
-      case 0x8d: { need(8); const n = Number(view.getBigUint64(pos, true)); pos += 8; push(text(n)); break; }   // BINUNICODE8
-      case 0x54: push(text(u32())); break;                      // BINSTRING
-      case 0x55: push(text(u8())); break;                       // SHORT_BINSTRING
-      case 0x42: push(bytes(u32())); break;                     // BINBYTES
-      case 0x43: push(bytes(u8())); break;                      // SHORT_BINBYTES
-      case 0x71: memo.set(u8(), stack[stack.length - 1]); break;          // BINPUT
-      case 0x72: memo.set(u32(), stack[stack.length - 1]); break;         // LONG_BINPUT
-      case 0x94: memo.set(memo.size, stack[stack.length - 1]); break;     // MEMOIZE
-      case 0x68: { const k = u8(); if (!memo.has(k)) fail(`memo ${k} unset`); push(memo.get(k)); break; }   // BINGET
-      case 0x6a: { const k = u32(); if (!memo.has(k)) fail(`memo ${k} unset`); push(memo.get(k)); break; } // LONG_BINGET
-      case 0x63: { const module = line(); const name = line(); push(allowedGlobal(module, name, where)); break; }   // GLOBAL
-      case 0x93: { const name = pop(); const module = pop(); push(allowedGlobal(String(module), String(name), where)); break; }  // STACK_GLOBAL
-      case 0x85: push([pop()]); break;                          // TUPLE1
-      case 0x86: { const b = pop(); const a = pop(); push([a, b]); break; }            // TUPLE2
-      case 0x87: { const c = pop(); const b = pop(); const a = pop(); push([a, b, c]); break; }   // TUPLE3
-      case 0x74: push(popMark()); break;                        // TUPLE
-      case 0x6c: push(popMark()); break;                        // LIST
-      case 0x64: {                                              // DICT
+      case 0x47: {
+        need(8);
+        push(view.getFloat64(pos, false));
+        pos += 8;
+        break;
+      } // BINFLOAT
+      case 0x58:
+        push(text(u32()));
+        break; // BINUNICODE
+      case 0x8c:
+        push(text(u8()));
+        break; // SHORT_BINUNICODE
+      case 0x8d: {
+        need(8);
+        const n = Number(view.getBigUint64(pos, true));
+        pos += 8;
+        push(text(n));
+        break;
+      } // BINUNICODE8
+      case 0x54:
+        push(text(u32()));
+        break; // BINSTRING
+      case 0x55:
+        push(text(u8()));
+        break; // SHORT_BINSTRING
+      case 0x42:
+        push(bytes(u32()));
+        break; // BINBYTES
+      case 0x43:
+        push(bytes(u8()));
+        break; // SHORT_BINBYTES
+      case 0x71:
+        memo.set(u8(), stack[stack.length - 1]);
+        break; // BINPUT
+      case 0x72:
+        memo.set(u32(), stack[stack.length - 1]);
+        break; // LONG_BINPUT
+      case 0x94:
+        memo.set(memo.size, stack[stack.length - 1]);
+        break; // MEMOIZE
+      case 0x68: {
+        const k = u8();
+        if (!memo.has(k)) fail(`memo ${k} unset`);
+        push(memo.get(k));
+        break;
+      } // BINGET
+      case 0x6a: {
+        const k = u32();
+        if (!memo.has(k)) fail(`memo ${k} unset`);
+        push(memo.get(k));
+        break;
+      } // LONG_BINGET
+      case 0x63: {
+        const module = line();
+        const name = line();
+        push(allowedGlobal(module, name, where));
+        break;
+      } // GLOBAL
+      case 0x93: {
+        const name = pop();
+        const module = pop();
+        push(allowedGlobal(String(module), String(name), where));
+        break;
+      } // STACK_GLOBAL
+      case 0x85:
+        push([pop()]);
+        break; // TUPLE1
+      case 0x86: {
+        const b = pop();
+        const a = pop();
+        push([a, b]);
+        break;
+      } // TUPLE2
+      case 0x87: {
+        const c = pop();
+        const b = pop();
+        const a = pop();
+        push([a, b, c]);
+        break;
+      } // TUPLE3
+      case 0x74:
+        push(popMark());
+        break; // TUPLE
+      case 0x6c:
+        push(popMark());
+        break; // LIST
+      case 0x64: {
+        // DICT
         const kv = popMark();
         const d = new Map();
         for (let i = 0; i + 1 < kv.length; i += 2) d.set(kv[i], kv[i + 1]);
         push(d);
         break;
       }
-      case 0x61: { const v = pop(); const l = stack[stack.length - 1]; if (!Array.isArray(l)) fail('APPEND on a non-list'); (l as unknown[]).push(v); break; }   // APPEND
-      case 0x65: { const vs = popMark(); const l = stack[stack.length - 1]; if (!Array.isArray(l)) fail('APPENDS on a non-list'); (l as unknown[]).push(...vs); break; }
-      case 0x73: { const v = pop(); const k = pop(); setItem(stack[stack.length - 1], k, v); break; }   // SETITEM
-      case 0x75: { const kv = popMark(); const d = stack[stack.length - 1]; for (let i = 0; i + 1 < kv.length; i += 2) setItem(d, kv[i], kv[i + 1]); break; }   // SETITEMS
-      case 0x30: pop(); break;                                  // POP
-      case 0x31: popMark(); break;                              // POP_MARK
-      case 0x32: push(stack[stack.length - 1]); break;          // DUP
-      case 0x51: {                                              // BINPERSID
+      case 0x61: {
+        const v = pop();
+        const l = stack[stack.length - 1];
+        if (!Array.isArray(l)) fail('APPEND on a non-list');
+        (l as unknown[]).push(v);
+        break;
+      } // APPEND
+      case 0x65: {
+        const vs = popMark();
+        const l = stack[stack.length - 1];
+        if (!Array.isArray(l)) fail('APPENDS on a non-list');
+        (l as unknown[]).push(...vs);
+        break;
+      }
+      case 0x73: {
+        const v = pop();
+        const k = pop();
+        setItem(stack[stack.length - 1], k, v);
+        break;
+      } // SETITEM
+      case 0x75: {
+        const kv = popMark();
+        const d = stack[stack.length - 1];
+        for (let i = 0; i + 1 < kv.length; i += 2) setItem(d, kv[i], kv[i + 1]);
+        break;
+      } // SETITEMS
+      case 0x30:
+        pop();
+        break; // POP
+      case 0x31:
+        popMark();
+        break; // POP_MARK
+      case 0x32:
+        push(stack[stack.length - 1]);
+        break; // DUP
+      case 0x51: {
+        // BINPERSID
         const pid = pop();
         if (!Array.isArray(pid) || pid[0] !== 'storage' || pid.length < 5) fail('unsupported persistent id');
         const [, type, key, , numel] = pid as [string, Global, unknown, unknown, unknown];
@@ -140,21 +325,25 @@ export function unpickle(data: Uint8Array, where: string): unknown {
         push({ kind: 'storage', key: String(key), dtype: type.storage!, numel: numel as number } satisfies StorageRef);
         break;
       }
-      case 0x52: {                                              // REDUCE
+      case 0x52: {
+        // REDUCE
         const args = pop();
         const fn = pop() as Global;
-        if (!fn || typeof fn.call !== 'function' || !Array.isArray(args)) fail('REDUCE on something that is not an allowed function');
+        if (!fn || typeof fn.call !== 'function' || !Array.isArray(args))
+          fail('REDUCE on something that is not an allowed function');
         push(fn.call!(args as unknown[]));
         break;
       }
-      case 0x81: {                                              // NEWOBJ
+      case 0x81: {
+        // NEWOBJ
         const args = pop();
         const cls = pop() as Global;
         if (!cls || typeof cls.call !== 'function') fail('NEWOBJ on something that is not an allowed class');
         push(cls.call!(args as unknown[]));
         break;
       }
-      case 0x62: {                                              // BUILD: only state updates of dicts (OrderedDict) are accepted
+      case 0x62: {
+        // BUILD: only state updates of dicts (OrderedDict) are accepted
         const state = pop();
         const obj = stack[stack.length - 1];
         if (obj instanceof Map && (state === null || state instanceof Map)) {

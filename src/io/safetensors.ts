@@ -13,8 +13,16 @@ import { openForRead } from '../util/files.js';
 import { writeAll, writeAtomic } from './atomic.js';
 
 const TO_DTYPE: Record<string, DType> = {
-  F64: 'float64', F32: 'float32', F16: 'float16', BF16: 'bfloat16',
-  I64: 'int64', I32: 'int32', I16: 'int16', I8: 'int8', U8: 'uint8', BOOL: 'bool',
+  F64: 'float64',
+  F32: 'float32',
+  F16: 'float16',
+  BF16: 'bfloat16',
+  I64: 'int64',
+  I32: 'int32',
+  I16: 'int16',
+  I8: 'int8',
+  U8: 'uint8',
+  BOOL: 'bool',
 };
 const FROM_DTYPE = Object.fromEntries(Object.entries(TO_DTYPE).map(([k, v]) => [v, k])) as Record<DType, string>;
 const MAX_HEADER = 100 * 2 ** 20;
@@ -71,7 +79,12 @@ function parseHeader(file: string, text: string, dataStart: number, fileSize: nu
   const spans: [number, number, string][] = [];
   for (const [name, v] of Object.entries(json as Record<string, unknown>)) {
     if (name === '__metadata__') {
-      if (v === null || typeof v !== 'object' || Array.isArray(v) || Object.values(v).some((x) => typeof x !== 'string')) {
+      if (
+        v === null ||
+        typeof v !== 'object' ||
+        Array.isArray(v) ||
+        Object.values(v).some((x) => typeof x !== 'string')
+      ) {
         bad(file, '__metadata__ must be an object of strings');
       }
       metadata = v as Record<string, string>;
@@ -80,20 +93,36 @@ function parseHeader(file: string, text: string, dataStart: number, fileSize: nu
     if (v === null || typeof v !== 'object' || Array.isArray(v)) bad(file, `entry '${name}' is not an object`);
     const e = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     const dtype = typeof e.dtype === 'string' ? TO_DTYPE[e.dtype] : undefined;
-    if (!dtype) bad(file, `tensor '${name}' has unsupported dtype ${JSON.stringify(e.dtype)} (supported: ${Object.keys(TO_DTYPE).join(', ')})`);
+    if (!dtype)
+      bad(
+        file,
+        `tensor '${name}' has unsupported dtype ${JSON.stringify(e.dtype)} (supported: ${Object.keys(TO_DTYPE).join(', ')})`,
+      );
     if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
       bad(file, `tensor '${name}' has an invalid shape ${JSON.stringify(e.shape)}`);
     }
     const shape = e.shape as number[];
     const off = e.data_offsets;
-    if (!Array.isArray(off) || off.length !== 2 || !off.every((x) => Number.isSafeInteger(x) && x >= 0) || off[0] > off[1]) {
+    if (
+      !Array.isArray(off) ||
+      off.length !== 2 ||
+      !off.every((x) => Number.isSafeInteger(x) && x >= 0) ||
+      off[0] > off[1]
+    ) {
       bad(file, `tensor '${name}' has invalid data_offsets ${JSON.stringify(off)}`);
     }
     const [begin, end] = off as [number, number];
-    if (end > dataSize) bad(file, `tensor '${name}' data [${begin}, ${end}) lies outside the data section (${dataSize} bytes; file truncated?)`);
+    if (end > dataSize)
+      bad(
+        file,
+        `tensor '${name}' data [${begin}, ${end}) lies outside the data section (${dataSize} bytes; file truncated?)`,
+      );
     const numel = shape.reduce((a, b) => a * b, 1);
     if (!Number.isSafeInteger(numel * ITEM_SIZE[dtype]) || numel * ITEM_SIZE[dtype] !== end - begin) {
-      bad(file, `tensor '${name}' of shape [${shape.join(', ')}] and ${e.dtype} needs ${numel * ITEM_SIZE[dtype]} bytes but data_offsets give ${end - begin}`);
+      bad(
+        file,
+        `tensor '${name}' of shape [${shape.join(', ')}] and ${e.dtype} needs ${numel * ITEM_SIZE[dtype]} bytes but data_offsets give ${end - begin}`,
+      );
     }
     tensors.set(name, { name, dtype, shape, offset: dataStart + begin, nbytes: end - begin });
     if (end > begin) spans.push([begin, end, name]);
@@ -106,18 +135,26 @@ function parseHeader(file: string, text: string, dataStart: number, fileSize: nu
 }
 
 /** Loads one tensor of a parsed file, converted to `dtype`/`device` when given. */
-export function loadTensor(header: SafetensorsHeader, name: string, opts: { dtype?: DType; device?: Device } = {}): Tensor {
+export function loadTensor(
+  header: SafetensorsHeader,
+  name: string,
+  opts: { dtype?: DType; device?: Device } = {},
+): Tensor {
   const e = header.tensors.get(name);
   if (!e) throw new UserError(`${header.file}: no tensor named '${name}'`);
   const raw = fromFile(header.file, e.offset, e.nbytes, e.dtype, e.shape);
-  if ((opts.dtype === undefined || opts.dtype === e.dtype) && (opts.device === undefined || opts.device === 'cpu')) return raw;
+  if ((opts.dtype === undefined || opts.dtype === e.dtype) && (opts.device === undefined || opts.device === 'cpu'))
+    return raw;
   const out = noGrad(() => raw.to({ dtype: opts.dtype ?? e.dtype, device: opts.device ?? 'cpu' }));
   raw.dispose();
   return out;
 }
 
 /** Loads every tensor of a file (small files: adapters, test fixtures). */
-export function loadAll(file: string, opts: { dtype?: DType; device?: Device } = {}): { tensors: Map<string, Tensor>; metadata: Record<string, string> } {
+export function loadAll(
+  file: string,
+  opts: { dtype?: DType; device?: Device } = {},
+): { tensors: Map<string, Tensor>; metadata: Record<string, string> } {
   const h = readHeader(file);
   const tensors = new Map<string, Tensor>();
   for (const name of h.tensors.keys()) tensors.set(name, loadTensor(h, name, opts));
@@ -125,7 +162,11 @@ export function loadAll(file: string, opts: { dtype?: DType; device?: Device } =
 }
 
 /** Writes tensors (any device; stored as their own dtype) atomically. */
-export function saveSafetensors(file: string, tensors: Map<string, Tensor> | Record<string, Tensor>, metadata: Record<string, string> = {}): void {
+export function saveSafetensors(
+  file: string,
+  tensors: Map<string, Tensor> | Record<string, Tensor>,
+  metadata: Record<string, string> = {},
+): void {
   const entries = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length) header.__metadata__ = metadata;

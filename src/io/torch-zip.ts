@@ -12,7 +12,12 @@ import { unpickle, type TensorRef } from './pickle.js';
 function openZip(file: string): Promise<yauzl.ZipFile> {
   return new Promise((resolve, reject) => {
     yauzl.open(file, { lazyEntries: true, autoClose: false, validateEntrySizes: true }, (err, zip) => {
-      if (err || !zip) reject(new UserError(`${file}: not a PyTorch zip checkpoint (${err?.message ?? 'unreadable'}); legacy pre-1.6 torch.save files are not supported`));
+      if (err || !zip)
+        reject(
+          new UserError(
+            `${file}: not a PyTorch zip checkpoint (${err?.message ?? 'unreadable'}); legacy pre-1.6 torch.save files are not supported`,
+          ),
+        );
       else resolve(zip);
     });
   });
@@ -21,7 +26,10 @@ function openZip(file: string): Promise<yauzl.ZipFile> {
 function listEntries(zip: yauzl.ZipFile): Promise<Map<string, yauzl.Entry>> {
   return new Promise((resolve, reject) => {
     const entries = new Map<string, yauzl.Entry>();
-    zip.on('entry', (e: yauzl.Entry) => { entries.set(e.fileName, e); zip.readEntry(); });
+    zip.on('entry', (e: yauzl.Entry) => {
+      entries.set(e.fileName, e);
+      zip.readEntry();
+    });
     zip.on('end', () => resolve(entries));
     zip.on('error', reject);
     zip.readEntry();
@@ -31,7 +39,10 @@ function listEntries(zip: yauzl.ZipFile): Promise<Map<string, yauzl.Entry>> {
 function readEntry(zip: yauzl.ZipFile, entry: yauzl.Entry): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     zip.openReadStream(entry, (err, stream) => {
-      if (err || !stream) { reject(err ?? new Error('no stream')); return; }
+      if (err || !stream) {
+        reject(err ?? new Error('no stream'));
+        return;
+      }
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => chunks.push(c));
       stream.on('end', () => resolve(Buffer.concat(chunks)));
@@ -55,7 +66,8 @@ export async function readTorchCheckpoint(file: string): Promise<Map<string, Ten
     try {
       for (const [name, value] of root) {
         const ref = value as TensorRef;
-        if (typeof name !== 'string' || !ref || ref.kind !== 'tensor') throw new UserError(`${file}: entry ${JSON.stringify(name)} is not a tensor`);
+        if (typeof name !== 'string' || !ref || ref.kind !== 'tensor')
+          throw new UserError(`${file}: entry ${JSON.stringify(name)} is not a tensor`);
         const { storage } = ref;
         let bytes = storages.get(storage.key);
         if (!bytes) {
@@ -65,19 +77,30 @@ export async function readTorchCheckpoint(file: string): Promise<Map<string, Ten
           storages.set(storage.key, bytes);
         }
         const item = ITEM_SIZE[storage.dtype];
-        if (bytes.length < storage.numel * item) throw new UserError(`${file}: storage ${storage.key} holds ${bytes.length} bytes, fewer than ${storage.numel} elements`);
+        if (bytes.length < storage.numel * item)
+          throw new UserError(
+            `${file}: storage ${storage.key} holds ${bytes.length} bytes, fewer than ${storage.numel} elements`,
+          );
         // The view must stay inside its storage.
         let last = ref.offset;
         for (let d = 0; d < ref.shape.length; d++) {
-          if (!(ref.shape[d]! >= 0) || !(ref.stride[d]! >= 0)) throw new UserError(`${file}: tensor '${name}' has a bad shape or stride`);
+          if (!(ref.shape[d]! >= 0) || !(ref.stride[d]! >= 0))
+            throw new UserError(`${file}: tensor '${name}' has a bad shape or stride`);
           if (ref.shape[d]! > 0) last += (ref.shape[d]! - 1) * ref.stride[d]!;
         }
         const numel = ref.shape.reduce((a, b) => a * b, 1);
-        if (numel > 0 && (ref.offset < 0 || last >= storage.numel)) throw new UserError(`${file}: tensor '${name}' reaches outside its storage`);
-        const t = tidy(() => noGrad(() => {
-          const flat = fromBytes(new Uint8Array(bytes!.buffer, bytes!.byteOffset, storage.numel * item), storage.dtype, [storage.numel]);
-          return flat.asStrided(ref.shape, ref.stride, ref.offset).contiguous().clone().keep();
-        }));
+        if (numel > 0 && (ref.offset < 0 || last >= storage.numel))
+          throw new UserError(`${file}: tensor '${name}' reaches outside its storage`);
+        const t = tidy(() =>
+          noGrad(() => {
+            const flat = fromBytes(
+              new Uint8Array(bytes!.buffer, bytes!.byteOffset, storage.numel * item),
+              storage.dtype,
+              [storage.numel],
+            );
+            return flat.asStrided(ref.shape, ref.stride, ref.offset).contiguous().clone().keep();
+          }),
+        );
         out.set(name, t);
       }
     } catch (e) {

@@ -8,7 +8,13 @@ export const ARCHITECTURES: readonly Architecture[] = ['llama', 'mistral', 'qwen
 
 export type RopeScaling =
   | { type: 'linear'; factor: number }
-  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number };
+  | {
+      type: 'llama3';
+      factor: number;
+      lowFreqFactor: number;
+      highFreqFactor: number;
+      originalMaxPositionEmbeddings: number;
+    };
 
 export interface ModelConfig {
   architecture: Architecture;
@@ -41,7 +47,8 @@ function tokenIds(f: Fields, key: string): number[] {
   const v = f.raw(key);
   if (v === undefined || v === null) return [];
   const list = Array.isArray(v) ? v : [v];
-  if (!list.every((x) => Number.isSafeInteger(x) && x >= 0)) f.fail(key, `must be a token id or a list of them, got ${JSON.stringify(v)}`);
+  if (!list.every((x) => Number.isSafeInteger(x) && x >= 0))
+    f.fail(key, `must be a token id or a list of them, got ${JSON.stringify(v)}`);
   return list as number[];
 }
 
@@ -54,14 +61,17 @@ function ropeScaling(f: Fields): RopeScaling | null {
   if (type === 'linear') return { type, factor };
   if (type === 'llama3') {
     return {
-      type, factor,
+      type,
+      factor,
       lowFreqFactor: r.num('low_freq_factor', { exclusiveMin: 0 }),
       highFreqFactor: r.num('high_freq_factor', { exclusiveMin: 0 }),
       originalMaxPositionEmbeddings: r.int('original_max_position_embeddings', { min: 1 }),
     };
   }
   if (type === 'default') return null;
-  throw new UserError(`${f.where}: field 'rope_scaling' has type '${type}', which is not supported (supported: linear, llama3)`);
+  throw new UserError(
+    `${f.where}: field 'rope_scaling' has type '${type}', which is not supported (supported: linear, llama3)`,
+  );
 }
 
 /** Validates a parsed config.json. `where` names it in errors. */
@@ -71,12 +81,15 @@ export function parseModelConfig(json: unknown, where: string): ModelConfig {
   const hiddenSize = f.int('hidden_size', { min: 1 });
   const numHeads = f.int('num_attention_heads', { min: 1 });
   const numKvHeads = f.int('num_key_value_heads', { default: numHeads, min: 1 });
-  if (numHeads % numKvHeads !== 0) f.fail('num_key_value_heads', `(${numKvHeads}) must divide num_attention_heads (${numHeads})`);
-  if (!f.has('head_dim') && hiddenSize % numHeads !== 0) f.fail('hidden_size', `(${hiddenSize}) must be a multiple of num_attention_heads (${numHeads})`);
+  if (numHeads % numKvHeads !== 0)
+    f.fail('num_key_value_heads', `(${numKvHeads}) must divide num_attention_heads (${numHeads})`);
+  if (!f.has('head_dim') && hiddenSize % numHeads !== 0)
+    f.fail('hidden_size', `(${hiddenSize}) must be a multiple of num_attention_heads (${numHeads})`);
   const headDim = f.int('head_dim', { default: hiddenSize / numHeads, min: 2 });
   if (headDim % 2 !== 0) f.fail('head_dim', `must be even for rotary embeddings, got ${headDim}`);
   const act = f.str('hidden_act', { default: 'silu' });
-  if (act !== 'silu' && act !== 'swish') f.fail('hidden_act', `'${act}' is not supported (LLaMA-family models use silu)`);
+  if (act !== 'silu' && act !== 'swish')
+    f.fail('hidden_act', `'${act}' is not supported (LLaMA-family models use silu)`);
   const attentionBias = f.bool('attention_bias', false);
   let slidingWindow: number | null = null;
   if (architecture === 'mistral') slidingWindow = f.optInt('sliding_window', { min: 1 });
@@ -114,7 +127,9 @@ export function readModelConfig(file: string): ModelConfig {
 
 /** The config.json a Hugging Face folder would carry for this model. */
 export function toHfConfig(c: ModelConfig, torchDtype = 'float32'): Record<string, unknown> {
-  const archName = { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' }[c.architecture];
+  const archName = { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' }[
+    c.architecture
+  ];
   const out: Record<string, unknown> = {
     architectures: [archName],
     model_type: c.architecture,
@@ -128,14 +143,26 @@ export function toHfConfig(c: ModelConfig, torchDtype = 'float32'): Record<strin
     hidden_act: 'silu',
     rms_norm_eps: c.rmsNormEps,
     rope_theta: c.ropeTheta,
-    rope_scaling: c.ropeScaling === null ? null : c.ropeScaling.type === 'linear'
-      ? { rope_type: 'linear', factor: c.ropeScaling.factor }
-      : { rope_type: 'llama3', factor: c.ropeScaling.factor, low_freq_factor: c.ropeScaling.lowFreqFactor, high_freq_factor: c.ropeScaling.highFreqFactor, original_max_position_embeddings: c.ropeScaling.originalMaxPositionEmbeddings },
+    rope_scaling:
+      c.ropeScaling === null
+        ? null
+        : c.ropeScaling.type === 'linear'
+          ? { rope_type: 'linear', factor: c.ropeScaling.factor }
+          : {
+              rope_type: 'llama3',
+              factor: c.ropeScaling.factor,
+              low_freq_factor: c.ropeScaling.lowFreqFactor,
+              high_freq_factor: c.ropeScaling.highFreqFactor,
+              original_max_position_embeddings: c.ropeScaling.originalMaxPositionEmbeddings,
+            },
     max_position_embeddings: c.maxPositionEmbeddings,
     tie_word_embeddings: c.tieWordEmbeddings,
     torch_dtype: torchDtype,
   };
-  if (c.architecture === 'llama') { out.attention_bias = c.qkvBias; out.mlp_bias = c.mlpBias; }
+  if (c.architecture === 'llama') {
+    out.attention_bias = c.qkvBias;
+    out.mlp_bias = c.mlpBias;
+  }
   if (c.architecture === 'mistral') out.sliding_window = c.slidingWindow;
   if (c.bosTokenId !== null) out.bos_token_id = c.bosTokenId;
   if (c.eosTokenIds.length) out.eos_token_id = c.eosTokenIds.length === 1 ? c.eosTokenIds[0] : c.eosTokenIds;

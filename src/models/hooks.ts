@@ -16,9 +16,9 @@ export interface ForwardHooks {
 
 /** SwiGLU feed-forward, down(silu(gate(x)) · up(x)), each projection through the hooks. */
 export function swigluMlp(hooks: ForwardHooks, layer: number, x: Tensor, w: LayerWeights): Tensor {
-  const gate = hooks.project(layer, 'gate_proj', x, w.proj.gate_proj);                  // [B, T, I]
-  const up = hooks.project(layer, 'up_proj', x, w.proj.up_proj);                        // [B, T, I]
-  return hooks.project(layer, 'down_proj', swiglu(gate, up), w.proj.down_proj);          // [B, T, H]
+  const gate = hooks.project(layer, 'gate_proj', x, w.proj.gate_proj); // [B, T, I]
+  const up = hooks.project(layer, 'up_proj', x, w.proj.up_proj); // [B, T, I]
+  return hooks.project(layer, 'down_proj', swiglu(gate, up), w.proj.down_proj); // [B, T, H]
 }
 
 export const plainHooks: ForwardHooks = {

@@ -11,7 +11,13 @@ export class KVCache {
   /** Positions already written (the same for every row: padding is a masked position, not a gap). */
   length = 0;
 
-  constructor(c: ModelConfig, readonly batch: number, readonly maxLen: number, dtype: DType, device: Device) {
+  constructor(
+    c: ModelConfig,
+    readonly batch: number,
+    readonly maxLen: number,
+    dtype: DType,
+    device: Device,
+  ) {
     for (let l = 0; l < c.numLayers; l++) {
       this.keys.push(zeros([batch, c.numKvHeads, maxLen, c.headDim], { dtype, device }).keep());
       this.values.push(zeros([batch, c.numKvHeads, maxLen, c.headDim], { dtype, device }).keep());
@@ -22,7 +28,8 @@ export class KVCache {
   update(layer: number, k: Tensor, v: Tensor): [Tensor, Tensor] {
     if (isGradEnabled()) throw new Error('KVCache is for inference: call it under noGrad()');
     const T = k.size(2);
-    if (this.length + T > this.maxLen) throw new RangeError(`KV cache holds ${this.maxLen} positions; ${this.length + T} needed`);
+    if (this.length + T > this.maxLen)
+      throw new RangeError(`KV cache holds ${this.maxLen} positions; ${this.length + T} needed`);
     this.keys[layer]!.narrow(2, this.length, T).copy_(k);
     this.values[layer]!.narrow(2, this.length, T).copy_(v);
     return [this.keys[layer]!.narrow(2, 0, this.length + T), this.values[layer]!.narrow(2, 0, this.length + T)];

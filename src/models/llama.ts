@@ -35,14 +35,19 @@ export interface LayerContext {
 export class CausalLM {
   private readonly invFreq: number[];
 
-  constructor(readonly config: ModelConfig, readonly weights: ModelWeights, readonly dtype: DType, readonly device: Device) {
+  constructor(
+    readonly config: ModelConfig,
+    readonly weights: ModelWeights,
+    readonly dtype: DType,
+    readonly device: Device,
+  ) {
     this.invFreq = inverseFrequencies(config.headDim, config.ropeTheta, config.ropeScaling);
   }
 
   /** Logits [B, T, V] (float32) for token ids [B, T] (see ForwardOptions for other shapes). */
   forward(ids: Tensor, opts: ForwardOptions = {}): Tensor {
     return tidy(() => {
-      const h = this.hidden(ids, opts);                                                   // [B, T, H]
+      const h = this.hidden(ids, opts); // [B, T, H]
       if (opts.at) return this.head(h.reshape(-1, h.size(2)).indexSelect(0, opts.at)); // [N, V]
       return this.head(opts.lastOnly ? h.narrow(1, h.size(1) - 1, 1) : h);
     });
@@ -59,7 +64,7 @@ export class CausalLM {
     const T = ids.size(1);
     const ctx = this.context(ids, opts.attentionMask ?? null, opts.cache ?? null);
     hooks.beginForward?.(opts.attentionMask ? opts.attentionMask.narrow(1, opts.attentionMask.size(1) - T, T) : null);
-    let h = this.embed(ids);                                                              // [B, T, H]
+    let h = this.embed(ids); // [B, T, H]
     for (let l = 0; l < this.config.numLayers; l++) {
       const prev = h;
       h = tidy(() => this.layer(l, prev, ctx, hooks));
@@ -74,7 +79,9 @@ export class CausalLM {
     const max = ids.amax().item();
     const min = ids.amin().item();
     if (min < 0 || max >= this.config.vocabSize) {
-      throw new RangeError(`token id ${min < 0 ? min : max} is outside the vocabulary (0..${this.config.vocabSize - 1})`);
+      throw new RangeError(
+        `token id ${min < 0 ? min : max} is outside the vocabulary (0..${this.config.vocabSize - 1})`,
+      );
     }
     return embedding(this.weights.embed, ids);
   }
@@ -85,17 +92,20 @@ export class CausalLM {
     const past = cache?.length ?? 0;
     const window = this.config.slidingWindow;
     const windowBites = window !== null && past + T > window;
-    let positions: Tensor;                                                                // [B, T]
+    let positions: Tensor; // [B, T]
     let mask: Tensor | null = null;
     let causal = false;
     if (keyMask === null && !windowBites && (past === 0 || T === 1)) {
-      positions = arange(past, past + T, 1, { device: this.device }).unsqueeze(0).expand(B, T);
-      causal = past === 0 && T > 1;                                                      // decode step: sees all
+      positions = arange(past, past + T, 1, { device: this.device })
+        .unsqueeze(0)
+        .expand(B, T);
+      causal = past === 0 && T > 1; // decode step: sees all
     } else {
       const keys = keyMask ?? ones([B, past + T], { dtype: 'int64', device: this.device });
-      if (keys.size(1) !== past + T) throw new RangeError(`attention mask covers ${keys.size(1)} positions; ${past + T} expected`);
+      if (keys.size(1) !== past + T)
+        throw new RangeError(`attention mask covers ${keys.size(1)} positions; ${past + T} expected`);
       positions = positionsFromMask(keys).narrow(1, past, T);
-      mask = attentionMask(keys, T, window);                                              // [B, 1, T, S]
+      mask = attentionMask(keys, T, window); // [B, 1, T, S]
     }
     const rotary = rotaryTables(positions, this.invFreq, this.weights.norm);
     return { rotary, mask, causal, cache };
@@ -106,23 +116,23 @@ export class CausalLM {
     const c = this.config;
     const w = this.weights.layers[l]!;
     const [B, T] = [h.size(0), h.size(1)];
-    const x = rmsNorm(h, w.inputNorm, c.rmsNormEps);                                      // [B, T, H]
-    const q = hooks.project(l, 'q_proj', x, w.proj.q_proj).view(B, T, c.numHeads, c.headDim).transpose(1, 2);      // [B, nH, T, D]
-    let k = hooks.project(l, 'k_proj', x, w.proj.k_proj).view(B, T, c.numKvHeads, c.headDim).transpose(1, 2);     // [B, nKV, T, D]
-    let v = hooks.project(l, 'v_proj', x, w.proj.v_proj).view(B, T, c.numKvHeads, c.headDim).transpose(1, 2);     // [B, nKV, T, D]
-    const qr = applyRotary(q, ctx.rotary);                                                 // [B, nH, T, D]
+    const x = rmsNorm(h, w.inputNorm, c.rmsNormEps); // [B, T, H]
+    const q = hooks.project(l, 'q_proj', x, w.proj.q_proj).view(B, T, c.numHeads, c.headDim).transpose(1, 2); // [B, nH, T, D]
+    let k = hooks.project(l, 'k_proj', x, w.proj.k_proj).view(B, T, c.numKvHeads, c.headDim).transpose(1, 2); // [B, nKV, T, D]
+    let v = hooks.project(l, 'v_proj', x, w.proj.v_proj).view(B, T, c.numKvHeads, c.headDim).transpose(1, 2); // [B, nKV, T, D]
+    const qr = applyRotary(q, ctx.rotary); // [B, nH, T, D]
     k = applyRotary(k, ctx.rotary);
-    if (ctx.cache) [k, v] = ctx.cache.update(l, k, v);                                     // [B, nKV, S, D]
+    if (ctx.cache) [k, v] = ctx.cache.update(l, k, v); // [B, nKV, S, D]
     const rep = c.numHeads / c.numKvHeads;
     if (rep > 1) {
       const S = k.size(2);
-      k = k.unsqueeze(2).expand(B, c.numKvHeads, rep, S, c.headDim).reshape(B, c.numHeads, S, c.headDim);          // [B, nH, S, D]
+      k = k.unsqueeze(2).expand(B, c.numKvHeads, rep, S, c.headDim).reshape(B, c.numHeads, S, c.headDim); // [B, nH, S, D]
       v = v.unsqueeze(2).expand(B, c.numKvHeads, rep, S, c.headDim).reshape(B, c.numHeads, S, c.headDim);
     }
-    const attn = scaledDotProductAttention(qr, k, v, { mask: ctx.mask, causal: ctx.causal });                      // [B, nH, T, D]
-    const merged = attn.transpose(1, 2).reshape(B, T, c.numHeads * c.headDim);                                     // [B, T, nH·D]
-    const h2 = h.add(hooks.project(l, 'o_proj', merged, w.proj.o_proj));                  // [B, T, H]
-    return h2.add(hooks.mlp(l, rmsNorm(h2, w.postNorm, c.rmsNormEps), w));                // [B, T, H]
+    const attn = scaledDotProductAttention(qr, k, v, { mask: ctx.mask, causal: ctx.causal }); // [B, nH, T, D]
+    const merged = attn.transpose(1, 2).reshape(B, T, c.numHeads * c.headDim); // [B, T, nH·D]
+    const h2 = h.add(hooks.project(l, 'o_proj', merged, w.proj.o_proj)); // [B, T, H]
+    return h2.add(hooks.mlp(l, rmsNorm(h2, w.postNorm, c.rmsNormEps), w)); // [B, T, H]
   }
 
   /** Final norm and the LM head: logits [B, T, V] in float32. */

@@ -21,19 +21,48 @@ export function readLlama2cConfig(file: string): { config: ModelConfig; sharedCl
   try {
     const size = fs.fstatSync(fd).size;
     const head = Buffer.alloc(HEADER_BYTES);
-    if (size < HEADER_BYTES || fs.readSync(fd, head, 0, HEADER_BYTES, 0) !== HEADER_BYTES) throw new UserError(`${file}: too short for a llama2.c checkpoint`);
-    const [dim, hidden, layers, heads, kvHeads, vocabSigned, seqLen] = Array.from({ length: 7 }, (_, i) => head.readInt32LE(4 * i)) as number[];
+    if (size < HEADER_BYTES || fs.readSync(fd, head, 0, HEADER_BYTES, 0) !== HEADER_BYTES)
+      throw new UserError(`${file}: too short for a llama2.c checkpoint`);
+    const [dim, hidden, layers, heads, kvHeads, vocabSigned, seqLen] = Array.from({ length: 7 }, (_, i) =>
+      head.readInt32LE(4 * i),
+    ) as number[];
     const vocab = Math.abs(vocabSigned!);
-    const ok = [dim, hidden, layers, heads, kvHeads, vocab, seqLen].every((v) => v! > 0) && dim! % heads! === 0 && heads! % kvHeads! === 0 && (dim! / heads!) % 2 === 0;
-    if (!ok) throw new UserError(`${file}: not a llama2.c checkpoint (header ${[dim, hidden, layers, heads, kvHeads, vocabSigned, seqLen].join(', ')})`);
+    const ok =
+      [dim, hidden, layers, heads, kvHeads, vocab, seqLen].every((v) => v! > 0) &&
+      dim! % heads! === 0 &&
+      heads! % kvHeads! === 0 &&
+      (dim! / heads!) % 2 === 0;
+    if (!ok)
+      throw new UserError(
+        `${file}: not a llama2.c checkpoint (header ${[dim, hidden, layers, heads, kvHeads, vocabSigned, seqLen].join(', ')})`,
+      );
     const config: ModelConfig = {
-      architecture: 'llama', vocabSize: vocab, hiddenSize: dim!, intermediateSize: hidden!, numLayers: layers!,
-      numHeads: heads!, numKvHeads: kvHeads!, headDim: dim! / heads!, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: null,
-      maxPositionEmbeddings: seqLen!, tieWordEmbeddings: vocabSigned! > 0, qkvBias: false, oBias: false, mlpBias: false,
-      slidingWindow: null, bosTokenId: 1, eosTokenIds: [2], padTokenId: null,
+      architecture: 'llama',
+      vocabSize: vocab,
+      hiddenSize: dim!,
+      intermediateSize: hidden!,
+      numLayers: layers!,
+      numHeads: heads!,
+      numKvHeads: kvHeads!,
+      headDim: dim! / heads!,
+      rmsNormEps: 1e-5,
+      ropeTheta: 10000,
+      ropeScaling: null,
+      maxPositionEmbeddings: seqLen!,
+      tieWordEmbeddings: vocabSigned! > 0,
+      qkvBias: false,
+      oBias: false,
+      mlpBias: false,
+      slidingWindow: null,
+      bosTokenId: 1,
+      eosTokenIds: [2],
+      padTokenId: null,
     };
     const expected = HEADER_BYTES + 4 * tensorLayout(config).end;
-    if (size !== expected) throw new UserError(`${file}: ${size} bytes, but its header describes a llama2.c checkpoint of ${expected} bytes`);
+    if (size !== expected)
+      throw new UserError(
+        `${file}: ${size} bytes, but its header describes a llama2.c checkpoint of ${expected} bytes`,
+      );
     return { config, sharedClassifier: config.tieWordEmbeddings };
   } finally {
     fs.closeSync(fd);
@@ -45,21 +74,37 @@ function tensorLayout(c: ModelConfig) {
   const { hiddenSize: dim, intermediateSize: hid, numLayers: L, vocabSize: V } = c;
   const kvDim = c.numKvHeads * c.headDim;
   const sizes: [string, number][] = [
-    ['embed', V * dim], ['rms_att', L * dim], ['wq', L * dim * dim], ['wk', L * kvDim * dim], ['wv', L * kvDim * dim],
-    ['wo', L * dim * dim], ['rms_ffn', L * dim], ['w1', L * hid * dim], ['w2', L * dim * hid], ['w3', L * hid * dim],
-    ['rms_final', dim], ['freq_real', c.maxPositionEmbeddings * (c.headDim / 2)], ['freq_imag', c.maxPositionEmbeddings * (c.headDim / 2)],
+    ['embed', V * dim],
+    ['rms_att', L * dim],
+    ['wq', L * dim * dim],
+    ['wk', L * kvDim * dim],
+    ['wv', L * kvDim * dim],
+    ['wo', L * dim * dim],
+    ['rms_ffn', L * dim],
+    ['w1', L * hid * dim],
+    ['w2', L * dim * hid],
+    ['w3', L * hid * dim],
+    ['rms_final', dim],
+    ['freq_real', c.maxPositionEmbeddings * (c.headDim / 2)],
+    ['freq_imag', c.maxPositionEmbeddings * (c.headDim / 2)],
   ];
   if (!c.tieWordEmbeddings) sizes.push(['wcls', V * dim]);
   const at: Record<string, number> = {};
   let off = 0;
-  for (const [name, n] of sizes) { at[name] = off; off += n; }
+  for (const [name, n] of sizes) {
+    at[name] = off;
+    off += n;
+  }
   return { at, end: off };
 }
 
 /** Rows of a q/k weight from llama2.c's adjacent-pair rotary order to HF's rotate_half order. */
 export function permuteRotaryRows(w: Tensor, heads: number): Tensor {
   const [out, inp] = [w.size(0), w.size(1)];
-  return w.view(heads, out / heads / 2, 2, inp).transpose(1, 2).reshape(out, inp);        // [out, in]
+  return w
+    .view(heads, out / heads / 2, 2, inp)
+    .transpose(1, 2)
+    .reshape(out, inp); // [out, in]
 }
 
 export function loadLlama2cWeights(file: string, c: ModelConfig, opts: { dtype: DType; device: Device }): ModelWeights {
@@ -81,8 +126,14 @@ export function loadLlama2cWeights(file: string, c: ModelConfig, opts: { dtype: 
     put(`model.layers.${l}.input_layernorm.weight`, read('rms_att', l, [dim]));
     const wq = read('wq', l, [dim, dim]);
     const wk = read('wk', l, [kvDim, dim]);
-    put(`${projectionPrefix(l, 'q_proj')}.weight`, tidy(() => noGrad(() => permuteRotaryRows(wq, c.numHeads))));
-    put(`${projectionPrefix(l, 'k_proj')}.weight`, tidy(() => noGrad(() => permuteRotaryRows(wk, c.numKvHeads))));
+    put(
+      `${projectionPrefix(l, 'q_proj')}.weight`,
+      tidy(() => noGrad(() => permuteRotaryRows(wq, c.numHeads))),
+    );
+    put(
+      `${projectionPrefix(l, 'k_proj')}.weight`,
+      tidy(() => noGrad(() => permuteRotaryRows(wk, c.numKvHeads))),
+    );
     wq.dispose();
     wk.dispose();
     put(`${projectionPrefix(l, 'v_proj')}.weight`, read('wv', l, [kvDim, dim]));

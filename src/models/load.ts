@@ -29,7 +29,8 @@ export interface LoadedModel {
 }
 
 export function parseDType(s: string, where = '--dtype'): DType {
-  if (!isDType(s) || !isFloating(s) || s === 'float64') throw new UserError(`${where}: '${s}' is not a compute dtype (float32, bfloat16, float16)`);
+  if (!isDType(s) || !isFloating(s) || s === 'float64')
+    throw new UserError(`${where}: '${s}' is not a compute dtype (float32, bfloat16, float16)`);
   return s;
 }
 
@@ -40,14 +41,19 @@ export function checkComputeDType(dtype: DType, device: Device, where = '--dtype
   try {
     tidy(() => ones([2, 2], { dtype, device }).matmul(ones([2, 2], { dtype, device })));
   } catch {
-    throw new UserError(`${where}: this libtorch cannot compute in ${dtype} on ${device}; use ${dtype === 'float16' ? 'bfloat16 or ' : ''}float32`);
+    throw new UserError(
+      `${where}: this libtorch cannot compute in ${dtype} on ${device}; use ${dtype === 'float16' ? 'bfloat16 or ' : ''}float32`,
+    );
   }
 }
 
 export function parseDevice(s: string): Device {
   if (s === 'cpu') return 'cpu';
   if (s === 'cuda' || /^cuda:\d+$/.test(s)) {
-    if (!cuda.isAvailable()) throw new UserError(`--device ${s}: this libtorch has no usable CUDA (build the addon against a CUDA libtorch; see README)`);
+    if (!cuda.isAvailable())
+      throw new UserError(
+        `--device ${s}: this libtorch has no usable CUDA (build the addon against a CUDA libtorch; see README)`,
+      );
     return s as Device;
   }
   throw new UserError(`--device: '${s}' is not cpu, cuda or cuda:N`);
@@ -84,7 +90,10 @@ export function readConfigOf(p: string): ModelConfig {
 
 /** Like loadModel, but a Hugging Face folder without tokenizer files gives `tokenizer: null` (training
  * on pre-tokenised data needs none). */
-export function loadModelForTraining(p: string, opts: LoadOptions = {}): Omit<LoadedModel, 'tokenizer'> & { tokenizer: TextTokenizer | null } {
+export function loadModelForTraining(
+  p: string,
+  opts: LoadOptions = {},
+): Omit<LoadedModel, 'tokenizer'> & { tokenizer: TextTokenizer | null } {
   const hf = fs.existsSync(p) && fs.statSync(p).isDirectory();
   const hasTokenizer = ['tokenizer.json', 'tokenizer.model'].some((f) => fs.existsSync(path.join(p, f)));
   if (hf && !hasTokenizer && !opts.tokenizer) return loadModel(p, { ...opts, tokenizer: NO_TOKENIZER }) as never;
@@ -102,8 +111,13 @@ export function loadModel(p: string, opts: LoadOptions = {}): LoadedModel {
     const { config } = readLlama2cConfig(p);
     let tokFile = opts.tokenizer ?? null;
     if (tokFile === null) {
-      const guess = [`tok${config.vocabSize}.bin`, 'tokenizer.bin'].map((n) => path.join(path.dirname(p), n)).find((f) => fs.existsSync(f));
-      if (!guess) throw new UserError(`${p}: a llama2.c checkpoint needs its tokenizer: pass --tokenizer tok${config.vocabSize}.bin`);
+      const guess = [`tok${config.vocabSize}.bin`, 'tokenizer.bin']
+        .map((n) => path.join(path.dirname(p), n))
+        .find((f) => fs.existsSync(f));
+      if (!guess)
+        throw new UserError(
+          `${p}: a llama2.c checkpoint needs its tokenizer: pass --tokenizer tok${config.vocabSize}.bin`,
+        );
       tokFile = guess;
     }
     const tokenizer = loadTokenizerFor(tokFile, config);
@@ -112,8 +126,19 @@ export function loadModel(p: string, opts: LoadOptions = {}): LoadedModel {
   }
   const config = readModelConfig(path.join(p, 'config.json'));
   for (const id of generationEosIds(p)) if (!config.eosTokenIds.includes(id)) config.eosTokenIds.push(id);
-  const tokenizer = opts.tokenizer === NO_TOKENIZER ? null : opts.tokenizer ? loadTokenizerFor(opts.tokenizer, config) : TextTokenizer.fromDir(p);
-  if (tokenizer && tokenizer.eosId !== null && !config.eosTokenIds.includes(tokenizer.eosId)) config.eosTokenIds.push(tokenizer.eosId);
+  const tokenizer =
+    opts.tokenizer === NO_TOKENIZER
+      ? null
+      : opts.tokenizer
+        ? loadTokenizerFor(opts.tokenizer, config)
+        : TextTokenizer.fromDir(p);
+  if (tokenizer && tokenizer.eosId !== null && !config.eosTokenIds.includes(tokenizer.eosId))
+    config.eosTokenIds.push(tokenizer.eosId);
   const weights = loadHfWeights(p, config, { dtype, device });
-  return { model: new CausalLM(config, weights, dtype, device), tokenizer: tokenizer as TextTokenizer, format: 'hf', path: p };
+  return {
+    model: new CausalLM(config, weights, dtype, device),
+    tokenizer: tokenizer as TextTokenizer,
+    format: 'hf',
+    path: p,
+  };
 }

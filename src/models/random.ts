@@ -9,12 +9,35 @@ import { CausalLM } from './llama.js';
 import { structureWeights, weightSpecs } from './weights.js';
 
 /** A LLaMA-shaped config with the usual defaults. */
-export function llamaConfig(o: { vocab: number; hidden: number; intermediate: number; layers: number; heads: number; kvHeads?: number }): ModelConfig {
+export function llamaConfig(o: {
+  vocab: number;
+  hidden: number;
+  intermediate: number;
+  layers: number;
+  heads: number;
+  kvHeads?: number;
+}): ModelConfig {
   return {
-    architecture: 'llama', vocabSize: o.vocab, hiddenSize: o.hidden, intermediateSize: o.intermediate, numLayers: o.layers,
-    numHeads: o.heads, numKvHeads: o.kvHeads ?? o.heads, headDim: o.hidden / o.heads, rmsNormEps: 1e-5, ropeTheta: 10000,
-    ropeScaling: null, maxPositionEmbeddings: 4096, tieWordEmbeddings: false, qkvBias: false, oBias: false, mlpBias: false,
-    slidingWindow: null, bosTokenId: 1, eosTokenIds: [2], padTokenId: null,
+    architecture: 'llama',
+    vocabSize: o.vocab,
+    hiddenSize: o.hidden,
+    intermediateSize: o.intermediate,
+    numLayers: o.layers,
+    numHeads: o.heads,
+    numKvHeads: o.kvHeads ?? o.heads,
+    headDim: o.hidden / o.heads,
+    rmsNormEps: 1e-5,
+    ropeTheta: 10000,
+    ropeScaling: null,
+    maxPositionEmbeddings: 4096,
+    tieWordEmbeddings: false,
+    qkvBias: false,
+    oBias: false,
+    mlpBias: false,
+    slidingWindow: null,
+    bosTokenId: 1,
+    eosTokenIds: [2],
+    padTokenId: null,
   };
 }
 
@@ -31,5 +54,10 @@ export function randomModel(config: ModelConfig, opts: { seed: number; dtype?: D
       byName.set(s.name, t.keep());
     }
   });
-  return new CausalLM(config, structureWeights(config, (n) => byName.get(n)!), dtype, device);
+  return new CausalLM(
+    config,
+    structureWeights(config, (n) => byName.get(n)!),
+    dtype,
+    device,
+  );
 }

@@ -8,25 +8,43 @@ import type { LoadedModel } from './load.js';
 import type { Adapter } from '../adapters/adapter.js';
 import { mergeIntoWeights } from '../adapters/merge.js';
 
-const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'tokenizer.model', 'special_tokens_map.json', 'generation_config.json'];
+const TOKENIZER_FILES = [
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'tokenizer.model',
+  'special_tokens_map.json',
+  'generation_config.json',
+];
 
-export function writeMergedModel(loaded: LoadedModel, adapter: Adapter, out: string, opts: { overwrite?: boolean } = {}): void {
+export function writeMergedModel(
+  loaded: LoadedModel,
+  adapter: Adapter,
+  out: string,
+  opts: { overwrite?: boolean } = {},
+): void {
   const { model, tokenizer } = loaded;
   const { tensors, merged } = mergeIntoWeights(model, adapter);
   try {
-    writeDirAtomic(out, (dir) => {
-      writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(toHfConfig(model.config, model.dtype), null, 2) + '\n');
-      saveSafetensors(path.join(dir, 'model.safetensors'), tensors, { format: 'pt', merged_adapter: adapter.name });
-      if (loaded.format === 'hf') {
-        for (const f of TOKENIZER_FILES) {
-          const src = path.join(loaded.path, f);
-          if (fs.existsSync(src)) fs.copyFileSync(src, path.join(dir, f));
+    writeDirAtomic(
+      out,
+      (dir) => {
+        writeFileAtomic(
+          path.join(dir, 'config.json'),
+          JSON.stringify(toHfConfig(model.config, model.dtype), null, 2) + '\n',
+        );
+        saveSafetensors(path.join(dir, 'model.safetensors'), tensors, { format: 'pt', merged_adapter: adapter.name });
+        if (loaded.format === 'hf') {
+          for (const f of TOKENIZER_FILES) {
+            const src = path.join(loaded.path, f);
+            if (fs.existsSync(src)) fs.copyFileSync(src, path.join(dir, f));
+          }
+        } else {
+          writeFileAtomic(path.join(dir, 'tokenizer.json'), JSON.stringify(tokenizer.tokenizerJson) + '\n');
+          writeFileAtomic(path.join(dir, 'tokenizer_config.json'), JSON.stringify(tokenizer.config, null, 2) + '\n');
         }
-      } else {
-        writeFileAtomic(path.join(dir, 'tokenizer.json'), JSON.stringify(tokenizer.tokenizerJson) + '\n');
-        writeFileAtomic(path.join(dir, 'tokenizer_config.json'), JSON.stringify(tokenizer.config, null, 2) + '\n');
-      }
-    }, { replace: opts.overwrite ?? false });
+      },
+      { replace: opts.overwrite ?? false },
+    );
   } finally {
     for (const t of merged) t.dispose();
   }

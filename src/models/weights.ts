@@ -13,7 +13,10 @@ export const MLP_PROJECTIONS = ['gate_proj', 'up_proj', 'down_proj'] as const;
 export const PROJECTIONS = [...ATTENTION_PROJECTIONS, ...MLP_PROJECTIONS] as const;
 export type ProjName = (typeof PROJECTIONS)[number];
 
-export interface Linear { weight: Tensor; bias: Tensor | null }
+export interface Linear {
+  weight: Tensor;
+  bias: Tensor | null;
+}
 export interface LayerWeights {
   inputNorm: Tensor;
   postNorm: Tensor;
@@ -32,11 +35,18 @@ export function projectionShape(c: ModelConfig, name: ProjName): [number, number
   const q = c.numHeads * c.headDim;
   const kv = c.numKvHeads * c.headDim;
   switch (name) {
-    case 'q_proj': return [q, c.hiddenSize];
-    case 'k_proj': case 'v_proj': return [kv, c.hiddenSize];
-    case 'o_proj': return [c.hiddenSize, q];
-    case 'gate_proj': case 'up_proj': return [c.intermediateSize, c.hiddenSize];
-    case 'down_proj': return [c.hiddenSize, c.intermediateSize];
+    case 'q_proj':
+      return [q, c.hiddenSize];
+    case 'k_proj':
+    case 'v_proj':
+      return [kv, c.hiddenSize];
+    case 'o_proj':
+      return [c.hiddenSize, q];
+    case 'gate_proj':
+    case 'up_proj':
+      return [c.intermediateSize, c.hiddenSize];
+    case 'down_proj':
+      return [c.hiddenSize, c.intermediateSize];
   }
 }
 
@@ -52,7 +62,9 @@ export function projectionPrefix(layer: number, name: ProjName): string {
 
 /** Every tensor of the model: its Hugging Face name and shape, in checkpoint order. */
 export function weightSpecs(c: ModelConfig): { name: string; shape: number[] }[] {
-  const out: { name: string; shape: number[] }[] = [{ name: 'model.embed_tokens.weight', shape: [c.vocabSize, c.hiddenSize] }];
+  const out: { name: string; shape: number[] }[] = [
+    { name: 'model.embed_tokens.weight', shape: [c.vocabSize, c.hiddenSize] },
+  ];
   for (let l = 0; l < c.numLayers; l++) {
     out.push({ name: `model.layers.${l}.input_layernorm.weight`, shape: [c.hiddenSize] });
     for (const p of PROJECTIONS) {
@@ -74,7 +86,10 @@ export function structureWeights(c: ModelConfig, byName: (name: string) => Tenso
   for (let l = 0; l < c.numLayers; l++) {
     const proj = {} as Record<ProjName, Linear>;
     for (const p of PROJECTIONS) {
-      proj[p] = { weight: byName(`${projectionPrefix(l, p)}.weight`), bias: hasBias(c, p) ? byName(`${projectionPrefix(l, p)}.bias`) : null };
+      proj[p] = {
+        weight: byName(`${projectionPrefix(l, p)}.weight`),
+        bias: hasBias(c, p) ? byName(`${projectionPrefix(l, p)}.bias`) : null,
+      };
     }
     layers.push({
       inputNorm: byName(`model.layers.${l}.input_layernorm.weight`),
@@ -82,7 +97,12 @@ export function structureWeights(c: ModelConfig, byName: (name: string) => Tenso
       proj,
     });
   }
-  return { embed, layers, norm: byName('model.norm.weight'), lmHead: c.tieWordEmbeddings ? embed : byName('lm_head.weight') };
+  return {
+    embed,
+    layers,
+    norm: byName('model.norm.weight'),
+    lmHead: c.tieWordEmbeddings ? embed : byName('lm_head.weight'),
+  };
 }
 
 /** Tensors by Hugging Face name (the inverse of structureWeights). */
@@ -116,7 +136,8 @@ function openShards(dir: string): Map<string, SafetensorsHeader> {
     }
     if (!map || typeof map !== 'object') throw new UserError(`${index}: no "weight_map" object`);
     files = [...new Set(Object.values(map))].map((f) => {
-      if (typeof f !== 'string' || path.basename(f) !== f) throw new UserError(`${index}: shard name ${JSON.stringify(f)} is not a plain file name`);
+      if (typeof f !== 'string' || path.basename(f) !== f)
+        throw new UserError(`${index}: shard name ${JSON.stringify(f)} is not a plain file name`);
       return f;
     });
   } else if (fs.existsSync(single)) {
@@ -139,10 +160,15 @@ export function loadHfWeights(dir: string, c: ModelConfig, opts: { dtype: DType;
   try {
     for (const spec of weightSpecs(c)) {
       const h = shards.get(spec.name);
-      if (!h) throw new UserError(`${dir}: the checkpoint has no tensor '${spec.name}' (needed by this ${c.architecture} config)`);
+      if (!h)
+        throw new UserError(
+          `${dir}: the checkpoint has no tensor '${spec.name}' (needed by this ${c.architecture} config)`,
+        );
       const e = h.tensors.get(spec.name)!;
       if (e.shape.join(',') !== spec.shape.join(',')) {
-        throw new UserError(`${h.file}: tensor '${spec.name}' has shape [${e.shape.join(', ')}] but config.json implies [${spec.shape.join(', ')}]`);
+        throw new UserError(
+          `${h.file}: tensor '${spec.name}' has shape [${e.shape.join(', ')}] but config.json implies [${spec.shape.join(', ')}]`,
+        );
       }
       loaded.set(spec.name, loadTensor(h, spec.name, opts).keep());
     }
@@ -155,13 +181,21 @@ export function loadHfWeights(dir: string, c: ModelConfig, opts: { dtype: DType;
 
 export function disposeWeights(w: ModelWeights): void {
   const seen = new Set<Tensor>();
-  const drop = (t: Tensor | null) => { if (t && !seen.has(t)) { seen.add(t); t.dispose(); } };
+  const drop = (t: Tensor | null) => {
+    if (t && !seen.has(t)) {
+      seen.add(t);
+      t.dispose();
+    }
+  };
   drop(w.embed);
   drop(w.norm);
   drop(w.lmHead);
   for (const l of w.layers) {
     drop(l.inputNorm);
     drop(l.postNorm);
-    for (const p of PROJECTIONS) { drop(l.proj[p].weight); drop(l.proj[p].bias); }
+    for (const p of PROJECTIONS) {
+      drop(l.proj[p].weight);
+      drop(l.proj[p].bias);
+    }
   }
 }

@@ -12,12 +12,12 @@ export function attentionMask(keyMask: Tensor, queryLen: number, slidingWindow: 
   const S = keyMask.size(1);
   const past = S - queryLen;
   const device = keyMask.device;
-  const q = arange(past, S, 1, { device }).unsqueeze(1);                                // [T, 1] absolute query index
-  const k = arange(0, S, 1, { device }).unsqueeze(0);                                   // [1, S]
-  let allowed = k.le(q);                                                                // [T, S] causal
+  const q = arange(past, S, 1, { device }).unsqueeze(1); // [T, 1] absolute query index
+  const k = arange(0, S, 1, { device }).unsqueeze(0); // [1, S]
+  let allowed = k.le(q); // [T, S] causal
   if (slidingWindow !== null) allowed = allowed.logicalAnd(q.sub(k).lt(slidingWindow));
-  const keys = keyMask.ne(0).unsqueeze(1).unsqueeze(1);                                 // [B, 1, 1, S]
-  return allowed.unsqueeze(0).unsqueeze(0).logicalAnd(keys).logicalOr(k.eq(q));        // [B, 1, T, S]
+  const keys = keyMask.ne(0).unsqueeze(1).unsqueeze(1); // [B, 1, 1, S]
+  return allowed.unsqueeze(0).unsqueeze(0).logicalAnd(keys).logicalOr(k.eq(q)); // [B, 1, T, S]
 }
 
 /** Position ids that skip padding: the i-th real token of a row gets position i. keyMask [B, S] -> [B, S]. */

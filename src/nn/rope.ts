@@ -23,18 +23,21 @@ export function inverseFrequencies(headDim: number, theta: number, scaling: Rope
   });
 }
 
-export interface RotaryTables { cos: Tensor; sin: Tensor }
+export interface RotaryTables {
+  cos: Tensor;
+  sin: Tensor;
+}
 
 /** cos/sin [B, 1, T, D] for positions [B, T] (int64), computed in float32 then cast to `like`'s dtype. */
 export function rotaryTables(positions: Tensor, invFreq: number[], like: Tensor): RotaryTables {
-  const inv = tensor(invFreq, { dtype: 'float32', device: positions.device });          // [D/2]
-  const freqs = positions.to('float32').unsqueeze(-1).mul(inv);                           // [B, T, D/2]
-  const emb = cat([freqs, freqs], -1).unsqueeze(1);                                       // [B, 1, T, D]
+  const inv = tensor(invFreq, { dtype: 'float32', device: positions.device }); // [D/2]
+  const freqs = positions.to('float32').unsqueeze(-1).mul(inv); // [B, T, D/2]
+  const emb = cat([freqs, freqs], -1).unsqueeze(1); // [B, 1, T, D]
   return { cos: emb.cos().to(like.dtype), sin: emb.sin().to(like.dtype) };
 }
 
 /** x·cos + rotate_half(x)·sin, rotate_half([x1, x2]) = [-x2, x1]; x [B, H, T, D]. */
 export function applyRotary(x: Tensor, t: RotaryTables): Tensor {
-  const [x1, x2] = x.chunk(2, -1);                                                         // [B, H, T, D/2] each
+  const [x1, x2] = x.chunk(2, -1); // [B, H, T, D/2] each
   return x.mul(t.cos).add(cat([x2!.neg(), x1!], -1).mul(t.sin));
 }

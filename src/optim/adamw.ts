@@ -24,7 +24,10 @@ export class AdamW implements Optimizer {
   private readonly expAvg: Tensor[];
   private readonly expAvgSq: Tensor[];
 
-  constructor(readonly params: Tensor[], opts: AdamWOptions) {
+  constructor(
+    readonly params: Tensor[],
+    opts: AdamWOptions,
+  ) {
     this.lr = opts.lr;
     [this.beta1, this.beta2] = opts.betas ?? [0.9, 0.999];
     this.eps = opts.eps ?? 1e-8;
@@ -36,18 +39,39 @@ export class AdamW implements Optimizer {
   /** Applies one update from the parameters' current gradients (params without one are skipped). */
   step(): void {
     this.stepCount++;
-    native.adamw(this.params.map((p) => p.id), this.expAvg.map((t) => t.id), this.expAvgSq.map((t) => t.id),
-      this.stepCount, this.lr, this.beta1, this.beta2, this.eps, this.weightDecay);
+    native.adamw(
+      this.params.map((p) => p.id),
+      this.expAvg.map((t) => t.id),
+      this.expAvgSq.map((t) => t.id),
+      this.stepCount,
+      this.lr,
+      this.beta1,
+      this.beta2,
+      this.eps,
+      this.weightDecay,
+    );
   }
 
-  zeroGrad(): void { native.zeroGrad(this.params.map((p) => p.id)); }
+  zeroGrad(): void {
+    native.zeroGrad(this.params.map((p) => p.id));
+  }
 
   /** The state, borrowing the moment tensors (write them out before the next step). */
   stateDict(): OptimizerState {
     const tensors: Record<string, Tensor> = {};
-    this.expAvg.forEach((t, i) => { tensors[`exp_avg.${i}`] = t; });
-    this.expAvgSq.forEach((t, i) => { tensors[`exp_avg_sq.${i}`] = t; });
-    return { kind: this.kind, step: this.stepCount, lr: this.lr, hyper: { beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: this.weightDecay }, tensors };
+    this.expAvg.forEach((t, i) => {
+      tensors[`exp_avg.${i}`] = t;
+    });
+    this.expAvgSq.forEach((t, i) => {
+      tensors[`exp_avg_sq.${i}`] = t;
+    });
+    return {
+      kind: this.kind,
+      step: this.stepCount,
+      lr: this.lr,
+      hyper: { beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: this.weightDecay },
+      tensors,
+    };
   }
 
   /** Restores a state saved by stateDict (values are copied in, bit-exactly). */

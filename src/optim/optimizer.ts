@@ -35,5 +35,8 @@ export function checkState(state: OptimizerState, kind: string, nParams: number,
 /** Scales gradients so their global 2-norm is at most maxNorm; returns the norm before clipping
  * (torch.nn.utils.clip_grad_norm_). maxNorm = Infinity only measures. */
 export function clipGradNorm(params: Tensor[], maxNorm: number): number {
-  return native.clipGradNorm(params.map((p) => p.id), maxNorm);
+  return native.clipGradNorm(
+    params.map((p) => p.id),
+    maxNorm,
+  );
 }

@@ -23,7 +23,10 @@ export class SGD implements Optimizer {
   stepCount = 0;
   private buffers: (Tensor | null)[];
 
-  constructor(readonly params: Tensor[], opts: SGDOptions) {
+  constructor(
+    readonly params: Tensor[],
+    opts: SGDOptions,
+  ) {
     this.lr = opts.lr;
     this.momentum = opts.momentum ?? 0;
     this.dampening = opts.dampening ?? 0;
@@ -37,8 +40,15 @@ export class SGD implements Optimizer {
 
   step(): void {
     this.stepCount++;
-    const ids = native.sgd(this.params.map((p) => p.id), this.buffers.map((b) => (b ? b.id : null)),
-      this.lr, this.momentum, this.dampening, this.weightDecay, this.nesterov);
+    const ids = native.sgd(
+      this.params.map((p) => p.id),
+      this.buffers.map((b) => (b ? b.id : null)),
+      this.lr,
+      this.momentum,
+      this.dampening,
+      this.weightDecay,
+      this.nesterov,
+    );
     if (this.momentum === 0) return;
     // The addon returns every buffer: existing ones again (fresh handles) and new ones.
     const next = ids.map((id) => new Tensor(id).keep());
@@ -46,12 +56,27 @@ export class SGD implements Optimizer {
     this.buffers = next;
   }
 
-  zeroGrad(): void { native.zeroGrad(this.params.map((p) => p.id)); }
+  zeroGrad(): void {
+    native.zeroGrad(this.params.map((p) => p.id));
+  }
 
   stateDict(): OptimizerState {
     const tensors: Record<string, Tensor> = {};
-    this.buffers.forEach((t, i) => { if (t) tensors[`momentum_buffer.${i}`] = t; });
-    return { kind: this.kind, step: this.stepCount, lr: this.lr, hyper: { momentum: this.momentum, dampening: this.dampening, weightDecay: this.weightDecay, nesterov: this.nesterov }, tensors };
+    this.buffers.forEach((t, i) => {
+      if (t) tensors[`momentum_buffer.${i}`] = t;
+    });
+    return {
+      kind: this.kind,
+      step: this.stepCount,
+      lr: this.lr,
+      hyper: {
+        momentum: this.momentum,
+        dampening: this.dampening,
+        weightDecay: this.weightDecay,
+        nesterov: this.nesterov,
+      },
+      tensors,
+    };
   }
 
   loadStateDict(state: OptimizerState): void {

@@ -13,20 +13,38 @@ export async function writeChart(spec: ChartSpec, base: string): Promise<string[
   const svg = await view.toSVG();
   view.finalize();
   writeFileAtomic(`${base}.svg`, svg);
-  const png = new Resvg(svg, { background: 'white', font: { loadSystemFonts: true, defaultFontFamily: 'DejaVu Sans' }, fitTo: { mode: 'zoom', value: 2 } }).render().asPng();
+  const png = new Resvg(svg, {
+    background: 'white',
+    font: { loadSystemFonts: true, defaultFontFamily: 'DejaVu Sans' },
+    fitTo: { mode: 'zoom', value: 2 },
+  })
+    .render()
+    .asPng();
   writeFileAtomic(`${base}.png`, png);
   return [`${base}.svg`, `${base}.png`];
 }
 
-export interface LossPoint { adapter: string; step: number; loss: number; aux: number | null }
+export interface LossPoint {
+  adapter: string;
+  step: number;
+  loss: number;
+  aux: number | null;
+}
 
 /** Training loss per optimizer step for each adapter, and the load-balance loss below when there is one. */
 export function lossCurveSpec(points: LossPoint[], title: string): ChartSpec {
   const line = (field: string, label: string, data: object[]) => ({
-    width: 520, height: 220, data: { values: data },
+    width: 520,
+    height: 220,
+    data: { values: data },
     mark: { type: 'line' as const, point: data.length <= 60 },
     encoding: {
-      x: { field: 'step', type: 'quantitative' as const, title: 'optimizer step', axis: { tickMinStep: 1, format: 'd' } },
+      x: {
+        field: 'step',
+        type: 'quantitative' as const,
+        title: 'optimizer step',
+        axis: { tickMinStep: 1, format: 'd' },
+      },
       y: { field, type: 'quantitative' as const, title: label, scale: { zero: false } },
       color: { field: 'adapter', type: 'nominal' as const },
     },

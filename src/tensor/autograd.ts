@@ -6,22 +6,38 @@ import type { Tensor } from './tensor.js';
 export function noGrad<T>(fn: () => T): T {
   const prev = native.isGradEnabled();
   native.setGradEnabled(false);
-  try { return fn(); } finally { native.setGradEnabled(prev); }
+  try {
+    return fn();
+  } finally {
+    native.setGradEnabled(prev);
+  }
 }
 
 /** Runs fn with gradient recording on, even inside noGrad. */
 export function enableGrad<T>(fn: () => T): T {
   const prev = native.isGradEnabled();
   native.setGradEnabled(true);
-  try { return fn(); } finally { native.setGradEnabled(prev); }
+  try {
+    return fn();
+  } finally {
+    native.setGradEnabled(prev);
+  }
 }
 
-export function isGradEnabled(): boolean { return native.isGradEnabled(); }
+export function isGradEnabled(): boolean {
+  return native.isGradEnabled();
+}
 
 /** Back-propagates from several outputs at once, each with its upstream gradient (null for scalars). */
 export function backward(outputs: Tensor[], grads: (Tensor | null)[], retainGraph = false): void {
-  native.backward(outputs.map((t) => t.id), grads.map((g) => (g ? g.id : null)), retainGraph);
+  native.backward(
+    outputs.map((t) => t.id),
+    grads.map((g) => (g ? g.id : null)),
+    retainGraph,
+  );
 }
 
 /** Drops the gradients of these tensors (zero_grad with set_to_none). */
-export function zeroGrad(params: Tensor[]): void { native.zeroGrad(params.map((p) => p.id)); }
+export function zeroGrad(params: Tensor[]): void {
+  native.zeroGrad(params.map((p) => p.id));
+}

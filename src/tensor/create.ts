@@ -33,17 +33,29 @@ function flatten(data: Nested, shape: number[], depth: number, out: number[]): v
 
 function packInto(values: ArrayLike<number>, dtype: DType): ArrayBufferView {
   switch (dtype) {
-    case 'float32': return Float32Array.from(values);
-    case 'float64': return Float64Array.from(values);
-    case 'int64': return BigInt64Array.from(Array.from(values, (v) => {
-      if (!Number.isInteger(v)) throw new TypeError(`int64 tensor from non-integer ${v}`);
-      return BigInt(v);
-    }));
-    case 'int32': return Int32Array.from(values);
-    case 'int16': return Int16Array.from(values);
-    case 'int8': return Int8Array.from(values);
-    case 'uint8': case 'bool': return Uint8Array.from(values, (v) => (dtype === 'bool' ? (v ? 1 : 0) : v));
-    case 'float16': case 'bfloat16': return Float32Array.from(values);
+    case 'float32':
+      return Float32Array.from(values);
+    case 'float64':
+      return Float64Array.from(values);
+    case 'int64':
+      return BigInt64Array.from(
+        Array.from(values, (v) => {
+          if (!Number.isInteger(v)) throw new TypeError(`int64 tensor from non-integer ${v}`);
+          return BigInt(v);
+        }),
+      );
+    case 'int32':
+      return Int32Array.from(values);
+    case 'int16':
+      return Int16Array.from(values);
+    case 'int8':
+      return Int8Array.from(values);
+    case 'uint8':
+    case 'bool':
+      return Uint8Array.from(values, (v) => (dtype === 'bool' ? (v ? 1 : 0) : v));
+    case 'float16':
+    case 'bfloat16':
+      return Float32Array.from(values);
   }
 }
 
@@ -59,7 +71,8 @@ export function tensor(data: Nested | ArrayBufferView, opts: TensorOptions & { s
   }
   const shape = opts.shape ?? inferShape(data);
   const flat: number[] = [];
-  if (opts.shape) flatten(data, inferShape(data), 0, flat); else flatten(data, shape, 0, flat);
+  if (opts.shape) flatten(data, inferShape(data), 0, flat);
+  else flatten(data, shape, 0, flat);
   const isBool = typeof (Array.isArray(data) ? flatFirst(data) : data) === 'boolean';
   const dtype = opts.dtype ?? (isBool ? 'bool' : 'float32');
   const staging: DType = dtype === 'float16' || dtype === 'bfloat16' ? 'float32' : dtype;
@@ -84,9 +97,15 @@ function convert(t: Tensor, dtype: DType, device: Device): Tensor {
 const dt = (o: TensorOptions, d: DType = 'float32') => dtypeCode(o.dtype ?? d);
 const dev = (o: TensorOptions) => o.device ?? 'cpu';
 
-export function empty(shape: number[], o: TensorOptions = {}): Tensor { return new Tensor(native.empty(shape, dt(o), dev(o))); }
-export function zeros(shape: number[], o: TensorOptions = {}): Tensor { return new Tensor(native.zeros(shape, dt(o), dev(o))); }
-export function ones(shape: number[], o: TensorOptions = {}): Tensor { return new Tensor(native.ones(shape, dt(o), dev(o))); }
+export function empty(shape: number[], o: TensorOptions = {}): Tensor {
+  return new Tensor(native.empty(shape, dt(o), dev(o)));
+}
+export function zeros(shape: number[], o: TensorOptions = {}): Tensor {
+  return new Tensor(native.zeros(shape, dt(o), dev(o)));
+}
+export function ones(shape: number[], o: TensorOptions = {}): Tensor {
+  return new Tensor(native.ones(shape, dt(o), dev(o)));
+}
 export function full(shape: number[], value: number, o: TensorOptions = {}): Tensor {
   return new Tensor(native.full(shape, value, dt(o), dev(o)));
 }
@@ -96,13 +115,19 @@ export function arange(startOrEnd: number, end?: number, step = 1, o: TensorOpti
   return new Tensor(native.arange(s, e, step, dt(o, 'int64'), dev(o)));
 }
 /** Standard normal samples from the seeded generator (manualSeed). */
-export function randn(shape: number[], o: TensorOptions = {}): Tensor { return new Tensor(native.randn(shape, dt(o), dev(o))); }
+export function randn(shape: number[], o: TensorOptions = {}): Tensor {
+  return new Tensor(native.randn(shape, dt(o), dev(o)));
+}
 /** Uniform [0, 1) samples from the seeded generator. */
-export function rand(shape: number[], o: TensorOptions = {}): Tensor { return new Tensor(native.rand(shape, dt(o), dev(o))); }
+export function rand(shape: number[], o: TensorOptions = {}): Tensor {
+  return new Tensor(native.rand(shape, dt(o), dev(o)));
+}
 export function randint(low: number, high: number, shape: number[], o: TensorOptions = {}): Tensor {
   return new Tensor(native.randint(low, high, shape, dt(o, 'int64'), dev(o)));
 }
-export function eye(n: number, o: TensorOptions = {}): Tensor { return new Tensor(native.eye(n, dt(o), dev(o))); }
+export function eye(n: number, o: TensorOptions = {}): Tensor {
+  return new Tensor(native.eye(n, dt(o), dev(o)));
+}
 
 /** Reads `nbytes` at `offset` of a file straight into a new CPU tensor (no intermediate copy). */
 export function fromFile(file: string, offset: number, nbytes: number, dtype: DType, shape: number[]): Tensor {

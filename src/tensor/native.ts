@@ -108,8 +108,26 @@ export interface NativeAddon {
   setGradEnabled(on: boolean): void;
   isGradEnabled(): boolean;
   // optimizers
-  adamw(params: Id[], expAvg: Id[], expAvgSq: Id[], step: number, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number): void;
-  sgd(params: Id[], buffers: (Id | null)[], lr: number, momentum: number, dampening: number, weightDecay: number, nesterov: boolean): Id[];
+  adamw(
+    params: Id[],
+    expAvg: Id[],
+    expAvgSq: Id[],
+    step: number,
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    weightDecay: number,
+  ): void;
+  sgd(
+    params: Id[],
+    buffers: (Id | null)[],
+    lr: number,
+    momentum: number,
+    dampening: number,
+    weightDecay: number,
+    nesterov: boolean,
+  ): Id[];
   clipGradNorm(params: Id[], maxNorm: number): number;
   // runtime
   setNumThreads(n: number): void;
@@ -130,7 +148,9 @@ export interface NativeAddon {
 function load(): NativeAddon {
   const file = process.env.MIXLORA_ADDON ?? path.join(packageRoot(), 'native', 'build', 'Release', 'mixlora.node');
   if (!fs.existsSync(file)) {
-    throw new Error(`mixlora: the native addon is not built (${file} is missing). Run \`make setup\` (or \`npm install\`) first.`);
+    throw new Error(
+      `mixlora: the native addon is not built (${file} is missing). Run \`make setup\` (or \`npm install\`) first.`,
+    );
   }
   return createRequire(import.meta.url)(file) as NativeAddon;
 }

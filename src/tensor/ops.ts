@@ -2,8 +2,22 @@
 import { native } from './native.js';
 import { Tensor } from './tensor.js';
 
-export function cat(ts: Tensor[], dim = 0): Tensor { return new Tensor(native.cat(ts.map((t) => t.id), dim)); }
-export function stack(ts: Tensor[], dim = 0): Tensor { return new Tensor(native.stack(ts.map((t) => t.id), dim)); }
+export function cat(ts: Tensor[], dim = 0): Tensor {
+  return new Tensor(
+    native.cat(
+      ts.map((t) => t.id),
+      dim,
+    ),
+  );
+}
+export function stack(ts: Tensor[], dim = 0): Tensor {
+  return new Tensor(
+    native.stack(
+      ts.map((t) => t.id),
+      dim,
+    ),
+  );
+}
 
 /** cond ? a : b, elementwise with broadcasting; a or b may be a number. */
 export function where(cond: Tensor, a: Tensor | number, b: Tensor | number): Tensor {
@@ -21,19 +35,40 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
   return new Tensor(native.swiglu(gate.id, up.id));
 }
 
-export function embedding(weight: Tensor, ids: Tensor): Tensor { return new Tensor(native.embedding(weight.id, ids.id)); }
+export function embedding(weight: Tensor, ids: Tensor): Tensor {
+  return new Tensor(native.embedding(weight.id, ids.id));
+}
 
 export type Reduction = 'mean' | 'sum' | 'none';
 /** Cross-entropy of logits [N, C] against class ids [N]; targets equal to ignoreIndex score nothing. */
-export function crossEntropy(logits: Tensor, target: Tensor, opts: { ignoreIndex?: number; reduction?: Reduction; labelSmoothing?: number } = {}): Tensor {
-  return new Tensor(native.crossEntropy(logits.id, target.id, opts.ignoreIndex ?? -100, opts.reduction ?? 'mean', opts.labelSmoothing ?? 0));
+export function crossEntropy(
+  logits: Tensor,
+  target: Tensor,
+  opts: { ignoreIndex?: number; reduction?: Reduction; labelSmoothing?: number } = {},
+): Tensor {
+  return new Tensor(
+    native.crossEntropy(
+      logits.id,
+      target.id,
+      opts.ignoreIndex ?? -100,
+      opts.reduction ?? 'mean',
+      opts.labelSmoothing ?? 0,
+    ),
+  );
 }
 
 /** Scaled dot-product attention, q [B,H,T,D], k/v [B,H,S,D]. `mask` (bool, true = may attend) broadcasts
  * to [B,H,T,S]; `causal` instead applies the usual lower-triangular mask (T = S). libtorch's fused
  * kernel where the version has it (2.x), the plain math otherwise. */
-export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: { mask?: Tensor | null; causal?: boolean; dropout?: number } = {}): Tensor {
-  return new Tensor(native.sdpa(q.id, k.id, v.id, opts.mask ? opts.mask.id : null, opts.dropout ?? 0, opts.causal ?? false));
+export function scaledDotProductAttention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  opts: { mask?: Tensor | null; causal?: boolean; dropout?: number } = {},
+): Tensor {
+  return new Tensor(
+    native.sdpa(q.id, k.id, v.id, opts.mask ? opts.mask.id : null, opts.dropout ?? 0, opts.causal ?? false),
+  );
 }
 
 /** n samples per row of probs [.., C] (sampled with the seeded generator). */

@@ -3,15 +3,25 @@ import os from 'node:os';
 import { native } from './native.js';
 import { Tensor, type Device } from './tensor.js';
 
-export function setNumThreads(n: number): void { native.setNumThreads(n); }
-export function getNumThreads(): number { return native.getNumThreads(); }
+export function setNumThreads(n: number): void {
+  native.setNumThreads(n);
+}
+export function getNumThreads(): number {
+  return native.getNumThreads();
+}
 
 /** Seeds every generator (CPU and each CUDA device), like torch.manual_seed. */
-export function manualSeed(seed: number): void { native.manualSeed(seed); }
+export function manualSeed(seed: number): void {
+  native.manualSeed(seed);
+}
 
 /** The generator state of a device, for checkpoints; restore with setRngState. */
-export function getRngState(device: Device = 'cpu'): Tensor { return new Tensor(native.getRngState(device)); }
-export function setRngState(state: Tensor, device: Device = 'cpu'): void { native.setRngState(device, state.id); }
+export function getRngState(device: Device = 'cpu'): Tensor {
+  return new Tensor(native.getRngState(device));
+}
+export function setRngState(state: Tensor, device: Device = 'cpu'): void {
+  native.setRngState(device, state.id);
+}
 
 export const cuda = {
   isAvailable: (): boolean => native.cudaIsAvailable(),
@@ -19,7 +29,9 @@ export const cuda = {
   synchronize: (device?: number): void => native.cudaSynchronize(device),
 };
 
-export function buildInfo(): ReturnType<typeof native.buildInfo> { return native.buildInfo(); }
+export function buildInfo(): ReturnType<typeof native.buildInfo> {
+  return native.buildInfo();
+}
 
 // Default: all cores (libtorch's own default follows OMP settings, which some builds pin to 1).
 const envThreads = Number(process.env.MIXLORA_NUM_THREADS);

@@ -33,7 +33,8 @@ export function tidy<T>(fn: () => T): T {
   let ok = false;
   try {
     result = fn();
-    if (result instanceof Promise) throw new TypeError('tidy() takes a synchronous function; use scopes inside async code');
+    if (result instanceof Promise)
+      throw new TypeError('tidy() takes a synchronous function; use scopes inside async code');
     ok = true;
     return result;
   } finally {
@@ -48,7 +49,8 @@ export function tidy<T>(fn: () => T): T {
     const parent = scopes[scopes.length - 1];
     for (const t of returned) {
       if (t.isKept || t.isDisposed) continue;
-      if (parent !== undefined) parent.push(t); else guard(t);
+      if (parent !== undefined) parent.push(t);
+      else guard(t);
     }
   }
 }

@@ -6,7 +6,9 @@ import type { Piece } from './spm.js';
 
 export function readLlama2cTokenizer(file: string, vocabSize: number): Piece[] {
   const buf = readBytes(file);
-  const bad = (msg: string): never => { throw new UserError(`${file}: not a llama2.c tokenizer: ${msg}`); };
+  const bad = (msg: string): never => {
+    throw new UserError(`${file}: not a llama2.c tokenizer: ${msg}`);
+  };
   if (buf.length < 4) bad('file too short');
   const maxLen = buf.readInt32LE(0);
   if (maxLen <= 0 || maxLen > 1024) bad(`max token length ${maxLen}`);
@@ -21,9 +23,19 @@ export function readLlama2cTokenizer(file: string, vocabSize: number): Piece[] {
     let text = buf.toString('utf8', off, off + len);
     off += len;
     let type: Piece['type'] = 'normal';
-    if (i === 0) { type = 'unknown'; text = '<unk>'; } else if (i === 1) { type = 'control'; text = '<s>'; } else if (i === 2) { type = 'control'; text = '</s>'; } else if (/^<0x[0-9A-F]{2}>$/.test(text)) type = 'byte';
+    if (i === 0) {
+      type = 'unknown';
+      text = '<unk>';
+    } else if (i === 1) {
+      type = 'control';
+      text = '<s>';
+    } else if (i === 2) {
+      type = 'control';
+      text = '</s>';
+    } else if (/^<0x[0-9A-F]{2}>$/.test(text)) type = 'byte';
     pieces.push({ piece: type === 'normal' ? text.replaceAll(' ', '▁') : text, score, type });
   }
-  if (off !== buf.length) bad(`${buf.length - off} bytes left over after ${vocabSize} tokens (does the model's vocabulary match?)`);
+  if (off !== buf.length)
+    bad(`${buf.length - off} bytes left over after ${vocabSize} tokens (does the model's vocabulary match?)`);
   return pieces;
 }

@@ -6,8 +6,13 @@ import type { Piece, PieceType, SpmSpecials } from './spm.js';
 
 class ProtoReader {
   pos = 0;
-  constructor(readonly buf: Uint8Array, readonly file: string) {}
-  get done(): boolean { return this.pos >= this.buf.length; }
+  constructor(
+    readonly buf: Uint8Array,
+    readonly file: string,
+  ) {}
+  get done(): boolean {
+    return this.pos >= this.buf.length;
+  }
   varint(): number {
     let result = 0;
     let shift = 0;
@@ -35,9 +40,14 @@ class ProtoReader {
       const wire = key & 7;
       if (wire === 0) yield [field, wire, this.varint()];
       else if (wire === 2) yield [field, wire, this.bytes()];
-      else if (wire === 5) { const v = new DataView(this.buf.buffer, this.buf.byteOffset + this.pos, 4).getFloat32(0, true); this.pos += 4; yield [field, wire, v]; }
-      else if (wire === 1) { this.pos += 8; yield [field, wire, 0]; }
-      else throw new UserError(`${this.file}: unsupported protobuf wire type ${wire}`);
+      else if (wire === 5) {
+        const v = new DataView(this.buf.buffer, this.buf.byteOffset + this.pos, 4).getFloat32(0, true);
+        this.pos += 4;
+        yield [field, wire, v];
+      } else if (wire === 1) {
+        this.pos += 8;
+        yield [field, wire, 0];
+      } else throw new UserError(`${this.file}: unsupported protobuf wire type ${wire}`);
     }
   }
 }
@@ -72,10 +82,15 @@ export function readSentencePieceModel(file: string): { pieces: Piece[]; special
     }
   }
   if (pieces.length === 0) throw new UserError(`${file}: not a SentencePiece model (no pieces)`);
-  if (modelType !== 2) throw new UserError(`${file}: SentencePiece model type ${modelType === 1 ? 'unigram' : modelType} is not supported (BPE only; provide tokenizer.json)`);
-  if (!byteFallback) throw new UserError(`${file}: SentencePiece BPE without byte fallback is not supported (provide tokenizer.json)`);
+  if (modelType !== 2)
+    throw new UserError(
+      `${file}: SentencePiece model type ${modelType === 1 ? 'unigram' : modelType} is not supported (BPE only; provide tokenizer.json)`,
+    );
+  if (!byteFallback)
+    throw new UserError(`${file}: SentencePiece BPE without byte fallback is not supported (provide tokenizer.json)`);
   for (const k of ['unk', 'bos', 'eos'] as const) {
-    if (!(specials[k] >= 0 && specials[k] < pieces.length)) throw new UserError(`${file}: ${k}_id ${specials[k]} is outside the vocabulary`);
+    if (!(specials[k] >= 0 && specials[k] < pieces.length))
+      throw new UserError(`${file}: ${k}_id ${specials[k]} is outside the vocabulary`);
   }
   return { pieces, specials };
 }

@@ -3,13 +3,19 @@
 // ranked by the score of the merged piece, "▁" for spaces, a dummy prefix.
 
 export type PieceType = 'normal' | 'unknown' | 'control' | 'byte' | 'user' | 'unused';
-export interface Piece { piece: string; score: number; type: PieceType }
+export interface Piece {
+  piece: string;
+  score: number;
+  type: PieceType;
+}
 
 /** Merges as Hugging Face's SentencePieceExtractor derives them: every split of a piece into two
  * pieces of the vocabulary, ordered by the merged piece's score (best first), ties by the ids. */
 export function deriveMerges(pieces: Piece[]): [string, string][] {
   const vocab = new Map<string, number>();
-  pieces.forEach((p, i) => { if (!vocab.has(p.piece)) vocab.set(p.piece, i); });
+  pieces.forEach((p, i) => {
+    if (!vocab.has(p.piece)) vocab.set(p.piece, i);
+  });
   const merges: { l: string; r: string; score: number; order: number }[] = [];
   let order = 0;
   for (const p of pieces) {
@@ -27,20 +33,40 @@ export function deriveMerges(pieces: Piece[]): [string, string][] {
   return merges.map((m) => [m.l, m.r]);
 }
 
-export interface SpmSpecials { unk: number; bos: number; eos: number }
+export interface SpmSpecials {
+  unk: number;
+  bos: number;
+  eos: number;
+}
 
 /** tokenizer.json (object) and tokenizer_config.json (object) for a SentencePiece BPE vocabulary. */
 export function spmToTokenizerJson(pieces: Piece[], specials: SpmSpecials): { tokenizer: object; config: object } {
   const vocab: Record<string, number> = {};
-  pieces.forEach((p, i) => { if (!(p.piece in vocab)) vocab[p.piece] = i; });
-  const special = (id: number) => ({ id, content: pieces[id]!.piece, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  pieces.forEach((p, i) => {
+    if (!(p.piece in vocab)) vocab[p.piece] = i;
+  });
+  const special = (id: number) => ({
+    id,
+    content: pieces[id]!.piece,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  });
   const addedTokens = pieces.flatMap((p, i) => (p.type === 'control' || p.type === 'unknown' ? [special(i)] : []));
   const tokenizer = {
     version: '1.0',
     truncation: null,
     padding: null,
     added_tokens: addedTokens,
-    normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '▁' }, { type: 'Replace', pattern: { String: ' ' }, content: '▁' }] },
+    normalizer: {
+      type: 'Sequence',
+      normalizers: [
+        { type: 'Prepend', prepend: '▁' },
+        { type: 'Replace', pattern: { String: ' ' }, content: '▁' },
+      ],
+    },
     pre_tokenizer: null,
     post_processor: null,
     decoder: {
@@ -53,9 +79,16 @@ export function spmToTokenizerJson(pieces: Piece[], specials: SpmSpecials): { to
       ],
     },
     model: {
-      type: 'BPE', dropout: null, unk_token: pieces[specials.unk]!.piece, continuing_subword_prefix: null,
-      end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, ignore_merges: false,
-      vocab, merges: deriveMerges(pieces.filter((p) => p.type === 'normal' || p.type === 'user')),
+      type: 'BPE',
+      dropout: null,
+      unk_token: pieces[specials.unk]!.piece,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: true,
+      byte_fallback: true,
+      ignore_merges: false,
+      vocab,
+      merges: deriveMerges(pieces.filter((p) => p.type === 'normal' || p.type === 'user')),
     },
   };
   const config = {

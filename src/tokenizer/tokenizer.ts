@@ -10,11 +10,15 @@ import { readLlama2cTokenizer } from './llama2c.js';
 import { readSentencePieceModel } from './sentencepiece.js';
 import { spmToTokenizerJson } from './spm.js';
 
-export interface ChatMessage { role: string; content: string }
+export interface ChatMessage {
+  role: string;
+  content: string;
+}
 
 function tokenContent(v: unknown): string | null {
   if (typeof v === 'string') return v;
-  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
+  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string')
+    return (v as { content: string }).content;
   return null;
 }
 
@@ -29,7 +33,11 @@ export class TextTokenizer {
   private readonly addEos: boolean;
   private readonly chatTemplate: string | null;
 
-  constructor(readonly tokenizerJson: object, readonly config: Record<string, unknown>, readonly source: string) {
+  constructor(
+    readonly tokenizerJson: object,
+    readonly config: Record<string, unknown>,
+    readonly source: string,
+  ) {
     try {
       this.tok = new Tokenizer(tokenizerJson, config);
     } catch (e) {
@@ -37,7 +45,7 @@ export class TextTokenizer {
     }
     const id = (key: string) => {
       const content = tokenContent(config[key]);
-      return content === null ? null : this.tok.token_to_id(content) ?? null;
+      return content === null ? null : (this.tok.token_to_id(content) ?? null);
     };
     this.bosId = id('bos_token');
     this.eosId = id('eos_token');
@@ -47,14 +55,16 @@ export class TextTokenizer {
     this.vocabSize = this.tok.get_vocab(true).size;
     const tpl = config.chat_template;
     if (typeof tpl === 'string') this.chatTemplate = tpl;
-    else if (Array.isArray(tpl)) this.chatTemplate = (tpl.find((t) => t?.name === 'default')?.template as string | undefined) ?? null;
+    else if (Array.isArray(tpl))
+      this.chatTemplate = (tpl.find((t) => t?.name === 'default')?.template as string | undefined) ?? null;
     else this.chatTemplate = null;
   }
 
   /** Token ids of text; with `special` (default), BOS/EOS as the tokenizer's config says. */
   encode(text: string, opts: { special?: boolean } = {}): number[] {
     const special = opts.special ?? true;
-    if (this.addBos === null) return text === '' && !special ? [] : this.tok.encode(text, { add_special_tokens: special }).ids;
+    if (this.addBos === null)
+      return text === '' && !special ? [] : this.tok.encode(text, { add_special_tokens: special }).ids;
     const ids = text === '' ? [] : this.tok.encode(text, { add_special_tokens: false }).ids;
     if (special && this.addBos && this.bosId !== null) ids.unshift(this.bosId);
     if (special && this.addEos && this.eosId !== null) ids.push(this.eosId);
@@ -72,10 +82,16 @@ export class TextTokenizer {
     return all.startsWith(before) ? all.slice(before.length) : this.decode(newIds);
   }
 
-  tokenToId(token: string): number | null { return this.tok.token_to_id(token) ?? null; }
-  idToToken(id: number): string | null { return this.tok.id_to_token(id) ?? null; }
+  tokenToId(token: string): number | null {
+    return this.tok.token_to_id(token) ?? null;
+  }
+  idToToken(id: number): string | null {
+    return this.tok.id_to_token(id) ?? null;
+  }
 
-  get hasChatTemplate(): boolean { return this.chatTemplate !== null; }
+  get hasChatTemplate(): boolean {
+    return this.chatTemplate !== null;
+  }
 
   /** Renders messages with the tokenizer's chat template (as transformers' apply_chat_template). */
   applyChatTemplate(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): string {

@@ -16,7 +16,14 @@ import type { Optimizer, OptimizerState } from '../optim/optimizer.js';
 import { UserError } from '../util/errors.js';
 import type { TrainConfig } from './config.js';
 
-export interface StepAccumulator { ce: number; aux: number; auxCount: number; scored: number; input: number; seconds: number }
+export interface StepAccumulator {
+  ce: number;
+  aux: number;
+  auxCount: number;
+  scored: number;
+  input: number;
+  seconds: number;
+}
 
 export interface AdapterCheckpoint {
   name: string;
@@ -50,35 +57,49 @@ export function checkpointsDir(c: TrainConfig): string {
 export function listCheckpoints(c: TrainConfig): string[] {
   const dir = checkpointsDir(c);
   if (!fs.existsSync(dir)) return [];
-  return fs.readdirSync(dir)
+  return fs
+    .readdirSync(dir)
     .filter((n) => /^checkpoint-\d+$/.test(n) && fs.existsSync(path.join(dir, n, 'state.json')))
     .sort((a, b) => Number(a.split('-')[1]) - Number(b.split('-')[1]))
     .map((n) => path.join(dir, n));
 }
 
-export interface RunHandle { adapter: Adapter; optimizer: Optimizer }
+export interface RunHandle {
+  adapter: Adapter;
+  optimizer: Optimizer;
+}
 
 export function saveCheckpoint(c: TrainConfig, state: CheckpointState, runs: RunHandle[]): string {
   const target = path.join(checkpointsDir(c), `checkpoint-${state.fusedStep}`);
-  tidy(() => noGrad(() => {
-    writeDirAtomic(target, (dir) => {
-      runs.forEach(({ adapter, optimizer }) => {
-        const tensors = new Map<string, Tensor>();
-        for (const p of adapter.parameters()) {
-          tensors.set(`param.${p.name}`, p.tensor.detach().to('cpu'));
-          const g = p.tensor.grad;
-          if (g) tensors.set(`grad.${p.name}`, g.to('cpu'));
-        }
-        for (const [k, t] of Object.entries(optimizer.stateDict().tensors)) tensors.set(`optim.${k}`, t.to('cpu'));
-        saveSafetensors(path.join(dir, `${adapter.name}.safetensors`), tensors);
-      });
-      saveSafetensors(path.join(dir, 'rng.safetensors'), Object.fromEntries(state.rngDevices.map((d) => [d, getRngState(d as Device)])));
-      writeFileAtomic(path.join(dir, 'state.json'), JSON.stringify(state, null, 1) + '\n');
-    }, { replace: true });
-  }));
+  tidy(() =>
+    noGrad(() => {
+      writeDirAtomic(
+        target,
+        (dir) => {
+          runs.forEach(({ adapter, optimizer }) => {
+            const tensors = new Map<string, Tensor>();
+            for (const p of adapter.parameters()) {
+              tensors.set(`param.${p.name}`, p.tensor.detach().to('cpu'));
+              const g = p.tensor.grad;
+              if (g) tensors.set(`grad.${p.name}`, g.to('cpu'));
+            }
+            for (const [k, t] of Object.entries(optimizer.stateDict().tensors)) tensors.set(`optim.${k}`, t.to('cpu'));
+            saveSafetensors(path.join(dir, `${adapter.name}.safetensors`), tensors);
+          });
+          saveSafetensors(
+            path.join(dir, 'rng.safetensors'),
+            Object.fromEntries(state.rngDevices.map((d) => [d, getRngState(d as Device)])),
+          );
+          writeFileAtomic(path.join(dir, 'state.json'), JSON.stringify(state, null, 1) + '\n');
+        },
+        { replace: true },
+      );
+    }),
+  );
   if (c.saveTotalLimit !== null) {
     const all = listCheckpoints(c);
-    for (const old of all.slice(0, Math.max(0, all.length - c.saveTotalLimit))) fs.rmSync(old, { recursive: true, force: true });
+    for (const old of all.slice(0, Math.max(0, all.length - c.saveTotalLimit)))
+      fs.rmSync(old, { recursive: true, force: true });
   }
   return target;
 }
@@ -102,7 +123,8 @@ export function restoreCheckpoint(dir: string, state: CheckpointState, runs: Run
       noGrad(() => {
         for (const p of adapter.parameters()) {
           const t = tensors.get(`param.${p.name}`);
-          if (!t || t.shape.join(',') !== p.tensor.shape.join(',')) throw new UserError(`${dir}: checkpoint tensor param.${p.name} is missing or has another shape`);
+          if (!t || t.shape.join(',') !== p.tensor.shape.join(','))
+            throw new UserError(`${dir}: checkpoint tensor param.${p.name} is missing or has another shape`);
           p.tensor.copy_(t);
           const g = tensors.get(`grad.${p.name}`);
           p.tensor.grad = g ? g.to(p.tensor.device) : null;
@@ -116,5 +138,8 @@ export function restoreCheckpoint(dir: string, state: CheckpointState, runs: Run
     }
   });
   const { tensors: rng } = loadAll(path.join(dir, 'rng.safetensors'));
-  for (const [device, t] of rng) { setRngState(t, device as Device); t.dispose(); }
+  for (const [device, t] of rng) {
+    setRngState(t, device as Device);
+    t.dispose();
+  }
 }

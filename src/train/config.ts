@@ -62,7 +62,8 @@ function resolvePath(cf: ConfigFile, p: string): string {
 function dataFiles(cf: ConfigFile, f: Fields): string[] {
   const v = f.raw('data');
   const list = typeof v === 'string' ? [v] : v;
-  if (!Array.isArray(list) || list.length === 0 || !list.every((x) => typeof x === 'string')) f.fail('data', 'must be a file or a list of files');
+  if (!Array.isArray(list) || list.length === 0 || !list.every((x) => typeof x === 'string'))
+    f.fail('data', 'must be a file or a list of files');
   return (list as string[]).map((p) => resolvePath(cf, p));
 }
 
@@ -70,21 +71,28 @@ function adapterEntry(cf: ConfigFile, value: unknown, i: number): AdapterTrainCo
   const at = (key: string) => cf.locate(['adapters', i, key]);
   const f = Fields.of(value, `${cf.file}: adapters[${i}]`, at);
   const name = f.str('name');
-  if (!/^[A-Za-z0-9._-]+$/.test(name)) f.fail('name', `'${name}' must use letters, digits, '.', '_' and '-' only (it names a folder)`);
+  if (!/^[A-Za-z0-9._-]+$/.test(name))
+    f.fail('name', `'${name}' must use letters, digits, '.', '_' and '-' only (it names a folder)`);
   const initFrom = f.optStr('init_from');
   let adapter: AdapterConfig | null = null;
   if (f.has('adapter')) {
     if (initFrom) f.fail('adapter', 'and init_from both given: init_from brings its own config');
-    adapter = parseAdapterConfig(f.raw('adapter'), `${cf.file}: adapters[${i}].adapter`, (key) => cf.locate(['adapters', i, 'adapter', key]));
+    adapter = parseAdapterConfig(f.raw('adapter'), `${cf.file}: adapters[${i}].adapter`, (key) =>
+      cf.locate(['adapters', i, 'adapter', key]),
+    );
   } else if (!initFrom) {
     f.fail('adapter', 'is required (or init_from)');
   }
   const optimizer = f.str<OptimizerName>('optimizer', { default: 'adamw', oneOf: ['adamw', 'sgd'] as const });
   const batchSize = f.int('batch_size', { default: 16, min: 1 });
   const microBatchSize = f.int('micro_batch_size', { default: batchSize, min: 1 });
-  if (microBatchSize > batchSize) f.fail('micro_batch_size', `(${microBatchSize}) is larger than batch_size (${batchSize})`);
+  if (microBatchSize > batchSize)
+    f.fail('micro_batch_size', `(${microBatchSize}) is larger than batch_size (${batchSize})`);
   const betas = f.raw('betas');
-  if (betas !== undefined && !(Array.isArray(betas) && betas.length === 2 && betas.every((b) => typeof b === 'number' && b >= 0 && b < 1))) {
+  if (
+    betas !== undefined &&
+    !(Array.isArray(betas) && betas.length === 2 && betas.every((b) => typeof b === 'number' && b >= 0 && b < 1))
+  ) {
     f.fail('betas', 'must be [beta1, beta2] with 0 <= beta < 1');
   }
   const momentum = f.num('momentum', { default: 0, min: 0, max: 1 });
@@ -93,7 +101,9 @@ function adapterEntry(cf: ConfigFile, value: unknown, i: number): AdapterTrainCo
   const warmupRatio = f.num('warmup_ratio', { default: 0, min: 0, max: 1 });
   if (warmupSteps !== null && warmupRatio > 0) f.fail('warmup_steps', 'and warmup_ratio both given: choose one');
   const entry: AdapterTrainConfig = {
-    name, adapter, initFrom: initFrom ? resolvePath(cf, initFrom) : null,
+    name,
+    adapter,
+    initFrom: initFrom ? resolvePath(cf, initFrom) : null,
     data: dataFiles(cf, f),
     promptTemplate: f.str('prompt_template', { default: 'alpaca' }),
     trainOnInputs: f.bool('train_on_inputs', false),
@@ -107,14 +117,18 @@ function adapterEntry(cf: ConfigFile, value: unknown, i: number): AdapterTrainCo
     microBatchSize,
     numEpochs: f.num('num_epochs', { default: 1, exclusiveMin: 0 }),
     maxSteps: f.optInt('max_steps', { min: 1 }),
-    scheduler: f.str<SchedulerName>('scheduler', { default: 'constant', oneOf: ['constant', 'linear', 'cosine'] as const }),
+    scheduler: f.str<SchedulerName>('scheduler', {
+      default: 'constant',
+      oneOf: ['constant', 'linear', 'cosine'] as const,
+    }),
     warmupSteps,
     warmupRatio,
     maxGradNorm: f.optNum('max_grad_norm', { exclusiveMin: 0 }),
   };
   f.rejectUnknown();
   for (const d of entry.data) if (!fs.existsSync(d)) f.fail('data', `names ${d}, which does not exist`);
-  if (entry.initFrom && !fs.existsSync(entry.initFrom)) f.fail('init_from', `names ${entry.initFrom}, which does not exist`);
+  if (entry.initFrom && !fs.existsSync(entry.initFrom))
+    f.fail('init_from', `names ${entry.initFrom}, which does not exist`);
   return entry;
 }
 
@@ -122,7 +136,8 @@ export function parseTrainConfig(cf: ConfigFile): TrainConfig {
   const at = (key: string) => cf.locate([key]);
   const f = Fields.of(cf.value, cf.file, at);
   const dtype = f.str('dtype', { default: 'float32' });
-  if (!isDType(dtype) || !['float32', 'bfloat16', 'float16'].includes(dtype)) f.fail('dtype', `'${dtype}' is not float32, bfloat16 or float16`);
+  if (!isDType(dtype) || !['float32', 'bfloat16', 'float16'].includes(dtype))
+    f.fail('dtype', `'${dtype}' is not float32, bfloat16 or float16`);
   const baseModel = resolvePath(cf, f.str('base_model'));
   const rawAdapters = f.raw('adapters');
   if (!Array.isArray(rawAdapters) || rawAdapters.length === 0) f.fail('adapters', 'must be a non-empty list');
@@ -147,7 +162,8 @@ export function parseTrainConfig(cf: ConfigFile): TrainConfig {
   const names = cfg.adapters.map((a) => a.name);
   const dup = names.find((n, i) => names.indexOf(n) !== i);
   if (dup) throw new UserError(`${cf.file}: two adapters are named '${dup}'`);
-  if (names.includes('checkpoints')) throw new UserError(`${cf.file}: an adapter may not be named 'checkpoints' (the folder of checkpoints)`);
+  if (names.includes('checkpoints'))
+    throw new UserError(`${cf.file}: an adapter may not be named 'checkpoints' (the folder of checkpoints)`);
   return cfg;
 }
 

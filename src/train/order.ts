@@ -10,15 +10,23 @@ export class DataOrder {
   private cache: number[][] = [];
 
   /** `stream` separates the orders of adapters sharing a seed (the trainer derives it from the name). */
-  constructor(private readonly lengths: number[], private readonly batchSize: number, private readonly seed: number,
-    private readonly stream: number, private readonly groupByLength: boolean) {
+  constructor(
+    private readonly lengths: number[],
+    private readonly batchSize: number,
+    private readonly seed: number,
+    private readonly stream: number,
+    private readonly groupByLength: boolean,
+  ) {
     this.stepsPerEpoch = Math.ceil(lengths.length / batchSize);
   }
 
   /** Example indices of the step batch at `step` (0-based, over all epochs). */
   batch(step: number): number[] {
     const epoch = Math.floor(step / this.stepsPerEpoch);
-    if (epoch !== this.cacheEpoch) { this.cache = this.epochBatches(epoch); this.cacheEpoch = epoch; }
+    if (epoch !== this.cacheEpoch) {
+      this.cache = this.epochBatches(epoch);
+      this.cacheEpoch = epoch;
+    }
     return this.cache[step % this.stepsPerEpoch]!;
   }
 
@@ -26,7 +34,10 @@ export class DataOrder {
     const rng = new Rng([this.seed >>> 0, this.stream >>> 0, epoch + 1, 0x9e3779b9]);
     for (let i = 0; i < 8; i++) rng.next();
     const idx = rng.shuffle(Array.from(this.lengths, (_, i) => i));
-    const chunk = (a: number[]) => Array.from({ length: Math.ceil(a.length / this.batchSize) }, (_, i) => a.slice(i * this.batchSize, (i + 1) * this.batchSize));
+    const chunk = (a: number[]) =>
+      Array.from({ length: Math.ceil(a.length / this.batchSize) }, (_, i) =>
+        a.slice(i * this.batchSize, (i + 1) * this.batchSize),
+      );
     if (!this.groupByLength) return chunk(idx);
     const mega = this.batchSize * 50;
     const batches: number[][] = [];

@@ -28,21 +28,49 @@ export interface MicroBatch {
   microsPerStep: number;
 }
 
-export interface MicroResult { ce: number; aux: number | null; scoredTokens: number; inputTokens: number }
+export interface MicroResult {
+  ce: number;
+  aux: number | null;
+  scoredTokens: number;
+  inputTokens: number;
+}
 
-interface Packed { ids: Tensor; targets: Tensor; mask: Tensor | null; ranges: RowRange[] }
+interface Packed {
+  ids: Tensor;
+  targets: Tensor;
+  mask: Tensor | null;
+  ranges: RowRange[];
+}
 
 function pack(micro: MicroBatch[], device: CausalLM['device'], padId: number): Packed {
   const rows = micro.flatMap((m) => m.examples);
   const T = Math.max(...rows.map((e) => e.inputIds.length));
   const padded = rows.some((e) => e.inputIds.length !== T);
   let start = 0;
-  const ranges = micro.map((m) => { const r = { start, count: m.examples.length, adapter: m.adapter }; start += m.examples.length; return r; });
+  const ranges = micro.map((m) => {
+    const r = { start, count: m.examples.length, adapter: m.adapter };
+    start += m.examples.length;
+    return r;
+  });
   return {
-    ids: tensor(rows.map((e) => [...e.inputIds, ...Array<number>(T - e.inputIds.length).fill(padId)]), { dtype: 'int64', device }),
+    ids: tensor(
+      rows.map((e) => [...e.inputIds, ...Array<number>(T - e.inputIds.length).fill(padId)]),
+      { dtype: 'int64', device },
+    ),
     // Targets already shifted (position t predicts token t + 1), so the logits are scored in place.
-    targets: tensor(rows.map((e) => Array.from({ length: T }, (_, t) => (t + 1 < e.labels.length ? e.labels[t + 1]! : IGNORE_INDEX))), { dtype: 'int64', device }),
-    mask: padded ? tensor(rows.map((e) => [...Array<number>(e.inputIds.length).fill(1), ...Array<number>(T - e.inputIds.length).fill(0)]), { dtype: 'int64', device }) : null,
+    targets: tensor(
+      rows.map((e) => Array.from({ length: T }, (_, t) => (t + 1 < e.labels.length ? e.labels[t + 1]! : IGNORE_INDEX))),
+      { dtype: 'int64', device },
+    ),
+    mask: padded
+      ? tensor(
+          rows.map((e) => [
+            ...Array<number>(e.inputIds.length).fill(1),
+            ...Array<number>(T - e.inputIds.length).fill(0),
+          ]),
+          { dtype: 'int64', device },
+        )
+      : null,
     ranges,
   };
 }
@@ -60,8 +88,8 @@ function chunkRows(vocab: number): number {
  */
 function headBackward(model: CausalLM, last: Tensor, p: Packed, micro: MicroBatch[], results: MicroResult[]): Tensor {
   const H = last.size(-1);
-  const hd = last.detach().requiresGrad_();                                                 // [B, T, H]
-  const flat = hd.reshape(-1, H);                                                           // [B·T, H]
+  const hd = last.detach().requiresGrad_(); // [B, T, H]
+  const flat = hd.reshape(-1, H); // [B·T, H]
   const T = last.size(1);
   const targets = p.targets.reshape(-1).toNumbers();
   const chunk = chunkRows(model.config.vocabSize);
@@ -73,8 +101,10 @@ function headBackward(model: CausalLM, last: Tensor, p: Packed, micro: MicroBatc
     for (let c = 0; c < scored.length; c += chunk) {
       tidy(() => {
         const idx = tensor(scored.slice(c, c + chunk), { dtype: 'int64', device: model.device });
-        const logits = model.head(flat.indexSelect(0, idx));                               // [n, V]
-        const loss = crossEntropy(logits, p.targets.reshape(-1).indexSelect(0, idx), { reduction: 'sum' }).div(m.stepTokens);
+        const logits = model.head(flat.indexSelect(0, idx)); // [n, V]
+        const loss = crossEntropy(logits, p.targets.reshape(-1).indexSelect(0, idx), { reduction: 'sum' }).div(
+          m.stepTokens,
+        );
         ce += loss.item();
         loss.backward();
       });
@@ -84,11 +114,17 @@ function headBackward(model: CausalLM, last: Tensor, p: Packed, micro: MicroBatc
   return hd.grad ?? hd.zerosLike();
 }
 
-export function fusedStep(model: CausalLM, micro: MicroBatch[], opts: { recompute: boolean; padId: number }): MicroResult[] {
+export function fusedStep(
+  model: CausalLM,
+  micro: MicroBatch[],
+  opts: { recompute: boolean; padId: number },
+): MicroResult[] {
   return tidy(() => {
     const p = pack(micro, model.device, opts.padId);
     const results: MicroResult[] = micro.map((m) => ({
-      ce: 0, aux: null, scoredTokens: m.examples.reduce((n, e) => n + e.labels.slice(1).filter((t) => t !== IGNORE_INDEX).length, 0),
+      ce: 0,
+      aux: null,
+      scoredTokens: m.examples.reduce((n, e) => n + e.labels.slice(1).filter((t) => t !== IGNORE_INDEX).length, 0),
       inputTokens: m.examples.reduce((n, e) => n + e.inputIds.length, 0),
     }));
     if (opts.recompute) recomputingPass(model, micro, p, results);
@@ -100,7 +136,7 @@ export function fusedStep(model: CausalLM, micro: MicroBatch[], opts: { recomput
 function plainPass(model: CausalLM, micro: MicroBatch[], p: Packed, results: MicroResult[]): void {
   const batch = new AdapterBatch(p.ranges, { training: true });
   try {
-    const last = model.hidden(p.ids, { attentionMask: p.mask, hooks: batch });             // [B, T, H]
+    const last = model.hidden(p.ids, { attentionMask: p.mask, hooks: batch }); // [B, T, H]
     const grad = headBackward(model, last, p, micro, results);
     const roots: Tensor[] = [last];
     const grads: (Tensor | null)[] = [grad];
@@ -130,7 +166,7 @@ function recomputingPass(model: CausalLM, micro: MicroBatch[], p: Packed, result
   const inputs: Tensor[] = [];
   const rng: Tensor[] = [];
   noGrad(() => {
-    let h = model.embed(p.ids).keep();                                                      // [B, T, H]
+    let h = model.embed(p.ids).keep(); // [B, T, H]
     for (let l = 0; l < L; l++) {
       inputs.push(h);
       rng.push(getRngState().keep());
@@ -140,7 +176,8 @@ function recomputingPass(model: CausalLM, micro: MicroBatch[], p: Packed, result
     inputs.push(h);
   });
   const endState = getRngState().keep();
-  const realTokens = (r: RowRange) => (tokenMask ? tokenMask.narrow(0, r.start, r.count).sum().item() : r.count * p.ids.size(1));
+  const realTokens = (r: RowRange) =>
+    tokenMask ? tokenMask.narrow(0, r.start, r.count).sum().item() : r.count * p.ids.size(1);
   const totals = micro.map((m, i) => {
     const moe = m.adapter.config.moe;
     if (!moe) return null;
@@ -161,7 +198,7 @@ function recomputingPass(model: CausalLM, micro: MicroBatch[], p: Packed, result
         const batch = new AdapterBatch(p.ranges, { training: true });
         batch.beginForward(tokenMask);
         try {
-          const out = model.layer(l, hin, ctx, batch);                                        // [B, T, H]
+          const out = model.layer(l, hin, ctx, batch); // [B, T, H]
           let surrogate = out.mul(upstream).sum();
           micro.forEach((m, i) => {
             const moe = m.adapter.config.moe;

@@ -22,13 +22,26 @@ import { DataOrder } from './order.js';
 import { lrMultiplier, warmupSteps } from './schedule.js';
 import { fusedStep, type MicroBatch } from './step.js';
 import {
-  checkpointsDir, configDigest, listCheckpoints, readCheckpointState, restoreCheckpoint, saveCheckpoint,
-  type CheckpointState, type StepAccumulator,
+  checkpointsDir,
+  configDigest,
+  listCheckpoints,
+  readCheckpointState,
+  restoreCheckpoint,
+  saveCheckpoint,
+  type CheckpointState,
+  type StepAccumulator,
 } from './checkpoint.js';
 
 export interface MetricsLine {
-  adapter: string; step: number; epoch: number; loss: number; aux: number | null; lr: number;
-  tokens: number; tokens_per_s: number; grad_norm: number | null;
+  adapter: string;
+  step: number;
+  epoch: number;
+  loss: number;
+  aux: number | null;
+  lr: number;
+  tokens: number;
+  tokens_per_s: number;
+  grad_norm: number | null;
 }
 
 interface AdapterRun {
@@ -47,48 +60,89 @@ interface AdapterRun {
   bar: ProgressBar | null;
 }
 
-export interface TrainResult { outputs: Record<string, string>; metricsFile: string; charts: string[]; fusedSteps: number; resumedFrom: string | null }
+export interface TrainResult {
+  outputs: Record<string, string>;
+  metricsFile: string;
+  charts: string[];
+  fusedSteps: number;
+  resumedFrom: string | null;
+}
 
 const emptyAcc = (): StepAccumulator => ({ ce: 0, aux: 0, auxCount: 0, scored: 0, input: 0, seconds: 0 });
 
-export async function train(cfg: TrainConfig, opts: { resume?: boolean; progress?: Progress } = {}): Promise<TrainResult> {
+export async function train(
+  cfg: TrainConfig,
+  opts: { resume?: boolean; progress?: Progress } = {},
+): Promise<TrainResult> {
   const log = (s: string) => opts.progress?.log(s);
   const metricsFile = path.join(cfg.outputDir, 'metrics.jsonl');
 
   // ---- the run's folder: a new run, or the one being resumed -----------------------------------
   const checkpoints = listCheckpoints(cfg);
   if (!opts.resume && (checkpoints.length > 0 || fs.existsSync(metricsFile))) {
-    throw new UserError(`${cfg.outputDir} already holds a training run: continue it with --resume, or choose another output_dir`);
+    throw new UserError(
+      `${cfg.outputDir} already holds a training run: continue it with --resume, or choose another output_dir`,
+    );
   }
   const resumeFrom = opts.resume && checkpoints.length > 0 ? checkpoints[checkpoints.length - 1]! : null;
   const state = resumeFrom ? readCheckpointState(resumeFrom) : null;
   if (state && state.configDigest !== configDigest(cfg)) {
-    throw new UserError(`${resumeFrom}: the config changed since this checkpoint was written; resume with the same config, or start a new output_dir`);
+    throw new UserError(
+      `${resumeFrom}: the config changed since this checkpoint was written; resume with the same config, or start a new output_dir`,
+    );
   }
   if (opts.resume && !resumeFrom) log('no complete checkpoint found: starting from the beginning');
   if (opts.resume) removeUnfinishedCheckpoints(cfg);
 
   // ---- model, adapters, data, optimizers -------------------------------------------------------
   manualSeed(cfg.seed);
-  const { model, tokenizer } = loadModelForTraining(cfg.baseModel, { dtype: parseDType(cfg.dtype, 'dtype'), device: parseDevice(cfg.device), tokenizer: cfg.tokenizer });
+  const { model, tokenizer } = loadModelForTraining(cfg.baseModel, {
+    dtype: parseDType(cfg.dtype, 'dtype'),
+    device: parseDevice(cfg.device),
+    tokenizer: cfg.tokenizer,
+  });
   const runs: AdapterRun[] = [];
   for (const a of cfg.adapters) {
     // Each adapter's initial weights depend on the seed and its name only, not on the other adapters.
     manualSeed(initSeed(cfg.seed, a.name));
-    const adapter = a.initFrom ? await loadAdapter(a.initFrom, model, a.name) : Adapter.create(a.name, { ...a.adapter!, baseModel: cfg.baseModel }, model);
+    const adapter = a.initFrom
+      ? await loadAdapter(a.initFrom, model, a.name)
+      : Adapter.create(a.name, { ...a.adapter!, baseModel: cfg.baseModel }, model);
     adapter.requiresGrad_();
     const { examples, stats } = loadAllExamples(a, tokenizer, cfg.cutoffLen, model.config.vocabSize);
-    const order = new DataOrder(examples.map((e) => e.inputIds.length), a.batchSize, cfg.seed, nameHash(a.name), cfg.groupByLength);
+    const order = new DataOrder(
+      examples.map((e) => e.inputIds.length),
+      a.batchSize,
+      cfg.seed,
+      nameHash(a.name),
+      cfg.groupByLength,
+    );
     const totalSteps = Math.min(Math.ceil(order.stepsPerEpoch * a.numEpochs), a.maxSteps ?? Number.POSITIVE_INFINITY);
     const params = adapter.parameters().map((p) => p.tensor);
-    const optimizer = a.optimizer === 'adamw'
-      ? new AdamW(params, { lr: a.lr, betas: a.betas, eps: a.eps, weightDecay: a.weightDecay })
-      : new SGD(params, { lr: a.lr, momentum: a.momentum, weightDecay: a.weightDecay });
-    runs.push({ cfg: a, adapter, optimizer, examples, stats, order, totalSteps, warmup: warmupSteps(totalSteps, a.warmupSteps, a.warmupRatio),
-      step: 0, micro: 0, done: false, acc: emptyAcc(), bar: null });
-    log(`${a.name}: ${describeAdapter(adapter.config)}, ${adapter.parameterCount().toLocaleString('en-US')} trainable parameters; ` +
-      `${examples.length} examples (${stats.truncated} truncated to ${cfg.cutoffLen} tokens${stats.droppedUnscored ? `, ${stats.droppedUnscored} dropped with nothing to score` : ''}), ` +
-      `${totalSteps} steps of ${a.batchSize} (micro-batches of ${a.microBatchSize})`);
+    const optimizer =
+      a.optimizer === 'adamw'
+        ? new AdamW(params, { lr: a.lr, betas: a.betas, eps: a.eps, weightDecay: a.weightDecay })
+        : new SGD(params, { lr: a.lr, momentum: a.momentum, weightDecay: a.weightDecay });
+    runs.push({
+      cfg: a,
+      adapter,
+      optimizer,
+      examples,
+      stats,
+      order,
+      totalSteps,
+      warmup: warmupSteps(totalSteps, a.warmupSteps, a.warmupRatio),
+      step: 0,
+      micro: 0,
+      done: false,
+      acc: emptyAcc(),
+      bar: null,
+    });
+    log(
+      `${a.name}: ${describeAdapter(adapter.config)}, ${adapter.parameterCount().toLocaleString('en-US')} trainable parameters; ` +
+        `${examples.length} examples (${stats.truncated} truncated to ${cfg.cutoffLen} tokens${stats.droppedUnscored ? `, ${stats.droppedUnscored} dropped with nothing to score` : ''}), ` +
+        `${totalSteps} steps of ${a.batchSize} (micro-batches of ${a.microBatchSize})`,
+    );
   }
   manualSeed(cfg.seed);
   let fused = 0;
@@ -121,7 +175,10 @@ export async function train(cfg: TrainConfig, opts: { resume?: boolean; progress
     active.forEach((r, i) => {
       const res = results[i]!;
       r.acc.ce += res.ce;
-      if (res.aux !== null) { r.acc.aux += res.aux; r.acc.auxCount++; }
+      if (res.aux !== null) {
+        r.acc.aux += res.aux;
+        r.acc.auxCount++;
+      }
       r.acc.scored += res.scoredTokens;
       r.acc.input += res.inputTokens;
       r.acc.seconds += seconds;
@@ -137,9 +194,16 @@ export async function train(cfg: TrainConfig, opts: { resume?: boolean; progress
       if (!finished) log(`checkpoint ${where}`);
     }
   }
-  for (const r of runs) { r.bar?.stop(); r.optimizer.dispose(); r.adapter.dispose(); }
+  for (const r of runs) {
+    r.bar?.stop();
+    r.optimizer.dispose();
+    r.adapter.dispose();
+  }
   model.dispose();
-  const charts = await writeChart(lossCurveSpec(readMetrics(metricsFile), `training loss (${path.basename(cfg.outputDir)})`), path.join(cfg.outputDir, 'loss'));
+  const charts = await writeChart(
+    lossCurveSpec(readMetrics(metricsFile), `training loss (${path.basename(cfg.outputDir)})`),
+    path.join(cfg.outputDir, 'loss'),
+  );
   for (const a of cfg.adapters) outputs[a.name] ??= path.join(cfg.outputDir, a.name);
   return { outputs, metricsFile, charts, fusedSteps: fused, resumedFrom: resumeFrom };
 }
@@ -155,11 +219,21 @@ function initSeed(seed: number, name: string): number {
   return (seed * 1000003 + nameHash(name)) % 2 ** 48;
 }
 
-function loadAllExamples(a: AdapterTrainConfig, tokenizer: TextTokenizer | null, cutoffLen: number, vocabSize: number): { examples: Example[]; stats: DatasetStats } {
+function loadAllExamples(
+  a: AdapterTrainConfig,
+  tokenizer: TextTokenizer | null,
+  cutoffLen: number,
+  vocabSize: number,
+): { examples: Example[]; stats: DatasetStats } {
   const examples: Example[] = [];
   const stats: DatasetStats = { records: 0, truncated: 0, droppedUnscored: 0, tokens: 0, scoredTokens: 0 };
   for (const file of a.data) {
-    const part = loadExamples(file, tokenizer, { template: a.promptTemplate, trainOnInputs: a.trainOnInputs, cutoffLen, vocabSize });
+    const part = loadExamples(file, tokenizer, {
+      template: a.promptTemplate,
+      trainOnInputs: a.trainOnInputs,
+      cutoffLen,
+      vocabSize,
+    });
     examples.push(...part.examples);
     for (const k of Object.keys(stats) as (keyof DatasetStats)[]) stats[k] += part.stats[k];
   }
@@ -196,12 +270,22 @@ function optimizerStep(r: AdapterRun, metricsFile: string): void {
   zeroGrad(params);
   r.step++;
   const line: MetricsLine = {
-    adapter: r.cfg.name, step: r.step, epoch: r.step / r.order.stepsPerEpoch, loss: r.acc.ce,
-    aux: r.acc.auxCount > 0 ? r.acc.aux / r.acc.auxCount : null, lr, tokens: r.acc.scored,
-    tokens_per_s: r.acc.input / Math.max(r.acc.seconds, 1e-9), grad_norm: gradNorm,
+    adapter: r.cfg.name,
+    step: r.step,
+    epoch: r.step / r.order.stepsPerEpoch,
+    loss: r.acc.ce,
+    aux: r.acc.auxCount > 0 ? r.acc.aux / r.acc.auxCount : null,
+    lr,
+    tokens: r.acc.scored,
+    tokens_per_s: r.acc.input / Math.max(r.acc.seconds, 1e-9),
+    grad_norm: gradNorm,
   };
   fs.appendFileSync(metricsFile, JSON.stringify(line) + '\n');
-  r.bar?.update(r.step, { loss: line.loss.toFixed(4), ...(line.aux !== null ? { aux: line.aux.toFixed(4) } : {}), 'tok/s': Math.round(line.tokens_per_s) });
+  r.bar?.update(r.step, {
+    loss: line.loss.toFixed(4),
+    ...(line.aux !== null ? { aux: line.aux.toFixed(4) } : {}),
+    'tok/s': Math.round(line.tokens_per_s),
+  });
   r.micro = 0;
   r.acc = emptyAcc();
   if (r.step >= r.totalSteps) r.done = true;
@@ -219,7 +303,11 @@ function finish(r: AdapterRun, cfg: TrainConfig, log: (s: string) => void): stri
 function checkpointState(cfg: TrainConfig, runs: AdapterRun[], fused: number, metricsFile: string): CheckpointState {
   const devices = ['cpu', ...(cfg.device.startsWith('cuda') ? [cfg.device] : [])];
   return {
-    format: 1, fusedStep: fused, configDigest: configDigest(cfg), metricsLines: countLines(metricsFile), rngDevices: devices,
+    format: 1,
+    fusedStep: fused,
+    configDigest: configDigest(cfg),
+    metricsLines: countLines(metricsFile),
+    rngDevices: devices,
     adapters: runs.map((r) => {
       const { tensors: _t, ...optimizer } = r.optimizer.stateDict();
       void _t;
@@ -236,23 +324,43 @@ function pick(a: { step: number; micro: number; done: boolean; acc: StepAccumula
 function removeUnfinishedCheckpoints(cfg: TrainConfig): void {
   const dir = checkpointsDir(cfg);
   if (!fs.existsSync(dir)) return;
-  for (const n of fs.readdirSync(dir)) if (/^\.checkpoint-\d+\.tmp-/.test(n)) fs.rmSync(path.join(dir, n), { recursive: true, force: true });
+  for (const n of fs.readdirSync(dir))
+    if (/^\.checkpoint-\d+\.tmp-/.test(n)) fs.rmSync(path.join(dir, n), { recursive: true, force: true });
 }
 
 function countLines(file: string): number {
-  return fs.existsSync(file) ? fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()).length : 0;
+  return fs.existsSync(file)
+    ? fs
+        .readFileSync(file, 'utf8')
+        .split('\n')
+        .filter((l) => l.trim()).length
+    : 0;
 }
 
 function truncateLines(file: string, n: number): void {
-  const lines = fs.existsSync(file) ? fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()) : [];
-  writeFileAtomic(file, lines.slice(0, n).map((l) => `${l}\n`).join(''));
+  const lines = fs.existsSync(file)
+    ? fs
+        .readFileSync(file, 'utf8')
+        .split('\n')
+        .filter((l) => l.trim())
+    : [];
+  writeFileAtomic(
+    file,
+    lines
+      .slice(0, n)
+      .map((l) => `${l}\n`)
+      .join(''),
+  );
 }
 
 export function readMetrics(file: string): LossPoint[] {
   if (!fs.existsSync(file)) return [];
-  return fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()).map((l) => {
-    const m = JSON.parse(l) as MetricsLine;
-    return { adapter: m.adapter, step: m.step, loss: m.loss, aux: m.aux };
-  });
+  return fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => {
+      const m = JSON.parse(l) as MetricsLine;
+      return { adapter: m.adapter, step: m.step, loss: m.loss, aux: m.aux };
+    });
 }
-

@@ -21,7 +21,9 @@ export function readConfigFile(file: string): ConfigFile {
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!;
     const at = e.linePos?.[0];
-    throw new UserError(`${file}${at ? `:${at.line}` : ''}: not valid YAML/JSON (${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')})`);
+    throw new UserError(
+      `${file}${at ? `:${at.line}` : ''}: not valid YAML/JSON (${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')})`,
+    );
   }
   const value = doc.toJS();
   return {
@@ -29,7 +31,10 @@ export function readConfigFile(file: string): ConfigFile {
     value,
     locate(path) {
       const node = doc.getIn(path, true) as { range?: [number, number, number] } | undefined;
-      const parent = path.length > 1 ? (doc.getIn(path.slice(0, -1), true) as { range?: [number, number, number] } | undefined) : undefined;
+      const parent =
+        path.length > 1
+          ? (doc.getIn(path.slice(0, -1), true) as { range?: [number, number, number] } | undefined)
+          : undefined;
       const range = node?.range ?? parent?.range;
       const line = range ? `:${lines.linePos(range[0]).line}` : '';
       const where = pathText(path.slice(0, -1));

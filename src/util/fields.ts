@@ -7,8 +7,13 @@ export class Fields {
   readonly seen = new Set<string>();
 
   /** `locate(key)`, when given, names where a field is (e.g. "train.yaml:12: adapters[0]"). */
-  constructor(readonly obj: Obj, readonly where: string, readonly locate?: (key: string) => string) {
-    if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) throw new UserError(`${where}: expected an object`);
+  constructor(
+    readonly obj: Obj,
+    readonly where: string,
+    readonly locate?: (key: string) => string,
+  ) {
+    if (obj === null || typeof obj !== 'object' || Array.isArray(obj))
+      throw new UserError(`${where}: expected an object`);
   }
 
   static of(value: unknown, where: string, locate?: (key: string) => string): Fields {
@@ -39,7 +44,8 @@ export class Fields {
       if (opts.default !== undefined) return opts.default;
       this.fail(key, 'is required');
     }
-    if (typeof v !== 'number' || !Number.isSafeInteger(v)) this.fail(key, `must be an integer, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v))
+      this.fail(key, `must be an integer, got ${JSON.stringify(v)}`);
     this.range(key, v, opts);
     return v;
   }
@@ -55,7 +61,8 @@ export class Fields {
       this.fail(key, 'is required');
     }
     if (typeof v !== 'number' || !Number.isFinite(v)) this.fail(key, `must be a number, got ${JSON.stringify(v)}`);
-    if (opts.exclusiveMin !== undefined && !(v > opts.exclusiveMin)) this.fail(key, `must be > ${opts.exclusiveMin}, got ${v}`);
+    if (opts.exclusiveMin !== undefined && !(v > opts.exclusiveMin))
+      this.fail(key, `must be > ${opts.exclusiveMin}, got ${v}`);
     this.range(key, v, opts);
     return v;
   }
@@ -81,7 +88,8 @@ export class Fields {
       this.fail(key, 'is required');
     }
     if (typeof v !== 'string') this.fail(key, `must be a string, got ${JSON.stringify(v)}`);
-    if (opts.oneOf && !opts.oneOf.includes(v as T)) this.fail(key, `must be one of ${opts.oneOf.join(', ')}; got '${v}'`);
+    if (opts.oneOf && !opts.oneOf.includes(v as T))
+      this.fail(key, `must be one of ${opts.oneOf.join(', ')}; got '${v}'`);
     return v as T;
   }
 
@@ -92,7 +100,8 @@ export class Fields {
   /** Refuses keys not read so far (for our own config files, where a typo must not pass silently). */
   rejectUnknown(extraKnown: string[] = []): void {
     for (const k of Object.keys(this.obj)) {
-      if (!this.seen.has(k) && !extraKnown.includes(k)) throw new UserError(`${this.locate ? this.locate(k) : this.where}: unknown field '${k}'`);
+      if (!this.seen.has(k) && !extraKnown.includes(k))
+        throw new UserError(`${this.locate ? this.locate(k) : this.where}: unknown field '${k}'`);
     }
   }
 

@@ -48,7 +48,9 @@ export class Rng {
     return a;
   }
 
-  get state(): number[] { return Array.from(this.s); }
+  get state(): number[] {
+    return Array.from(this.s);
+  }
 }
 
 function rotl(x: number, k: number): number {

@@ -31,8 +31,14 @@ for (const name of adapterCaseNames()) {
         worst = Math.max(worst, rel);
         assert.ok(rel <= 1e-4, `gradient of ${key}: relative error ${rel.toExponential(2)} > 1e-4`);
       }
-      assert.equal(grads.size, [...expected.keys()].filter((k) => k.startsWith('grad.')).length, 'every reference gradient compared');
-      console.log(`# ${name}: logits max abs diff ${maxAbsDiff(logits, expected.get('logits')!).toExponential(2)}, worst gradient relative error ${worst.toExponential(2)}`);
+      assert.equal(
+        grads.size,
+        [...expected.keys()].filter((k) => k.startsWith('grad.')).length,
+        'every reference gradient compared',
+      );
+      console.log(
+        `# ${name}: logits max abs diff ${maxAbsDiff(logits, expected.get('logits')!).toExponential(2)}, worst gradient relative error ${worst.toExponential(2)}`,
+      );
     });
     adapter.dispose();
     model.dispose();

@@ -21,14 +21,24 @@ before(() => {
   const make = (name: string, cfg: Record<string, unknown>) => {
     T.manualSeed(7);
     const a = Adapter.create(name, parseAdapterConfig({ lora_dropout: 0, ...cfg }, name), m);
-    T.noGrad(() => { for (const p of a.parameters()) if (p.name.includes('lora_B')) p.tensor.normal_(0, 0.05); });
+    T.noGrad(() => {
+      for (const p of a.parameters()) if (p.name.includes('lora_B')) p.tensor.normal_(0, 0.05);
+    });
     dirs[name] = path.join(root, name);
     saveAdapter(dirs[name]!, a, { baseModel: STORIES_BIN });
     a.dispose();
   };
   make('lora', { peft_type: 'LORA', r: 8, lora_alpha: 16, target_modules: ALL });
   make('dora', { peft_type: 'LORA', r: 8, lora_alpha: 16, target_modules: ['q_proj', 'v_proj'], use_dora: true });
-  make('mixlora', { peft_type: 'MIXLORA', r: 4, lora_alpha: 8, target_modules: ALL, routing_strategy: 'mixlora', num_experts: 4, top_k: 2 });
+  make('mixlora', {
+    peft_type: 'MIXLORA',
+    r: 4,
+    lora_alpha: 8,
+    target_modules: ALL,
+    routing_strategy: 'mixlora',
+    num_experts: 4,
+    top_k: 2,
+  });
   m.dispose();
 });
 
@@ -41,7 +51,16 @@ test('generate and perplexity take --adapter; an adapter changes the result', ()
     assert.equal(r.code, 0, r.stderr);
     const nll = JSON.parse(r.stdout).mean_nll as number;
     assert.ok(Number.isFinite(nll) && Math.abs(nll - base) > 1e-6, `${name}: ${nll} vs base ${base}`);
-    const g = mixlora(['generate', ...model, '--prompt', 'Once upon a time', '--max-new-tokens', '8', '--adapter', dirs[name]!]);
+    const g = mixlora([
+      'generate',
+      ...model,
+      '--prompt',
+      'Once upon a time',
+      '--max-new-tokens',
+      '8',
+      '--adapter',
+      dirs[name]!,
+    ]);
     assert.equal(g.code, 0, g.stderr);
     assert.ok(g.stdout.trim().length > 0);
   }
@@ -57,7 +76,10 @@ test('inspect: kind, settings, parameter counts and share of the base model', ()
   const perLayer = 2 * 4 * 128 + 2 * 4 * 96 + 4 * 64 + 4 * 3 * 4 * 236;
   assert.equal(rep.trainableParameters, 5 * perLayer);
   assert.ok(rep.percentOfBase > 0, 'base model found through base_model_name_or_path');
-  assert.match(mixlora(['inspect', dirs.lora!]).stdout, /kind: LoRA[\s\S]*trainable parameters: [\d,]+ \([\d.]+% of the base model/);
+  assert.match(
+    mixlora(['inspect', dirs.lora!]).stdout,
+    /kind: LoRA[\s\S]*trainable parameters: [\d,]+ \([\d.]+% of the base model/,
+  );
   assert.equal(mixlora(['inspect', path.join(tempDir(), 'missing')]).code, 1);
 });
 
@@ -66,8 +88,25 @@ test('merge: the merged model generates what the adapter generates; MixLoRA is r
     const out = path.join(tempDir(), `merged-${name}`);
     const m = mixlora(['merge', ...model, '--adapter', dirs[name]!, '--out', out]);
     assert.equal(m.code, 0, m.stderr);
-    const viaAdapter = mixlora(['generate', ...model, '--prompt', 'Once upon a time', '--max-new-tokens', '20', '--adapter', dirs[name]!]).stdout;
-    const viaMerged = mixlora(['generate', '--model', out, '--prompt', 'Once upon a time', '--max-new-tokens', '20']).stdout;
+    const viaAdapter = mixlora([
+      'generate',
+      ...model,
+      '--prompt',
+      'Once upon a time',
+      '--max-new-tokens',
+      '20',
+      '--adapter',
+      dirs[name]!,
+    ]).stdout;
+    const viaMerged = mixlora([
+      'generate',
+      '--model',
+      out,
+      '--prompt',
+      'Once upon a time',
+      '--max-new-tokens',
+      '20',
+    ]).stdout;
     assert.equal(viaMerged, viaAdapter);
   }
   const r = mixlora(['merge', ...model, '--adapter', dirs.mixlora!, '--out', path.join(tempDir(), 'x')]);
@@ -77,11 +116,22 @@ test('merge: the merged model generates what the adapter generates; MixLoRA is r
 
 test('convert --from mlora-legacy writes the current layout', () => {
   const out = path.join(tempDir(), 'modern');
-  const r = mixlora(['convert', '--from', 'mlora-legacy', '--adapter', referenceDir('adapters', 'mixlora-legacy'), '--out', out]);
+  const r = mixlora([
+    'convert',
+    '--from',
+    'mlora-legacy',
+    '--adapter',
+    referenceDir('adapters', 'mixlora-legacy'),
+    '--out',
+    out,
+  ]);
   assert.equal(r.code, 0, r.stderr);
   const cfg = JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8'));
   assert.equal(cfg.routing_strategy, 'mixlora');
   assert.ok(fs.existsSync(path.join(out, 'adapter_model.safetensors')));
-  assert.equal(mixlora(['convert', '--from', 'mlora-legacy', '--adapter', dirs.lora!, '--out', path.join(tempDir(), 'y')]).code, 1);
+  assert.equal(
+    mixlora(['convert', '--from', 'mlora-legacy', '--adapter', dirs.lora!, '--out', path.join(tempDir(), 'y')]).code,
+    1,
+  );
   assert.equal(mixlora(['convert', '--from', 'mlora-legacy', '--out', path.join(tempDir(), 'y')]).code, 2);
 });

@@ -19,23 +19,46 @@ test('--help lists the implemented commands; --version prints the version', () =
 test('generate prints only the completion', () => {
   const r = mixlora(['generate', ...model, '--prompt', 'Once upon a time', '--max-new-tokens', '32']);
   assert.equal(r.code, 0, r.stderr);
-  assert.ok(r.stdout.startsWith(', there was a little girl named Lily. She loved to play outside in the park.'), r.stdout);
-  const j = mixlora(['generate', ...model, '--prompt', 'Once upon a time', '--prompt', 'Tom', '--max-new-tokens', '5', '--json']);
+  assert.ok(
+    r.stdout.startsWith(', there was a little girl named Lily. She loved to play outside in the park.'),
+    r.stdout,
+  );
+  const j = mixlora([
+    'generate',
+    ...model,
+    '--prompt',
+    'Once upon a time',
+    '--prompt',
+    'Tom',
+    '--max-new-tokens',
+    '5',
+    '--json',
+  ]);
   assert.equal(JSON.parse(j.stdout).completions.length, 2);
 });
 
 test('perplexity --json: per-example token counts and NLL, token-weighted mean', () => {
   const dir = tempDir();
   const data = path.join(dir, 'd.jsonl');
-  fs.writeFileSync(data, [
-    JSON.stringify({ text: 'Once upon a time there was a cat.' }),
-    JSON.stringify({ input_ids: [1, 403, 407, 261, 378], labels: [-100, -100, 407, 261, 378] }),
-    JSON.stringify({ input_ids: [1, 403] }),
-  ].join('\n') + '\n');
+  fs.writeFileSync(
+    data,
+    [
+      JSON.stringify({ text: 'Once upon a time there was a cat.' }),
+      JSON.stringify({ input_ids: [1, 403, 407, 261, 378], labels: [-100, -100, 407, 261, 378] }),
+      JSON.stringify({ input_ids: [1, 403] }),
+    ].join('\n') + '\n',
+  );
   const r = mixlora(['perplexity', ...model, '--data', data, '--json', '--batch-size', '2']);
   assert.equal(r.code, 0, r.stderr);
-  const out = JSON.parse(r.stdout) as { examples: { tokens: number; nll: number }[]; mean_nll: number; perplexity: number };
-  assert.deepEqual(out.examples.map((e) => e.tokens), [10, 3, 1]);
+  const out = JSON.parse(r.stdout) as {
+    examples: { tokens: number; nll: number }[];
+    mean_nll: number;
+    perplexity: number;
+  };
+  assert.deepEqual(
+    out.examples.map((e) => e.tokens),
+    [10, 3, 1],
+  );
   const mean = out.examples.reduce((a, e) => a + e.tokens * e.nll, 0) / 14;
   assert.ok(Math.abs(out.mean_nll - mean) < 1e-9);
   assert.ok(Math.abs(out.perplexity - Math.exp(mean)) < 1e-9);
@@ -52,7 +75,10 @@ test('bad input: one clear line and exit 1; bad usage: exit 2', () => {
   assert.equal(r.code, 1);
   assert.match(r.stderr, new RegExp(`${bad}:2: expected "text"`));
   fs.writeFileSync(bad, '{"input_ids": [1, 9999]}\n');
-  assert.match(mixlora(['perplexity', ...model, '--data', bad]).stderr, /:1: "input_ids" holds 9999, outside the vocabulary/);
+  assert.match(
+    mixlora(['perplexity', ...model, '--data', bad]).stderr,
+    /:1: "input_ids" holds 9999, outside the vocabulary/,
+  );
   fs.writeFileSync(bad, '{"text": "ok"}\nnot json\n');
   assert.match(mixlora(['perplexity', ...model, '--data', bad]).stderr, /:2: not valid JSON/);
   const missing = mixlora(['generate', '--model', path.join(dir, 'nope'), '--prompt', 'x']);
@@ -68,7 +94,8 @@ test('convert writes a Hugging Face folder that generate reads; refuses to overw
   const out = path.join(tempDir(), 'hf');
   const r = mixlora(['convert', '--from', 'llama2c', ...model, '--out', out]);
   assert.equal(r.code, 0, r.stderr);
-  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) assert.ok(fs.existsSync(path.join(out, f)), f);
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'])
+    assert.ok(fs.existsSync(path.join(out, f)), f);
   const g = mixlora(['generate', '--model', out, '--prompt', 'Once upon a time', '--max-new-tokens', '32']);
   assert.ok(g.stdout.startsWith(', there was a little girl named Lily.'), g.stdout);
   assert.equal(mixlora(['convert', '--from', 'llama2c', ...model, '--out', out]).code, 1);

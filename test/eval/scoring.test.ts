@@ -24,7 +24,10 @@ function constantModel(bias: Map<number, number>) {
   const H = 16;
   const m = randomModel(llamaConfig({ vocab: 512, hidden: H, intermediate: 32, layers: 2, heads: 2 }), { seed: 1 });
   T.noGrad(() => {
-    for (const l of m.weights.layers) { l.proj.o_proj.weight.zero_(); l.proj.down_proj.weight.zero_(); }
+    for (const l of m.weights.layers) {
+      l.proj.o_proj.weight.zero_();
+      l.proj.down_proj.weight.zero_();
+    }
     m.weights.embed.zero_();
     m.weights.embed.narrow(1, 0, 1).fill_(1);
     m.weights.lmHead.zero_();
@@ -40,18 +43,39 @@ function writeLines(records: unknown[], name = 'd.jsonl'): string {
 }
 
 const boolq = (q: string, answer: 'true' | 'false') => ({
-  instruction: `Please answer the following question with true or false, question: ${q}?\n\nAnswer format: true/false`, input: '', output: `the correct answer is ${answer}`, answer,
+  instruction: `Please answer the following question with true or false, question: ${q}?\n\nAnswer format: true/false`,
+  input: '',
+  output: `the correct answer is ${answer}`,
+  answer,
 });
 
 test('choice scoring picks the candidate with the larger logit at the last prompt token', () => {
-  const file = writeLines([boolq('is the sky blue', 'true'), boolq('is snow hot', 'false'), boolq('is water wet', 'true'), boolq('is fire cold', 'false'), boolq('is grass green', 'true')]);
+  const file = writeLines([
+    boolq('is the sky blue', 'true'),
+    boolq('is snow hot', 'false'),
+    boolq('is water wet', 'true'),
+    boolq('is fire cold', 'false'),
+    boolq('is grass green', 'true'),
+  ]);
   const task = loadTask('boolq', file, { template: 'alpaca', limit: null });
   const row = choiceRow(tok, task.items[0]!.choice);
   const [tTrue, tFalse] = row.candidates as [number, number];
   assert.notEqual(tTrue, tFalse);
-  for (const [favour, expected] of [[tTrue, 3 / 5], [tFalse, 2 / 5]] as const) {
-    const model = constantModel(new Map([[tTrue, 0], [tFalse, 0], [favour, 1]]));
-    const { results } = evaluateTask(model, tok, [{ name: 'base', adapter: null }], task, { method: 'choice', batchSize: 4 });
+  for (const [favour, expected] of [
+    [tTrue, 3 / 5],
+    [tFalse, 2 / 5],
+  ] as const) {
+    const model = constantModel(
+      new Map([
+        [tTrue, 0],
+        [tFalse, 0],
+        [favour, 1],
+      ]),
+    );
+    const { results } = evaluateTask(model, tok, [{ name: 'base', adapter: null }], task, {
+      method: 'choice',
+      batchSize: 4,
+    });
     assert.equal(results[0]!.accuracy, expected);
     model.dispose();
   }
@@ -69,8 +93,11 @@ test('loglik scoring: acc and length-normalised acc_norm on multiple-choice JSON
   // Make one token likely everywhere: log p is computable by hand from the biases.
   const favoured = tok.encode(' big', { special: false })[0]!;
   const model = constantModel(new Map([[favoured, 2]]));
-  const lse = Math.log(511 + Math.exp(2 * 4));                                               // √H = 4
-  const { results } = evaluateTask(model, tok, [{ name: 'base', adapter: null }], task, { method: 'loglik', batchSize: 8 });
+  const lse = Math.log(511 + Math.exp(2 * 4)); // √H = 4
+  const { results } = evaluateTask(model, tok, [{ name: 'base', adapter: null }], task, {
+    method: 'loglik',
+    batchSize: 8,
+  });
   let acc = 0;
   let accNorm = 0;
   for (const item of task.items) {
@@ -87,9 +114,18 @@ test('loglik scoring: acc and length-normalised acc_norm on multiple-choice JSON
 });
 
 test('malformed data is refused naming the file and the first bad record', () => {
-  assert.throws(() => loadTask('x', writeLines([{ query: 'a', choices: ['b'], gold: 0 }]), { template: 'alpaca', limit: null }), /d\.jsonl:1: a multiple-choice record needs/);
-  assert.throws(() => loadTask('x', writeLines([boolq('a', 'true'), { foo: 1 }]), { template: 'alpaca', limit: null }), /d\.jsonl:2: not an LLM-Adapters record/);
-  assert.throws(() => loadTask('x', writeLines([{ ...boolq('a', 'true'), answer: 'maybe' }]), { template: 'alpaca', limit: null }), /answer 'maybe' is not one of the labels true\/false/);
+  assert.throws(
+    () => loadTask('x', writeLines([{ query: 'a', choices: ['b'], gold: 0 }]), { template: 'alpaca', limit: null }),
+    /d\.jsonl:1: a multiple-choice record needs/,
+  );
+  assert.throws(
+    () => loadTask('x', writeLines([boolq('a', 'true'), { foo: 1 }]), { template: 'alpaca', limit: null }),
+    /d\.jsonl:2: not an LLM-Adapters record/,
+  );
+  assert.throws(
+    () => loadTask('x', writeLines([{ ...boolq('a', 'true'), answer: 'maybe' }]), { template: 'alpaca', limit: null }),
+    /answer 'maybe' is not one of the labels true\/false/,
+  );
 });
 
 test('several adapters in the same fused batches score exactly as one by one; expert load matches an independent count', async () => {
@@ -98,19 +134,44 @@ test('several adapters in the same fused batches score exactly as one by one; ex
   const make = (name: string, cfg: Record<string, unknown>) => {
     T.manualSeed(name.length);
     const a = Adapter.create(name, parseAdapterConfig({ lora_dropout: 0, ...cfg }, name), model);
-    T.noGrad(() => { for (const p of a.parameters()) if (p.name.includes('lora_B')) p.tensor.normal_(0, 0.2); });
+    T.noGrad(() => {
+      for (const p of a.parameters()) if (p.name.includes('lora_B')) p.tensor.normal_(0, 0.2);
+    });
     return a;
   };
-  const mix = make('mix', { peft_type: 'MIXLORA', r: 4, lora_alpha: 8, target_modules: ALL, routing_strategy: 'mixlora', num_experts: 4, top_k: 2 });
+  const mix = make('mix', {
+    peft_type: 'MIXLORA',
+    r: 4,
+    lora_alpha: 8,
+    target_modules: ALL,
+    routing_strategy: 'mixlora',
+    num_experts: 4,
+    top_k: 2,
+  });
   const lora = make('lora', { peft_type: 'LORA', r: 8, lora_alpha: 16, target_modules: ALL });
-  const targets = [{ name: 'base', adapter: null }, { name: 'mix', adapter: mix }, { name: 'lora', adapter: lora }];
-  const file = writeLines([boolq('is the sky blue', 'true'), boolq('is snow hot', 'false'), boolq('do dogs bark', 'true'), boolq('is ice warm', 'false'), boolq('can birds fly', 'true'), boolq('is lead light', 'false')]);
+  const targets = [
+    { name: 'base', adapter: null },
+    { name: 'mix', adapter: mix },
+    { name: 'lora', adapter: lora },
+  ];
+  const file = writeLines([
+    boolq('is the sky blue', 'true'),
+    boolq('is snow hot', 'false'),
+    boolq('do dogs bark', 'true'),
+    boolq('is ice warm', 'false'),
+    boolq('can birds fly', 'true'),
+    boolq('is lead light', 'false'),
+  ]);
   const task = loadTask('boolq', file, { template: 'alpaca', limit: null });
   for (const method of ['choice', 'loglik'] as const) {
     const fused = evaluateTask(model, tok, targets, task, { method, batchSize: 7 });
     for (const t of targets) {
       const alone = evaluateTask(model, tok, [t], task, { method, batchSize: 3 });
-      assert.deepEqual(alone.results[0], fused.results.find((r) => r.adapter === t.name), `${method} ${t.name}`);
+      assert.deepEqual(
+        alone.results[0],
+        fused.results.find((r) => r.adapter === t.name),
+        `${method} ${t.name}`,
+      );
       if (t.adapter?.isMoe) assert.deepEqual(alone.counts.get('mix'), fused.counts.get('mix'));
     }
     if (method !== 'choice') continue;
@@ -118,17 +179,20 @@ test('several adapters in the same fused batches score exactly as one by one; ex
     const load = expertLoad(fused.counts.get('mix')!);
     load.fractions.forEach((f) => assert.ok(Math.abs(f.reduce((a, b) => a + b, 0) - 1) < 1e-12));
     const counts = Array.from({ length: 5 }, () => [0, 0, 0, 0]);
-    T.noGrad(() => T.tidy(() => {
-      for (const item of task.items) {
-        const ids = T.tensor([choiceRow(tok, item.choice).ids], { dtype: 'int64' });
-        const batch = AdapterBatch.all(mix, { training: false, record: 'loss' });
-        model.forward(ids, { hooks: batch });
-        for (const rec of batch.routing.get(mix)!) {
-          for (const row of rec.probs.topk(2).indices.toList() as number[][]) for (const e of row) counts[rec.layer]![e]!++;
+    T.noGrad(() =>
+      T.tidy(() => {
+        for (const item of task.items) {
+          const ids = T.tensor([choiceRow(tok, item.choice).ids], { dtype: 'int64' });
+          const batch = AdapterBatch.all(mix, { training: false, record: 'loss' });
+          model.forward(ids, { hooks: batch });
+          for (const rec of batch.routing.get(mix)!) {
+            for (const row of rec.probs.topk(2).indices.toList() as number[][])
+              for (const e of row) counts[rec.layer]![e]!++;
+          }
+          batch.dispose();
         }
-        batch.dispose();
-      }
-    }));
+      }),
+    );
     assert.deepEqual(fused.counts.get('mix'), counts);
   }
   mix.dispose();

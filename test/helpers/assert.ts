@@ -22,7 +22,11 @@ export function maxAbsDiff(a: Numbers, b: Numbers): number {
   return m;
 }
 
-export function assertClose(actual: Numbers, expected: Numbers, opts: { atol?: number; rtol?: number; what?: string } = {}): void {
+export function assertClose(
+  actual: Numbers,
+  expected: Numbers,
+  opts: { atol?: number; rtol?: number; what?: string } = {},
+): void {
   const atol = opts.atol ?? 1e-6;
   const rtol = opts.rtol ?? 0;
   const a = toArray(actual);
@@ -32,10 +36,15 @@ export function assertClose(actual: Numbers, expected: Numbers, opts: { atol?: n
   let worstExcess = 0;
   for (let i = 0; i < a.length; i++) {
     const excess = Math.abs(a[i]! - e[i]!) - (atol + rtol * Math.abs(e[i]!));
-    if (!(excess <= 0) && (worst < 0 || !(excess <= worstExcess))) { worst = i; worstExcess = excess; }
+    if (!(excess <= 0) && (worst < 0 || !(excess <= worstExcess))) {
+      worst = i;
+      worstExcess = excess;
+    }
   }
   if (worst >= 0) {
-    assert.fail(`${opts.what ?? 'values'} differ at [${worst}]: got ${a[worst]}, expected ${e[worst]} ` +
-      `(atol ${atol}, rtol ${rtol}; max abs diff ${maxAbsDiff(a, e)})`);
+    assert.fail(
+      `${opts.what ?? 'values'} differ at [${worst}]: got ${a[worst]}, expected ${e[worst]} ` +
+        `(atol ${atol}, rtol ${rtol}; max abs diff ${maxAbsDiff(a, e)})`,
+    );
   }
 }

@@ -13,7 +13,9 @@ export const MIXLORA_BIN = path.join(ROOT, 'bin', 'mixlora');
 export function referenceDir(...parts: string[]): string {
   const dir = path.join(ROOT, 'build', 'reference');
   if (!fs.existsSync(path.join(dir, 'models', 'index.json'))) {
-    throw new Error(`reference fixtures missing in ${dir}: run \`make test\` (it runs test/reference/generate.py with Debian's python3-torch)`);
+    throw new Error(
+      `reference fixtures missing in ${dir}: run \`make test\` (it runs test/reference/generate.py with Debian's python3-torch)`,
+    );
   }
   return path.join(dir, ...parts);
 }

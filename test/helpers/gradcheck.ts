@@ -3,7 +3,12 @@ import { assertClose } from './assert.js';
 import { noGrad, tensor, tidy, type Tensor } from '../../src/tensor/index.js';
 
 /** f maps the inputs to a scalar. Inputs are float64 leaves; every element is perturbed by ±eps. */
-export function gradcheck(name: string, f: (xs: Tensor[]) => Tensor, inputs: Tensor[], opts: { eps?: number; atol?: number; rtol?: number } = {}): void {
+export function gradcheck(
+  name: string,
+  f: (xs: Tensor[]) => Tensor,
+  inputs: Tensor[],
+  opts: { eps?: number; atol?: number; rtol?: number } = {},
+): void {
   const eps = opts.eps ?? 1e-6;
   tidy(() => {
     const leaves = inputs.map((x) => x.detach().requiresGrad_());
@@ -13,15 +18,22 @@ export function gradcheck(name: string, f: (xs: Tensor[]) => Tensor, inputs: Ten
       const base = Array.from(x.toFloat64Array());
       const numeric: number[] = [];
       for (let i = 0; i < base.length; i++) {
-        const at = (delta: number) => noGrad(() => tidy(() => {
-          const v = base.slice();
-          v[i] = v[i]! + delta;
-          const xs = inputs.map((y, j) => (j === k ? tensor(Float64Array.from(v), { shape: [...x.shape] }) : y));
-          return f(xs).item();
-        }));
+        const at = (delta: number) =>
+          noGrad(() =>
+            tidy(() => {
+              const v = base.slice();
+              v[i] = v[i]! + delta;
+              const xs = inputs.map((y, j) => (j === k ? tensor(Float64Array.from(v), { shape: [...x.shape] }) : y));
+              return f(xs).item();
+            }),
+          );
         numeric.push((at(eps) - at(-eps)) / (2 * eps));
       }
-      assertClose(analytic[k]!, numeric, { atol: opts.atol ?? 1e-7, rtol: opts.rtol ?? 1e-5, what: `${name}: d/d input ${k}` });
+      assertClose(analytic[k]!, numeric, {
+        atol: opts.atol ?? 1e-7,
+        rtol: opts.rtol ?? 1e-5,
+        what: `${name}: d/d input ${k}`,
+      });
     });
   });
 }

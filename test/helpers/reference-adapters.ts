@@ -20,7 +20,9 @@ export function openModel(dir: string): CausalLM {
   return new CausalLM(config, loadHfWeights(dir, config, { dtype: 'float32', device: 'cpu' }), 'float32', 'cpu');
 }
 
-export async function openAdapterCase(name: string): Promise<{ model: CausalLM; adapter: Adapter; expected: Map<string, T.Tensor> }> {
+export async function openAdapterCase(
+  name: string,
+): Promise<{ model: CausalLM; adapter: Adapter; expected: Map<string, T.Tensor> }> {
   const dir = referenceDir('adapters', name);
   const model = openModel(`${dir}/model`);
   const adapter = await loadAdapter(`${dir}/adapter`, model, name);
@@ -31,11 +33,20 @@ export async function openAdapterCase(name: string): Promise<{ model: CausalLM; 
 /** Mean CE of next-token prediction over labels != -100. logits [B, T, V], labels [B, T]. */
 export function nextTokenCE(logits: T.Tensor, labels: T.Tensor): T.Tensor {
   const [B, Tn, V] = logits.shape as [number, number, number];
-  return T.crossEntropy(logits.narrow(1, 0, Tn - 1).reshape((Tn - 1) * B, V), labels.narrow(1, 1, Tn - 1).reshape((Tn - 1) * B));
+  return T.crossEntropy(
+    logits.narrow(1, 0, Tn - 1).reshape((Tn - 1) * B, V),
+    labels.narrow(1, 1, Tn - 1).reshape((Tn - 1) * B),
+  );
 }
 
 /** Logits, CE and aux loss of an adapter on ids (training mode, so routers record). */
-export function adaptedLoss(model: CausalLM, adapter: Adapter, ids: T.Tensor, labels: T.Tensor, efficient = true): { logits: T.Tensor; ce: T.Tensor; aux: T.Tensor | null } {
+export function adaptedLoss(
+  model: CausalLM,
+  adapter: Adapter,
+  ids: T.Tensor,
+  labels: T.Tensor,
+  efficient = true,
+): { logits: T.Tensor; ce: T.Tensor; aux: T.Tensor | null } {
   const batch = AdapterBatch.all(adapter, { training: true, efficient });
   const logits = model.forward(ids, { hooks: batch });
   const ce = nextTokenCE(logits, labels);

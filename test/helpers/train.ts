@@ -12,7 +12,12 @@ export const ALL_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj',
 /** A slice of the bundled commonsense data (LLM-Adapters shape). */
 export function commonsenseSlice(task: string, n: number, offset = 0): string {
   const file = path.join(ROOT, 'assets', 'data', 'commonsense', `${task}.jsonl.gz`);
-  const lines = zlib.gunzipSync(fs.readFileSync(file)).toString('utf8').split('\n').filter((l) => l.trim()).slice(offset, offset + n);
+  const lines = zlib
+    .gunzipSync(fs.readFileSync(file))
+    .toString('utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .slice(offset, offset + n);
   const out = path.join(tempDir(), `${task}-${n}.jsonl`);
   fs.writeFileSync(out, lines.join('\n') + '\n');
   return out;
@@ -21,7 +26,14 @@ export function commonsenseSlice(task: string, n: number, offset = 0): string {
 /** Writes `config` (JSON) in a fresh folder, with the stories260K base model unless given. */
 export function writeConfig(config: Record<string, unknown>, dir = tempDir()): { file: string; dir: string } {
   const file = path.join(dir, 'train.json');
-  fs.writeFileSync(file, JSON.stringify({ base_model: STORIES_BIN, tokenizer: STORIES_TOK, output_dir: path.join(dir, 'run'), seed: 3, ...config }, null, 2));
+  fs.writeFileSync(
+    file,
+    JSON.stringify(
+      { base_model: STORIES_BIN, tokenizer: STORIES_TOK, output_dir: path.join(dir, 'run'), seed: 3, ...config },
+      null,
+      2,
+    ),
+  );
   return { file, dir };
 }
 

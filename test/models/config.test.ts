@@ -3,7 +3,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseModelConfig } from '../../src/models/config.js';
 
-const base = { model_type: 'llama', vocab_size: 10, hidden_size: 8, intermediate_size: 16, num_hidden_layers: 1, num_attention_heads: 2 };
+const base = {
+  model_type: 'llama',
+  vocab_size: 10,
+  hidden_size: 8,
+  intermediate_size: 16,
+  num_hidden_layers: 1,
+  num_attention_heads: 2,
+};
 
 test('defaults follow Hugging Face (kv heads = heads, theta 10000, untied, silu)', () => {
   const c = parseModelConfig(base, 'config.json');
@@ -29,5 +36,10 @@ test('bad or unsupported values name their field', () => {
     [{ ...base, model_type: 'qwen2', use_sliding_window: true }, /'use_sliding_window'/],
     [{ ...base, hidden_size: 7 }, /'hidden_size' \(7\) must be a multiple/],
   ];
-  for (const [cfg, re] of cases) assert.throws(() => parseModelConfig(cfg, 'x/config.json'), (e: Error) => re.test(e.message) && e.message.startsWith('x/config.json'), re.source);
+  for (const [cfg, re] of cases)
+    assert.throws(
+      () => parseModelConfig(cfg, 'x/config.json'),
+      (e: Error) => re.test(e.message) && e.message.startsWith('x/config.json'),
+      re.source,
+    );
 });

@@ -35,7 +35,8 @@ test('golden: stories260K converted to a Hugging Face folder', () => {
 test('golden: greedy decoding from BOS gives the known llama2.c output', () => {
   const { model, tokenizer } = loadModel(STORIES_BIN, { tokenizer: STORIES_TOK });
   const [out] = generate(model, [[1]], { ...greedy, maxNewTokens: 50 });
-  const known = 'Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball.';
+  const known =
+    'Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball.';
   assert.equal(tokenizer.decode(out!).slice(0, known.length), known);
   model.dispose();
 });
@@ -56,7 +57,10 @@ test('sampling with a seed repeats; different seeds differ; stops at EOS or max 
   const a = generate(model, [prompt], { ...o, seed: 1 })[0]!;
   assert.deepEqual(generate(model, [prompt], { ...o, seed: 1 })[0], a);
   const others = [2, 3, 4].map((seed) => generate(model, [prompt], { ...o, seed })[0]!);
-  assert.ok(others.some((b) => JSON.stringify(b) !== JSON.stringify(a)), 'three other seeds all gave the same text');
+  assert.ok(
+    others.some((b) => JSON.stringify(b) !== JSON.stringify(a)),
+    'three other seeds all gave the same text',
+  );
   for (const seq of [a, ...others]) {
     assert.ok(seq.length <= 60);
     if (seq.length < 60) assert.equal(seq[seq.length - 1], 2, 'stopped early without EOS');

@@ -9,13 +9,14 @@ import * as T from '../../src/tensor/index.js';
 const cases = referenceModelNames();
 
 for (const name of cases) {
-  test(`logits equal the PyTorch reference: ${name} (max abs diff ≤ 1e-4, float32)`, () => T.tidy(() => {
-    const { model, ids, logits } = openReferenceModel(name);
-    const ours = T.noGrad(() => model.forward(ids));
-    assertClose(ours, logits, { atol: 1e-4, what: name });
-    console.log(`# ${name}: max abs diff ${maxAbsDiff(ours, logits).toExponential(2)}`);
-    model.dispose();
-    ids.dispose();
-    logits.dispose();
-  }));
+  test(`logits equal the PyTorch reference: ${name} (max abs diff ≤ 1e-4, float32)`, () =>
+    T.tidy(() => {
+      const { model, ids, logits } = openReferenceModel(name);
+      const ours = T.noGrad(() => model.forward(ids));
+      assertClose(ours, logits, { atol: 1e-4, what: name });
+      console.log(`# ${name}: max abs diff ${maxAbsDiff(ours, logits).toExponential(2)}`);
+      model.dispose();
+      ids.dispose();
+      logits.dispose();
+    }));
 }

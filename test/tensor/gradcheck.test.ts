@@ -8,10 +8,11 @@ const f64 = { dtype: 'float64' as const };
 T.manualSeed(11);
 const rnd = (...shape: number[]) => T.randn(shape, f64).keep();
 // A fixed random projection turns a tensor output into a scalar with a generic gradient.
-const proj = (y: T.Tensor) => T.tidy(() => {
-  T.manualSeed(y.numel);
-  return y.mul(T.randn([...y.shape], f64)).sum();
-});
+const proj = (y: T.Tensor) =>
+  T.tidy(() => {
+    T.manualSeed(y.numel);
+    return y.mul(T.randn([...y.shape], f64)).sum();
+  });
 
 test('elementwise math: add/sub/mul/div (broadcast), pow, exp, log, sqrt, rsqrt, tanh, sigmoid, silu, gelu, sin, cos', () => {
   const a = rnd(3, 4);
@@ -68,7 +69,14 @@ test('views and joins: reshape, permute, transpose, narrow, select, expand, cat,
   gradcheck('select+unsqueeze+expand', ([x]) => proj(x!.select(0, 1).unsqueeze(0).expand(3, 3, 4)), [a]);
   gradcheck('cat', ([x, y]) => proj(T.cat([x!, y!], 1)), [a, rnd(2, 2, 4)]);
   gradcheck('stack', ([x, y]) => proj(T.stack([x!, y!], 0)), [a, rnd(2, 3, 4)]);
-  gradcheck('split', ([x]) => { const [p, q] = x!.split([1, 2], 1); return proj(p!.mul(2)).add(proj(q!)); }, [a]);
+  gradcheck(
+    'split',
+    ([x]) => {
+      const [p, q] = x!.split([1, 2], 1);
+      return proj(p!.mul(2)).add(proj(q!));
+    },
+    [a],
+  );
 });
 
 test('indexing: index_select, gather, index_add, scatter_add, masked_fill, where, embedding', () => {
@@ -77,7 +85,24 @@ test('indexing: index_select, gather, index_add, scatter_add, masked_fill, where
   gradcheck('index_select', ([x]) => proj(x!.indexSelect(0, idx)), [a]);
   gradcheck('gather', ([x]) => proj(x!.gather(1, T.tensor([[2], [0], [1], [1]], { dtype: 'int64' }))), [a]);
   gradcheck('index_add', ([x, s]) => proj(x!.indexAdd(0, idx, s!)), [a, rnd(3, 3)]);
-  gradcheck('scatter_add', ([x, s]) => proj(x!.scatterAdd(0, T.tensor([[1, 0, 3], [1, 2, 2]], { dtype: 'int64' }), s!)), [a, rnd(2, 3)]);
+  gradcheck(
+    'scatter_add',
+    ([x, s]) =>
+      proj(
+        x!.scatterAdd(
+          0,
+          T.tensor(
+            [
+              [1, 0, 3],
+              [1, 2, 2],
+            ],
+            { dtype: 'int64' },
+          ),
+          s!,
+        ),
+      ),
+    [a, rnd(2, 3)],
+  );
   const mask = T.tensor([[true, false, true]]).keep();
   gradcheck('masked_fill', ([x]) => proj(x!.maskedFill(mask, 0)), [a]);
   gradcheck('where', ([x, y]) => proj(T.where(mask, x!, y!)), [a, rnd(4, 3)]);
@@ -99,13 +124,24 @@ test('attention (causal and masked), RMSNorm and rotary composites', () => {
   const k = rnd(1, 2, 3, 4);
   const v = rnd(1, 2, 3, 4);
   gradcheck('sdpa causal', ([a, b, c]) => proj(T.scaledDotProductAttention(a!, b!, c!, { causal: true })), [q, k, v]);
-  const mask = T.tensor([[true, false, false], [true, true, false], [false, true, true]]).keep();
+  const mask = T.tensor([
+    [true, false, false],
+    [true, true, false],
+    [false, true, true],
+  ]).keep();
   gradcheck('sdpa mask', ([a, b, c]) => proj(T.scaledDotProductAttention(a!, b!, c!, { mask })), [q, k, v]);
-  gradcheck('rmsnorm', ([x, w]) => proj(x!.mul(x!.square().mean(-1, true).add(1e-5).rsqrt()).mul(w!)), [rnd(3, 6), rnd(6)]);
+  gradcheck('rmsnorm', ([x, w]) => proj(x!.mul(x!.square().mean(-1, true).add(1e-5).rsqrt()).mul(w!)), [
+    rnd(3, 6),
+    rnd(6),
+  ]);
   const cos = rnd(3, 4);
   const sin = rnd(3, 4);
-  gradcheck('rotate_half rope', ([x]) => {
-    const [x1, x2] = x!.chunk(2, -1);
-    return proj(x!.mul(cos).add(T.cat([x2!.neg(), x1!], -1).mul(sin)));
-  }, [q]);
+  gradcheck(
+    'rotate_half rope',
+    ([x]) => {
+      const [x1, x2] = x!.chunk(2, -1);
+      return proj(x!.mul(cos).add(T.cat([x2!.neg(), x1!], -1).mul(sin)));
+    },
+    [q],
+  );
 });

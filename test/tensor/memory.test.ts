@@ -38,16 +38,20 @@ test('keep() exempts a tensor from scopes; dispose() is idempotent', () => {
 
 test('a throwing function still frees its scope', () => {
   const before = T.liveTensors();
-  assert.throws(() => T.tidy(() => {
-    T.ones([3]);
-    throw new Error('boom');
-  }), /boom/);
+  assert.throws(
+    () =>
+      T.tidy(() => {
+        T.ones([3]);
+        throw new Error('boom');
+      }),
+    /boom/,
+  );
   assert.equal(T.liveTensors(), before);
 });
 
 test('views share storage and are counted once as external memory', () => {
   const base = T.externalBytes();
-  const a = T.zeros([32768]);                              // 128 KiB: tracked (small ones are not)
+  const a = T.zeros([32768]); // 128 KiB: tracked (small ones are not)
   const v = a.narrow(0, 0, 10);
   assert.equal(T.externalBytes() - base, 131072);
   a.dispose();
@@ -65,14 +69,14 @@ test('leak test: 2,000 forward+backward+AdamW steps leave the tensor count uncha
   const y = T.randint(0, 8, [16]).keep();
   const step = () => {
     T.tidy(() => {
-      const h = T.linear(x, w1).silu();                  // [16, 64]
-      const logits = T.linear(h, w2);                    // [16, 8]
+      const h = T.linear(x, w1).silu(); // [16, 64]
+      const logits = T.linear(h, w2); // [16, 8]
       T.crossEntropy(logits, y).backward();
     });
     opt.step();
     opt.zeroGrad();
   };
-  for (let i = 0; i < 200; i++) step();                  // warm-up: allocator pools settle
+  for (let i = 0; i < 200; i++) step(); // warm-up: allocator pools settle
   global.gc?.();
   const count = T.liveTensors();
   const rss = process.memoryUsage().rss;

@@ -23,16 +23,40 @@ const lora = `    adapter: {peft_type: LORA, r: 4, lora_alpha: 8, target_modules
 test('config errors name file, line and field', () => {
   const d = data();
   const cases: [string, RegExp][] = [
-    [`${head}adapters:\n  - name: a\n${lora}    data: ${d}\n    learning_rate: 0.1\n`, /train\.yaml:8: adapters\[0\]: unknown field 'learning_rate'/],
-    [`${head}adapters:\n  - name: a\n${lora}    data: ${d}\n    lr: fast\n`, /train\.yaml:8: adapters\[0\]: field 'lr' must be a number/],
-    [`${head}adapters:\n  - name: a\n${lora}    data: missing.json\n`, /train\.yaml:7: adapters\[0\]: field 'data' names .*missing\.json, which does not exist/],
-    [`${head}adapters:\n  - name: a\n${lora}    data: ${d}\n    batch_size: 4\n    micro_batch_size: 8\n`, /field 'micro_batch_size' \(8\) is larger than batch_size \(4\)/],
-    [`${head}adapters:\n  - name: a\n    adapter: {peft_type: MIXLORA, r: 4, lora_alpha: 8, target_modules: [gate_proj], routing_strategy: mixlora, num_experts: 0}\n    data: ${d}\n`, /train\.yaml:6: adapters\[0\]\.adapter: field 'num_experts' must be >= 1/],
-    [`${head}adapters:\n  - name: a\n${lora}    data: ${d}\n  - name: a\n${lora}    data: ${d}\n`, /two adapters are named 'a'/],
+    [
+      `${head}adapters:\n  - name: a\n${lora}    data: ${d}\n    learning_rate: 0.1\n`,
+      /train\.yaml:8: adapters\[0\]: unknown field 'learning_rate'/,
+    ],
+    [
+      `${head}adapters:\n  - name: a\n${lora}    data: ${d}\n    lr: fast\n`,
+      /train\.yaml:8: adapters\[0\]: field 'lr' must be a number/,
+    ],
+    [
+      `${head}adapters:\n  - name: a\n${lora}    data: missing.json\n`,
+      /train\.yaml:7: adapters\[0\]: field 'data' names .*missing\.json, which does not exist/,
+    ],
+    [
+      `${head}adapters:\n  - name: a\n${lora}    data: ${d}\n    batch_size: 4\n    micro_batch_size: 8\n`,
+      /field 'micro_batch_size' \(8\) is larger than batch_size \(4\)/,
+    ],
+    [
+      `${head}adapters:\n  - name: a\n    adapter: {peft_type: MIXLORA, r: 4, lora_alpha: 8, target_modules: [gate_proj], routing_strategy: mixlora, num_experts: 0}\n    data: ${d}\n`,
+      /train\.yaml:6: adapters\[0\]\.adapter: field 'num_experts' must be >= 1/,
+    ],
+    [
+      `${head}adapters:\n  - name: a\n${lora}    data: ${d}\n  - name: a\n${lora}    data: ${d}\n`,
+      /two adapters are named 'a'/,
+    ],
     [`${head}seed: -1\nadapters:\n  - name: a\n${lora}    data: ${d}\n`, /train\.yaml:4: field 'seed' must be >= 0/],
     [`${head}adapters: []\n`, /field 'adapters' must be a non-empty list/],
-    [`${head}optimiser: sgd\nadapters:\n  - name: a\n${lora}    data: ${d}\n`, /train\.yaml:4: unknown field 'optimiser'/],
-    [`${head}adapters:\n  - name: a\n${lora}    data: ${d}\n    optimizer: adam\n`, /field 'optimizer' must be one of adamw, sgd; got 'adam'/],
+    [
+      `${head}optimiser: sgd\nadapters:\n  - name: a\n${lora}    data: ${d}\n`,
+      /train\.yaml:4: unknown field 'optimiser'/,
+    ],
+    [
+      `${head}adapters:\n  - name: a\n${lora}    data: ${d}\n    optimizer: adam\n`,
+      /field 'optimizer' must be one of adamw, sgd; got 'adam'/,
+    ],
     [`${head}adapters: [\n`, /train\.yaml:\d+: not valid YAML\/JSON/],
   ];
   for (const [body, re] of cases) assert.throws(() => readTrainConfig(yamlConfig(body)), re, re.source);
@@ -43,8 +67,17 @@ test('bad data is refused before training starts, naming file and line', () => {
   const bad = path.join(dir, 'bad.jsonl');
   fs.writeFileSync(bad, '{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": "b"\n');
   const cfg = path.join(dir, 'train.json');
-  fs.writeFileSync(cfg, JSON.stringify({ base_model: STORIES_BIN, tokenizer: STORIES_TOK, output_dir: path.join(dir, 'run'),
-    adapters: [{ name: 'a', data: bad, adapter: { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: ALL_TARGETS } }] }));
+  fs.writeFileSync(
+    cfg,
+    JSON.stringify({
+      base_model: STORIES_BIN,
+      tokenizer: STORIES_TOK,
+      output_dir: path.join(dir, 'run'),
+      adapters: [
+        { name: 'a', data: bad, adapter: { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: ALL_TARGETS } },
+      ],
+    }),
+  );
   const r = mixlora(['train', cfg]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /bad\.jsonl:2: not valid JSON/);

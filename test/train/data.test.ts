@@ -37,12 +37,16 @@ test('alpaca records: the prompt is masked, the output and EOS are scored; train
 
 test('prompt/completion, pre-tokenised, truncation and dropped records', () => {
   assert.ok(tok.encode('Q: hi\nA: hello').length + 1 <= 16, 'the prompt/completion record fits the cutoff');
-  const { examples, stats } = loadExamples(file([
-    { prompt: 'Q: hi\nA:', completion: ' hello' },
-    { input_ids: [1, 5, 6, 7], labels: [-100, -100, 6, 7] },
-    { input_ids: [1, 5, 6, 7] },
-    { input_ids: Array.from({ length: 20 }, (_, i) => 3 + i), labels: [...Array(17).fill(-100), 1, 2, 3] },
-  ]), tok, { ...opts, cutoffLen: 16 });
+  const { examples, stats } = loadExamples(
+    file([
+      { prompt: 'Q: hi\nA:', completion: ' hello' },
+      { input_ids: [1, 5, 6, 7], labels: [-100, -100, 6, 7] },
+      { input_ids: [1, 5, 6, 7] },
+      { input_ids: Array.from({ length: 20 }, (_, i) => 3 + i), labels: [...Array(17).fill(-100), 1, 2, 3] },
+    ]),
+    tok,
+    { ...opts, cutoffLen: 16 },
+  );
   assert.equal(examples.length, 3);
   assert.deepEqual(examples[1], { inputIds: [1, 5, 6, 7], labels: [-100, -100, 6, 7] });
   assert.deepEqual(examples[2]!.labels, [1, 5, 6, 7]);
@@ -52,8 +56,28 @@ test('prompt/completion, pre-tokenised, truncation and dropped records', () => {
 });
 
 test('chat records: rendered with the chat template, only assistant turns scored', () => {
-  const chat = new TextTokenizer(tok.tokenizerJson, { ...tok.config, chat_template: "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}" }, 'chat');
-  const ex = loadExamples(file([{ messages: [{ role: 'user', content: 'Hi there' }, { role: 'assistant', content: 'Hello friend' }, { role: 'user', content: 'Bye' }] }]), chat, opts).examples[0]!;
+  const chat = new TextTokenizer(
+    tok.tokenizerJson,
+    {
+      ...tok.config,
+      chat_template:
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}",
+    },
+    'chat',
+  );
+  const ex = loadExamples(
+    file([
+      {
+        messages: [
+          { role: 'user', content: 'Hi there' },
+          { role: 'assistant', content: 'Hello friend' },
+          { role: 'user', content: 'Bye' },
+        ],
+      },
+    ]),
+    chat,
+    opts,
+  ).examples[0]!;
   const scored = ex.labels.filter((l) => l !== IGNORE_INDEX);
   assert.match(chat.decode(scored), /^\s*Hello friend\s*$/);
   assert.equal(chat.decode(ex.inputIds), '<user>Hi there\n<assistant>Hello friend\n<user>Bye\n');

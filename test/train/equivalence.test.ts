@@ -8,10 +8,27 @@ import { tempDir } from '../helpers/fixtures.js';
 import { ALL_TARGETS, adapterTensors, commonsenseSlice, maxDiff, trainConfig } from '../helpers/train.js';
 import { train } from '../../src/train/trainer.js';
 
-const mixlora = (extra: Record<string, unknown> = {}) => ({ peft_type: 'MIXLORA', r: 4, lora_alpha: 8, lora_dropout: 0, target_modules: ALL_TARGETS,
-  routing_strategy: 'mixlora', num_experts: 4, top_k: 2, router_aux_loss_coef: 0.01, ...extra });
+const mixlora = (extra: Record<string, unknown> = {}) => ({
+  peft_type: 'MIXLORA',
+  r: 4,
+  lora_alpha: 8,
+  lora_dropout: 0,
+  target_modules: ALL_TARGETS,
+  routing_strategy: 'mixlora',
+  num_experts: 4,
+  top_k: 2,
+  router_aux_loss_coef: 0.01,
+  ...extra,
+});
 const lora = { peft_type: 'LORA', r: 8, lora_alpha: 16, lora_dropout: 0, target_modules: ALL_TARGETS };
-const dora = { peft_type: 'LORA', r: 4, lora_alpha: 8, lora_dropout: 0, target_modules: ['q_proj', 'v_proj', 'down_proj'], use_dora: true };
+const dora = {
+  peft_type: 'LORA',
+  r: 4,
+  lora_alpha: 8,
+  lora_dropout: 0,
+  target_modules: ['q_proj', 'v_proj', 'down_proj'],
+  use_dora: true,
+};
 
 async function run(config: Record<string, unknown>): Promise<string> {
   const cfg = trainConfig(config);
@@ -26,7 +43,9 @@ async function run(config: Record<string, unknown>): Promise<string> {
 // stay proportional to the gradients.
 function tokenData(rows: number, len: number, seed: number): string {
   const file = path.join(tempDir(), `tokens-${seed}.jsonl`);
-  const lines = Array.from({ length: rows }, (_, r) => JSON.stringify({ input_ids: Array.from({ length: len }, (_, j) => 3 + ((j * 31 + r * 17 + seed * 7) % 500)) }));
+  const lines = Array.from({ length: rows }, (_, r) =>
+    JSON.stringify({ input_ids: Array.from({ length: len }, (_, j) => 3 + ((j * 31 + r * 17 + seed * 7) % 500)) }),
+  );
   fs.writeFileSync(file, lines.join('\n') + '\n');
   return file;
 }
@@ -43,9 +62,40 @@ async function assertFusedEqualsAlone(entries: { name: string }[], cutoffLen: nu
 
 test('adapters trained fused end with the weights each gets trained alone (equal-length data, SGD: ≤ 1e-6)', async () => {
   const entries = [
-    { name: 'mix', adapter: mixlora(), data: tokenData(16, 24, 1), optimizer: 'sgd', lr: 0.05, batch_size: 8, micro_batch_size: 4, num_epochs: 1 },
-    { name: 'lora', adapter: lora, data: tokenData(12, 24, 2), optimizer: 'sgd', momentum: 0.9, weight_decay: 0.01, lr: 0.02, batch_size: 4, micro_batch_size: 4, num_epochs: 1 },
-    { name: 'dora', adapter: dora, data: tokenData(12, 24, 3), optimizer: 'sgd', lr: 0.05, batch_size: 6, micro_batch_size: 3, max_steps: 2, scheduler: 'linear', warmup_steps: 1 },
+    {
+      name: 'mix',
+      adapter: mixlora(),
+      data: tokenData(16, 24, 1),
+      optimizer: 'sgd',
+      lr: 0.05,
+      batch_size: 8,
+      micro_batch_size: 4,
+      num_epochs: 1,
+    },
+    {
+      name: 'lora',
+      adapter: lora,
+      data: tokenData(12, 24, 2),
+      optimizer: 'sgd',
+      momentum: 0.9,
+      weight_decay: 0.01,
+      lr: 0.02,
+      batch_size: 4,
+      micro_batch_size: 4,
+      num_epochs: 1,
+    },
+    {
+      name: 'dora',
+      adapter: dora,
+      data: tokenData(12, 24, 3),
+      optimizer: 'sgd',
+      lr: 0.05,
+      batch_size: 6,
+      micro_batch_size: 3,
+      max_steps: 2,
+      scheduler: 'linear',
+      warmup_steps: 1,
+    },
   ];
   await assertFusedEqualsAlone(entries, 64);
 });
@@ -54,8 +104,29 @@ test('adapters trained fused on ragged real data end with the weights of trainin
   const boolq = commonsenseSlice('boolq.train', 24);
   const arc = commonsenseSlice('arc-e.train', 16);
   const entries = [
-    { name: 'mix', adapter: mixlora(), data: boolq, prompt_template: 'none', optimizer: 'sgd', lr: 0.05, batch_size: 8, micro_batch_size: 4, num_epochs: 1 },
-    { name: 'lora', adapter: lora, data: arc, prompt_template: 'none', optimizer: 'sgd', momentum: 0.9, lr: 0.02, batch_size: 4, micro_batch_size: 4, num_epochs: 1 },
+    {
+      name: 'mix',
+      adapter: mixlora(),
+      data: boolq,
+      prompt_template: 'none',
+      optimizer: 'sgd',
+      lr: 0.05,
+      batch_size: 8,
+      micro_batch_size: 4,
+      num_epochs: 1,
+    },
+    {
+      name: 'lora',
+      adapter: lora,
+      data: arc,
+      prompt_template: 'none',
+      optimizer: 'sgd',
+      momentum: 0.9,
+      lr: 0.02,
+      batch_size: 4,
+      micro_batch_size: 4,
+      num_epochs: 1,
+    },
   ];
   await assertFusedEqualsAlone(entries, 512);
 });
@@ -64,7 +135,13 @@ test('adapters trained fused on ragged real data end with the weights of trainin
 test('gradient accumulation: a batch of 8 as 8 micro-batches of 1 equals one micro-batch of 8 (to float rounding, SGD)', async () => {
   const data = commonsenseSlice('obqa.train', 16);
   for (const adapter of [lora, mixlora({ router_aux_loss_coef: 0 })]) {
-    const base = { cutoff_len: 512, group_by_length: false, adapters: [{ name: 'a', adapter, data, prompt_template: 'none', optimizer: 'sgd', lr: 0.05, batch_size: 8, max_steps: 2 }] };
+    const base = {
+      cutoff_len: 512,
+      group_by_length: false,
+      adapters: [
+        { name: 'a', adapter, data, prompt_template: 'none', optimizer: 'sgd', lr: 0.05, batch_size: 8, max_steps: 2 },
+      ],
+    };
     const one = await run({ ...base, adapters: [{ ...base.adapters[0], micro_batch_size: 8 }] });
     const eight = await run({ ...base, adapters: [{ ...base.adapters[0], micro_batch_size: 1 }] });
     const d = maxDiff(adapterTensors(path.join(one, 'a')), adapterTensors(path.join(eight, 'a')));
@@ -75,8 +152,25 @@ test('gradient accumulation: a batch of 8 as 8 micro-batches of 1 equals one mic
 test('activation recomputation per layer trains exactly like keeping activations (dropout and jitter included)', async () => {
   const data = commonsenseSlice('boolq.train', 12);
   const adapters = [
-    { name: 'mix', adapter: mixlora({ lora_dropout: 0.1, jitter_noise: 0.05 }), data, prompt_template: 'none', lr: 1e-3, batch_size: 4, micro_batch_size: 2, max_steps: 3 },
-    { name: 'dora', adapter: { ...dora, lora_dropout: 0.1 }, data, prompt_template: 'none', lr: 1e-3, batch_size: 4, max_steps: 3 },
+    {
+      name: 'mix',
+      adapter: mixlora({ lora_dropout: 0.1, jitter_noise: 0.05 }),
+      data,
+      prompt_template: 'none',
+      lr: 1e-3,
+      batch_size: 4,
+      micro_batch_size: 2,
+      max_steps: 3,
+    },
+    {
+      name: 'dora',
+      adapter: { ...dora, lora_dropout: 0.1 },
+      data,
+      prompt_template: 'none',
+      lr: 1e-3,
+      batch_size: 4,
+      max_steps: 3,
+    },
   ];
   const keep = await run({ cutoff_len: 512, adapters });
   const recompute = await run({ cutoff_len: 512, recompute: true, adapters });

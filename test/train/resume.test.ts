@@ -13,12 +13,50 @@ const env = { MIXLORA_NUM_THREADS: '1' };
 
 function config(data: string): Record<string, unknown> {
   return {
-    cutoff_len: 256, save_steps: 4,
+    cutoff_len: 256,
+    save_steps: 4,
     adapters: [
-      { name: 'mix', data, prompt_template: 'none', lr: 2e-3, batch_size: 4, micro_batch_size: 2, num_epochs: 2, scheduler: 'cosine', warmup_ratio: 0.1,
-        adapter: { peft_type: 'MIXLORA', r: 4, lora_alpha: 8, lora_dropout: 0.1, target_modules: ALL_TARGETS, routing_strategy: 'mixlora', num_experts: 4, top_k: 2, router_aux_loss_coef: 0.01, jitter_noise: 0.02 } },
-      { name: 'dora', data, prompt_template: 'none', lr: 1e-3, batch_size: 8, micro_batch_size: 4, num_epochs: 2, max_grad_norm: 1.0,
-        adapter: { peft_type: 'LORA', r: 8, lora_alpha: 16, lora_dropout: 0.05, target_modules: ['q_proj', 'v_proj', 'gate_proj'], use_dora: true } },
+      {
+        name: 'mix',
+        data,
+        prompt_template: 'none',
+        lr: 2e-3,
+        batch_size: 4,
+        micro_batch_size: 2,
+        num_epochs: 2,
+        scheduler: 'cosine',
+        warmup_ratio: 0.1,
+        adapter: {
+          peft_type: 'MIXLORA',
+          r: 4,
+          lora_alpha: 8,
+          lora_dropout: 0.1,
+          target_modules: ALL_TARGETS,
+          routing_strategy: 'mixlora',
+          num_experts: 4,
+          top_k: 2,
+          router_aux_loss_coef: 0.01,
+          jitter_noise: 0.02,
+        },
+      },
+      {
+        name: 'dora',
+        data,
+        prompt_template: 'none',
+        lr: 1e-3,
+        batch_size: 8,
+        micro_batch_size: 4,
+        num_epochs: 2,
+        max_grad_norm: 1.0,
+        adapter: {
+          peft_type: 'LORA',
+          r: 8,
+          lora_alpha: 16,
+          lora_dropout: 0.05,
+          target_modules: ['q_proj', 'v_proj', 'gate_proj'],
+          use_dora: true,
+        },
+      },
     ],
   };
 }
@@ -31,25 +69,44 @@ test('SIGKILL after a checkpoint, then --resume, ends with the weights of an uni
 
   const killed = writeConfig(config(data));
   const run = path.join(killed.dir, 'run');
-  const child = spawn(process.execPath, [MIXLORA_BIN, 'train', killed.file, '--quiet'], { env: { ...process.env, ...env }, stdio: 'ignore' });
+  const child = spawn(process.execPath, [MIXLORA_BIN, 'train', killed.file, '--quiet'], {
+    env: { ...process.env, ...env },
+    stdio: 'ignore',
+  });
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
   await new Promise<void>((resolve, reject) => {
     const poll = setInterval(() => {
       const dir = path.join(run, 'checkpoints');
-      const done = fs.existsSync(dir) && fs.readdirSync(dir).some((n) => /^checkpoint-\d+$/.test(n) && fs.existsSync(path.join(dir, n, 'state.json')));
-      if (done) { clearInterval(poll); child.kill('SIGKILL'); resolve(); }
+      const done =
+        fs.existsSync(dir) &&
+        fs.readdirSync(dir).some((n) => /^checkpoint-\d+$/.test(n) && fs.existsSync(path.join(dir, n, 'state.json')));
+      if (done) {
+        clearInterval(poll);
+        child.kill('SIGKILL');
+        resolve();
+      }
     }, 5);
-    child.on('exit', () => { clearInterval(poll); reject(new Error('the run ended before it could be killed')); });
+    child.on('exit', () => {
+      clearInterval(poll);
+      reject(new Error('the run ended before it could be killed'));
+    });
   });
   await exited;
   assert.ok(!fs.existsSync(path.join(run, 'mix', 'adapter_model.safetensors')), 'the killed run had already finished');
   const resumed = mixlora(['train', killed.file, '--resume', '--quiet'], { env });
   assert.equal(resumed.code, 0, resumed.stderr);
   for (const name of ['mix', 'dora']) {
-    assert.equal(maxDiff(adapterTensors(path.join(run, name)), adapterTensors(path.join(straight.dir, 'run', name))), 0, `${name}: resumed run differs`);
+    assert.equal(
+      maxDiff(adapterTensors(path.join(run, name)), adapterTensors(path.join(straight.dir, 'run', name))),
+      0,
+      `${name}: resumed run differs`,
+    );
   }
   const lines = (f: string) => fs.readFileSync(f, 'utf8').trim().split('\n');
-  assert.deepEqual(lines(path.join(run, 'metrics.jsonl')).map((l) => JSON.parse(l).loss), lines(path.join(straight.dir, 'run', 'metrics.jsonl')).map((l) => JSON.parse(l).loss));
+  assert.deepEqual(
+    lines(path.join(run, 'metrics.jsonl')).map((l) => JSON.parse(l).loss),
+    lines(path.join(straight.dir, 'run', 'metrics.jsonl')).map((l) => JSON.parse(l).loss),
+  );
   // Without --resume an existing run is refused rather than overwritten.
   const again = mixlora(['train', killed.file, '--quiet'], { env });
   assert.equal(again.code, 1);
@@ -60,18 +117,38 @@ test('the loss goes down on a small real task (stories260K, BoolQ slice), and ou
   const data = commonsenseSlice('boolq.train', 64);
   const c = writeConfig({
     cutoff_len: 256,
-    adapters: [{ name: 'lora', data, prompt_template: 'none', lr: 2e-3, batch_size: 8, num_epochs: 2,
-      adapter: { peft_type: 'LORA', r: 8, lora_alpha: 16, lora_dropout: 0.05, target_modules: ALL_TARGETS } }],
+    adapters: [
+      {
+        name: 'lora',
+        data,
+        prompt_template: 'none',
+        lr: 2e-3,
+        batch_size: 8,
+        num_epochs: 2,
+        adapter: { peft_type: 'LORA', r: 8, lora_alpha: 16, lora_dropout: 0.05, target_modules: ALL_TARGETS },
+      },
+    ],
   });
   const r = mixlora(['train', c.file], { env });
   assert.equal(r.code, 0, r.stderr);
   const run = path.join(c.dir, 'run');
-  const losses = fs.readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).loss as number);
+  const losses = fs
+    .readFileSync(path.join(run, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l).loss as number);
   assert.equal(losses.length, 16);
   const first = (losses[0]! + losses[1]!) / 2;
   const last = (losses[14]! + losses[15]!) / 2;
   assert.ok(last < 0.6 * first, `loss ${first.toFixed(3)} -> ${last.toFixed(3)}`);
-  for (const f of ['lora/adapter_config.json', 'lora/adapter_model.safetensors', 'loss.svg', 'loss.png', 'train_config.json']) assert.ok(fs.existsSync(path.join(run, f)), f);
+  for (const f of [
+    'lora/adapter_config.json',
+    'lora/adapter_model.safetensors',
+    'loss.svg',
+    'loss.png',
+    'train_config.json',
+  ])
+    assert.ok(fs.existsSync(path.join(run, f)), f);
   assert.match(r.stdout, /adapter lora: .*run\/lora/);
   assert.match(r.stderr, /lora: LoRA, [\d,]+ trainable parameters; 64 examples/);
 });

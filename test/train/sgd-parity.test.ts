@@ -21,12 +21,32 @@ for (const name of ['lora', 'dora-rslora', 'mixlora', 'mixdora', 'mixlora-switch
     const labels = expected.get('labels')!.toList() as number[][];
     const work = tempDir();
     const data = path.join(work, 'data.jsonl');
-    fs.writeFileSync(data, ids.map((row, i) => JSON.stringify({ input_ids: row, labels: labels[i] })).join('\n') + '\n');
+    fs.writeFileSync(
+      data,
+      ids.map((row, i) => JSON.stringify({ input_ids: row, labels: labels[i] })).join('\n') + '\n',
+    );
     const cfgFile = path.join(work, 'train.json');
-    fs.writeFileSync(cfgFile, JSON.stringify({
-      base_model: path.join(dir, 'model'), output_dir: path.join(work, 'run'), seed: 1, cutoff_len: 64,
-      adapters: [{ name, init_from: path.join(dir, 'adapter'), data, optimizer: 'sgd', lr: LR, batch_size: ids.length, micro_batch_size: ids.length, max_steps: 1 }],
-    }));
+    fs.writeFileSync(
+      cfgFile,
+      JSON.stringify({
+        base_model: path.join(dir, 'model'),
+        output_dir: path.join(work, 'run'),
+        seed: 1,
+        cutoff_len: 64,
+        adapters: [
+          {
+            name,
+            init_from: path.join(dir, 'adapter'),
+            data,
+            optimizer: 'sgd',
+            lr: LR,
+            batch_size: ids.length,
+            micro_batch_size: ids.length,
+            max_steps: 1,
+          },
+        ],
+      }),
+    );
     await train(readTrainConfig(cfgFile));
     const before = loadAll(path.join(dir, 'adapter', 'adapter_model.safetensors')).tensors;
     const after = adapterTensors(path.join(work, 'run', name));
@@ -36,7 +56,10 @@ for (const name of ['lora', 'dora-rslora', 'mixlora', 'mixdora', 'mixlora-switch
         const grad = expected.get(`grad.${key}`);
         assert.ok(grad, `no reference gradient for ${key}`);
         const start = before.get(key) ?? null;
-        if (!start) { assert.ok(key.endsWith('lora_magnitude_vector'), `unexpected ${key}`); continue; }
+        if (!start) {
+          assert.ok(key.endsWith('lora_magnitude_vector'), `unexpected ${key}`);
+          continue;
+        }
         const want = start.sub(grad.mul(LR));
         const d = t.sub(want).abs().amax().item();
         worst = Math.max(worst, d);

@@ -4,34 +4,81 @@ import { intArg } from '../options.js';
 
 export function benchCommand(): Command {
   return new Command('bench')
-    .description('time training steps of LoRA/DoRA/MixLoRA/MixDoRA on a LLaMA-shaped preset with random weights (median step after a warm-up, peak memory)')
-    .addOption(new Option('--preset <name>', 'model shape: llama-58m = vocab 32000, hidden 512, intermediate 1376, 8 layers, 8 heads; batch 4 × 256').choices(['llama-58m']).default('llama-58m'))
-    .addOption(new Option('--method <method>', 'adapter method (paper settings: LoRA/DoRA r 80; MixLoRA/MixDoRA r 16, 8 experts, top-2)').choices(['lora', 'dora', 'mixlora', 'mixdora']).makeOptionMandatory())
+    .description(
+      'time training steps of LoRA/DoRA/MixLoRA/MixDoRA on a LLaMA-shaped preset with random weights (median step after a warm-up, peak memory)',
+    )
+    .addOption(
+      new Option(
+        '--preset <name>',
+        'model shape: llama-58m = vocab 32000, hidden 512, intermediate 1376, 8 layers, 8 heads; batch 4 × 256',
+      )
+        .choices(['llama-58m'])
+        .default('llama-58m'),
+    )
+    .addOption(
+      new Option(
+        '--method <method>',
+        'adapter method (paper settings: LoRA/DoRA r 80; MixLoRA/MixDoRA r 16, 8 experts, top-2)',
+      )
+        .choices(['lora', 'dora', 'mixlora', 'mixdora'])
+        .makeOptionMandatory(),
+    )
     .option('--fused <n>', 'train N adapters of the method together', intArg('--fused', 1), 1)
     .option('--steps <n>', 'timed steps (the median is reported)', intArg('--steps', 1), 5)
     .option('--warmup <n>', 'untimed steps first', intArg('--warmup', 0), 2)
     .option('--recompute', 'recompute activations per layer in the backward pass')
-    .option('--scored <n>', 'score only the last N tokens of each row (an instruction-tuning batch: the rest is prompt)', intArg('--scored', 1))
+    .option(
+      '--scored <n>',
+      'score only the last N tokens of each row (an instruction-tuning batch: the rest is prompt)',
+      intArg('--scored', 1),
+    )
     .option('--device <device>', 'cpu, cuda or cuda:N', 'cpu')
     .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', intArg('--threads', 1))
     .option('--json', 'print one JSON line: {method, fused, ms_per_step, ms_per_token, tokens_per_s, peak_rss_mib}')
-    .action(async (o: { preset: 'llama-58m'; method: 'lora' | 'dora' | 'mixlora' | 'mixdora'; fused: number; steps: number; warmup: number; recompute?: boolean; scored?: number; device: string; threads?: number; json?: boolean }) => {
-      const { runTrainBench } = await import('../../bench/train-step.js');
-      const { setNumThreads } = await import('../../tensor/runtime.js');
-      const { parseDevice } = await import('../../models/load.js');
-      const { createProgress } = await import('../progress.js');
-      if (o.threads !== undefined) setNumThreads(o.threads);
-      const progress = createProgress();
-      const bar = progress.bar(`${o.method}${o.fused > 1 ? ` ×${o.fused}` : ''}`, o.warmup + o.steps);
-      const r = runTrainBench({ preset: o.preset, method: o.method, fused: o.fused, steps: o.steps, warmup: o.warmup, recompute: o.recompute ?? false, scored: o.scored ?? null, device: parseDevice(o.device), onStep: (i) => bar.update(i) });
-      bar.stop();
-      progress.stop();
-      if (o.json) {
-        const { method, fused, ms_per_step, ms_per_token, tokens_per_s, peak_rss_mib } = r;
-        process.stdout.write(JSON.stringify({ method, fused, ms_per_step, ms_per_token, tokens_per_s, peak_rss_mib }) + '\n');
-      } else {
-        process.stdout.write(`${r.method}${r.fused > 1 ? ` fused ×${r.fused}` : ''} on ${o.preset}: ${r.ms_per_step.toFixed(1)} ms/step, ${(r.ms_per_token * 1000).toFixed(1)} µs/token, ` +
-          `${Math.round(r.tokens_per_s)} tokens/s, peak RSS ${Math.round(r.peak_rss_mib)} MiB, ${r.trainable_parameters.toLocaleString('en-US')} trainable parameters\n`);
-      }
-    });
+    .action(
+      async (o: {
+        preset: 'llama-58m';
+        method: 'lora' | 'dora' | 'mixlora' | 'mixdora';
+        fused: number;
+        steps: number;
+        warmup: number;
+        recompute?: boolean;
+        scored?: number;
+        device: string;
+        threads?: number;
+        json?: boolean;
+      }) => {
+        const { runTrainBench } = await import('../../bench/train-step.js');
+        const { setNumThreads } = await import('../../tensor/runtime.js');
+        const { parseDevice } = await import('../../models/load.js');
+        const { createProgress } = await import('../progress.js');
+        if (o.threads !== undefined) setNumThreads(o.threads);
+        const progress = createProgress();
+        const bar = progress.bar(`${o.method}${o.fused > 1 ? ` ×${o.fused}` : ''}`, o.warmup + o.steps);
+        const r = runTrainBench({
+          preset: o.preset,
+          method: o.method,
+          fused: o.fused,
+          steps: o.steps,
+          warmup: o.warmup,
+          recompute: o.recompute ?? false,
+          scored: o.scored ?? null,
+          device: parseDevice(o.device),
+          onStep: (i) => bar.update(i),
+        });
+        bar.stop();
+        progress.stop();
+        if (o.json) {
+          const { method, fused, ms_per_step, ms_per_token, tokens_per_s, peak_rss_mib } = r;
+          process.stdout.write(
+            JSON.stringify({ method, fused, ms_per_step, ms_per_token, tokens_per_s, peak_rss_mib }) + '\n',
+          );
+        } else {
+          process.stdout.write(
+            `${r.method}${r.fused > 1 ? ` fused ×${r.fused}` : ''} on ${o.preset}: ${r.ms_per_step.toFixed(1)} ms/step, ${(r.ms_per_token * 1000).toFixed(1)} µs/token, ` +
+              `${Math.round(r.tokens_per_s)} tokens/s, peak RSS ${Math.round(r.peak_rss_mib)} MiB, ${r.trainable_parameters.toLocaleString('en-US')} trainable parameters\n`,
+          );
+        }
+      },
+    );
 }

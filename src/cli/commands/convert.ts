@@ -3,12 +3,23 @@
 import { Command, Option } from 'commander';
 import { UsageError } from '../../util/errors.js';
 
-interface ConvertOptions { from: 'llama2c' | 'mlora-legacy'; model?: string; tokenizer?: string; adapter?: string; out: string; force?: boolean }
+interface ConvertOptions {
+  from: 'llama2c' | 'mlora-legacy';
+  model?: string;
+  tokenizer?: string;
+  adapter?: string;
+  out: string;
+  force?: boolean;
+}
 
 export function convertCommand(): Command {
   return new Command('convert')
-    .description('convert a llama2.c checkpoint (+ tok*.bin) into a Hugging Face folder, or a legacy m-LoRA MixLoRA adapter into the current adapter layout')
-    .addOption(new Option('--from <format>', 'source format').choices(['llama2c', 'mlora-legacy']).makeOptionMandatory())
+    .description(
+      'convert a llama2.c checkpoint (+ tok*.bin) into a Hugging Face folder, or a legacy m-LoRA MixLoRA adapter into the current adapter layout',
+    )
+    .addOption(
+      new Option('--from <format>', 'source format').choices(['llama2c', 'mlora-legacy']).makeOptionMandatory(),
+    )
     .option('--model <file>', 'llama2c: the checkpoint (.bin)')
     .option('--tokenizer <file>', 'llama2c: the tokenizer (tok*.bin)')
     .option('--adapter <dir>', 'mlora-legacy: the adapter folder')

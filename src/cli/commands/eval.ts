@@ -22,11 +22,35 @@ const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 export function evalCommand(): Command {
   const cmd = new Command('eval')
-    .description('accuracy on commonsense QA tasks for one or more adapters (and the base model), evaluated in the same fused batches; expert load of MixLoRA adapters')
-    .option('--adapter <dir>', "adapter folder; repeat for several; 'none' for the bare base model (default: none)", collect, [])
-    .requiredOption('--task <name>', 'task name (arc-e, arc-c, boolq, obqa, piqa, siqa, winogrande, hellaswag, or any name for your own --data); repeat', collect, [])
-    .option('--data <file>', "data of the task at the same position (LLM-Adapters JSON or {query, choices, gold} JSONL); without any --data, the bundled test slices are used", collect, [])
-    .addOption(new Option('--scoring <method>', 'choice: compare candidate label tokens at the last prompt token (the paper); loglik: log-likelihood of each whole choice').choices(['choice', 'loglik']).default('choice'))
+    .description(
+      'accuracy on commonsense QA tasks for one or more adapters (and the base model), evaluated in the same fused batches; expert load of MixLoRA adapters',
+    )
+    .option(
+      '--adapter <dir>',
+      "adapter folder; repeat for several; 'none' for the bare base model (default: none)",
+      collect,
+      [],
+    )
+    .requiredOption(
+      '--task <name>',
+      'task name (arc-e, arc-c, boolq, obqa, piqa, siqa, winogrande, hellaswag, or any name for your own --data); repeat',
+      collect,
+      [],
+    )
+    .option(
+      '--data <file>',
+      'data of the task at the same position (LLM-Adapters JSON or {query, choices, gold} JSONL); without any --data, the bundled test slices are used',
+      collect,
+      [],
+    )
+    .addOption(
+      new Option(
+        '--scoring <method>',
+        'choice: compare candidate label tokens at the last prompt token (the paper); loglik: log-likelihood of each whole choice',
+      )
+        .choices(['choice', 'loglik'])
+        .default('choice'),
+    )
     .option('--limit <n>', 'the first N items of each task', intArg('--limit', 1))
     .option('--batch-size <n>', 'rows per forward pass', intArg('--batch-size', 1), 16)
     .option('--prompt-template <t>', 'template of LLM-Adapters records (as in training)', 'alpaca')
@@ -39,7 +63,8 @@ export function evalCommand(): Command {
     const { expertLoad } = await import('../../eval/expert-load.js');
     const { textTable, jsonReport, writeReport } = await import('../../eval/report.js');
     const { loadAdapter } = await import('../../adapters/io.js');
-    if (o.data.length > 0 && o.data.length !== o.task.length) throw new UsageError('give one --data per --task (in the same order), or none to use the bundled test slices');
+    if (o.data.length > 0 && o.data.length !== o.task.length)
+      throw new UsageError('give one --data per --task (in the same order), or none to use the bundled test slices');
     const files = o.task.map((t, i) => {
       const f = o.data[i] ?? bundledData(t);
       if (!f) throw new UsageError(`--task ${t}: no bundled data for this task; give --data FILE`);
@@ -61,7 +86,11 @@ export function evalCommand(): Command {
     for (const [i, taskName] of o.task.entries()) {
       const task = loadTask(taskName, files[i]!, { template: o.promptTemplate, limit: o.limit ?? null });
       const bar = progress.bar(taskName, task.items.length);
-      const r = evaluateTask(loaded.model, loaded.tokenizer, targets, task, { method: o.scoring, batchSize: o.batchSize, onProgress: (n) => bar.update(n) });
+      const r = evaluateTask(loaded.model, loaded.tokenizer, targets, task, {
+        method: o.scoring,
+        batchSize: o.batchSize,
+        onProgress: (n) => bar.update(n),
+      });
       bar.stop();
       results.push(...r.results);
       for (const [adapter, counts] of r.counts) {

@@ -20,10 +20,17 @@ interface GenerateCliOptions extends ModelCliOptions {
 export function generateCommand(): Command {
   const cmd = new Command('generate')
     .description('generate text: prints the completion of each --prompt (not the prompt)')
-    .requiredOption('--prompt <text>', 'prompt text; repeat for a batch', (v: string, prev: string[] = []) => [...prev, v])
+    .requiredOption('--prompt <text>', 'prompt text; repeat for a batch', (v: string, prev: string[] = []) => [
+      ...prev,
+      v,
+    ])
     .option('--max-new-tokens <n>', 'tokens to generate at most', intArg('--max-new-tokens', 1), 128)
     .option('--temperature <t>', 'sampling temperature; 0 is greedy', numArg('--temperature', 0), 0)
-    .option('--top-p <p>', 'nucleus sampling: keep the smallest set of tokens with probability >= p', numArg('--top-p', 0, 1))
+    .option(
+      '--top-p <p>',
+      'nucleus sampling: keep the smallest set of tokens with probability >= p',
+      numArg('--top-p', 0, 1),
+    )
     .option('--top-k <k>', 'keep the k most likely tokens', intArg('--top-k', 1))
     .option('--repetition-penalty <r>', 'penalise tokens already present (> 1)', numArg('--repetition-penalty', 0))
     .option('--seed <s>', 'random seed for sampling', intArg('--seed', 0))
@@ -37,9 +44,13 @@ export function generateCommand(): Command {
     const { model, tokenizer } = loaded;
     const hooks = await adapterHooks(loaded, o.adapter);
     // A chat template writes its own special tokens (as transformers' apply_chat_template does).
-    const prompts = o.prompt.map((p) => (o.chat
-      ? tokenizer.encode(tokenizer.applyChatTemplate([{ role: 'user', content: p }], { addGenerationPrompt: true }), { special: false })
-      : tokenizer.encode(p)));
+    const prompts = o.prompt.map((p) =>
+      o.chat
+        ? tokenizer.encode(tokenizer.applyChatTemplate([{ role: 'user', content: p }], { addGenerationPrompt: true }), {
+            special: false,
+          })
+        : tokenizer.encode(p),
+    );
     const progress = createProgress();
     const bar = progress.bar('generate', o.maxNewTokens);
     const out = generate(model, prompts, {
@@ -56,7 +67,12 @@ export function generateCommand(): Command {
     });
     bar.stop();
     progress.stop();
-    const texts = out.map((ids, i) => tokenizer.decodeContinuation(prompts[i]!, ids.filter((id) => !model.config.eosTokenIds.includes(id))));
+    const texts = out.map((ids, i) =>
+      tokenizer.decodeContinuation(
+        prompts[i]!,
+        ids.filter((id) => !model.config.eosTokenIds.includes(id)),
+      ),
+    );
     if (o.json) process.stdout.write(JSON.stringify({ completions: texts }) + '\n');
     else process.stdout.write(texts.join('\n\n') + '\n');
   });

@@ -3,9 +3,14 @@ import { Command } from 'commander';
 
 export function inspectCommand(): Command {
   return new Command('inspect')
-    .description("show an adapter's kind, settings, trainable parameters (and their share of the base model) per module")
+    .description(
+      "show an adapter's kind, settings, trainable parameters (and their share of the base model) per module",
+    )
     .argument('<dir>', 'adapter folder')
-    .option('--model <path>', "base model (folder or llama2.c .bin) for the percentage; default: the adapter's base_model_name_or_path when it exists here")
+    .option(
+      '--model <path>',
+      "base model (folder or llama2.c .bin) for the percentage; default: the adapter's base_model_name_or_path when it exists here",
+    )
     .option('--json', 'print the report as JSON')
     .action(async (dir: string, o: { model?: string; json?: boolean }) => {
       const fs = await import('node:fs');

@@ -4,7 +4,9 @@ import { addModelOptions, openModel, type ModelCliOptions } from '../options.js'
 
 export function mergeCommand(): Command {
   const cmd = new Command('merge')
-    .description('fold a LoRA or DoRA adapter into the base weights, writing a Hugging Face model folder (MixLoRA adapters cannot be folded)')
+    .description(
+      'fold a LoRA or DoRA adapter into the base weights, writing a Hugging Face model folder (MixLoRA adapters cannot be folded)',
+    )
     .requiredOption('--adapter <dir>', 'LoRA/DoRA adapter folder')
     .requiredOption('--out <dir>', 'output folder (must not exist unless --force)')
     .option('--force', 'replace the output folder if it exists');

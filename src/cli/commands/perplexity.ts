@@ -6,27 +6,33 @@ import { adapterHooks, addAdapterOption } from '../adapter-option.js';
 
 export function perplexityCommand(): Command {
   const cmd = new Command('perplexity')
-    .description('perplexity of a model (and adapter) over JSONL: {"text": ...} or {"input_ids": [...], "labels": [...]} per line')
+    .description(
+      'perplexity of a model (and adapter) over JSONL: {"text": ...} or {"input_ids": [...], "labels": [...]} per line',
+    )
     .requiredOption('--data <file>', 'JSONL data file')
     .option('--batch-size <n>', 'examples per forward pass', intArg('--batch-size', 1), 8)
     .option('--json', 'print {"examples", "mean_nll", "perplexity"} as JSON');
   addModelOptions(cmd);
   addAdapterOption(cmd);
-  return cmd.action(async (o: ModelCliOptions & { data: string; batchSize: number; json?: boolean; adapter?: string }) => {
-    const { perplexity, readPerplexityData } = await import('../../eval/perplexity.js');
-    const loaded = await openModel(o);
-    const hooks = await adapterHooks(loaded, o.adapter);
-    const data = readPerplexityData(o.data, loaded.tokenizer, loaded.model.config.vocabSize);
-    const progress = createProgress();
-    const bar = progress.bar('perplexity', data.length);
-    const result = perplexity(loaded.model, data, { batchSize: o.batchSize, hooks, onBatch: (n) => bar.update(n) });
-    bar.stop();
-    progress.stop();
-    if (o.json) {
-      process.stdout.write(JSON.stringify(result) + '\n');
-    } else {
-      const tokens = result.examples.reduce((a, e) => a + e.tokens, 0);
-      process.stdout.write(`examples ${result.examples.length}, scored tokens ${tokens}, mean NLL ${result.mean_nll?.toFixed(4) ?? 'n/a'}, perplexity ${result.perplexity?.toFixed(4) ?? 'n/a'}\n`);
-    }
-  });
+  return cmd.action(
+    async (o: ModelCliOptions & { data: string; batchSize: number; json?: boolean; adapter?: string }) => {
+      const { perplexity, readPerplexityData } = await import('../../eval/perplexity.js');
+      const loaded = await openModel(o);
+      const hooks = await adapterHooks(loaded, o.adapter);
+      const data = readPerplexityData(o.data, loaded.tokenizer, loaded.model.config.vocabSize);
+      const progress = createProgress();
+      const bar = progress.bar('perplexity', data.length);
+      const result = perplexity(loaded.model, data, { batchSize: o.batchSize, hooks, onBatch: (n) => bar.update(n) });
+      bar.stop();
+      progress.stop();
+      if (o.json) {
+        process.stdout.write(JSON.stringify(result) + '\n');
+      } else {
+        const tokens = result.examples.reduce((a, e) => a + e.tokens, 0);
+        process.stdout.write(
+          `examples ${result.examples.length}, scored tokens ${tokens}, mean NLL ${result.mean_nll?.toFixed(4) ?? 'n/a'}, perplexity ${result.perplexity?.toFixed(4) ?? 'n/a'}\n`,
+        );
+      }
+    },
+  );
 }

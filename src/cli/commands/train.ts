@@ -4,7 +4,9 @@ import { intArg } from '../options.js';
 
 export function trainCommand(): Command {
   return new Command('train')
-    .description('fine-tune LoRA/DoRA/MixLoRA/MixDoRA adapters together over one frozen base model (config: JSON or YAML; see README)')
+    .description(
+      'fine-tune LoRA/DoRA/MixLoRA/MixDoRA adapters together over one frozen base model (config: JSON or YAML; see README)',
+    )
     .argument('<config>', 'training config file')
     .option('--resume', "continue from the newest complete checkpoint in the config's output_dir")
     .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', intArg('--threads', 1))
