@@ -1,13 +1,21 @@
 # mixlora: `make demo` and `make test` are the quick start; `make setup` installs and builds.
-PYTHON ?= /usr/bin/python3
+# The project's virtual environment (PyTorch 2.x, transformers, peft): the default libtorch of the addon,
+# the independent references of the tests and the baselines of the benchmarks.
+PYTHON ?= $(if $(wildcard .venv/bin/python),$(CURDIR)/.venv/bin/python,python3)
 export PYTHON
+# The addon built against Debian's libtorch 1.13 (the fallback backend), beside the default one.
+SYSTEM_ADDON := build/native-system/build/Release/mixlora.node
 
-.PHONY: setup system-deps native build test lint format demo bench clean
+.PHONY: setup system-deps venv native build test test-system-libtorch check-cuda-build lint lint-native format \
+	demo bench clean
 
-setup: system-deps node_modules/.package-lock.json native build
+setup: system-deps venv node_modules/.package-lock.json native build
 
 system-deps:
 	@bash scripts/install-system-deps.sh
+
+venv:
+	@bash scripts/setup-venv.sh
 
 # npm ci only when the lockfile changed since the last install (it also builds the addon).
 node_modules/.package-lock.json: package.json package-lock.json
@@ -28,10 +36,23 @@ build/reference/.stamp: $(wildcard test/reference/*.py)
 test: setup build/reference/.stamp
 	@node scripts/run-tests.mjs
 
+# The same suite on Debian's libtorch 1.13 (MIXLORA_BACKEND=system), built into its own folder.
+test-system-libtorch: setup build/reference/.stamp
+	@MIXLORA_BACKEND=system node scripts/build-native.mjs --out build/native-system
+	@MIXLORA_ADDON=$(CURDIR)/$(SYSTEM_ADDON) node scripts/run-tests.mjs
+
+# The CUDA flavour compiles and links (no GPU needed): the addon against PyTorch's CUDA wheel, in .venv-cuda.
+check-cuda-build: node_modules/.package-lock.json
+	@bash scripts/check-cuda-build.sh
+
 # Format check (prettier, 120 columns) and type check without emitting.
-lint: node_modules/.package-lock.json
+lint: node_modules/.package-lock.json lint-native
 	@npx prettier --check --log-level warn "src/**/*.ts" "test/**/*.ts" "bench/**/*.ts" "scripts/**/*.mjs"
 	@npx tsc -p tsconfig.json --noEmit
+
+# The addon's own code compiled with -Wall -Wextra -Werror (libtorch's headers are system headers).
+lint-native: node_modules/.package-lock.json
+	@node scripts/build-native.mjs --out build/native-lint --werror
 
 format: node_modules/.package-lock.json
 	@npx prettier --write --log-level warn "src/**/*.ts" "test/**/*.ts" "bench/**/*.ts" "scripts/**/*.mjs"

@@ -1,10 +1,13 @@
 // Shared by the benchmarks: timing, the PyTorch side run in the same invocation, and tables.
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { packageRoot } from '../src/util/package.js';
 
-export const PYTHON = process.env.PYTHON ?? '/usr/bin/python3';
+// The project's .venv (PyTorch 2.x, transformers, peft: `make setup`), unless PYTHON names another.
+const venvPython = path.join(packageRoot(), '.venv', 'bin', 'python');
+export const PYTHON = process.env.PYTHON ?? (fs.existsSync(venvPython) ? venvPython : 'python3');
 
 /** Median milliseconds of `reps` calls after `warmup` calls. */
 export function medianMs(fn: () => void, reps: number, warmup = 2): number {
@@ -26,7 +29,7 @@ export function runPython<T>(script: string, args: string[]): T {
   if (r.status !== 0) {
     throw new Error(
       `${PYTHON} ${script} failed (exit ${r.status}):\n${r.stderr}\n` +
-        'The PyTorch baselines need python3-torch (Debian: apt-get install python3-torch; `make setup` does it as root).',
+        'The PyTorch baselines need the .venv that `make setup` makes (PyTorch 2.x, transformers, peft).',
     );
   }
   const lines = r.stdout.trim().split('\n');

@@ -1,4 +1,4 @@
-// Runs every benchmark side by side with its PyTorch eager baseline (Debian's python3-torch) and writes
+// Runs every benchmark side by side with its PyTorch eager baseline (PyTorch 2.x in the project's .venv) and writes
 // BENCHMARKS.md. Training-step runs are separate processes (peak memory is per process), interleaved
 // ours/PyTorch and repeated BENCH_ROUNDS times (default 3). Each run reports the median of its steps;
 // across rounds the fastest run is kept (on a shared machine, slow rounds are other tenants' load).
@@ -155,7 +155,7 @@ const targets = [
 const md = `# Benchmarks
 
 Measured by \`make bench\` (\`bench/run.sh\`) on ${new Date().toISOString().slice(0, 10)}: ${machine()}.
-mixlora on libtorch ${buildInfo().torchVersion}; PyTorch ${pyVersion} (Debian's python3-torch) for the eager baselines, run in the
+mixlora on libtorch ${buildInfo().torchVersion}; PyTorch ${pyVersion} (the .venv's) for the eager baselines, run in the
 same invocation with the same thread count. Training steps: median of ${STEPS} steps after ${WARMUP} warm-up steps, each
 configuration in its own process, ours and PyTorch interleaved, ${ROUNDS} rounds; the fastest round is reported for
 time and the median round for memory. Times are wall clock on a shared virtual machine whose speed drifts

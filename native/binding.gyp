@@ -4,12 +4,12 @@
       "target_name": "mixlora",
       "sources": ["addon.cc", "table.cc", "ops_create.cc", "ops_shape.cc", "ops_math.cc", "ops_nn.cc",
                   "autograd.cc", "fused.cc", "optim.cc", "runtime.cc"],
-      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")",
-                       "<!@(node ../scripts/libtorch.mjs include_dirs)"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "<!@(node ../scripts/libtorch.mjs defines)"],
       "cflags!": ["-fno-exceptions", "-fno-rtti"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++20"],
-      "cflags_cc": ["-std=c++17", "-O2", "-fexceptions", "-Wno-unused-parameter", "-Wno-deprecated-declarations"],
+      "cflags_cc": ["-O2", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                    "-Wno-deprecated-declarations", "<!@(node ../scripts/libtorch.mjs cflags)"],
       "ldflags": ["<!@(node ../scripts/libtorch.mjs ldflags)"],
       "libraries": ["<!@(node ../scripts/libtorch.mjs libraries)"]
     }

@@ -3,6 +3,8 @@
 // reproduce bit-exactly on the same machine. Optimizer state lives in ordinary tensors owned by JS.
 #include "common.h"
 
+#include <ATen/core/grad_mode.h>
+
 #include <cmath>
 
 namespace {

@@ -3,8 +3,12 @@
 
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <ATen/Parallel.h>
+#include <ATen/Version.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
+
+#include <dlfcn.h>
+#include <link.h>
 
 #include <mutex>
 
@@ -21,7 +25,8 @@ MX_FN(getNumThreads) { return Napi::Number::New(info.Env(), at::get_num_threads(
 
 const at::Generator& GeneratorFor(const at::Device& dev) {
   if (dev.is_cpu()) return at::detail::getDefaultCPUGenerator();
-  if (dev.is_cuda()) return at::detail::getCUDAHooks().getDefaultCUDAGenerator(dev.has_index() ? dev.index() : 0);
+  // Context::defaultGenerator is the same call on libtorch 1.13 and 2.x (the CUDA hooks renamed theirs).
+  if (dev.is_cuda()) return at::globalContext().defaultGenerator(at::Device(at::kCUDA, dev.has_index() ? dev.index() : 0));
   throw ArgError("no random generator for device " + dev.str());
 }
 
@@ -71,6 +76,37 @@ MX_FN(buildInfo) {
   o.Set("cudaBuild", Napi::Boolean::New(info.Env(), MIXLORA_TORCH_CUDA != 0));
   o.Set("cxx11Abi", Napi::Boolean::New(info.Env(), _GLIBCXX_USE_CXX11_ABI != 0));
   o.Set("parallelInfo", at::get_parallel_info());
+  // Build settings and the kernels' CPU capability as libtorch reports them (torch.__config__.show()).
+  o.Set("config", at::show_config());
+  return o;
+}
+
+// blasInfo() -> {openblasCore, openblasConfig}: what OpenBLAS says of itself when libtorch is linked with it
+// (Debian's libtorch is; PyTorch's x86 wheels use MKL and both are null). Found among the loaded libraries
+// at run time (Node loads the addon RTLD_LOCAL, so RTLD_DEFAULT would not see it), so that the addon
+// neither links OpenBLAS nor needs its headers.
+using NameFn = const char* (*)();
+struct BlasLookup {
+  NameFn core = nullptr;
+  NameFn config = nullptr;
+};
+int FindOpenblas(struct dl_phdr_info* lib, size_t, void* data) {
+  auto* found = static_cast<BlasLookup*>(data);
+  if (!lib->dlpi_name || !*lib->dlpi_name) return 0;
+  void* handle = dlopen(lib->dlpi_name, RTLD_LAZY | RTLD_NOLOAD);
+  if (!handle) return 0;
+  found->core = reinterpret_cast<NameFn>(dlsym(handle, "openblas_get_corename"));
+  found->config = reinterpret_cast<NameFn>(dlsym(handle, "openblas_get_config"));
+  dlclose(handle);  // NOLOAD took a reference; the library stays loaded by its real users
+  return found->core ? 1 : 0;
+}
+MX_FN(blasInfo) {
+  auto env = info.Env();
+  BlasLookup found;
+  dl_iterate_phdr(FindOpenblas, &found);
+  auto o = Napi::Object::New(env);
+  o.Set("openblasCore", found.core ? Napi::Value(Napi::String::New(env, found.core())) : env.Null());
+  o.Set("openblasConfig", found.config ? Napi::Value(Napi::String::New(env, found.config())) : env.Null());
   return o;
 }
 
@@ -91,5 +127,6 @@ void RegisterRuntime(Napi::Env env, Napi::Object exports) {
   MX_EXPORT(exports, liveCount);
   MX_EXPORT(exports, externalBytes);
   MX_EXPORT(exports, buildInfo);
+  MX_EXPORT(exports, blasInfo);
 }
 }  // namespace mx

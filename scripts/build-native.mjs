@@ -1,18 +1,40 @@
 #!/usr/bin/env node
-// Builds the libtorch addon (native/build/Release/mixlora.node) with node-gyp.
-// Incremental: reconfigures only when binding.gyp or the libtorch found changed.
+// Builds the libtorch addon with node-gyp.
+//   node scripts/build-native.mjs                      native/build/Release/mixlora.node, libtorch as found
+//                                                      by scripts/libtorch.mjs (the .venv's PyTorch 2.x first)
+//   node scripts/build-native.mjs --out DIR [--werror] another build folder (e.g. the system-libtorch build
+//                                                      that `make test-system-libtorch` loads through
+//                                                      MIXLORA_ADDON, or the warnings-as-errors build of lint)
+// Incremental: reconfigures only when binding.gyp, the flags or the libtorch found changed.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
-import { findLibtorch } from './libtorch.mjs';
+import { parseArgs } from 'node:util';
+import { findLibtorch, root } from './libtorch.mjs';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const { values: opts } = parseArgs({ options: { out: { type: 'string' }, werror: { type: 'boolean' } } });
 const nativeDir = path.join(root, 'native');
-const buildDir = path.join(nativeDir, 'build');
-const stampFile = path.join(buildDir, 'libtorch.json');
+
+// The folder node-gyp runs in: native/ itself, or a folder of links to native/'s sources whose binding.gyp
+// names scripts/libtorch.mjs by its absolute path.
+function prepareFolder(out) {
+  if (!out) return nativeDir;
+  const dir = path.resolve(root, out);
+  fs.mkdirSync(dir, { recursive: true });
+  for (const name of fs.readdirSync(nativeDir)) {
+    if (!/\.(cc|h)$/.test(name)) continue;
+    const link = path.join(dir, name);
+    if (!fs.existsSync(link)) fs.symlinkSync(path.join(nativeDir, name), link);
+  }
+  const gyp = fs
+    .readFileSync(path.join(nativeDir, 'binding.gyp'), 'utf8')
+    .replaceAll('../scripts/libtorch.mjs', path.join(root, 'scripts', 'libtorch.mjs'));
+  const gypFile = path.join(dir, 'binding.gyp');
+  if (!fs.existsSync(gypFile) || fs.readFileSync(gypFile, 'utf8') !== gyp) fs.writeFileSync(gypFile, gyp);
+  return dir;
+}
 
 let lt;
 try {
@@ -21,14 +43,19 @@ try {
   process.stderr.write(`mixlora: cannot build the native addon.\n${e.message}\n`);
   process.exit(1);
 }
+const gypDir = prepareFolder(opts.out);
+const buildDir = path.join(gypDir, 'build');
+const stampFile = path.join(buildDir, 'libtorch.json');
 process.stderr.write(
-  `mixlora: building the addon against libtorch ${lt.version} from ${lt.source} (${lt.cuda ? 'CUDA' : 'CPU'} build)\n`,
+  `mixlora: building the addon in ${path.relative(root, buildDir)} against libtorch ${lt.version} from ${lt.source}` +
+    ` (${lt.cuda ? 'CUDA' : 'CPU'} build${opts.werror ? ', warnings as errors' : ''})\n`,
 );
 
 const require = createRequire(import.meta.url);
 const nodeGyp = require.resolve('node-gyp/bin/node-gyp.js');
+const env = { ...process.env, MIXLORA_LIBTORCH_JSON: JSON.stringify(lt), MIXLORA_WERROR: opts.werror ? '1' : '0' };
 const run = (args) => {
-  const r = spawnSync(process.execPath, [nodeGyp, ...args], { cwd: nativeDir, stdio: 'inherit' });
+  const r = spawnSync(process.execPath, [nodeGyp, ...args], { cwd: gypDir, stdio: 'inherit', env });
   if (r.status !== 0) {
     process.stderr.write(`mixlora: node-gyp ${args[0]} failed (exit ${r.status}).\n`);
     process.exit(1);
@@ -43,10 +70,10 @@ const nodedirArgs =
     ? [`--nodedir=${nodePrefix}`]
     : [];
 
-const stamp = JSON.stringify(lt);
+const stamp = JSON.stringify({ ...lt, werror: Boolean(opts.werror) });
 const gypChanged =
   !fs.existsSync(path.join(buildDir, 'Makefile')) ||
-  fs.statSync(path.join(nativeDir, 'binding.gyp')).mtimeMs > fs.statSync(path.join(buildDir, 'Makefile')).mtimeMs;
+  fs.statSync(path.join(gypDir, 'binding.gyp')).mtimeMs > fs.statSync(path.join(buildDir, 'Makefile')).mtimeMs;
 const ltChanged = !fs.existsSync(stampFile) || fs.readFileSync(stampFile, 'utf8') !== stamp;
 if (gypChanged || ltChanged) {
   if (ltChanged && fs.existsSync(buildDir)) fs.rmSync(buildDir, { recursive: true, force: true });

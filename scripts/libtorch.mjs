@@ -1,9 +1,12 @@
 #!/usr/bin/env node
-// Finds the libtorch to build the addon against, in the documented order:
+// Finds the libtorch to build the addon against, in this order:
 //   1. LIBTORCH=<dir>            a libtorch folder with include/ and lib/
 //   2. LIBTORCH_USE_PYTORCH=1    the `torch` package of `python3` (or $PYTHON)
-//   3. the system                Debian/Ubuntu's libtorch-dev (/usr/include, /usr/lib/<triplet>)
-// Used by native/binding.gyp (`node scripts/libtorch.mjs <field>`) and by scripts/build-native.mjs.
+//   3. MIXLORA_BACKEND=system    Debian/Ubuntu's libtorch-dev (/usr/include, /usr/lib/<triplet>)
+//      MIXLORA_BACKEND=pytorch   the project's virtual environment (.venv, made by `make setup`)
+//   4. otherwise                 the project's .venv when it holds torch, else the system package
+// Used by scripts/build-native.mjs, which hands the result to native/binding.gyp through
+// MIXLORA_LIBTORCH_JSON so that gyp's field queries (`node scripts/libtorch.mjs <field>`) agree with it.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -13,7 +16,8 @@ const HOW_TO =
   'libtorch was not found. Provide it in one of three ways:\n' +
   '  1. LIBTORCH=/path/to/libtorch   (a folder with include/ and lib/, e.g. unpacked from pytorch.org)\n' +
   '  2. LIBTORCH_USE_PYTORCH=1       (use the torch package of python3; set PYTHON to pick another interpreter)\n' +
-  '  3. the system package           (Debian/Ubuntu: apt-get install libtorch-dev; `make setup` does this as root)';
+  '  3. MIXLORA_BACKEND=pytorch       (the project-local .venv that `make setup` fills with PyTorch 2.x from pip)\n' +
+  '  4. MIXLORA_BACKEND=system        (Debian/Ubuntu: apt-get install libtorch-dev; `make setup` does this as root)';
 
 export class LibtorchNotFound extends Error {}
 
@@ -38,9 +42,22 @@ function usesCxx11Abi(libDir) {
 }
 
 function readVersion(includeDir) {
-  const text = fs.readFileSync(path.join(includeDir, 'torch', 'csrc', 'api', 'include', 'torch', 'version.h'), 'utf8');
-  const m = /#define TORCH_VERSION\s*\\?\s*"([^"]+)"/.exec(text);
-  return m ? m[1] : 'unknown';
+  // PyTorch 2.9+ moved the defines to torch/headeronly/version.h (the old header includes it).
+  for (const file of [
+    path.join(includeDir, 'torch', 'headeronly', 'version.h'),
+    path.join(includeDir, 'torch', 'csrc', 'api', 'include', 'torch', 'version.h'),
+  ]) {
+    if (!fs.existsSync(file)) continue;
+    const m = /#define TORCH_VERSION\s*\\?\s*"([^"]+)"/.exec(fs.readFileSync(file, 'utf8'));
+    if (m) return m[1];
+  }
+  return 'unknown';
+}
+
+// PyTorch 2.x headers use C++20 features (bit-field initialisers in c10); 1.13's are C++17.
+function cxxStandard(version) {
+  const major = Number(/^(\d+)/.exec(version)?.[1] ?? 0);
+  return major >= 2 ? 'c++20' : 'c++17';
 }
 
 function describe(source, includeDir, libDir) {
@@ -55,6 +72,7 @@ function describe(source, includeDir, libDir) {
   return {
     source,
     version: readVersion(includeDir),
+    cxxStandard: cxxStandard(readVersion(includeDir)),
     includeDirs: [includeDir, path.join(includeDir, 'torch', 'csrc', 'api', 'include')],
     libDir,
     libs,
@@ -65,8 +83,10 @@ function describe(source, includeDir, libDir) {
   };
 }
 
-function fromPython() {
-  const python = process.env.PYTHON || 'python3';
+export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const venvPython = path.join(root, '.venv', 'bin', 'python');
+
+function fromPython(python = process.env.PYTHON || 'python3', source = `python torch (${python})`) {
   let out;
   try {
     out = execFileSync(
@@ -87,7 +107,7 @@ function fromPython() {
     );
   }
   const { include, lib } = JSON.parse(out);
-  return describe(`python torch (${python})`, include, lib);
+  return describe(source, include, lib);
 }
 
 function fromSystem() {
@@ -104,10 +124,22 @@ function fromSystem() {
 
 export function findLibtorch(env = process.env) {
   if (env.LIBTORCH) {
-    const root = path.resolve(env.LIBTORCH);
-    return describe(`LIBTORCH=${root}`, path.join(root, 'include'), path.join(root, 'lib'));
+    const dir = path.resolve(env.LIBTORCH);
+    return describe(`LIBTORCH=${dir}`, path.join(dir, 'include'), path.join(dir, 'lib'));
   }
-  if (env.LIBTORCH_USE_PYTORCH === '1') return fromPython();
+  if (env.LIBTORCH_USE_PYTORCH === '1') return fromPython(env.PYTHON || 'python3');
+  const backend = env.MIXLORA_BACKEND || 'auto';
+  if (!['auto', 'pytorch', 'system'].includes(backend)) {
+    throw new LibtorchNotFound(`MIXLORA_BACKEND=${backend}: expected pytorch, system or auto`);
+  }
+  if (backend === 'system') return fromSystem();
+  if (backend === 'pytorch' || fs.existsSync(venvPython)) {
+    try {
+      return fromPython(venvPython, 'pytorch (.venv)');
+    } catch (e) {
+      if (backend === 'pytorch') throw e;
+    }
+  }
   return fromSystem();
 }
 
@@ -115,7 +147,7 @@ export function findLibtorch(env = process.env) {
 if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
   const field = process.argv[2] || 'json';
   try {
-    const lt = findLibtorch();
+    const lt = process.env.MIXLORA_LIBTORCH_JSON ? JSON.parse(process.env.MIXLORA_LIBTORCH_JSON) : findLibtorch();
     const fields = {
       json: () => JSON.stringify(lt, null, 2),
       include_dirs: () => lt.includeDirs.join(' '),
@@ -128,6 +160,13 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.a
           '-Wl,--no-as-needed',
         ].join(' '),
       defines: () => `_GLIBCXX_USE_CXX11_ABI=${lt.cxx11abi ? 1 : 0} MIXLORA_TORCH_CUDA=${lt.cuda ? 1 : 0}`,
+      // libtorch's headers as system headers: their own warnings are not ours to fix (see `make lint`).
+      cflags: () =>
+        [
+          `-std=${lt.cxxStandard}`,
+          ...lt.includeDirs.map((d) => `-isystem ${d}`),
+          ...(process.env.MIXLORA_WERROR === '1' ? ['-Werror'] : []),
+        ].join(' '),
       summary: () => `libtorch ${lt.version} from ${lt.source} (${lt.cuda ? 'CUDA' : 'CPU'} build)`,
     };
     if (!fields[field]) throw new Error(`unknown field ${field}`);

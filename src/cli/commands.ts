@@ -4,6 +4,7 @@ import { benchCommand } from './commands/bench.js';
 import { convertCommand } from './commands/convert.js';
 import { evalCommand } from './commands/eval.js';
 import { generateCommand } from './commands/generate.js';
+import { infoCommand } from './commands/info.js';
 import { inspectCommand } from './commands/inspect.js';
 import { mergeCommand } from './commands/merge.js';
 import { perplexityCommand } from './commands/perplexity.js';
@@ -19,6 +20,7 @@ export function registerCommands(program: Command): void {
     mergeCommand,
     convertCommand,
     benchCommand,
+    infoCommand,
   ]) {
     program.addCommand(make().exitOverride().showHelpAfterError('(run with --help for usage)'));
   }

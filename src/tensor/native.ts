@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { packageRoot } from '../util/package.js';
+import { chooseOpenblasCoreType } from './openblas-core.js';
 
 export type Id = number;
 type Dims = number[] | null | undefined;
@@ -142,16 +143,24 @@ export interface NativeAddon {
   freeMany(ids: Id[]): void;
   liveCount(): number;
   externalBytes(): number;
-  buildInfo(): { torchVersion: string; cudaBuild: boolean; cxx11Abi: boolean; parallelInfo: string };
+  buildInfo(): { torchVersion: string; cudaBuild: boolean; cxx11Abi: boolean; parallelInfo: string; config: string };
+  blasInfo(): { openblasCore: string | null; openblasConfig: string | null };
 }
 
+/** The addon file this process loads: MIXLORA_ADDON, else the default build. */
+export const addonFile = path.resolve(
+  process.env.MIXLORA_ADDON ?? path.join(packageRoot(), 'native', 'build', 'Release', 'mixlora.node'),
+);
+
 function load(): NativeAddon {
-  const file = process.env.MIXLORA_ADDON ?? path.join(packageRoot(), 'native', 'build', 'Release', 'mixlora.node');
+  const file = addonFile;
   if (!fs.existsSync(file)) {
     throw new Error(
       `mixlora: the native addon is not built (${file} is missing). Run \`make setup\` (or \`npm install\`) first.`,
     );
   }
+  // Must run before libtorch (and any OpenBLAS it links) is loaded: OpenBLAS reads this once, at load.
+  chooseOpenblasCoreType(file);
   return createRequire(import.meta.url)(file) as NativeAddon;
 }
 

@@ -14,7 +14,7 @@ export function referenceDir(...parts: string[]): string {
   const dir = path.join(ROOT, 'build', 'reference');
   if (!fs.existsSync(path.join(dir, 'models', 'index.json'))) {
     throw new Error(
-      `reference fixtures missing in ${dir}: run \`make test\` (it runs test/reference/generate.py with Debian's python3-torch)`,
+      `reference fixtures missing in ${dir}: run \`make test\` (it runs test/reference/generate.py with the .venv's PyTorch)`,
     );
   }
   return path.join(dir, ...parts);

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Makes the project-local virtual environment .venv with PyTorch 2.x (the addon's default libtorch) and the
+# Python libraries the tests and benchmarks compare against (transformers, peft). Idempotent: installs only
+# what is missing or pinned differently.
+#   CPU build of torch on a machine without an NVIDIA GPU, the CUDA build where one is present
+#   (override: MIXLORA_TORCH=cpu|cuda). Tested range: torch 2.13 (CPU) to 2.14 (CUDA).
+#   PIP_RETRIES: pip's retries per package (default 0 here: an unreachable index fails at once rather
+#   than after minutes of retries; raise it on a flaky network).
+# When pip cannot install torch, says so and exits 0: the build then falls back to the system libtorch
+# (Debian's libtorch-dev), exactly as MIXLORA_BACKEND=system chooses it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_CPU="torch==2.13.0+cpu"
+TORCH_CUDA="torch==2.14.1"
+# The references of the test suite and the baselines of the benchmarks.
+PY_LIBS=(numpy==2.4.6 safetensors==0.8.0 transformers==5.18.0 peft==0.21.0)
+# Where PyTorch publishes its CPU-only wheels (PyPI has only the CUDA ones).
+TORCH_CPU_INDEX="${MIXLORA_TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
+export PIP_RETRIES="${PIP_RETRIES:-0}" PIP_DISABLE_PIP_VERSION_CHECK=1
+
+flavour="${MIXLORA_TORCH:-}"
+if [ -z "$flavour" ]; then
+  if ls /proc/driver/nvidia/gpus/* >/dev/null 2>&1 || nvidia-smi -L >/dev/null 2>&1; then flavour=cuda; else flavour=cpu; fi
+fi
+case "$flavour" in
+  cpu) torch_spec="$TORCH_CPU"; index_args=(--extra-index-url "$TORCH_CPU_INDEX") ;;
+  cuda) torch_spec="$TORCH_CUDA"; index_args=() ;;
+  *) echo "mixlora setup: MIXLORA_TORCH=$flavour: expected cpu or cuda" >&2; exit 2 ;;
+esac
+
+python="${MIXLORA_VENV_PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "mixlora setup: creating .venv with $($python --version 2>&1)" >&2
+  if ! "$python" -m venv .venv; then
+    rm -rf .venv
+    echo "mixlora setup: '$python -m venv' failed (Debian/Ubuntu: apt-get install python3-venv); using the system libtorch" >&2
+    exit 0
+  fi
+fi
+
+want="${torch_spec#torch==}"
+have="$(.venv/bin/python -c 'import torch; print(torch.__version__)' 2>/dev/null || true)"
+missing=()
+[ "$have" = "$want" ] || missing+=("$torch_spec")
+for lib in "${PY_LIBS[@]}"; do
+  name="${lib%%==*}"
+  v="$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('$name'))" 2>/dev/null || true)"
+  [ "$v" = "${lib#*==}" ] || missing+=("$lib")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "mixlora setup: pip installing ${missing[*]} into .venv" >&2
+status=0
+.venv/bin/python -m pip install -q "${index_args[@]}" "${missing[@]}" || status=$?
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+  echo "mixlora setup: pip could not install $torch_spec; the addon falls back to the system libtorch" >&2
+  exit 0
+fi
+if [ "$status" -ne 0 ]; then
+  echo "mixlora setup: pip could not install all of ${missing[*]} (exit $status); see its message above" >&2
+  exit 1
+fi

@@ -1,0 +1,45 @@
+// A short matrix-product measurement: the throughput a training step can at best reach on this machine.
+// Square products of `size` (default 2048) timed for about `seconds` per dtype after one warm-up product.
+import { randn } from '../tensor/create.js';
+import { cuda } from '../tensor/runtime.js';
+import { tidy } from '../tensor/scope.js';
+import type { Device } from '../tensor/tensor.js';
+import type { DType } from '../tensor/dtype.js';
+
+export interface ProbeResult {
+  gflops_fp32: number;
+  gflops_bf16: number;
+  size: number;
+}
+
+function sync(device: Device): void {
+  if (device !== 'cpu') cuda.synchronize(device === 'cuda' ? 0 : Number(device.slice(5)));
+}
+
+/** GFLOP/s of [n, n] × [n, n] products in one dtype (2n³ floating-point operations each). */
+export function matmulGflops(dtype: DType, device: Device, size = 2048, seconds = 0.5): number {
+  return tidy(() => {
+    const a = randn([size, size], { dtype, device }); // [n, n]
+    const b = randn([size, size], { dtype, device }); // [n, n]
+    tidy(() => a.matmul(b)); // warm-up: kernels chosen, memory allocated
+    sync(device);
+    let reps = 0;
+    const t0 = process.hrtime.bigint();
+    let elapsed = 0;
+    while (elapsed < seconds || reps < 3) {
+      tidy(() => a.matmul(b)); // [n, n]
+      sync(device);
+      reps++;
+      elapsed = Number(process.hrtime.bigint() - t0) / 1e9;
+    }
+    return (2 * size ** 3 * reps) / elapsed / 1e9;
+  });
+}
+
+export function probeMatmul(device: Device = 'cpu', size = 2048, seconds = 0.5): ProbeResult {
+  return {
+    gflops_fp32: matmulGflops('float32', device, size, seconds),
+    gflops_bf16: matmulGflops('bfloat16', device, size, seconds),
+    size,
+  };
+}

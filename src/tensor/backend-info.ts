@@ -1,0 +1,83 @@
+// What numeric backend this process runs on: libtorch's version and origin, its BLAS (and OpenBLAS's
+// kernel family), the CPU's vector capabilities, threads and CUDA devices. For `mixlora info`.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { addonFile, native } from './native.js';
+import { openblasCoreChoice, readCpuInfo } from './openblas-core.js';
+
+export interface BackendInfo {
+  torch: string;
+  /** Where the addon's libtorch came from (the build stamp: "pytorch (.venv)", "system", ...). */
+  source: string;
+  libtorch_dir: string | null;
+  addon: string;
+  cuda_build: boolean;
+  blas: string;
+  openblas_core: string | null;
+  openblas_coretype: string | null;
+  openblas_note: string;
+  cpu_model: string;
+  cpu_flags: { avx2: boolean; avx512: boolean; avx512_bf16: boolean; amx: boolean };
+  /** The best kernel capability libtorch uses on this CPU ("CPU capability usage" of its config). */
+  torch_cpu_capability: string | null;
+  threads: number;
+  cores: number;
+  cuda_available: boolean;
+  cuda_devices: number;
+}
+
+interface BuildStamp {
+  source?: string;
+  libDir?: string;
+}
+
+function readStamp(): BuildStamp {
+  // The build folder's stamp (scripts/build-native.mjs) sits one level above Release/mixlora.node.
+  try {
+    return JSON.parse(fs.readFileSync(path.join(path.dirname(addonFile), '..', 'libtorch.json'), 'utf8')) as BuildStamp;
+  } catch {
+    return {};
+  }
+}
+
+/** BLAS_INFO from libtorch's build settings (e.g. "mkl", "open"), else what the config text mentions. */
+function blasName(config: string, openblasCore: string | null): string {
+  if (openblasCore !== null) return 'OpenBLAS';
+  const info = /BLAS_INFO=([^,\s]+)/.exec(config)?.[1];
+  if (info === 'mkl' || /Math Kernel Library/.test(config)) return 'MKL';
+  if (info) return info;
+  return 'unknown';
+}
+
+export function backendInfo(): BackendInfo {
+  const build = native.buildInfo();
+  const blas = native.blasInfo();
+  const stamp = readStamp();
+  const cpu = readCpuInfo();
+  const choice = openblasCoreChoice();
+  const cudaAvailable = native.cudaIsAvailable();
+  return {
+    torch: build.torchVersion,
+    source: stamp.source ?? 'unknown',
+    libtorch_dir: stamp.libDir ?? null,
+    addon: addonFile,
+    cuda_build: build.cudaBuild,
+    blas: blasName(build.config, blas.openblasCore),
+    openblas_core: blas.openblasCore,
+    openblas_coretype: process.env.OPENBLAS_CORETYPE ?? null,
+    openblas_note: blas.openblasCore === null ? 'libtorch does not use OpenBLAS' : choice.reason,
+    cpu_model: cpu.model || os.cpus()[0]?.model || 'unknown',
+    cpu_flags: {
+      avx2: cpu.flags.has('avx2'),
+      avx512: cpu.flags.has('avx512f'),
+      avx512_bf16: cpu.flags.has('avx512_bf16'),
+      amx: cpu.flags.has('amx_tile'),
+    },
+    torch_cpu_capability: /CPU capability usage:\s*(\S+)/.exec(build.config)?.[1] ?? null,
+    threads: native.getNumThreads(),
+    cores: os.availableParallelism(),
+    cuda_available: cudaAvailable,
+    cuda_devices: cudaAvailable ? native.cudaDeviceCount() : 0,
+  };
+}
