@@ -7,6 +7,7 @@
 //                                                      MIXLORA_ADDON, or the warnings-as-errors build of lint)
 // Incremental: reconfigures only when binding.gyp, the flags or the libtorch found changed.
 import { spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -70,7 +71,12 @@ const nodedirArgs =
     ? [`--nodedir=${nodePrefix}`]
     : [];
 
-const stamp = JSON.stringify({ ...lt, werror: Boolean(opts.werror) });
+// The flags gyp asks scripts/libtorch.mjs for depend on that script too: a new version reconfigures.
+const flagsScript = crypto
+  .createHash('sha256')
+  .update(fs.readFileSync(path.join(root, 'scripts', 'libtorch.mjs')))
+  .digest('hex');
+const stamp = JSON.stringify({ ...lt, werror: Boolean(opts.werror), flagsScript });
 const gypChanged =
   !fs.existsSync(path.join(buildDir, 'Makefile')) ||
   fs.statSync(path.join(gypDir, 'binding.gyp')).mtimeMs > fs.statSync(path.join(buildDir, 'Makefile')).mtimeMs;

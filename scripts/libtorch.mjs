@@ -164,7 +164,10 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.a
       cflags: () =>
         [
           `-std=${lt.cxxStandard}`,
-          ...lt.includeDirs.map((d) => `-isystem ${d}`),
+          // (/usr/include and /usr/local/include already are; naming them again breaks libstdc++'s #include_next)
+          ...lt.includeDirs
+            .filter((d) => !['/usr/include', '/usr/local/include'].includes(d))
+            .map((d) => `-isystem ${d}`),
           ...(process.env.MIXLORA_WERROR === '1' ? ['-Werror'] : []),
         ].join(' '),
       summary: () => `libtorch ${lt.version} from ${lt.source} (${lt.cuda ? 'CUDA' : 'CPU'} build)`,
