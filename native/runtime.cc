@@ -7,6 +7,13 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9)
+#include <c10/core/CachingDeviceAllocator.h>
+#define MIXLORA_DEVICE_ALLOCATOR_STATS 1
+#else
+#define MIXLORA_DEVICE_ALLOCATOR_STATS 0
+#endif
+
 #include <dlfcn.h>
 #include <link.h>
 
@@ -59,6 +66,35 @@ MX_FN(cudaDeviceCount) { return Napi::Number::New(info.Env(), static_cast<double
 MX_FN(cudaSynchronize) {
   if (torch::cuda::is_available()) torch::cuda::synchronize(info[0].IsNumber() ? Int(info[0]) : -1);
   return info.Env().Undefined();
+}
+
+// cudaMemoryStats(device) -> {allocated, reserved, peakAllocated, peakReserved} in bytes: the CUDA caching
+// allocator's own counters (torch.cuda.memory_allocated / memory_reserved / max_memory_*), via the
+// device-generic allocator interface of PyTorch 2.9+ (no CUDA headers needed). cudaResetPeakStats(device).
+MX_FN(cudaMemoryStats) {
+#if MIXLORA_DEVICE_ALLOCATOR_STATS
+  if (!torch::cuda::is_available()) throw ArgError("cudaMemoryStats: no CUDA device");
+  auto index = static_cast<c10::DeviceIndex>(Int(info[0]));
+  auto stats = c10::getDeviceAllocator(c10::DeviceType::CUDA)->getDeviceStats(index);
+  const auto all = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+  auto o = Napi::Object::New(info.Env());
+  o.Set("allocated", static_cast<double>(stats.allocated_bytes[all].current));
+  o.Set("reserved", static_cast<double>(stats.reserved_bytes[all].current));
+  o.Set("peakAllocated", static_cast<double>(stats.allocated_bytes[all].peak));
+  o.Set("peakReserved", static_cast<double>(stats.reserved_bytes[all].peak));
+  return o;
+#else
+  throw ArgError("cudaMemoryStats: needs libtorch 2.9 or later");
+#endif
+}
+MX_FN(cudaResetPeakStats) {
+#if MIXLORA_DEVICE_ALLOCATOR_STATS
+  if (!torch::cuda::is_available()) throw ArgError("cudaResetPeakStats: no CUDA device");
+  c10::getDeviceAllocator(c10::DeviceType::CUDA)->resetPeakStats(static_cast<c10::DeviceIndex>(Int(info[0])));
+  return info.Env().Undefined();
+#else
+  throw ArgError("cudaResetPeakStats: needs libtorch 2.9 or later");
+#endif
 }
 
 MX_FN(free) { return Napi::Boolean::New(info.Env(), Free(info.Env(), Int(info[0]))); }
@@ -128,5 +164,7 @@ void RegisterRuntime(Napi::Env env, Napi::Object exports) {
   MX_EXPORT(exports, externalBytes);
   MX_EXPORT(exports, buildInfo);
   MX_EXPORT(exports, blasInfo);
+  MX_EXPORT(exports, cudaMemoryStats);
+  MX_EXPORT(exports, cudaResetPeakStats);
 }
 }  // namespace mx

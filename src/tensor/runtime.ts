@@ -27,6 +27,9 @@ export const cuda = {
   isAvailable: (): boolean => native.cudaIsAvailable(),
   deviceCount: (): number => native.cudaDeviceCount(),
   synchronize: (device?: number): void => native.cudaSynchronize(device),
+  /** The caching allocator's current and peak bytes (allocated to tensors, and reserved from the driver). */
+  memoryStats: (device = 0) => native.cudaMemoryStats(device),
+  resetPeakMemoryStats: (device = 0): void => native.cudaResetPeakStats(device),
 };
 
 export function buildInfo(): ReturnType<typeof native.buildInfo> {
