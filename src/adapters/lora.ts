@@ -1,4 +1,4 @@
-// One LoRA or DoRA module on a frozen linear (../shared/docs/mixlora-reference.md §2), computed in
+// One LoRA or DoRA module on a frozen linear (docs/design.md §3), computed in
 // float32 like the reference: y = W x + s·B A dropout(x); DoRA scales W x + s·B A dropout(x) by
 // m / ‖W + s·B A‖ (row norms, detached). A bias, if any, is added after the scaling, so merging
 // W' = m/‖W + sBA‖ ⊙ (W + sBA) reproduces the adapted layer exactly.

@@ -1,5 +1,5 @@
 // The LLaMA-family decoder (LLaMA 1/2/3, TinyLlama, Mistral, Qwen2) over frozen weights, in Hugging
-// Face semantics (../shared/docs/mixlora-reference.md §1). Adapters enter through ForwardHooks.
+// Face semantics (docs/design.md §2). Adapters enter through ForwardHooks.
 import { arange, ones } from '../tensor/create.js';
 import { embedding, linear, scaledDotProductAttention } from '../tensor/ops.js';
 import { tidy } from '../tensor/scope.js';

@@ -1,5 +1,5 @@
 // One fused forward and backward pass: the next micro-batch of every running adapter, concatenated as
-// row ranges, over the frozen model once. Each adapter's loss (../shared/docs/mixlora-reference.md §4)
+// row ranges, over the frozen model once. Each adapter's loss (docs/design.md §6.4, §7)
 // is its summed cross-entropy divided by the scored tokens of its whole optimizer step, plus its aux
 // loss divided by its micro-batches per step; the sum of all adapters' losses is back-propagated (they
 // share no parameters, so each gets exactly its own gradients).
