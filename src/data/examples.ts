@@ -95,12 +95,7 @@ export function loadExamples(
   o: TokenizeOptions,
 ): { examples: Example[]; stats: DatasetStats } {
   const { records, unit } = readRecords(file);
-  let template: ReturnType<typeof compileTemplate>;
-  try {
-    template = compileTemplate(o.template);
-  } catch (e) {
-    throw new UserError((e as Error).message);
-  }
+  const template = compileTemplate(o.template);
   const stats: DatasetStats = { records: records.length, truncated: 0, droppedUnscored: 0, tokens: 0, scoredTokens: 0 };
   const examples: Example[] = [];
   if (records.length === 0) throw new UserError(`${file}: no records`);

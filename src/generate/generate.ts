@@ -10,6 +10,7 @@ import type { CausalLM } from '../models/llama.js';
 import type { ForwardHooks } from '../models/hooks.js';
 import { KVCache } from '../models/kvcache.js';
 import { sampleNext, type SamplingOptions } from './sampling.js';
+import { UserError } from '../util/errors.js';
 
 export interface GenerateOptions extends SamplingOptions {
   maxNewTokens: number;
@@ -26,7 +27,8 @@ export interface GenerateOptions extends SamplingOptions {
 /** Generates continuations of token-id prompts; returns each row's new tokens (stop token included). */
 export function generate(model: CausalLM, prompts: number[][], o: GenerateOptions): number[][] {
   if (prompts.length === 0) return [];
-  if (prompts.some((p) => p.length === 0)) throw new RangeError('generate: every prompt needs at least one token');
+  const empty = prompts.findIndex((p) => p.length === 0);
+  if (empty >= 0) throw new UserError(`generate: prompt ${empty + 1} has no tokens (each prompt needs at least one)`);
   if (o.seed !== undefined && o.seed !== null) manualSeed(o.seed);
   const B = prompts.length;
   const longest = Math.max(...prompts.map((p) => p.length));
