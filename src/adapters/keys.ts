@@ -20,7 +20,7 @@ export function routerKey(layer: number): string {
   return `mixlora.layers.${layer}.mlp.moe_gate.weight`;
 }
 
-export function expertKey(layer: number, p: MlpProj, expert: number, part: LoraPart): string {
+export function expertKey(layer: number, p: ProjName, expert: number, part: LoraPart): string {
   return `mixlora.layers.${layer}.mlp.${p}.experts.${expert}.${suffix(part)}`;
 }
 

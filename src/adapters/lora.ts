@@ -8,12 +8,13 @@ import type { Tensor } from '../tensor/tensor.js';
 import type { Linear } from '../models/weights.js';
 import type { LoraSettings } from './config.js';
 
+/** One module's tensors, or (MixLoRA experts) E modules' tensors stacked on a first dimension. */
 export interface LoraParams {
-  /** [r, in] */
+  /** [r, in], or [E, r, in] */
   A: Tensor;
-  /** [out, r] */
+  /** [out, r], or [E, out, r] */
   B: Tensor;
-  /** [out], DoRA only */
+  /** [out] or [E, out], DoRA only */
   magnitude: Tensor | null;
   settings: LoraSettings;
   /** α/r, or α/√r with rsLoRA */
