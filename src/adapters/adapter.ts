@@ -4,7 +4,7 @@ import type { Tensor } from '../tensor/tensor.js';
 import type { CausalLM } from '../models/llama.js';
 import type { ProjName } from '../models/weights.js';
 import { isMoe, type AdapterConfig } from './config.js';
-import { initLayers, type AdapterLayer, type MlpProj } from './params.js';
+import { adapterParams, initLayers, paramName, type AdapterLayer } from './params.js';
 import type { LoraParams } from './lora.js';
 
 export interface NamedParameter {
@@ -38,27 +38,7 @@ export class Adapter {
 
   /** Every trainable tensor with a stable name (stacked experts under one name per module). */
   parameters(): NamedParameter[] {
-    const out: NamedParameter[] = [];
-    this.layers.forEach((layer, l) => {
-      for (const [p, m] of Object.entries(layer.lora) as [ProjName, LoraParams][]) {
-        out.push({ name: `layers.${l}.${p}.lora_A`, tensor: m.A }, { name: `layers.${l}.${p}.lora_B`, tensor: m.B });
-        if (m.magnitude) out.push({ name: `layers.${l}.${p}.lora_magnitude_vector`, tensor: m.magnitude });
-      }
-      if (layer.moe) {
-        out.push({ name: `layers.${l}.moe_gate`, tensor: layer.moe.router });
-        for (const [p, s] of Object.entries(layer.moe.experts) as [
-          MlpProj,
-          NonNullable<(typeof layer.moe.experts)[MlpProj]>,
-        ][]) {
-          out.push(
-            { name: `layers.${l}.${p}.experts.lora_A`, tensor: s.A },
-            { name: `layers.${l}.${p}.experts.lora_B`, tensor: s.B },
-          );
-          if (s.magnitude) out.push({ name: `layers.${l}.${p}.experts.lora_magnitude_vector`, tensor: s.magnitude });
-        }
-      }
-    });
-    return out;
+    return [...adapterParams(this.layers)].map(([key, tensor]) => ({ name: paramName(key), tensor }));
   }
 
   /** Number of trainable scalars (the paper's "# Params"). */

@@ -1,4 +1,4 @@
-// The load-balance loss of a MixLoRA adapter (../shared/docs/mixlora-reference.md §4): router outputs
+// The load-balance loss of a MixLoRA adapter (docs/design.md §6.2-6.3): router outputs
 // of all layers pooled (N = layers × real tokens), F[e] = share of routed slots that went to e,
 // P[e] = mean router probability of e, aux = coef · E · Σ_e F[e]·P[e] (uniform routing: coef · k).
 // Σ_k F[k,e] of the reference is the count of e over all k choices divided by N, which is what the

@@ -16,6 +16,10 @@ export interface RowRange {
   adapter: Adapter | null;
 }
 
+/** Which rows use which adapter: contiguous ranges covering the batch in order, or every row of any
+ * batch one adapter (or none). */
+export type RowAssignment = RowRange[] | { every: Adapter | null };
+
 /** One MixLoRA layer's router output for one adapter's real tokens. */
 export interface RouterRecord {
   layer: number;
@@ -38,30 +42,37 @@ export class AdapterBatch implements ForwardHooks {
   readonly routing = new Map<Adapter, RouterRecord[]>();
   /** Routed slots per adapter, layer and expert, summed over passes (record 'counts'). */
   readonly expertCounts = new Map<Adapter, number[][]>();
+  /** The fixed ranges, or null when every row uses `every`. */
+  private readonly fixed: RowRange[] | null;
+  private readonly every: Adapter | null = null;
   private readonly efficient: boolean;
   private readonly record: 'loss' | 'counts' | 'none';
   private readonly validCache = new Map<number, Tensor | null>();
   private tokenMask: Tensor | null = null;
 
-  /** `ranges` cover the batch rows in order; a single range with count -1 covers whatever the batch is. */
   constructor(
-    readonly ranges: RowRange[],
+    rows: RowAssignment,
     readonly opts: BatchOptions,
   ) {
     this.efficient = opts.efficient ?? true;
     this.record = opts.record ?? (opts.training ? 'loss' : 'none');
+    if (!Array.isArray(rows)) {
+      this.fixed = null;
+      this.every = rows.every;
+      return;
+    }
     let next = 0;
-    for (const r of ranges) {
-      if (ranges.length === 1 && r.start === 0 && r.count === -1) break;
+    for (const r of rows) {
       if (r.start !== next || r.count <= 0)
         throw new RangeError('AdapterBatch: row ranges must be contiguous, in order, and non-empty');
       next += r.count;
     }
+    this.fixed = rows;
   }
 
   /** Every row of every pass uses the same adapter (or none). */
   static all(adapter: Adapter | null, opts: BatchOptions): AdapterBatch {
-    return new AdapterBatch([{ start: 0, count: -1, adapter }], opts);
+    return new AdapterBatch({ every: adapter }, opts);
   }
 
   beginForward(tokenMask: Tensor | null): void {
@@ -73,8 +84,9 @@ export class AdapterBatch implements ForwardHooks {
 
   project(layer: number, name: ProjName, x: Tensor, lin: Linear): Tensor {
     const base = linear(x, lin.weight, lin.bias); // [B, T, out]
-    if (!this.ranges.some((r) => r.adapter?.lora(layer, name))) return base;
-    return this.perRange((r) => {
+    const ranges = this.rangesOf(x.size(0));
+    if (!ranges.some((r) => r.adapter?.lora(layer, name))) return base;
+    return this.perRange(ranges, (r) => {
       const p = r.adapter?.lora(layer, name);
       const b = this.rows(base, r);
       return p ? applyLora(this.rows(x, r), b, p, lin, this.opts.training) : b;
@@ -82,12 +94,13 @@ export class AdapterBatch implements ForwardHooks {
   }
 
   mlp(layer: number, x: Tensor, w: LayerWeights): Tensor {
-    if (!this.ranges.some((r) => r.adapter?.layers[layer]?.moe)) return swigluMlp(this, layer, x, w);
+    const ranges = this.rangesOf(x.size(0));
+    if (!ranges.some((r) => r.adapter?.layers[layer]?.moe)) return swigluMlp(this, layer, x, w);
     const [, T, H] = x.shape as [number, number, number];
     // The frozen gate/up projections once for every row: MixLoRA experts and plain adapters share them.
     const gate = linear(x, w.proj.gate_proj.weight, w.proj.gate_proj.bias); // [B, T, I]
     const up = linear(x, w.proj.up_proj.weight, w.proj.up_proj.bias); // [B, T, I]
-    return this.perRange((r) => {
+    return this.perRange(ranges, (r) => {
       const xr = this.rows(x, r); // [b, T, H]
       const moe = r.adapter?.layers[layer]?.moe;
       if (moe) {
@@ -116,12 +129,17 @@ export class AdapterBatch implements ForwardHooks {
     });
   }
 
-  private rows(t: Tensor, r: RowRange): Tensor {
-    return this.ranges.length === 1 && (r.count === -1 || r.count === t.size(0)) ? t : t.narrow(0, r.start, r.count);
+  /** The ranges of a pass over `batchRows` rows. */
+  private rangesOf(batchRows: number): RowRange[] {
+    return this.fixed ?? [{ start: 0, count: batchRows, adapter: this.every }];
   }
 
-  private perRange(f: (r: RowRange) => Tensor): Tensor {
-    const parts = this.ranges.map(f);
+  private rows(t: Tensor, r: RowRange): Tensor {
+    return r.start === 0 && r.count === t.size(0) ? t : t.narrow(0, r.start, r.count);
+  }
+
+  private perRange(ranges: RowRange[], f: (r: RowRange) => Tensor): Tensor {
+    const parts = ranges.map(f);
     return parts.length === 1 ? parts[0]! : cat(parts, 0);
   }
 

@@ -1,5 +1,5 @@
 // adapter_config.json: LoRA/DoRA (HF PEFT's "LORA") and MixLoRA/MixDoRA ("MIXLORA", the reference
-// tools' keys), validated with errors that name the field (../shared/docs/mixlora-reference.md §5).
+// tools' keys), validated with errors that name the field (docs/design.md §9.1).
 import { Fields } from '../util/fields.js';
 import { UserError } from '../util/errors.js';
 import { MLP_PROJECTIONS, PROJECTIONS, type ProjName } from '../models/weights.js';

@@ -11,14 +11,13 @@ import { loadAll, saveSafetensors } from '../io/safetensors.js';
 import { readTorchCheckpoint } from '../io/torch-zip.js';
 import { writeDirAtomic, writeFileAtomic } from '../io/atomic.js';
 import type { CausalLM } from '../models/llama.js';
-import { projectionShape } from '../models/weights.js';
 import { UserError } from '../util/errors.js';
 import { readJsonObject } from '../util/files.js';
 import { Adapter } from './adapter.js';
-import { exportAdapterConfig, parseAdapterConfig, scaling, type AdapterConfig } from './config.js';
+import { exportAdapterConfig, parseAdapterConfig, type AdapterConfig } from './config.js';
 import { alternativeKey, expertKey, modernizeLegacy, plainKey, routerKey } from './keys.js';
 import { doraWeightNorm } from './lora.js';
-import { expertTargets, plainTargets, type AdapterLayer, type MlpProj, type StackedLora } from './params.js';
+import { adapterParams, buildAdapterLayers, type AdapterLayer, type ModuleKey } from './params.js';
 
 export const CONFIG_FILE = 'adapter_config.json';
 export const WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -69,6 +68,13 @@ export async function loadAdapter(
   }
 }
 
+/** Stacks kept per-expert tensors into one kept tensor [E, ...], freeing the parts. */
+function stackKept(parts: Tensor[]): Tensor {
+  const out = noGrad(() => stackTensors(parts)).keep();
+  parts.forEach((t) => t.dispose());
+  return out;
+}
+
 /** Adapter tensors (file names and layout) -> the parameter tree, float32 on the model's device. */
 export function buildLayers(
   c: AdapterConfig,
@@ -95,54 +101,34 @@ export function buildLayers(
     used.add(k);
     return noGrad(() => t.to({ dtype: 'float32', device: model.device }).clone().keep());
   };
+  // A or B of a module: the plain tensor, or the experts' tensors stacked.
+  const fromFile = (key: ModuleKey, part: 'lora_A' | 'lora_B', shape: number[]): Tensor => {
+    if (key.experts === null) return take(plainKey(c, key.layer, key.proj, part), shape)!;
+    return stackKept(
+      Array.from({ length: key.experts }, (_, e) => take(expertKey(key.layer, key.proj, e, part), shape.slice(1))!),
+    );
+  };
   const layers = tidy(() =>
-    Array.from({ length: mc.numLayers }, (_, l): AdapterLayer => {
-      const layer: AdapterLayer = { lora: {}, moe: null };
-      for (const p of plainTargets(c)) {
-        const [out, inp] = projectionShape(mc, p);
-        const s = c.lora;
-        const A = take(plainKey(c, l, p, 'lora_A'), [s.r, inp])!;
-        const B = take(plainKey(c, l, p, 'lora_B'), [out, s.r])!;
-        const scale = scaling(s);
-        const magnitude = s.useDora
-          ? (take(plainKey(c, l, p, 'magnitude'), [out], true) ??
-            doraWeightNorm(model.weights.layers[l]!.proj[p].weight, A, B, scale).keep())
-          : null;
-        layer.lora[p] = { A, B, magnitude, settings: s, scale };
-      }
-      if (c.moe) {
-        const m = c.moe;
-        const E = m.numExperts;
-        const router = take(routerKey(l), [E, mc.hiddenSize])!;
-        const experts: Partial<Record<MlpProj, StackedLora>> = {};
-        for (const p of expertTargets(c)) {
-          const [out, inp] = projectionShape(mc, p);
-          const s = m.expert;
-          const scale = scaling(s);
-          const As: Tensor[] = [];
-          const Bs: Tensor[] = [];
-          const Ms: Tensor[] = [];
-          for (let e = 0; e < E; e++) {
-            const A = take(expertKey(l, p, e, 'lora_A'), [s.r, inp])!;
-            const B = take(expertKey(l, p, e, 'lora_B'), [out, s.r])!;
-            As.push(A);
-            Bs.push(B);
-            if (s.useDora)
-              Ms.push(
-                take(expertKey(l, p, e, 'magnitude'), [out], true) ??
-                  doraWeightNorm(model.weights.layers[l]!.proj[p].weight, A, B, scale).keep(),
-              );
-          }
-          const stack = (ts: Tensor[]) => {
-            const out = noGrad(() => stackTensors(ts)).keep();
-            ts.forEach((t) => t.dispose());
-            return out;
-          };
-          experts[p] = { A: stack(As), B: stack(Bs), magnitude: s.useDora ? stack(Ms) : null, settings: s, scale };
-        }
-        layer.moe = { router, experts, settings: m };
-      }
-      return layer;
+    buildAdapterLayers(c, mc, {
+      router: (layer, shape) => take(routerKey(layer), shape)!,
+      A: (key, shape) => fromFile(key, 'lora_A', shape),
+      B: (key, shape) => fromFile(key, 'lora_B', shape),
+      magnitude: (key, shape, m) => {
+        const W = model.weights.layers[key.layer]!.proj[key.proj].weight;
+        if (key.experts === null)
+          return (
+            take(plainKey(c, key.layer, key.proj, 'magnitude'), shape, true) ??
+            doraWeightNorm(W, m.A, m.B, m.scale).keep()
+          );
+        // Per expert: the file's magnitude, or one initialised from that expert's loaded A and B.
+        const parts = Array.from(
+          { length: key.experts },
+          (_, e) =>
+            take(expertKey(key.layer, key.proj, e, 'magnitude'), shape.slice(1), true) ??
+            doraWeightNorm(W, m.A.select(0, e), m.B.select(0, e), m.scale).keep(),
+        );
+        return stackKept(parts);
+      },
     }),
   );
   const extra = [...tensors.keys()].filter((k) => !used.has(k));
@@ -157,28 +143,13 @@ export function buildLayers(
 /** Tensors under their file names (experts unstacked as views), for saving. `pick` maps each
  * parameter to a tensor of the same shape first (e.g. its gradient). */
 export function adapterStateDict(a: Adapter, pick: (param: Tensor) => Tensor = (t) => t): Map<string, Tensor> {
-  const c = a.config;
   const out = new Map<string, Tensor>();
-  a.layers.forEach((layer, l) => {
-    for (const p of plainTargets(c)) {
-      const m = layer.lora[p]!;
-      out.set(plainKey(c, l, p, 'lora_A'), pick(m.A));
-      out.set(plainKey(c, l, p, 'lora_B'), pick(m.B));
-      if (m.magnitude) out.set(plainKey(c, l, p, 'magnitude'), pick(m.magnitude));
-    }
-    if (layer.moe) {
-      out.set(routerKey(l), pick(layer.moe.router));
-      for (const p of expertTargets(c)) {
-        const s = layer.moe.experts[p]!;
-        const [A, B, M] = [pick(s.A), pick(s.B), s.magnitude ? pick(s.magnitude) : null];
-        for (let e = 0; e < c.moe!.numExperts; e++) {
-          out.set(expertKey(l, p, e, 'lora_A'), A.select(0, e));
-          out.set(expertKey(l, p, e, 'lora_B'), B.select(0, e));
-          if (M) out.set(expertKey(l, p, e, 'magnitude'), M.select(0, e));
-        }
-      }
-    }
-  });
+  for (const [k, param] of adapterParams(a.layers)) {
+    const t = pick(param);
+    if (k.part === 'router') out.set(routerKey(k.layer), t);
+    else if (k.experts === null) out.set(plainKey(a.config, k.layer, k.proj, k.part), t);
+    else for (let e = 0; e < k.experts; e++) out.set(expertKey(k.layer, k.proj, e, k.part), t.select(0, e));
+  }
   return out;
 }
 

@@ -1,5 +1,5 @@
 // Tensor names in adapter files: HF PEFT's for LORA adapters, the reference tools' for MIXLORA ones
-// (../shared/docs/mixlora-reference.md §5), and the legacy m-LoRA names that can be converted.
+// (docs/design.md §9.2), and the legacy m-LoRA names that can be converted.
 import { projectionPrefix, type ProjName } from '../models/weights.js';
 import type { AdapterConfig } from './config.js';
 import type { MlpProj } from './params.js';
@@ -20,7 +20,7 @@ export function routerKey(layer: number): string {
   return `mixlora.layers.${layer}.mlp.moe_gate.weight`;
 }
 
-export function expertKey(layer: number, p: MlpProj, expert: number, part: LoraPart): string {
+export function expertKey(layer: number, p: ProjName, expert: number, part: LoraPart): string {
   return `mixlora.layers.${layer}.mlp.${p}.experts.${expert}.${suffix(part)}`;
 }
 

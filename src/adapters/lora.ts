@@ -1,4 +1,4 @@
-// One LoRA or DoRA module on a frozen linear (../shared/docs/mixlora-reference.md §2), computed in
+// One LoRA or DoRA module on a frozen linear (docs/design.md §3), computed in
 // float32 like the reference: y = W x + s·B A dropout(x); DoRA scales W x + s·B A dropout(x) by
 // m / ‖W + s·B A‖ (row norms, detached). A bias, if any, is added after the scaling, so merging
 // W' = m/‖W + sBA‖ ⊙ (W + sBA) reproduces the adapted layer exactly.
@@ -8,12 +8,13 @@ import type { Tensor } from '../tensor/tensor.js';
 import type { Linear } from '../models/weights.js';
 import type { LoraSettings } from './config.js';
 
+/** One module's tensors, or (MixLoRA experts) E modules' tensors stacked on a first dimension. */
 export interface LoraParams {
-  /** [r, in] */
+  /** [r, in], or [E, r, in] */
   A: Tensor;
-  /** [out, r] */
+  /** [out, r], or [E, out, r] */
   B: Tensor;
-  /** [out], DoRA only */
+  /** [out] or [E, out], DoRA only */
   magnitude: Tensor | null;
   settings: LoraSettings;
   /** α/r, or α/√r with rsLoRA */

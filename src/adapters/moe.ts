@@ -1,6 +1,6 @@
 // The MixLoRA block that replaces the feed-forward block for an adapter's rows: a float32 router picks
 // experts per token; expert e is the frozen SwiGLU FFN with its own LoRA/DoRA on each targeted
-// projection; the output is Σ weight·expert(x) (../shared/docs/mixlora-reference.md §3).
+// projection; the output is Σ weight·expert(x) (docs/design.md §4).
 //
 // Two ways to compute the experts, equal up to rounding:
 //  - efficient (paper §3.5): the frozen gate/up projections are computed once per token (shared by

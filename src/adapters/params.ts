@@ -1,5 +1,7 @@
 // The trainable tensors of an adapter, per decoder layer: plain LoRA/DoRA modules, and for MixLoRA a
 // float32 router and the experts' LoRA weights stacked ([E, r, in], [E, out, r], [E, out]).
+// buildAdapterLayers is the one place that lists an adapter's tensors and their shapes (creating,
+// loading); adapterParams the one walk over them (parameters, saving, checkpoints).
 import { noGrad } from '../tensor/autograd.js';
 import { randn, rand, zeros } from '../tensor/create.js';
 import { tidy } from '../tensor/scope.js';
@@ -7,25 +9,16 @@ import type { Device, Tensor } from '../tensor/tensor.js';
 import type { ModelConfig } from '../models/config.js';
 import { projectionShape, type ProjName } from '../models/weights.js';
 import { isMlpProj, scaling, type AdapterConfig, type LoraSettings, type MoeSettings } from './config.js';
+import type { LoraPart } from './keys.js';
 import { doraWeightNorm, type LoraParams } from './lora.js';
 
 export type MlpProj = 'gate_proj' | 'up_proj' | 'down_proj';
 
-export interface StackedLora {
-  /** [E, r, in] */
-  A: Tensor;
-  /** [E, out, r] */
-  B: Tensor;
-  /** [E, out], MixDoRA only */
-  magnitude: Tensor | null;
-  settings: LoraSettings;
-  scale: number;
-}
-
 export interface MoeLayer {
   /** [E, hidden], float32 */
   router: Tensor;
-  experts: Partial<Record<MlpProj, StackedLora>>;
+  /** Each expert module's tensors stacked on a first dimension of size E. */
+  experts: Partial<Record<MlpProj, LoraParams>>;
   settings: MoeSettings;
 }
 
@@ -35,8 +28,82 @@ export interface AdapterLayer {
   moe: MoeLayer | null;
 }
 
+/** Where a LoRA/DoRA module sits: its layer and projection, and its expert count when stacked. */
+export interface ModuleKey {
+  layer: number;
+  proj: ProjName;
+  /** E for MixLoRA experts (tensors stacked on a first dimension), null for a plain module. */
+  experts: number | null;
+}
+
+/** One trainable tensor's place in the tree. */
+export type ParamKey = { part: 'router'; layer: number } | (ModuleKey & { part: LoraPart });
+
+/** The stable name of a parameter (checkpoints use it): layers.{L}.{proj}[.experts].{lora_A | lora_B |
+ * lora_magnitude_vector}, or layers.{L}.moe_gate. */
+export function paramName(k: ParamKey): string {
+  if (k.part === 'router') return `layers.${k.layer}.moe_gate`;
+  const part = k.part === 'magnitude' ? 'lora_magnitude_vector' : k.part;
+  return `layers.${k.layer}.${k.proj}${k.experts === null ? '' : '.experts'}.${part}`;
+}
+
+/** How buildAdapterLayers obtains each tensor, given its key and shape. A DoRA magnitude also gets its
+ * module's A, B and scale (its default is ‖W + s·B A‖ per row). */
+export interface ParamSource {
+  router(layer: number, shape: number[]): Tensor;
+  A(key: ModuleKey, shape: number[], settings: LoraSettings): Tensor;
+  B(key: ModuleKey, shape: number[], settings: LoraSettings): Tensor;
+  magnitude(key: ModuleKey, shape: number[], module: { A: Tensor; B: Tensor; scale: number }): Tensor;
+}
+
+/** The parameter tree of adapter config `c` over a model. Per layer, in this order: the plain targets
+ * (A, B, magnitude), the router, the expert targets; fresh initialisation depends on that order. */
+export function buildAdapterLayers(c: AdapterConfig, model: ModelConfig, source: ParamSource): AdapterLayer[] {
+  return Array.from({ length: model.numLayers }, (_, layer) => {
+    const module = (proj: ProjName, s: LoraSettings, experts: number | null): LoraParams => {
+      const key: ModuleKey = { layer, proj, experts };
+      const [out, inp] = projectionShape(model, proj);
+      const lead = experts === null ? [] : [experts];
+      const A = source.A(key, [...lead, s.r, inp], s);
+      const B = source.B(key, [...lead, out, s.r], s);
+      const scale = scaling(s);
+      const magnitude = s.useDora ? source.magnitude(key, [...lead, out], { A, B, scale }) : null;
+      return { A, B, magnitude, settings: s, scale };
+    };
+    const l: AdapterLayer = { lora: {}, moe: null };
+    for (const p of plainTargets(c)) l.lora[p] = module(p, c.lora, null);
+    if (c.moe) {
+      const router = source.router(layer, [c.moe.numExperts, model.hiddenSize]);
+      const experts: Partial<Record<MlpProj, LoraParams>> = {};
+      for (const p of expertTargets(c)) experts[p] = module(p, c.moe.expert, c.moe.numExperts);
+      l.moe = { router, experts, settings: c.moe };
+    }
+    return l;
+  });
+}
+
+function* moduleParams(key: ModuleKey, m: LoraParams): Generator<[ParamKey, Tensor]> {
+  yield [{ ...key, part: 'lora_A' }, m.A];
+  yield [{ ...key, part: 'lora_B' }, m.B];
+  if (m.magnitude) yield [{ ...key, part: 'magnitude' }, m.magnitude];
+}
+
+/** Every trainable tensor with its key, in the order buildAdapterLayers creates them (the optimizer's
+ * parameter order). */
+export function* adapterParams(layers: AdapterLayer[]): Generator<[ParamKey, Tensor]> {
+  for (const [layer, l] of layers.entries()) {
+    for (const [proj, m] of Object.entries(l.lora) as [ProjName, LoraParams][])
+      yield* moduleParams({ layer, proj, experts: null }, m);
+    if (!l.moe) continue;
+    yield [{ part: 'router', layer }, l.moe.router];
+    const E = l.moe.settings.numExperts;
+    for (const [proj, m] of Object.entries(l.moe.experts) as [MlpProj, LoraParams][])
+      yield* moduleParams({ layer, proj, experts: E }, m);
+  }
+}
+
 /** Expert e of a stacked module, as views (gradients reach the stacked tensors). */
-export function expertParams(s: StackedLora, e: number): LoraParams {
+export function expertParams(s: LoraParams, e: number): LoraParams {
   return {
     A: s.A.select(0, e),
     B: s.B.select(0, e),
@@ -71,39 +138,22 @@ export function initLayers(
   baseWeight: (layer: number, p: ProjName) => Tensor,
   device: Device,
 ): AdapterLayer[] {
+  const routerInitRange = c.moe?.routerInitRange ?? 0;
   return tidy(() =>
     noGrad(() =>
-      Array.from({ length: model.numLayers }, (_, l) => {
-        const layer: AdapterLayer = { lora: {}, moe: null };
-        for (const p of plainTargets(c)) {
-          const [out, inp] = projectionShape(model, p);
-          const A = initA([c.lora.r, inp], c.lora, device);
-          const B = zeros([out, c.lora.r], { device });
-          const scale = scaling(c.lora);
-          const magnitude = c.lora.useDora ? doraWeightNorm(baseWeight(l, p), A, B, scale) : null;
-          layer.lora[p] = { A, B, magnitude, settings: c.lora, scale };
-        }
-        if (c.moe) {
-          const m = c.moe;
-          const E = m.numExperts;
-          const router = randn([E, model.hiddenSize], { device }).mul_(m.routerInitRange);
-          const experts: Partial<Record<MlpProj, StackedLora>> = {};
-          for (const p of expertTargets(c)) {
-            const [out, inp] = projectionShape(model, p);
-            const A = initA([E, m.expert.r, inp], m.expert, device);
-            const B = zeros([E, out, m.expert.r], { device });
-            const scale = scaling(m.expert);
-            const magnitude = m.expert.useDora
-              ? doraWeightNorm(baseWeight(l, p), A.select(0, 0), B.select(0, 0), scale)
-                  .unsqueeze(0)
-                  .expand(E, out)
-                  .contiguous()
-              : null;
-            experts[p] = { A, B, magnitude, settings: m.expert, scale };
-          }
-          layer.moe = { router, experts, settings: m };
-        }
-        return layer;
+      buildAdapterLayers(c, model, {
+        router: (_layer, shape) => randn(shape, { device }).mul_(routerInitRange),
+        A: (_key, shape, s) => initA(shape, s, device),
+        B: (_key, shape) => zeros(shape, { device }),
+        magnitude: (key, shape, m) => {
+          const W = baseWeight(key.layer, key.proj);
+          if (key.experts === null) return doraWeightNorm(W, m.A, m.B, m.scale); // [out]
+          // B = 0: every expert starts at ‖W‖.
+          return doraWeightNorm(W, m.A.select(0, 0), m.B.select(0, 0), m.scale)
+            .unsqueeze(0)
+            .expand(key.experts, shape[1]!)
+            .contiguous(); // [E, out]
+        },
       }),
     ),
   );

@@ -1,4 +1,4 @@
-// Routing tokens to experts (../shared/docs/mixlora-reference.md §3). Every strategy returns the
+// Routing tokens to experts (docs/design.md §5). Every strategy returns the
 // chosen (token, expert, weight) slots as flat lists; the weights carry the router's gradient.
 import { arange, ones } from '../tensor/create.js';
 import { bincount } from '../tensor/ops.js';

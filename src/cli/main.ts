@@ -18,10 +18,21 @@ export function buildProgram(): Command {
 export async function main(argv: string[]): Promise<void> {
   const program = buildProgram();
   try {
+    checkCommandName(program, argv);
     await program.parseAsync(argv, { from: 'user' });
   } catch (e) {
     process.exitCode = exitCodeFor(e);
   }
+}
+
+/** The command named on the line must exist, with or without --help after it (commander alone would
+ * print the main help and exit 0 for `mixlora typo --help`). `help <command>` is checked the same way. */
+function checkCommandName(program: Command, argv: string[]): void {
+  const names = program.commands.flatMap((c) => [c.name(), ...c.aliases()]);
+  const [first, second] = argv.filter((a) => !a.startsWith('-'));
+  const asked = first === 'help' ? second : first;
+  if (asked !== undefined && !names.includes(asked))
+    throw new UsageError(`unknown command '${asked}' (the commands are ${names.join(', ')})`);
 }
 
 function exitCodeFor(e: unknown): number {

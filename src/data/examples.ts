@@ -39,7 +39,7 @@ function str(o: Record<string, unknown>, key: string, where: string, optional = 
   return v;
 }
 
-function ids(o: Record<string, unknown>, key: string, where: string, vocab: number, allowIgnore: boolean): number[] {
+function idList(o: Record<string, unknown>, key: string, where: string, vocab: number, allowIgnore: boolean): number[] {
   const v = o[key];
   if (!Array.isArray(v) || !v.every((x) => Number.isSafeInteger(x)))
     throw new UserError(`${where}: "${key}" must be a list of integers`);
@@ -48,6 +48,16 @@ function ids(o: Record<string, unknown>, key: string, where: string, vocab: numb
       throw new UserError(`${where}: "${key}" holds ${x}, outside the vocabulary (0..${vocab - 1})`);
   }
   return v as number[];
+}
+
+/** A pre-tokenised record {input_ids, labels?} used exactly as given (labels default to the ids; -100 is
+ * not scored), validated against the vocabulary; `where` (file:line) names it in errors. */
+export function pretokenized(o: Record<string, unknown>, where: string, vocab: number): Example {
+  const inputIds = idList(o, 'input_ids', where, vocab, false);
+  const labels = o.labels === undefined ? inputIds : idList(o, 'labels', where, vocab, true);
+  if (labels.length !== inputIds.length)
+    throw new UserError(`${where}: "labels" has ${labels.length} entries but "input_ids" has ${inputIds.length}`);
+  return { inputIds, labels };
 }
 
 /** Tokenises prompt+completion jointly (so the boundary tokenises as in inference); the prompt's own
@@ -95,12 +105,7 @@ export function loadExamples(
   o: TokenizeOptions,
 ): { examples: Example[]; stats: DatasetStats } {
   const { records, unit } = readRecords(file);
-  let template: ReturnType<typeof compileTemplate>;
-  try {
-    template = compileTemplate(o.template);
-  } catch (e) {
-    throw new UserError((e as Error).message);
-  }
+  const template = compileTemplate(o.template);
   const stats: DatasetStats = { records: records.length, truncated: 0, droppedUnscored: 0, tokens: 0, scoredTokens: 0 };
   const examples: Example[] = [];
   if (records.length === 0) throw new UserError(`${file}: no records`);
@@ -118,11 +123,7 @@ export function loadExamples(
     };
     let ex: Example;
     if (r.input_ids !== undefined) {
-      const inputIds = ids(r, 'input_ids', where, o.vocabSize, false);
-      const labels = r.labels === undefined ? inputIds : ids(r, 'labels', where, o.vocabSize, true);
-      if (labels.length !== inputIds.length)
-        throw new UserError(`${where}: "labels" has ${labels.length} entries, "input_ids" ${inputIds.length}`);
-      ex = { inputIds, labels };
+      ex = pretokenized(r, where, o.vocabSize);
     } else if (r.messages !== undefined) {
       ex = chat(tok(), r.messages, where, o.trainOnInputs);
     } else if (r.prompt !== undefined || r.completion !== undefined) {
@@ -143,8 +144,7 @@ export function loadExamples(
       stats.truncated++;
       ex = { inputIds: ex.inputIds.slice(0, o.cutoffLen), labels: ex.labels.slice(0, o.cutoffLen) };
     }
-    // Position t predicts t+1: the first label never counts.
-    const scored = ex.labels.slice(1).filter((t) => t !== IGNORE_INDEX).length;
+    const scored = scoredTokens(ex);
     if (scored === 0) {
       stats.droppedUnscored++;
       continue;
@@ -158,6 +158,7 @@ export function loadExamples(
   return { examples, stats };
 }
 
+/** The targets an example scores: position t predicts token t+1, so the first label never counts. */
 export function scoredTokens(e: Example): number {
   let n = 0;
   for (let i = 1; i < e.labels.length; i++) if (e.labels[i] !== IGNORE_INDEX) n++;

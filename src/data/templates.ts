@@ -1,5 +1,6 @@
 // Prompt templates for instruction data: a named one or a template string with {instruction},
 // {input} and {output} (everything before {output} is the prompt).
+import { UserError } from '../util/errors.js';
 
 export interface PromptParts {
   prompt: string;
@@ -34,7 +35,7 @@ export function compileTemplate(
   }
   const at = spec.indexOf('{output}');
   if (!spec.includes('{instruction}') || at < 0) {
-    throw new Error(
+    throw new UserError(
       `prompt_template '${spec}' is neither a template name (${TEMPLATE_NAMES.join(', ')}) nor a template string with {instruction} and {output}`,
     );
   }

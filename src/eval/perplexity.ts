@@ -1,7 +1,6 @@
 // Perplexity of a model (optionally with an adapter) over JSONL data: {"text"} lines (tokenised, BOS
 // per the tokenizer's config) or pre-tokenised {"input_ids", "labels"?} lines (used exactly as given).
 // Position t predicts token t+1; labels of -100 are not scored.
-import { tensor } from '../tensor/create.js';
 import { crossEntropy } from '../tensor/ops.js';
 import { noGrad } from '../tensor/autograd.js';
 import { tidy } from '../tensor/scope.js';
@@ -9,28 +8,15 @@ import type { CausalLM } from '../models/llama.js';
 import type { ForwardHooks } from '../models/hooks.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { readJsonl } from '../data/jsonl.js';
+import { pretokenized, scoredTokens, type Example } from '../data/examples.js';
+import { nextTokenTargets, packIds } from '../data/packing.js';
 import { UserError } from '../util/errors.js';
 
-export interface PerplexityExample {
-  inputIds: number[];
-  labels: number[];
-}
+export type PerplexityExample = Example;
 export interface PerplexityResult {
   examples: { tokens: number; nll: number | null }[];
   mean_nll: number | null;
   perplexity: number | null;
-}
-
-const IGNORE = -100;
-
-function idList(v: unknown, file: string, line: number, field: string, vocab: number, allowIgnore: boolean): number[] {
-  if (!Array.isArray(v) || !v.every((x) => Number.isSafeInteger(x)))
-    throw new UserError(`${file}:${line}: "${field}" must be a list of integers`);
-  for (const x of v as number[]) {
-    if ((x < 0 || x >= vocab) && !(allowIgnore && x === IGNORE))
-      throw new UserError(`${file}:${line}: "${field}" holds ${x}, outside the vocabulary (0..${vocab - 1})`);
-  }
-  return v as number[];
 }
 
 export function readPerplexityData(file: string, tokenizer: TextTokenizer, vocabSize: number): PerplexityExample[] {
@@ -42,15 +28,7 @@ export function readPerplexityData(file: string, tokenizer: TextTokenizer, vocab
       const ids = tokenizer.encode(o.text);
       return { inputIds: ids, labels: ids };
     }
-    if (o.input_ids !== undefined) {
-      const inputIds = idList(o.input_ids, file, line, 'input_ids', vocabSize, false);
-      const labels = o.labels === undefined ? inputIds : idList(o.labels, file, line, 'labels', vocabSize, true);
-      if (labels.length !== inputIds.length)
-        throw new UserError(
-          `${file}:${line}: "labels" has ${labels.length} entries but "input_ids" has ${inputIds.length}`,
-        );
-      return { inputIds, labels };
-    }
+    if (o.input_ids !== undefined) return pretokenized(o, `${file}:${line}`, vocabSize);
     throw new UserError(`${file}:${line}: expected "text" (a string) or "input_ids" (a list of token ids)`);
   });
 }
@@ -65,25 +43,14 @@ export function perplexity(
   const counts: number[] = [];
   for (let start = 0; start < examples.length; start += opts.batchSize) {
     const batch = examples.slice(start, start + opts.batchSize);
-    const T = Math.max(1, ...batch.map((e) => e.inputIds.length));
-    const rows = batch.map((e) => [...e.inputIds, ...Array<number>(T - e.inputIds.length).fill(0)]);
-    const mask = batch.map((e) => [
-      ...Array<number>(e.inputIds.length).fill(1),
-      ...Array<number>(T - e.inputIds.length).fill(0),
-    ]);
-    // Targets: labels shifted left by one; padding and the last position score nothing.
-    const targets = batch.map((e) =>
-      Array.from({ length: T }, (_, t) => (t + 1 < e.labels.length ? e.labels[t + 1]! : IGNORE)),
-    );
     const nll = noGrad(() =>
       tidy(() => {
-        const ids = tensor(rows, { dtype: 'int64', device: model.device }); // [B, T]
-        const padded = batch.some((e) => e.inputIds.length !== T);
-        const logits = model.forward(ids, {
-          attentionMask: padded ? tensor(mask, { dtype: 'int64', device: model.device }) : null,
-          hooks: opts.hooks,
-        }); // [B, T, V]
-        const tgt = tensor(targets, { dtype: 'int64', device: model.device }); // [B, T]
+        const { ids, mask, T } = packIds(
+          batch.map((e) => e.inputIds),
+          { side: 'right', pad: 0, device: model.device },
+        ); // [B, T]
+        const logits = model.forward(ids, { attentionMask: mask, hooks: opts.hooks }); // [B, T, V]
+        const tgt = nextTokenTargets(batch, T, model.device); // [B, T]
         const V = logits.size(-1);
         return crossEntropy(logits.reshape(-1, V), tgt.reshape(-1), { reduction: 'none' })
           .reshape(batch.length, T)
@@ -93,7 +60,7 @@ export function perplexity(
     );
     batch.forEach((e, i) => {
       sums.push(nll[i]!);
-      counts.push(targets[i]!.filter((t) => t !== IGNORE).length);
+      counts.push(scoredTokens(e));
     });
     opts.onBatch?.(Math.min(start + opts.batchSize, examples.length));
   }

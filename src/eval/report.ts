@@ -2,7 +2,7 @@
 // JSON, and expert-load pictures.
 import path from 'node:path';
 import { writeFileAtomic } from '../io/atomic.js';
-import { writeChart, type ChartSpec } from '../report/charts.js';
+import { writeChart, type ChartSpec } from '../io/charts.js';
 import type { ExpertLoad } from './expert-load.js';
 import type { TaskResult } from './scoring.js';
 

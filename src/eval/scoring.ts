@@ -11,6 +11,7 @@ import type { CausalLM } from '../models/llama.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import type { Adapter } from '../adapters/adapter.js';
 import { AdapterBatch, type RowRange } from '../adapters/batch.js';
+import { packIds, rowRanges } from '../data/packing.js';
 import type { EvalItem, EvalTask, Scoring } from './tasks.js';
 
 export type ScoringMethod = 'choice' | 'loglik';
@@ -89,25 +90,12 @@ function forwardAt(
   return noGrad(() =>
     tidy(() => {
       const rows = rowsPerTarget.flat();
-      const T = Math.max(...rows.map((r) => r.length));
-      const padded = rows.some((r) => r.length !== T);
-      let start = 0;
-      const ranges: RowRange[] = targets.map((t, i) => {
-        const r = { start, count: rowsPerTarget[i]!.length, adapter: t.adapter };
-        start += r.count;
-        return r;
-      });
+      const ranges: RowRange[] = rowRanges(rowsPerTarget.map((r) => r.length)).map((r, i) => ({
+        ...r,
+        adapter: targets[i]!.adapter,
+      }));
       const batch = new AdapterBatch(ranges, { training: false, record: 'counts' });
-      const ids = tensor(
-        rows.map((r) => [...r, ...Array<number>(T - r.length).fill(0)]),
-        { dtype: 'int64', device: model.device },
-      );
-      const mask = padded
-        ? tensor(
-            rows.map((r) => [...Array<number>(r.length).fill(1), ...Array<number>(T - r.length).fill(0)]),
-            { dtype: 'int64', device: model.device },
-          )
-        : null;
+      const { ids, mask, T } = packIds(rows, { side: 'right', pad: 0, device: model.device }); // [B, T]
       const requests = rows.flatMap((_, i) => want(i, T));
       const K = Math.max(...requests.map((q) => q.tokens.length));
       const at = tensor(

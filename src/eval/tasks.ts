@@ -1,4 +1,4 @@
-// Evaluation items from the two data shapes in use (../shared/docs/mixlora-reference.md §6):
+// Evaluation items from the two data shapes in use (docs/design.md §11.1):
 //  - LLM-Adapters JSON: {instruction, input?, output: "the correct answer is X", answer: "X"}; the
 //    candidates come from the instruction's "Answer format: a/b/c" line (or the task's defaults);
 //  - multiple-choice JSONL: {query, choices: [...], gold: index}.

@@ -2,14 +2,15 @@
 // equal a run of that prompt alone, with a KV cache.
 import { manualSeed } from '../tensor/runtime.js';
 import { noGrad } from '../tensor/autograd.js';
-import { tensor } from '../tensor/create.js';
 import { cat } from '../tensor/ops.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { CausalLM } from '../models/llama.js';
 import type { ForwardHooks } from '../models/hooks.js';
 import { KVCache } from '../models/kvcache.js';
+import { packIds } from '../data/packing.js';
 import { sampleNext, type SamplingOptions } from './sampling.js';
+import { UserError } from '../util/errors.js';
 
 export interface GenerateOptions extends SamplingOptions {
   maxNewTokens: number;
@@ -26,12 +27,11 @@ export interface GenerateOptions extends SamplingOptions {
 /** Generates continuations of token-id prompts; returns each row's new tokens (stop token included). */
 export function generate(model: CausalLM, prompts: number[][], o: GenerateOptions): number[][] {
   if (prompts.length === 0) return [];
-  if (prompts.some((p) => p.length === 0)) throw new RangeError('generate: every prompt needs at least one token');
+  const empty = prompts.findIndex((p) => p.length === 0);
+  if (empty >= 0) throw new UserError(`generate: prompt ${empty + 1} has no tokens (each prompt needs at least one)`);
   if (o.seed !== undefined && o.seed !== null) manualSeed(o.seed);
   const B = prompts.length;
   const longest = Math.max(...prompts.map((p) => p.length));
-  const padded = prompts.some((p) => p.length !== longest);
-  const pad = o.padId ?? 0;
   const out: number[][] = prompts.map(() => []);
   const done = prompts.map(() => o.maxNewTokens <= 0);
   if (done.every(Boolean)) return out;
@@ -39,19 +39,12 @@ export function generate(model: CausalLM, prompts: number[][], o: GenerateOption
   const cache = new KVCache(c, B, longest + o.maxNewTokens, model.dtype, model.device);
   try {
     noGrad(() => {
-      const rows = prompts.map((p) => [...Array<number>(longest - p.length).fill(pad), ...p]);
-      const maskRows = prompts.map((p) => [
-        ...Array<number>(longest - p.length).fill(0),
-        ...Array<number>(p.length).fill(1),
-      ]);
+      const packed = packIds(prompts, { side: 'left', pad: o.padId ?? 0, device: model.device }); // [B, T]
+      let input = packed.ids.keep();
+      let mask: Tensor | null = packed.mask?.keep() ?? null;
       // Tokens seen so far for the repetition penalty; padding repeats the row's first real token so
       // it adds no penalty of its own.
-      let seen = tensor(
-        prompts.map((p) => [...Array<number>(longest - p.length).fill(p[0]!), ...p]),
-        { dtype: 'int64', device: model.device },
-      ).keep();
-      let mask: Tensor | null = padded ? tensor(maskRows, { dtype: 'int64', device: model.device }).keep() : null;
-      let input = tensor(rows, { dtype: 'int64', device: model.device }).keep();
+      let seen = tidy(() => packIds(prompts, { side: 'left', pad: (p) => p[0]!, device: model.device }).ids.keep());
       try {
         for (let step = 0; step < o.maxNewTokens; step++) {
           const next = tidy(() => {

@@ -2,6 +2,7 @@
 // write beside the target under a temporary name, fsync, rename over, fsync the folder.
 import fs from 'node:fs';
 import path from 'node:path';
+import { UserError } from '../util/errors.js';
 
 function tempName(target: string): string {
   return path.join(
@@ -67,7 +68,8 @@ export function writeDirAtomic(target: string, fill: (dir: string) => void, opts
     }
     fsyncDir(tmp);
     if (fs.existsSync(target)) {
-      if (!opts.replace) throw new Error(`${target} already exists`);
+      if (!opts.replace)
+        throw new UserError(`${target} already exists: mixlora does not overwrite it (choose another path)`);
       const old = tempName(target);
       fs.renameSync(target, old);
       fs.renameSync(tmp, target);

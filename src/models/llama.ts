@@ -1,5 +1,5 @@
 // The LLaMA-family decoder (LLaMA 1/2/3, TinyLlama, Mistral, Qwen2) over frozen weights, in Hugging
-// Face semantics (../shared/docs/mixlora-reference.md §1). Adapters enter through ForwardHooks.
+// Face semantics (docs/design.md §2). Adapters enter through ForwardHooks.
 import { arange, ones } from '../tensor/create.js';
 import { embedding, linear, scaledDotProductAttention } from '../tensor/ops.js';
 import { tidy } from '../tensor/scope.js';
@@ -12,6 +12,7 @@ import type { ModelConfig } from './config.js';
 import { plainHooks, type ForwardHooks } from './hooks.js';
 import type { KVCache } from './kvcache.js';
 import { disposeWeights, type ModelWeights } from './weights.js';
+import { UserError } from '../util/errors.js';
 
 export interface ForwardOptions {
   /** [B, S]: 1 for tokens, 0 for padding, over cached and new positions. Absent: no padding. */
@@ -79,8 +80,8 @@ export class CausalLM {
     const max = ids.amax().item();
     const min = ids.amin().item();
     if (min < 0 || max >= this.config.vocabSize) {
-      throw new RangeError(
-        `token id ${min < 0 ? min : max} is outside the vocabulary (0..${this.config.vocabSize - 1})`,
+      throw new UserError(
+        `token id ${min < 0 ? min : max} is outside the model's vocabulary (0..${this.config.vocabSize - 1}): does the tokenizer or the data belong to this model?`,
       );
     }
     return embedding(this.weights.embed, ids);

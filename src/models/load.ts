@@ -21,10 +21,12 @@ export interface LoadOptions {
   tokenizer?: string | null;
 }
 
+export type ModelFormat = 'hf' | 'llama2c';
+
 export interface LoadedModel {
   model: CausalLM;
   tokenizer: TextTokenizer;
-  format: 'hf' | 'llama2c';
+  format: ModelFormat;
   path: string;
 }
 
@@ -88,57 +90,61 @@ export function readConfigOf(p: string): ModelConfig {
   return readModelConfig(path.join(p, 'config.json'));
 }
 
-/** Like loadModel, but a Hugging Face folder without tokenizer files gives `tokenizer: null` (training
- * on pre-tokenised data needs none). */
-export function loadModelForTraining(
+/** A model's tokenizer: the one given, else the one beside it (llama2.c: tok<vocab>.bin or tokenizer.bin in
+ * the checkpoint's folder; Hugging Face: the folder's tokenizer files). */
+function tokenizerFor(
   p: string,
-  opts: LoadOptions = {},
-): Omit<LoadedModel, 'tokenizer'> & { tokenizer: TextTokenizer | null } {
-  const hf = fs.existsSync(p) && fs.statSync(p).isDirectory();
-  const hasTokenizer = ['tokenizer.json', 'tokenizer.model'].some((f) => fs.existsSync(path.join(p, f)));
-  if (hf && !hasTokenizer && !opts.tokenizer) return loadModel(p, { ...opts, tokenizer: NO_TOKENIZER }) as never;
-  return loadModel(p, opts);
+  format: ModelFormat,
+  config: ModelConfig,
+  given: string | null | undefined,
+): TextTokenizer {
+  if (given) return loadTokenizerFor(given, config);
+  if (format === 'hf') return TextTokenizer.fromDir(p);
+  const guess = [`tok${config.vocabSize}.bin`, 'tokenizer.bin']
+    .map((n) => path.join(path.dirname(p), n))
+    .find((f) => fs.existsSync(f));
+  if (!guess)
+    throw new UserError(`${p}: a llama2.c checkpoint needs its tokenizer: pass --tokenizer tok${config.vocabSize}.bin`);
+  return loadTokenizerFor(guess, config);
 }
 
-const NO_TOKENIZER = '\0none';
-
-export function loadModel(p: string, opts: LoadOptions = {}): LoadedModel {
+/** Opens the model at `p`; `tokenizer` picks its tokenizer once the format and config are known (the
+ * tokenizer's EOS joins the stop tokens before the model is built). */
+function openModel<Tok extends TextTokenizer | null>(
+  p: string,
+  opts: LoadOptions,
+  tokenizer: (format: ModelFormat, config: ModelConfig) => Tok,
+): { model: CausalLM; tokenizer: Tok; format: ModelFormat; path: string } {
   const dtype = opts.dtype ?? 'float32';
   const device = opts.device ?? 'cpu';
   checkComputeDType(dtype, device);
   if (!fs.existsSync(p)) throw new UserError(`${p}: no such file or folder`);
   if (isLlama2cCheckpoint(p)) {
     const { config } = readLlama2cConfig(p);
-    let tokFile = opts.tokenizer ?? null;
-    if (tokFile === null) {
-      const guess = [`tok${config.vocabSize}.bin`, 'tokenizer.bin']
-        .map((n) => path.join(path.dirname(p), n))
-        .find((f) => fs.existsSync(f));
-      if (!guess)
-        throw new UserError(
-          `${p}: a llama2.c checkpoint needs its tokenizer: pass --tokenizer tok${config.vocabSize}.bin`,
-        );
-      tokFile = guess;
-    }
-    const tokenizer = loadTokenizerFor(tokFile, config);
+    const tok = tokenizer('llama2c', config);
     const weights = loadLlama2cWeights(p, config, { dtype, device });
-    return { model: new CausalLM(config, weights, dtype, device), tokenizer, format: 'llama2c', path: p };
+    return { model: new CausalLM(config, weights, dtype, device), tokenizer: tok, format: 'llama2c', path: p };
   }
   const config = readModelConfig(path.join(p, 'config.json'));
   for (const id of generationEosIds(p)) if (!config.eosTokenIds.includes(id)) config.eosTokenIds.push(id);
-  const tokenizer =
-    opts.tokenizer === NO_TOKENIZER
-      ? null
-      : opts.tokenizer
-        ? loadTokenizerFor(opts.tokenizer, config)
-        : TextTokenizer.fromDir(p);
-  if (tokenizer && tokenizer.eosId !== null && !config.eosTokenIds.includes(tokenizer.eosId))
-    config.eosTokenIds.push(tokenizer.eosId);
+  const tok = tokenizer('hf', config);
+  if (tok && tok.eosId !== null && !config.eosTokenIds.includes(tok.eosId)) config.eosTokenIds.push(tok.eosId);
   const weights = loadHfWeights(p, config, { dtype, device });
-  return {
-    model: new CausalLM(config, weights, dtype, device),
-    tokenizer: tokenizer as TextTokenizer,
-    format: 'hf',
-    path: p,
-  };
+  return { model: new CausalLM(config, weights, dtype, device), tokenizer: tok, format: 'hf', path: p };
+}
+
+export function loadModel(p: string, opts: LoadOptions = {}): LoadedModel {
+  return openModel(p, opts, (format, config) => tokenizerFor(p, format, config, opts.tokenizer));
+}
+
+/** Like loadModel, but a Hugging Face folder without tokenizer files gives `tokenizer: null` (training
+ * on pre-tokenised data needs none). */
+export function loadModelForTraining(
+  p: string,
+  opts: LoadOptions = {},
+): Omit<LoadedModel, 'tokenizer'> & { tokenizer: TextTokenizer | null } {
+  const hasTokenizer = ['tokenizer.json', 'tokenizer.model'].some((f) => fs.existsSync(path.join(p, f)));
+  return openModel(p, opts, (format, config) =>
+    format === 'hf' && !hasTokenizer && !opts.tokenizer ? null : tokenizerFor(p, format, config, opts.tokenizer),
+  );
 }

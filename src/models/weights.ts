@@ -57,7 +57,7 @@ export function hasBias(c: ModelConfig, name: ProjName): boolean {
 }
 
 export function projectionPrefix(layer: number, name: ProjName): string {
-  return `model.layers.${layer}.${MLP_PROJECTIONS.includes(name as never) ? 'mlp' : 'self_attn'}.${name}`;
+  return `model.layers.${layer}.${(MLP_PROJECTIONS as readonly ProjName[]).includes(name) ? 'mlp' : 'self_attn'}.${name}`;
 }
 
 /** Every tensor of the model: its Hugging Face name and shape, in checkpoint order. */

@@ -75,8 +75,8 @@ export class AdamW implements Optimizer {
   }
 
   /** Restores a state saved by stateDict (values are copied in, bit-exactly). */
-  loadStateDict(state: OptimizerState): void {
-    checkState(state, this.kind, this.params.length, ['exp_avg', 'exp_avg_sq']);
+  loadStateDict(state: OptimizerState, where?: string): void {
+    checkState(state, this.kind, this.params, ['exp_avg', 'exp_avg_sq'], where);
     noGrad(() => {
       this.expAvg.forEach((t, i) => t.copy_(state.tensors[`exp_avg.${i}`]!));
       this.expAvgSq.forEach((t, i) => t.copy_(state.tensors[`exp_avg_sq.${i}`]!));

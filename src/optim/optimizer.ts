@@ -1,6 +1,7 @@
 // What every optimizer offers, and its saved state.
 import { native } from '../tensor/native.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { UserError } from '../util/errors.js';
 
 export interface OptimizerState {
   kind: string;
@@ -19,16 +20,29 @@ export interface Optimizer {
   step(): void;
   zeroGrad(): void;
   stateDict(): OptimizerState;
-  loadStateDict(state: OptimizerState): void;
+  /** Restores a saved state; `where` names its origin (e.g. the checkpoint file) in errors. */
+  loadStateDict(state: OptimizerState, where?: string): void;
   dispose(): void;
 }
 
-export function checkState(state: OptimizerState, kind: string, nParams: number, names: string[]): void {
-  if (state.kind !== kind) throw new Error(`optimizer state is for ${state.kind}, not ${kind}`);
+/** Saved state from files is untrusted: its kind, and each state tensor's presence and shape. */
+export function checkState(
+  state: OptimizerState,
+  kind: string,
+  params: Tensor[],
+  names: string[],
+  where = 'optimizer state',
+): void {
+  if (state.kind !== kind) throw new UserError(`${where}: the optimizer state is for ${state.kind}, not ${kind}`);
   for (const name of names) {
-    for (let i = 0; i < nParams; i++) {
-      if (!state.tensors[`${name}.${i}`]) throw new Error(`optimizer state lacks ${name}.${i}`);
-    }
+    params.forEach((p, i) => {
+      const t = state.tensors[`${name}.${i}`];
+      if (!t) throw new UserError(`${where}: optimizer tensor '${name}.${i}' is missing`);
+      if (t.shape.join(',') !== p.shape.join(','))
+        throw new UserError(
+          `${where}: optimizer tensor '${name}.${i}' has shape [${t.shape.join(', ')}], its parameter [${p.shape.join(', ')}]`,
+        );
+    });
   }
 }
 

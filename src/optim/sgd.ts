@@ -79,8 +79,8 @@ export class SGD implements Optimizer {
     };
   }
 
-  loadStateDict(state: OptimizerState): void {
-    checkState(state, this.kind, this.params.length, this.momentum !== 0 && state.step > 0 ? ['momentum_buffer'] : []);
+  loadStateDict(state: OptimizerState, where?: string): void {
+    checkState(state, this.kind, this.params, this.momentum !== 0 && state.step > 0 ? ['momentum_buffer'] : [], where);
     for (const b of this.buffers) b?.dispose();
     this.buffers = this.params.map((_, i) => {
       const src = state.tensors[`momentum_buffer.${i}`];

@@ -132,7 +132,10 @@ export function restoreCheckpoint(dir: string, state: CheckpointState, runs: Run
       });
       const optimTensors: Record<string, Tensor> = {};
       for (const [k, t] of tensors) if (k.startsWith('optim.')) optimTensors[k.slice('optim.'.length)] = t;
-      optimizer.loadStateDict({ ...saved.optimizer, tensors: optimTensors });
+      optimizer.loadStateDict(
+        { ...saved.optimizer, tensors: optimTensors },
+        path.join(dir, `${adapter.name}.safetensors`),
+      );
     } finally {
       for (const t of tensors.values()) t.dispose();
     }

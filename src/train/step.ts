@@ -1,5 +1,5 @@
 // One fused forward and backward pass: the next micro-batch of every running adapter, concatenated as
-// row ranges, over the frozen model once. Each adapter's loss (../shared/docs/mixlora-reference.md §4)
+// row ranges, over the frozen model once. Each adapter's loss (docs/design.md §6.4, §7)
 // is its summed cross-entropy divided by the scored tokens of its whole optimizer step, plus its aux
 // loss divided by its micro-batches per step; the sum of all adapters' losses is back-propagated (they
 // share no parameters, so each gets exactly its own gradients).
@@ -17,7 +17,8 @@ import type { CausalLM } from '../models/llama.js';
 import type { Adapter } from '../adapters/adapter.js';
 import { AdapterBatch, type RowRange } from '../adapters/batch.js';
 import { auxLossPart, routingTotals } from '../adapters/aux-loss.js';
-import { IGNORE_INDEX, type Example } from '../data/examples.js';
+import { IGNORE_INDEX, scoredTokens, type Example } from '../data/examples.js';
+import { nextTokenTargets, packIds, rowRanges } from '../data/packing.js';
 
 export interface MicroBatch {
   adapter: Adapter;
@@ -44,34 +45,15 @@ interface Packed {
 
 function pack(micro: MicroBatch[], device: CausalLM['device'], padId: number): Packed {
   const rows = micro.flatMap((m) => m.examples);
-  const T = Math.max(...rows.map((e) => e.inputIds.length));
-  const padded = rows.some((e) => e.inputIds.length !== T);
-  let start = 0;
-  const ranges = micro.map((m) => {
-    const r = { start, count: m.examples.length, adapter: m.adapter };
-    start += m.examples.length;
-    return r;
-  });
+  const { ids, mask, T } = packIds(
+    rows.map((e) => e.inputIds),
+    { side: 'right', pad: padId, device },
+  );
   return {
-    ids: tensor(
-      rows.map((e) => [...e.inputIds, ...Array<number>(T - e.inputIds.length).fill(padId)]),
-      { dtype: 'int64', device },
-    ),
-    // Targets already shifted (position t predicts token t + 1), so the logits are scored in place.
-    targets: tensor(
-      rows.map((e) => Array.from({ length: T }, (_, t) => (t + 1 < e.labels.length ? e.labels[t + 1]! : IGNORE_INDEX))),
-      { dtype: 'int64', device },
-    ),
-    mask: padded
-      ? tensor(
-          rows.map((e) => [
-            ...Array<number>(e.inputIds.length).fill(1),
-            ...Array<number>(T - e.inputIds.length).fill(0),
-          ]),
-          { dtype: 'int64', device },
-        )
-      : null,
-    ranges,
+    ids,
+    targets: nextTokenTargets(rows, T, device),
+    mask,
+    ranges: rowRanges(micro.map((m) => m.examples.length)).map((r, i) => ({ ...r, adapter: micro[i]!.adapter })),
   };
 }
 
@@ -124,7 +106,7 @@ export function fusedStep(
     const results: MicroResult[] = micro.map((m) => ({
       ce: 0,
       aux: null,
-      scoredTokens: m.examples.reduce((n, e) => n + e.labels.slice(1).filter((t) => t !== IGNORE_INDEX).length, 0),
+      scoredTokens: m.examples.reduce((n, e) => n + scoredTokens(e), 0),
       inputTokens: m.examples.reduce((n, e) => n + e.inputIds.length, 0),
     }));
     if (opts.recompute) recomputingPass(model, micro, p, results);

@@ -15,7 +15,8 @@ import { loadExamples, scoredTokens, type DatasetStats, type Example } from '../
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { UserError } from '../util/errors.js';
-import { lossCurveSpec, writeChart, type LossPoint } from '../report/charts.js';
+import { writeChart } from '../io/charts.js';
+import { lossCurveSpec, type LossPoint } from './loss-chart.js';
 import type { Progress, ProgressBar } from '../cli/progress.js';
 import type { AdapterTrainConfig, TrainConfig } from './config.js';
 import { DataOrder } from './order.js';

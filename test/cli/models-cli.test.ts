@@ -16,6 +16,26 @@ test('--help lists the implemented commands; --version prints the version', () =
   assert.match(mixlora(['--version']).stdout, /^\d+\.\d+\.\d+/);
 });
 
+test('an unknown command is bad usage (exit 2, one clear line), with or without --help', () => {
+  for (const args of [
+    ['frobnicate'],
+    ['frobnicate', '--help'],
+    ['frobnicate', '-h', '--model', 'x'],
+    ['help', 'frobnicate'],
+  ]) {
+    const r = mixlora(args);
+    assert.equal(r.code, 2, args.join(' '));
+    assert.equal(r.stdout, '', args.join(' '));
+    assert.match(
+      r.stderr,
+      /^mixlora: unknown command 'frobnicate' \(the commands are train, eval, .*\)\n/,
+      args.join(' '),
+    );
+  }
+  assert.equal(mixlora(['help', 'train']).code, 0);
+  assert.equal(mixlora(['train', '--help']).code, 0);
+});
+
 test('generate prints only the completion', () => {
   const r = mixlora(['generate', ...model, '--prompt', 'Once upon a time', '--max-new-tokens', '32']);
   assert.equal(r.code, 0, r.stderr);

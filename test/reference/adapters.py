@@ -1,5 +1,5 @@
-"""Reference values for the adapters issue: LoRA, DoRA, MixLoRA, MixDoRA, dynamic and switch routing on
-tiny random models with nonzero B. Written from ../shared/docs/mixlora-reference.md §2-§5, independently
+"""Reference values for the adapters: LoRA, DoRA, MixLoRA, MixDoRA, dynamic and switch routing on
+tiny random models with nonzero B. Written from docs/design.md §3-§6, independently
 of the TypeScript code: per-expert parameters (not stacked), the plain per-expert FFN, masks by hand.
 For each case: a model folder, an adapter folder in the file format under test, and expected.safetensors
 with logits, the CE and aux losses, and the gradient of every adapter tensor (grad.<file key>)."""

@@ -1,4 +1,4 @@
-"""Tiny random models in Hugging Face layout and their reference logits (the models issue)."""
+"""Tiny random models in Hugging Face layout and their reference logits."""
 import os
 
 import torch

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { assertClose } from '../helpers/assert.js';
 import * as T from '../../src/tensor/index.js';
 import { AdamW, SGD, clipGradNorm } from '../../src/optim/index.js';
+import { UserError } from '../../src/util/errors.js';
 
 // A parameter whose gradient is g: loss = sum(p * g).
 function setGrad(p: T.Tensor, g: number[]): void {
@@ -133,4 +134,24 @@ test('clipGradNorm scales to the max norm and returns the norm before clipping',
     // Below the limit nothing changes.
     assertClose([clipGradNorm([p, q], 10)], [5 / (5 + 1e-6)], { atol: 1e-12 });
     assertClose(q.grad!, [4 / (5 + 1e-6)], { atol: 1e-12 });
+  }));
+
+test('a saved optimizer state that does not fit is refused with a UserError naming where and what', () =>
+  T.tidy(() => {
+    const p = T.zeros([3, 4]).requiresGrad_();
+    const opt = new AdamW([p], { lr: 0.01 });
+    const state = opt.stateDict();
+    const where = 'run/checkpoint-2/a.safetensors';
+    const refused = (s: typeof state, pattern: RegExp) =>
+      assert.throws(
+        () => opt.loadStateDict(s, where),
+        (e: Error) => e instanceof UserError && pattern.test(e.message) && e.message.startsWith(where),
+      );
+    refused({ ...state, kind: 'sgd' }, /is for sgd, not adamw/);
+    refused({ ...state, tensors: { 'exp_avg.0': state.tensors['exp_avg.0']! } }, /'exp_avg_sq\.0' is missing/);
+    refused(
+      { ...state, tensors: { ...state.tensors, 'exp_avg.0': T.zeros([4, 3]) } },
+      /'exp_avg\.0' has shape \[4, 3\]/,
+    );
+    opt.dispose();
   }));

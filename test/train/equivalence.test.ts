@@ -131,7 +131,7 @@ test('adapters trained fused on ragged real data end with the weights of trainin
   await assertFusedEqualsAlone(entries, 512);
 });
 
-// The aux loss is per micro-batch (§4), so a MixLoRA adapter is compared with its coefficient at 0.
+// The aux loss is per micro-batch (docs/design.md §6.4), so a MixLoRA adapter is compared with its coefficient at 0.
 test('gradient accumulation: a batch of 8 as 8 micro-batches of 1 equals one micro-batch of 8 (to float rounding, SGD)', async () => {
   const data = commonsenseSlice('obqa.train', 16);
   for (const adapter of [lora, mixlora({ router_aux_loss_coef: 0 })]) {

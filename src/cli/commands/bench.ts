@@ -48,7 +48,7 @@ export function benchCommand(): Command {
         threads?: number;
         json?: boolean;
       }) => {
-        const { runTrainBench } = await import('../../bench/train-step.js');
+        const { runTrainBench } = await import('../../train/benchmark.js');
         const { setNumThreads } = await import('../../tensor/runtime.js');
         const { parseDevice } = await import('../../models/load.js');
         const { createProgress } = await import('../progress.js');

@@ -28,7 +28,7 @@ export function infoCommand(): Command {
       const info = backendInfo();
       let probe = null;
       if (o.probe) {
-        const { probeMatmul } = await import('../../bench/matmul-probe.js');
+        const { probeMatmul } = await import('../../tensor/matmul-probe.js');
         process.stderr.write(`mixlora info: measuring matrix products on ${device}...\n`);
         probe = probeMatmul(device);
       }

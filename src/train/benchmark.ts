@@ -6,7 +6,7 @@ import { llamaConfig, randomModel } from '../models/random.js';
 import { Adapter } from '../adapters/adapter.js';
 import { parseAdapterConfig } from '../adapters/config.js';
 import { AdamW } from '../optim/adamw.js';
-import { fusedStep, type MicroBatch } from '../train/step.js';
+import { fusedStep, type MicroBatch } from './step.js';
 import type { Example } from '../data/examples.js';
 
 export const METHODS = ['lora', 'dora', 'mixlora', 'mixdora'] as const;

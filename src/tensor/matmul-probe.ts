@@ -1,10 +1,10 @@
 // A short matrix-product measurement: the throughput a training step can at best reach on this machine.
 // Square products of `size` (default 2048) timed for about `seconds` per dtype after one warm-up product.
-import { randn } from '../tensor/create.js';
-import { cuda } from '../tensor/runtime.js';
-import { tidy } from '../tensor/scope.js';
-import type { Device } from '../tensor/tensor.js';
-import type { DType } from '../tensor/dtype.js';
+import { randn } from './create.js';
+import { cuda } from './runtime.js';
+import { tidy } from './scope.js';
+import type { Device } from './tensor.js';
+import type { DType } from './dtype.js';
 
 export interface ProbeResult {
   gflops_fp32: number;
