@@ -102,6 +102,15 @@ function refuseUnsupportedPeft(f: Fields): void {
     'layer_replication',
     'use_qalora',
     'target_parameters',
+    // PEFT options that change the forward pass (a bias on B, activated LoRA, Arrow routing, BD-LoRA, KaSA,
+    // MonteCLoRA, trainable token rows): loading such an adapter as plain LoRA would compute something else.
+    'lora_bias',
+    'alora_invocation_tokens',
+    'arrow_config',
+    'use_bdlora',
+    'kasa_config',
+    'monteclora_config',
+    'trainable_token_indices',
   ]) {
     if (!empty(f.obj[key])) f.fail(key, `${JSON.stringify(f.obj[key])} is not supported by mixlora`);
   }
