@@ -192,7 +192,8 @@ export function exportAdapterConfig(c: AdapterConfig): Record<string, unknown> {
       peft_type: 'LORA',
       task_type: c.taskType,
       base_model_name_or_path: c.baseModel,
-      ...loraJson(c.lora),
+      // PEFT's own key only: PEFT warns about keys its LoraConfig lacks (lora_init) when loading.
+      ...Object.fromEntries(Object.entries(loraJson(c.lora)).filter(([k]) => k !== 'lora_init')),
       init_lora_weights: c.lora.init === 'original' ? true : 'gaussian',
       target_modules: c.targetModules,
       bias: 'none',
