@@ -2,14 +2,18 @@
 // attention; test/reference/hf_libraries.py) on the tiny model folders of test/reference/models.py:
 // logits, the per-token NLL and transformers' causal-LM loss, and a right-padded batch with an attention
 // mask (logits at the real tokens, and mixlora's perplexity per example). Tolerance: 1e-4 absolute on every
-// value, float32 on both sides.
+// value, float32 on both sides. Greedy generation (KV cache, left-padded prompts, with and without a
+// repetition penalty) gives exactly transformers' generate() tokens; the fixture script refuses prompts
+// whose greedy choice has a top-2 margin under 1e-3, so equality does not hang on rounding.
 import { test } from 'node:test';
+import assert from 'node:assert/strict';
 import { assertClose, maxAbsDiff } from '../helpers/assert.js';
 import { referenceDir } from '../helpers/fixtures.js';
 import { nextTokenCE, openModel } from '../helpers/reference-adapters.js';
 import { transformersCaseNames, transformersExpected } from '../helpers/reference-libraries.js';
 import * as T from '../../src/tensor/index.js';
 import { perplexity } from '../../src/eval/perplexity.js';
+import { generate } from '../../src/generate/generate.js';
 
 const ATOL = 1e-4;
 
@@ -58,6 +62,35 @@ for (const name of transformersCaseNames()) {
         ours.examples.map((x) => x.nll!),
         sums.map((s, i) => s / (lengths[i]! - 1)),
         { atol: ATOL, what: `${name} mean NLL per padded example` },
+      );
+    });
+    model.dispose();
+  });
+}
+
+for (const name of transformersCaseNames()) {
+  test(`${name}: greedy generation of left-padded prompts equals transformers' generate()`, () => {
+    const model = openModel(referenceDir('models', name));
+    T.tidy(() => {
+      const e = transformersExpected(name);
+      const L = e.get('gen_prompts')!.size(1);
+      const ids = e.get('gen_prompts')!.toNumbers();
+      const mask = e.get('gen_prompt_mask')!.toNumbers();
+      const prompts = Array.from({ length: e.get('gen_prompts')!.size(0) }, (_, b) =>
+        ids.slice(b * L, (b + 1) * L).filter((_, t) => mask[b * L + t] === 1),
+      );
+      const rows = (t: T.Tensor) => {
+        const n = t.size(1);
+        const flat = t.toNumbers();
+        return prompts.map((_, b) => flat.slice(b * n, (b + 1) * n));
+      };
+      const opts = { temperature: 0, topK: null, topP: null, stopIds: [], maxNewTokens: e.get('gen_greedy')!.size(1) };
+      assert.deepEqual(generate(model, prompts, { ...opts, repetitionPenalty: null }), rows(e.get('gen_greedy')!));
+      // transformers penalises the left padding too when batching; its per-prompt runs are the reference.
+      assert.deepEqual(
+        generate(model, prompts, { ...opts, repetitionPenalty: 1.3 }),
+        rows(e.get('gen_greedy_penalty')!),
+        'with repetition_penalty 1.3',
       );
     });
     model.dispose();

@@ -2,7 +2,8 @@
 
 - Hugging Face transformers (AutoModelForCausalLM, float32, eager attention) runs every tiny model folder
   that models.py writes: logits, transformers' causal-LM loss and the per-token NLL for fixed ids, plus a
-  right-padded batch with an attention mask.
+  right-padded batch with an attention mask, and greedy generate() on left-padded prompts (with and
+  without a repetition penalty).
 - Hugging Face PEFT (LoraConfig + get_peft_model) puts LoRA and DoRA adapters on some of those models,
   with B and the DoRA magnitudes perturbed (fixed seed) so that the adapter is not the identity, and saves
   them with its own save_pretrained (adapter_config.json + adapter_model.safetensors exactly as PEFT
@@ -24,6 +25,9 @@ from common import save_safetensors, write_json
 
 ALL_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']
 PADDED_LENGTHS = [12, 7, 9]  # a right-padded batch: row i holds PADDED_LENGTHS[i] tokens
+GEN_PROMPT_LENGTHS = [6, 3]  # greedy generation: prompts of these lengths, left-padded in a batch
+GEN_TOKENS = 8
+GEN_PENALTY = 1.3  # repetition_penalty
 
 
 def load_hf(d):
@@ -43,6 +47,34 @@ def per_token_nll(logits, ids, lengths=None):
     if lengths is not None:
         nll = nll * (torch.arange(1, T).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1))
     return nll
+
+
+def checked_generate(model, ids, **kw):
+    """transformers' greedy generate; refuses a fixture where a near-tie (top-2 margin of the processed
+    scores < 1e-3) would make the expected tokens depend on rounding."""
+    res = model.generate(input_ids=ids, max_new_tokens=GEN_TOKENS, do_sample=False, pad_token_id=0, output_scores=True,
+                         return_dict_in_generate=True, **kw)
+    top = torch.stack(res.scores).topk(2, -1).values  # [steps, B, 2]
+    margin = float((top[..., 0] - top[..., 1]).min())
+    if margin < 1e-3:
+        raise RuntimeError(f'greedy generation has a near-tie (margin {margin:.2e}): choose other prompts')
+    return res.sequences[:, ids.shape[1]:]
+
+
+def greedy_generation(model, cfg, g):
+    """Two prompts of different lengths: transformers' greedy generate on the left-padded batch (equal to
+    each prompt alone, which is checked), and on each prompt alone with repetition_penalty (transformers
+    penalises every id in input_ids, left padding included, so the penalty is taken from unpadded runs)."""
+    prompts = [torch.randint(1, cfg['vocab_size'], (n,), generator=g).tolist() for n in GEN_PROMPT_LENGTHS]
+    L = max(GEN_PROMPT_LENGTHS)
+    ids = torch.tensor([[0] * (L - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in prompts])
+    batched = checked_generate(model, ids, attention_mask=mask)
+    alone = torch.cat([checked_generate(model, torch.tensor([p])) for p in prompts])
+    if not torch.equal(batched, alone):
+        raise RuntimeError('transformers: the left-padded batch does not generate what the prompts do alone')
+    penalty = torch.cat([checked_generate(model, torch.tensor([p]), repetition_penalty=GEN_PENALTY) for p in prompts])
+    return {'gen_prompts': ids, 'gen_prompt_mask': mask, 'gen_greedy': batched, 'gen_greedy_penalty': penalty}
 
 
 def transformers_models(out):
@@ -72,6 +104,7 @@ def transformers_models(out):
             'padded_logits': padded_logits,
             'padded_nll': per_token_nll(padded_logits, padded, PADDED_LENGTHS),
         }
+        expected.update(greedy_generation(model, cfg, torch.Generator().manual_seed(960 + i)))
         save_safetensors(os.path.join(out, 'transformers', f'{name}.safetensors'), expected)
         names.append(name)
     write_json(os.path.join(out, 'transformers', 'index.json'), names)
