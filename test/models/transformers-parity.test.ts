@@ -4,7 +4,8 @@
 // mask (logits at the real tokens, and mixlora's perplexity per example). Tolerance: 1e-4 absolute on every
 // value, float32 on both sides. Greedy generation (KV cache, left-padded prompts, with and without a
 // repetition penalty) gives exactly transformers' generate() tokens; the fixture script refuses prompts
-// whose greedy choice has a top-2 margin under 1e-3, so equality does not hang on rounding.
+// whose greedy choice has a top-2 margin under 1e-3, so equality does not hang on rounding. The folders
+// re-saved by transformers' save_pretrained (its config.json layout, e.g. rope_parameters) load the same.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { assertClose, maxAbsDiff } from '../helpers/assert.js';
@@ -93,6 +94,19 @@ for (const name of transformersCaseNames()) {
         'with repetition_penalty 1.3',
       );
     });
+    model.dispose();
+  });
+}
+
+for (const name of transformersCaseNames()) {
+  test(`${name}: the folder as transformers saves it gives transformers' logits (≤ ${ATOL})`, () => {
+    const model = openModel(referenceDir('transformers', 'saved', name));
+    T.tidy(() =>
+      T.noGrad(() => {
+        const e = transformersExpected(name);
+        assertClose(model.forward(e.get('input_ids')!), e.get('logits')!, { atol: ATOL, what: `${name} logits` });
+      }),
+    );
     model.dispose();
   });
 }

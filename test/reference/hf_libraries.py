@@ -3,7 +3,8 @@
 - Hugging Face transformers (AutoModelForCausalLM, float32, eager attention) runs every tiny model folder
   that models.py writes: logits, transformers' causal-LM loss and the per-token NLL for fixed ids, plus a
   right-padded batch with an attention mask, and greedy generate() on left-padded prompts (with and
-  without a repetition penalty).
+  without a repetition penalty). Each model is also saved again with transformers' save_pretrained, so
+  that the folder layout and config.json keys of the installed transformers are loaded too.
 - Hugging Face PEFT (LoraConfig + get_peft_model) puts LoRA and DoRA adapters on some of those models,
   with B and the DoRA magnitudes perturbed (fixed seed) so that the adapter is not the identity, and saves
   them with its own save_pretrained (adapter_config.json + adapter_model.safetensors exactly as PEFT
@@ -11,7 +12,8 @@
   and the projections PEFT's merge_and_unload produces.
 
 Needs torch, transformers and peft (the project's virtual environment). Written to
-OUT/transformers/<model>.safetensors and OUT/peft/<case>/{adapter/, expected.safetensors}."""
+OUT/transformers/<model>.safetensors, OUT/transformers/saved/<model>/ and
+OUT/peft/<case>/{adapter/, expected.safetensors}."""
 import os
 
 import torch
@@ -105,6 +107,8 @@ def transformers_models(out):
             'padded_nll': per_token_nll(padded_logits, padded, PADDED_LENGTHS),
         }
         expected.update(greedy_generation(model, cfg, torch.Generator().manual_seed(960 + i)))
+        # The same model as transformers itself saves it (config.json in its current layout, e.g. rope_parameters).
+        model.save_pretrained(os.path.join(out, 'transformers', 'saved', name))
         save_safetensors(os.path.join(out, 'transformers', f'{name}.safetensors'), expected)
         names.append(name)
     write_json(os.path.join(out, 'transformers', 'index.json'), names)
