@@ -102,6 +102,15 @@ function refuseUnsupportedPeft(f: Fields): void {
     'layer_replication',
     'use_qalora',
     'target_parameters',
+    // PEFT options that change the forward pass (a bias on B, activated LoRA, Arrow routing, BD-LoRA, KaSA,
+    // MonteCLoRA, trainable token rows): loading such an adapter as plain LoRA would compute something else.
+    'lora_bias',
+    'alora_invocation_tokens',
+    'arrow_config',
+    'use_bdlora',
+    'kasa_config',
+    'monteclora_config',
+    'trainable_token_indices',
   ]) {
     if (!empty(f.obj[key])) f.fail(key, `${JSON.stringify(f.obj[key])} is not supported by mixlora`);
   }
@@ -183,7 +192,8 @@ export function exportAdapterConfig(c: AdapterConfig): Record<string, unknown> {
       peft_type: 'LORA',
       task_type: c.taskType,
       base_model_name_or_path: c.baseModel,
-      ...loraJson(c.lora),
+      // PEFT's own key only: PEFT warns about keys its LoraConfig lacks (lora_init) when loading.
+      ...Object.fromEntries(Object.entries(loraJson(c.lora)).filter(([k]) => k !== 'lora_init')),
       init_lora_weights: c.lora.init === 'original' ? true : 'gaussian',
       target_modules: c.targetModules,
       bias: 'none',

@@ -52,11 +52,10 @@ function tokenIds(f: Fields, key: string): number[] {
   return list as number[];
 }
 
-function ropeScaling(f: Fields): RopeScaling | null {
-  const v = f.raw('rope_scaling');
-  if (v === undefined || v === null) return null;
-  const r = Fields.of(v, `${f.where}: rope_scaling`);
+/** The scaling described by `r` (a legacy rope_scaling object or transformers 5's rope_parameters). */
+function ropeScalingOf(r: Fields, where: string, field: string): RopeScaling | null {
   const type = (r.has('rope_type') ? r.str('rope_type') : r.str('type')) as string;
+  if (type === 'default') return null;
   const factor = r.num('factor', { exclusiveMin: 0 });
   if (type === 'linear') return { type, factor };
   if (type === 'llama3') {
@@ -68,10 +67,35 @@ function ropeScaling(f: Fields): RopeScaling | null {
       originalMaxPositionEmbeddings: r.int('original_max_position_embeddings', { min: 1 }),
     };
   }
-  if (type === 'default') return null;
   throw new UserError(
-    `${f.where}: field 'rope_scaling' has type '${type}', which is not supported (supported: linear, llama3)`,
+    `${where}: field '${field}' has type '${type}', which is not supported (supported: default, linear, llama3)`,
   );
+}
+
+/** Rotary base and scaling: transformers ≥ 5 writes both in "rope_parameters" ({rope_type, rope_theta,
+ * factor, ...}); older configs use top-level "rope_theta" and "rope_scaling". */
+function rope(f: Fields): { theta: number; scaling: RopeScaling | null } {
+  const params = f.raw('rope_parameters');
+  if (params !== undefined && params !== null) {
+    const r = Fields.of(params, `${f.where}: rope_parameters`);
+    if (!r.has('rope_type') && !r.has('type'))
+      f.fail('rope_parameters', 'has no rope_type (per-layer-type rope parameters are not supported)');
+    return {
+      theta: r.num('rope_theta', {
+        default: f.num('rope_theta', { default: 10000, exclusiveMin: 0 }),
+        exclusiveMin: 0,
+      }),
+      scaling: ropeScalingOf(r, f.where, 'rope_parameters'),
+    };
+  }
+  const v = f.raw('rope_scaling');
+  return {
+    theta: f.num('rope_theta', { default: 10000, exclusiveMin: 0 }),
+    scaling:
+      v === undefined || v === null
+        ? null
+        : ropeScalingOf(Fields.of(v, `${f.where}: rope_scaling`), f.where, 'rope_scaling'),
+  };
 }
 
 /** Validates a parsed config.json. `where` names it in errors. */
@@ -96,6 +120,7 @@ export function parseModelConfig(json: unknown, where: string): ModelConfig {
   if (architecture === 'qwen2' && f.has('use_sliding_window') && f.bool('use_sliding_window')) {
     f.fail('use_sliding_window', 'true is not supported (Qwen2 checkpoints ship with false)');
   }
+  const rotary = rope(f);
   const cfg: ModelConfig = {
     architecture,
     vocabSize: f.int('vocab_size', { min: 1 }),
@@ -106,8 +131,8 @@ export function parseModelConfig(json: unknown, where: string): ModelConfig {
     numKvHeads,
     headDim,
     rmsNormEps: f.num('rms_norm_eps', { default: 1e-6, exclusiveMin: 0 }),
-    ropeTheta: f.num('rope_theta', { default: 10000, exclusiveMin: 0 }),
-    ropeScaling: ropeScaling(f),
+    ropeTheta: rotary.theta,
+    ropeScaling: rotary.scaling,
     maxPositionEmbeddings: f.int('max_position_embeddings', { default: 2048, min: 1 }),
     tieWordEmbeddings: f.bool('tie_word_embeddings', false),
     qkvBias: architecture === 'qwen2' || attentionBias,

@@ -293,6 +293,9 @@ test('bad configs and files are refused naming the field or tensor', async () =>
     [{ ...configs.lora, lora_dropout: 1.5 }, /'lora_dropout' must be <= 0.999/],
     [{ ...configs.lora, peft_type: 'IA3' }, /'peft_type' must be one of LORA, MIXLORA/],
     [{ ...configs.lora, rank_pattern: { q_proj: 8 } }, /'rank_pattern' .* is not supported/],
+    [{ ...configs.lora, lora_bias: true }, /'lora_bias' true is not supported/],
+    [{ ...configs.lora, alora_invocation_tokens: [5, 6] }, /'alora_invocation_tokens' \[5,6\] is not supported/],
+    [{ ...configs.lora, trainable_token_indices: [1] }, /'trainable_token_indices' \[1\] is not supported/],
     [{ ...configs.mixlora, target_modules: ['q_proj'] }, /must include at least one of gate_proj/],
     [{ ...configs.mixlora, act_fn: 'gelu' }, /'act_fn' 'gelu' is not supported/],
   ];

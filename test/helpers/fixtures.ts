@@ -9,7 +9,7 @@ export const STORIES_BIN = path.join(ROOT, 'assets', 'models', 'stories260K', 's
 export const STORIES_TOK = path.join(ROOT, 'assets', 'models', 'stories260K', 'tok512.bin');
 export const MIXLORA_BIN = path.join(ROOT, 'bin', 'mixlora');
 
-/** build/reference, written by `python3 test/reference/generate.py` (make test runs it). */
+/** build/reference, written by `.venv/bin/python test/reference/generate.py build/reference` (make test runs it). */
 export function referenceDir(...parts: string[]): string {
   const dir = path.join(ROOT, 'build', 'reference');
   if (!fs.existsSync(path.join(dir, 'models', 'index.json'))) {

@@ -1,5 +1,5 @@
-"""Reference values for the adapters: LoRA, DoRA, MixLoRA, MixDoRA, dynamic and switch routing on
-tiny random models with nonzero B. Written from docs/design.md §3-§6, independently
+"""Hand-written reference values for the adapters: LoRA, DoRA, MixLoRA, MixDoRA, dynamic and switch routing on
+tiny random models with nonzero B. Written from the LoRA, DoRA and MixLoRA papers and PEFT's LoRA layer, independently
 of the TypeScript code: per-expert parameters (not stacked), the plain per-expert FFN, masks by hand.
 For each case: a model folder, an adapter folder in the file format under test, and expected.safetensors
 with logits, the CE and aux losses, and the gradient of every adapter tensor (grad.<file key>)."""
@@ -160,7 +160,7 @@ class Ref:
                         break
                     weight[t, i[j]] = v[j]
                     chosen[t, i[j]] = 1
-                    running += float(v[j])
+                    running += float(v[j].detach())
         if strategy == 'mixlora-switch':
             cap = a['expert_capacity']
             for b in range(B):

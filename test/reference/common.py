@@ -1,5 +1,5 @@
 """Independent PyTorch reference for mixlora's tests: a small safetensors writer and a LLaMA-family
-forward pass written from the Hugging Face semantics (docs/design.md §2), sharing
+forward pass written from the Hugging Face transformers modelling code's semantics (modeling_llama.py), sharing
 no code with the TypeScript implementation."""
 import json
 import math

@@ -1,4 +1,5 @@
-"""Tiny random models in Hugging Face layout and their reference logits."""
+"""Tiny random models in Hugging Face layout and their reference logits from common.py's
+hand-written forward pass (hf_libraries.py checks the same folders with transformers itself)."""
 import os
 
 import torch
