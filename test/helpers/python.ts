@@ -1,0 +1,32 @@
+// The project's Python environment (.venv, made by `make setup`) for checks against the reference
+// Python tools: PyTorch 2.x, safetensors, tensorboard, lm_eval.
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { ROOT } from './fixtures.js';
+
+/** .venv/bin/python of the checkout; throws when it is missing (make setup creates it). */
+export function venvPython(): string {
+  const py = path.join(ROOT, '.venv', 'bin', 'python');
+  if (!fs.existsSync(py)) throw new Error(`${py} is missing: run \`make setup\` (it creates the Python environment)`);
+  return py;
+}
+
+/** Why `module` cannot be imported by the venv's Python, or null when it can. */
+export function missingModule(module: string): string | null {
+  const r = spawnSync(venvPython(), ['-c', `import ${module}`], { encoding: 'utf8' });
+  if (r.status === 0) return null;
+  const last = r.stderr.trim().split('\n').pop() ?? '';
+  return `${module} is not importable by ${venvPython()} (${last}); \`make setup\` installs it`;
+}
+
+/** Runs a Python script with the venv's Python; returns stdout, throws with stderr on failure. */
+export function runPython(script: string, args: string[] = [], opts: { timeoutMs?: number } = {}): string {
+  const r = spawnSync(venvPython(), ['-c', script, ...args], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 26,
+    timeout: opts.timeoutMs ?? 300_000,
+  });
+  if (r.status !== 0) throw new Error(`python failed (${r.status ?? r.signal}): ${r.stderr}`);
+  return r.stdout;
+}
