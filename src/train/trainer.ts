@@ -7,6 +7,7 @@ import path from 'node:path';
 import { manualSeed } from '../tensor/runtime.js';
 import { zeroGrad } from '../tensor/autograd.js';
 import { loadModelForTraining, parseDevice, parseDType } from '../models/load.js';
+import { resolveModel } from '../models/hub.js';
 import { Adapter } from '../adapters/adapter.js';
 import { loadAdapter, saveAdapter } from '../adapters/io.js';
 import { describeAdapter } from '../adapters/config.js';
@@ -72,7 +73,11 @@ const emptyAcc = (): StepAccumulator => ({ ce: 0, aux: 0, auxCount: 0, scored: 0
 
 export async function train(
   cfg: TrainConfig,
-  opts: { resume?: boolean; progress?: Progress } = {},
+  opts: {
+    resume?: boolean;
+    progress?: Progress;
+    /** base_model resolved by the caller (a Hub id downloaded). */ modelPath?: string;
+  } = {},
 ): Promise<TrainResult> {
   const log = (s: string) => opts.progress?.log(s);
   const metricsFile = path.join(cfg.outputDir, 'metrics.jsonl');
@@ -96,7 +101,7 @@ export async function train(
 
   // ---- model, adapters, data, optimizers -------------------------------------------------------
   manualSeed(cfg.seed);
-  const { model, tokenizer } = loadModelForTraining(cfg.baseModel, {
+  const { model, tokenizer } = loadModelForTraining(opts.modelPath ?? (await resolveModel(cfg.baseModel)), {
     dtype: parseDType(cfg.dtype, 'dtype'),
     device: parseDevice(cfg.device),
     tokenizer: cfg.tokenizer,
@@ -293,7 +298,7 @@ function optimizerStep(r: AdapterRun, metricsFile: string): void {
 
 function finish(r: AdapterRun, cfg: TrainConfig, log: (s: string) => void): string {
   const out = path.join(cfg.outputDir, r.cfg.name);
-  saveAdapter(out, r.adapter, { baseModel: cfg.baseModel });
+  saveAdapter(out, r.adapter, { baseModel: cfg.baseModel, formats: cfg.saveFormats });
   log(`${r.cfg.name}: done after ${r.step} steps, saved to ${out}`);
   return out;
 }
