@@ -22,6 +22,7 @@ import type { AdapterTrainConfig, TrainConfig } from './config.js';
 import { DataOrder } from './order.js';
 import { lrMultiplier, warmupSteps } from './schedule.js';
 import { fusedStep, type MicroBatch } from './step.js';
+import { RunReports } from './eval-during.js';
 import {
   checkpointsDir,
   configDigest,
@@ -161,6 +162,7 @@ export async function train(
     fs.mkdirSync(cfg.outputDir, { recursive: true });
     writeFileAtomic(path.join(cfg.outputDir, 'train_config.json'), JSON.stringify(cfg, null, 2) + '\n');
   }
+  const reports = new RunReports(cfg, model, tokenizer, metricsFile, log, tokenizer?.padId ?? 0);
   for (const r of runs) {
     r.bar = opts.progress?.bar(r.cfg.name, r.totalSteps) ?? null;
     r.bar?.update(r.step);
@@ -177,6 +179,7 @@ export async function train(
     const seconds = (performance.now() - started) / 1000;
     fused++;
     let checkpointDue = false;
+    const stepped: AdapterRun[] = [];
     active.forEach((r, i) => {
       const res = results[i]!;
       r.acc.ce += res.ce;
@@ -189,10 +192,12 @@ export async function train(
       r.acc.seconds += seconds;
       r.micro++;
       if (r.micro < microsPerStep(r)) return;
-      optimizerStep(r, metricsFile);
+      reports.trainStep(optimizerStep(r, metricsFile));
+      stepped.push(r);
       if (r.done) outputs[r.cfg.name] = finish(r, cfg, log);
       if (cfg.saveSteps > 0 && r.step % cfg.saveSteps === 0) checkpointDue = true;
     });
+    reports.afterSteps(stepped.map((r) => ({ ...r, epoch: r.step / r.order.stepsPerEpoch })));
     const finished = runs.every((r) => r.done);
     if (checkpointDue || finished) {
       const where = saveCheckpoint(cfg, checkpointState(cfg, runs, fused, metricsFile), runs);
@@ -209,6 +214,7 @@ export async function train(
     lossCurveSpec(readMetrics(metricsFile), `training loss (${path.basename(cfg.outputDir)})`),
     path.join(cfg.outputDir, 'loss'),
   );
+  charts.push(...(await reports.finish()));
   for (const a of cfg.adapters) outputs[a.name] ??= path.join(cfg.outputDir, a.name);
   return { outputs, metricsFile, charts, fusedSteps: fused, resumedFrom: resumeFrom };
 }
@@ -266,7 +272,7 @@ function nextMicroBatch(r: AdapterRun): MicroBatch {
 }
 
 /** The optimizer step once all micro-batches of the step batch have added their gradients. */
-function optimizerStep(r: AdapterRun, metricsFile: string): void {
+function optimizerStep(r: AdapterRun, metricsFile: string): MetricsLine {
   const lr = r.cfg.lr * lrMultiplier(r.cfg.scheduler, r.step, r.totalSteps, r.warmup);
   r.optimizer.lr = lr;
   const params = r.adapter.parameters().map((p) => p.tensor);
@@ -294,6 +300,7 @@ function optimizerStep(r: AdapterRun, metricsFile: string): void {
   r.micro = 0;
   r.acc = emptyAcc();
   if (r.step >= r.totalSteps) r.done = true;
+  return line;
 }
 
 function finish(r: AdapterRun, cfg: TrainConfig, log: (s: string) => void): string {
@@ -364,8 +371,9 @@ export function readMetrics(file: string): LossPoint[] {
     .readFileSync(file, 'utf8')
     .split('\n')
     .filter((l) => l.trim())
-    .map((l) => {
-      const m = JSON.parse(l) as MetricsLine;
+    .map((l) => JSON.parse(l) as MetricsLine & { split?: string })
+    .filter((m) => m.split !== 'eval') // evaluation lines (eval-during.ts)
+    .map((m) => {
       return { adapter: m.adapter, step: m.step, loss: m.loss, aux: m.aux };
     });
 }

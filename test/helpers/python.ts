@@ -30,3 +30,15 @@ export function runPython(script: string, args: string[] = [], opts: { timeoutMs
   if (r.status !== 0) throw new Error(`python failed (${r.status ?? r.signal}): ${r.stderr}`);
   return r.stdout;
 }
+
+/** Prints {dir: {tag: [[step, value]...]}} for TensorBoard run folders, read by TensorBoard's EventAccumulator. */
+export const READ_SCALARS = `
+import sys, json
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+out = {}
+for d in sys.argv[1:]:
+    acc = EventAccumulator(d)
+    acc.Reload()
+    out[d] = {tag: [[e.step, e.value] for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+print(json.dumps(out))
+`;
