@@ -21,9 +21,14 @@ export function missingModule(module: string): string | null {
 }
 
 /** Runs a Python script with the venv's Python; returns stdout, throws with stderr on failure. */
-export function runPython(script: string, args: string[] = [], opts: { timeoutMs?: number } = {}): string {
+export function runPython(
+  script: string,
+  args: string[] = [],
+  opts: { timeoutMs?: number; env?: Record<string, string> } = {},
+): string {
   const r = spawnSync(venvPython(), ['-c', script, ...args], {
     encoding: 'utf8',
+    env: { ...process.env, ...opts.env },
     maxBuffer: 1 << 26,
     timeout: opts.timeoutMs ?? 300_000,
   });
