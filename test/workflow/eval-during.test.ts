@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { missingModule, READ_SCALARS, runPython } from '../helpers/python.js';
-import { commonsenseSlice, writeConfig } from '../helpers/train.js';
+import { adapterTensors, commonsenseSlice, maxDiff, writeConfig } from '../helpers/train.js';
 import { STORIES_BIN, STORIES_TOK } from '../helpers/fixtures.js';
 import { readTrainConfig } from '../../src/train/config.js';
 import { train } from '../../src/train/trainer.js';
@@ -147,4 +147,54 @@ test('eval blocks are checked: nothing to evaluate, an unknown save_best metric'
     /save_best.*'eval_loss' is not a metric of this eval block \(eval_accuracy, eval_boolq_accuracy\)/,
   );
   assert.throws(() => readTrainConfig(writeConfig({ ...base, report_to: ['wandb'] }).file), /report_to.*'wandb'/);
+});
+
+test('a resumed run (from a middle checkpoint) ends with the eval lines and best adapter of a straight run', async () => {
+  const heldOut = commonsenseSlice('boolq.train', 4, 300);
+  const config = {
+    cutoff_len: 256,
+    save_steps: 1,
+    eval: { data: heldOut, every: 1, batch_size: 4, save_best: 'eval_loss' },
+    adapters: [
+      {
+        name: 'lora',
+        data: commonsenseSlice('boolq.train', 10),
+        adapter: { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: ['q_proj', 'v_proj', 'down_proj'] },
+        batch_size: 2,
+        max_steps: 5,
+        lr: 0.05,
+      },
+    ],
+  };
+  const straight = readTrainConfig(writeConfig(config).file);
+  await train(straight);
+  const cut = readTrainConfig(writeConfig(config).file);
+  await train(cut);
+  // As if killed after the second checkpoint: later checkpoints and the final adapter never written.
+  const ckpts = path.join(cut.outputDir, 'checkpoints');
+  const names = fs.readdirSync(ckpts).sort((a, b) => Number(a.split('-')[1]) - Number(b.split('-')[1]));
+  for (const n of names.slice(2)) fs.rmSync(path.join(ckpts, n), { recursive: true });
+  fs.rmSync(path.join(cut.outputDir, 'lora'), { recursive: true });
+  await train(cut, { resume: true });
+  const evalLines = (dir: string) =>
+    fs
+      .readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l.split === 'eval');
+  const a = evalLines(straight.outputDir);
+  assert.equal(a.length, 5);
+  assert.ok(
+    a.some((l) => l.best !== true),
+    'the test wants a step that is not the best',
+  );
+  assert.deepEqual(evalLines(cut.outputDir), a);
+  assert.equal(
+    maxDiff(
+      adapterTensors(path.join(cut.outputDir, 'best', 'lora')),
+      adapterTensors(path.join(straight.outputDir, 'best', 'lora')),
+    ),
+    0,
+  );
 });
