@@ -13,6 +13,7 @@ import { writeConfig } from '../helpers/train.js';
 import { convertLlama2c } from '../../src/models/convert.js';
 import { findCached, hubCacheDir, isModelId, parseModelId, resolveModel } from '../../src/models/hub.js';
 import { readTrainConfig } from '../../src/train/config.js';
+import { train } from '../../src/train/trainer.js';
 
 const COMMIT = '0123456789abcdef0123456789abcdef01234567';
 const OTHER = 'fedcba9876543210fedcba9876543210fedcba98';
@@ -72,10 +73,27 @@ test('an id resolves to its cached snapshot (branch, tag or commit), offline; th
     base_model: 'stories/stories260K',
     tokenizer: null,
     adapters: [
-      { name: 'a', data: file0(), adapter: { peft_type: 'LORA', r: 2, lora_alpha: 4, target_modules: ['q_proj'] } },
+      {
+        name: 'a',
+        data: file0(),
+        max_steps: 1,
+        adapter: { peft_type: 'LORA', r: 2, lora_alpha: 4, target_modules: ['q_proj'] },
+      },
     ],
   });
-  assert.equal(readTrainConfig(file).baseModel, 'stories/stories260K');
+  const cfg = readTrainConfig(file);
+  assert.equal(cfg.baseModel, 'stories/stories260K');
+  const saved = { HF_HOME: process.env.HF_HOME, HF_HUB_OFFLINE: process.env.HF_HUB_OFFLINE };
+  Object.assign(process.env, env);
+  try {
+    const r = await train(cfg);
+    const written = JSON.parse(fs.readFileSync(path.join(r.outputs.a!, 'adapter_config.json'), 'utf8'));
+    assert.equal(written.base_model_name_or_path, 'stories/stories260K');
+  } finally {
+    for (const [k, v] of Object.entries(saved))
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+  }
 });
 
 function file0(): string {
