@@ -77,7 +77,8 @@ export async function train(
   opts: {
     resume?: boolean;
     progress?: Progress;
-    /** base_model resolved by the caller (a Hub id downloaded). */ modelPath?: string;
+    /** base_model already resolved to a local path by the caller (e.g. a Hub id it downloaded). */
+    modelPath?: string;
   } = {},
 ): Promise<TrainResult> {
   const log = (s: string) => opts.progress?.log(s);
