@@ -8,7 +8,7 @@ import { stack as stackTensors } from '../tensor/ops.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { loadAll, saveSafetensors } from '../io/safetensors.js';
-import { readTorchCheckpoint } from '../io/torch-zip.js';
+import { readTorchCheckpoint, writeTorchCheckpoint } from '../io/torch-zip.js';
 import { writeDirAtomic, writeFileAtomic } from '../io/atomic.js';
 import type { CausalLM } from '../models/llama.js';
 import { UserError } from '../util/errors.js';
@@ -22,6 +22,15 @@ import { adapterParams, buildAdapterLayers, type AdapterLayer, type ModuleKey } 
 export const CONFIG_FILE = 'adapter_config.json';
 export const WEIGHTS_FILE = 'adapter_model.safetensors';
 export const TORCH_WEIGHTS_FILE = 'adapter_model.bin';
+
+/** The weight files an adapter folder can hold: ours (safetensors) and the reference tools' (.bin). */
+export type WeightsFormat = 'safetensors' | 'bin';
+export const WEIGHTS_FORMATS: readonly WeightsFormat[] = ['safetensors', 'bin'];
+
+function writeWeights(dir: string, format: WeightsFormat, tensors: Map<string, Tensor>): void {
+  if (format === 'safetensors') saveSafetensors(path.join(dir, WEIGHTS_FILE), tensors, { format: 'pt' });
+  else writeTorchCheckpoint(path.join(dir, TORCH_WEIGHTS_FILE), tensors);
+}
 
 /** The raw tensors of an adapter folder (safetensors preferred, else the PyTorch .bin). */
 export async function readAdapterTensors(dir: string): Promise<{ tensors: Map<string, Tensor>; file: string }> {
@@ -153,8 +162,13 @@ export function adapterStateDict(a: Adapter, pick: (param: Tensor) => Tensor = (
   return out;
 }
 
-/** Writes adapter_config.json + adapter_model.safetensors into `dir` (replaced atomically). */
-export function saveAdapter(dir: string, a: Adapter, opts: { baseModel?: string | null } = {}): void {
+/** Writes adapter_config.json + adapter_model.safetensors (and/or adapter_model.bin, per `formats`)
+ * into `dir` (replaced atomically). */
+export function saveAdapter(
+  dir: string,
+  a: Adapter,
+  opts: { baseModel?: string | null; formats?: readonly WeightsFormat[] } = {},
+): void {
   const config = { ...a.config, baseModel: opts.baseModel ?? a.config.baseModel };
   tidy(() =>
     noGrad(() => {
@@ -167,10 +181,43 @@ export function saveAdapter(dir: string, a: Adapter, opts: { baseModel?: string 
         dir,
         (tmp) => {
           writeFileAtomic(path.join(tmp, CONFIG_FILE), JSON.stringify(exportAdapterConfig(config), null, 2) + '\n');
-          saveSafetensors(path.join(tmp, WEIGHTS_FILE), tensors, { format: 'pt' });
+          for (const f of opts.formats ?? ['safetensors']) writeWeights(tmp, f, tensors);
         },
         { replace: true },
       );
     }),
   );
+}
+
+/** A copy of the adapter folder `dir` in `out` whose weights are in `format`: the tensors under the
+ * same names, adapter_config.json copied as it is. Returns the number of tensors. */
+export async function convertAdapterWeights(
+  dir: string,
+  out: string,
+  format: WeightsFormat,
+  opts: { overwrite: boolean },
+): Promise<number> {
+  const configFile = path.join(dir, CONFIG_FILE);
+  readAdapterConfig(dir); // refuses a folder that is not an adapter before anything is written
+  const source = path.join(dir, format === 'bin' ? WEIGHTS_FILE : TORCH_WEIGHTS_FILE);
+  if (!fs.existsSync(source))
+    throw new UserError(
+      `${dir}: no ${path.basename(source)} to convert to ${format === 'bin' ? TORCH_WEIGHTS_FILE : WEIGHTS_FILE}`,
+    );
+  if (fs.existsSync(out) && !opts.overwrite) throw new UserError(`${out} already exists (use --force to replace it)`);
+  const tensors = format === 'bin' ? loadAll(source).tensors : await readTorchCheckpoint(source);
+  try {
+    const config = fs.readFileSync(configFile);
+    writeDirAtomic(
+      out,
+      (tmp) => {
+        writeFileAtomic(path.join(tmp, CONFIG_FILE), config);
+        writeWeights(tmp, format, tensors);
+      },
+      { replace: opts.overwrite },
+    );
+    return tensors.size;
+  } finally {
+    for (const t of tensors.values()) t.dispose();
+  }
 }

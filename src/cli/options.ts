@@ -29,7 +29,10 @@ export function numArg(name: string, min = -Infinity, max = Infinity) {
 
 /** --model/--tokenizer/--dtype/--device/--threads, used by every command that runs a model. */
 export function addModelOptions(cmd: Command, opts: { modelRequired?: boolean } = {}): Command {
-  const model = new Option('--model <path>', 'Hugging Face model folder, or a llama2.c .bin checkpoint');
+  const model = new Option(
+    '--model <path>',
+    'Hugging Face model folder, a model id org/name[@revision] (from the Hugging Face cache, downloaded when missing), or a llama2.c .bin checkpoint',
+  );
   if (opts.modelRequired ?? true) model.makeOptionMandatory();
   return cmd
     .addOption(model)
@@ -54,8 +57,17 @@ export interface ModelCliOptions {
 export async function openModel(o: ModelCliOptions): Promise<LoadedModel> {
   const { setNumThreads } = await import('../tensor/runtime.js');
   const { loadModel, parseDevice, parseDType } = await import('../models/load.js');
+  const { resolveModel } = await import('../models/hub.js');
+  const { createProgress, downloadProgress } = await import('./progress.js');
   if (o.threads !== undefined) setNumThreads(o.threads);
-  return loadModel(o.model, {
+  const progress = createProgress();
+  let where: string;
+  try {
+    where = await resolveModel(o.model, { progress: downloadProgress(progress, o.model) });
+  } finally {
+    progress.stop();
+  }
+  return loadModel(where, {
     dtype: parseDType(o.dtype),
     device: parseDevice(o.device),
     tokenizer: o.tokenizer ?? null,

@@ -1,6 +1,7 @@
 // Progress on stderr: bars when stderr is a terminal, otherwise a log line at most every 10 s
 // (and at the end), so logs of long runs stay readable.
 import cliProgress from 'cli-progress';
+import type { DownloadProgress } from '../models/hub.js';
 
 export interface ProgressBar {
   update(value: number, fields?: Record<string, string | number>): void;
@@ -77,6 +78,29 @@ export function createProgress(opts: { quiet?: boolean } = {}): Progress {
     },
     stop() {
       multi?.stop();
+    },
+  };
+}
+
+const MIB = 1024 * 1024;
+
+/** A download's progress as a bar in MiB (for model ids fetched from the Hugging Face Hub). */
+export function downloadProgress(progress: Progress, label: string): DownloadProgress {
+  let bar: ProgressBar | null = null;
+  return {
+    start(total, files) {
+      progress.log(`${label}: downloading ${files} files (${(total / MIB).toFixed(1)} MiB)`);
+      bar = progress.bar(
+        label,
+        Math.max(1, Math.ceil(total / MIB)),
+        '{label} |{bar}| {value}/{total} MiB ETA {eta_formatted}',
+      );
+    },
+    update(bytes) {
+      bar?.update(Math.floor(bytes / MIB));
+    },
+    stop() {
+      bar?.stop();
     },
   };
 }

@@ -26,6 +26,17 @@ export interface TaskResult {
   accuracy: number;
   acc_norm?: number;
 }
+/** One item's scores for one target: the candidates' log-probabilities (choice) or the choices'
+ * summed log-likelihoods (loglik). */
+export interface ItemScores {
+  adapter: string;
+  task: string;
+  item: number;
+  gold: number;
+  scores: number[];
+}
+type OnItem = (target: number, item: number, scores: number[]) => void;
+
 /** Routed slots per layer and expert, for each MixLoRA target. */
 export type ExpertCounts = Map<string, number[][]>;
 
@@ -119,7 +130,13 @@ export function evaluateTask(
   tok: TextTokenizer,
   targets: EvalTarget[],
   task: EvalTask,
-  opts: { method: ScoringMethod; batchSize: number; onProgress?: (done: number) => void },
+  opts: {
+    method: ScoringMethod;
+    batchSize: number;
+    onProgress?: (done: number) => void;
+    /** Called with every item's scores (for --samples). */
+    onItem?: (s: ItemScores) => void;
+  },
 ): { results: TaskResult[]; counts: ExpertCounts } {
   const counts: ExpertCounts = new Map();
   const correct = targets.map(() => 0);
@@ -129,8 +146,12 @@ export function evaluateTask(
   const itemsPerBatch = Math.max(1, Math.floor(opts.batchSize / (targets.length * perItemRows)));
   for (let s = 0; s < task.items.length; s += itemsPerBatch) {
     const items = task.items.slice(s, s + itemsPerBatch);
-    if (opts.method === 'choice') scoreChoice(model, tok, targets, items, counts, correct);
-    else scoreLoglik(model, tok, targets, items, counts, correct, correctNorm);
+    const onItem: OnItem | undefined = opts.onItem
+      ? (t, k, scores) =>
+          opts.onItem!({ adapter: targets[t]!.name, task: task.name, item: s + k, gold: items[k]!.gold, scores })
+      : undefined;
+    if (opts.method === 'choice') scoreChoice(model, tok, targets, items, counts, correct, onItem);
+    else scoreLoglik(model, tok, targets, items, counts, correct, correctNorm, onItem);
     opts.onProgress?.(Math.min(s + itemsPerBatch, task.items.length));
   }
   const n = task.items.length;
@@ -159,6 +180,7 @@ function scoreChoice(
   items: EvalItem[],
   counts: ExpertCounts,
   correct: number[],
+  onItem?: OnItem,
 ): void {
   const rows = items.map((it) => choiceRow(tok, it.choice));
   const logp = forwardAt(
@@ -174,7 +196,9 @@ function scoreChoice(
   targets.forEach((_, t) =>
     items.forEach((it, k) => {
       const lp = logp[t * items.length + k]!;
-      if (argmax(rows[k]!.candidates.map((_, c) => lp[c]!)) === it.gold) correct[t]!++;
+      const scores = rows[k]!.candidates.map((_, c) => lp[c]!);
+      onItem?.(t, k, scores);
+      if (argmax(scores) === it.gold) correct[t]!++;
     }),
   );
 }
@@ -187,6 +211,7 @@ function scoreLoglik(
   counts: ExpertCounts,
   correct: number[],
   correctNorm: number[],
+  onItem?: OnItem,
 ): void {
   const perItem = items.map((it) => loglikRows(tok, it.loglik));
   const flat = perItem.flat();
@@ -211,6 +236,7 @@ function scoreLoglik(
         for (let j = r.from; j < r.ids.length; j++) sum += logp[cursor++]![0]!;
         return sum;
       });
+      onItem?.(t, k, scores);
       if (argmax(scores) === items[k]!.gold) correct[t]!++;
       if (argmax(scores.map((x, c) => x / rows[c]!.chars)) === items[k]!.gold) correctNorm[t]!++;
     });

@@ -1,5 +1,5 @@
 // PyTorch checkpoints (torch.save's zip format: <name>/data.pkl + <name>/data/<key>), read with the
-// restricted unpickler: a dictionary of tensors, nothing executed.
+// restricted unpickler: a dictionary of tensors, nothing executed; and written the same way.
 import yauzl from 'yauzl';
 import { fromBytes } from '../tensor/create.js';
 import { ITEM_SIZE } from '../tensor/dtype.js';
@@ -8,6 +8,9 @@ import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { UserError } from '../util/errors.js';
 import { unpickle, type TensorRef } from './pickle.js';
+import { pickleTensorDict, type TensorRecord } from './pickle-write.js';
+import { storedZip, type ZipEntry } from './zip-write.js';
+import { writeFileAtomic } from './atomic.js';
 
 function openZip(file: string): Promise<yauzl.ZipFile> {
   return new Promise((resolve, reject) => {
@@ -111,4 +114,28 @@ export async function readTorchCheckpoint(file: string): Promise<Map<string, Ten
   } finally {
     zip.close();
   }
+}
+
+/** Writes `tensors` (any device, any layout) as torch.save({name: tensor}) would, atomically: a zip
+ * holding archive/data.pkl, archive/byteorder, archive/data/<n> (one storage per tensor) and
+ * archive/version. */
+export function writeTorchCheckpoint(file: string, tensors: Map<string, Tensor>): void {
+  const records: [string, TensorRecord][] = [];
+  const storages: ZipEntry[] = [];
+  [...tensors].forEach(([name, t], i) => {
+    const key = String(i);
+    records.push([name, { key, dtype: t.dtype, shape: [...t.shape] }]);
+    const data = tidy(() => noGrad(() => t.detach().to({ device: 'cpu' }).contiguous().toTypedArray()));
+    storages.push({ name: `archive/data/${key}`, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
+  });
+  const zip = storedZip(
+    [
+      { name: 'archive/data.pkl', data: pickleTensorDict(records) },
+      { name: 'archive/byteorder', data: Buffer.from('little') },
+      ...storages,
+      { name: 'archive/version', data: Buffer.from('3\n') },
+    ],
+    file,
+  );
+  writeFileAtomic(file, zip);
 }

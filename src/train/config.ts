@@ -8,6 +8,15 @@ import { Fields } from '../util/fields.js';
 import { readConfigFile, type ConfigFile } from '../util/config-file.js';
 import { UserError } from '../util/errors.js';
 import { isDType, type DType } from '../tensor/dtype.js';
+import type { WeightsFormat } from '../adapters/io.js';
+import { isModelId } from '../models/hub.js';
+import {
+  parseEvalBlock,
+  parseReportTo,
+  parseSaveFormats,
+  type EvalDuringConfig,
+  type ReportTarget,
+} from './config-workflow.js';
 
 export type OptimizerName = 'adamw' | 'sgd';
 export type SchedulerName = 'constant' | 'linear' | 'cosine';
@@ -39,6 +48,7 @@ export interface AdapterTrainConfig {
 
 export interface TrainConfig {
   file: string;
+  /** A local folder or .bin (absolute), or a Hugging Face model id (org/name[@revision]). */
   baseModel: string;
   tokenizer: string | null;
   outputDir: string;
@@ -51,6 +61,10 @@ export interface TrainConfig {
   /** Recompute each decoder layer's activations in the backward pass instead of storing them. */
   recompute: boolean;
   groupByLength: boolean;
+  /** Weight files of each saved adapter (and best adapter). */
+  saveFormats: WeightsFormat[];
+  reportTo: ReportTarget[];
+  eval: EvalDuringConfig | null;
   adapters: AdapterTrainConfig[];
 }
 
@@ -138,7 +152,10 @@ export function parseTrainConfig(cf: ConfigFile): TrainConfig {
   const dtype = f.str('dtype', { default: 'float32' });
   if (!isDType(dtype) || !['float32', 'bfloat16', 'float16'].includes(dtype))
     f.fail('dtype', `'${dtype}' is not float32, bfloat16 or float16`);
-  const baseModel = resolvePath(cf, f.str('base_model'));
+  // A path (relative to the config) when it exists, else a Hugging Face model id resolved at load time.
+  const givenModel = f.str('base_model');
+  const localModel = resolvePath(cf, givenModel);
+  const baseModel = !fs.existsSync(localModel) && isModelId(givenModel) ? givenModel : localModel;
   const rawAdapters = f.raw('adapters');
   if (!Array.isArray(rawAdapters) || rawAdapters.length === 0) f.fail('adapters', 'must be a non-empty list');
   const tokenizer = f.optStr('tokenizer');
@@ -155,15 +172,20 @@ export function parseTrainConfig(cf: ConfigFile): TrainConfig {
     device: f.str('device', { default: 'cpu' }),
     recompute: f.bool('recompute', false),
     groupByLength: f.bool('group_by_length', true),
+    saveFormats: parseSaveFormats(f),
+    reportTo: parseReportTo(f),
+    eval: f.has('eval') ? parseEvalBlock(cf, f.raw('eval')) : null,
     adapters: (rawAdapters as unknown[]).map((a, i) => adapterEntry(cf, a, i)),
   };
   f.rejectUnknown();
-  if (!fs.existsSync(cfg.baseModel)) f.fail('base_model', `names ${cfg.baseModel}, which does not exist`);
+  if (!fs.existsSync(cfg.baseModel) && !isModelId(cfg.baseModel))
+    f.fail('base_model', `names ${cfg.baseModel}, which does not exist (nor is it a Hugging Face model id org/name)`);
   const names = cfg.adapters.map((a) => a.name);
   const dup = names.find((n, i) => names.indexOf(n) !== i);
   if (dup) throw new UserError(`${cf.file}: two adapters are named '${dup}'`);
-  if (names.includes('checkpoints'))
-    throw new UserError(`${cf.file}: an adapter may not be named 'checkpoints' (the folder of checkpoints)`);
+  for (const reserved of ['checkpoints', 'best', 'tensorboard'])
+    if (names.includes(reserved))
+      throw new UserError(`${cf.file}: an adapter may not be named '${reserved}' (a folder of the run)`);
   return cfg;
 }
 

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { manualSeed } from '../tensor/runtime.js';
 import { zeroGrad } from '../tensor/autograd.js';
 import { loadModelForTraining, parseDevice, parseDType } from '../models/load.js';
+import { resolveModel } from '../models/hub.js';
 import { Adapter } from '../adapters/adapter.js';
 import { loadAdapter, saveAdapter } from '../adapters/io.js';
 import { describeAdapter } from '../adapters/config.js';
@@ -22,6 +23,7 @@ import type { AdapterTrainConfig, TrainConfig } from './config.js';
 import { DataOrder } from './order.js';
 import { lrMultiplier, warmupSteps } from './schedule.js';
 import { fusedStep, type MicroBatch } from './step.js';
+import { RunReports } from './eval-during.js';
 import {
   checkpointsDir,
   configDigest,
@@ -73,7 +75,12 @@ const emptyAcc = (): StepAccumulator => ({ ce: 0, aux: 0, auxCount: 0, scored: 0
 
 export async function train(
   cfg: TrainConfig,
-  opts: { resume?: boolean; progress?: Progress } = {},
+  opts: {
+    resume?: boolean;
+    progress?: Progress;
+    /** base_model already resolved to a local path by the caller (e.g. a Hub id it downloaded). */
+    modelPath?: string;
+  } = {},
 ): Promise<TrainResult> {
   const log = (s: string) => opts.progress?.log(s);
   const metricsFile = path.join(cfg.outputDir, 'metrics.jsonl');
@@ -97,7 +104,7 @@ export async function train(
 
   // ---- model, adapters, data, optimizers -------------------------------------------------------
   manualSeed(cfg.seed);
-  const { model, tokenizer } = loadModelForTraining(cfg.baseModel, {
+  const { model, tokenizer } = loadModelForTraining(opts.modelPath ?? (await resolveModel(cfg.baseModel)), {
     dtype: parseDType(cfg.dtype, 'dtype'),
     device: parseDevice(cfg.device),
     tokenizer: cfg.tokenizer,
@@ -157,6 +164,7 @@ export async function train(
     fs.mkdirSync(cfg.outputDir, { recursive: true });
     writeFileAtomic(path.join(cfg.outputDir, 'train_config.json'), JSON.stringify(cfg, null, 2) + '\n');
   }
+  const reports = new RunReports(cfg, model, tokenizer, metricsFile, log, tokenizer?.padId ?? 0);
   for (const r of runs) {
     r.bar = opts.progress?.bar(r.cfg.name, r.totalSteps) ?? null;
     r.bar?.update(r.step);
@@ -173,6 +181,7 @@ export async function train(
     const seconds = (performance.now() - started) / 1000;
     fused++;
     let checkpointDue = false;
+    const stepped: AdapterRun[] = [];
     active.forEach((r, i) => {
       const res = results[i]!;
       r.acc.ce += res.ce;
@@ -185,10 +194,12 @@ export async function train(
       r.acc.seconds += seconds;
       r.micro++;
       if (r.micro < microsPerStep(r)) return;
-      optimizerStep(r, metricsFile);
+      reports.trainStep(optimizerStep(r, metricsFile));
+      stepped.push(r);
       if (r.done) outputs[r.cfg.name] = finish(r, cfg, log);
       if (cfg.saveSteps > 0 && r.step % cfg.saveSteps === 0) checkpointDue = true;
     });
+    reports.afterSteps(stepped.map((r) => ({ ...r, epoch: r.step / r.order.stepsPerEpoch })));
     const finished = runs.every((r) => r.done);
     if (checkpointDue || finished) {
       const where = saveCheckpoint(cfg, checkpointState(cfg, runs, fused, metricsFile), runs);
@@ -205,6 +216,7 @@ export async function train(
     lossCurveSpec(readMetrics(metricsFile), `training loss (${path.basename(cfg.outputDir)})`),
     path.join(cfg.outputDir, 'loss'),
   );
+  charts.push(...(await reports.finish()));
   for (const a of cfg.adapters) outputs[a.name] ??= path.join(cfg.outputDir, a.name);
   return { outputs, metricsFile, charts, fusedSteps: fused, resumedFrom: resumeFrom };
 }
@@ -262,7 +274,7 @@ function nextMicroBatch(r: AdapterRun): MicroBatch {
 }
 
 /** The optimizer step once all micro-batches of the step batch have added their gradients. */
-function optimizerStep(r: AdapterRun, metricsFile: string): void {
+function optimizerStep(r: AdapterRun, metricsFile: string): MetricsLine {
   const lr = r.cfg.lr * lrMultiplier(r.cfg.scheduler, r.step, r.totalSteps, r.warmup);
   r.optimizer.lr = lr;
   const params = r.adapter.parameters().map((p) => p.tensor);
@@ -290,11 +302,12 @@ function optimizerStep(r: AdapterRun, metricsFile: string): void {
   r.micro = 0;
   r.acc = emptyAcc();
   if (r.step >= r.totalSteps) r.done = true;
+  return line;
 }
 
 function finish(r: AdapterRun, cfg: TrainConfig, log: (s: string) => void): string {
   const out = path.join(cfg.outputDir, r.cfg.name);
-  saveAdapter(out, r.adapter, { baseModel: cfg.baseModel });
+  saveAdapter(out, r.adapter, { baseModel: cfg.baseModel, formats: cfg.saveFormats });
   log(`${r.cfg.name}: done after ${r.step} steps, saved to ${out}`);
   return out;
 }
@@ -360,8 +373,9 @@ export function readMetrics(file: string): LossPoint[] {
     .readFileSync(file, 'utf8')
     .split('\n')
     .filter((l) => l.trim())
-    .map((l) => {
-      const m = JSON.parse(l) as MetricsLine;
+    .map((l) => JSON.parse(l) as MetricsLine & { split?: string })
+    .filter((m) => m.split !== 'eval') // evaluation lines (eval-during.ts)
+    .map((m) => {
       return { adapter: m.adapter, step: m.step, loss: m.loss, aux: m.aux };
     });
 }

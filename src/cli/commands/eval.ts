@@ -16,6 +16,7 @@ interface EvalOptions extends ModelCliOptions {
   promptTemplate: string;
   json?: boolean;
   out?: string;
+  samples?: string;
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -55,7 +56,11 @@ export function evalCommand(): Command {
     .option('--batch-size <n>', 'rows per forward pass', intArg('--batch-size', 1), 16)
     .option('--prompt-template <t>', 'template of LLM-Adapters records (as in training)', 'alpaca')
     .option('--json', 'print results (and expert load) as JSON')
-    .option('--out <dir>', 'also write results.json, results.md and expert-load pictures here');
+    .option('--out <dir>', 'also write results.json, results.md and expert-load pictures here')
+    .option(
+      '--samples <file>',
+      "write every item's scores as JSONL ({adapter, task, item, gold, pred, scores}: the choices' log-likelihoods with --scoring loglik, the candidate tokens' log-probabilities with choice)",
+    );
   addModelOptions(cmd);
   return cmd.action(async (o: EvalOptions) => {
     const { loadTask, bundledData } = await import('../../eval/tasks.js');
@@ -82,6 +87,7 @@ export function evalCommand(): Command {
     }
     const progress = createProgress();
     const results = [];
+    const samples: string[] = [];
     const loads = new Map<string, Map<string, ReturnType<typeof expertLoad>>>();
     for (const [i, taskName] of o.task.entries()) {
       const task = loadTask(taskName, files[i]!, { template: o.promptTemplate, limit: o.limit ?? null });
@@ -90,6 +96,9 @@ export function evalCommand(): Command {
         method: o.scoring,
         batchSize: o.batchSize,
         onProgress: (n) => bar.update(n),
+        onItem: o.samples
+          ? (x) => samples.push(JSON.stringify({ ...x, pred: x.scores.indexOf(Math.max(...x.scores)) }))
+          : undefined,
       });
       bar.stop();
       results.push(...r.results);
@@ -100,6 +109,10 @@ export function evalCommand(): Command {
       }
     }
     progress.stop();
+    if (o.samples) {
+      const { writeFileAtomic } = await import('../../io/atomic.js');
+      writeFileAtomic(o.samples, samples.map((l) => l + '\n').join(''));
+    }
     const report = { results, loads };
     if (o.out) {
       const written = await writeReport(o.out, report);

@@ -15,12 +15,14 @@ export function trainCommand(): Command {
       const { readTrainConfig } = await import('../../train/config.js');
       const { train } = await import('../../train/trainer.js');
       const { setNumThreads } = await import('../../tensor/runtime.js');
-      const { createProgress } = await import('../progress.js');
+      const { createProgress, downloadProgress } = await import('../progress.js');
+      const { resolveModel } = await import('../../models/hub.js');
       const cfg = readTrainConfig(file);
       if (o.threads !== undefined) setNumThreads(o.threads);
       const progress = createProgress({ quiet: o.quiet });
       try {
-        const r = await train(cfg, { resume: o.resume ?? false, progress });
+        const modelPath = await resolveModel(cfg.baseModel, { progress: downloadProgress(progress, cfg.baseModel) });
+        const r = await train(cfg, { resume: o.resume ?? false, progress, modelPath });
         progress.stop();
         const lines = Object.entries(r.outputs).map(([name, dir]) => `adapter ${name}: ${dir}`);
         lines.push(`metrics: ${r.metricsFile}`, `loss curve: ${r.charts.join(', ')}`);

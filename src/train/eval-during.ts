@@ -1,0 +1,223 @@
+// What a training run reports besides metrics.jsonl's training lines: evaluation every N optimizer steps
+// and at the end (held-out loss and/or commonsense accuracy, in the fused batches of `mixlora eval`),
+// the best adapter kept in <output_dir>/best/<name>, an eval chart, and TensorBoard event files in
+// <output_dir>/tensorboard/<name>/. The trainer calls it at three points: after each optimizer step's
+// metrics line, after each fused step, and at the end.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Adapter } from '../adapters/adapter.js';
+import { saveAdapter } from '../adapters/io.js';
+import { loadExamples, type Example } from '../data/examples.js';
+import { heldOutLoss } from '../eval/heldout-loss.js';
+import { evaluateTask } from '../eval/scoring.js';
+import { loadTask, type EvalTask } from '../eval/tasks.js';
+import type { CausalLM } from '../models/llama.js';
+import { writeChart, type ChartSpec } from '../report/charts.js';
+import { EventWriter } from '../report/tensorboard.js';
+import type { TextTokenizer } from '../tokenizer/tokenizer.js';
+import { UserError } from '../util/errors.js';
+import type { AdapterTrainConfig, TrainConfig } from './config.js';
+import { metricImproves } from './config-workflow.js';
+
+/** The folders a run writes in output_dir besides the adapters, checkpoints/ and metrics.jsonl. */
+export const BEST_DIR = 'best';
+export const TENSORBOARD_DIR = 'tensorboard';
+
+export interface TrainLine {
+  adapter: string;
+  step: number;
+  loss: number;
+  aux: number | null;
+  lr: number;
+  tokens_per_s: number;
+  grad_norm: number | null;
+}
+
+export interface SteppedAdapter {
+  cfg: AdapterTrainConfig;
+  adapter: Adapter;
+  step: number;
+  epoch: number;
+  done: boolean;
+}
+
+export interface EvalLine {
+  adapter: string;
+  step: number;
+  epoch: number;
+  split: 'eval';
+  [metric: string]: number | string | boolean;
+}
+
+export class RunReports {
+  private readonly tb = new Map<string, EventWriter>();
+  private readonly heldOut = new Map<string, Example[]>();
+  /** Tasks per prompt template (LLM-Adapters records are rendered with the adapter's template). */
+  private readonly tasks = new Map<string, EvalTask[]>();
+  private readonly best = new Map<string, number>();
+
+  constructor(
+    private readonly cfg: TrainConfig,
+    private readonly model: CausalLM,
+    private readonly tokenizer: TextTokenizer | null,
+    private readonly metricsFile: string,
+    private readonly log: (s: string) => void,
+    private readonly padId: number,
+  ) {
+    if (cfg.reportTo.includes('tensorboard'))
+      for (const a of cfg.adapters)
+        this.tb.set(a.name, new EventWriter(path.join(cfg.outputDir, TENSORBOARD_DIR, a.name)));
+    const e = cfg.eval;
+    if (!e) return;
+    if (!tokenizer && (e.tasks.length > 0 || e.data.length > 0))
+      throw new UserError(`${cfg.file}: eval needs a tokenizer (give tokenizer: or a model folder with one)`);
+    for (const a of cfg.adapters) {
+      const examples: Example[] = [];
+      for (const file of e.data) {
+        const part = loadExamples(file, tokenizer, {
+          template: a.promptTemplate,
+          trainOnInputs: a.trainOnInputs,
+          cutoffLen: cfg.cutoffLen,
+          vocabSize: model.config.vocabSize,
+        });
+        examples.push(...part.examples);
+      }
+      this.heldOut.set(a.name, e.limit === null ? examples : examples.slice(0, e.limit));
+      if (!this.tasks.has(a.promptTemplate))
+        this.tasks.set(
+          a.promptTemplate,
+          e.tasks.map((t) => loadTask(t.name, t.data, { template: a.promptTemplate, limit: e.limit })),
+        );
+    }
+    // A resumed run: the best value so far is in the eval lines kept in metrics.jsonl.
+    if (e.saveBest && fs.existsSync(metricsFile)) {
+      for (const l of fs.readFileSync(metricsFile, 'utf8').split('\n')) {
+        if (!l.trim()) continue;
+        const m = JSON.parse(l) as Record<string, unknown>;
+        const v = m[e.saveBest];
+        if (m.split === 'eval' && m.best === true && typeof v === 'number') this.best.set(String(m.adapter), v);
+      }
+    }
+  }
+
+  /** TensorBoard scalars of an optimizer step's metrics line. */
+  trainStep(line: TrainLine): void {
+    this.tb.get(line.adapter)?.scalars(line.step, {
+      'train/loss': line.loss,
+      'train/aux_loss': line.aux,
+      'train/learning_rate': line.lr,
+      'train/grad_norm': line.grad_norm,
+      'train/tokens_per_s': line.tokens_per_s,
+    });
+  }
+
+  /** Evaluates the adapters that just stepped and are due (every N steps, or done), together. */
+  afterSteps(stepped: SteppedAdapter[]): void {
+    const e = this.cfg.eval;
+    if (!e) return;
+    const due = stepped.filter((r) => r.done || (e.every > 0 && r.step % e.every === 0));
+    if (due.length === 0) return;
+    const lines = new Map<SteppedAdapter, EvalLine>(
+      due.map((r) => [r, { adapter: r.cfg.name, step: r.step, epoch: r.epoch, split: 'eval' }]),
+    );
+    if (e.data.length > 0) {
+      const losses = heldOutLoss(
+        this.model,
+        due.map((r) => ({ adapter: r.adapter, examples: this.heldOut.get(r.cfg.name)! })),
+        { batchSize: e.batchSize, padId: this.padId },
+      );
+      due.forEach((r, i) => {
+        if (losses[i] !== null) lines.get(r)!.eval_loss = losses[i]!;
+      });
+    }
+    if (e.tasks.length > 0) {
+      for (const [template, tasks] of this.tasks) {
+        const group = due.filter((r) => r.cfg.promptTemplate === template);
+        if (group.length === 0) continue;
+        const sums = group.map(() => 0);
+        for (const task of tasks) {
+          const { results } = evaluateTask(
+            this.model,
+            this.tokenizer!, // checked in the constructor
+            group.map((r) => ({ name: r.cfg.name, adapter: r.adapter })),
+            task,
+            { method: e.scoring, batchSize: e.batchSize },
+          );
+          results.forEach((res, i) => {
+            lines.get(group[i]!)![`eval_${task.name}_accuracy`] = res.accuracy;
+            sums[i]! += res.accuracy;
+          });
+        }
+        group.forEach((r, i) => (lines.get(r)!.eval_accuracy = sums[i]! / tasks.length));
+      }
+    }
+    for (const [r, line] of lines) this.record(r, line);
+  }
+
+  private record(r: SteppedAdapter, line: EvalLine): void {
+    const e = this.cfg.eval!;
+    const metric = e.saveBest;
+    const value = metric ? line[metric] : undefined;
+    if (metric && typeof value === 'number' && metricImproves(metric, value, this.best.get(r.cfg.name) ?? null)) {
+      this.best.set(r.cfg.name, value);
+      saveAdapter(path.join(this.cfg.outputDir, BEST_DIR, r.cfg.name), r.adapter, {
+        baseModel: this.cfg.baseModel,
+        formats: this.cfg.saveFormats,
+      });
+      line.best = true;
+    }
+    fs.appendFileSync(this.metricsFile, JSON.stringify(line) + '\n');
+    const shown = Object.entries(line)
+      .filter(([k, v]) => k.startsWith('eval_') && typeof v === 'number')
+      .map(([k, v]) => `${k} ${(v as number).toFixed(4)}`);
+    this.log(`${r.cfg.name} step ${r.step}: ${shown.join(', ')}${line.best ? ` (best ${metric} so far: saved)` : ''}`);
+    const scalars: Record<string, number> = {};
+    for (const [k, v] of Object.entries(line))
+      if (k.startsWith('eval_') && typeof v === 'number') scalars[`eval/${k.slice('eval_'.length)}`] = v;
+    this.tb.get(r.cfg.name)?.scalars(r.step, scalars);
+  }
+
+  /** The eval chart (<output_dir>/eval.svg and .png) when there were evaluations; the paths written. */
+  async finish(): Promise<string[]> {
+    if (!this.cfg.eval || !fs.existsSync(this.metricsFile)) return [];
+    const points: { adapter: string; step: number; metric: string; value: number }[] = [];
+    for (const l of fs.readFileSync(this.metricsFile, 'utf8').split('\n')) {
+      if (!l.trim()) continue;
+      const m = JSON.parse(l) as Record<string, unknown>;
+      if (m.split !== 'eval') continue;
+      for (const [k, v] of Object.entries(m))
+        if (k.startsWith('eval_') && typeof v === 'number')
+          points.push({ adapter: String(m.adapter), step: Number(m.step), metric: k, value: v });
+    }
+    if (points.length === 0) return [];
+    return writeChart(
+      evalCurveSpec(points, `evaluation (${path.basename(this.cfg.outputDir)})`),
+      path.join(this.cfg.outputDir, 'eval'),
+    );
+  }
+}
+
+function evalCurveSpec(
+  points: { adapter: string; step: number; metric: string; value: number }[],
+  title: string,
+): ChartSpec {
+  const metrics = [...new Set(points.map((p) => p.metric))];
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+    title,
+    vconcat: metrics.map((metric) => {
+      const data = points.filter((p) => p.metric === metric);
+      return {
+        width: 520,
+        height: 180,
+        data: { values: data },
+        mark: { type: 'line', point: true },
+        encoding: {
+          x: { field: 'step', type: 'quantitative', title: 'optimizer step', axis: { tickMinStep: 1, format: 'd' } },
+          y: { field: 'value', type: 'quantitative', title: metric, scale: { zero: false } },
+          color: { field: 'adapter', type: 'nominal' },
+        },
+      };
+    }),
+  } as ChartSpec;
+}
