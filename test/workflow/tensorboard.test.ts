@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { tempDir } from '../helpers/fixtures.js';
 import { missingModule, READ_SCALARS, runPython } from '../helpers/python.js';
-import { crc32c, EventWriter } from '../../src/report/tensorboard.js';
+import { crc32c, EventWriter } from '../../src/io/tensorboard.js';
 
 test('CRC32C matches the check value of RFC 3720 (iSCSI) and the standard "123456789" vector', () => {
   assert.equal(crc32c(Buffer.from('123456789')), 0xe3069283);
