@@ -13,8 +13,15 @@ cd "$(dirname "$0")/.."
 
 TORCH_CPU="torch==2.13.0+cpu"
 TORCH_CUDA="torch==2.14.1"
-# The references of the test suite and the baselines of the benchmarks.
-PY_LIBS=(numpy==2.4.6 safetensors==0.8.0 transformers==5.18.0 peft==0.21.0)
+# The references of the test suite and the baselines of the benchmarks: transformers and peft (models,
+# LoRA/DoRA), tensorboard (its own reader checks our event files), and lm-evaluation-harness's
+# log-likelihood scoring. lm_eval is installed without its declared dependencies, some of which
+# (evaluate, rouge-score, sqlitedict...) serve only task downloads and metrics we do not use; what its
+# Hugging Face model class imports is listed here.
+PY_LIBS=(numpy==2.4.6 safetensors==0.8.0 transformers==5.18.0 peft==0.21.0 tensorboard==2.21.0
+  accelerate==1.15.0 datasets==5.0.1 dill==0.4.1 more-itertools==11.1.0 sacrebleu==2.6.0 scikit-learn==1.9.1
+  jinja2==3.1.6 tqdm==4.70.1 requests==2.34.2)
+PY_NODEPS=(lm_eval==0.4.13)
 # Where PyTorch publishes its CPU-only wheels (PyPI has only the CUDA ones).
 TORCH_CPU_INDEX="${MIXLORA_TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
 export PIP_RETRIES="${PIP_RETRIES:-0}" PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -43,21 +50,29 @@ want="${torch_spec#torch==}"
 have="$(.venv/bin/python -c 'import torch; print(torch.__version__)' 2>/dev/null || true)"
 missing=()
 [ "$have" = "$want" ] || missing+=("$torch_spec")
+version_of() { .venv/bin/python -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || true; }
 for lib in "${PY_LIBS[@]}"; do
-  name="${lib%%==*}"
-  v="$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('$name'))" 2>/dev/null || true)"
-  [ "$v" = "${lib#*==}" ] || missing+=("$lib")
+  [ "$(version_of "${lib%%==*}")" = "${lib#*==}" ] || missing+=("$lib")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+missing_nodeps=()
+for lib in "${PY_NODEPS[@]}"; do
+  [ "$(version_of "${lib%%==*}")" = "${lib#*==}" ] || missing_nodeps+=("$lib")
+done
+[ ${#missing[@]} -eq 0 ] && [ ${#missing_nodeps[@]} -eq 0 ] && exit 0
 
-echo "mixlora setup: pip installing ${missing[*]} into .venv" >&2
+echo "mixlora setup: pip installing ${missing[*]} ${missing_nodeps[*]} into .venv" >&2
 status=0
-.venv/bin/python -m pip install -q "${index_args[@]}" "${missing[@]}" || status=$?
+if [ ${#missing[@]} -gt 0 ]; then
+  .venv/bin/python -m pip install -q "${index_args[@]}" "${missing[@]}" || status=$?
+fi
+if [ ${#missing_nodeps[@]} -gt 0 ] && [ "$status" -eq 0 ]; then
+  .venv/bin/python -m pip install -q --no-deps "${missing_nodeps[@]}" || status=$?
+fi
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   echo "mixlora setup: pip could not install $torch_spec; the addon falls back to the system libtorch" >&2
   exit 0
 fi
 if [ "$status" -ne 0 ]; then
-  echo "mixlora setup: pip could not install all of ${missing[*]} (exit $status); see its message above" >&2
+  echo "mixlora setup: pip could not install all of ${missing[*]} ${missing_nodeps[*]} (exit $status); see above" >&2
   exit 1
 fi
