@@ -7,13 +7,12 @@
 //                                                      MIXLORA_ADDON, or the warnings-as-errors build of lint)
 // Incremental: reconfigures only when binding.gyp, the flags or the libtorch found changed.
 import { spawnSync } from 'node:child_process';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
-import { findLibtorch, root } from './libtorch.mjs';
+import { findLibtorch, gypFields, root } from './libtorch.mjs';
 
 const { values: opts } = parseArgs({ options: { out: { type: 'string' }, werror: { type: 'boolean' } } });
 const nativeDir = path.join(root, 'native');
@@ -71,12 +70,8 @@ const nodedirArgs =
     ? [`--nodedir=${nodePrefix}`]
     : [];
 
-// The flags gyp asks scripts/libtorch.mjs for depend on that script too: a new version reconfigures.
-const flagsScript = crypto
-  .createHash('sha256')
-  .update(fs.readFileSync(path.join(root, 'scripts', 'libtorch.mjs')))
-  .digest('hex');
-const stamp = JSON.stringify({ ...lt, werror: Boolean(opts.werror), flagsScript });
+// What gyp will be told (flags, libraries): when any of it changes, reconfigure and rebuild.
+const stamp = JSON.stringify({ ...lt, fields: gypFields(lt, Boolean(opts.werror)) });
 const gypChanged =
   !fs.existsSync(path.join(buildDir, 'Makefile')) ||
   fs.statSync(path.join(gypDir, 'binding.gyp')).mtimeMs > fs.statSync(path.join(buildDir, 'Makefile')).mtimeMs;

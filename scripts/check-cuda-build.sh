@@ -12,16 +12,18 @@ want="${TORCH_CUDA#torch==}"
 have="$(.venv-cuda/bin/python -c 'import torch; print(torch.__version__)' 2>/dev/null || true)"
 if [ "$have" != "$want" ]; then
   echo "check-cuda-build: pip installing $TORCH_CUDA into .venv-cuda (about 3 GB with the CUDA libraries)" >&2
-  # torch itself, then the CUDA libraries it links (cuda-toolkit, nvidia-*); its Python-only requirements
-  # (cuda-bindings, triton, sympy...) are not needed by libtorch and not installed.
+  # torch itself, then what it requires (the CUDA libraries: cuda-toolkit, nvidia-*; filelock, sympy...)
+  # except cuda-bindings and triton: Python-side GPU tools that libtorch does not load, and that pip's
+  # index on some machines lacks.
   .venv-cuda/bin/python -m pip install -q --no-deps "$TORCH_CUDA"
-  mapfile -t cuda_libs < <(.venv-cuda/bin/python -c '
+  mapfile -t torch_requires < <(.venv-cuda/bin/python -c '
 import importlib.metadata as m
 for r in m.requires("torch"):
-    spec = r.split(";")[0].strip()
-    if spec.startswith(("cuda-toolkit", "nvidia-")):
-        print(spec)')
-  .venv-cuda/bin/python -m pip install -q "${cuda_libs[@]}"
+    spec, _, marker = r.partition(";")
+    name = spec.strip().split("[")[0].split("=")[0].split("<")[0].split(">")[0].split("~")[0].strip()
+    if "extra ==" not in marker and name not in ("cuda-bindings", "triton"):
+        print(spec.strip())')
+  .venv-cuda/bin/python -m pip install -q "${torch_requires[@]}"
 fi
 LIBTORCH_USE_PYTORCH=1 PYTHON="$PWD/.venv-cuda/bin/python" node scripts/build-native.mjs --out build/native-cuda --werror
 MIXLORA_ADDON="$PWD/build/native-cuda/build/Release/mixlora.node" node -e '

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const HOW_TO =
-  'libtorch was not found. Provide it in one of three ways:\n' +
+  'libtorch was not found. Provide it in one of these ways:\n' +
   '  1. LIBTORCH=/path/to/libtorch   (a folder with include/ and lib/, e.g. unpacked from pytorch.org)\n' +
   '  2. LIBTORCH_USE_PYTORCH=1       (use the torch package of python3; set PYTHON to pick another interpreter)\n' +
   '  3. MIXLORA_BACKEND=pytorch       (the project-local .venv that `make setup` fills with PyTorch 2.x from pip)\n' +
@@ -143,37 +143,40 @@ export function findLibtorch(env = process.env) {
   return fromSystem();
 }
 
-// CLI: print one field in the form gyp's <!@(...) expansion wants (space separated).
+/** The compiler and linker settings binding.gyp asks for, each as gyp's <!@(...) expansion wants it. */
+export function gypFields(lt, werror = false) {
+  return {
+    include_dirs: lt.includeDirs.join(' '),
+    libraries: lt.libs.map((l) => `-l${l}`).join(' '),
+    ldflags: [
+      `-L${lt.libDir}`,
+      ...(lt.rpath ? [`-Wl,-rpath,${lt.libDir}`] : []),
+      // Keep torch_cuda linked even though no symbol of it is used directly: it registers CUDA.
+      '-Wl,--no-as-needed',
+    ].join(' '),
+    defines: `_GLIBCXX_USE_CXX11_ABI=${lt.cxx11abi ? 1 : 0} MIXLORA_TORCH_CUDA=${lt.cuda ? 1 : 0}`,
+    // libtorch's headers as system headers: their own warnings are not ours to fix (see `make lint`).
+    cflags: [
+      `-std=${lt.cxxStandard}`,
+      // (/usr/include and /usr/local/include already are; naming them again breaks libstdc++'s #include_next)
+      ...lt.includeDirs.filter((d) => !['/usr/include', '/usr/local/include'].includes(d)).map((d) => `-isystem ${d}`),
+      ...(werror ? ['-Werror'] : []),
+    ].join(' '),
+  };
+}
+
+// CLI: print one field (json, summary, or one of gypFields).
 if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
   const field = process.argv[2] || 'json';
   try {
     const lt = process.env.MIXLORA_LIBTORCH_JSON ? JSON.parse(process.env.MIXLORA_LIBTORCH_JSON) : findLibtorch();
     const fields = {
-      json: () => JSON.stringify(lt, null, 2),
-      include_dirs: () => lt.includeDirs.join(' '),
-      libraries: () => lt.libs.map((l) => `-l${l}`).join(' '),
-      ldflags: () =>
-        [
-          `-L${lt.libDir}`,
-          ...(lt.rpath ? [`-Wl,-rpath,${lt.libDir}`] : []),
-          // Keep torch_cuda linked even though no symbol of it is used directly: it registers CUDA.
-          '-Wl,--no-as-needed',
-        ].join(' '),
-      defines: () => `_GLIBCXX_USE_CXX11_ABI=${lt.cxx11abi ? 1 : 0} MIXLORA_TORCH_CUDA=${lt.cuda ? 1 : 0}`,
-      // libtorch's headers as system headers: their own warnings are not ours to fix (see `make lint`).
-      cflags: () =>
-        [
-          `-std=${lt.cxxStandard}`,
-          // (/usr/include and /usr/local/include already are; naming them again breaks libstdc++'s #include_next)
-          ...lt.includeDirs
-            .filter((d) => !['/usr/include', '/usr/local/include'].includes(d))
-            .map((d) => `-isystem ${d}`),
-          ...(process.env.MIXLORA_WERROR === '1' ? ['-Werror'] : []),
-        ].join(' '),
-      summary: () => `libtorch ${lt.version} from ${lt.source} (${lt.cuda ? 'CUDA' : 'CPU'} build)`,
+      ...gypFields(lt, process.env.MIXLORA_WERROR === '1'),
+      json: JSON.stringify(lt, null, 2),
+      summary: `libtorch ${lt.version} from ${lt.source} (${lt.cuda ? 'CUDA' : 'CPU'} build)`,
     };
-    if (!fields[field]) throw new Error(`unknown field ${field}`);
-    process.stdout.write(fields[field]() + '\n');
+    if (!(field in fields)) throw new Error(`unknown field ${field}`);
+    process.stdout.write(fields[field] + '\n');
   } catch (e) {
     process.stderr.write(`${e.message}\n`);
     process.exit(1);
