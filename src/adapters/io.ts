@@ -198,7 +198,8 @@ export function saveAdapter(dir: string, a: Adapter, opts: { baseModel?: string 
           writeFileAtomic(path.join(tmp, CONFIG_FILE), JSON.stringify(exportAdapterConfig(config), null, 2) + '\n');
           saveSafetensors(path.join(tmp, WEIGHTS_FILE), tensors, { format: 'pt' });
         },
-        { replace: true },
+        // Replacing a previous save: only our own files may be in the folder.
+        { replace: true, owned: [CONFIG_FILE, WEIGHTS_FILE, TORCH_WEIGHTS_FILE] },
       );
     }),
   );

@@ -8,6 +8,7 @@ import { Fields } from '../util/fields.js';
 import { readConfigFile, type ConfigFile } from '../util/config-file.js';
 import { UserError } from '../util/errors.js';
 import { isDType, type DType } from '../tensor/dtype.js';
+import { adapterNameProblem } from './output-dir.js';
 
 export type OptimizerName = 'adamw' | 'sgd';
 export type SchedulerName = 'constant' | 'linear' | 'cosine';
@@ -71,8 +72,8 @@ function adapterEntry(cf: ConfigFile, value: unknown, i: number): AdapterTrainCo
   const at = (key: string) => cf.locate(['adapters', i, key]);
   const f = Fields.of(value, `${cf.file}: adapters[${i}]`, at);
   const name = f.str('name');
-  if (!/^[A-Za-z0-9._-]+$/.test(name))
-    f.fail('name', `'${name}' must use letters, digits, '.', '_' and '-' only (it names a folder)`);
+  const nameProblem = adapterNameProblem(name);
+  if (nameProblem) f.fail('name', nameProblem);
   const initFrom = f.optStr('init_from');
   let adapter: AdapterConfig | null = null;
   if (f.has('adapter')) {
@@ -160,10 +161,10 @@ export function parseTrainConfig(cf: ConfigFile): TrainConfig {
   f.rejectUnknown();
   if (!fs.existsSync(cfg.baseModel)) f.fail('base_model', `names ${cfg.baseModel}, which does not exist`);
   const names = cfg.adapters.map((a) => a.name);
-  const dup = names.find((n, i) => names.indexOf(n) !== i);
-  if (dup) throw new UserError(`${cf.file}: two adapters are named '${dup}'`);
-  if (names.includes('checkpoints'))
-    throw new UserError(`${cf.file}: an adapter may not be named 'checkpoints' (the folder of checkpoints)`);
+  // Case-insensitively: 'Lora' and 'lora' are one folder on macOS and Windows.
+  const lower = names.map((n) => n.toLowerCase());
+  const dup = names.find((_, i) => lower.indexOf(lower[i]!) !== i);
+  if (dup) throw new UserError(`${cf.file}: two adapters are named '${dup}' (names must differ, ignoring case)`);
   return cfg;
 }
 

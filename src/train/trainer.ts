@@ -13,12 +13,13 @@ import { describeAdapter } from '../adapters/config.js';
 import { AdamW, SGD, clipGradNorm, type Optimizer } from '../optim/index.js';
 import { loadExamples, scoredTokens, type DatasetStats, type Example } from '../data/examples.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { appendFileChecked, writeFileAtomic } from '../io/atomic.js';
 import { UserError } from '../util/errors.js';
 import { lossCurveSpec, writeChart, type LossPoint } from '../report/charts.js';
 import type { Progress, ProgressBar } from '../cli/progress.js';
 import type { AdapterTrainConfig, TrainConfig } from './config.js';
 import { DataOrder } from './order.js';
+import { openOutputDir } from './output-dir.js';
 import { lrMultiplier, warmupSteps } from './schedule.js';
 import { fusedStep, type MicroBatch } from './step.js';
 import {
@@ -70,10 +71,21 @@ export interface TrainResult {
 
 const emptyAcc = (): StepAccumulator => ({ ce: 0, aux: 0, auxCount: 0, scored: 0, input: 0, seconds: 0 });
 
+/** Trains the config's adapters into its output_dir, which is checked (nothing there but a previous
+ * run's own files) and locked for the run's life (see output-dir.ts). */
 export async function train(
   cfg: TrainConfig,
   opts: { resume?: boolean; progress?: Progress } = {},
 ): Promise<TrainResult> {
+  const lock = openOutputDir(cfg, { resume: opts.resume ?? false });
+  try {
+    return await trainLocked(cfg, opts);
+  } finally {
+    lock.release();
+  }
+}
+
+async function trainLocked(cfg: TrainConfig, opts: { resume?: boolean; progress?: Progress }): Promise<TrainResult> {
   const log = (s: string) => opts.progress?.log(s);
   const metricsFile = path.join(cfg.outputDir, 'metrics.jsonl');
 
@@ -153,7 +165,9 @@ export async function train(
     truncateLines(metricsFile, state.metricsLines);
     log(`resumed from ${resumeFrom} (fused step ${fused})`);
   } else {
-    fs.mkdirSync(cfg.outputDir, { recursive: true });
+    // Starting from the beginning (a new run, or one killed before its first checkpoint): metrics of
+    // a previous attempt would not match this run's state.
+    if (fs.existsSync(metricsFile)) truncateLines(metricsFile, 0);
     writeFileAtomic(path.join(cfg.outputDir, 'train_config.json'), JSON.stringify(cfg, null, 2) + '\n');
   }
   for (const r of runs) {
@@ -280,7 +294,7 @@ function optimizerStep(r: AdapterRun, metricsFile: string): void {
     tokens_per_s: r.acc.input / Math.max(r.acc.seconds, 1e-9),
     grad_norm: gradNorm,
   };
-  fs.appendFileSync(metricsFile, JSON.stringify(line) + '\n');
+  appendFileChecked(metricsFile, JSON.stringify(line) + '\n');
   r.bar?.update(r.step, {
     loss: line.loss.toFixed(4),
     ...(line.aux !== null ? { aux: line.aux.toFixed(4) } : {}),
