@@ -6,16 +6,19 @@ import path from 'node:path';
 import { noGrad } from '../tensor/autograd.js';
 import { stack as stackTensors } from '../tensor/ops.js';
 import { tidy } from '../tensor/scope.js';
+import { isFloating } from '../tensor/dtype.js';
+import { allFinite } from '../tensor/checks.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { loadAll, saveSafetensors } from '../io/safetensors.js';
-import { readTorchCheckpoint } from '../io/torch-zip.js';
+import { readTorchCheckpoint, type TorchReadLimits } from '../io/torch-zip.js';
 import { writeDirAtomic, writeFileAtomic } from '../io/atomic.js';
 import type { CausalLM } from '../models/llama.js';
-import { projectionShape } from '../models/weights.js';
+import type { ModelConfig } from '../models/config.js';
+import { projectionShape, type ProjName } from '../models/weights.js';
 import { UserError } from '../util/errors.js';
 import { readJsonObject } from '../util/files.js';
 import { Adapter } from './adapter.js';
-import { exportAdapterConfig, parseAdapterConfig, scaling, type AdapterConfig } from './config.js';
+import { exportAdapterConfig, parseAdapterConfig, scaling, type AdapterConfig, type LoraSettings } from './config.js';
 import { alternativeKey, expertKey, modernizeLegacy, plainKey, routerKey } from './keys.js';
 import { doraWeightNorm } from './lora.js';
 import { expertTargets, plainTargets, type AdapterLayer, type MlpProj, type StackedLora } from './params.js';
@@ -24,13 +27,33 @@ export const CONFIG_FILE = 'adapter_config.json';
 export const WEIGHTS_FILE = 'adapter_model.safetensors';
 export const TORCH_WEIGHTS_FILE = 'adapter_model.bin';
 
-/** The raw tensors of an adapter folder (safetensors preferred, else the PyTorch .bin). */
-export async function readAdapterTensors(dir: string): Promise<{ tensors: Map<string, Tensor>; file: string }> {
+/** The raw tensors of an adapter folder (safetensors preferred, else the PyTorch .bin). With
+ * `maxElements` (the parameters the adapter should have), a .bin holding more is refused before
+ * anything is inflated. */
+export async function readAdapterTensors(
+  dir: string,
+  limits: TorchReadLimits = {},
+): Promise<{ tensors: Map<string, Tensor>; file: string }> {
   const st = path.join(dir, WEIGHTS_FILE);
   if (fs.existsSync(st)) return { tensors: loadAll(st).tensors, file: st };
   const bin = path.join(dir, TORCH_WEIGHTS_FILE);
-  if (fs.existsSync(bin)) return { tensors: await readTorchCheckpoint(bin), file: bin };
+  if (fs.existsSync(bin)) return { tensors: await readTorchCheckpoint(bin, limits), file: bin };
   throw new UserError(`${dir}: no ${WEIGHTS_FILE} or ${TORCH_WEIGHTS_FILE}`);
+}
+
+/** How many numbers an adapter of config `c` holds for model `mc` (DoRA magnitudes included). */
+export function adapterElementCount(c: AdapterConfig, mc: ModelConfig): number {
+  const lora = (p: ProjName, s: LoraSettings) => {
+    const [out, inp] = projectionShape(mc, p);
+    return s.r * inp + out * s.r + (s.useDora ? out : 0);
+  };
+  let perLayer = 0;
+  for (const p of plainTargets(c)) perLayer += lora(p, c.lora);
+  if (c.moe) {
+    perLayer += c.moe.numExperts * mc.hiddenSize;
+    for (const p of expertTargets(c)) perLayer += c.moe.numExperts * lora(p, c.moe.expert);
+  }
+  return perLayer * mc.numLayers;
 }
 
 /** Reads an adapter folder's config (legacy m-LoRA configs converted). */
@@ -54,7 +77,7 @@ export async function loadAdapter(
   name = path.basename(path.resolve(dir)),
 ): Promise<Adapter> {
   const { config: parsed, raw } = readAdapterConfig(dir);
-  const { tensors, file } = await readAdapterTensors(dir);
+  const { tensors, file } = await readAdapterTensors(dir, { maxElements: adapterElementCount(parsed, model.config) });
   const legacy = modernizeLegacy(raw, [...tensors.keys()]);
   if (legacy) {
     for (const [from, to] of legacy.rename) {
@@ -92,8 +115,15 @@ export function buildLayers(
         `${file}: tensor '${k}' has shape [${t.shape.join(', ')}] but the base model needs [${shape.join(', ')}]`,
       );
     }
+    if (!isFloating(t.dtype))
+      throw new UserError(`${file}: tensor '${k}' is ${t.dtype}; adapter weights must be floating point`);
     used.add(k);
-    return noGrad(() => t.to({ dtype: 'float32', device: model.device }).clone().keep());
+    const out = noGrad(() => t.to({ dtype: 'float32', device: model.device }).clone().keep());
+    if (!allFinite(out)) {
+      out.dispose();
+      throw new UserError(`${file}: tensor '${k}' holds NaN or infinite values`);
+    }
+    return out;
   };
   const layers = tidy(() =>
     Array.from({ length: mc.numLayers }, (_, l): AdapterLayer => {

@@ -34,7 +34,10 @@ function idList(v: unknown, file: string, line: number, field: string, vocab: nu
 }
 
 export function readPerplexityData(file: string, tokenizer: TextTokenizer, vocabSize: number): PerplexityExample[] {
-  return readJsonl(file).map(({ value, line }) => {
+  const records = readJsonl(file);
+  if (records.length === 0)
+    throw new UserError(`${file}: no records (expected JSONL lines with "text" or "input_ids")`);
+  return records.map(({ value, line }) => {
     if (value === null || typeof value !== 'object' || Array.isArray(value))
       throw new UserError(`${file}:${line}: expected an object with "text" or "input_ids"`);
     const o = value as Record<string, unknown>;

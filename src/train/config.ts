@@ -78,8 +78,11 @@ function adapterEntry(cf: ConfigFile, value: unknown, i: number): AdapterTrainCo
   let adapter: AdapterConfig | null = null;
   if (f.has('adapter')) {
     if (initFrom) f.fail('adapter', 'and init_from both given: init_from brings its own config');
-    adapter = parseAdapterConfig(f.raw('adapter'), `${cf.file}: adapters[${i}].adapter`, (key) =>
-      cf.locate(['adapters', i, 'adapter', key]),
+    adapter = parseAdapterConfig(
+      f.raw('adapter'),
+      `${cf.file}: adapters[${i}].adapter`,
+      (key) => cf.locate(['adapters', i, 'adapter', key]),
+      { strict: true },
     );
   } else if (!initFrom) {
     f.fail('adapter', 'is required (or init_from)');

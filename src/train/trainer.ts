@@ -122,6 +122,12 @@ async function trainLocked(cfg: TrainConfig, opts: { resume?: boolean; progress?
       : Adapter.create(a.name, { ...a.adapter!, baseModel: cfg.baseModel }, model);
     adapter.requiresGrad_();
     const { examples, stats } = loadAllExamples(a, tokenizer, cfg.cutoffLen, model.config.vocabSize);
+    const maxPos = model.config.maxPositionEmbeddings;
+    const over = examples.filter((e) => e.inputIds.length > maxPos).length;
+    if (over > 0)
+      log(
+        `warning: ${a.name}: ${over} examples are longer than the model's max_position_embeddings (${maxPos}); lower cutoff_len to ${maxPos} to stay in the model's range`,
+      );
     const order = new DataOrder(
       examples.map((e) => e.inputIds.length),
       a.batchSize,
