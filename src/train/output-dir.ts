@@ -1,5 +1,6 @@
 // The output folder of a training run holds only what the run writes: per adapter a folder of adapter
-// files, metrics.jsonl, loss.png/loss.svg, train_config.json, checkpoints/ and the run's lock. Before a
+// files, metrics.jsonl, loss.png/loss.svg, train_config.json, checkpoints/, the run's lock, and eval/
+// (evaluation reports). Before a
 // run starts, anything else there is refused naming the file (a user's files are never overwritten or
 // deleted), and so are output folders that would hold the run's own inputs; then the folder is locked
 // for the run's life (one run per folder).
@@ -15,8 +16,11 @@ export const RUN_FILES = ['metrics.jsonl', 'loss.png', 'loss.svg', 'train_config
 export const CHECKPOINTS_DIR = 'checkpoints';
 /** What an adapter folder may hold (the .bin of the reference tools' format included). */
 export const ADAPTER_FILES = ['adapter_config.json', 'adapter_model.safetensors', 'adapter_model.bin'] as const;
+/** `eval/`: what `mixlora eval --out <output_dir>/eval` writes (and evaluation during training). */
+export const EVAL_DIR = 'eval';
+const EVAL_FILE = /^(results\.(json|md)|expert_load\.json|expert-load-[A-Za-z0-9._-]+\.(svg|png))$/;
 /** Names an adapter may not take: they are the run's own files. */
-export const RESERVED_NAMES = [...RUN_FILES, CHECKPOINTS_DIR, LOCK_FILE, 'loss', 'eval'];
+export const RESERVED_NAMES = [...RUN_FILES, CHECKPOINTS_DIR, LOCK_FILE, 'loss', EVAL_DIR];
 
 /** Why `name` cannot name an adapter's output folder, or null when it can. */
 export function adapterNameProblem(name: string): string | null {
@@ -86,6 +90,8 @@ export function checkOutputDir(cfg: TrainConfig): { holdsRun: boolean } {
           (f) => f.isFile() && (f.name === 'state.json' || f.name.endsWith('.safetensors')),
         );
       holdsRun = true;
+    } else if (n === EVAL_DIR && e.isDirectory()) {
+      checkFolder(dir, n, (f) => f.isFile() && EVAL_FILE.test(f.name));
     } else if (adapters.has(n) && e.isDirectory()) {
       checkFolder(dir, n, (f) => f.isFile() && (ADAPTER_FILES as readonly string[]).includes(f.name));
       holdsRun = true;

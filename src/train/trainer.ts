@@ -8,7 +8,10 @@ import { manualSeed } from '../tensor/runtime.js';
 import { zeroGrad } from '../tensor/autograd.js';
 import { loadModelForTraining, parseDevice, parseDType } from '../models/load.js';
 import { Adapter } from '../adapters/adapter.js';
-import { loadAdapter, saveAdapter } from '../adapters/io.js';
+import { adapterElementCount, loadAdapter, saveAdapter } from '../adapters/io.js';
+import type { AdapterConfig } from '../adapters/config.js';
+import type { ModelConfig } from '../models/config.js';
+import { parameterCount } from '../models/weights.js';
 import { describeAdapter } from '../adapters/config.js';
 import { AdamW, SGD, clipGradNorm, type Optimizer } from '../optim/index.js';
 import { loadExamples, scoredTokens, type DatasetStats, type Example } from '../data/examples.js';
@@ -117,6 +120,7 @@ async function trainLocked(cfg: TrainConfig, opts: { resume?: boolean; progress?
   for (const a of cfg.adapters) {
     // Each adapter's initial weights depend on the seed and its name only, not on the other adapters.
     manualSeed(initSeed(cfg.seed, a.name));
+    if (a.adapter) checkAdapterSize(cfg, a.name, a.adapter, model.config);
     const adapter = a.initFrom
       ? await loadAdapter(a.initFrom, model, a.name)
       : Adapter.create(a.name, { ...a.adapter!, baseModel: cfg.baseModel }, model);
@@ -226,6 +230,17 @@ async function trainLocked(cfg: TrainConfig, opts: { resume?: boolean; progress?
   );
   for (const a of cfg.adapters) outputs[a.name] ??= path.join(cfg.outputDir, a.name);
   return { outputs, metricsFile, charts, fusedSteps: fused, resumedFrom: resumeFrom };
+}
+
+/** An adapter bigger than its base model is a typo in r or num_experts (r: 1000000000 would ask for
+ * terabytes): refused before anything is allocated. */
+function checkAdapterSize(cfg: TrainConfig, name: string, c: AdapterConfig, mc: ModelConfig): void {
+  const n = adapterElementCount(c, mc);
+  const base = parameterCount(mc);
+  if (n > Math.max(4 * base, 2 ** 24))
+    throw new UserError(
+      `${cfg.file}: adapter '${name}' would have ${n.toLocaleString('en-US')} parameters, more than 4 times its base model's ${base.toLocaleString('en-US')}: check r and num_experts`,
+    );
 }
 
 /** FNV-1a of the adapter's name: its init and data order depend on it, not on its place in the list. */

@@ -187,3 +187,15 @@ test('case 12: disk full, broken zips and template syntax errors name the file',
     /^UserError: \/x\/tokenizer\.json: chat_template \(tokenizer_config\.json\): /,
   );
 });
+
+test('same class: an adapter config asking for more parameters than 4x the base model is refused before allocating', () => {
+  const data = commonsenseSlice('boolq.train', 2);
+  const c = writeConfig({
+    adapters: [
+      { name: 'a', data, adapter: { peft_type: 'LORA', r: 1000000000, lora_alpha: 4, target_modules: ['q_proj'] } },
+    ],
+  });
+  const r = mixlora(['train', c.file, '--quiet'], { env });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /train\.json: adapter 'a' would have [\d,]+ parameters, more than 4 times its base model's/);
+});

@@ -28,7 +28,7 @@ function limitedNode(args: string[], heapMb = 512): Limited {
   const r = spawnSync(
     'bash',
     ['-c', `ulimit -v ${ADDRESS_SPACE_KIB}; exec '${process.execPath}' --max-old-space-size=${heapMb} ${quoted}`],
-    { encoding: 'utf8', env: { ...process.env, MIXLORA_NUM_THREADS: '1' }, timeout: 300_000 },
+    { encoding: 'utf8', env: { ...process.env, MIXLORA_NUM_THREADS: '1' }, timeout: 120_000 },
   );
   return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
@@ -190,4 +190,31 @@ test('case 9: a chat template with a runaway loop or output is stopped, naming t
       /UserError: .*tokenizer\.json: chat_template \(tokenizer_config\.json\): (rendering did not finish within|its output is longer than)/,
     );
   }
+});
+
+test('case 6: a KV cache that grows step by step gives exactly the logits of one reserved up front', async () => {
+  const T = await import('../../src/tensor/index.js');
+  const { KVCache } = await import('../../src/models/kvcache.js');
+  const { loadModel } = await import('../../src/models/load.js');
+  const { model } = loadModel(STORIES_BIN, { tokenizer: STORIES_TOK });
+  T.noGrad(() =>
+    T.tidy(() => {
+      const ids = T.tensor([[1, 403, 407, 261, 5, 9, 77, 300, 12, 44, 91, 2]], { dtype: 'int64' }); // [1, 12]
+      const decode = (initial: number) => {
+        const cache = new KVCache(model.config, 1, 12, 'float32', 'cpu', { initial });
+        const out = [model.forward(ids.narrow(1, 0, 3), { cache })]; // [1, 3, V]
+        for (let t = 3; t < 12; t++) out.push(model.forward(ids.narrow(1, t, 1), { cache })); // [1, 1, V]
+        const capacity = cache.capacity;
+        cache.dispose();
+        return { logits: T.cat(out, 1), capacity }; // [1, 12, V]
+      };
+      const grown = decode(1); // 1 -> 3 -> 6 -> 12
+      const reserved = decode(12);
+      assert.equal(grown.capacity, 12);
+      assert.equal(grown.logits.sub(reserved.logits).abs().amax().item(), 0);
+      // And both equal a full forward pass (float32 rounding: logits are up to ~20).
+      assert.ok(grown.logits.sub(model.forward(ids)).abs().amax().item() < 1e-4);
+    }),
+  );
+  model.dispose();
 });

@@ -189,6 +189,8 @@ test('case 4: --resume of a run killed before its first checkpoint starts fresh 
   const old = [1, 2].map((step) => JSON.stringify({ adapter: 'lora', step, loss: 99, aux: null }));
   fs.writeFileSync(path.join(run, 'metrics.jsonl'), old.join('\n') + '\n');
   fs.writeFileSync(path.join(run, 'train_config.json'), '{}\n');
+  // An evaluation report of the run (`eval --out run/eval`) is one of its own files.
+  writeFile(path.join(run, 'eval', 'results.md'));
   const r = mixlora(['train', c.file, '--quiet', '--resume'], { env });
   assert.equal(r.code, 0, r.stderr);
   const lines = fs
