@@ -78,23 +78,26 @@ export function parameterCount(c: ModelConfig): number {
   );
 }
 
-/** Every tensor of the model: its Hugging Face name and shape, in checkpoint order. */
-export function weightSpecs(c: ModelConfig): { name: string; shape: number[] }[] {
-  const out: { name: string; shape: number[] }[] = [
-    { name: 'model.embed_tokens.weight', shape: [c.vocabSize, c.hiddenSize] },
-  ];
+/** Every tensor of the model: its Hugging Face name and shape, in checkpoint order, one at a time
+ * (a config's sizes are untrusted: nothing is listed before it is needed). */
+export function* iterWeightSpecs(c: ModelConfig): Generator<{ name: string; shape: number[] }> {
+  yield { name: 'model.embed_tokens.weight', shape: [c.vocabSize, c.hiddenSize] };
   for (let l = 0; l < c.numLayers; l++) {
-    out.push({ name: `model.layers.${l}.input_layernorm.weight`, shape: [c.hiddenSize] });
+    yield { name: `model.layers.${l}.input_layernorm.weight`, shape: [c.hiddenSize] };
     for (const p of PROJECTIONS) {
       const shape = projectionShape(c, p);
-      out.push({ name: `${projectionPrefix(l, p)}.weight`, shape });
-      if (hasBias(c, p)) out.push({ name: `${projectionPrefix(l, p)}.bias`, shape: [shape[0]] });
+      yield { name: `${projectionPrefix(l, p)}.weight`, shape };
+      if (hasBias(c, p)) yield { name: `${projectionPrefix(l, p)}.bias`, shape: [shape[0]] };
     }
-    out.push({ name: `model.layers.${l}.post_attention_layernorm.weight`, shape: [c.hiddenSize] });
+    yield { name: `model.layers.${l}.post_attention_layernorm.weight`, shape: [c.hiddenSize] };
   }
-  out.push({ name: 'model.norm.weight', shape: [c.hiddenSize] });
-  if (!c.tieWordEmbeddings) out.push({ name: 'lm_head.weight', shape: [c.vocabSize, c.hiddenSize] });
-  return out;
+  yield { name: 'model.norm.weight', shape: [c.hiddenSize] };
+  if (!c.tieWordEmbeddings) yield { name: 'lm_head.weight', shape: [c.vocabSize, c.hiddenSize] };
+}
+
+/** Every tensor of the model: its Hugging Face name and shape, in checkpoint order. */
+export function weightSpecs(c: ModelConfig): { name: string; shape: number[] }[] {
+  return [...iterWeightSpecs(c)];
 }
 
 /** Builds the structured view from tensors by Hugging Face name. */
@@ -177,10 +180,18 @@ export function loadHfWeights(dir: string, c: ModelConfig, opts: { dtype: DType;
   // The config is checked against the file before anything is built from its sizes (a config of a
   // billion layers must fail now, not after listing a billion layers' tensor names).
   const needed = weightCount(c);
-  if (needed > shards.size)
+  if (needed > shards.size) {
+    let missing = '';
+    for (const spec of iterWeightSpecs(c)) {
+      if (!shards.has(spec.name)) {
+        missing = spec.name;
+        break;
+      }
+    }
     throw new UserError(
-      `${path.join(dir, 'config.json')}: num_hidden_layers ${c.numLayers} needs ${needed} tensors, but the checkpoint holds ${shards.size}`,
+      `${dir}: the checkpoint has no tensor '${missing}' (${path.join(dir, 'config.json')}: num_hidden_layers ${c.numLayers} needs ${needed} tensors, the checkpoint holds ${shards.size})`,
     );
+  }
   const loaded = new Map<string, Tensor>();
   try {
     for (const spec of weightSpecs(c)) {

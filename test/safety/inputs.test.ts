@@ -136,6 +136,12 @@ test('case 12: perplexity on an empty file is refused; sequences past max_positi
   fs.writeFileSync(long, `${row}\n${row}\n`);
   const p = mixlora(['perplexity', ...model, '--data', long, '--json'], { env });
   assert.equal(p.code, 0, p.stderr);
+  // Far past the context (8 x 512 tokens) a record is refused before it is tokenised or run.
+  const huge = path.join(dir, 'huge.jsonl');
+  fs.writeFileSync(huge, JSON.stringify({ text: 'Once upon a time. '.repeat(1_000_000) }) + '\n');
+  const h = mixlora(['perplexity', ...model, '--data', huge], { env });
+  assert.equal(h.code, 1, h.stderr);
+  assert.match(h.stderr, /huge\.jsonl:1: "text" is longer than 4096 tokens; split it/);
   assert.equal(
     p.stderr.match(
       /warning: 2 example\(s\) of .*long\.jsonl are longer than the model's max_position_embeddings \(512\)/g,
