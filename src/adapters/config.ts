@@ -90,37 +90,59 @@ function loraSettings(f: Fields, defaults?: LoraSettings): LoraSettings {
 }
 
 /** HF PEFT features we do not implement must not be silently ignored. */
+const UNSUPPORTED_PEFT = [
+  'rank_pattern',
+  'alpha_pattern',
+  'layers_to_transform',
+  'modules_to_save',
+  'fan_in_fan_out',
+  'layer_replication',
+  'use_qalora',
+  'target_parameters',
+  // PEFT options that change the forward pass (a bias on B, activated LoRA, Arrow routing, BD-LoRA, KaSA,
+  // MonteCLoRA, trainable token rows): loading such an adapter as plain LoRA would compute something else.
+  'lora_bias',
+  'alora_invocation_tokens',
+  'arrow_config',
+  'use_bdlora',
+  'kasa_config',
+  'monteclora_config',
+  'trainable_token_indices',
+];
+
 function refuseUnsupportedPeft(f: Fields): void {
   const empty = (v: unknown) =>
     v === undefined || v === null || v === false || (typeof v === 'object' && Object.keys(v as object).length === 0);
-  for (const key of [
-    'rank_pattern',
-    'alpha_pattern',
-    'layers_to_transform',
-    'modules_to_save',
-    'fan_in_fan_out',
-    'layer_replication',
-    'use_qalora',
-    'target_parameters',
-    // PEFT options that change the forward pass (a bias on B, activated LoRA, Arrow routing, BD-LoRA, KaSA,
-    // MonteCLoRA, trainable token rows): loading such an adapter as plain LoRA would compute something else.
-    'lora_bias',
-    'alora_invocation_tokens',
-    'arrow_config',
-    'use_bdlora',
-    'kasa_config',
-    'monteclora_config',
-    'trainable_token_indices',
-  ]) {
+  for (const key of UNSUPPORTED_PEFT) {
     if (!empty(f.obj[key])) f.fail(key, `${JSON.stringify(f.obj[key])} is not supported by mixlora`);
   }
   const bias = f.obj.bias;
   if (bias !== undefined && bias !== 'none') f.fail('bias', `"${String(bias)}" is not supported (only "none")`);
 }
 
-/** Validates a parsed adapter_config.json. `where` names the file in errors. */
-export function parseAdapterConfig(json: unknown, where: string, locate?: (key: string) => string): AdapterConfig {
+/** Validates a parsed adapter_config.json. `where` names the file in errors. With `strict` (an
+ * adapter block of our own training config, not a file written by other tools with their own extra
+ * keys), unknown keys are refused like the training config's own. */
+export function parseAdapterConfig(
+  json: unknown,
+  where: string,
+  locate?: (key: string) => string,
+  opts: { strict?: boolean } = {},
+): AdapterConfig {
+  return parseAdapterFields(json, where, locate, opts.strict ?? false);
+}
+
+function parseAdapterFields(
+  json: unknown,
+  where: string,
+  locate: ((key: string) => string) | undefined,
+  strict: boolean,
+): AdapterConfig {
   const f = Fields.of(json, where, locate);
+  const done = <T>(c: T): T => {
+    if (strict) f.rejectUnknown([...UNSUPPORTED_PEFT, 'bias']);
+    return c;
+  };
   const peftType = f.str<'LORA' | 'MIXLORA'>('peft_type', { oneOf: ['LORA', 'MIXLORA'] as const });
   const taskType = f.str('task_type', { default: 'CAUSAL_LM' });
   if (taskType !== 'CAUSAL_LM' && taskType !== 'QUESTION_ANS')
@@ -129,7 +151,7 @@ export function parseAdapterConfig(json: unknown, where: string, locate?: (key: 
   refuseUnsupportedPeft(f);
   const targets = targetModules(f);
   const lora = loraSettings(f);
-  if (peftType === 'LORA') return { peftType, taskType, baseModel, targetModules: targets, lora, moe: null };
+  if (peftType === 'LORA') return done({ peftType, taskType, baseModel, targetModules: targets, lora, moe: null });
 
   const strategy = f.str('routing_strategy') as string;
   if (strategy === 'mixtral')
@@ -149,7 +171,11 @@ export function parseAdapterConfig(json: unknown, where: string, locate?: (key: 
     f.fail('act_fn', `'${act}' is not supported (the experts use the base model's silu)`);
   let expert = lora;
   const e = f.raw('expert_lora');
-  if (e !== undefined && e !== null) expert = loraSettings(Fields.of(e, `${where}: expert_lora`), lora);
+  if (e !== undefined && e !== null) {
+    const fe = Fields.of(e, `${where}: expert_lora`, locate && ((key) => `${locate('expert_lora')}.expert_lora`));
+    expert = loraSettings(fe, lora);
+    if (strict) fe.rejectUnknown();
+  }
   const switchDefaults = routingStrategy === 'mixlora-switch';
   const moe: MoeSettings = {
     routingStrategy,
@@ -171,7 +197,7 @@ export function parseAdapterConfig(json: unknown, where: string, locate?: (key: 
       'target_modules',
       'of a MIXLORA adapter must include at least one of gate_proj, up_proj, down_proj (the experts)',
     );
-  return { peftType, taskType, baseModel, targetModules: targets, lora, moe };
+  return done({ peftType, taskType, baseModel, targetModules: targets, lora, moe });
 }
 
 function loraJson(s: LoraSettings): Record<string, unknown> {

@@ -4,9 +4,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { readHeader } from '../io/safetensors.js';
 import type { ModelConfig } from '../models/config.js';
-import { weightSpecs } from '../models/weights.js';
+import { parameterCount } from '../models/weights.js';
 import { describeAdapter, scaling, type AdapterConfig } from './config.js';
-import { readAdapterConfig, readAdapterTensors, WEIGHTS_FILE } from './io.js';
+import { readTorchShapes } from '../io/torch-zip.js';
+import { UserError } from '../util/errors.js';
+import { readAdapterConfig, TORCH_WEIGHTS_FILE, WEIGHTS_FILE } from './io.js';
 import { modernizeLegacy } from './keys.js';
 
 export interface AdapterReport {
@@ -23,10 +25,9 @@ export interface AdapterReport {
 async function tensorShapes(dir: string): Promise<Map<string, number[]>> {
   const st = path.join(dir, WEIGHTS_FILE);
   if (fs.existsSync(st)) return new Map([...readHeader(st).tensors].map(([k, e]) => [k, e.shape]));
-  const { tensors } = await readAdapterTensors(dir);
-  const shapes = new Map([...tensors].map(([k, t]) => [k, [...t.shape]]));
-  for (const t of tensors.values()) t.dispose();
-  return shapes;
+  const bin = path.join(dir, TORCH_WEIGHTS_FILE);
+  if (fs.existsSync(bin)) return readTorchShapes(bin);
+  throw new UserError(`${dir}: no ${WEIGHTS_FILE} or ${TORCH_WEIGHTS_FILE}`);
 }
 
 function moduleOf(key: string): { module: string; role: string } {
@@ -37,7 +38,7 @@ function moduleOf(key: string): { module: string; role: string } {
 }
 
 export function baseParameterCount(c: ModelConfig): number {
-  return weightSpecs(c).reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0);
+  return parameterCount(c);
 }
 
 export async function inspectAdapter(dir: string, base: ModelConfig | null): Promise<AdapterReport> {

@@ -6,18 +6,29 @@ import path from 'node:path';
 import { noGrad } from '../tensor/autograd.js';
 import { stack as stackTensors } from '../tensor/ops.js';
 import { tidy } from '../tensor/scope.js';
+import { isFloating } from '../tensor/dtype.js';
+import { allFinite } from '../tensor/checks.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { loadAll, saveSafetensors } from '../io/safetensors.js';
-import { readTorchCheckpoint, writeTorchCheckpoint } from '../io/torch-zip.js';
+import { readTorchCheckpoint, writeTorchCheckpoint, type TorchReadLimits } from '../io/torch-zip.js';
 import { writeDirAtomic, writeFileAtomic } from '../io/atomic.js';
 import type { CausalLM } from '../models/llama.js';
+import type { ModelConfig } from '../models/config.js';
+import { projectionShape, type ProjName } from '../models/weights.js';
 import { UserError } from '../util/errors.js';
 import { readJsonObject } from '../util/files.js';
 import { Adapter } from './adapter.js';
-import { exportAdapterConfig, parseAdapterConfig, type AdapterConfig } from './config.js';
+import { exportAdapterConfig, parseAdapterConfig, scaling, type AdapterConfig, type LoraSettings } from './config.js';
 import { alternativeKey, expertKey, modernizeLegacy, plainKey, routerKey } from './keys.js';
 import { doraWeightNorm } from './lora.js';
-import { adapterParams, buildAdapterLayers, type AdapterLayer, type ModuleKey } from './params.js';
+import {
+  adapterParams,
+  buildAdapterLayers,
+  expertTargets,
+  plainTargets,
+  type AdapterLayer,
+  type ModuleKey,
+} from './params.js';
 
 export const CONFIG_FILE = 'adapter_config.json';
 export const WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -32,13 +43,33 @@ function writeWeights(dir: string, format: WeightsFormat, tensors: Map<string, T
   else writeTorchCheckpoint(path.join(dir, TORCH_WEIGHTS_FILE), tensors);
 }
 
-/** The raw tensors of an adapter folder (safetensors preferred, else the PyTorch .bin). */
-export async function readAdapterTensors(dir: string): Promise<{ tensors: Map<string, Tensor>; file: string }> {
+/** The raw tensors of an adapter folder (safetensors preferred, else the PyTorch .bin). With
+ * `maxElements` (the parameters the adapter should have), a .bin holding more is refused before
+ * anything is inflated. */
+export async function readAdapterTensors(
+  dir: string,
+  limits: TorchReadLimits = {},
+): Promise<{ tensors: Map<string, Tensor>; file: string }> {
   const st = path.join(dir, WEIGHTS_FILE);
   if (fs.existsSync(st)) return { tensors: loadAll(st).tensors, file: st };
   const bin = path.join(dir, TORCH_WEIGHTS_FILE);
-  if (fs.existsSync(bin)) return { tensors: await readTorchCheckpoint(bin), file: bin };
+  if (fs.existsSync(bin)) return { tensors: await readTorchCheckpoint(bin, limits), file: bin };
   throw new UserError(`${dir}: no ${WEIGHTS_FILE} or ${TORCH_WEIGHTS_FILE}`);
+}
+
+/** How many numbers an adapter of config `c` holds for model `mc` (DoRA magnitudes included). */
+export function adapterElementCount(c: AdapterConfig, mc: ModelConfig): number {
+  const lora = (p: ProjName, s: LoraSettings) => {
+    const [out, inp] = projectionShape(mc, p);
+    return s.r * inp + out * s.r + (s.useDora ? out : 0);
+  };
+  let perLayer = 0;
+  for (const p of plainTargets(c)) perLayer += lora(p, c.lora);
+  if (c.moe) {
+    perLayer += c.moe.numExperts * mc.hiddenSize;
+    for (const p of expertTargets(c)) perLayer += c.moe.numExperts * lora(p, c.moe.expert);
+  }
+  return perLayer * mc.numLayers;
 }
 
 /** Reads an adapter folder's config (legacy m-LoRA configs converted). */
@@ -62,7 +93,7 @@ export async function loadAdapter(
   name = path.basename(path.resolve(dir)),
 ): Promise<Adapter> {
   const { config: parsed, raw } = readAdapterConfig(dir);
-  const { tensors, file } = await readAdapterTensors(dir);
+  const { tensors, file } = await readAdapterTensors(dir, { maxElements: adapterElementCount(parsed, model.config) });
   const legacy = modernizeLegacy(raw, [...tensors.keys()]);
   if (legacy) {
     for (const [from, to] of legacy.rename) {
@@ -107,8 +138,15 @@ export function buildLayers(
         `${file}: tensor '${k}' has shape [${t.shape.join(', ')}] but the base model needs [${shape.join(', ')}]`,
       );
     }
+    if (!isFloating(t.dtype))
+      throw new UserError(`${file}: tensor '${k}' is ${t.dtype}; adapter weights must be floating point`);
     used.add(k);
-    return noGrad(() => t.to({ dtype: 'float32', device: model.device }).clone().keep());
+    const out = noGrad(() => t.to({ dtype: 'float32', device: model.device }).clone().keep());
+    if (!allFinite(out)) {
+      out.dispose();
+      throw new UserError(`${file}: tensor '${k}' holds NaN or infinite values`);
+    }
+    return out;
   };
   // A or B of a module: the plain tensor, or the experts' tensors stacked.
   const fromFile = (key: ModuleKey, part: 'lora_A' | 'lora_B', shape: number[]): Tensor => {
@@ -183,7 +221,8 @@ export function saveAdapter(
           writeFileAtomic(path.join(tmp, CONFIG_FILE), JSON.stringify(exportAdapterConfig(config), null, 2) + '\n');
           for (const f of opts.formats ?? ['safetensors']) writeWeights(tmp, f, tensors);
         },
-        { replace: true },
+        // Replacing a previous save: only our own files may be in the folder.
+        { replace: true, owned: [CONFIG_FILE, WEIGHTS_FILE, TORCH_WEIGHTS_FILE] },
       );
     }),
   );

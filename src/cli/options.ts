@@ -1,4 +1,5 @@
 // Option parsing shared by the commands: numbers with their ranges, and how a model is opened.
+import os from 'node:os';
 import { Option, type Command } from 'commander';
 import { UsageError } from '../util/errors.js';
 import type { LoadedModel } from '../models/load.js';
@@ -27,6 +28,22 @@ export function numArg(name: string, min = -Infinity, max = Infinity) {
   };
 }
 
+/** A number > 0 (e.g. a divisor). */
+export function positiveNumArg(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n) || !(n > 0))
+      throw new UsageError(`${name} must be a number > 0, got '${v}'`);
+    return n;
+  };
+}
+
+/** --threads: at least 1, at most the machine's cores (more only slows libtorch down and can
+ * exhaust the process's thread limit). */
+export function threadsArg(name = '--threads') {
+  return intArg(name, 1, os.availableParallelism());
+}
+
 /** --model/--tokenizer/--dtype/--device/--threads, used by every command that runs a model. */
 export function addModelOptions(cmd: Command, opts: { modelRequired?: boolean } = {}): Command {
   const model = new Option(
@@ -42,7 +59,7 @@ export function addModelOptions(cmd: Command, opts: { modelRequired?: boolean } 
     )
     .option('--dtype <dtype>', 'compute dtype of the frozen weights: float32, bfloat16, float16', 'float32')
     .option('--device <device>', 'cpu, cuda or cuda:N', 'cpu')
-    .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', intArg('--threads', 1));
+    .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', threadsArg());
 }
 
 export interface ModelCliOptions {

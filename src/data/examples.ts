@@ -60,12 +60,25 @@ export function pretokenized(o: Record<string, unknown>, where: string, vocab: n
   return { inputIds, labels };
 }
 
+/** Text past `maxChars` cannot reach the first cutoff_len tokens (no token is longer than
+ * maxTokenChars), so it is cut before tokenising: the work per record is bounded by cutoff_len, not
+ * by the record (a 50 MB record costs what a record of a few cutoff_len's characters costs). */
+function clip(text: string, maxChars: number): string {
+  return text.length > maxChars ? text.slice(0, maxChars) : text;
+}
+
 /** Tokenises prompt+completion jointly (so the boundary tokenises as in inference); the prompt's own
  * token count decides how many labels are masked. */
-function promptCompletion(tok: TextTokenizer, prompt: string, completion: string, trainOnInputs: boolean): Example {
-  const full = tok.encode(prompt + completion);
+function promptCompletion(
+  tok: TextTokenizer,
+  prompt: string,
+  completion: string,
+  trainOnInputs: boolean,
+  maxChars: number,
+): Example {
+  const full = tok.encode(clip(prompt + completion, maxChars));
   if (tok.eosId !== null && full[full.length - 1] !== tok.eosId) full.push(tok.eosId);
-  const promptLen = Math.min(tok.encode(prompt).length, full.length);
+  const promptLen = Math.min(tok.encode(clip(prompt, maxChars)).length, full.length);
   const labels = full.map((t, i) => (i < promptLen && !trainOnInputs ? IGNORE_INDEX : t));
   return { inputIds: full, labels };
 }
@@ -73,14 +86,18 @@ function promptCompletion(tok: TextTokenizer, prompt: string, completion: string
 /** The whole conversation is tokenised at once; each assistant turn's tokens are found from the token
  * counts of the rendered text before and after it (chat templates end turns at special tokens or
  * newlines, where tokenisation of a prefix agrees with that of the whole). */
-function chat(tok: TextTokenizer, messages: unknown, where: string, trainOnInputs: boolean): Example {
+function chat(tok: TextTokenizer, raw: unknown, where: string, trainOnInputs: boolean, maxChars: number): Example {
   if (
-    !Array.isArray(messages) ||
-    messages.length === 0 ||
-    !messages.every((m) => m && typeof m.role === 'string' && typeof m.content === 'string')
+    !Array.isArray(raw) ||
+    raw.length === 0 ||
+    !raw.every((m) => m && typeof m.role === 'string' && typeof m.content === 'string')
   ) {
     throw new UserError(`${where}: "messages" must be a non-empty list of {role, content}`);
   }
+  const messages = (raw as { role: string; content: string }[]).map((m) => ({
+    role: m.role,
+    content: clip(m.content, maxChars),
+  }));
   if (!tok.hasChatTemplate) throw new UserError(`${where}: {messages} data needs a tokenizer with a chat_template`);
   const inputIds = tok.encode(tok.applyChatTemplate(messages), { special: false });
   const labels = inputIds.map((t) => (trainOnInputs ? t : IGNORE_INDEX));
@@ -105,7 +122,13 @@ export function loadExamples(
   o: TokenizeOptions,
 ): { examples: Example[]; stats: DatasetStats } {
   const { records, unit } = readRecords(file);
-  const template = compileTemplate(o.template);
+  let template: ReturnType<typeof compileTemplate>;
+  try {
+    template = compileTemplate(o.template);
+  } catch (e) {
+    throw new UserError((e as Error).message);
+  }
+  const maxChars = tokenizer ? (o.cutoffLen + 16) * tokenizer.maxTokenChars : Infinity;
   const stats: DatasetStats = { records: records.length, truncated: 0, droppedUnscored: 0, tokens: 0, scoredTokens: 0 };
   const examples: Example[] = [];
   if (records.length === 0) throw new UserError(`${file}: no records`);
@@ -125,16 +148,16 @@ export function loadExamples(
     if (r.input_ids !== undefined) {
       ex = pretokenized(r, where, o.vocabSize);
     } else if (r.messages !== undefined) {
-      ex = chat(tok(), r.messages, where, o.trainOnInputs);
+      ex = chat(tok(), r.messages, where, o.trainOnInputs, maxChars);
     } else if (r.prompt !== undefined || r.completion !== undefined) {
-      ex = promptCompletion(tok(), str(r, 'prompt', where), str(r, 'completion', where), o.trainOnInputs);
+      ex = promptCompletion(tok(), str(r, 'prompt', where), str(r, 'completion', where), o.trainOnInputs, maxChars);
     } else if (r.instruction !== undefined) {
       const parts = template({
         instruction: str(r, 'instruction', where),
         input: str(r, 'input', where, true),
         output: str(r, 'output', where),
       });
-      ex = promptCompletion(tok(), parts.prompt, parts.completion, o.trainOnInputs);
+      ex = promptCompletion(tok(), parts.prompt, parts.completion, o.trainOnInputs, maxChars);
     } else {
       throw new UserError(
         `${where}: unrecognised record: expected {instruction, input, output}, {prompt, completion}, {messages} or {input_ids, labels}`,

@@ -19,16 +19,34 @@ export interface PerplexityResult {
   perplexity: number | null;
 }
 
-export function readPerplexityData(file: string, tokenizer: TextTokenizer, vocabSize: number): PerplexityExample[] {
-  return readJsonl(file).map(({ value, line }) => {
+/** With `maxTokens` (e.g. 8 × the model's context), a record certainly longer is refused before it is
+ * tokenised or run (a text of more than maxTokens × the longest token's characters has more tokens). */
+export function readPerplexityData(
+  file: string,
+  tokenizer: TextTokenizer,
+  vocabSize: number,
+  opts: { maxTokens?: number } = {},
+): PerplexityExample[] {
+  const maxTokens = opts.maxTokens ?? Number.POSITIVE_INFINITY;
+  const tooLong = (line: number, what: string) =>
+    new UserError(`${file}:${line}: ${what} is longer than ${maxTokens} tokens; split it into shorter records`);
+  const records = readJsonl(file);
+  if (records.length === 0)
+    throw new UserError(`${file}: no records (expected JSONL lines with "text" or "input_ids")`);
+  return records.map(({ value, line }) => {
     if (value === null || typeof value !== 'object' || Array.isArray(value))
       throw new UserError(`${file}:${line}: expected an object with "text" or "input_ids"`);
     const o = value as Record<string, unknown>;
     if (typeof o.text === 'string') {
+      if (o.text.length > maxTokens * tokenizer.maxTokenChars) throw tooLong(line, '"text"');
       const ids = tokenizer.encode(o.text);
+      if (ids.length > maxTokens) throw tooLong(line, '"text"');
       return { inputIds: ids, labels: ids };
     }
-    if (o.input_ids !== undefined) return pretokenized(o, `${file}:${line}`, vocabSize);
+    if (o.input_ids !== undefined) {
+      if (Array.isArray(o.input_ids) && o.input_ids.length > maxTokens) throw tooLong(line, '"input_ids"');
+      return pretokenized(o, `${file}:${line}`, vocabSize);
+    }
     throw new UserError(`${file}:${line}: expected "text" (a string) or "input_ids" (a list of token ids)`);
   });
 }

@@ -24,11 +24,24 @@ export interface GenerateOptions extends SamplingOptions {
   onStep?: (step: number) => void;
 }
 
-/** Generates continuations of token-id prompts; returns each row's new tokens (stop token included). */
-export function generate(model: CausalLM, prompts: number[][], o: GenerateOptions): number[][] {
+/** How many new tokens fit after a prompt of `promptLen` tokens in the model's context
+ * (max_position_embeddings): generation never runs past it. */
+export function newTokensThatFit(model: CausalLM, promptLen: number, wanted: number): number {
+  return Math.max(0, Math.min(wanted, model.config.maxPositionEmbeddings - promptLen));
+}
+
+/** Generates continuations of token-id prompts; returns each row's new tokens (stop token included).
+ * At most max_position_embeddings positions in all: maxNewTokens is capped to what fits. */
+export function generate(model: CausalLM, prompts: number[][], options: GenerateOptions): number[][] {
   if (prompts.length === 0) return [];
   const empty = prompts.findIndex((p) => p.length === 0);
   if (empty >= 0) throw new UserError(`generate: prompt ${empty + 1} has no tokens (each prompt needs at least one)`);
+  const longestPrompt = Math.max(...prompts.map((p) => p.length));
+  if (longestPrompt >= model.config.maxPositionEmbeddings && options.maxNewTokens > 0)
+    throw new UserError(
+      `a prompt of ${longestPrompt} tokens leaves no room to generate in the model's context of ${model.config.maxPositionEmbeddings} positions (max_position_embeddings)`,
+    );
+  const o = { ...options, maxNewTokens: newTokensThatFit(model, longestPrompt, options.maxNewTokens) };
   if (o.seed !== undefined && o.seed !== null) manualSeed(o.seed);
   const B = prompts.length;
   const longest = Math.max(...prompts.map((p) => p.length));
@@ -36,7 +49,8 @@ export function generate(model: CausalLM, prompts: number[][], o: GenerateOption
   const done = prompts.map(() => o.maxNewTokens <= 0);
   if (done.every(Boolean)) return out;
   const c = model.config;
-  const cache = new KVCache(c, B, longest + o.maxNewTokens, model.dtype, model.device);
+  // Grown as tokens arrive: a generous max_new_tokens reserves nothing up front.
+  const cache = new KVCache(c, B, longest + o.maxNewTokens, model.dtype, model.device, { initial: longest + 64 });
   try {
     noGrad(() => {
       const packed = packIds(prompts, { side: 'left', pad: o.padId ?? 0, device: model.device }); // [B, T]

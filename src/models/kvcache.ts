@@ -1,4 +1,6 @@
-// Key/value cache for generation: per layer [B, kvHeads, maxLen, headDim], filled in place.
+// Key/value cache for generation: per layer [B, kvHeads, capacity, headDim], filled in place. The
+// capacity starts small and doubles as needed up to maxLen: a large max_new_tokens reserves nothing
+// until the tokens exist.
 import { zeros } from '../tensor/create.js';
 import { isGradEnabled } from '../tensor/autograd.js';
 import type { DType } from '../tensor/dtype.js';
@@ -10,18 +12,39 @@ export class KVCache {
   private readonly values: Tensor[] = [];
   /** Positions already written (the same for every row: padding is a masked position, not a gap). */
   length = 0;
+  /** Positions the buffers hold now (grows up to maxLen). */
+  capacity: number;
 
   constructor(
     c: ModelConfig,
     readonly batch: number,
     readonly maxLen: number,
-    dtype: DType,
-    device: Device,
+    private readonly dtype: DType,
+    private readonly device: Device,
+    opts: { initial?: number } = {},
   ) {
+    this.capacity = Math.min(maxLen, Math.max(1, opts.initial ?? 256));
     for (let l = 0; l < c.numLayers; l++) {
-      this.keys.push(zeros([batch, c.numKvHeads, maxLen, c.headDim], { dtype, device }).keep());
-      this.values.push(zeros([batch, c.numKvHeads, maxLen, c.headDim], { dtype, device }).keep());
+      this.keys.push(zeros([batch, c.numKvHeads, this.capacity, c.headDim], { dtype, device }).keep()); // [B, Hkv, cap, D]
+      this.values.push(zeros([batch, c.numKvHeads, this.capacity, c.headDim], { dtype, device }).keep());
     }
+  }
+
+  /** Doubles the buffers (at least to `needed`, at most to maxLen), keeping what is written. */
+  private grow(needed: number): void {
+    const cap = Math.min(this.maxLen, Math.max(needed, 2 * this.capacity));
+    const regrow = (t: Tensor): Tensor => {
+      const [B, H, , D] = t.shape as [number, number, number, number];
+      const bigger = zeros([B, H, cap, D], { dtype: this.dtype, device: this.device }).keep(); // [B, Hkv, cap, D]
+      bigger.narrow(2, 0, this.length).copy_(t.narrow(2, 0, this.length));
+      t.dispose();
+      return bigger;
+    };
+    for (let l = 0; l < this.keys.length; l++) {
+      this.keys[l] = regrow(this.keys[l]!);
+      this.values[l] = regrow(this.values[l]!);
+    }
+    this.capacity = cap;
   }
 
   /** Writes k, v [B, kvHeads, T, D] after the cached positions; returns all keys/values so far. */
@@ -30,6 +53,7 @@ export class KVCache {
     const T = k.size(2);
     if (this.length + T > this.maxLen)
       throw new RangeError(`KV cache holds ${this.maxLen} positions; ${this.length + T} needed`);
+    if (this.length + T > this.capacity) this.grow(this.length + T);
     this.keys[layer]!.narrow(2, this.length, T).copy_(k);
     this.values[layer]!.narrow(2, this.length, T).copy_(v);
     return [this.keys[layer]!.narrow(2, 0, this.length + T), this.values[layer]!.narrow(2, 0, this.length + T)];

@@ -10,6 +10,7 @@ import { tidy } from '../tensor/scope.js';
 import type { DType } from '../tensor/dtype.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
 import { UserError } from '../util/errors.js';
+import { allFinite } from '../tensor/checks.js';
 import { openForRead } from '../util/files.js';
 import type { ModelConfig } from './config.js';
 import { projectionPrefix, structureWeights, weightSpecs, type ModelWeights } from './weights.js';
@@ -119,6 +120,10 @@ export function loadLlama2cWeights(file: string, c: ModelConfig, opts: { dtype: 
     const out = noGrad(() => t.to({ dtype: opts.dtype, device: opts.device }));
     if (out !== t) t.dispose();
     byName.set(name, out.keep());
+    if (!allFinite(out)) {
+      for (const x of byName.values()) x.dispose();
+      throw new UserError(`${file}: tensor '${name}' holds NaN or infinite values (as ${opts.dtype})`);
+    }
   };
   const { hiddenSize: dim, intermediateSize: hid } = c;
   put('model.embed_tokens.weight', read('embed', 0, [c.vocabSize, dim]));

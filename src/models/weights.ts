@@ -3,7 +3,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { readHeader, loadTensor, type SafetensorsHeader } from '../io/safetensors.js';
-import type { DType } from '../tensor/dtype.js';
+import { isFloating, type DType } from '../tensor/dtype.js';
+import { allFinite } from '../tensor/checks.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
 import { UserError } from '../util/errors.js';
 import type { ModelConfig } from './config.js';
@@ -60,23 +61,43 @@ export function projectionPrefix(layer: number, name: ProjName): string {
   return `model.layers.${layer}.${(MLP_PROJECTIONS as readonly ProjName[]).includes(name) ? 'mlp' : 'self_attn'}.${name}`;
 }
 
-/** Every tensor of the model: its Hugging Face name and shape, in checkpoint order. */
-export function weightSpecs(c: ModelConfig): { name: string; shape: number[] }[] {
-  const out: { name: string; shape: number[] }[] = [
-    { name: 'model.embed_tokens.weight', shape: [c.vocabSize, c.hiddenSize] },
-  ];
+/** How many tensors weightSpecs lists (counted, not built: config sizes are untrusted). */
+export function weightCount(c: ModelConfig): number {
+  const biases = PROJECTIONS.filter((p) => hasBias(c, p)).length;
+  return 2 + c.numLayers * (2 + PROJECTIONS.length + biases) + (c.tieWordEmbeddings ? 0 : 1);
+}
+
+/** The number of parameters of the model (counted, not built). */
+export function parameterCount(c: ModelConfig): number {
+  const proj = PROJECTIONS.reduce((n, p) => {
+    const [out, inp] = projectionShape(c, p);
+    return n + out * inp + (hasBias(c, p) ? out : 0);
+  }, 0);
+  return (
+    c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2) + c.hiddenSize + c.numLayers * (2 * c.hiddenSize + proj)
+  );
+}
+
+/** Every tensor of the model: its Hugging Face name and shape, in checkpoint order, one at a time
+ * (a config's sizes are untrusted: nothing is listed before it is needed). */
+export function* iterWeightSpecs(c: ModelConfig): Generator<{ name: string; shape: number[] }> {
+  yield { name: 'model.embed_tokens.weight', shape: [c.vocabSize, c.hiddenSize] };
   for (let l = 0; l < c.numLayers; l++) {
-    out.push({ name: `model.layers.${l}.input_layernorm.weight`, shape: [c.hiddenSize] });
+    yield { name: `model.layers.${l}.input_layernorm.weight`, shape: [c.hiddenSize] };
     for (const p of PROJECTIONS) {
       const shape = projectionShape(c, p);
-      out.push({ name: `${projectionPrefix(l, p)}.weight`, shape });
-      if (hasBias(c, p)) out.push({ name: `${projectionPrefix(l, p)}.bias`, shape: [shape[0]] });
+      yield { name: `${projectionPrefix(l, p)}.weight`, shape };
+      if (hasBias(c, p)) yield { name: `${projectionPrefix(l, p)}.bias`, shape: [shape[0]] };
     }
-    out.push({ name: `model.layers.${l}.post_attention_layernorm.weight`, shape: [c.hiddenSize] });
+    yield { name: `model.layers.${l}.post_attention_layernorm.weight`, shape: [c.hiddenSize] };
   }
-  out.push({ name: 'model.norm.weight', shape: [c.hiddenSize] });
-  if (!c.tieWordEmbeddings) out.push({ name: 'lm_head.weight', shape: [c.vocabSize, c.hiddenSize] });
-  return out;
+  yield { name: 'model.norm.weight', shape: [c.hiddenSize] };
+  if (!c.tieWordEmbeddings) yield { name: 'lm_head.weight', shape: [c.vocabSize, c.hiddenSize] };
+}
+
+/** Every tensor of the model: its Hugging Face name and shape, in checkpoint order. */
+export function weightSpecs(c: ModelConfig): { name: string; shape: number[] }[] {
+  return [...iterWeightSpecs(c)];
 }
 
 /** Builds the structured view from tensors by Hugging Face name. */
@@ -156,6 +177,21 @@ function openShards(dir: string): Map<string, SafetensorsHeader> {
  * the compute dtype one at a time (never two copies of the model in memory). */
 export function loadHfWeights(dir: string, c: ModelConfig, opts: { dtype: DType; device: Device }): ModelWeights {
   const shards = openShards(dir);
+  // The config is checked against the file before anything is built from its sizes (a config of a
+  // billion layers must fail now, not after listing a billion layers' tensor names).
+  const needed = weightCount(c);
+  if (needed > shards.size) {
+    let missing = '';
+    for (const spec of iterWeightSpecs(c)) {
+      if (!shards.has(spec.name)) {
+        missing = spec.name;
+        break;
+      }
+    }
+    throw new UserError(
+      `${dir}: the checkpoint has no tensor '${missing}' (${path.join(dir, 'config.json')}: num_hidden_layers ${c.numLayers} needs ${needed} tensors, the checkpoint holds ${shards.size})`,
+    );
+  }
   const loaded = new Map<string, Tensor>();
   try {
     for (const spec of weightSpecs(c)) {
@@ -170,7 +206,12 @@ export function loadHfWeights(dir: string, c: ModelConfig, opts: { dtype: DType;
           `${h.file}: tensor '${spec.name}' has shape [${e.shape.join(', ')}] but config.json implies [${spec.shape.join(', ')}]`,
         );
       }
-      loaded.set(spec.name, loadTensor(h, spec.name, opts).keep());
+      if (!isFloating(e.dtype))
+        throw new UserError(`${h.file}: tensor '${spec.name}' is ${e.dtype}; model weights must be floating point`);
+      const t = loadTensor(h, spec.name, opts).keep();
+      loaded.set(spec.name, t);
+      if (!allFinite(t))
+        throw new UserError(`${h.file}: tensor '${spec.name}' holds NaN or infinite values (as ${opts.dtype})`);
     }
   } catch (e) {
     for (const t of loaded.values()) t.dispose();

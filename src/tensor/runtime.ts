@@ -38,4 +38,9 @@ export function buildInfo(): ReturnType<typeof native.buildInfo> {
 
 // Default: all cores (libtorch's own default follows OMP settings, which some builds pin to 1).
 const envThreads = Number(process.env.MIXLORA_NUM_THREADS);
-native.setNumThreads(Number.isInteger(envThreads) && envThreads > 0 ? envThreads : os.availableParallelism());
+// More threads than cores only slows libtorch down (and a huge number can exhaust the thread limit).
+native.setNumThreads(
+  Number.isInteger(envThreads) && envThreads > 0
+    ? Math.min(envThreads, os.availableParallelism())
+    : os.availableParallelism(),
+);

@@ -3,11 +3,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { Template } from '@huggingface/jinja';
 import { UserError } from '../util/errors.js';
 import { readJsonObject } from '../util/files.js';
 import { readLlama2cTokenizer } from './llama2c.js';
 import { readSentencePieceModel } from './sentencepiece.js';
+import { renderTemplate } from './template-render.js';
 import { spmToTokenizerJson } from './spm.js';
 
 export interface ChatMessage {
@@ -89,6 +89,18 @@ export class TextTokenizer {
     return this.tok.id_to_token(id) ?? null;
   }
 
+  private longestToken: number | null = null;
+  /** Characters of the longest vocabulary token (at least 1): n tokens never cover more than
+   * n × this many characters. */
+  get maxTokenChars(): number {
+    if (this.longestToken === null) {
+      let m = 1;
+      for (const t of this.tok.get_vocab(true).keys()) m = Math.max(m, t.length);
+      this.longestToken = m;
+    }
+    return this.longestToken;
+  }
+
   get hasChatTemplate(): boolean {
     return this.chatTemplate !== null;
   }
@@ -96,12 +108,16 @@ export class TextTokenizer {
   /** Renders messages with the tokenizer's chat template (as transformers' apply_chat_template). */
   applyChatTemplate(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): string {
     if (this.chatTemplate === null) throw new UserError(`${this.source}: the tokenizer has no chat_template`);
-    return new Template(this.chatTemplate).render({
-      messages,
-      add_generation_prompt: opts.addGenerationPrompt ?? false,
-      bos_token: tokenContent(this.config.bos_token) ?? '',
-      eos_token: tokenContent(this.config.eos_token) ?? '',
-    });
+    return renderTemplate(
+      this.chatTemplate,
+      {
+        messages,
+        add_generation_prompt: opts.addGenerationPrompt ?? false,
+        bos_token: tokenContent(this.config.bos_token) ?? '',
+        eos_token: tokenContent(this.config.eos_token) ?? '',
+      },
+      `${this.source}: chat_template (tokenizer_config.json)`,
+    );
   }
 
   // ---- loading ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import {
   type EvalDuringConfig,
   type ReportTarget,
 } from './config-workflow.js';
+import { adapterNameProblem } from './output-dir.js';
 
 export type OptimizerName = 'adamw' | 'sgd';
 export type SchedulerName = 'constant' | 'linear' | 'cosine';
@@ -85,14 +86,17 @@ function adapterEntry(cf: ConfigFile, value: unknown, i: number): AdapterTrainCo
   const at = (key: string) => cf.locate(['adapters', i, key]);
   const f = Fields.of(value, `${cf.file}: adapters[${i}]`, at);
   const name = f.str('name');
-  if (!/^[A-Za-z0-9._-]+$/.test(name))
-    f.fail('name', `'${name}' must use letters, digits, '.', '_' and '-' only (it names a folder)`);
+  const nameProblem = adapterNameProblem(name);
+  if (nameProblem) f.fail('name', nameProblem);
   const initFrom = f.optStr('init_from');
   let adapter: AdapterConfig | null = null;
   if (f.has('adapter')) {
     if (initFrom) f.fail('adapter', 'and init_from both given: init_from brings its own config');
-    adapter = parseAdapterConfig(f.raw('adapter'), `${cf.file}: adapters[${i}].adapter`, (key) =>
-      cf.locate(['adapters', i, 'adapter', key]),
+    adapter = parseAdapterConfig(
+      f.raw('adapter'),
+      `${cf.file}: adapters[${i}].adapter`,
+      (key) => cf.locate(['adapters', i, 'adapter', key]),
+      { strict: true },
     );
   } else if (!initFrom) {
     f.fail('adapter', 'is required (or init_from)');
@@ -181,11 +185,10 @@ export function parseTrainConfig(cf: ConfigFile): TrainConfig {
   if (!fs.existsSync(cfg.baseModel) && !isModelId(cfg.baseModel))
     f.fail('base_model', `names ${cfg.baseModel}, which does not exist (nor is it a Hugging Face model id org/name)`);
   const names = cfg.adapters.map((a) => a.name);
-  const dup = names.find((n, i) => names.indexOf(n) !== i);
-  if (dup) throw new UserError(`${cf.file}: two adapters are named '${dup}'`);
-  for (const reserved of ['checkpoints', 'best', 'tensorboard'])
-    if (names.includes(reserved))
-      throw new UserError(`${cf.file}: an adapter may not be named '${reserved}' (a folder of the run)`);
+  // Case-insensitively: 'Lora' and 'lora' are one folder on macOS and Windows.
+  const lower = names.map((n) => n.toLowerCase());
+  const dup = names.find((_, i) => lower.indexOf(lower[i]!) !== i);
+  if (dup) throw new UserError(`${cf.file}: two adapters are named '${dup}' (names must differ, ignoring case)`);
   return cfg;
 }
 

@@ -14,14 +14,13 @@ import { loadTask, type EvalTask } from '../eval/tasks.js';
 import type { CausalLM } from '../models/llama.js';
 import { writeChart, type ChartSpec } from '../io/charts.js';
 import { EventWriter } from '../io/tensorboard.js';
+import { BEST_DIR, TENSORBOARD_DIR } from './output-dir.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
 import type { AdapterTrainConfig, TrainConfig } from './config.js';
 import { metricImproves } from './config-workflow.js';
 
 /** The folders a run writes in output_dir besides the adapters, checkpoints/ and metrics.jsonl. */
-export const BEST_DIR = 'best';
-export const TENSORBOARD_DIR = 'tensorboard';
 
 export interface TrainLine {
   adapter: string;

@@ -9,18 +9,22 @@ import { zeroGrad } from '../tensor/autograd.js';
 import { loadModelForTraining, parseDevice, parseDType } from '../models/load.js';
 import { resolveModel } from '../models/hub.js';
 import { Adapter } from '../adapters/adapter.js';
-import { loadAdapter, saveAdapter } from '../adapters/io.js';
+import { adapterElementCount, loadAdapter, saveAdapter } from '../adapters/io.js';
+import type { AdapterConfig } from '../adapters/config.js';
+import type { ModelConfig } from '../models/config.js';
+import { parameterCount } from '../models/weights.js';
 import { describeAdapter } from '../adapters/config.js';
 import { AdamW, SGD, clipGradNorm, type Optimizer } from '../optim/index.js';
 import { loadExamples, scoredTokens, type DatasetStats, type Example } from '../data/examples.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { appendFileChecked, writeFileAtomic } from '../io/atomic.js';
 import { UserError } from '../util/errors.js';
 import { writeChart } from '../io/charts.js';
 import { lossCurveSpec, type LossPoint } from './loss-chart.js';
 import type { Progress, ProgressBar } from '../cli/progress.js';
 import type { AdapterTrainConfig, TrainConfig } from './config.js';
 import { DataOrder } from './order.js';
+import { openOutputDir } from './output-dir.js';
 import { lrMultiplier, warmupSteps } from './schedule.js';
 import { fusedStep, type MicroBatch } from './step.js';
 import { RunReports } from './eval-during.js';
@@ -73,15 +77,25 @@ export interface TrainResult {
 
 const emptyAcc = (): StepAccumulator => ({ ce: 0, aux: 0, auxCount: 0, scored: 0, input: 0, seconds: 0 });
 
-export async function train(
-  cfg: TrainConfig,
-  opts: {
-    resume?: boolean;
-    progress?: Progress;
-    /** base_model already resolved to a local path by the caller (e.g. a Hub id it downloaded). */
-    modelPath?: string;
-  } = {},
-): Promise<TrainResult> {
+/** Trains the config's adapters into its output_dir, which is checked (nothing there but a previous
+ * run's own files) and locked for the run's life (see output-dir.ts). */
+export interface TrainOptions {
+  resume?: boolean;
+  progress?: Progress;
+  /** base_model already resolved to a local path by the caller (e.g. a Hub id it downloaded). */
+  modelPath?: string;
+}
+
+export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<TrainResult> {
+  const lock = openOutputDir(cfg, { resume: opts.resume ?? false });
+  try {
+    return await trainLocked(cfg, opts);
+  } finally {
+    lock.release();
+  }
+}
+
+async function trainLocked(cfg: TrainConfig, opts: TrainOptions): Promise<TrainResult> {
   const log = (s: string) => opts.progress?.log(s);
   const metricsFile = path.join(cfg.outputDir, 'metrics.jsonl');
 
@@ -113,11 +127,18 @@ export async function train(
   for (const a of cfg.adapters) {
     // Each adapter's initial weights depend on the seed and its name only, not on the other adapters.
     manualSeed(initSeed(cfg.seed, a.name));
+    if (a.adapter) checkAdapterSize(cfg, a.name, a.adapter, model.config);
     const adapter = a.initFrom
       ? await loadAdapter(a.initFrom, model, a.name)
       : Adapter.create(a.name, { ...a.adapter!, baseModel: cfg.baseModel }, model);
     adapter.requiresGrad_();
     const { examples, stats } = loadAllExamples(a, tokenizer, cfg.cutoffLen, model.config.vocabSize);
+    const maxPos = model.config.maxPositionEmbeddings;
+    const over = examples.filter((e) => e.inputIds.length > maxPos).length;
+    if (over > 0)
+      log(
+        `warning: ${a.name}: ${over} examples are longer than the model's max_position_embeddings (${maxPos}); lower cutoff_len to ${maxPos} to stay in the model's range`,
+      );
     const order = new DataOrder(
       examples.map((e) => e.inputIds.length),
       a.batchSize,
@@ -161,7 +182,9 @@ export async function train(
     truncateLines(metricsFile, state.metricsLines);
     log(`resumed from ${resumeFrom} (fused step ${fused})`);
   } else {
-    fs.mkdirSync(cfg.outputDir, { recursive: true });
+    // Starting from the beginning (a new run, or one killed before its first checkpoint): metrics of
+    // a previous attempt would not match this run's state.
+    if (fs.existsSync(metricsFile)) truncateLines(metricsFile, 0);
     writeFileAtomic(path.join(cfg.outputDir, 'train_config.json'), JSON.stringify(cfg, null, 2) + '\n');
   }
   const reports = new RunReports(cfg, model, tokenizer, metricsFile, log, tokenizer?.padId ?? 0);
@@ -219,6 +242,17 @@ export async function train(
   charts.push(...(await reports.finish()));
   for (const a of cfg.adapters) outputs[a.name] ??= path.join(cfg.outputDir, a.name);
   return { outputs, metricsFile, charts, fusedSteps: fused, resumedFrom: resumeFrom };
+}
+
+/** An adapter bigger than its base model is a typo in r or num_experts (r: 1000000000 would ask for
+ * terabytes): refused before anything is allocated. */
+function checkAdapterSize(cfg: TrainConfig, name: string, c: AdapterConfig, mc: ModelConfig): void {
+  const n = adapterElementCount(c, mc);
+  const base = parameterCount(mc);
+  if (n > Math.max(4 * base, 2 ** 24))
+    throw new UserError(
+      `${cfg.file}: adapter '${name}' would have ${n.toLocaleString('en-US')} parameters, more than 4 times its base model's ${base.toLocaleString('en-US')}: check r and num_experts`,
+    );
 }
 
 /** FNV-1a of the adapter's name: its init and data order depend on it, not on its place in the list. */
@@ -293,7 +327,7 @@ function optimizerStep(r: AdapterRun, metricsFile: string): MetricsLine {
     tokens_per_s: r.acc.input / Math.max(r.acc.seconds, 1e-9),
     grad_norm: gradNorm,
   };
-  fs.appendFileSync(metricsFile, JSON.stringify(line) + '\n');
+  appendFileChecked(metricsFile, JSON.stringify(line) + '\n');
   r.bar?.update(r.step, {
     loss: line.loss.toFixed(4),
     ...(line.aux !== null ? { aux: line.aux.toFixed(4) } : {}),

@@ -25,7 +25,13 @@ export function readConfigFile(file: string): ConfigFile {
       `${file}${at ? `:${at.line}` : ''}: not valid YAML/JSON (${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')})`,
     );
   }
-  const value = doc.toJS();
+  let value: unknown;
+  try {
+    // toJS refuses alias bombs ("billion laughs") past its maxAliasCount, among others.
+    value = doc.toJS();
+  } catch (e) {
+    throw new UserError(`${file}: not usable YAML/JSON (${(e as Error).message.split('\n')[0]})`);
+  }
   return {
     file,
     value,

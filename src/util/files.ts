@@ -1,5 +1,6 @@
 // Opening and reading files with errors users can act on: the file named, the reason in a word.
 import fs from 'node:fs';
+import { isUtf8 } from 'node:buffer';
 import zlib from 'node:zlib';
 import { UserError } from './errors.js';
 
@@ -24,15 +25,33 @@ export function readBytes(file: string): Buffer {
   }
 }
 
-/** A text file's contents; files ending in .gz are gunzipped. */
+/** UTF-8 text, or a UserError naming the first line that is not (Buffer.toString would silently
+ * turn bad bytes into U+FFFD and train on them). */
+function decodeUtf8(file: string, bytes: Buffer): string {
+  if (isUtf8(bytes)) return bytes.toString('utf8');
+  let start = 0;
+  for (let line = 1; ; line++) {
+    const end = bytes.indexOf(0x0a, start);
+    const part = bytes.subarray(start, end < 0 ? bytes.length : end);
+    if (!isUtf8(part) || end < 0) throw new UserError(`${file}:${line}: not UTF-8 text`);
+    start = end + 1;
+  }
+}
+
+/** Decompressed .gz files are limited to this size (a small file can inflate to any size). */
+const MAX_GUNZIP_BYTES = 2 * 2 ** 30 - 1;
+
+/** A text file's contents (UTF-8); files ending in .gz are gunzipped. */
 export function readText(file: string): string {
   const raw = readBytes(file);
-  if (!file.endsWith('.gz')) return raw.toString('utf8');
+  if (!file.endsWith('.gz')) return decodeUtf8(file, raw);
+  let bytes: Buffer;
   try {
-    return zlib.gunzipSync(raw).toString('utf8');
+    bytes = zlib.gunzipSync(raw, { maxOutputLength: MAX_GUNZIP_BYTES });
   } catch (e) {
-    throw new UserError(`${file}: not a valid gzip file (${(e as Error).message})`);
+    throw new UserError(`${file}: not a valid gzip file, or it inflates past 2 GiB (${(e as Error).message})`);
   }
+  return decodeUtf8(file, bytes);
 }
 
 export function readJson(file: string): unknown {

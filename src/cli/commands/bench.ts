@@ -1,6 +1,6 @@
 // mixlora bench: training-step latency and peak memory of a method on a preset model (random weights).
 import { Command, Option } from 'commander';
-import { intArg } from '../options.js';
+import { intArg, threadsArg } from '../options.js';
 
 export function benchCommand(): Command {
   return new Command('bench')
@@ -33,7 +33,7 @@ export function benchCommand(): Command {
       intArg('--scored', 1),
     )
     .option('--device <device>', 'cpu, cuda or cuda:N', 'cpu')
-    .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', intArg('--threads', 1))
+    .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', threadsArg())
     .option('--json', 'print one JSON line: {method, fused, ms_per_step, ms_per_token, tokens_per_s, peak_rss_mib}')
     .action(
       async (o: {

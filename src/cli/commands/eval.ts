@@ -68,6 +68,7 @@ export function evalCommand(): Command {
     const { expertLoad } = await import('../../eval/expert-load.js');
     const { textTable, jsonReport, writeReport } = await import('../../eval/report.js');
     const { loadAdapter } = await import('../../adapters/io.js');
+    if (o.task.length === 0) throw new UsageError('give at least one --task');
     if (o.data.length > 0 && o.data.length !== o.task.length)
       throw new UsageError('give one --data per --task (in the same order), or none to use the bundled test slices');
     const files = o.task.map((t, i) => {

@@ -1,6 +1,6 @@
 // mixlora generate: continue prompts with a model; prints only the completions.
 import { Command } from 'commander';
-import { addModelOptions, intArg, numArg, openModel, type ModelCliOptions } from '../options.js';
+import { addModelOptions, intArg, numArg, openModel, positiveNumArg, type ModelCliOptions } from '../options.js';
 import { createProgress } from '../progress.js';
 import { adapterHooks, addAdapterOption } from '../adapter-option.js';
 
@@ -32,14 +32,18 @@ export function generateCommand(): Command {
       numArg('--top-p', 0, 1),
     )
     .option('--top-k <k>', 'keep the k most likely tokens', intArg('--top-k', 1))
-    .option('--repetition-penalty <r>', 'penalise tokens already present (> 1)', numArg('--repetition-penalty', 0))
+    .option(
+      '--repetition-penalty <r>',
+      'divide the logits of tokens already present by r (> 0; 1 = none, > 1 discourages repeats)',
+      positiveNumArg('--repetition-penalty'),
+    )
     .option('--seed <s>', 'random seed for sampling', intArg('--seed', 0))
     .option('--chat', "wrap each prompt as a user message with the tokenizer's chat template")
     .option('--json', 'print {"completions": [...]} as JSON');
   addModelOptions(cmd);
   addAdapterOption(cmd);
   return cmd.action(async (o: GenerateCliOptions) => {
-    const { generate } = await import('../../generate/generate.js');
+    const { generate, newTokensThatFit } = await import('../../generate/generate.js');
     const loaded = await openModel(o);
     const { model, tokenizer } = loaded;
     const hooks = await adapterHooks(loaded, o.adapter);
@@ -51,8 +55,14 @@ export function generateCommand(): Command {
           })
         : tokenizer.encode(p),
     );
+    const longest = Math.max(...prompts.map((p) => p.length));
+    const fits = newTokensThatFit(model, longest, o.maxNewTokens);
+    if (fits < o.maxNewTokens && fits > 0)
+      process.stderr.write(
+        `note: --max-new-tokens ${o.maxNewTokens} capped to ${fits}: the model's context is ${model.config.maxPositionEmbeddings} positions (max_position_embeddings) and the longest prompt has ${longest} tokens\n`,
+      );
     const progress = createProgress();
-    const bar = progress.bar('generate', o.maxNewTokens);
+    const bar = progress.bar('generate', Math.max(1, fits));
     const out = generate(model, prompts, {
       maxNewTokens: o.maxNewTokens,
       temperature: o.temperature,

@@ -19,7 +19,16 @@ export function perplexityCommand(): Command {
       const { perplexity, readPerplexityData } = await import('../../eval/perplexity.js');
       const loaded = await openModel(o);
       const hooks = await adapterHooks(loaded, o.adapter);
-      const data = readPerplexityData(o.data, loaded.tokenizer, loaded.model.config.vocabSize);
+      const maxPos = loaded.model.config.maxPositionEmbeddings;
+      // Far past the context a record is certainly a mistake, and would cost memory without bound.
+      const data = readPerplexityData(o.data, loaded.tokenizer, loaded.model.config.vocabSize, {
+        maxTokens: 8 * maxPos,
+      });
+      const over = data.filter((e) => e.inputIds.length > maxPos).length;
+      if (over > 0)
+        process.stderr.write(
+          `warning: ${over} example(s) of ${o.data} are longer than the model's max_position_embeddings (${maxPos}); its predictions there are out of its training range\n`,
+        );
       const progress = createProgress();
       const bar = progress.bar('perplexity', data.length);
       const result = perplexity(loaded.model, data, { batchSize: o.batchSize, hooks, onBatch: (n) => bar.update(n) });

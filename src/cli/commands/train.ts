@@ -1,6 +1,6 @@
 // mixlora train: fine-tune one or more adapters together, as a JSON or YAML config describes.
 import { Command } from 'commander';
-import { intArg } from '../options.js';
+import { threadsArg } from '../options.js';
 
 export function trainCommand(): Command {
   return new Command('train')
@@ -9,7 +9,7 @@ export function trainCommand(): Command {
     )
     .argument('<config>', 'training config file')
     .option('--resume', "continue from the newest complete checkpoint in the config's output_dir")
-    .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', intArg('--threads', 1))
+    .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', threadsArg())
     .option('--quiet', 'no progress on stderr')
     .action(async (file: string, o: { resume?: boolean; threads?: number; quiet?: boolean }) => {
       const { readTrainConfig } = await import('../../train/config.js');
