@@ -7,6 +7,7 @@ import { generateCommand } from './commands/generate.js';
 import { inspectCommand } from './commands/inspect.js';
 import { mergeCommand } from './commands/merge.js';
 import { perplexityCommand } from './commands/perplexity.js';
+import { serveCommand } from './commands/serve.js';
 import { trainCommand } from './commands/train.js';
 
 export function registerCommands(program: Command): void {
@@ -14,6 +15,7 @@ export function registerCommands(program: Command): void {
     trainCommand,
     evalCommand,
     generateCommand,
+    serveCommand,
     perplexityCommand,
     inspectCommand,
     mergeCommand,
