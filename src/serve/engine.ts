@@ -69,6 +69,8 @@ export class Engine {
   private accepting = true;
   private stopped = false;
   private readonly loopDone: Promise<void>;
+  /** The most rows one decode step has run (tests use it to see that requests shared steps). */
+  peakBatch = 0;
 
   constructor(
     readonly model: CausalLM,
@@ -208,6 +210,7 @@ export class Engine {
   private step(): void {
     const rows = this.running.filter((r) => !r.done);
     if (rows.length === 0) return;
+    this.peakBatch = Math.max(this.peakBatch, rows.length);
     const groups = new Map<Adapter | null, Row[]>();
     for (const r of rows) {
       const g = groups.get(r.spec.adapter);
