@@ -12,7 +12,7 @@ import type { Adapter } from '../adapters/adapter.js';
 import { AdapterBatch, type RowRange } from '../adapters/batch.js';
 import { KVPool } from './kv-pool.js';
 import { RowSampler, type SamplingParams, type TokenChoice } from './sampling.js';
-import { ApiError } from './errors.js';
+import { ApiError, badRequest } from './errors.js';
 import type { ServerMetrics } from './metrics.js';
 
 export type FinishReason = 'stop' | 'length' | 'abort';
@@ -93,6 +93,11 @@ export class Engine {
   /** Queues sequences (all or none); throws 429 when the queue is full, 503 when shutting down. */
   submit(specs: SequenceSpec[]): SequenceHandle[] {
     if (!this.accepting) throw new ApiError(503, 'the server is shutting down', 'server_error', null, 'shutting_down');
+    if (specs.length > this.opts.maxBatch + this.opts.maxQueue)
+      throw badRequest(
+        `the request needs ${specs.length} sequences (prompts × n); this server runs and queues ${this.opts.maxBatch + this.opts.maxQueue} at most`,
+        'n',
+      );
     const free = this.opts.maxBatch - this.running.length;
     if (this.waiting.length + specs.length > this.opts.maxQueue + Math.max(0, free)) {
       throw new ApiError(
@@ -153,11 +158,17 @@ export class Engine {
         this.wake = null;
         continue;
       }
-      this.sweep();
-      this.admit();
-      if (this.running.length > 0) this.step();
-      this.sweep();
-      this.gauges();
+      try {
+        this.sweep();
+        this.admit();
+        if (this.running.length > 0) this.step();
+        this.sweep();
+        this.gauges();
+      } catch (e) {
+        // A bug here must not stop the loop: the rows it touched fail, the server goes on.
+        for (const r of this.running) this.fail(r, e);
+        this.running = [];
+      }
       // Let the event loop run between steps: responses flush, requests arrive, clients disconnect.
       await nextTurn();
     }
@@ -182,7 +193,7 @@ export class Engine {
       const row = this.waiting.shift()!;
       const { spec } = row;
       try {
-        row.slot = this.pool.acquire(spec.prompt.length + spec.maxTokens);
+        row.slot = this.pool.acquire(spec.prompt.length + 1);
         const hooks = spec.adapter ? AdapterBatch.all(spec.adapter, { training: false, record: 'none' }) : undefined;
         try {
           const picked = noGrad(() =>
@@ -211,6 +222,12 @@ export class Engine {
     const rows = this.running.filter((r) => !r.done);
     if (rows.length === 0) return;
     this.peakBatch = Math.max(this.peakBatch, rows.length);
+    try {
+      this.pool.reserve(Math.max(...rows.map((r) => r.len)) + 1);
+    } catch (e) {
+      for (const r of rows) this.fail(r, e);
+      return;
+    }
     const groups = new Map<Adapter | null, Row[]>();
     for (const r of rows) {
       const g = groups.get(r.spec.adapter);

@@ -4,6 +4,7 @@
 // [B, kvHeads, S + 1, headDim] (S = the longest row), with a key mask that hides the left gap, so each
 // row's positions and attention equal a run of that sequence alone (as generate's left padding does).
 import { tensor, zeros } from '../tensor/create.js';
+import { tidy } from '../tensor/scope.js';
 import type { DType } from '../tensor/dtype.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
 import type { ModelConfig } from '../models/config.js';
@@ -33,8 +34,14 @@ export class KVPool {
   acquire(positions: number): number {
     const slot = this.free.pop();
     if (slot === undefined) throw new Error('KVPool: no free slot');
-    if (positions > this.capacity) this.grow(positions);
+    this.reserve(positions);
     return slot;
+  }
+
+  /** Makes every slot hold at least `positions` positions. Slots grow as sequences do (doubling), not to
+   * their requested maximum, so memory follows the longest running sequence. */
+  reserve(positions: number): void {
+    if (positions > this.capacity) this.grow(positions);
   }
 
   release(slot: number): void {
@@ -49,9 +56,11 @@ export class KVPool {
     const resize = (old: Tensor | undefined): Tensor => {
       const t = zeros([this.slots * cap, c.numKvHeads, c.headDim], { dtype: this.dtype, device: this.device }).keep();
       if (old) {
-        t.view(this.slots, cap, c.numKvHeads, c.headDim)
-          .narrow(1, 0, this.capacity)
-          .copy_(old.view(this.slots, this.capacity, c.numKvHeads, c.headDim)); // [slots, cap, nKV, D]
+        tidy(() => {
+          t.view(this.slots, cap, c.numKvHeads, c.headDim)
+            .narrow(1, 0, this.capacity)
+            .copy_(old.view(this.slots, this.capacity, c.numKvHeads, c.headDim)); // [slots, cap, nKV, D]
+        });
         old.dispose();
       }
       return t;
