@@ -44,20 +44,27 @@ export class RowSampler {
 
   private sample(logp: Float32Array): number {
     const p = this.params;
-    // Candidates as [id, scaled logit], most likely first.
-    let cand: [number, number][] = [];
-    for (let i = 0; i < logp.length; i++)
-      if (logp[i]! > Number.NEGATIVE_INFINITY) cand.push([i, logp[i]! / p.temperature]);
-    cand.sort((a, b) => b[1] - a[1]);
-    if (p.topK !== null && p.topK > 0) cand = cand.slice(0, p.topK);
-    const max = cand[0]![1];
-    let weights = cand.map(([, z]) => Math.exp(z - max));
+    const k = p.topK !== null && p.topK > 0 && p.topK < logp.length ? p.topK : null;
+    const nucleus = p.topP !== null && p.topP < 1;
+    // Candidates as [id, logprob], most likely first: the k best (a partial selection), every token
+    // sorted when top_p needs the order, or every token as it is.
+    let cand: [number, number][];
+    if (k !== null && k <= 256) cand = topN(logp, k);
+    else {
+      cand = [];
+      for (let i = 0; i < logp.length; i++) if (logp[i]! > Number.NEGATIVE_INFINITY) cand.push([i, logp[i]!]);
+      if (k !== null || nucleus) cand.sort((a, b) => b[1] - a[1]);
+      if (k !== null) cand = cand.slice(0, k);
+    }
+    let max = Number.NEGATIVE_INFINITY;
+    for (const [, v] of cand) max = Math.max(max, v);
+    let weights = cand.map(([, v]) => Math.exp((v - max) / p.temperature));
     let total = weights.reduce((a, b) => a + b, 0);
-    if (p.topP !== null && p.topP < 1) {
+    if (nucleus) {
       // Keep the smallest prefix whose probability reaches top_p (the most likely token always).
       let acc = 0;
       let keep = 0;
-      while (keep < cand.length && acc < p.topP * total) acc += weights[keep++]!;
+      while (keep < cand.length && acc < p.topP! * total) acc += weights[keep++]!;
       cand = cand.slice(0, Math.max(1, keep));
       weights = weights.slice(0, cand.length);
       total = weights.reduce((a, b) => a + b, 0);
