@@ -113,6 +113,14 @@ log('MixLoRA block, engine, inference benchmarks');
 const moe = runMoeBench();
 const engine = runEngineBench();
 const models = runModelsBench();
+// Serving runs in its own process (its server and clients share one event loop).
+log('serving benchmark');
+const serve = spawnSync(process.execPath, [path.join(root, 'dist', 'bench', 'serve.js')], {
+  encoding: 'utf8',
+  maxBuffer: 1 << 24,
+  stdio: ['ignore', 'pipe', 'inherit'],
+});
+if (serve.status !== 0) throw new Error('bench/serve.ts failed');
 
 const pyVersion = spawnSync(PYTHON, ['-c', 'import torch; print(torch.__version__)'], {
   encoding: 'utf8',
@@ -215,6 +223,8 @@ ${table(engine.rows)}
 ## Inference (\`bench/models.ts\`): LLaMA-shaped, vocab 32000, hidden 512, 8 layers; higher is better
 
 ${table(models.rows)}
+
+${serve.stdout.trim()}
 `;
 fs.writeFileSync(path.join(root, 'BENCHMARKS.md'), md);
 process.stdout.write(md);

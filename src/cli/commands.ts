@@ -8,6 +8,7 @@ import { infoCommand } from './commands/info.js';
 import { inspectCommand } from './commands/inspect.js';
 import { mergeCommand } from './commands/merge.js';
 import { perplexityCommand } from './commands/perplexity.js';
+import { serveCommand } from './commands/serve.js';
 import { trainCommand } from './commands/train.js';
 
 export function registerCommands(program: Command): void {
@@ -15,6 +16,7 @@ export function registerCommands(program: Command): void {
     trainCommand,
     evalCommand,
     generateCommand,
+    serveCommand,
     perplexityCommand,
     inspectCommand,
     mergeCommand,

@@ -7,7 +7,15 @@ import type { DType } from '../tensor/dtype.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
 import type { ModelConfig } from './config.js';
 
-export class KVCache {
+/** What attention needs of a cache: how many positions precede the new ones, and a per-layer write
+ * that returns all keys/values so far. KVCache is the plain one; the server has per-row ones. */
+export interface AttentionCache {
+  readonly length: number;
+  update(layer: number, k: Tensor, v: Tensor): [Tensor, Tensor];
+  advance(T: number): void;
+}
+
+export class KVCache implements AttentionCache {
   private readonly keys: Tensor[] = [];
   private readonly values: Tensor[] = [];
   /** Positions already written (the same for every row: padding is a masked position, not a gap). */

@@ -10,14 +10,14 @@ import { applyRotary, inverseFrequencies, rotaryTables, type RotaryTables } from
 import { attentionMask, positionsFromMask } from '../nn/mask.js';
 import type { ModelConfig } from './config.js';
 import { plainHooks, type ForwardHooks } from './hooks.js';
-import type { KVCache } from './kvcache.js';
+import type { AttentionCache } from './kvcache.js';
 import { disposeWeights, type ModelWeights } from './weights.js';
 import { UserError } from '../util/errors.js';
 
 export interface ForwardOptions {
   /** [B, S]: 1 for tokens, 0 for padding, over cached and new positions. Absent: no padding. */
   attentionMask?: Tensor | null;
-  cache?: KVCache | null;
+  cache?: AttentionCache | null;
   hooks?: ForwardHooks;
   /** Logits for the last position only (generation). */
   lastOnly?: boolean;
@@ -30,7 +30,7 @@ export interface LayerContext {
   rotary: RotaryTables;
   mask: Tensor | null;
   causal: boolean;
-  cache: KVCache | null;
+  cache: AttentionCache | null;
 }
 
 export class CausalLM {
@@ -88,7 +88,7 @@ export class CausalLM {
   }
 
   /** Rotary tables and the attention mask for a pass over ids [B, T] after `cache.length` positions. */
-  context(ids: Tensor, keyMask: Tensor | null, cache: KVCache | null): LayerContext {
+  context(ids: Tensor, keyMask: Tensor | null, cache: AttentionCache | null): LayerContext {
     const [B, T] = [ids.size(0), ids.size(1)];
     const past = cache?.length ?? 0;
     const window = this.config.slidingWindow;

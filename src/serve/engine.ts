@@ -1,0 +1,326 @@
+// Continuous batching. One loop runs decode steps over every running sequence; between steps it drops
+// finished and cancelled rows and prefills waiting ones, which join at the next step. Each row has its
+// own KV cache slot (kv-pool.ts) and its own sampler; rows of different adapters share each step
+// through one AdapterBatch, as the trainer's fused batches do.
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { noGrad } from '../tensor/autograd.js';
+import { tensor } from '../tensor/create.js';
+import { tidy } from '../tensor/scope.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { CausalLM } from '../models/llama.js';
+import type { Adapter } from '../adapters/adapter.js';
+import { AdapterBatch, type RowRange } from '../adapters/batch.js';
+import { KVPool } from './kv-pool.js';
+import { RowSampler, type SamplingParams, type TokenChoice } from './sampling.js';
+import { ApiError, badRequest } from './errors.js';
+import type { ServerMetrics } from './metrics.js';
+
+export type FinishReason = 'stop' | 'length' | 'abort';
+
+/** Where a sequence's tokens go. */
+export interface SequenceSink {
+  /** A new token; returns true when the sequence should end here (a stop string matched). */
+  onToken(choice: TokenChoice): boolean;
+  /** Called once; `error` when the engine failed on this sequence. */
+  onFinish(reason: FinishReason, error?: Error): void;
+}
+
+export interface SequenceSpec {
+  prompt: number[];
+  maxTokens: number;
+  /** The served name (metrics label) and its adapter (null: the base model). */
+  modelName: string;
+  adapter: Adapter | null;
+  sampling: SamplingParams;
+  sink: SequenceSink;
+}
+
+export interface EngineOptions {
+  maxBatch: number;
+  maxQueue: number;
+  stopIds: number[];
+  metrics: ServerMetrics;
+}
+
+interface Row {
+  spec: SequenceSpec;
+  sampler: RowSampler;
+  slot: number;
+  /** Positions in the row's cache. */
+  len: number;
+  /** The latest token, not yet in the cache (the next step's input). */
+  last: number;
+  generated: number;
+  arrived: number;
+  lastTokenAt: number;
+  cancelled: boolean;
+  done: boolean;
+}
+
+export interface SequenceHandle {
+  cancel(): void;
+}
+
+export class Engine {
+  private readonly waiting: Row[] = [];
+  private running: Row[] = [];
+  private readonly pool: KVPool;
+  private wake: (() => void) | null = null;
+  private accepting = true;
+  private stopped = false;
+  private readonly loopDone: Promise<void>;
+  /** The most rows one decode step has run (tests use it to see that requests shared steps). */
+  peakBatch = 0;
+
+  constructor(
+    readonly model: CausalLM,
+    readonly opts: EngineOptions,
+  ) {
+    this.pool = new KVPool(model.config, opts.maxBatch, model.dtype, model.device);
+    this.loopDone = this.loop();
+  }
+
+  get queueDepth(): number {
+    return this.waiting.length;
+  }
+  get batchSize(): number {
+    return this.running.length;
+  }
+  get idle(): boolean {
+    return this.waiting.length === 0 && this.running.length === 0;
+  }
+
+  /** Queues sequences (all or none); throws 429 when the queue is full, 503 when shutting down. */
+  submit(specs: SequenceSpec[]): SequenceHandle[] {
+    if (!this.accepting) throw new ApiError(503, 'the server is shutting down', 'server_error', null, 'shutting_down');
+    if (specs.length > this.opts.maxBatch + this.opts.maxQueue)
+      throw badRequest(
+        `the request needs ${specs.length} sequences (prompts × n); this server runs and queues ${this.opts.maxBatch + this.opts.maxQueue} at most`,
+        'n',
+      );
+    const free = this.opts.maxBatch - this.running.length;
+    if (this.waiting.length + specs.length > this.opts.maxQueue + Math.max(0, free)) {
+      throw new ApiError(
+        429,
+        `the queue is full (${this.opts.maxQueue} sequences waiting at most); retry later`,
+        'rate_limit_error',
+        null,
+        'queue_full',
+        { 'retry-after': '1' },
+      );
+    }
+    const now = performance.now();
+    const rows = specs.map((spec): Row => {
+      const row: Row = {
+        spec,
+        sampler: new RowSampler(spec.sampling),
+        slot: -1,
+        len: 0,
+        last: -1,
+        generated: 0,
+        arrived: now,
+        lastTokenAt: now,
+        cancelled: false,
+        done: false,
+      };
+      this.waiting.push(row);
+      return row;
+    });
+    this.gauges();
+    this.wake?.();
+    return rows.map((row) => ({
+      cancel: () => {
+        if (row.done) return;
+        row.cancelled = true;
+        this.wake?.();
+      },
+    }));
+  }
+
+  /** Stops accepting; lets queued and running sequences finish for up to `deadlineMs`, then ends the
+   * rest (finish_reason 'abort'), stops the loop and frees the caches. */
+  async shutdown(deadlineMs: number): Promise<void> {
+    this.accepting = false;
+    const until = Date.now() + deadlineMs;
+    while (!this.idle && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    this.stopped = true;
+    this.wake?.();
+    await this.loopDone;
+    for (const row of [...this.waiting.splice(0), ...this.running]) this.finish(row, 'abort');
+    this.running = [];
+    this.pool.dispose();
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopped) {
+      if (this.idle) {
+        await new Promise<void>((resolve) => (this.wake = resolve));
+        this.wake = null;
+        continue;
+      }
+      try {
+        this.sweep();
+        this.admit();
+        if (this.running.length > 0) this.step();
+        this.sweep();
+        this.gauges();
+      } catch (e) {
+        // A bug here must not stop the loop: the rows it touched fail, the server goes on.
+        for (const r of this.running) this.fail(r, e);
+        this.running = [];
+      }
+      // Let the event loop run between steps: responses flush, requests arrive, clients disconnect.
+      await nextTurn();
+    }
+  }
+
+  /** Drops cancelled rows (a client went away) and finished ones. */
+  private sweep(): void {
+    for (let i = this.waiting.length - 1; i >= 0; i--) {
+      const row = this.waiting[i]!;
+      if (row.cancelled) {
+        this.waiting.splice(i, 1);
+        this.finish(row, 'abort');
+      }
+    }
+    for (const row of this.running) if (row.cancelled && !row.done) this.finish(row, 'abort');
+    this.running = this.running.filter((r) => !r.done);
+  }
+
+  /** Prefills waiting sequences (one at a time, batch 1, as `generate` does) while slots are free. */
+  private admit(): void {
+    while (this.waiting.length > 0 && this.running.length < this.opts.maxBatch && this.pool.freeSlots > 0) {
+      const row = this.waiting.shift()!;
+      const { spec } = row;
+      try {
+        row.slot = this.pool.acquire(spec.prompt.length + 1);
+        const hooks = spec.adapter ? AdapterBatch.all(spec.adapter, { training: false, record: 'none' }) : undefined;
+        try {
+          const picked = noGrad(() =>
+            tidy(() => {
+              const ids = tensor([spec.prompt], { dtype: 'int64', device: this.model.device }); // [1, P]
+              const cache = this.pool.prefillCache(row.slot);
+              const logits = this.model.forward(ids, { cache, hooks, lastOnly: true }).select(1, 0); // [1, V]
+              return this.pick(logits, [row]);
+            }),
+          );
+          this.opts.metrics.promptTokens.inc({ model: spec.modelName }, spec.prompt.length);
+          row.len = spec.prompt.length;
+          this.running.push(row);
+          this.accept(row, picked[0]!);
+        } finally {
+          hooks?.dispose();
+        }
+      } catch (e) {
+        this.fail(row, e);
+      }
+    }
+  }
+
+  /** One decode step over every running row, rows grouped by adapter. */
+  private step(): void {
+    const rows = this.running.filter((r) => !r.done);
+    if (rows.length === 0) return;
+    this.peakBatch = Math.max(this.peakBatch, rows.length);
+    try {
+      this.pool.reserve(Math.max(...rows.map((r) => r.len)) + 1);
+    } catch (e) {
+      for (const r of rows) this.fail(r, e);
+      return;
+    }
+    const groups = new Map<Adapter | null, Row[]>();
+    for (const r of rows) {
+      const g = groups.get(r.spec.adapter);
+      if (g) g.push(r);
+      else groups.set(r.spec.adapter, [r]);
+    }
+    const ordered: Row[] = [];
+    const ranges: RowRange[] = [];
+    for (const [adapter, g] of groups) {
+      ranges.push({ start: ordered.length, count: g.length, adapter });
+      ordered.push(...g);
+    }
+    // Base-model-only steps run the plain hooks, exactly as `generate` without an adapter.
+    const hooks = ranges.every((r) => r.adapter === null)
+      ? undefined
+      : new AdapterBatch(ranges, { training: false, record: 'none' });
+    let picked: TokenChoice[];
+    try {
+      picked = noGrad(() =>
+        tidy(() => {
+          const { cache, keyMask } = this.pool.stepCache(ordered);
+          const ids = tensor(
+            ordered.map((r) => [r.last]),
+            { dtype: 'int64', device: this.model.device },
+          ); // [B, 1]
+          const logits = this.model.forward(ids, { attentionMask: keyMask, cache, hooks, lastOnly: true }).select(1, 0); // [B, V]
+          return this.pick(logits, ordered);
+        }),
+      );
+    } catch (e) {
+      for (const r of ordered) this.fail(r, e);
+      return;
+    } finally {
+      hooks?.dispose();
+    }
+    ordered.forEach((r, i) => {
+      r.len += 1;
+      this.accept(r, picked[i]!);
+    });
+  }
+
+  /** Each row's token from logits [B, V]: argmax on the device, log-probabilities only where needed. */
+  private pick(logits: Tensor, rows: Row[]): TokenChoice[] {
+    const greedy = logits.argmax(-1).toNumbers(); // [B]
+    const needs = rows.some((r) => r.sampler.needsLogProbs);
+    const logp = needs ? logits.logSoftmax(-1) : null; // [B, V]
+    return rows.map((r, i) =>
+      r.sampler.pick(greedy[i]!, r.sampler.needsLogProbs ? logp!.select(0, i).toFloat32Array() : null),
+    );
+  }
+
+  /** Hands a new token to its sink and decides whether the row goes on. */
+  private accept(row: Row, choice: TokenChoice): void {
+    const now = performance.now();
+    const m = this.opts.metrics;
+    const label = { model: row.spec.modelName };
+    if (row.generated === 0) m.timeToFirstToken.observe(label, (now - row.arrived) / 1000);
+    else m.timePerToken.observe(label, (now - row.lastTokenAt) / 1000);
+    m.generatedTokens.inc(label);
+    row.lastTokenAt = now;
+    row.generated += 1;
+    row.last = choice.id;
+    let stop = false;
+    try {
+      stop = row.spec.sink.onToken(choice);
+    } catch (e) {
+      this.fail(row, e);
+      return;
+    }
+    if (stop || this.opts.stopIds.includes(choice.id)) this.finish(row, 'stop');
+    else if (row.generated >= row.spec.maxTokens) this.finish(row, 'length');
+  }
+
+  private finish(row: Row, reason: FinishReason, error?: Error): void {
+    if (row.done) return;
+    row.done = true;
+    if (row.slot >= 0) {
+      this.pool.release(row.slot);
+      row.slot = -1;
+    }
+    try {
+      row.spec.sink.onFinish(reason, error);
+    } catch {
+      // A sink that throws while finishing has nothing left to tell its client.
+    }
+  }
+
+  private fail(row: Row, e: unknown): void {
+    this.finish(row, 'abort', e instanceof Error ? e : new Error(String(e)));
+  }
+
+  private gauges(): void {
+    this.opts.metrics.queueDepth.set(this.waiting.length);
+    this.opts.metrics.runningBatch.set(this.running.filter((r) => !r.done).length);
+  }
+}

@@ -1,0 +1,73 @@
+// One API request's sequences in the engine: its prompts × n choices, their texts, and when they end.
+import type { TextTokenizer } from '../tokenizer/tokenizer.js';
+import type { Engine, SequenceHandle } from './engine.js';
+import type { Lease } from './registry.js';
+import type { SamplingParams } from './sampling.js';
+import { ChoiceText } from './choice.js';
+
+export interface JobSpec {
+  prompts: number[][];
+  n: number;
+  maxTokens: number;
+  sampling: SamplingParams;
+  stops: string[];
+  lease: Lease & { clientGone?: boolean };
+}
+
+export interface JobEvents {
+  /** A choice got tokens (its text may have grown). */
+  onProgress?(index: number): void;
+  /** A choice ended (finishReason set). */
+  onChoiceEnd?(index: number): void;
+}
+
+export class Job {
+  readonly choices: ChoiceText[] = [];
+  readonly done: Promise<void>;
+  private readonly handles: SequenceHandle[];
+
+  /** Submits every sequence; throws (429, 503) before anything runs when the engine refuses them. */
+  constructor(engine: Engine, tokenizer: TextTokenizer, stopIds: number[], spec: JobSpec, events: JobEvents = {}) {
+    let remaining = spec.prompts.length * spec.n;
+    let resolve!: () => void;
+    this.done = new Promise<void>((r) => (resolve = r));
+    const specs = spec.prompts.flatMap((prompt, p) =>
+      Array.from({ length: spec.n }, (_, k) => {
+        const index = p * spec.n + k;
+        const choice = new ChoiceText(tokenizer, prompt, spec.stops, stopIds);
+        this.choices.push(choice);
+        return {
+          prompt,
+          maxTokens: spec.maxTokens,
+          modelName: spec.lease.model.name,
+          adapter: spec.lease.model.adapter,
+          // Each choice draws from its own stream: seed, seed + 1, ...
+          sampling: { ...spec.sampling, seed: spec.sampling.seed === null ? null : spec.sampling.seed + index },
+          sink: {
+            onToken: (c: Parameters<ChoiceText['push']>[0]) => {
+              const stop = choice.push(c);
+              events.onProgress?.(index);
+              return stop;
+            },
+            onFinish: (reason: ChoiceText['finishReason'] & string, error?: Error) => {
+              choice.finishReason = reason;
+              choice.error = error ?? null;
+              events.onChoiceEnd?.(index);
+              if (--remaining === 0) resolve();
+            },
+          },
+        };
+      }),
+    );
+    this.handles = engine.submit(specs);
+  }
+
+  /** Ends every sequence at the engine's next step (the client went away). */
+  cancel(): void {
+    for (const h of this.handles) h.cancel();
+  }
+
+  get completionTokens(): number {
+    return this.choices.reduce((n, c) => n + c.ids.length, 0);
+  }
+}

@@ -1,0 +1,136 @@
+// Per-row KV caches for continuous batching. Every running sequence owns a slot of one pooled tensor
+// per layer, [slots · capacity, kvHeads, headDim], holding its positions 0..len-1 at slot·capacity + p.
+// Rows of different lengths decode together: each step gathers every row's cache right-aligned into
+// [B, kvHeads, S + 1, headDim] (S = the longest row), with a key mask that hides the left gap, so each
+// row's positions and attention equal a run of that sequence alone (as generate's left padding does).
+import { tensor, zeros } from '../tensor/create.js';
+import { tidy } from '../tensor/scope.js';
+import type { DType } from '../tensor/dtype.js';
+import type { Device, Tensor } from '../tensor/tensor.js';
+import type { ModelConfig } from '../models/config.js';
+import type { AttentionCache } from '../models/kvcache.js';
+
+export class KVPool {
+  private keys: Tensor[] = [];
+  private values: Tensor[] = [];
+  /** Positions each slot can hold (grows on demand, up to the model's context). */
+  capacity = 0;
+  private readonly free: number[];
+
+  constructor(
+    private readonly config: ModelConfig,
+    readonly slots: number,
+    private readonly dtype: DType,
+    private readonly device: Device,
+  ) {
+    this.free = Array.from({ length: slots }, (_, i) => slots - 1 - i);
+  }
+
+  get freeSlots(): number {
+    return this.free.length;
+  }
+
+  /** A free slot able to hold `positions` positions. */
+  acquire(positions: number): number {
+    const slot = this.free.pop();
+    if (slot === undefined) throw new Error('KVPool: no free slot');
+    this.reserve(positions);
+    return slot;
+  }
+
+  /** Makes every slot hold at least `positions` positions. Slots grow as sequences do (doubling), not to
+   * their requested maximum, so memory follows the longest running sequence. */
+  reserve(positions: number): void {
+    if (positions > this.capacity) this.grow(positions);
+  }
+
+  release(slot: number): void {
+    this.free.push(slot);
+    // Nothing running: give the memory back (the next burst allocates again).
+    if (this.free.length === this.slots) this.dispose();
+  }
+
+  private grow(positions: number): void {
+    const c = this.config;
+    const cap = Math.min(Math.max(positions, this.capacity * 2, 64), Math.max(positions, c.maxPositionEmbeddings));
+    const resize = (old: Tensor | undefined): Tensor => {
+      const t = zeros([this.slots * cap, c.numKvHeads, c.headDim], { dtype: this.dtype, device: this.device }).keep();
+      if (old) {
+        tidy(() => {
+          t.view(this.slots, cap, c.numKvHeads, c.headDim)
+            .narrow(1, 0, this.capacity)
+            .copy_(old.view(this.slots, this.capacity, c.numKvHeads, c.headDim)); // [slots, cap, nKV, D]
+        });
+        old.dispose();
+      }
+      return t;
+    };
+    for (let l = 0; l < c.numLayers; l++) {
+      this.keys[l] = resize(this.keys[l]);
+      this.values[l] = resize(this.values[l]);
+    }
+    this.capacity = cap;
+  }
+
+  /** The cache for prefilling one sequence (batch 1) into `slot` from position 0. */
+  prefillCache(slot: number): AttentionCache {
+    return {
+      length: 0,
+      update: (layer, k, v) => {
+        const T = k.size(2); // k, v [1, nKV, T, D]
+        const at = slot * this.capacity;
+        this.keys[layer]!.narrow(0, at, T).copy_(k.select(0, 0).transpose(0, 1)); // [T, nKV, D]
+        this.values[layer]!.narrow(0, at, T).copy_(v.select(0, 0).transpose(0, 1));
+        return [k, v];
+      },
+      advance: () => {},
+    };
+  }
+
+  /** The cache for one decode step of rows (slot, cached length); also the key mask [B, S + 1] it
+   * needs. Call under a scope: the index tensors are temporaries. */
+  stepCache(rows: { slot: number; len: number }[]): { cache: AttentionCache; keyMask: Tensor } {
+    const c = this.config;
+    const B = rows.length;
+    const S = Math.max(...rows.map((r) => r.len));
+    const cap = this.capacity;
+    const write: number[] = [];
+    const read: number[] = [];
+    const mask: number[][] = [];
+    for (const { slot, len } of rows) {
+      write.push(slot * cap + len);
+      const gap = S - len;
+      const m: number[] = [];
+      // The gap reads position 0 of the row (real data, masked out): never uninitialised memory.
+      for (let j = 0; j <= S; j++) {
+        read.push(slot * cap + (j < gap ? 0 : j - gap));
+        m.push(j < gap ? 0 : 1);
+      }
+      mask.push(m);
+    }
+    const opts = { dtype: 'int64' as const, device: this.device };
+    const writeIdx = tensor(write, opts); // [B]
+    const readIdx = tensor(read, opts); // [B · (S + 1)]
+    const keyMask = tensor(mask, opts); // [B, S + 1]
+    const gather = (pool: Tensor, fresh: Tensor): Tensor => {
+      pool.indexCopy_(0, writeIdx, fresh.select(2, 0)); // fresh [B, nKV, 1, D]
+      return pool
+        .indexSelect(0, readIdx)
+        .view(B, S + 1, c.numKvHeads, c.headDim)
+        .transpose(1, 2); // [B, nKV, S+1, D]
+    };
+    const cache: AttentionCache = {
+      length: S,
+      update: (layer, k, v) => [gather(this.keys[layer]!, k), gather(this.values[layer]!, v)],
+      advance: () => {},
+    };
+    return { cache, keyMask };
+  }
+
+  dispose(): void {
+    for (const t of [...this.keys, ...this.values]) t.dispose();
+    this.keys = [];
+    this.values = [];
+    this.capacity = 0;
+  }
+}

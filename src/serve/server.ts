@@ -1,0 +1,144 @@
+// The HTTP side: fastify with schema validation (no type coercion), a body limit, the API key check,
+// OpenAI-style error bodies, /health and /metrics, and a shutdown that drains running requests.
+import { timingSafeEqual, createHash } from 'node:crypto';
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import type { CausalLM } from '../models/llama.js';
+import type { TextTokenizer } from '../tokenizer/tokenizer.js';
+import type { ServeContext } from './context.js';
+import { Engine } from './engine.js';
+import { ApiError, errorBody } from './errors.js';
+import { ServerMetrics } from './metrics.js';
+import { ModelRegistry } from './registry.js';
+import { chatRoutes } from './routes/chat.js';
+import { completionRoutes } from './routes/completions.js';
+import { modelRoutes } from './routes/models.js';
+
+export interface ServerOptions {
+  model: CausalLM;
+  tokenizer: TextTokenizer;
+  /** The base model's name in /v1/models and the `model` field. */
+  modelName: string;
+  modelSource: string;
+  /** Adapters to load before serving: name -> folder. */
+  adapters: [string, string][];
+  adapterRoot: string | null;
+  maxBatch: number;
+  maxQueue: number;
+  apiKey: string | null;
+  /** Largest request body in bytes. */
+  bodyLimit: number;
+  log?: (line: string) => void;
+}
+
+export interface Server {
+  app: FastifyInstance;
+  ctx: ServeContext;
+  /** Stops accepting, lets running requests finish for up to deadlineMs, then closes everything. */
+  shutdown(deadlineMs: number): Promise<void>;
+}
+
+/** Builds the server and loads its adapters (the port is not open yet: call app.listen). */
+export async function createServer(o: ServerOptions): Promise<Server> {
+  const metrics = new ServerMetrics();
+  const registry = new ModelRegistry(o.model, o.modelName, o.modelSource, o.adapterRoot);
+  try {
+    for (const [name, dir] of o.adapters) await registry.addFromCli(name, dir);
+  } catch (e) {
+    registry.dispose();
+    throw e;
+  }
+  const stopIds = o.model.config.eosTokenIds;
+  const engine = new Engine(o.model, { maxBatch: o.maxBatch, maxQueue: o.maxQueue, stopIds, metrics });
+  const ctx: ServeContext = { model: o.model, tokenizer: o.tokenizer, engine, registry, metrics, stopIds };
+
+  const app = Fastify({
+    bodyLimit: o.bodyLimit,
+    // A wrong type is an error to report, not a value to convert.
+    ajv: { customOptions: { coerceTypes: false, allErrors: false } },
+    forceCloseConnections: 'idle',
+    return503OnClosing: true,
+  });
+
+  const keyDigest = o.apiKey === null ? null : createHash('sha256').update(o.apiKey).digest();
+  app.addHook('onRequest', async (req) => {
+    if (keyDigest === null || req.url === '/health') return;
+    const auth = req.headers.authorization ?? '';
+    const given = auth.startsWith('Bearer ') ? auth.slice(7) : null;
+    // Digests compare in constant time whatever the lengths.
+    if (given === null || !timingSafeEqual(createHash('sha256').update(given).digest(), keyDigest))
+      throw new ApiError(
+        401,
+        given === null ? 'missing API key (Authorization: Bearer KEY)' : 'incorrect API key',
+        'authentication_error',
+        null,
+        'invalid_api_key',
+      );
+  });
+
+  app.setErrorHandler((err: FastifyError | ApiError, _req, reply) => {
+    if (err instanceof ApiError) return reply.code(err.status).headers(err.headers).send(err.body);
+    if (err.validation && err.validation.length > 0) {
+      const v = err.validation[0]!;
+      const missing = (v.params as { missingProperty?: string }).missingProperty;
+      const field = missing ?? v.instancePath.replace(/^\//, '').replaceAll('/', '.');
+      const message = missing ? `'${missing}' is required` : `'${field}' ${v.message ?? 'is invalid'}`;
+      return reply.code(400).send(errorBody(message, 'invalid_request_error', field || null, 'invalid_value'));
+    }
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
+      return reply
+        .code(413)
+        .send(
+          errorBody(
+            `request body is larger than ${o.bodyLimit} bytes`,
+            'invalid_request_error',
+            null,
+            'body_too_large',
+          ),
+        );
+    if (err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY')
+      return reply
+        .code(400)
+        .send(
+          errorBody(
+            `the request body is not valid JSON (${err.message})`,
+            'invalid_request_error',
+            'body',
+            'invalid_json',
+          ),
+        );
+    const status = err.statusCode ?? 500;
+    if (status >= 400 && status < 500)
+      return reply.code(status).send(errorBody(err.message, 'invalid_request_error', null, err.code ?? null));
+    o.log?.(`error: ${err.stack ?? err.message}`);
+    return reply.code(500).send(errorBody(`internal error: ${err.message}`, 'server_error'));
+  });
+  app.setNotFoundHandler((req, reply) =>
+    reply.code(404).send(errorBody(`no route ${req.method} ${req.url}`, 'not_found_error', null, 'unknown_route')),
+  );
+
+  app.get('/health', async () => ({ status: 'ok' }));
+  app.get('/metrics', async (_req, reply) => {
+    reply.header('content-type', metrics.registry.contentType);
+    return metrics.registry.metrics();
+  });
+  modelRoutes(app, ctx);
+  completionRoutes(app, ctx);
+  chatRoutes(app, ctx);
+
+  let closing: Promise<void> | null = null;
+  return {
+    app,
+    ctx,
+    shutdown(deadlineMs: number): Promise<void> {
+      closing ??= (async () => {
+        // Stop taking connections while running requests finish (engine first: new work gets 503).
+        const drained = engine.shutdown(deadlineMs);
+        const closed = app.close();
+        await drained;
+        await closed;
+        registry.dispose();
+      })();
+      return closing;
+    },
+  };
+}
