@@ -112,6 +112,21 @@ const R = Object.fromEntries(Object.entries(collected).map(([k, v]) => [k, combi
 log('MixLoRA block, engine, inference benchmarks');
 const moe = runMoeBench();
 const engine = runEngineBench();
+// The backend's matrix-product throughput, ours (the addon's libtorch) beside the .venv's PyTorch.
+interface Probe {
+  gflops_fp32: number;
+  gflops_bf16: number;
+}
+const probeOurs = JSON.parse(
+  spawnSync(
+    process.execPath,
+    [path.join(root, 'bin', 'mixlora'), 'info', '--json', '--probe', '--threads', String(threads())],
+    {
+      encoding: 'utf8',
+    },
+  ).stdout,
+) as Probe & { torch: string; blas: string; openblas_core: string | null; torch_cpu_capability: string | null };
+const probeTorch = runPython<Probe>('matmul_probe.py', ['--threads', String(threads())]);
 const models = runModelsBench();
 // Serving runs in its own process (its server and clients share one event loop).
 log('serving benchmark');
@@ -202,6 +217,16 @@ ${fmt(shared.ms_per_step)} ms/step; mixlora's MixLoRA step is ${(mix.ms_per_step
 | measurement | measured | target | met |
 |---|---:|---:|:---:|
 ${targets.map(([n, v, t]) => `| ${n} | ${v.toFixed(2)}× | ≤ ${t}× | ${v <= t ? 'yes' : 'no'} |`).join('\n')}
+
+## Matrix-product throughput (\`mixlora info --probe\`)
+
+2048 × 2048 products, one warm-up then about 0.5 s each; \`bench/python/matmul_probe.py\` times PyTorch the same way.
+mixlora's libtorch ${probeOurs.torch} (BLAS: ${probeOurs.blas}${probeOurs.openblas_core ? `, kernels ${probeOurs.openblas_core}` : ''}; kernels ${probeOurs.torch_cpu_capability ?? 'unknown'}).
+
+| dtype | mixlora GFLOP/s | PyTorch ${pyVersion} GFLOP/s | mixlora / PyTorch |
+|---|---:|---:|---:|
+| float32 | ${fmt(probeOurs.gflops_fp32)} | ${fmt(probeTorch.gflops_fp32)} | ${(probeOurs.gflops_fp32 / probeTorch.gflops_fp32).toFixed(2)}× |
+| bfloat16 | ${fmt(probeOurs.gflops_bf16)} | ${fmt(probeTorch.gflops_bf16)} | ${(probeOurs.gflops_bf16 / probeTorch.gflops_bf16).toFixed(2)}× |
 
 ## MixLoRA block: the efficient expert path
 

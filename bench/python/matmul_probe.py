@@ -1,0 +1,30 @@
+"""PyTorch's side of `mixlora info --probe`: [n, n] x [n, n] products in float32 and bfloat16, timed the same
+way (one warm-up product, then products for about `seconds`), in GFLOP/s (2n^3 operations each)."""
+import argparse
+import json
+import time
+
+import torch
+
+p = argparse.ArgumentParser()
+p.add_argument('--threads', type=int, required=True)
+p.add_argument('--size', type=int, default=2048)
+p.add_argument('--seconds', type=float, default=0.5)
+args = p.parse_args()
+torch.set_num_threads(args.threads)
+
+
+def gflops(dtype):
+    a = torch.randn(args.size, args.size, dtype=dtype)
+    b = torch.randn(args.size, args.size, dtype=dtype)
+    a @ b
+    reps, t0 = 0, time.perf_counter()
+    while True:
+        a @ b
+        reps += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= args.seconds and reps >= 3:
+            return 2 * args.size**3 * reps / elapsed / 1e9
+
+
+print(json.dumps({'gflops_fp32': gflops(torch.float32), 'gflops_bf16': gflops(torch.bfloat16), 'size': args.size}))
