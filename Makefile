@@ -7,7 +7,7 @@ export PYTHON
 SYSTEM_ADDON := build/native-system/build/Release/mixlora.node
 
 .PHONY: setup system-deps venv native build test test-system-libtorch check-cuda-build lint lint-native format \
-	demo bench clean
+	demo bench bundle-offline test-bundle gpu-check-cpu clean
 
 setup: system-deps venv node_modules/.package-lock.json native build
 
@@ -62,6 +62,22 @@ demo: setup
 
 bench: setup
 	@bash bench/run.sh
+
+# The offline bundle for a GPU machine (scripts/gpu-check.sh there): dist, production node_modules, the addon's
+# sources, assets and a Node 20 binary, in one tarball of at most 60 MiB.
+BUNDLE := build/mixlora-offline.tar.gz
+bundle-offline: build/reference/.stamp
+	@npx tsc -p tsconfig.json
+	@bash scripts/bundle-offline.sh $(BUNDLE)
+
+# The bundle unpacked into an empty folder and built with its own Node only, against this machine's PyTorch
+# (the .venv's); it must generate the stories260K golden text.
+test-bundle: bundle-offline
+	@bash scripts/test-bundle.sh $(BUNDLE)
+
+# The same, then the GPU check's CPU mode (toy sizes) from inside the unpacked bundle.
+gpu-check-cpu: bundle-offline
+	@bash scripts/test-bundle.sh $(BUNDLE) --gpu-check-cpu build/gpu-check-cpu
 
 clean:
 	rm -rf dist native/build build
