@@ -15,12 +15,16 @@ export interface FlopShape {
   kvHeads: number;
 }
 
+/** Entries of the weight matrices a token is multiplied by: every layer's projections and the lm_head. */
+export function matmulWeights(p: FlopShape): number {
+  const kv = p.kvHeads * (p.hidden / p.heads);
+  const perLayer = 2 * p.hidden * p.hidden + 2 * p.hidden * kv + 3 * p.hidden * p.intermediate; // q,o + k,v + MLP
+  return p.layers * perLayer + p.hidden * p.vocab;
+}
+
 /** Model FLOPs per trained token of a step over rows of `seq` tokens. */
 export function trainFlopsPerToken(p: FlopShape, seq: number): number {
-  const headDim = p.hidden / p.heads;
-  const kv = p.kvHeads * headDim;
-  const perLayer = 2 * p.hidden * p.hidden + 2 * p.hidden * kv + 3 * p.hidden * p.intermediate; // q,o + k,v + MLP
-  const weights = p.layers * perLayer + p.hidden * p.vocab; // + lm_head
+  const weights = matmulWeights(p);
   const attention = 4 * p.hidden * seq * p.layers; // forward QKᵀ and AV
   return 2 * (2 * weights) + 3 * attention;
 }
