@@ -77,6 +77,7 @@ test-bundle: bundle-offline
 
 # The same, then the GPU check's CPU mode (toy sizes) from inside the unpacked bundle.
 gpu-check-cpu: bundle-offline
+	@rm -rf build/gpu-check-cpu
 	@bash scripts/test-bundle.sh $(BUNDLE) --gpu-check-cpu build/gpu-check-cpu
 
 clean:

@@ -9,7 +9,10 @@ import { AdamW } from '../optim/adamw.js';
 import { fusedStep, type MicroBatch } from '../train/step.js';
 import type { Example } from '../data/examples.js';
 import type { DType } from '../tensor/dtype.js';
-import { trainFlopsPerToken } from './flops.js';
+import { ITEM_SIZE } from '../tensor/dtype.js';
+import { UserError } from '../util/errors.js';
+import { matmulWeights, trainFlopsPerToken } from './flops.js';
+import os from 'node:os';
 
 export const METHODS = ['lora', 'dora', 'mixlora', 'mixdora'] as const;
 export type BenchMethod = (typeof METHODS)[number];
@@ -145,6 +148,15 @@ export function runTrainBench(o: {
 }): BenchResult {
   const p = { ...PRESETS[o.preset], ...(o.batch ? { batch: o.batch } : {}), ...(o.seq ? { seq: o.seq } : {}) };
   const onCuda = o.device !== 'cpu';
+  // Checked before allocating: llama2-7b's weights alone are 12.6 GiB in bfloat16.
+  const weightBytes = (matmulWeights(p) + p.vocab * p.hidden) * ITEM_SIZE[p.dtype];
+  if (!onCuda && weightBytes > os.totalmem() / 2) {
+    const gib = (b: number) => (b / 2 ** 30).toFixed(1);
+    throw new UserError(
+      `bench --preset ${o.preset}: its weights alone take ${gib(weightBytes)} GiB, more than half of this machine's ` +
+        `${gib(os.totalmem())} GiB; use --device cuda or a smaller preset (llama-58m, llama-tiny)`,
+    );
+  }
   if (onCuda) T.cuda.resetPeakStats(cudaIndex(o.device));
   const model = randomModel(llamaConfig(p), { seed: 0, device: o.device, dtype: p.dtype });
   const adapters: Adapter[] = [];

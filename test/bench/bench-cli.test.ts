@@ -2,6 +2,7 @@
 // and no CUDA memory figures on the CPU (n/a rather than zeros).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import os from 'node:os';
 import { mixlora } from '../helpers/cli.js';
 import { PRESETS } from '../../src/bench/train-step.js';
 import { trainFlopsPerToken } from '../../src/bench/flops.js';
@@ -20,3 +21,15 @@ test('bench --preset llama-tiny --json: shape, dtype, overrides, FLOPs, no CUDA 
   const bad = mixlora([...args, '--preset', 'llama-3t']);
   assert.equal(bad.code, 2);
 });
+
+test(
+  'bench --preset llama2-7b on a CPU with less than twice its 12.6 GiB of weights: refused before allocating',
+  {
+    skip: os.totalmem() >= 2 * 6_738_415_616 * 2 ? 'this machine has the memory' : false,
+  },
+  () => {
+    const r = mixlora(['bench', '--preset', 'llama2-7b', '--method', 'lora', '--json']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /llama2-7b: its weights alone take 12\.6 GiB/);
+  },
+);
