@@ -63,7 +63,7 @@ function run(cmd: string, args: string[], o: { log: string; env?: Record<string,
     encoding: 'utf8',
     maxBuffer: 1 << 28,
     env: { ...process.env, ...(o.env ?? {}) },
-    timeout: Math.max(1, Math.min(o.limitS, left())) * 1000,
+    timeout: Math.round(Math.max(1, Math.min(o.limitS, left())) * 1000),
     killSignal: 'SIGKILL',
   });
   fs.appendFileSync(
