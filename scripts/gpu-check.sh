@@ -9,14 +9,17 @@
 #    on LLaMA-2-7B shapes beside PyTorch eager. Results: OUTDIR/results.json, results.md, benchmarks-gpu.md,
 #    logs/; a summary on stdout. Exit 0 when every step passed.
 # --device cpu runs the same steps at toy sizes (`make gpu-check-cpu` does, from the unpacked bundle).
+# --build-only stops after the build (to split the build and the check over two sessions on a rented GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-OUTDIR=${1:?usage: scripts/gpu-check.sh OUTDIR [--device cuda|cuda:N|cpu]}
+OUTDIR=${1:?usage: scripts/gpu-check.sh OUTDIR [--device cuda|cuda:N|cpu] [--build-only]}
 shift
 DEVICE=cuda
+BUILD_ONLY=0
 while [ $# -gt 0 ]; do
   case "$1" in
+    --build-only) BUILD_ONLY=1; shift ;;
     --device) DEVICE=${2:?--device needs a value}; shift 2 ;;
     --device=*) DEVICE=${1#--device=}; shift ;;
     *) echo "gpu-check: unknown argument $1" >&2; exit 2 ;;
@@ -37,5 +40,6 @@ T0=$(date +%s)
 echo "gpu-check: building the addon against $("$PYTHON" -c 'import torch; print("torch", torch.__version__, "from", torch.__file__)')" >&2
 LIBTORCH_USE_PYTORCH=1 node scripts/build-native.mjs >&2
 echo "gpu-check: addon built in $(($(date +%s) - T0)) s" >&2
+[ "$BUILD_ONLY" = 1 ] && exit 0
 unset MIXLORA_ADDON
 exec node dist/bench/gpu-check.js "$OUTDIR" --device "$DEVICE"
