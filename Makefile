@@ -7,7 +7,7 @@ export PYTHON
 SYSTEM_ADDON := build/native-system/build/Release/mixlora.node
 
 .PHONY: setup system-deps venv native build test test-system-libtorch check-cuda-build lint lint-native format \
-	demo bench clean
+	demo bench bundle-offline test-bundle gpu-check-cpu clean
 
 setup: system-deps venv node_modules/.package-lock.json native build
 
@@ -50,9 +50,10 @@ lint: node_modules/.package-lock.json lint-native
 	@npx prettier --check --log-level warn "src/**/*.ts" "test/**/*.ts" "bench/**/*.ts" "scripts/**/*.mjs"
 	@npx tsc -p tsconfig.json --noEmit
 
-# The addon's own code compiled with -Wall -Wextra -Werror (libtorch's headers are system headers).
+# The addon's own code compiled with -Wall -Wextra -Werror (libtorch's headers are system headers): the
+# default addon rebuilt that way when it was not built so already (CI builds it so in `make setup`).
 lint-native: node_modules/.package-lock.json
-	@node scripts/build-native.mjs --out build/native-lint --werror
+	@node scripts/build-native.mjs --werror
 
 format: node_modules/.package-lock.json
 	@npx prettier --write --log-level warn "src/**/*.ts" "test/**/*.ts" "bench/**/*.ts" "scripts/**/*.mjs"
@@ -62,6 +63,23 @@ demo: setup
 
 bench: setup
 	@bash bench/run.sh
+
+# The offline bundle for a GPU machine (scripts/gpu-check.sh there): dist, production node_modules, the addon's
+# sources, assets and a Node 20 binary, in one tarball of at most 60 MiB.
+BUNDLE := build/mixlora-offline.tar.gz
+bundle-offline: build/reference/.stamp
+	@npx tsc -p tsconfig.json
+	@bash scripts/bundle-offline.sh $(BUNDLE)
+
+# The bundle unpacked into an empty folder and built with its own Node only, against this machine's PyTorch
+# (the .venv's); it must generate the stories260K golden text.
+test-bundle: bundle-offline
+	@bash scripts/test-bundle.sh $(BUNDLE)
+
+# The same, then the GPU check's CPU mode (toy sizes) from inside the unpacked bundle.
+gpu-check-cpu: bundle-offline
+	@rm -rf build/gpu-check-cpu
+	@bash scripts/test-bundle.sh $(BUNDLE) --gpu-check-cpu build/gpu-check-cpu
 
 clean:
 	rm -rf dist native/build build

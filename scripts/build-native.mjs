@@ -14,7 +14,10 @@ import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
 import { findLibtorch, gypFields, root } from './libtorch.mjs';
 
-const { values: opts } = parseArgs({ options: { out: { type: 'string' }, werror: { type: 'boolean' } } });
+const { values: args } = parseArgs({ options: { out: { type: 'string' }, werror: { type: 'boolean' } } });
+// MIXLORA_WERROR=1 asks for warnings as errors too (CI builds the default addon that way once, so that
+// `make lint` finds it already built).
+const opts = { ...args, werror: Boolean(args.werror) || process.env.MIXLORA_WERROR === '1' };
 const nativeDir = path.join(root, 'native');
 
 // The folder node-gyp runs in: native/ itself, or a folder of links to native/'s sources whose binding.gyp
@@ -71,11 +74,14 @@ const nodedirArgs =
     : [];
 
 // What gyp will be told (flags, libraries): when any of it changes, reconfigure and rebuild.
-const stamp = JSON.stringify({ ...lt, fields: gypFields(lt, Boolean(opts.werror)) });
+const stampFor = (werror) => JSON.stringify({ ...lt, fields: gypFields(lt, werror) });
+const stamp = stampFor(opts.werror);
+// A build with warnings as errors is the same addon: it also serves a request without them.
+const accepted = opts.werror ? [stamp] : [stamp, stampFor(true)];
 const gypChanged =
   !fs.existsSync(path.join(buildDir, 'Makefile')) ||
   fs.statSync(path.join(gypDir, 'binding.gyp')).mtimeMs > fs.statSync(path.join(buildDir, 'Makefile')).mtimeMs;
-const ltChanged = !fs.existsSync(stampFile) || fs.readFileSync(stampFile, 'utf8') !== stamp;
+const ltChanged = !fs.existsSync(stampFile) || !accepted.includes(fs.readFileSync(stampFile, 'utf8'));
 if (gypChanged || ltChanged) {
   if (ltChanged && fs.existsSync(buildDir)) fs.rmSync(buildDir, { recursive: true, force: true });
   run(['configure', ...nodedirArgs]);

@@ -43,6 +43,7 @@ def rope(cfg, positions):
 
 def rotate(x, cos, sin):
     h = x.shape[-1] // 2
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # (as transformers does: the result stays in x's dtype)
     return x * cos + torch.cat((-x[..., h:], x[..., :h]), -1) * sin
 
 

@@ -139,9 +139,14 @@ export interface NativeAddon {
   cudaIsAvailable(): boolean;
   cudaDeviceCount(): number;
   cudaSynchronize(device?: number): void;
-  /** Bytes held by the CUDA caching allocator (libtorch 2.9+; throws without a CUDA device). */
-  cudaMemoryStats(device: number): { allocated: number; reserved: number; peakAllocated: number; peakReserved: number };
-  cudaResetPeakStats(device: number): void;
+  /** The CUDA caching allocator's byte counts (addons built before these existed lack both functions). */
+  cudaMemoryStats?(device: number): {
+    allocated: number;
+    reserved: number;
+    peakAllocated: number;
+    peakReserved: number;
+  };
+  cudaResetPeakStats?(device: number): void;
   free(id: Id): boolean;
   freeMany(ids: Id[]): void;
   liveCount(): number;

@@ -27,10 +27,23 @@ export const cuda = {
   isAvailable: (): boolean => native.cudaIsAvailable(),
   deviceCount: (): number => native.cudaDeviceCount(),
   synchronize: (device?: number): void => native.cudaSynchronize(device),
-  /** The caching allocator's current and peak bytes (allocated to tensors, and reserved from the driver). */
-  memoryStats: (device = 0) => native.cudaMemoryStats(device),
-  resetPeakMemoryStats: (device = 0): void => native.cudaResetPeakStats(device),
+  /** Allocated/reserved bytes now and at peak, or null where the addon has no such function. */
+  memoryStats: (device = 0): CudaMemoryStats | null =>
+    typeof native.cudaMemoryStats === 'function' ? native.cudaMemoryStats(device) : null,
+  /** Starts the peaks over; false where the addon cannot. */
+  resetPeakStats: (device = 0): boolean => {
+    if (typeof native.cudaResetPeakStats !== 'function') return false;
+    native.cudaResetPeakStats(device);
+    return true;
+  },
 };
+
+export interface CudaMemoryStats {
+  allocated: number;
+  reserved: number;
+  peakAllocated: number;
+  peakReserved: number;
+}
 
 export function buildInfo(): ReturnType<typeof native.buildInfo> {
   return native.buildInfo();

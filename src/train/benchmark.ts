@@ -1,6 +1,6 @@
 // The training-step benchmark behind `mixlora bench`: a LLaMA-shaped model with random weights and N
-// adapters of one method trained fused, AdamW, batch 4 × 256 tokens per adapter; the median step time
-// after a warm-up, and the process's peak resident memory.
+// adapters of one method trained fused, AdamW, the preset's batch per adapter; the median step time after
+// a warm-up, the process's peak resident memory and, on CUDA, the caching allocator's peak bytes.
 import * as T from '../tensor/index.js';
 import { llamaConfig, randomModel } from '../models/random.js';
 import { Adapter } from '../adapters/adapter.js';
@@ -8,13 +8,64 @@ import { parseAdapterConfig } from '../adapters/config.js';
 import { AdamW } from '../optim/adamw.js';
 import { fusedStep, type MicroBatch } from './step.js';
 import type { Example } from '../data/examples.js';
+import type { DType } from '../tensor/dtype.js';
+import { ITEM_SIZE } from '../tensor/dtype.js';
+import { UserError } from '../util/errors.js';
+import { matmulWeights, trainFlopsPerToken } from './flops.js';
+import os from 'node:os';
 
 export const METHODS = ['lora', 'dora', 'mixlora', 'mixdora'] as const;
 export type BenchMethod = (typeof METHODS)[number];
 
-export const PRESETS = {
-  'llama-58m': { vocab: 32000, hidden: 512, intermediate: 1376, layers: 8, heads: 8, kvHeads: 8, batch: 4, seq: 256 },
-} as const;
+export interface Preset {
+  vocab: number;
+  hidden: number;
+  intermediate: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  batch: number;
+  seq: number;
+  dtype: DType;
+}
+
+export const PRESETS: Record<'llama-58m' | 'llama2-7b' | 'llama-tiny', Preset> = {
+  'llama-58m': {
+    vocab: 32000,
+    hidden: 512,
+    intermediate: 1376,
+    layers: 8,
+    heads: 8,
+    kvHeads: 8,
+    batch: 4,
+    seq: 256,
+    dtype: 'float32',
+  },
+  // LLaMA-2-7B's shapes (Touvron et al. 2023, table 1 / its config.json), the paper's Table 5 model.
+  'llama2-7b': {
+    vocab: 32000,
+    hidden: 4096,
+    intermediate: 11008,
+    layers: 32,
+    heads: 32,
+    kvHeads: 32,
+    batch: 4,
+    seq: 512,
+    dtype: 'bfloat16',
+  },
+  // A CPU-sized stand-in with llama2-7b's dtype, for the CPU mode of scripts/gpu-check.sh.
+  'llama-tiny': {
+    vocab: 2048,
+    hidden: 128,
+    intermediate: 344,
+    layers: 2,
+    heads: 4,
+    kvHeads: 4,
+    batch: 2,
+    seq: 64,
+    dtype: 'bfloat16',
+  },
+};
 export type PresetName = keyof typeof PRESETS;
 
 const TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
@@ -63,6 +114,21 @@ export interface BenchResult {
   trainable_parameters: number;
   recompute: boolean;
   scored: number | null;
+  preset: PresetName;
+  batch: number;
+  seq: number;
+  dtype: DType;
+  device: T.Device;
+  /** Model FLOPs per trained token (src/train/flops.ts) and the rate they were done at. */
+  model_flops_per_token: number;
+  model_tflops: number;
+  /** The CUDA caching allocator's peaks over the run (MiB), null on CPU or with an addon lacking the counters. */
+  peak_cuda_allocated_mib: number | null;
+  peak_cuda_reserved_mib: number | null;
+}
+
+function cudaIndex(device: T.Device): number {
+  return device === 'cuda' || device === 'cpu' ? 0 : Number(device.slice(5));
 }
 
 /** `scored`: answer tokens per row (the rest is prompt, labelled -100), or null for every token. */
@@ -75,10 +141,24 @@ export function runTrainBench(o: {
   recompute: boolean;
   device: T.Device;
   scored?: number | null;
+  /** Rows per adapter and tokens per row, instead of the preset's. */
+  batch?: number;
+  seq?: number;
   onStep?: (i: number) => void;
 }): BenchResult {
-  const p = PRESETS[o.preset];
-  const model = randomModel(llamaConfig(p), { seed: 0, device: o.device });
+  const p = { ...PRESETS[o.preset], ...(o.batch ? { batch: o.batch } : {}), ...(o.seq ? { seq: o.seq } : {}) };
+  const onCuda = o.device !== 'cpu';
+  // Checked before allocating: llama2-7b's weights alone are 12.6 GiB in bfloat16.
+  const weightBytes = (matmulWeights(p) + p.vocab * p.hidden) * ITEM_SIZE[p.dtype];
+  if (!onCuda && weightBytes > os.totalmem() / 2) {
+    const gib = (b: number) => (b / 2 ** 30).toFixed(1);
+    throw new UserError(
+      `bench --preset ${o.preset}: its weights alone take ${gib(weightBytes)} GiB, more than half of this machine's ` +
+        `${gib(os.totalmem())} GiB; use --device cuda or a smaller preset (llama-58m, llama-tiny)`,
+    );
+  }
+  if (onCuda) T.cuda.resetPeakStats(cudaIndex(o.device));
+  const model = randomModel(llamaConfig(p), { seed: 0, device: o.device, dtype: p.dtype });
   const adapters: Adapter[] = [];
   const optimizers: AdamW[] = [];
   const micro: MicroBatch[] = [];
@@ -120,7 +200,7 @@ export function runTrainBench(o: {
       opt.step();
       opt.zeroGrad();
     }
-    if (o.device !== 'cpu') T.cuda.synchronize();
+    if (onCuda) T.cuda.synchronize(cudaIndex(o.device));
   };
   const times: number[] = [];
   for (let i = 0; i < o.warmup + o.steps; i++) {
@@ -132,6 +212,8 @@ export function runTrainBench(o: {
   times.sort((a, b) => a - b);
   const ms = times[Math.floor(times.length / 2)]!;
   const tokens = o.fused * p.batch * p.seq;
+  const mem = onCuda ? T.cuda.memoryStats(cudaIndex(o.device)) : null;
+  const flops = trainFlopsPerToken(p, p.seq);
   const result: BenchResult = {
     method: o.method,
     fused: o.fused,
@@ -142,6 +224,15 @@ export function runTrainBench(o: {
     trainable_parameters: adapters.reduce((n, a) => n + a.parameterCount(), 0),
     recompute: o.recompute,
     scored: o.scored ?? null,
+    preset: o.preset,
+    batch: p.batch,
+    seq: p.seq,
+    dtype: p.dtype,
+    device: o.device,
+    model_flops_per_token: flops,
+    model_tflops: (flops * tokens) / (ms / 1000) / 1e12,
+    peak_cuda_allocated_mib: mem ? mem.peakAllocated / 2 ** 20 : null,
+    peak_cuda_reserved_mib: mem ? mem.peakReserved / 2 ** 20 : null,
   };
   for (const opt of optimizers) opt.dispose();
   for (const a of adapters) a.dispose();

@@ -1,6 +1,7 @@
 // The reference adapter cases written by test/reference/adapters.py.
 import fs from 'node:fs';
 import { referenceDir } from './fixtures.js';
+import { TEST_DEVICE, TEST_DTYPE } from './device.js';
 import * as T from '../../src/tensor/index.js';
 import { loadAll } from '../../src/io/safetensors.js';
 import { readModelConfig } from '../../src/models/config.js';
@@ -17,7 +18,12 @@ export function adapterCaseNames(): string[] {
 
 export function openModel(dir: string): CausalLM {
   const config = readModelConfig(`${dir}/config.json`);
-  return new CausalLM(config, loadHfWeights(dir, config, { dtype: 'float32', device: 'cpu' }), 'float32', 'cpu');
+  return new CausalLM(
+    config,
+    loadHfWeights(dir, config, { dtype: TEST_DTYPE, device: TEST_DEVICE }),
+    TEST_DTYPE,
+    TEST_DEVICE,
+  );
 }
 
 export async function openAdapterCase(

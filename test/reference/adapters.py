@@ -242,6 +242,23 @@ CASES = {
 }
 
 
+def bf16_deviation(mcfg, acfg, opts, i, ids, labels, logits, grads):
+    """How far this reference itself lands from its float32 results when the base weights are bfloat16 (the
+    adapters stay float32): the scale the bfloat16 parity tests (MIXLORA_TEST_DTYPE) hold mixlora to."""
+    torch.manual_seed(0)
+    W = random_model(mcfg, seed=300 + i, dtype=torch.bfloat16)
+    ref = Ref(mcfg, W, acfg, seed=400 + i, **opts)
+    lg = ref.forward(ids)
+    V = lg.shape[-1]
+    ce = F.cross_entropy(lg[:, :-1].float().reshape(-1, V), labels[:, 1:].reshape(-1), ignore_index=-100)
+    (ce + ref.aux_loss()).backward()
+    g16 = ref.tensors(grads=True)
+    num = sum(((grads[k] - g16[k].float()) ** 2).sum() for k in grads)
+    den = sum((grads[k] ** 2).sum() for k in grads)
+    rel = lambda a, b: ((a - b).norm() / b.norm()).reshape(1)
+    return {'bf16_rel.logits': rel(lg.detach().float(), logits), 'bf16_rel.grads': (num / den).sqrt().reshape(1)}
+
+
 def generate(out):
     index = []
     for i, (name, (mcfg, acfg, opts)) in enumerate(CASES.items()):
@@ -262,6 +279,7 @@ def generate(out):
         expected = {'input_ids': ids, 'labels': labels, 'logits': logits.detach(), 'loss_ce': ce.detach().reshape(1), 'loss_aux': aux.detach().reshape(1)}
         for k, g in ref.tensors(grads=True).items():
             expected['grad.' + k] = g
+        expected.update(bf16_deviation(mcfg, acfg, opts, i, ids, labels, logits.detach(), ref.tensors(grads=True)))
         save_safetensors(os.path.join(d, 'expected.safetensors'), expected)
         index.append(name)
         if name == 'mixlora':

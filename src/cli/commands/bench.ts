@@ -10,9 +10,11 @@ export function benchCommand(): Command {
     .addOption(
       new Option(
         '--preset <name>',
-        'model shape: llama-58m = vocab 32000, hidden 512, intermediate 1376, 8 layers, 8 heads; batch 4 × 256',
+        'model shape (random weights): llama-58m = vocab 32000, hidden 512, intermediate 1376, 8 layers, 8 heads, ' +
+          'float32, batch 4 × 256; llama2-7b = LLaMA-2-7B (hidden 4096, intermediate 11008, 32 layers, 32 heads), ' +
+          'bfloat16, batch 4 × 512; llama-tiny = hidden 128, 2 layers, vocab 2048, bfloat16, batch 2 × 64',
       )
-        .choices(['llama-58m'])
+        .choices(['llama-58m', 'llama2-7b', 'llama-tiny'])
         .default('llama-58m'),
     )
     .addOption(
@@ -23,6 +25,8 @@ export function benchCommand(): Command {
         .choices(['lora', 'dora', 'mixlora', 'mixdora'])
         .makeOptionMandatory(),
     )
+    .option('--batch <n>', "rows per adapter (default: the preset's)", intArg('--batch', 1))
+    .option('--seq <n>', "tokens per row (default: the preset's)", intArg('--seq', 2))
     .option('--fused <n>', 'train N adapters of the method together', intArg('--fused', 1), 1)
     .option('--steps <n>', 'timed steps (the median is reported)', intArg('--steps', 1), 5)
     .option('--warmup <n>', 'untimed steps first', intArg('--warmup', 0), 2)
@@ -34,10 +38,16 @@ export function benchCommand(): Command {
     )
     .option('--device <device>', 'cpu, cuda or cuda:N', 'cpu')
     .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', threadsArg())
-    .option('--json', 'print one JSON line: {method, fused, ms_per_step, ms_per_token, tokens_per_s, peak_rss_mib}')
+    .option(
+      '--json',
+      'print one JSON line: method, fused, preset, batch, seq, dtype, device, ms_per_step, ms_per_token, tokens_per_s, ' +
+        'peak_rss_mib, peak_cuda_allocated_mib, peak_cuda_reserved_mib (null on CPU), model_flops_per_token, model_tflops',
+    )
     .action(
       async (o: {
-        preset: 'llama-58m';
+        preset: 'llama-58m' | 'llama2-7b' | 'llama-tiny';
+        batch?: number;
+        seq?: number;
         method: 'lora' | 'dora' | 'mixlora' | 'mixdora';
         fused: number;
         steps: number;
@@ -64,19 +74,23 @@ export function benchCommand(): Command {
           recompute: o.recompute ?? false,
           scored: o.scored ?? null,
           device: parseDevice(o.device),
+          ...(o.batch ? { batch: o.batch } : {}),
+          ...(o.seq ? { seq: o.seq } : {}),
           onStep: (i) => bar.update(i),
         });
         bar.stop();
         progress.stop();
         if (o.json) {
-          const { method, fused, ms_per_step, ms_per_token, tokens_per_s, peak_rss_mib } = r;
-          process.stdout.write(
-            JSON.stringify({ method, fused, ms_per_step, ms_per_token, tokens_per_s, peak_rss_mib }) + '\n',
-          );
+          const { trainable_parameters, recompute, scored, ...rest } = r;
+          process.stdout.write(JSON.stringify({ ...rest, trainable_parameters, recompute, scored }) + '\n');
         } else {
           process.stdout.write(
             `${r.method}${r.fused > 1 ? ` fused ×${r.fused}` : ''} on ${o.preset}: ${r.ms_per_step.toFixed(1)} ms/step, ${(r.ms_per_token * 1000).toFixed(1)} µs/token, ` +
-              `${Math.round(r.tokens_per_s)} tokens/s, peak RSS ${Math.round(r.peak_rss_mib)} MiB, ${r.trainable_parameters.toLocaleString('en-US')} trainable parameters\n`,
+              `${Math.round(r.tokens_per_s)} tokens/s, ${r.model_tflops.toFixed(2)} model TFLOP/s, peak RSS ${Math.round(r.peak_rss_mib)} MiB` +
+              (r.peak_cuda_allocated_mib !== null
+                ? `, peak CUDA ${Math.round(r.peak_cuda_allocated_mib)} MiB allocated / ${Math.round(r.peak_cuda_reserved_mib!)} MiB reserved`
+                : '') +
+              `, ${r.trainable_parameters.toLocaleString('en-US')} trainable parameters (batch ${r.batch} × ${r.seq}, ${r.dtype})\n`,
           );
         }
       },
