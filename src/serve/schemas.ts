@@ -15,7 +15,8 @@ const sampling = {
   n: nullable({ type: 'integer', minimum: 1, maximum: 16 }),
   stream: nullable({ type: 'boolean' }),
   stream_options: nullable({ type: 'object', properties: { include_usage: { type: 'boolean' } } }),
-  // Penalties are not implemented: accepted only at their neutral value (checked in the route).
+  // frequency/presence penalties: mixlora has none, so any value but the neutral 0 gets a 400 naming the
+  // field (checked in the route; README, Limitations).
   frequency_penalty: nullable({ type: 'number', minimum: -2, maximum: 2 }),
   presence_penalty: nullable({ type: 'number', minimum: -2, maximum: 2 }),
   user: { type: 'string' },

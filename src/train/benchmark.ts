@@ -90,17 +90,7 @@ export function methodConfig(method: BenchMethod): Record<string, unknown> {
         router_aux_loss_coef: 0.01,
       };
     case 'mixdora':
-      return {
-        ...base,
-        peft_type: 'MIXLORA',
-        r: 16,
-        lora_alpha: 32,
-        routing_strategy: 'mixlora',
-        num_experts: 8,
-        top_k: 2,
-        router_aux_loss_coef: 0.01,
-        use_dora: true,
-      };
+      return { ...methodConfig('mixlora'), use_dora: true };
   }
 }
 
