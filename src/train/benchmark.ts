@@ -29,7 +29,7 @@ export interface Preset {
   dtype: DType;
 }
 
-export const PRESETS: Record<'llama-58m' | 'llama2-7b' | 'llama-tiny', Preset> = {
+export const PRESETS: Record<'llama-58m' | 'llama-1b' | 'llama2-7b' | 'llama-tiny', Preset> = {
   'llama-58m': {
     vocab: 32000,
     hidden: 512,
@@ -40,6 +40,19 @@ export const PRESETS: Record<'llama-58m' | 'llama2-7b' | 'llama-tiny', Preset> =
     batch: 4,
     seq: 256,
     dtype: 'float32',
+  },
+  // TinyLlama-1.1B's shapes (its config.json: grouped-query attention, 4 KV heads) with short rows, so the
+  // frozen base weights dominate memory as they do for the paper's 7B model on long batches.
+  'llama-1b': {
+    vocab: 32000,
+    hidden: 2048,
+    intermediate: 5632,
+    layers: 22,
+    heads: 32,
+    kvHeads: 4,
+    batch: 2,
+    seq: 64,
+    dtype: 'bfloat16',
   },
   // LLaMA-2-7B's shapes (Touvron et al. 2023, table 1 / its config.json), the paper's Table 5 model.
   'llama2-7b': {

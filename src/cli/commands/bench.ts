@@ -11,10 +11,11 @@ export function benchCommand(): Command {
       new Option(
         '--preset <name>',
         'model shape (random weights): llama-58m = vocab 32000, hidden 512, intermediate 1376, 8 layers, 8 heads, ' +
-          'float32, batch 4 × 256; llama2-7b = LLaMA-2-7B (hidden 4096, intermediate 11008, 32 layers, 32 heads), ' +
+          'float32, batch 4 × 256; llama-1b = TinyLlama-1.1B (hidden 2048, intermediate 5632, 22 layers, 32 heads, 4 KV heads), ' +
+          'bfloat16, batch 2 × 64; llama2-7b = LLaMA-2-7B (hidden 4096, intermediate 11008, 32 layers, 32 heads), ' +
           'bfloat16, batch 4 × 512; llama-tiny = hidden 128, 2 layers, vocab 2048, bfloat16, batch 2 × 64',
       )
-        .choices(['llama-58m', 'llama2-7b', 'llama-tiny'])
+        .choices(['llama-58m', 'llama-1b', 'llama2-7b', 'llama-tiny'])
         .default('llama-58m'),
     )
     .addOption(
@@ -45,7 +46,7 @@ export function benchCommand(): Command {
     )
     .action(
       async (o: {
-        preset: 'llama-58m' | 'llama2-7b' | 'llama-tiny';
+        preset: 'llama-58m' | 'llama-1b' | 'llama2-7b' | 'llama-tiny';
         batch?: number;
         seq?: number;
         method: 'lora' | 'dora' | 'mixlora' | 'mixdora';
