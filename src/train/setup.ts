@@ -2,7 +2,8 @@
 // order, step count and optimizer. An adapter's initial weights and data order depend on the seed and
 // its name only, not on the other adapters or its place in the list.
 import { manualSeed } from '../tensor/runtime.js';
-import { loadModelForTraining, parseDevice, parseDType } from '../models/load.js';
+import { parseDevice, parseDType } from '../tensor/targets.js';
+import { loadModelForTraining } from '../models/load.js';
 import { resolveModel } from '../models/hub.js';
 import type { CausalLM } from '../models/llama.js';
 import type { ModelConfig } from '../models/config.js';
@@ -14,7 +15,7 @@ import { AdamW, SGD, type Optimizer } from '../optim/index.js';
 import { loadExamples, type DatasetStats, type Example } from '../data/examples.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
-import type { ProgressBar } from '../cli/progress.js';
+import type { ProgressBar } from '../util/progress.js';
 import type { AdapterTrainConfig, TrainConfig } from './config.js';
 import type { StepAccumulator } from './checkpoint.js';
 import { DataOrder } from './order.js';
@@ -63,7 +64,7 @@ export async function setUpRuns(
   manualSeed(cfg.seed);
   const { model, tokenizer } = loadModelForTraining(modelPath ?? (await resolveModel(cfg.baseModel)), {
     dtype: parseDType(cfg.dtype, 'dtype'),
-    device: parseDevice(cfg.device),
+    device: parseDevice(cfg.device, '--device'),
     tokenizer: cfg.tokenizer,
   });
   const runs: AdapterRun[] = [];

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../io/atomic.js';
 import { writeChart } from '../io/charts.js';
-import type { Progress } from '../cli/progress.js';
+import type { Progress } from '../util/progress.js';
 import type { TrainConfig } from './config.js';
 import { restoreCheckpoint } from './checkpoint.js';
 import { RunReports } from './eval-during.js';
