@@ -79,7 +79,7 @@ function ropeScalingOf(r: Fields, where: string, field: string): RopeScaling | n
 
 /** Rotary base and scaling: transformers ≥ 5 writes both in "rope_parameters" ({rope_type, rope_theta,
  * factor, ...}); older configs use top-level "rope_theta" and "rope_scaling". */
-export function rope(f: Fields): { theta: number; scaling: RopeScaling | null } {
+function rope(f: Fields): { theta: number; scaling: RopeScaling | null } {
   const params = f.raw('rope_parameters');
   if (params !== undefined && params !== null) {
     const r = Fields.of(params, `${f.where}: rope_parameters`);
@@ -132,8 +132,6 @@ export function parseModelConfig(json: unknown, where: string): ModelConfig {
   const family = familyFields(f, architecture, headDim);
   if (family.slidingWindow !== undefined) slidingWindow = family.slidingWindow;
   const rotary = rope(f);
-  if (architecture === 'phi3' && rotary.scaling !== null)
-    f.fail('rope_scaling', `(${rotary.scaling.type}) is not supported for Phi-3 (only the default rotary embedding)`);
   const cfg: ModelConfig = {
     ...family.fields,
     architecture,

@@ -69,7 +69,7 @@ function gemma2(
   const act: string = f.str('hidden_activation', { default: 'gelu_pytorch_tanh' as string });
   if (act !== 'gelu_pytorch_tanh') f.fail('hidden_activation', `'${act}' is not supported (gelu_pytorch_tanh)`);
   const layers = f.int('num_hidden_layers', { min: 1 });
-  const slidingWindow = f.has('sliding_window') ? f.optInt('sliding_window', { min: 1 }) : 4096;
+  const slidingWindow = 'sliding_window' in f.obj ? f.optInt('sliding_window', { min: 1 }) : 4096;
   const types = f.raw('layer_types');
   let slidingLayers: boolean[];
   if (types === undefined || types === null) {
@@ -83,7 +83,8 @@ function gemma2(
       return t === 'sliding_attention';
     });
   }
-  const cap = (key: string, def: number) => (f.has(key) ? f.optNum(key, { exclusiveMin: 0 }) : def);
+  // An explicit null turns a soft-cap off; an absent key takes the default.
+  const cap = (key: string, def: number) => (key in f.obj ? f.optNum(key, { exclusiveMin: 0 }) : def);
   return {
     fields: {
       ...neutral,
@@ -105,6 +106,14 @@ function phi3(
   neutral: FamilyFields,
   headDim: number,
 ): { fields: FamilyFields; slidingWindow: number | null; maxPositionEmbeddings: number } {
+  // Phi3Config accepts only the default rotary embedding and LongRoPE ("su", "yarn" and "longrope"), which
+  // mixlora does not implement.
+  for (const key of ['rope_scaling', 'rope_parameters']) {
+    const v = f.raw(key) as Record<string, unknown> | null | undefined;
+    const type = v && typeof v === 'object' ? (v.rope_type ?? v.type) : undefined;
+    if (type !== undefined && type !== 'default')
+      f.fail(key, `has type ${JSON.stringify(type)}: Phi-3 is supported with the default rotary embedding only`);
+  }
   const params = f.raw('rope_parameters');
   const inParams = params !== null && typeof params === 'object' && 'partial_rotary_factor' in params;
   const where = inParams ? Fields.of(params, `${f.where}: rope_parameters`) : f;
