@@ -218,3 +218,26 @@ export function toHfConfig(c: ModelConfig, torchDtype = 'float32'): Record<strin
   if (c.padTokenId !== null) out.pad_token_id = c.padTokenId;
   return out;
 }
+
+/** Keys transformers' config classes type as float: its strict validation refuses a JSON integer there. */
+const FLOAT_KEYS = new Set([
+  'rms_norm_eps',
+  'rope_theta',
+  'factor',
+  'low_freq_factor',
+  'high_freq_factor',
+  'attn_logit_softcapping',
+  'final_logit_softcapping',
+  'partial_rotary_factor',
+]);
+
+/** toHfConfig as config.json text, whole floats written as floats (4.0, not 4). */
+export function hfConfigText(c: ModelConfig, torchDtype = 'float32'): string {
+  const mark = '\u0000float:';
+  const text = JSON.stringify(
+    toHfConfig(c, torchDtype),
+    (key, v: unknown) => (FLOAT_KEYS.has(key) && Number.isInteger(v) ? `${mark}${v as number}` : v),
+    2,
+  );
+  return text.replace(/"\\u0000float:(-?\d+)"/g, '$1.0') + '\n';
+}
