@@ -123,6 +123,24 @@ MIXLORA_CASES = {
 }
 
 
+def bf16_deviation(model, acfg, seed, ids, labels, logits, grads):
+    """This reference's own distance from its float32 results with the base model in bfloat16 (as
+    adapters.bf16_deviation: the scale of the bfloat16 parity bound)."""
+    model = model.to(torch.bfloat16)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    ref = FamilyRef(model, acfg, seed)
+    lg = ref.forward(ids)
+    V = lg.shape[-1]
+    ce = F.cross_entropy(lg[:, :-1].reshape(-1, V), labels[:, 1:].reshape(-1), ignore_index=-100)
+    (ce + ref.aux_loss()).backward()
+    g16 = ref.tensors(grads=True)
+    num = sum(((grads[k] - g16[k].float()) ** 2).sum() for k in grads)
+    den = sum((grads[k] ** 2).sum() for k in grads)
+    return {'bf16_rel.logits': ((lg.detach() - logits).norm() / logits.norm()).reshape(1),
+            'bf16_rel.grads': (num / den).sqrt().reshape(1)}
+
+
 def mixlora_adapters(out, load_hf):
     """MixLoRA/MixDoRA cases in adapters.py's layout, appended to its index (the adapter parity test reads them)."""
     index_file = os.path.join(out, 'adapters', 'index.json')
@@ -153,6 +171,7 @@ def mixlora_adapters(out, load_hf):
                     'loss_aux': aux.detach().reshape(1)}
         for k, g in ref.tensors(grads=True).items():
             expected['grad.' + k] = g
+        expected.update(bf16_deviation(load_hf(src), acfg, 1300 + i, ids, labels, logits.detach(), ref.tensors(grads=True)))
         save_safetensors(os.path.join(d, 'expected.safetensors'), expected)
         index.append(name)
     write_json(index_file, index)
