@@ -14,6 +14,7 @@ of 6.
 MixLoRA on these families has no library to compare with, so the reference is transformers' model itself
 (eager attention) with its MLP replaced by adapters.Ref's per-expert MixLoRA block (experts over the fused
 gate_up_proj for Phi-3, the model's GELU for Gemma) and LoRA added to the attention projections' outputs."""
+import json
 import os
 
 import torch
@@ -145,7 +146,6 @@ def mixlora_adapters(out, load_hf):
     """MixLoRA/MixDoRA cases in adapters.py's layout, appended to its index (the adapter parity test reads them)."""
     index_file = os.path.join(out, 'adapters', 'index.json')
     with open(index_file) as f:
-        import json
         index = json.load(f)
     for i, (name, (model_name, acfg)) in enumerate(MIXLORA_CASES.items()):
         src = os.path.join(out, 'models', model_name)
