@@ -3,6 +3,7 @@
 import { Fields } from '../util/fields.js';
 import { UserError } from '../util/errors.js';
 import { readJson } from '../util/files.js';
+import type { RopeScaling } from '../nn/rope.js';
 import { familyFields, familyHfConfig, type FamilyFields } from './family-config.js';
 
 export type Architecture = 'llama' | 'mistral' | 'qwen2' | 'gemma' | 'gemma2' | 'phi3';
@@ -10,15 +11,8 @@ export const ARCHITECTURES: readonly Architecture[] = ['llama', 'mistral', 'qwen
 /** The gated feed-forward's activation: silu (LLaMA, Mistral, Qwen2, Phi-3) or tanh-approximated GELU (Gemma). */
 export type Activation = 'silu' | 'gelu_pytorch_tanh';
 
-export type RopeScaling =
-  | { type: 'linear'; factor: number }
-  | {
-      type: 'llama3';
-      factor: number;
-      lowFreqFactor: number;
-      highFreqFactor: number;
-      originalMaxPositionEmbeddings: number;
-    };
+// How rotary frequencies are scaled belongs to the rotary tables (nn/rope.ts); the config reads it.
+export type { RopeScaling };
 
 export interface ModelConfig extends FamilyFields {
   architecture: Architecture;

@@ -12,7 +12,7 @@ import { runPython } from '../helpers/python.js';
 import * as T from '../../src/tensor/index.js';
 import { loadAdapter } from '../../src/adapters/io.js';
 import { AdapterBatch } from '../../src/adapters/batch.js';
-import { writeMergedModel } from '../../src/models/save.js';
+import { writeMergedModel } from '../../src/adapters/merge.js';
 
 const TRANSFORMERS_LOGITS = `
 import json, sys, torch

@@ -61,7 +61,7 @@ export function benchCommand(): Command {
       }) => {
         const { runTrainBench } = await import('../../train/benchmark.js');
         const { setNumThreads } = await import('../../tensor/runtime.js');
-        const { parseDevice } = await import('../../models/load.js');
+        const { parseDevice } = await import('../../tensor/targets.js');
         const { createProgress } = await import('../progress.js');
         if (o.threads !== undefined) setNumThreads(o.threads);
         const progress = createProgress();
@@ -74,7 +74,7 @@ export function benchCommand(): Command {
           warmup: o.warmup,
           recompute: o.recompute ?? false,
           scored: o.scored ?? null,
-          device: parseDevice(o.device),
+          device: parseDevice(o.device, '--device'),
           ...(o.batch ? { batch: o.batch } : {}),
           ...(o.seq ? { seq: o.seq } : {}),
           onStep: (i) => bar.update(i),
