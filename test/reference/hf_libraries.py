@@ -1,7 +1,7 @@
 """Reference values computed by the real libraries rather than by our own re-implementation:
 
 - Hugging Face transformers (AutoModelForCausalLM, float32, eager attention) runs every tiny model folder
-  that models.py writes: logits, transformers' causal-LM loss and the per-token NLL for fixed ids, plus a
+  that models.py and families.py (Gemma, Gemma 2, Phi-3) write: logits, transformers' causal-LM loss and the per-token NLL for fixed ids, plus a
   right-padded batch with an attention mask, and greedy generate() on left-padded prompts (with and
   without a repetition penalty). Each model is also saved again with transformers' save_pretrained, so
   that the folder layout and config.json keys of the installed transformers are loaded too.
@@ -9,7 +9,10 @@
   with B and the DoRA magnitudes perturbed (fixed seed) so that the adapter is not the identity, and saves
   them with its own save_pretrained (adapter_config.json + adapter_model.safetensors exactly as PEFT
   writes them). Expected: the PEFT model's logits, loss and the gradient of every saved adapter tensor,
-  and the projections PEFT's merge_and_unload produces.
+  and the projections PEFT's merge_and_unload produces. On Phi-3 PEFT adapts the fused qkv_proj and
+  gate_up_proj, as the reference tools do.
+- MixLoRA on the families.py models: families.mixlora_adapters (transformers' model with the reference
+  MixLoRA block in place of its MLPs).
 
 Needs torch, transformers and peft (the project's virtual environment). Written to
 OUT/transformers/<model>.safetensors, OUT/transformers/saved/<model>/ and
