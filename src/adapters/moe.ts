@@ -9,6 +9,8 @@
 //    routing-weighted sum of the experts' hidden states (not with DoRA experts on down_proj, whose
 //    per-expert column scaling breaks the linearity, nor with a down_proj bias);
 //  - per expert (the reference's plain path): each expert runs the whole FFN on its rows.
+// At inference on a few tokens (decode steps), the efficient path runs every expert densely instead
+// (moe-dense.ts).
 import { zeros, rand } from '../tensor/create.js';
 import { bincount, cat, linear, swiglu } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -16,6 +18,7 @@ import type { LayerWeights, Linear } from '../models/weights.js';
 import { applyLora, loraDelta } from './lora.js';
 import { expertParams, type MlpProj, type MoeLayer } from './params.js';
 import { route } from './routing.js';
+import { DENSE_MAX_TOKENS, denseExperts } from './moe-dense.js';
 
 export interface MoeInput {
   /** Hidden states of the adapter's rows, flattened: [n, H] (n = rows·len). */
@@ -76,6 +79,14 @@ export function moeForward(layer: MoeLayer, w: LayerWeights, input: MoeInput): M
   const scaled = m.routingStrategy === 'mixlora-dynamic' && m.temperature > 0 ? logits.div(m.temperature) : logits;
   const probs = scaled.softmax(-1); // [n, E]
   const r = route(probs, m, { rows, len, valid });
+  const validIdx = valid ? valid.nonzero().squeeze(1) : null;
+  const records = {
+    logits: validIdx ? logits.indexSelect(0, validIdx) : logits,
+    probs: validIdx ? probs.indexSelect(0, validIdx) : probs,
+    counts: r.counts,
+  };
+  if (!training && input.efficient && base !== null && x.size(0) <= DENSE_MAX_TOKENS)
+    return { out: denseExperts(layer, w, x, base, r).to(x.dtype), ...records };
   // Slots grouped by expert: one gather of the inputs, then contiguous slices per expert.
   const order = r.experts.argsort(0); // [m]
   const tokens = r.tokens.indexSelect(0, order); // [m]
@@ -126,11 +137,5 @@ export function moeForward(layer: MoeLayer, w: LayerWeights, input: MoeInput): M
     out = out.indexAdd(0, tokens, ys);
   }
   if (training && m.routingStrategy === 'mixlora-switch' && m.ffnDropout > 0) out = out.dropout(m.ffnDropout, true);
-  const validIdx = valid ? valid.nonzero().squeeze(1) : null;
-  return {
-    out: out.to(input.x.dtype),
-    logits: validIdx ? logits.indexSelect(0, validIdx) : logits,
-    probs: validIdx ? probs.indexSelect(0, validIdx) : probs,
-    counts: r.counts,
-  };
+  return { out: out.to(input.x.dtype), ...records };
 }
