@@ -100,7 +100,9 @@ export class AdapterBatch implements ForwardHooks {
     // The frozen gate/up projections once for every row: MixLoRA experts and plain adapters share them.
     const gate = linear(x, w.proj.gate_proj.weight, w.proj.gate_proj.bias); // [B, T, I]
     const up = linear(x, w.proj.up_proj.weight, w.proj.up_proj.bias); // [B, T, I]
-    return this.perRange(ranges, (r) => {
+    const outs = new Map<RowRange, Tensor>(); // each range's block output [b, T, H]
+    const plain: { r: RowRange; h: Tensor }[] = []; // ranges without experts: their SwiGLU hidden states
+    for (const r of ranges) {
       const xr = this.rows(x, r); // [b, T, H]
       const moe = r.adapter?.layers[layer]?.moe;
       if (moe) {
@@ -116,17 +118,39 @@ export class AdapterBatch implements ForwardHooks {
           efficient: this.efficient,
         });
         this.keepRouting(r.adapter!, { layer, logits: res.logits, probs: res.probs, counts: res.counts });
-        return res.out.reshape(b, T, H);
+        outs.set(r, res.out.reshape(b, T, H));
+        continue;
       }
       const adapt = (name: 'gate_proj' | 'up_proj', base: Tensor) => {
         const p = r.adapter?.lora(layer, name);
         return p ? applyLora(xr, base, p, w.proj[name], this.opts.training) : base;
       };
-      const h = swiglu(adapt('gate_proj', this.rows(gate, r)), adapt('up_proj', this.rows(up, r))); // [b, T, I]
-      const down = linear(h, w.proj.down_proj.weight, w.proj.down_proj.bias);
-      const pd = r.adapter?.lora(layer, 'down_proj');
-      return pd ? applyLora(h, down, pd, w.proj.down_proj, this.opts.training) : down;
-    });
+      plain.push({ r, h: swiglu(adapt('gate_proj', this.rows(gate, r)), adapt('up_proj', this.rows(up, r))) }); // [b, T, I]
+    }
+    if (plain.length > 0) {
+      // The frozen down projection once for all of them (one pass over its weight, not one per range).
+      const hs =
+        plain.length === 1
+          ? plain[0]!.h
+          : cat(
+              plain.map((p) => p.h),
+              0,
+            ); // [Σb, T, I]
+      const all = linear(hs, w.proj.down_proj.weight, w.proj.down_proj.bias); // [Σb, T, H]
+      // split, not narrow: in training, its backward is one concatenation.
+      const downs =
+        plain.length === 1
+          ? [all]
+          : all.split(
+              plain.map((p) => p.r.count),
+              0,
+            );
+      plain.forEach(({ r, h }, i) => {
+        const pd = r.adapter?.lora(layer, 'down_proj');
+        outs.set(r, pd ? applyLora(h, downs[i]!, pd, w.proj.down_proj, this.opts.training) : downs[i]!);
+      });
+    }
+    return this.perRange(ranges, (r) => outs.get(r)!);
   }
 
   /** The ranges of a pass over `batchRows` rows. */
