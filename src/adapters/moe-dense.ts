@@ -14,6 +14,14 @@ import type { Routing } from './routing.js';
 /** Decode steps and short batches take the dense path; longer inputs (prefill) the sparse one. */
 export const DENSE_MAX_TOKENS = 64;
 
+/** Whether the dense path pays off for n tokens (at inference): few tokens, and DoRA experts only with
+ * their scales precomputed (a frozen adapter), since computing every expert's norms on every forward
+ * costs more than the sparse path, which computes the chosen experts' only. */
+export function denseFits(layer: MoeLayer, n: number): boolean {
+  if (n > DENSE_MAX_TOKENS) return false;
+  return Object.values(layer.experts).every((p) => !p?.magnitude || frozenScale(p, false) !== null);
+}
+
 /** s·B_e A_e x for every expert e: x [n, in] (the same for every expert) or [E, n, in] (its own per
  * expert) -> [E, n, out] float32. */
 function expertDeltas(x: Tensor, p: LoraParams): Tensor {

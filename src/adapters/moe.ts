@@ -19,7 +19,7 @@ import type { LayerWeights, Linear } from '../models/weights.js';
 import { applyLora, loraDelta } from './lora.js';
 import { expertParams, type MlpProj, type MoeLayer } from './params.js';
 import { route, type Routing } from './routing.js';
-import { DENSE_MAX_TOKENS, denseExperts } from './moe-dense.js';
+import { denseExperts, denseFits } from './moe-dense.js';
 import type { MoeSettings } from './config.js';
 
 export interface MoeInput {
@@ -218,7 +218,7 @@ export function moeForward(layer: MoeLayer, w: LayerWeights, input: MoeInput): M
     counts: routing.counts,
   };
   const path = expertPath(layer, w, input.efficient, base);
-  if (!training && sharesGateUp(path) && x.size(0) <= DENSE_MAX_TOKENS)
+  if (!training && sharesGateUp(path) && denseFits(layer, x.size(0)))
     return { out: denseExperts(layer, w, x, base!, routing).to(input.x.dtype), ...records };
   const groups = groupByExpert(routing, m.numExperts);
   const results = expertOutputs(layer, w, x, base, groups, path, training);

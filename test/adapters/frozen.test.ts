@@ -1,8 +1,9 @@
 // Adapters frozen for inference (Adapter.freezeForInference): DoRA's precomputed scales give the
-// outputs of the per-forward norms exactly, are never used in training or under autograd, and go
-// when the adapter is disposed or made trainable again.
+// outputs of the per-forward norms (exactly, where the computation is otherwise the same), are never
+// used in training or under autograd, and go when the adapter is disposed or made trainable again.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { assertClose } from '../helpers/assert.js';
 import { referenceDir } from '../helpers/fixtures.js';
 import { openModel } from '../helpers/reference-adapters.js';
 import * as T from '../../src/tensor/index.js';
@@ -67,7 +68,10 @@ for (const kind of ['dora', 'mixdora'] as const) {
       a.freezeForInference(model);
       const frozen = scales(a);
       assert.ok(frozen.length > 0, 'every DoRA module has its scale');
-      assert.equal(logits(model, a, ids, false).sub(thawed).abs().amax().item(), 0, 'bit-identical');
+      if (kind === 'dora')
+        assert.equal(logits(model, a, ids, false).sub(thawed).abs().amax().item(), 0, 'bit-identical');
+      // Frozen MixDoRA on few tokens takes the dense expert path (moe-dense.ts): equal up to rounding.
+      else assertClose(logits(model, a, ids, false), thawed, { atol: 1e-5, what: 'dense path' });
 
       // Spoil the stored scales: inference sees it, training (and autograd) must not.
       T.noGrad(() => frozen.forEach((s) => s.mul_(2)));

@@ -17,7 +17,7 @@ const configs: Record<string, Record<string, unknown>> = {
     routing_strategy: 'mixlora',
     top_k: 2,
   },
-  'top-k DoRA': {
+  'top-k DoRA, frozen': {
     ...moe,
     target_modules: ['gate_proj', 'up_proj', 'down_proj'],
     routing_strategy: 'mixlora',
