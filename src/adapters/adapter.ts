@@ -6,6 +6,7 @@ import { linearOf, type ProjName } from '../models/weights.js';
 import { isMoe, withModelActivation, type AdapterConfig } from './config.js';
 import { adapterParams, initLayers, paramName, type AdapterLayer } from './params.js';
 import type { LoraParams } from './lora.js';
+import { freezeDoraScales, thawDoraScales } from './frozen.js';
 
 export interface NamedParameter {
   name: string;
@@ -48,11 +49,21 @@ export class Adapter {
   }
 
   requiresGrad_(on = true): this {
+    // Trainable again: what was precomputed from the parameters would go stale.
+    if (on) thawDoraScales(this.layers);
     for (const p of this.parameters()) p.tensor.requiresGrad_(on);
     return this;
   }
 
+  /** For an adapter whose parameters will not change again (serving, generating) over `model`:
+   * precomputes DoRA's scales so that inference forwards skip the weight norms (frozen.ts). */
+  freezeForInference(model: CausalLM): this {
+    freezeDoraScales(this.layers, (l, p) => linearOf(model.weights.layers[l]!, p).weight);
+    return this;
+  }
+
   dispose(): void {
+    thawDoraScales(this.layers);
     for (const p of this.parameters()) p.tensor.dispose();
   }
 }

@@ -102,7 +102,9 @@ export class AdapterBatch implements ForwardHooks {
     // The frozen gate/up projections once for every row: MixLoRA experts and plain adapters share them.
     const frozen = frozenGateUp(x, w); // [B, T, I] each, Phi-3's fused [B, T, 2I]
     const down = linearOf(w, 'down_proj');
-    return this.perRange(ranges, (r) => {
+    const outs = new Map<RowRange, Tensor>(); // each range's block output [b, T, H]
+    const plain: { r: RowRange; h: Tensor }[] = []; // ranges without experts: their gated hidden states
+    for (const r of ranges) {
       const xr = this.rows(x, r); // [b, T, H]
       const moe = r.adapter?.layers[layer]?.moe;
       if (moe) {
@@ -124,7 +126,8 @@ export class AdapterBatch implements ForwardHooks {
           efficient: this.efficient,
         });
         this.keepRouting(r.adapter!, { layer, logits: res.logits, probs: res.probs, counts: res.counts });
-        return res.out.reshape(b, T, H);
+        outs.set(r, res.out.reshape(b, T, H));
+        continue;
       }
       const adapt = (name: ProjName, base: Tensor) => {
         const p = r.adapter?.lora(layer, name);
@@ -133,11 +136,32 @@ export class AdapterBatch implements ForwardHooks {
       const [gate, up] = frozen.fused
         ? splitGateUp(adapt('gate_up_proj', this.rows(frozen.fused, r))) // [b, T, I] each
         : [adapt('gate_proj', this.rows(frozen.gate, r)), adapt('up_proj', this.rows(frozen.up, r))];
-      const h = gated(act, gate, up); // [b, T, I]
-      const y = linear(h, down.weight, down.bias); // [b, T, H]
-      const pd = r.adapter?.lora(layer, 'down_proj');
-      return pd ? applyLora(h, y, pd, down, this.opts.training) : y;
-    });
+      plain.push({ r, h: gated(act, gate, up) }); // [b, T, I]
+    }
+    if (plain.length > 0) {
+      // The frozen down projection once for all of them (one pass over its weight, not one per range).
+      const hs =
+        plain.length === 1
+          ? plain[0]!.h
+          : cat(
+              plain.map((p) => p.h),
+              0,
+            ); // [Σb, T, I]
+      const all = linear(hs, down.weight, down.bias); // [Σb, T, H]
+      // split, not narrow: in training, its backward is one concatenation.
+      const downs =
+        plain.length === 1
+          ? [all]
+          : all.split(
+              plain.map((p) => p.r.count),
+              0,
+            );
+      plain.forEach(({ r, h }, i) => {
+        const pd = r.adapter?.lora(layer, 'down_proj');
+        outs.set(r, pd ? applyLora(h, downs[i]!, pd, down, this.opts.training) : downs[i]!);
+      });
+    }
+    return this.perRange(ranges, (r) => outs.get(r)!);
   }
 
   /** The ranges of a pass over `batchRows` rows. */

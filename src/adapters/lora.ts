@@ -2,7 +2,7 @@
 // float32 like the reference: y = W x + s·B A dropout(x); DoRA scales W x + s·B A dropout(x) by
 // m / ‖W + s·B A‖ (row norms, detached). A bias, if any, is added after the scaling, so merging
 // W' = m/‖W + sBA‖ ⊙ (W + sBA) reproduces the adapted layer exactly.
-import { noGrad } from '../tensor/autograd.js';
+import { isGradEnabled, noGrad } from '../tensor/autograd.js';
 import { linear } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { Linear } from '../models/weights.js';
@@ -19,11 +19,25 @@ export interface LoraParams {
   settings: LoraSettings;
   /** α/r, or α/√r with rsLoRA */
   scale: number;
+  /** DoRA of a frozen adapter: m / ‖W + s·B A‖ precomputed ([out] or [E, out], float32), so inference
+   * skips the weight-sized norm on every forward (frozen.ts). Absent otherwise; never read in training. */
+  frozenScale?: Tensor | null;
 }
 
 /** ‖W + s·B A‖ per output row, float32 [out], outside autograd (DoRA treats it as a constant). */
 export function doraWeightNorm(weight: Tensor, A: Tensor, B: Tensor, scale: number): Tensor {
   return noGrad(() => weight.to('float32').add(B.matmul(A), scale).norm(2, 1)); // [out]
+}
+
+/** DoRA's column scale m / ‖W + s·B A‖ for one module, float32 [out]. */
+export function doraScale(weight: Tensor, p: LoraParams): Tensor {
+  return p.magnitude!.div(doraWeightNorm(weight, p.A, p.B, p.scale)); // [out]
+}
+
+/** The precomputed DoRA scale where it may be used: inference, outside autograd (gradients must reach
+ * the magnitude and the LoRA weights through the norm's formula). */
+export function frozenScale(p: LoraParams, training: boolean): Tensor | null {
+  return !training && p.frozenScale && !isGradEnabled() ? p.frozenScale : null;
 }
 
 /** B A dropout(x) in float32, x [.., in] -> [.., out], not yet scaled by s. */
@@ -43,7 +57,7 @@ export function applyLora(x: Tensor, base: Tensor, p: LoraParams, lin: Linear, t
   if (!p.magnitude && base.dtype === 'float32') return base.add(lowRank(x, p, training), p.scale);
   const delta = loraDelta(x, p, training); // [.., out] float32
   if (!p.magnitude) return base.add(delta.to(base.dtype));
-  const scale = p.magnitude.div(doraWeightNorm(lin.weight, p.A, p.B, p.scale)); // [out]
+  const scale = frozenScale(p, training) ?? doraScale(lin.weight, p); // [out]
   const wx = lin.bias ? base.sub(lin.bias) : base; // [.., out]
   let y = wx.to('float32').add(delta).mul(scale);
   if (lin.bias) y = y.add(lin.bias.to('float32'));

@@ -128,6 +128,7 @@ export function expertParams(s: LoraParams, e: number): LoraParams {
     magnitude: s.magnitude ? s.magnitude.select(0, e) : null,
     settings: s.settings,
     scale: s.scale,
+    frozenScale: s.frozenScale ? s.frozenScale.select(0, e) : null,
   };
 }
 

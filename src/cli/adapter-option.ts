@@ -15,6 +15,7 @@ export async function adapterHooks(loaded: LoadedModel, dir: string | undefined)
   if (!dir) return undefined;
   const { loadAdapter } = await import('../adapters/io.js');
   const { AdapterBatch } = await import('../adapters/batch.js');
-  const adapter = await loadAdapter(dir, loaded.model);
+  // Generation and perplexity never change the adapter: its DoRA scales are computed once.
+  const adapter = (await loadAdapter(dir, loaded.model)).freezeForInference(loaded.model);
   return AdapterBatch.all(adapter, { training: false });
 }

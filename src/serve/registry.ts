@@ -75,7 +75,7 @@ export class ModelRegistry {
   async addFromCli(name: string, dir: string): Promise<void> {
     checkModelName(name, '--adapter');
     if (this.models.has(name)) throw new UserError(`--adapter ${name}: the name is already in use`);
-    const adapter = await loadAdapter(dir, this.model, name);
+    const adapter = (await loadAdapter(dir, this.model, name)).freezeForInference(this.model);
     this.models.set(name, this.entry(name, adapter, path.resolve(dir)));
   }
 
@@ -96,7 +96,7 @@ export class ModelRegistry {
     const dir = this.confine(rel);
     this.loading.add(name);
     try {
-      const adapter = await loadAdapter(dir, this.model, name);
+      const adapter = (await loadAdapter(dir, this.model, name)).freezeForInference(this.model);
       const m = this.entry(name, adapter, dir);
       this.models.set(name, m);
       return m;

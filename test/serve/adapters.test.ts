@@ -25,6 +25,8 @@ before(async () => {
   root = tempDir('mixlora-adapter-root-');
   writeAdapters(root, m.model);
   outside = writeAdapters(tempDir('mixlora-outside-'), m.model);
+  // A second DoRA adapter (other weights), to swap in under a name that served the first.
+  fs.renameSync(writeAdapters(tempDir('mixlora-dora-2-'), m.model, 40).dora!, path.join(root, 'dora-2'));
   m.model.dispose();
   fs.symlinkSync(outside.lora!, path.join(root, 'link-out'));
   fs.mkdirSync(path.join(root, 'empty'));
@@ -80,6 +82,26 @@ test('an adapter loaded at run time serves what `generate` gives with it; then i
   assert.equal((await postJson(`${srv.url}/v1/completions`, { model: 'story-lora', prompt: 'Once' })).status, 404);
   assert.equal((await del(`${srv.url}/v1/adapters/story-lora`)).status, 404);
   assert.equal(T.liveTensors(), before, 'the unloaded adapter left no tensor behind');
+});
+
+test('a DoRA adapter unloaded and another loaded under its name: each serves its own weights', async () => {
+  const before = T.liveTensors();
+  for (const folder of ['dora', 'dora-2']) {
+    assert.equal((await postJson(`${srv.url}/v1/adapters`, { name: 'swap', path: folder })).status, 201);
+    const r = await postJson(`${srv.url}/v1/completions`, {
+      model: 'swap',
+      prompt: 'Once upon a time',
+      max_tokens: 16,
+      temperature: 0,
+    });
+    assert.equal(
+      r.json.choices[0].text,
+      await referenceCompletion(srv.loaded, path.join(root, folder), 'Once upon a time', 16),
+      folder,
+    );
+    assert.equal((await del(`${srv.url}/v1/adapters/swap`)).status, 200);
+  }
+  assert.equal(T.liveTensors(), before, 'no precomputed scale left behind');
 });
 
 test('paths outside the adapter root are refused (.., absolute, symbolic link); bad folders are 4xx', async () => {

@@ -31,10 +31,11 @@ export const ADAPTER_CONFIGS: Record<string, Record<string, unknown>> = {
   },
 };
 
-/** Writes the random adapters (lora_B non-zero, so each changes the output) under `root`. */
-export function writeAdapters(root: string, model: LoadedModel['model']): Record<string, string> {
+/** Writes the random adapters (lora_B non-zero, so each changes the output) under `root`; another
+ * first seed gives other weights. */
+export function writeAdapters(root: string, model: LoadedModel['model'], firstSeed = 7): Record<string, string> {
   const dirs: Record<string, string> = {};
-  let seed = 7;
+  let seed = firstSeed;
   for (const [name, cfg] of Object.entries(ADAPTER_CONFIGS)) {
     T.manualSeed(seed++);
     const a = Adapter.create(name, parseAdapterConfig({ lora_dropout: 0, ...cfg }, name), model);

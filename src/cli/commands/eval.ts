@@ -84,7 +84,12 @@ export function evalCommand(): Command {
       let name = spec === 'none' ? 'base' : path.basename(path.resolve(spec));
       for (let k = 2; used.has(name); k++) name = `${name}-${k}`;
       used.add(name);
-      targets.push({ name, adapter: spec === 'none' ? null : await loadAdapter(spec, loaded.model, name) });
+      targets.push({
+        name,
+        // Evaluation never changes an adapter: its DoRA scales are computed once.
+        adapter:
+          spec === 'none' ? null : (await loadAdapter(spec, loaded.model, name)).freezeForInference(loaded.model),
+      });
     }
     const progress = createProgress();
     const results = [];
