@@ -153,6 +153,14 @@ export interface NativeAddon {
   externalBytes(): number;
   buildInfo(): { torchVersion: string; cudaBuild: boolean; cxx11Abi: boolean; parallelInfo: string; config: string };
   blasInfo(): { openblasCore: string | null; openblasConfig: string | null };
+  // distributed (c10d: TCPStore + ProcessGroupGloo; native/distributed.cc)
+  distInit(opts: { rank: number; worldSize: number; masterAddr: string; masterPort: number; timeoutMs: number }): void;
+  distAllReduceSum(ids: Id[]): void;
+  distAllGather(id: Id): Id;
+  distBroadcast(id: Id, root: number): void;
+  distBarrier(): void;
+  distInfo(): { rank: number; worldSize: number; timeoutMs: number } | null;
+  distDestroy(): void;
 }
 
 /** The addon file this process loads: MIXLORA_ADDON, else the default build. */
