@@ -7,7 +7,7 @@ import { UsageError } from '../../util/errors.js';
 import { packageRoot } from '../../util/package.js';
 
 /** The commands that know how to split their work across ranks. */
-const LAUNCHABLE = ['train', 'eval'];
+const LAUNCHABLE = ['train', 'eval', 'bench'];
 
 interface LaunchFlags {
   nprocPerNode: number;
@@ -20,7 +20,7 @@ interface LaunchFlags {
 export function launchCommand(): Command {
   return new Command('launch')
     .description(
-      'run `train` or `eval` as a data-parallel job: N processes on this machine (and M machines), joined over PyTorch c10d',
+      'run `train`, `eval` or `bench` as a data-parallel job: N processes on this machine (and M machines), joined over PyTorch c10d',
     )
     .usage('--nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] train CONFIG [--resume]')
     .requiredOption('--nproc-per-node <n>', 'processes (ranks) to start on this machine', intArg('--nproc-per-node', 1, 1024))
