@@ -9,13 +9,15 @@
 //    routing-weighted sum of the experts' hidden states (not with DoRA experts on down_proj, whose
 //    per-expert column scaling breaks the linearity, nor with a down_proj bias);
 //  - per expert (the reference's plain path): each expert runs the whole FFN on its rows.
+// `expertPath` picks, once per call, which frozen projections are shared (see ExpertPath).
 import { zeros, rand } from '../tensor/create.js';
 import { bincount, cat, linear, swiglu } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { LayerWeights, Linear } from '../models/weights.js';
 import { applyLora, loraDelta } from './lora.js';
 import { expertParams, type MlpProj, type MoeLayer } from './params.js';
-import { route } from './routing.js';
+import { route, type Routing } from './routing.js';
+import type { MoeSettings } from './config.js';
 
 export interface MoeInput {
   /** Hidden states of the adapter's rows, flattened: [n, H] (n = rows·len). */
@@ -54,44 +56,103 @@ function project(
   return stacked ? applyLora(x, base, expertParams(stacked, e), lin, training) : base;
 }
 
-export function moeForward(layer: MoeLayer, w: LayerWeights, input: MoeInput): MoeOutput {
+/**
+ * Which frozen projections the experts share (computed once per token) rather than run on their rows:
+ *  - 'per-expert': none (the caller asked for it, or no shared projection applies);
+ *  - 'shared-gate-up': gate/up given by the caller; down per expert (DoRA on down_proj, or a down bias);
+ *  - 'shared-down': gate/up per expert (jitter fed the experts, so the caller's gate/up no longer
+ *    apply), down once on the weighted sum of hidden states;
+ *  - 'shared-gate-up-down': both.
+ */
+export type ExpertPath = 'per-expert' | 'shared-gate-up' | 'shared-down' | 'shared-gate-up-down';
+
+export function expertPath(layer: MoeLayer, w: LayerWeights, efficient: boolean, base: MoeInput['base']): ExpertPath {
+  if (!efficient) return 'per-expert';
+  // Σₑ wₑ·W hₑ = W (Σₑ wₑ hₑ) needs W linear per expert: no bias, no DoRA column scaling.
+  const down = !w.proj.down_proj.bias && !layer.experts.down_proj?.magnitude;
+  if (base !== null) return down ? 'shared-gate-up-down' : 'shared-gate-up';
+  return down ? 'shared-down' : 'per-expert';
+}
+
+const sharesGateUp = (path: ExpertPath) => path === 'shared-gate-up' || path === 'shared-gate-up-down';
+const sharesDown = (path: ExpertPath) => path === 'shared-down' || path === 'shared-gate-up-down';
+
+interface Jittered {
+  /** What the experts see. */
+  x: Tensor;
+  /** What the router sees. */
+  routerInput: Tensor;
+  /** The caller's frozen gate/up, or null once the experts see jittered states. */
+  base: MoeInput['base'];
+}
+
+/** Multiplicative uniform noise in [1-j, 1+j] on the router's input, in training only. */
+function applyJitter(x: Tensor, base: MoeInput['base'], m: MoeSettings, training: boolean): Jittered {
+  if (!training || m.jitterNoise <= 0) return { x, routerInput: x, base };
+  const noise = rand([...x.shape], { dtype: x.dtype, device: x.device })
+    .mul_(2 * m.jitterNoise)
+    .add_(1 - m.jitterNoise);
+  const routerInput = x.mul(noise);
+  // As the reference does: the switch router alone sees the noise; the other strategies feed the
+  // jittered states to the experts too (so the shared projections no longer apply).
+  if (m.routingStrategy !== 'mixlora-switch') return { x: routerInput, routerInput, base: null };
+  return { x, routerInput, base };
+}
+
+/** The float32 router: logits [n, E] and their softmax (with dynamic routing's temperature). */
+function routerProbs(routerInput: Tensor, layer: MoeLayer): { logits: Tensor; probs: Tensor } {
   const m = layer.settings;
-  const { rows, len, valid, training } = input;
-  let x = input.x; // [n, H]
-  let routerInput = x;
-  let base = input.base;
-  if (training && m.jitterNoise > 0) {
-    const noise = rand([...x.shape], { dtype: x.dtype, device: x.device })
-      .mul_(2 * m.jitterNoise)
-      .add_(1 - m.jitterNoise);
-    routerInput = x.mul(noise);
-    // As the reference does: the switch router alone sees the noise; the other strategies feed the
-    // jittered states to the experts too (so the shared projections no longer apply).
-    if (m.routingStrategy !== 'mixlora-switch') {
-      x = routerInput;
-      base = null;
-    }
-  }
   const logits = linear(routerInput.to('float32'), layer.router); // [n, E]
   const scaled = m.routingStrategy === 'mixlora-dynamic' && m.temperature > 0 ? logits.div(m.temperature) : logits;
-  const probs = scaled.softmax(-1); // [n, E]
-  const r = route(probs, m, { rows, len, valid });
-  // Slots grouped by expert: one gather of the inputs, then contiguous slices per expert.
-  const order = r.experts.argsort(0); // [m]
-  const tokens = r.tokens.indexSelect(0, order); // [m]
-  const weights = r.weights.indexSelect(0, order); // [m]
-  const perExpert = bincount(r.experts, m.numExperts).toNumbers(); // one host sync
+  return { logits, probs: scaled.softmax(-1) }; // [n, E]
+}
+
+interface ExpertGroups {
+  /** [m] int64: the token of each slot, slots sorted by expert. */
+  tokens: Tensor;
+  /** [m] float32: the routing weight of each slot, in the same order. */
+  weights: Tensor;
+  /** Slots per expert (host numbers): the sizes of the contiguous slices. */
+  perExpert: number[];
+}
+
+/** Slots grouped by expert: one gather of the inputs, then contiguous slices per expert. */
+function groupByExpert(routing: Routing, numExperts: number): ExpertGroups {
+  const order = routing.experts.argsort(0); // [m]
+  const tokens = routing.tokens.indexSelect(0, order); // [m]
+  const weights = routing.weights.indexSelect(0, order); // [m]
+  const perExpert = bincount(routing.experts, numExperts).toNumbers(); // one host sync
+  return { tokens, weights, perExpert };
+}
+
+interface ExpertResults {
+  /** Per expert, slots in order: its FFN output [c, H], or (shared down) its down LoRA delta. */
+  pieces: Tensor[];
+  /** Shared down: per expert, its weighted hidden states [c, I] float32 (wₑ hₑ). */
+  hidden: Tensor[];
+}
+
+function expertOutputs(
+  layer: MoeLayer,
+  w: LayerWeights,
+  x: Tensor,
+  base: MoeInput['base'],
+  groups: ExpertGroups,
+  path: ExpertPath,
+  training: boolean,
+): ExpertResults {
+  const { tokens, weights, perExpert } = groups;
   const xs = x.indexSelect(0, tokens); // [m, H]
-  const shared = input.efficient && base !== null;
   // split, not narrow: its backward is one concatenation, where narrow's would add a full-size
   // zero-padded gradient per expert.
   const xParts = xs.split(perExpert, 0); // E × [c, H]
-  const gParts = shared ? base!.gate.indexSelect(0, tokens).split(perExpert, 0) : null; // E × [c, I]
-  const uParts = shared ? base!.up.indexSelect(0, tokens).split(perExpert, 0) : null; // E × [c, I]
+  const shared = sharesGateUp(path) ? base! : null;
+  const gParts = shared ? shared.gate.indexSelect(0, tokens).split(perExpert, 0) : null; // E × [c, I]
+  const uParts = shared ? shared.up.indexSelect(0, tokens).split(perExpert, 0) : null; // E × [c, I]
   const downLora = layer.experts.down_proj;
-  const sharedDown = input.efficient && !w.proj.down_proj.bias && !downLora?.magnitude;
-  const pieces: Tensor[] = []; // per expert: its FFN output [c, H], or (sharedDown) its down LoRA delta
-  const hidden: Tensor[] = []; // sharedDown: per expert, its weighted hidden states [c, I]
+  const sharedDown = sharesDown(path);
+  const pieces: Tensor[] = [];
+  const hidden: Tensor[] = [];
   const wParts = sharedDown ? weights.split(perExpert, 0) : []; // E × [c]
   perExpert.forEach((count, e) => {
     if (count === 0) return;
@@ -111,26 +172,52 @@ export function moeForward(layer: MoeLayer, w: LayerWeights, input: MoeInput): M
     const downBase = linear(h, w.proj.down_proj.weight, w.proj.down_proj.bias); // [c, H]
     pieces.push(project('down_proj', layer, e, h, downBase, w.proj.down_proj, training));
   });
+  return { pieces, hidden };
+}
+
+/** Σ weight·expert(x) back at each token's row: [n, H] float32. */
+function combine(
+  input: MoeInput,
+  w: LayerWeights,
+  groups: ExpertGroups,
+  results: ExpertResults,
+  device: Tensor['device'],
+): Tensor {
+  const { tokens, weights } = groups;
+  const { pieces, hidden } = results;
   const n = input.x.size(0);
   const H = input.x.size(1);
   let out: Tensor; // [n, H] float32 accumulator
   if (hidden.length > 0) {
     const hs = hidden.length === 1 ? hidden[0]! : cat(hidden, 0); // [m, I]
-    const mixed = zeros([n, hs.size(1)], { device: x.device }).indexAdd(0, tokens, hs); // [n, I] Σₑ wₑ hₑ
+    const mixed = zeros([n, hs.size(1)], { device }).indexAdd(0, tokens, hs); // [n, I] Σₑ wₑ hₑ
     out = linear(mixed.to(input.x.dtype), w.proj.down_proj.weight).to('float32'); // [n, H]
   } else {
-    out = zeros([n, H], { device: x.device });
+    out = zeros([n, H], { device });
   }
   if (pieces.length > 0) {
     const ys = (pieces.length === 1 ? pieces[0]! : cat(pieces, 0)).to('float32').mul(weights.unsqueeze(1)); // [m, H]
     out = out.indexAdd(0, tokens, ys);
   }
+  return out;
+}
+
+export function moeForward(layer: MoeLayer, w: LayerWeights, input: MoeInput): MoeOutput {
+  const m = layer.settings;
+  const { rows, len, valid, training } = input;
+  const { x, routerInput, base } = applyJitter(input.x, input.base, m, training);
+  const { logits, probs } = routerProbs(routerInput, layer);
+  const routing = route(probs, m, { rows, len, valid });
+  const groups = groupByExpert(routing, m.numExperts);
+  const path = expertPath(layer, w, input.efficient, base);
+  const results = expertOutputs(layer, w, x, base, groups, path, training);
+  let out = combine(input, w, groups, results, x.device);
   if (training && m.routingStrategy === 'mixlora-switch' && m.ffnDropout > 0) out = out.dropout(m.ffnDropout, true);
   const validIdx = valid ? valid.nonzero().squeeze(1) : null;
   return {
     out: out.to(input.x.dtype),
     logits: validIdx ? logits.indexSelect(0, validIdx) : logits,
     probs: validIdx ? probs.indexSelect(0, validIdx) : probs,
-    counts: r.counts,
+    counts: routing.counts,
   };
 }

@@ -2,19 +2,13 @@
 import { Fields } from '../util/fields.js';
 import { UserError } from '../util/errors.js';
 import { readJson } from '../util/files.js';
+import type { RopeScaling } from '../nn/rope.js';
 
 export type Architecture = 'llama' | 'mistral' | 'qwen2';
 export const ARCHITECTURES: readonly Architecture[] = ['llama', 'mistral', 'qwen2'];
 
-export type RopeScaling =
-  | { type: 'linear'; factor: number }
-  | {
-      type: 'llama3';
-      factor: number;
-      lowFreqFactor: number;
-      highFreqFactor: number;
-      originalMaxPositionEmbeddings: number;
-    };
+// How rotary frequencies are scaled belongs to the rotary tables (nn/rope.ts); the config reads it.
+export type { RopeScaling };
 
 export interface ModelConfig {
   architecture: Architecture;

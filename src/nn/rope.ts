@@ -2,7 +2,17 @@
 import { tensor } from '../tensor/create.js';
 import { cat } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
-import type { RopeScaling } from '../models/config.js';
+
+/** How the rotary frequencies are stretched for longer contexts (config.json's rope_scaling). */
+export type RopeScaling =
+  | { type: 'linear'; factor: number }
+  | {
+      type: 'llama3';
+      factor: number;
+      lowFreqFactor: number;
+      highFreqFactor: number;
+      originalMaxPositionEmbeddings: number;
+    };
 
 /** inv_freq_i = θ^(-2i/d), adjusted by the scaling rule; float64 in JS, returned as numbers. */
 export function inverseFrequencies(headDim: number, theta: number, scaling: RopeScaling | null): number[] {

@@ -62,7 +62,7 @@ export function benchCommand(): Command {
       }) => {
         const { runTrainBench } = await import('../../train/benchmark.js');
         const { setNumThreads } = await import('../../tensor/runtime.js');
-        const { parseDevice } = await import('../../models/load.js');
+        const { parseDevice } = await import('../../tensor/targets.js');
         const { createProgress } = await import('../progress.js');
         const { readDistEnv } = await import('../../distributed/env.js');
         const { joinGroup, leaveGroup } = await import('../../distributed/group.js');
@@ -79,7 +79,7 @@ export function benchCommand(): Command {
           warmup: o.warmup,
           recompute: o.recompute ?? false,
           scored: o.scored ?? null,
-          device: parseDevice(o.device),
+          device: parseDevice(o.device, '--device'),
           ...(o.batch ? { batch: o.batch } : {}),
           ...(o.seq ? { seq: o.seq } : {}),
           onStep: (i) => bar.update(i),

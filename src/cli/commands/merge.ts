@@ -13,7 +13,7 @@ export function mergeCommand(): Command {
   addModelOptions(cmd);
   return cmd.action(async (o: ModelCliOptions & { adapter: string; out: string; force?: boolean }) => {
     const { loadAdapter } = await import('../../adapters/io.js');
-    const { writeMergedModel } = await import('../../models/save.js');
+    const { writeMergedModel } = await import('../../adapters/merge.js');
     const loaded = await openModel(o);
     const adapter = await loadAdapter(o.adapter, loaded.model);
     writeMergedModel(loaded, adapter, o.out, { overwrite: o.force ?? false });
