@@ -84,6 +84,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
       },
     });
     children.push({ rank, child });
+    o.log(`mixlora launch: rank ${rank} started (pid ${child.pid})`);
     const prefix = `[rank ${rank}] `;
     readline.createInterface({ input: child.stdout! }).on('line', (l) => process.stdout.write(prefix + l + '\n'));
     readline.createInterface({ input: child.stderr! }).on('line', (l) => process.stderr.write(prefix + l + '\n'));

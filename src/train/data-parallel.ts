@@ -28,6 +28,12 @@ export function microForSlot(slot: number, micros: number, g: Pick<Group, 'rank'
   return j < micros ? j : null;
 }
 
+/** The generator seed of a rank once the adapters exist: rank 0 keeps the run's seed (so a one-rank job
+ * is the plain run), the others get their own streams, so that their dropout and jitter masks differ. */
+export function rankSeed(seed: number, rank: number): number {
+  return rank === 0 ? seed : (seed * 1000003 + rank * 7919) % 2 ** 48;
+}
+
 /** Full step batches must split evenly into micro-batches over the ranks (refused before training). */
 export function checkBatchSplit(cfg: TrainConfig, worldSize: number): void {
   if (worldSize === 1) return;

@@ -17,7 +17,8 @@ import { restoreProgress, resumePoint } from './resume.js';
 import { setUpRuns } from './setup.js';
 import { SOLO, type Group } from '../distributed/group.js';
 import type { Device } from '../tensor/tensor.js';
-import { checkBatchSplit } from './data-parallel.js';
+import { checkBatchSplit, rankSeed } from './data-parallel.js';
+import { manualSeed } from '../tensor/runtime.js';
 import { checkCheckpointRanks, checkSameCheckpoint, followerResumePoint, restoreRankState } from './rank-state.js';
 
 export interface TrainResult {
@@ -63,6 +64,7 @@ async function trainLocked(cfg: TrainConfig, opts: TrainOptions, group: Group): 
   if (resume.from && resume.state) checkCheckpointRanks(resume.from, resume.state, group.worldSize);
   const device = opts.device ?? (cfg.device as Device);
   const { model, tokenizer, runs } = await setUpRuns(cfg, opts.modelPath, log, device);
+  if (group.rank > 0) manualSeed(rankSeed(cfg.seed, group.rank));
   checkSameCheckpoint(group, cfg.outputDir, resume.state);
 
   let fusedSteps = 0;

@@ -33,7 +33,9 @@ export function launchCommand(): Command {
     .allowUnknownOption()
     .action(async (command: string[], o: LaunchFlags) => {
       if (!LAUNCHABLE.includes(command[0]!))
-        throw new UsageError(`mixlora launch runs ${LAUNCHABLE.join(' or ')}, not '${command[0]}'`);
+        throw new UsageError(
+          `mixlora launch runs ${LAUNCHABLE.slice(0, -1).join(', ')} or ${LAUNCHABLE.at(-1)}, not '${command[0]}'`,
+        );
       if (o.nodeRank >= o.nnodes) throw new UsageError(`--node-rank ${o.nodeRank} must be below --nnodes ${o.nnodes}`);
       const envPort = process.env.MASTER_PORT ? intArg('MASTER_PORT', 1, 65535)(process.env.MASTER_PORT) : null;
       const { launch } = await import('../../distributed/launcher.js');
