@@ -33,7 +33,8 @@ export function readDistEnv(env: NodeJS.ProcessEnv = process.env): DistEnv | nul
   const worldSize = integer(env, 'WORLD_SIZE', 1);
   if (worldSize === null || worldSize === 1) return null;
   const rank = integer(env, 'RANK', 0, worldSize - 1);
-  if (rank === null) throw new UserError(`WORLD_SIZE=${worldSize} but RANK is not set: set RANK to 0..${worldSize - 1}`);
+  if (rank === null)
+    throw new UserError(`WORLD_SIZE=${worldSize} but RANK is not set: set RANK to 0..${worldSize - 1}`);
   const localWorldSize = integer(env, 'LOCAL_WORLD_SIZE', 1, worldSize) ?? 1;
   const localRank = integer(env, 'LOCAL_RANK', 0, worldSize - 1) ?? 0;
   if (localRank >= localWorldSize && env.LOCAL_WORLD_SIZE)

@@ -5,7 +5,14 @@
 import type { Group } from '../distributed/group.js';
 import type { CausalLM } from '../models/llama.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
-import { evaluateTask, type EvalTarget, type ExpertCounts, type ItemScores, type ScoringMethod, type TaskResult } from './scoring.js';
+import {
+  evaluateTask,
+  type EvalTarget,
+  type ExpertCounts,
+  type ItemScores,
+  type ScoringMethod,
+  type TaskResult,
+} from './scoring.js';
 import type { EvalTask } from './tasks.js';
 
 /** Items [start, end) of `n` for `rank` of `worldSize`: blocks differ in size by at most one. */
@@ -30,12 +37,18 @@ export function evaluateTaskSharded(
 ): { results: TaskResult[]; counts: ExpertCounts; samples: ItemScores[] } {
   const [start, end] = shardRange(task.items.length, g.rank, g.worldSize);
   const samples: ItemScores[] = [];
-  const local = evaluateTask(model, tok, targets, { ...task, items: task.items.slice(start, end) }, {
-    method: opts.method,
-    batchSize: opts.batchSize,
-    onProgress: opts.onProgress,
-    onItem: opts.keepSamples ? (s) => samples.push({ ...s, item: s.item + start }) : undefined,
-  });
+  const local = evaluateTask(
+    model,
+    tok,
+    targets,
+    { ...task, items: task.items.slice(start, end) },
+    {
+      method: opts.method,
+      batchSize: opts.batchSize,
+      onProgress: opts.onProgress,
+      onItem: opts.keepSamples ? (s) => samples.push({ ...s, item: s.item + start }) : undefined,
+    },
+  );
   const n = end - start;
   // Accuracies times the block's size are the counts of correct answers (integers).
   const outcome: ShardOutcome = {
@@ -50,7 +63,11 @@ export function evaluateTaskSharded(
   for (const o of all)
     for (const [name, layers] of o.counts) {
       const sum = counts.get(name);
-      if (!sum) counts.set(name, layers.map((l) => l.slice()));
+      if (!sum)
+        counts.set(
+          name,
+          layers.map((l) => l.slice()),
+        );
       else layers.forEach((l, i) => l.forEach((c, e) => (sum[i]![e]! += c)));
     }
   const results = targets.map((t, i) => ({

@@ -48,7 +48,8 @@ export function runLoop(ctx: LoopContext, fusedSteps: number): { fusedSteps: num
     const microBatches = active.map((run) => nextMicroBatch(run, ctx.group));
     const present = microBatches.filter((m): m is MicroBatch => m !== null);
     const started = performance.now();
-    const results = present.length > 0 ? fusedStep(ctx.model, present, { recompute: cfg.recompute, padId: ctx.padId }) : [];
+    const results =
+      present.length > 0 ? fusedStep(ctx.model, present, { recompute: cfg.recompute, padId: ctx.padId }) : [];
     const seconds = (performance.now() - started) / 1000;
     fusedSteps++;
     let checkpointDue = false;
@@ -69,7 +70,13 @@ export function runLoop(ctx: LoopContext, fusedSteps: number): { fusedSteps: num
       // Every rank hands its partial gradients and generators to rank 0, the writer.
       const { group } = ctx;
       const writeRanks =
-        group.worldSize > 1 ? gatherRankState(group, runs.map((run) => run.adapter), ctx.device) : null;
+        group.worldSize > 1
+          ? gatherRankState(
+              group,
+              runs.map((run) => run.adapter),
+              ctx.device,
+            )
+          : null;
       if (group.rank === 0) {
         const state = checkpointState(cfg, runs, fusedSteps, ctx.metricsFile);
         if (group.worldSize > 1) state.worldSize = group.worldSize;

@@ -34,7 +34,8 @@ export function gatherRankState(g: Group, adapters: Adapter[], device: Device): 
           if (!has.some((row) => row[i] === 1)) return;
           const local = p.tensor.grad ?? zeros([...p.tensor.shape], { dtype: p.tensor.dtype, device: p.tensor.device });
           const all = g.allGather(local); // [W, ...shape]
-          for (let r = 0; r < g.worldSize; r++) if (has[r]![i] === 1) keep(r, `grad.${a.name}.${p.name}`, all.select(0, r));
+          for (let r = 0; r < g.worldSize; r++)
+            if (has[r]![i] === 1) keep(r, `grad.${a.name}.${p.name}`, all.select(0, r));
         });
       }
       for (const [key, d] of generators(device)) {
@@ -101,7 +102,10 @@ export function checkCheckpointRanks(from: string, state: CheckpointState, world
 
 /** Ranks other than 0 resume from the newest complete checkpoint rank 0 wrote (rank 0 alone applies the
  * resume policy of resume.ts: refusals, cleaning up). */
-export function followerResumePoint(cfg: TrainConfig, resume: boolean): { from: string | null; state: CheckpointState | null } {
+export function followerResumePoint(
+  cfg: TrainConfig,
+  resume: boolean,
+): { from: string | null; state: CheckpointState | null } {
   const all = resume ? listCheckpoints(cfg) : [];
   const from = all.length > 0 ? all[all.length - 1]! : null;
   return { from, state: from ? readCheckpointState(from) : null };

@@ -45,7 +45,11 @@ const rankEnv = (rank: number, port: number, extra: Record<string, string> = {})
 /** Runs `args` until it exits (or `limitMs` passes: then it is killed and the test fails). */
 function run(args: string[], env: NodeJS.ProcessEnv, limitMs = 60_000) {
   // detached: its own process group, so that a launcher can be killed together with its ranks
-  const child = spawn(process.execPath, [MIXLORA_BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn(process.execPath, [MIXLORA_BIN, ...args], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   child.stdout.resume();
@@ -97,16 +101,24 @@ test('a master port in use, or a master nobody serves, is a clear error, not a h
   await new Promise<void>((resolve) => busy.listen(0, '0.0.0.0', () => resolve()));
   const port = (busy.address() as net.AddressInfo).port;
   try {
-    const { code, stderr } = await run(['train', c.file, '--quiet'], rankEnv(0, port, { MIXLORA_DIST_TIMEOUT: '5' })).exit;
+    const { code, stderr } = await run(['train', c.file, '--quiet'], rankEnv(0, port, { MIXLORA_DIST_TIMEOUT: '5' }))
+      .exit;
     assert.equal(code, 1, stderr);
-    assert.match(stderr, new RegExp(`mixlora: rank 0: cannot serve the rendezvous at 127\\.0\\.0\\.1:${port} .*MASTER_PORT=${port}`));
+    assert.match(
+      stderr,
+      new RegExp(`mixlora: rank 0: cannot serve the rendezvous at 127\\.0\\.0\\.1:${port} .*MASTER_PORT=${port}`),
+    );
   } finally {
     busy.close();
   }
   const nobody = await freePort();
-  const { code, stderr } = await run(['train', c.file, '--quiet'], rankEnv(1, nobody, { MIXLORA_DIST_TIMEOUT: '3' })).exit;
+  const { code, stderr } = await run(['train', c.file, '--quiet'], rankEnv(1, nobody, { MIXLORA_DIST_TIMEOUT: '3' }))
+    .exit;
   assert.equal(code, 1, stderr);
-  assert.match(stderr, new RegExp(`mixlora: rank 1: cannot join the rendezvous at 127\\.0\\.0\\.1:${nobody} within 3 s`));
+  assert.match(
+    stderr,
+    new RegExp(`mixlora: rank 1: cannot join the rendezvous at 127\\.0\\.0\\.1:${nobody} within 3 s`),
+  );
 });
 
 test('a two-rank job killed after a checkpoint resumes to the adapters of an uninterrupted job; one rank cannot resume it', async () => {

@@ -16,7 +16,13 @@ test('two ranks: all-reduce sums in place, gathers come in rank order, nothing l
     [0, 1].map(
       (rank) =>
         new Promise<string>((resolve, reject) => {
-          const env = { ...process.env, RANK: String(rank), WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: port };
+          const env = {
+            ...process.env,
+            RANK: String(rank),
+            WORLD_SIZE: '2',
+            MASTER_ADDR: '127.0.0.1',
+            MASTER_PORT: port,
+          };
           execFile(process.execPath, [worker], { env, timeout: 60_000 }, (e, stdout, stderr) =>
             e ? reject(new Error(`rank ${rank}: ${e.message}\n${stderr}`)) : resolve(stdout),
           );
@@ -59,6 +65,9 @@ test('the environment: alone without WORLD_SIZE, and one clear error for each mi
   assert.throws(() => readDistEnv({ ...full, RANK: '2' }), /RANK=2: expected an integer from 0 to 1/);
   assert.throws(() => readDistEnv({ ...full, RANK: undefined }), /RANK is not set/);
   assert.throws(() => readDistEnv({ ...full, MASTER_ADDR: '' }), /MASTER_ADDR is not set/);
-  assert.throws(() => readDistEnv({ ...full, MASTER_PORT: '70000' }), /MASTER_PORT=70000: expected an integer from 1 to 65535/);
+  assert.throws(
+    () => readDistEnv({ ...full, MASTER_PORT: '70000' }),
+    /MASTER_PORT=70000: expected an integer from 1 to 65535/,
+  );
   assert.throws(() => readDistEnv({ ...full, WORLD_SIZE: 'two' }), /WORLD_SIZE=two/);
 });

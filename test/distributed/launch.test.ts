@@ -11,7 +11,9 @@ test('bad usage exits 2 naming the flag; several machines need a port', () => {
   const other = mixlora(['launch', '--nproc-per-node', '2', 'generate', '--model', 'x'], { env });
   assert.equal(other.code, 2);
   assert.match(other.stderr, /mixlora launch runs train, eval or bench, not 'generate'/);
-  const rank = mixlora(['launch', '--nproc-per-node', '1', '--nnodes', '2', '--node-rank', '2', 'train', 'c.json'], { env });
+  const rank = mixlora(['launch', '--nproc-per-node', '1', '--nnodes', '2', '--node-rank', '2', 'train', 'c.json'], {
+    env,
+  });
   assert.equal(rank.code, 2);
   assert.match(rank.stderr, /--node-rank 2 must be below --nnodes 2/);
   assert.equal(mixlora(['launch', '--nproc-per-node', '0', 'train', 'c.json'], { env }).code, 2);

@@ -66,7 +66,10 @@ for (const [optimizer, tolerance] of [
     assert.match(two.stdout, /\[rank 0\] adapter lora: /);
     assert.doesNotMatch(two.stdout, /\[rank 1\] adapter/, 'only rank 0 reports its outputs');
     for (const name of ['lora', 'mix']) {
-      const d = maxDiff(adapterTensors(path.join(job.dir, 'run', name)), adapterTensors(path.join(alone.dir, 'run', name)));
+      const d = maxDiff(
+        adapterTensors(path.join(job.dir, 'run', name)),
+        adapterTensors(path.join(alone.dir, 'run', name)),
+      );
       assert.ok(d <= tolerance, `${name}: max difference ${d} > ${tolerance}`);
     }
     // One metrics line per step (rank 0 alone writes), with the whole step's tokens and loss.

@@ -23,11 +23,27 @@ export function launchCommand(): Command {
       'run `train`, `eval` or `bench` as a data-parallel job: N processes on this machine (and M machines), joined over PyTorch c10d',
     )
     .usage('--nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] train CONFIG [--resume]')
-    .requiredOption('--nproc-per-node <n>', 'processes (ranks) to start on this machine', intArg('--nproc-per-node', 1, 1024))
+    .requiredOption(
+      '--nproc-per-node <n>',
+      'processes (ranks) to start on this machine',
+      intArg('--nproc-per-node', 1, 1024),
+    )
     .option('--nnodes <m>', 'machines in the job', intArg('--nnodes', 1, 65536), 1)
-    .option('--node-rank <r>', "this machine's index, 0 to nnodes-1 (rank 0's machine is 0)", intArg('--node-rank', 0), 0)
-    .option('--master-addr <addr>', "address of node 0, where rank 0 serves the rendezvous (default: $MASTER_ADDR or 127.0.0.1)")
-    .option('--master-port <port>', 'its port (default: $MASTER_PORT, or a free port when --nnodes is 1)', intArg('--master-port', 1, 65535))
+    .option(
+      '--node-rank <r>',
+      "this machine's index, 0 to nnodes-1 (rank 0's machine is 0)",
+      intArg('--node-rank', 0),
+      0,
+    )
+    .option(
+      '--master-addr <addr>',
+      'address of node 0, where rank 0 serves the rendezvous (default: $MASTER_ADDR or 127.0.0.1)',
+    )
+    .option(
+      '--master-port <port>',
+      'its port (default: $MASTER_PORT, or a free port when --nnodes is 1)',
+      intArg('--master-port', 1, 65535),
+    )
     .argument('<command...>', 'the mixlora command each rank runs, with its arguments (train CONFIG [--resume])')
     .passThroughOptions()
     .allowUnknownOption()
