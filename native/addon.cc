@@ -11,6 +11,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   mx::RegisterOptim(env, exports);
   mx::RegisterRuntime(env, exports);
   mx::RegisterDistributed(env, exports);
+  mx::RegisterProfile(env, exports);
   return exports;
 }
 

@@ -161,6 +161,9 @@ export interface NativeAddon {
   distBarrier(): void;
   distInfo(): { rank: number; worldSize: number; timeoutMs: number } | null;
   distDestroy(): void;
+  // profile.cc: per-op calls and self milliseconds between the two calls
+  profileStart(): void;
+  profileStop(): Record<string, [calls: number, selfMs: number]>;
 }
 
 /** The addon file this process loads: MIXLORA_ADDON, else the default build. */

@@ -11,7 +11,8 @@ import type { Example } from '../data/examples.js';
 import type { DType } from '../tensor/dtype.js';
 import { ITEM_SIZE } from '../tensor/dtype.js';
 import { UserError } from '../util/errors.js';
-import { matmulWeights, trainFlopsPerToken } from './flops.js';
+import { type AdapterFlopShape, adapterFlopsPerToken, matmulWeights, trainFlopsPerToken } from './flops.js';
+import { profileStep, type StepProfile } from './step-profile.js';
 import os from 'node:os';
 import { SOLO, type Group } from '../distributed/group.js';
 import { allReduceStep } from './data-parallel.js';
@@ -109,6 +110,16 @@ export function methodConfig(method: BenchMethod): Record<string, unknown> {
   }
 }
 
+/** The FLOP-relevant shape of methodConfig(method). */
+export function methodFlopShape(method: BenchMethod): AdapterFlopShape {
+  const c = methodConfig(method) as { r: number; target_modules: string[]; num_experts?: number; top_k?: number };
+  return {
+    r: c.r,
+    targets: c.target_modules,
+    ...(c.num_experts ? { experts: { count: c.num_experts, topK: c.top_k! } } : {}),
+  };
+}
+
 export interface BenchResult {
   method: BenchMethod;
   fused: number;
@@ -127,6 +138,9 @@ export interface BenchResult {
   /** Model FLOPs per trained token (src/train/flops.ts) and the rate they were done at. */
   model_flops_per_token: number;
   model_tflops: number;
+  /** The adapters' own FLOPs per token (src/train/flops.ts), and the rate of model + adapter FLOPs. */
+  adapter_flops_per_token: number;
+  total_tflops: number;
   /** The CUDA caching allocator's peaks over the run (MiB), null on CPU or with an addon lacking the counters. */
   peak_cuda_allocated_mib: number | null;
   peak_cuda_reserved_mib: number | null;
@@ -134,6 +148,8 @@ export interface BenchResult {
   ranks: number;
   /** Median time per step spent summing the adapters' gradients across ranks (null alone). */
   collective_ms_per_step: number | null;
+  /** With `profile`: one more step's time by op family. */
+  profile?: StepProfile;
 }
 
 function cudaIndex(device: T.Device): number {
@@ -150,15 +166,23 @@ export function runTrainBench(o: {
   recompute: boolean;
   device: T.Device;
   scored?: number | null;
-  /** Rows per adapter and tokens per row, instead of the preset's. */
+  /** Rows per adapter, tokens per row and the base model's dtype, instead of the preset's. */
   batch?: number;
   seq?: number;
+  dtype?: DType;
   onStep?: (i: number) => void;
+  /** After the timed steps, one more step recorded op by op (its breakdown in `profile`). */
+  profile?: boolean;
   /** The job's group: each step then sums every adapter's gradients across ranks, as training does. */
   group?: Group;
 }): BenchResult {
   const group = o.group ?? SOLO;
-  const p = { ...PRESETS[o.preset], ...(o.batch ? { batch: o.batch } : {}), ...(o.seq ? { seq: o.seq } : {}) };
+  const p = {
+    ...PRESETS[o.preset],
+    ...(o.batch ? { batch: o.batch } : {}),
+    ...(o.seq ? { seq: o.seq } : {}),
+    ...(o.dtype ? { dtype: o.dtype } : {}),
+  };
   const onCuda = o.device !== 'cpu';
   // Checked before allocating: llama2-7b's weights alone are 12.6 GiB in bfloat16.
   const weightBytes = (matmulWeights(p) + p.vocab * p.hidden) * ITEM_SIZE[p.dtype];
@@ -206,9 +230,13 @@ export function runTrainBench(o: {
       microsPerStep: 1,
     });
   }
-  const collectiveMs: number[] = [];
-  const step = () => {
+  const passes = () => {
     fusedStep(model, micro, { recompute: o.recompute, padId: 0 });
+    if (onCuda) T.cuda.synchronize(cudaIndex(o.device));
+  };
+  // Under a launcher: the gradient sums across ranks that training does before each optimizer step.
+  const collectiveMs: number[] = [];
+  const sumAcrossRanks = () => {
     const t0 = process.hrtime.bigint();
     const acc = { ce: 0, aux: 0, auxCount: 0, scored: 0, input: 0, seconds: 0 };
     for (const a of adapters)
@@ -218,11 +246,18 @@ export function runTrainBench(o: {
         acc,
       );
     collectiveMs.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  };
+  const optimizerStep = () => {
     for (const opt of optimizers) {
       opt.step();
       opt.zeroGrad();
     }
     if (onCuda) T.cuda.synchronize(cudaIndex(o.device));
+  };
+  const step = () => {
+    passes();
+    sumAcrossRanks();
+    optimizerStep();
   };
   const times: number[] = [];
   for (let i = 0; i < o.warmup + o.steps; i++) {
@@ -235,6 +270,7 @@ export function runTrainBench(o: {
   const tokens = o.fused * p.batch * p.seq;
   const mem = onCuda ? T.cuda.memoryStats(cudaIndex(o.device)) : null;
   const flops = trainFlopsPerToken(p, p.seq);
+  const adapterFlops = adapterFlopsPerToken(p, methodFlopShape(o.method));
   const result: BenchResult = {
     method: o.method,
     fused: o.fused,
@@ -252,11 +288,14 @@ export function runTrainBench(o: {
     device: o.device,
     model_flops_per_token: flops,
     model_tflops: (flops * tokens) / (ms / 1000) / 1e12,
+    adapter_flops_per_token: adapterFlops,
+    total_tflops: ((flops + adapterFlops) * tokens) / (ms / 1000) / 1e12,
     peak_cuda_allocated_mib: mem ? mem.peakAllocated / 2 ** 20 : null,
     peak_cuda_reserved_mib: mem ? mem.peakReserved / 2 ** 20 : null,
     ranks: group.worldSize,
     collective_ms_per_step: group.worldSize > 1 ? median(collectiveMs.slice(o.warmup)) : null,
   };
+  if (o.profile) result.profile = profileStep(passes, optimizerStep);
   for (const opt of optimizers) opt.dispose();
   for (const a of adapters) a.dispose();
   model.dispose();
