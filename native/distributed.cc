@@ -154,19 +154,6 @@ MX_FN(distAllGather) {
   return Put(info.Env(), at::stack(out[0]));
 }
 
-// distBroadcast(tensor, root): the root's values into every rank's tensor, in place.
-MX_FN(distBroadcast) {
-  Group& g = Current("distBroadcast");
-  at::Tensor& t = Get(info[0]);
-  c10d::BroadcastOptions o;
-  o.rootRank = Int(info[1]);
-  std::vector<at::Tensor> buf{t.detach().to(at::kCPU).contiguous()};
-  Await(g, g.pg->broadcast(buf, o), "broadcast");
-  at::NoGradGuard no_grad;
-  if (!buf[0].is_same(t)) t.detach().copy_(buf[0]);
-  return info.Env().Undefined();
-}
-
 MX_FN(distBarrier) {
   Group& g = Current("distBarrier");
   c10d::BarrierOptions o;
@@ -175,18 +162,8 @@ MX_FN(distBarrier) {
   return info.Env().Undefined();
 }
 
-// distInfo() -> {rank, worldSize, timeoutMs} or null outside a group.
-MX_FN(distInfo) {
-  auto env = info.Env();
-  if (!group) return env.Null();
-  auto o = Napi::Object::New(env);
-  o.Set("rank", group->rank);
-  o.Set("worldSize", group->size);
-  o.Set("timeoutMs", static_cast<double>(group->timeout.count()));
-  return o;
-}
-
-// distDestroy(): leaves the group (after a barrier, so rank 0's store outlives every peer's last use).
+// distDestroy(): leaves the group; called after a barrier (leaveGroup), so that rank 0's store outlives
+// every peer's last use of it.
 MX_FN(distDestroy) {
   if (!group) return info.Env().Undefined();
   Group* g = group;
@@ -202,9 +179,7 @@ void RegisterDistributed(Napi::Env env, Napi::Object exports) {
   MX_EXPORT(exports, distInit);
   MX_EXPORT(exports, distAllReduceSum);
   MX_EXPORT(exports, distAllGather);
-  MX_EXPORT(exports, distBroadcast);
   MX_EXPORT(exports, distBarrier);
-  MX_EXPORT(exports, distInfo);
   MX_EXPORT(exports, distDestroy);
 }
 }  // namespace mx

@@ -157,9 +157,7 @@ export interface NativeAddon {
   distInit(opts: { rank: number; worldSize: number; masterAddr: string; masterPort: number; timeoutMs: number }): void;
   distAllReduceSum(ids: Id[]): void;
   distAllGather(id: Id): Id;
-  distBroadcast(id: Id, root: number): void;
   distBarrier(): void;
-  distInfo(): { rank: number; worldSize: number; timeoutMs: number } | null;
   distDestroy(): void;
   // profile.cc: per-op calls and self milliseconds between the two calls
   profileStart(): void;
