@@ -66,6 +66,7 @@ void RegisterAutograd(Napi::Env env, Napi::Object exports);
 void RegisterFused(Napi::Env env, Napi::Object exports);
 void RegisterOptim(Napi::Env env, Napi::Object exports);
 void RegisterRuntime(Napi::Env env, Napi::Object exports);
+void RegisterDistributed(Napi::Env env, Napi::Object exports);
 
 }  // namespace mx
 

@@ -160,6 +160,8 @@ export function gypFields(lt, werror = false) {
       `-std=${lt.cxxStandard}`,
       // (/usr/include and /usr/local/include already are; naming them again breaks libstdc++'s #include_next)
       ...lt.includeDirs.filter((d) => !['/usr/include', '/usr/local/include'].includes(d)).map((d) => `-isystem ${d}`),
+      // Gloo's declarations, which c10d's ProcessGroupGloo.hpp includes and no libtorch package ships.
+      `-isystem ${path.join(root, 'native', 'third_party', 'gloo')}`,
       ...(werror ? ['-Werror'] : []),
     ].join(' '),
   };

@@ -5,6 +5,7 @@ import { convertCommand } from './commands/convert.js';
 import { evalCommand } from './commands/eval.js';
 import { generateCommand } from './commands/generate.js';
 import { infoCommand } from './commands/info.js';
+import { launchCommand } from './commands/launch.js';
 import { inspectCommand } from './commands/inspect.js';
 import { mergeCommand } from './commands/merge.js';
 import { perplexityCommand } from './commands/perplexity.js';
@@ -14,6 +15,7 @@ import { trainCommand } from './commands/train.js';
 export function registerCommands(program: Command): void {
   for (const make of [
     trainCommand,
+    launchCommand,
     evalCommand,
     generateCommand,
     serveCommand,

@@ -10,7 +10,9 @@ export function buildProgram(): Command {
     .description('Fine-tune LLaMA-family, Gemma and Phi-3 models with MixLoRA, LoRA and DoRA adapters on libtorch')
     .version(packageVersion(), '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
-    .exitOverride();
+    .exitOverride()
+    // `mixlora launch ... train CONFIG --resume`: options after the launched command are that command's.
+    .enablePositionalOptions();
   registerCommands(program);
   return program;
 }

@@ -153,6 +153,12 @@ export interface NativeAddon {
   externalBytes(): number;
   buildInfo(): { torchVersion: string; cudaBuild: boolean; cxx11Abi: boolean; parallelInfo: string; config: string };
   blasInfo(): { openblasCore: string | null; openblasConfig: string | null };
+  // distributed (c10d: TCPStore + ProcessGroupGloo; native/distributed.cc)
+  distInit(opts: { rank: number; worldSize: number; masterAddr: string; masterPort: number; timeoutMs: number }): void;
+  distAllReduceSum(ids: Id[]): void;
+  distAllGather(id: Id): Id;
+  distBarrier(): void;
+  distDestroy(): void;
   // profile.cc: per-op calls and self milliseconds between the two calls
   profileStart(): void;
   profileStop(): Record<string, [calls: number, selfMs: number]>;

@@ -49,11 +49,17 @@ export function buildInfo(): ReturnType<typeof native.buildInfo> {
   return native.buildInfo();
 }
 
-// Default: all cores (libtorch's own default follows OMP settings, which some builds pin to 1).
+// Default: all cores (libtorch's own default follows OMP settings, which some builds pin to 1), shared
+// among the ranks of a data-parallel job on this machine (LOCAL_WORLD_SIZE, set by torchrun and
+// `mixlora launch`), so that they do not oversubscribe the cores.
 const envThreads = Number(process.env.MIXLORA_NUM_THREADS);
+const localRanks = Number(process.env.LOCAL_WORLD_SIZE);
+const cores = os.availableParallelism();
 // More threads than cores only slows libtorch down (and a huge number can exhaust the thread limit).
 native.setNumThreads(
   Number.isInteger(envThreads) && envThreads > 0
-    ? Math.min(envThreads, os.availableParallelism())
-    : os.availableParallelism(),
+    ? Math.min(envThreads, cores)
+    : Number.isInteger(localRanks) && localRanks > 1
+      ? Math.max(1, Math.floor(cores / localRanks))
+      : cores,
 );

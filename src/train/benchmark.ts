@@ -14,6 +14,8 @@ import { UserError } from '../util/errors.js';
 import { type AdapterFlopShape, adapterFlopsPerToken, matmulWeights, trainFlopsPerToken } from './flops.js';
 import { profileStep, type StepProfile } from './step-profile.js';
 import os from 'node:os';
+import { SOLO, type Group } from '../distributed/group.js';
+import { allReduceStep } from './data-parallel.js';
 
 export const METHODS = ['lora', 'dora', 'mixlora', 'mixdora'] as const;
 export type BenchMethod = (typeof METHODS)[number];
@@ -142,6 +144,10 @@ export interface BenchResult {
   /** The CUDA caching allocator's peaks over the run (MiB), null on CPU or with an addon lacking the counters. */
   peak_cuda_allocated_mib: number | null;
   peak_cuda_reserved_mib: number | null;
+  /** Processes of the data-parallel job (`mixlora launch ... bench`), each running this batch. */
+  ranks: number;
+  /** Median time per step spent summing the adapters' gradients across ranks (null alone). */
+  collective_ms_per_step: number | null;
   /** With `profile`: one more step's time by op family. */
   profile?: StepProfile;
 }
@@ -167,7 +173,10 @@ export function runTrainBench(o: {
   onStep?: (i: number) => void;
   /** After the timed steps, one more step recorded op by op (its breakdown in `profile`). */
   profile?: boolean;
+  /** The job's group: each step then sums every adapter's gradients across ranks, as training does. */
+  group?: Group;
 }): BenchResult {
+  const group = o.group ?? SOLO;
   const p = {
     ...PRESETS[o.preset],
     ...(o.batch ? { batch: o.batch } : {}),
@@ -225,6 +234,19 @@ export function runTrainBench(o: {
     fusedStep(model, micro, { recompute: o.recompute, padId: 0 });
     if (onCuda) T.cuda.synchronize(cudaIndex(o.device));
   };
+  // Under a launcher: the gradient sums across ranks that training does before each optimizer step.
+  const collectiveMs: number[] = [];
+  const sumAcrossRanks = () => {
+    const t0 = process.hrtime.bigint();
+    const acc = { ce: 0, aux: 0, auxCount: 0, scored: 0, input: 0, seconds: 0 };
+    for (const a of adapters)
+      allReduceStep(
+        group,
+        a.parameters().map((q) => q.tensor),
+        acc,
+      );
+    collectiveMs.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  };
   const optimizerStep = () => {
     for (const opt of optimizers) {
       opt.step();
@@ -234,6 +256,7 @@ export function runTrainBench(o: {
   };
   const step = () => {
     passes();
+    sumAcrossRanks();
     optimizerStep();
   };
   const times: number[] = [];
@@ -243,8 +266,7 @@ export function runTrainBench(o: {
     if (i >= o.warmup) times.push(Number(process.hrtime.bigint() - t0) / 1e6);
     o.onStep?.(i + 1);
   }
-  times.sort((a, b) => a - b);
-  const ms = times[Math.floor(times.length / 2)]!;
+  const ms = median(times);
   const tokens = o.fused * p.batch * p.seq;
   const mem = onCuda ? T.cuda.memoryStats(cudaIndex(o.device)) : null;
   const flops = trainFlopsPerToken(p, p.seq);
@@ -270,10 +292,17 @@ export function runTrainBench(o: {
     total_tflops: ((flops + adapterFlops) * tokens) / (ms / 1000) / 1e12,
     peak_cuda_allocated_mib: mem ? mem.peakAllocated / 2 ** 20 : null,
     peak_cuda_reserved_mib: mem ? mem.peakReserved / 2 ** 20 : null,
+    ranks: group.worldSize,
+    collective_ms_per_step: group.worldSize > 1 ? median(collectiveMs.slice(o.warmup)) : null,
   };
   if (o.profile) result.profile = profileStep(passes, optimizerStep);
   for (const opt of optimizers) opt.dispose();
   for (const a of adapters) a.dispose();
   model.dispose();
   return result;
+}
+
+function median(xs: number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
 }

@@ -41,6 +41,9 @@ export interface CheckpointState {
   metricsLines: number;
   rngDevices: string[];
   adapters: AdapterCheckpoint[];
+  /** Ranks of the data-parallel run that wrote it (absent: 1). With more than one, each rank's partial
+   * gradients and generator states are in rank-<r>.safetensors (rank-state.ts), not beside the rest. */
+  worldSize?: number;
 }
 
 export function configDigest(c: TrainConfig): string {
@@ -69,8 +72,15 @@ export interface RunHandle {
   optimizer: Optimizer;
 }
 
-export function saveCheckpoint(c: TrainConfig, state: CheckpointState, runs: RunHandle[]): string {
+/** `writeRankState` (data-parallel runs) writes the per-rank files into the checkpoint's folder. */
+export function saveCheckpoint(
+  c: TrainConfig,
+  state: CheckpointState,
+  runs: RunHandle[],
+  writeRankState: ((dir: string) => void) | null = null,
+): string {
   const target = path.join(checkpointsDir(c), `checkpoint-${state.fusedStep}`);
+  const perRank = (state.worldSize ?? 1) > 1;
   tidy(() =>
     noGrad(() => {
       writeDirAtomic(
@@ -80,16 +90,18 @@ export function saveCheckpoint(c: TrainConfig, state: CheckpointState, runs: Run
             const tensors = new Map<string, Tensor>();
             for (const p of adapter.parameters()) {
               tensors.set(`param.${p.name}`, p.tensor.detach().to('cpu'));
-              const g = p.tensor.grad;
+              const g = perRank ? null : p.tensor.grad;
               if (g) tensors.set(`grad.${p.name}`, g.to('cpu'));
             }
             for (const [k, t] of Object.entries(optimizer.stateDict().tensors)) tensors.set(`optim.${k}`, t.to('cpu'));
             saveSafetensors(path.join(dir, `${adapter.name}.safetensors`), tensors);
           });
-          saveSafetensors(
-            path.join(dir, 'rng.safetensors'),
-            Object.fromEntries(state.rngDevices.map((d) => [d, getRngState(d as Device)])),
-          );
+          if (writeRankState) writeRankState(dir);
+          else
+            saveSafetensors(
+              path.join(dir, 'rng.safetensors'),
+              Object.fromEntries(state.rngDevices.map((d) => [d, getRngState(d as Device)])),
+            );
           writeFileAtomic(path.join(dir, 'state.json'), JSON.stringify(state, null, 1) + '\n');
         },
         { replace: true },
@@ -113,8 +125,10 @@ export function readCheckpointState(dir: string): CheckpointState {
   }
 }
 
-/** Puts parameters, gradients, optimizer state and generator states back. */
+/** Puts parameters, gradients, optimizer state and generator states back (with several ranks, the
+ * caller restores each rank's gradients and generators from its own file: rank-state.ts). */
 export function restoreCheckpoint(dir: string, state: CheckpointState, runs: RunHandle[]): void {
+  const perRank = (state.worldSize ?? 1) > 1;
   runs.forEach(({ adapter, optimizer }) => {
     const saved = state.adapters.find((a) => a.name === adapter.name);
     if (!saved) throw new UserError(`${dir}: no state for adapter '${adapter.name}'`);
@@ -126,6 +140,7 @@ export function restoreCheckpoint(dir: string, state: CheckpointState, runs: Run
           if (!t || t.shape.join(',') !== p.tensor.shape.join(','))
             throw new UserError(`${dir}: checkpoint tensor param.${p.name} is missing or has another shape`);
           p.tensor.copy_(t);
+          if (perRank) continue;
           const g = tensors.get(`grad.${p.name}`);
           p.tensor.grad = g ? g.to(p.tensor.device) : null;
         }
@@ -140,6 +155,7 @@ export function restoreCheckpoint(dir: string, state: CheckpointState, runs: Run
       for (const t of tensors.values()) t.dispose();
     }
   });
+  if (perRank) return;
   const { tensors: rng } = loadAll(path.join(dir, 'rng.safetensors'));
   for (const [device, t] of rng) {
     setRngState(t, device as Device);

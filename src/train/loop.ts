@@ -1,6 +1,8 @@
 // The training loop: every fused step takes the next micro-batch of each running adapter, runs one
 // forward and backward pass over all of them, and steps each adapter whose optimizer-step batch is
-// complete; adapters that reach their step count are saved and drop out.
+// complete; adapters that reach their step count are saved and drop out. In a data-parallel run each
+// rank takes its share of every step's micro-batches, the gradients are summed before each optimizer step
+// (data-parallel.ts), and rank 0 alone writes metrics, adapters and checkpoints.
 import path from 'node:path';
 import { zeroGrad } from '../tensor/autograd.js';
 import type { CausalLM } from '../models/llama.js';
@@ -12,6 +14,10 @@ import type { TrainConfig } from './config.js';
 import { saveCheckpoint } from './checkpoint.js';
 import type { RunReports } from './eval-during.js';
 import type { MetricsLine } from './metrics.js';
+import type { Device } from '../tensor/tensor.js';
+import type { Group } from '../distributed/group.js';
+import { allReduceStep, microForSlot, slotsPerStep } from './data-parallel.js';
+import { gatherRankState } from './rank-state.js';
 import { checkpointState } from './resume.js';
 import { emptyStepTotals, type AdapterRun } from './setup.js';
 import { lrMultiplier } from './schedule.js';
@@ -21,10 +27,14 @@ export interface LoopContext {
   cfg: TrainConfig;
   model: CausalLM;
   runs: AdapterRun[];
-  reports: RunReports;
+  reports: Pick<RunReports, 'trainStep' | 'afterSteps'>;
   metricsFile: string;
   padId: number;
   log: (s: string) => void;
+  /** The job this process is a rank of (SOLO when alone). */
+  group: Group;
+  /** This rank's device (cuda:LOCAL_RANK under a launcher). */
+  device: Device;
 }
 
 /** Runs until every adapter is done, from `fusedSteps` already taken; returns the fused-step count and
@@ -34,26 +44,45 @@ export function runLoop(ctx: LoopContext, fusedSteps: number): { fusedSteps: num
   const outputs: Record<string, string> = {};
   while (runs.some((run) => !run.done)) {
     const active = runs.filter((run) => !run.done);
-    const microBatches = active.map((run) => nextMicroBatch(run));
+    // null: this rank sits the slot out for that adapter (the short last step of an epoch)
+    const microBatches = active.map((run) => nextMicroBatch(run, ctx.group));
+    const present = microBatches.filter((m): m is MicroBatch => m !== null);
     const started = performance.now();
-    const results = fusedStep(ctx.model, microBatches, { recompute: cfg.recompute, padId: ctx.padId });
+    const results =
+      present.length > 0 ? fusedStep(ctx.model, present, { recompute: cfg.recompute, padId: ctx.padId }) : [];
     const seconds = (performance.now() - started) / 1000;
     fusedSteps++;
     let checkpointDue = false;
     const stepped: AdapterRun[] = [];
+    let next = 0;
     active.forEach((run, i) => {
-      addToStepTotals(run, results[i]!, seconds);
-      if (run.microBatchesDone < microBatchesPerStep(run)) return;
-      ctx.reports.trainStep(optimizerStep(run, ctx.metricsFile));
+      if (microBatches[i]) addToStepTotals(run, results[next++]!, seconds);
+      else run.microBatchesDone++;
+      if (run.microBatchesDone < microBatchesPerStep(run, ctx.group)) return;
+      ctx.reports.trainStep(optimizerStep(run, ctx));
       stepped.push(run);
-      if (run.done) outputs[run.cfg.name] = finish(run, cfg, ctx.log);
+      if (run.done) outputs[run.cfg.name] = finish(run, ctx);
       if (cfg.saveSteps > 0 && run.step % cfg.saveSteps === 0) checkpointDue = true;
     });
     ctx.reports.afterSteps(stepped.map((run) => ({ ...run, epoch: run.step / run.order.stepsPerEpoch })));
     const finished = runs.every((run) => run.done);
     if (checkpointDue || finished) {
-      const where = saveCheckpoint(cfg, checkpointState(cfg, runs, fusedSteps, ctx.metricsFile), runs);
-      if (!finished) ctx.log(`checkpoint ${where}`);
+      // Every rank hands its partial gradients and generators to rank 0, the writer.
+      const { group } = ctx;
+      const writeRanks =
+        group.worldSize > 1
+          ? gatherRankState(
+              group,
+              runs.map((run) => run.adapter),
+              ctx.device,
+            )
+          : null;
+      if (group.rank === 0) {
+        const state = checkpointState(cfg, runs, fusedSteps, ctx.metricsFile);
+        if (group.worldSize > 1) state.worldSize = group.worldSize;
+        const where = saveCheckpoint(cfg, state, runs, writeRanks);
+        if (!finished) ctx.log(`checkpoint ${where}`);
+      }
     }
   }
   return { fusedSteps, outputs };
@@ -76,26 +105,35 @@ function stepExamples(run: AdapterRun): Example[] {
   return run.order.batch(run.step).map((i) => run.examples[i]!);
 }
 
-function microBatchesPerStep(run: AdapterRun): number {
-  return Math.ceil(stepExamples(run).length / run.cfg.microBatchSize);
+/** This rank's micro-batch slots per optimizer step (all the step's micro-batches when alone). */
+function microBatchesPerStep(run: AdapterRun, group: Group): number {
+  return slotsPerStep(Math.ceil(stepExamples(run).length / run.cfg.microBatchSize), group.worldSize);
 }
 
-function nextMicroBatch(run: AdapterRun): MicroBatch {
+/** The micro-batch of this rank's next slot, or null when it has none (data-parallel.ts). */
+function nextMicroBatch(run: AdapterRun, group: Group): MicroBatch | null {
   const batch = stepExamples(run);
   const size = run.cfg.microBatchSize;
+  const microsPerStep = Math.ceil(batch.length / size);
+  const j = microForSlot(run.microBatchesDone, microsPerStep, group);
+  if (j === null) return null;
   return {
     adapter: run.adapter,
-    examples: batch.slice(run.microBatchesDone * size, (run.microBatchesDone + 1) * size),
+    examples: batch.slice(j * size, (j + 1) * size),
     stepTokens: batch.reduce((n, e) => n + scoredTokens(e), 0),
-    microsPerStep: Math.ceil(batch.length / size),
+    microsPerStep,
   };
 }
 
-/** The optimizer step once all micro-batches of the step batch have added their gradients. */
-function optimizerStep(run: AdapterRun, metricsFile: string): MetricsLine {
+/** The optimizer step once all micro-batches of the step batch have added their gradients (on every
+ * rank: summed across ranks first). */
+function optimizerStep(run: AdapterRun, ctx: LoopContext): MetricsLine {
   const lr = run.cfg.lr * lrMultiplier(run.cfg.scheduler, run.step, run.totalSteps, run.warmup);
   run.optimizer.lr = lr;
   const params = run.adapter.parameters().map((p) => p.tensor);
+  const syncStarted = performance.now();
+  run.stepTotals = allReduceStep(ctx.group, params, run.stepTotals);
+  const collectiveSeconds = (performance.now() - syncStarted) / 1000;
   const gradNorm = run.cfg.maxGradNorm !== null ? clipGradNorm(params, run.cfg.maxGradNorm) : null;
   run.optimizer.step();
   zeroGrad(params);
@@ -111,8 +149,9 @@ function optimizerStep(run: AdapterRun, metricsFile: string): MetricsLine {
     tokens: totals.scored,
     tokens_per_s: totals.input / Math.max(totals.seconds, 1e-9),
     grad_norm: gradNorm,
+    ...(ctx.group.worldSize > 1 ? { collective_s: collectiveSeconds } : {}),
   };
-  appendFileChecked(metricsFile, JSON.stringify(line) + '\n');
+  if (ctx.group.rank === 0) appendFileChecked(ctx.metricsFile, JSON.stringify(line) + '\n');
   run.bar?.update(run.step, {
     loss: line.loss.toFixed(4),
     ...(line.aux !== null ? { aux: line.aux.toFixed(4) } : {}),
@@ -124,9 +163,11 @@ function optimizerStep(run: AdapterRun, metricsFile: string): MetricsLine {
   return line;
 }
 
-function finish(run: AdapterRun, cfg: TrainConfig, log: (s: string) => void): string {
+function finish(run: AdapterRun, ctx: LoopContext): string {
+  const { cfg } = ctx;
   const out = path.join(cfg.outputDir, run.cfg.name);
+  if (ctx.group.rank !== 0) return out;
   saveAdapter(out, run.adapter, { baseModel: cfg.baseModel, formats: cfg.saveFormats });
-  log(`${run.cfg.name}: done after ${run.step} steps, saved to ${out}`);
+  ctx.log(`${run.cfg.name}: done after ${run.step} steps, saved to ${out}`);
   return out;
 }

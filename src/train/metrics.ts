@@ -14,6 +14,8 @@ export interface MetricsLine {
   tokens: number;
   tokens_per_s: number;
   grad_norm: number | null;
+  /** Seconds this step spent summing gradients across ranks (data-parallel runs only). */
+  collective_s?: number;
 }
 
 function nonEmptyLines(file: string): string[] {

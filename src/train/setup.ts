@@ -56,15 +56,17 @@ export interface RunSetup {
   runs: AdapterRun[];
 }
 
+/** `device`: where this process's model lives (the config's device, or cuda:LOCAL_RANK for a rank). */
 export async function setUpRuns(
   cfg: TrainConfig,
   modelPath: string | undefined,
   log: (s: string) => void,
+  device: string = cfg.device,
 ): Promise<RunSetup> {
   manualSeed(cfg.seed);
   const { model, tokenizer } = loadModelForTraining(modelPath ?? (await resolveModel(cfg.baseModel)), {
     dtype: parseDType(cfg.dtype, 'dtype'),
-    device: parseDevice(cfg.device, '--device'),
+    device: parseDevice(device, '--device'),
     tokenizer: cfg.tokenizer,
   });
   const runs: AdapterRun[] = [];

@@ -69,8 +69,8 @@ export function benchCommand(): Command {
     .option(
       '--json',
       'print one JSON line: method, fused, preset, batch, seq, dtype, device, ms_per_step, ms_per_token, tokens_per_s, ' +
-        'peak_rss_mib, peak_cuda_allocated_mib, peak_cuda_reserved_mib (null on CPU), model_flops_per_token, model_tflops ' +
-        '(and profile: wallMs, families, ops with --profile)',
+        'peak_rss_mib, peak_cuda_allocated_mib, peak_cuda_reserved_mib (null on CPU), model_flops_per_token, model_tflops, ' +
+        'ranks, collective_ms_per_step (under mixlora launch; null alone) (and profile: wallMs, families, ops with --profile)',
     )
     .action(
       async (o: {
@@ -93,8 +93,12 @@ export function benchCommand(): Command {
         const { setNumThreads } = await import('../../tensor/runtime.js');
         const { parseDevice } = await import('../../tensor/targets.js');
         const { createProgress } = await import('../progress.js');
+        const { readDistEnv } = await import('../../distributed/env.js');
+        const { joinGroup, leaveGroup } = await import('../../distributed/group.js');
         if (o.threads !== undefined) setNumThreads(o.threads);
-        const progress = createProgress();
+        // Under `mixlora launch`: every rank runs the batch and the gradients are summed; rank 0 reports.
+        const group = joinGroup(readDistEnv());
+        const progress = createProgress({ quiet: group.rank !== 0 });
         const bar = progress.bar(`${o.method}${o.fused > 1 ? ` ×${o.fused}` : ''}`, o.warmup + o.steps);
         const r = runTrainBench({
           preset: o.preset,
@@ -109,10 +113,13 @@ export function benchCommand(): Command {
           ...(o.seq ? { seq: o.seq } : {}),
           ...(o.dtype ? { dtype: o.dtype } : {}),
           onStep: (i) => bar.update(i),
+          group,
           profile: o.profile ?? false,
         });
         bar.stop();
         progress.stop();
+        leaveGroup(group);
+        if (group.rank !== 0) return;
         if (o.json) {
           const { trainable_parameters, recompute, scored, ...rest } = r;
           process.stdout.write(JSON.stringify({ ...rest, trainable_parameters, recompute, scored }) + '\n');
@@ -122,6 +129,9 @@ export function benchCommand(): Command {
               `${Math.round(r.tokens_per_s)} tokens/s, ${r.model_tflops.toFixed(2)} model TFLOP/s, peak RSS ${Math.round(r.peak_rss_mib)} MiB` +
               (r.peak_cuda_allocated_mib !== null
                 ? `, peak CUDA ${Math.round(r.peak_cuda_allocated_mib)} MiB allocated / ${Math.round(r.peak_cuda_reserved_mib!)} MiB reserved`
+                : '') +
+              (r.collective_ms_per_step !== null
+                ? `, ${r.collective_ms_per_step.toFixed(1)} ms/step in collectives over ${r.ranks} ranks`
                 : '') +
               `, ${r.trainable_parameters.toLocaleString('en-US')} trainable parameters (batch ${r.batch} × ${r.seq}, ${r.dtype})\n`,
           );

@@ -64,10 +64,12 @@ export function evalCommand(): Command {
   addModelOptions(cmd);
   return cmd.action(async (o: EvalOptions) => {
     const { loadTask, bundledData } = await import('../../eval/tasks.js');
-    const { evaluateTask } = await import('../../eval/scoring.js');
     const { expertLoad } = await import('../../eval/expert-load.js');
     const { textTable, jsonReport, writeReport } = await import('../../eval/report.js');
     const { loadAdapter } = await import('../../adapters/io.js');
+    const { readDistEnv } = await import('../../distributed/env.js');
+    const { joinGroup, leaveGroup } = await import('../../distributed/group.js');
+    const { evaluateTaskSharded } = await import('../../eval/sharded.js');
     if (o.task.length === 0) throw new UsageError('give at least one --task');
     if (o.data.length > 0 && o.data.length !== o.task.length)
       throw new UsageError('give one --data per --task (in the same order), or none to use the bundled test slices');
@@ -76,6 +78,9 @@ export function evalCommand(): Command {
       if (!f) throw new UsageError(`--task ${t}: no bundled data for this task; give --data FILE`);
       return f;
     });
+    // Under `mixlora launch` (or torchrun): each rank scores a block of every task; rank 0 reports.
+    const group = joinGroup(readDistEnv());
+    const lead = group.rank === 0;
     const loaded = await openModel(o);
     const specs = o.adapter.length ? o.adapter : ['none'];
     const targets = [];
@@ -91,22 +96,21 @@ export function evalCommand(): Command {
           spec === 'none' ? null : (await loadAdapter(spec, loaded.model, name)).freezeForInference(loaded.model),
       });
     }
-    const progress = createProgress();
+    const progress = createProgress({ quiet: !lead });
     const results = [];
     const samples: string[] = [];
     const loads = new Map<string, Map<string, ReturnType<typeof expertLoad>>>();
     for (const [i, taskName] of o.task.entries()) {
       const task = loadTask(taskName, files[i]!, { template: o.promptTemplate, limit: o.limit ?? null });
       const bar = progress.bar(taskName, task.items.length);
-      const r = evaluateTask(loaded.model, loaded.tokenizer, targets, task, {
+      const r = evaluateTaskSharded(group, loaded.model, loaded.tokenizer, targets, task, {
         method: o.scoring,
         batchSize: o.batchSize,
         onProgress: (n) => bar.update(n),
-        onItem: o.samples
-          ? (x) => samples.push(JSON.stringify({ ...x, pred: x.scores.indexOf(Math.max(...x.scores)) }))
-          : undefined,
+        keepSamples: Boolean(o.samples),
       });
       bar.stop();
+      for (const x of r.samples) samples.push(JSON.stringify({ ...x, pred: x.scores.indexOf(Math.max(...x.scores)) }));
       results.push(...r.results);
       for (const [adapter, counts] of r.counts) {
         const m = loads.get(adapter) ?? new Map();
@@ -115,6 +119,8 @@ export function evalCommand(): Command {
       }
     }
     progress.stop();
+    leaveGroup(group);
+    if (!lead) return;
     if (o.samples) {
       const { writeFileAtomic } = await import('../../io/atomic.js');
       writeFileAtomic(o.samples, samples.map((l) => l + '\n').join(''));

@@ -17,13 +17,28 @@ export function trainCommand(): Command {
       const { setNumThreads } = await import('../../tensor/runtime.js');
       const { createProgress, downloadProgress } = await import('../progress.js');
       const { resolveModel } = await import('../../models/hub.js');
+      const { readDistEnv } = await import('../../distributed/env.js');
+      const { joinGroup, leaveGroup } = await import('../../distributed/group.js');
       const cfg = readTrainConfig(file);
       if (o.threads !== undefined) setNumThreads(o.threads);
-      const progress = createProgress({ quiet: o.quiet });
+      // Under a launcher (WORLD_SIZE > 1): join the job; rank 0 alone reports and writes.
+      const env = readDistEnv();
+      const group = joinGroup(env);
+      const lead = group.rank === 0;
+      const progress = createProgress({ quiet: o.quiet || !lead });
       try {
         const modelPath = await resolveModel(cfg.baseModel, { progress: downloadProgress(progress, cfg.baseModel) });
-        const r = await train(cfg, { resume: o.resume ?? false, progress, modelPath });
+        const r = await train(cfg, {
+          resume: o.resume ?? false,
+          progress: lead ? progress : undefined,
+          modelPath,
+          group,
+          // each rank of a CUDA run on its own device
+          ...(env && cfg.device === 'cuda' ? { device: `cuda:${env.localRank}` as const } : {}),
+        });
         progress.stop();
+        leaveGroup(group);
+        if (!lead) return;
         const lines = Object.entries(r.outputs).map(([name, dir]) => `adapter ${name}: ${dir}`);
         lines.push(`metrics: ${r.metricsFile}`, `loss curve: ${r.charts.join(', ')}`);
         process.stdout.write(lines.join('\n') + '\n');

@@ -1,0 +1,185 @@
+// Data parallelism over PyTorch's own distributed runtime (c10d): a TCPStore for the rendezvous and a
+// ProcessGroupGloo for the collectives, as torch.distributed.init_process_group("gloo") builds them
+// (https://pytorch.org/docs/stable/distributed.html). One group per process, held until distDestroy.
+//
+// Collectives are synchronous from JavaScript: each waits on its Work with the group's timeout, so a
+// dead or silent peer is an error naming the ranks involved, never a hang. Gloo runs on CPU tensors;
+// CUDA tensors are staged through host memory (ProcessGroupNCCL is not compiled in yet).
+#include "common.h"
+
+#include <torch/version.h>
+// The gloo headers are declarations only (native/third_party/gloo, see its README); the code is libtorch's.
+#define USE_C10D_GLOO 1
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <string>
+
+namespace {
+using namespace mx;
+using Ms = std::chrono::milliseconds;
+
+struct Group {
+  int rank = 0;
+  int size = 1;
+  Ms timeout{0};
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+};
+// Never deleted while the process lives: destroying a group whose peer died can block in gloo's
+// worker threads, and a failing process must still exit (distDestroy ends a healthy group).
+Group* group = nullptr;
+
+Group& Current(const char* op) {
+  if (!group) throw ArgError(std::string(op) + ": no process group (distInit was not called)");
+  return *group;
+}
+
+std::string RankName(int r) { return "rank " + std::to_string(r); }
+
+// After a failed collective: which peers are gone. Gloo's own error names a socket, not a rank;
+// monitoredBarrier (the tool torch.distributed.monitored_barrier exposes) names the ranks that did not
+// answer. With two ranks the lost one is the other, whatever the barrier says.
+std::string LostRanks(Group& g) {
+  std::string named;
+  try {
+    c10d::BarrierOptions o;
+    o.timeout = std::min(g.timeout, Ms(10000));
+    g.pg->monitoredBarrier(o, true);
+  } catch (const std::exception& e) {
+    named = e.what();
+    auto nl = named.find('\n');
+    if (nl != std::string::npos) named.resize(nl);
+  }
+  if (g.size == 2) return RankName(1 - g.rank) + " is lost" + (named.empty() ? "" : " (" + named + ")");
+  return named.empty() ? "no rank named by the monitored barrier" : named;
+}
+
+// Waits for a collective; any failure becomes one message naming this rank and the lost ones.
+void Await(Group& g, const c10::intrusive_ptr<c10d::Work>& work, const char* op) {
+  std::string why;
+  try {
+    if (work->wait(g.timeout)) return;
+    why = "timed out after " + std::to_string(g.timeout.count() / 1000) + " s";
+  } catch (const std::exception& e) {
+    why = e.what();
+    auto nl = why.find('\n');
+    if (nl != std::string::npos) why.resize(nl);
+  }
+  throw std::runtime_error(RankName(g.rank) + ": " + op + " failed: " + LostRanks(g) + "; " + why);
+}
+
+// distInit({rank, worldSize, masterAddr, masterPort, timeoutMs, threads}): rank 0 serves the store.
+MX_FN(distInit) {
+  if (group) throw ArgError("distInit: this process already joined a group");
+  auto o = info[0].As<Napi::Object>();
+  int rank = static_cast<int>(Int(o.Get("rank")));
+  int size = static_cast<int>(Int(o.Get("worldSize")));
+  std::string addr = o.Get("masterAddr").As<Napi::String>().Utf8Value();
+  int64_t port = Int(o.Get("masterPort"));
+  Ms timeout(Int(o.Get("timeoutMs")));
+  if (size < 1 || rank < 0 || rank >= size) throw ArgError("distInit: rank must be in [0, worldSize)");
+  if (port < 1 || port > 65535) throw ArgError("distInit: masterPort must be in 1..65535");
+
+  auto g = std::make_unique<Group>();
+  g->rank = rank;
+  g->size = size;
+  g->timeout = timeout;
+  c10d::TCPStoreOptions so;
+  so.port = static_cast<std::uint16_t>(port);
+  so.isServer = rank == 0;
+  so.numWorkers = static_cast<std::size_t>(size);
+  so.waitWorkers = true;
+  so.timeout = timeout;
+  try {
+    g->store = c10::make_intrusive<c10d::TCPStore>(addr, so);
+  } catch (const std::exception& e) {
+    std::string why = e.what();
+    auto nl = why.find('\n');
+    if (nl != std::string::npos) why.resize(nl);
+    std::string where = addr + ":" + std::to_string(port);
+    throw std::runtime_error(
+        rank == 0 ? RankName(rank) + ": cannot serve the rendezvous at " + where + " (" + why + ")"
+                  : RankName(rank) + ": cannot join the rendezvous at " + where + " within " +
+                        std::to_string(timeout.count() / 1000) + " s (" + why + ")");
+  }
+  auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+  // Like torch.distributed: GLOO_SOCKET_IFNAME picks the interface, else the host name's address.
+  const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+  opts->devices.push_back(ifname && *ifname ? c10d::ProcessGroupGloo::createDeviceForInterface(ifname)
+                                            : c10d::ProcessGroupGloo::createDefaultDevice());
+  opts->threads = 2;
+  try {
+    g->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(g->store, rank, size, opts);
+  } catch (const std::exception& e) {
+    std::string why = e.what();
+    auto nl = why.find('\n');
+    if (nl != std::string::npos) why.resize(nl);
+    throw std::runtime_error(RankName(rank) + ": cannot connect to the other ranks (" + why + ")");
+  }
+  group = g.release();
+  return info.Env().Undefined();
+}
+
+// distAllReduceSum(tensors[]): sums each tensor across ranks, in place, through one flat buffer in
+// the first tensor's dtype (a single collective however many tensors: PyTorch DDP's bucket idea).
+MX_FN(distAllReduceSum) {
+  Group& g = Current("distAllReduceSum");
+  auto ts = GetList(info[0]);
+  if (ts.empty()) return info.Env().Undefined();
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> flat;
+  flat.reserve(ts.size());
+  for (auto& t : ts) flat.push_back(t.detach().reshape({-1}).to(at::kCPU, ts[0].scalar_type()));
+  std::vector<at::Tensor> buf{at::cat(flat)};  // [Σ numel]
+  Await(g, g.pg->allreduce(buf), "all-reduce");
+  int64_t offset = 0;
+  for (auto& t : ts) {
+    t.detach().copy_(buf[0].narrow(0, offset, t.numel()).view(t.sizes()));
+    offset += t.numel();
+  }
+  return info.Env().Undefined();
+}
+
+// distAllGather(tensor) -> [worldSize, ...shape]: every rank's tensor, in rank order.
+MX_FN(distAllGather) {
+  Group& g = Current("distAllGather");
+  at::Tensor t = Get(info[0]).detach().to(at::kCPU).contiguous();
+  std::vector<at::Tensor> in{t};
+  std::vector<std::vector<at::Tensor>> out(1);
+  for (int r = 0; r < g.size; r++) out[0].push_back(at::empty_like(t));
+  Await(g, g.pg->allgather(out, in), "all-gather");
+  return Put(info.Env(), at::stack(out[0]));
+}
+
+MX_FN(distBarrier) {
+  Group& g = Current("distBarrier");
+  c10d::BarrierOptions o;
+  o.timeout = g.timeout;
+  Await(g, g.pg->barrier(o), "barrier");
+  return info.Env().Undefined();
+}
+
+// distDestroy(): leaves the group; called after a barrier (leaveGroup), so that rank 0's store outlives
+// every peer's last use of it.
+MX_FN(distDestroy) {
+  if (!group) return info.Env().Undefined();
+  Group* g = group;
+  group = nullptr;
+  delete g;
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+namespace mx {
+void RegisterDistributed(Napi::Env env, Napi::Object exports) {
+  MX_EXPORT(exports, distInit);
+  MX_EXPORT(exports, distAllReduceSum);
+  MX_EXPORT(exports, distAllGather);
+  MX_EXPORT(exports, distBarrier);
+  MX_EXPORT(exports, distDestroy);
+}
+}  // namespace mx

@@ -1,0 +1,137 @@
+// The process group a data-parallel job runs in: PyTorch's c10d (TCPStore rendezvous, Gloo collectives)
+// reached through the addon (native/distributed.cc). A process that runs alone gets `SOLO`, whose
+// collectives are identities, so callers never branch on the world size to stay correct.
+//
+// Collectives block until every rank has joined them or the group's timeout passes; a lost peer is a
+// UserError naming this rank and the lost one (the addon asks Gloo's monitored barrier which it is).
+import { native } from '../tensor/native.js';
+import { fromBytes, tensor } from '../tensor/create.js';
+import { Tensor } from '../tensor/tensor.js';
+import { UserError } from '../util/errors.js';
+import type { DistEnv } from './env.js';
+
+export interface Group {
+  readonly rank: number;
+  readonly worldSize: number;
+  /** Sums every tensor across ranks, in place, through one flat buffer (one collective). */
+  allReduceSum(tensors: Tensor[]): void;
+  /** Every rank's numbers, in rank order (float64: exact for integers below 2^53). */
+  allGatherNumbers(values: number[]): number[][];
+  /** Every rank's tensor stacked in rank order: [worldSize, ...shape] on the CPU. */
+  allGather(t: Tensor): Tensor;
+  /** Every rank's JSON value, in rank order (results of sharded work). */
+  allGatherJson<T>(value: T): T[];
+  barrier(): void;
+  /** Seconds this process has spent inside collectives (the benchmark's "collective time"). */
+  readonly collectiveSeconds: number;
+}
+
+/** The group of a process that runs alone. */
+export const SOLO: Group = {
+  rank: 0,
+  worldSize: 1,
+  allReduceSum: () => {},
+  allGatherNumbers: (values) => [values.slice()],
+  allGather: (t) => t.unsqueeze(0).to('cpu'),
+  allGatherJson: (value) => [value],
+  barrier: () => {},
+  collectiveSeconds: 0,
+};
+
+/** Native errors of a collective (a lost peer, a timeout) are the user's to act on, not our bugs. */
+function collective<T>(g: { seconds: number }, run: () => T): T {
+  const started = performance.now();
+  try {
+    return run();
+  } catch (e) {
+    throw new UserError((e as Error).message);
+  } finally {
+    g.seconds += (performance.now() - started) / 1000;
+  }
+}
+
+class C10dGroup implements Group {
+  seconds = 0;
+  constructor(
+    readonly rank: number,
+    readonly worldSize: number,
+  ) {}
+  get collectiveSeconds(): number {
+    return this.seconds;
+  }
+  allReduceSum(tensors: Tensor[]): void {
+    if (tensors.length > 0) collective(this, () => native.distAllReduceSum(tensors.map((t) => t.id)));
+  }
+  allGather(t: Tensor): Tensor {
+    return collective(this, () => new Tensor(native.distAllGather(t.id)));
+  }
+  allGatherNumbers(values: number[]): number[][] {
+    const local = tensor(values, { dtype: 'float64' });
+    try {
+      const all = this.allGather(local); // [W, n]
+      try {
+        const flat = all.toNumbers();
+        return Array.from({ length: this.worldSize }, (_, r) => flat.slice(r * values.length, (r + 1) * values.length));
+      } finally {
+        all.dispose();
+      }
+    } finally {
+      local.dispose();
+    }
+  }
+  allGatherJson<T>(value: T): T[] {
+    const bytes = Buffer.from(JSON.stringify(value) ?? 'null', 'utf8');
+    // Lengths first (Gloo gathers equal shapes), then every rank's bytes padded to the longest.
+    const longest = Math.max(...this.allGatherNumbers([bytes.length]).map((l) => l[0]!));
+    const padded = new Uint8Array(Math.max(1, longest));
+    padded.set(bytes);
+    const local = fromBytes(padded, 'uint8', [padded.length]);
+    try {
+      const all = this.allGather(local); // [W, longest]
+      try {
+        const raw = Buffer.from(all.toTypedArray() as Uint8Array);
+        return Array.from({ length: this.worldSize }, (_, r) => {
+          const row = raw.subarray(r * padded.length, (r + 1) * padded.length);
+          const end = row.indexOf(0);
+          return JSON.parse(row.subarray(0, end < 0 ? row.length : end).toString('utf8')) as T;
+        });
+      } finally {
+        all.dispose();
+      }
+    } finally {
+      local.dispose();
+    }
+  }
+  barrier(): void {
+    collective(this, () => native.distBarrier());
+  }
+}
+
+let joined: C10dGroup | null = null;
+
+/** Joins the job described by `env` (rank 0 serves the rendezvous); returns SOLO when env is null. */
+export function joinGroup(env: DistEnv | null): Group {
+  if (!env) return SOLO;
+  if (joined) return joined;
+  try {
+    native.distInit({
+      rank: env.rank,
+      worldSize: env.worldSize,
+      masterAddr: env.masterAddr,
+      masterPort: env.masterPort,
+      timeoutMs: env.timeoutMs,
+    });
+  } catch (e) {
+    throw new UserError(`${(e as Error).message} (MASTER_ADDR=${env.masterAddr}, MASTER_PORT=${env.masterPort})`);
+  }
+  joined = new C10dGroup(env.rank, env.worldSize);
+  return joined;
+}
+
+/** Leaves the job after every rank got here (so rank 0's rendezvous outlives the others' last use). */
+export function leaveGroup(g: Group): void {
+  if (g !== joined || !joined) return;
+  joined.barrier();
+  native.distDestroy();
+  joined = null;
+}

@@ -1,0 +1,63 @@
+// mixlora launch: its usage errors, and a rank that dies ends the job with a non-zero exit naming it.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { MIXLORA_BIN } from '../helpers/fixtures.js';
+import { mixlora } from '../helpers/cli.js';
+import { commonsenseSlice, writeConfig } from '../helpers/train.js';
+
+test('bad usage exits 2 naming the flag; several machines need a port', () => {
+  const env = { MASTER_PORT: '', MASTER_ADDR: '' };
+  const other = mixlora(['launch', '--nproc-per-node', '2', 'generate', '--model', 'x'], { env });
+  assert.equal(other.code, 2);
+  assert.match(other.stderr, /mixlora launch runs train, eval or bench, not 'generate'/);
+  const rank = mixlora(['launch', '--nproc-per-node', '1', '--nnodes', '2', '--node-rank', '2', 'train', 'c.json'], {
+    env,
+  });
+  assert.equal(rank.code, 2);
+  assert.match(rank.stderr, /--node-rank 2 must be below --nnodes 2/);
+  assert.equal(mixlora(['launch', '--nproc-per-node', '0', 'train', 'c.json'], { env }).code, 2);
+  const port = mixlora(['launch', '--nproc-per-node', '1', '--nnodes', '2', 'train', 'c.json'], { env });
+  assert.equal(port.code, 1);
+  assert.match(port.stderr, /--nnodes > 1 needs --master-port/);
+});
+
+test('a rank killed under the launcher ends the others; the launcher exits non-zero naming it', async () => {
+  const c = writeConfig({
+    cutoff_len: 128,
+    adapters: [
+      {
+        name: 'lora',
+        data: commonsenseSlice('boolq.train', 16),
+        prompt_template: 'none',
+        batch_size: 4,
+        micro_batch_size: 2,
+        num_epochs: 100,
+        adapter: { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: ['q_proj'] },
+      },
+    ],
+  });
+  const job = spawn(process.execPath, [MIXLORA_BIN, 'launch', '--nproc-per-node', '2', 'train', c.file], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  const pids = new Map<number, number>();
+  const killed = new Promise<void>((resolve) =>
+    job.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      for (const m of stderr.matchAll(/rank (\d) started \(pid (\d+)\)/g)) pids.set(Number(m[1]), Number(m[2]));
+      // rank 0 describes the adapter once every rank has joined the group and set up
+      if (pids.size === 2 && /\[rank 0\] .*trainable parameters/.test(stderr)) resolve();
+    }),
+  );
+  const exited = new Promise<number | null>((resolve) => job.on('close', (code) => resolve(code)));
+  await Promise.race([killed, exited]);
+  process.kill(pids.get(1)!, 'SIGKILL');
+  const code = await Promise.race([
+    exited,
+    new Promise<null>((_, reject) => setTimeout(() => reject(new Error(`no exit within 60 s: ${stderr}`)), 60_000)),
+  ]);
+  assert.notEqual(code, 0);
+  assert.match(stderr, /mixlora launch: rank 1 was killed by SIGKILL; ending the other ranks/);
+  assert.throws(() => process.kill(pids.get(0)!, 0), /ESRCH/, 'rank 0 is gone');
+});
