@@ -78,6 +78,7 @@ export interface NativeAddon {
   clamp(id: Id, min: number | null, max: number | null): Id;
   linear(x: Id, w: Id, b: Id | null): Id;
   swiglu(gate: Id, up: Id): Id;
+  sumCrossEntropy(logits: Id, target: Id): Id;
   inplace(op: string, a: Id, b?: Id | number, alpha?: number): void;
   reduce(op: string, id: Id, dims: Dims, keepdim: boolean): Id;
   maxDim(id: Id, dim: number, keepdim: boolean): [Id, Id];

@@ -35,6 +35,14 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
   return new Tensor(native.swiglu(gate.id, up.id));
 }
 
+/**
+ * Σᵢ cross-entropy of logits [N, C] against targets [N] (every id in [0, C)), float32 []: the fused kernel of
+ * native/fused.cc, whose backward is one pass g·(softmax − onehot) instead of log_softmax's and nll_loss's.
+ */
+export function sumCrossEntropy(logits: Tensor, target: Tensor): Tensor {
+  return new Tensor(native.sumCrossEntropy(logits.id, target.id));
+}
+
 export function embedding(weight: Tensor, ids: Tensor): Tensor {
   return new Tensor(native.embedding(weight.id, ids.id));
 }

@@ -9,7 +9,7 @@
 // gradient of its output (and its share of the pooled aux loss).
 import { backward, noGrad } from '../tensor/autograd.js';
 import { tensor } from '../tensor/create.js';
-import { crossEntropy } from '../tensor/ops.js';
+import { sumCrossEntropy } from '../tensor/ops.js';
 import { getRngState, setRngState } from '../tensor/runtime.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -97,9 +97,7 @@ function headBackward(model: CausalLM, last: Tensor, p: Packed, microBatches: Mi
       tidy(() => {
         const idx = tensor(scored.slice(c, c + chunk), { dtype: 'int64', device: model.device });
         const logits = model.head(flat.indexSelect(0, idx)); // [n, V]
-        const loss = crossEntropy(logits, p.targets.reshape(-1).indexSelect(0, idx), { reduction: 'sum' }).div(
-          m.stepTokens,
-        );
+        const loss = sumCrossEntropy(logits, p.targets.reshape(-1).indexSelect(0, idx)).div(m.stepTokens);
         sum += loss.item();
         loss.backward();
       });

@@ -116,6 +116,8 @@ test('softmax, log_softmax, cross_entropy (ignore_index), topk values', () => {
   const target = T.tensor([1, -100, 4, 0], { dtype: 'int64' }).keep();
   gradcheck('cross_entropy mean', ([x]) => T.crossEntropy(x!, target), [a]);
   gradcheck('cross_entropy sum', ([x]) => T.crossEntropy(x!, target, { reduction: 'sum' }), [a]);
+  const valid = T.tensor([1, 2, 4, 0], { dtype: 'int64' }).keep();
+  gradcheck('sum_cross_entropy (fused)', ([x]) => T.sumCrossEntropy(x!, valid), [a]);
   gradcheck('topk values', ([x]) => proj(x!.topk(2).values), [a]);
 });
 
