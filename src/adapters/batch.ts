@@ -2,7 +2,8 @@
 // range says which adapter (or none) it uses. The frozen projections run once over all rows; each
 // adapter adds its deltas on its own rows (as PEFT's mixed batches and MoE-PEFT's batch configs do).
 // Router outputs are recorded per adapter for the load-balance loss and the expert-load statistics.
-import { cat, linear, swiglu } from '../tensor/ops.js';
+import { cat, swiglu } from '../tensor/ops.js';
+import { frozenLinear } from '../models/frozen-linear.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { swigluMlp, type ForwardHooks } from '../models/hooks.js';
 import type { LayerWeights, Linear, ProjName } from '../models/weights.js';
@@ -83,7 +84,7 @@ export class AdapterBatch implements ForwardHooks {
   }
 
   project(layer: number, name: ProjName, x: Tensor, lin: Linear): Tensor {
-    const base = linear(x, lin.weight, lin.bias); // [B, T, out]
+    const base = frozenLinear(x, lin); // [B, T, out]
     const ranges = this.rangesOf(x.size(0));
     if (!ranges.some((r) => r.adapter?.lora(layer, name))) return base;
     return this.perRange(ranges, (r) => {
@@ -98,8 +99,8 @@ export class AdapterBatch implements ForwardHooks {
     if (!ranges.some((r) => r.adapter?.layers[layer]?.moe)) return swigluMlp(this, layer, x, w);
     const [, T, H] = x.shape as [number, number, number];
     // The frozen gate/up projections once for every row: MixLoRA experts and plain adapters share them.
-    const gate = linear(x, w.proj.gate_proj.weight, w.proj.gate_proj.bias); // [B, T, I]
-    const up = linear(x, w.proj.up_proj.weight, w.proj.up_proj.bias); // [B, T, I]
+    const gate = frozenLinear(x, w.proj.gate_proj); // [B, T, I]
+    const up = frozenLinear(x, w.proj.up_proj); // [B, T, I]
     return this.perRange(ranges, (r) => {
       const xr = this.rows(x, r); // [b, T, H]
       const moe = r.adapter?.layers[layer]?.moe;
@@ -123,7 +124,7 @@ export class AdapterBatch implements ForwardHooks {
         return p ? applyLora(xr, base, p, w.proj[name], this.opts.training) : base;
       };
       const h = swiglu(adapt('gate_proj', this.rows(gate, r)), adapt('up_proj', this.rows(up, r))); // [b, T, I]
-      const down = linear(h, w.proj.down_proj.weight, w.proj.down_proj.bias);
+      const down = frozenLinear(h, w.proj.down_proj); // [b, T, H]
       const pd = r.adapter?.lora(layer, 'down_proj');
       return pd ? applyLora(h, down, pd, w.proj.down_proj, this.opts.training) : down;
     });

@@ -4,8 +4,10 @@
 // W' = m/‖W + sBA‖ ⊙ (W + sBA) reproduces the adapted layer exactly.
 import { noGrad } from '../tensor/autograd.js';
 import { linear } from '../tensor/ops.js';
+import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
-import type { Linear } from '../models/weights.js';
+import { denseWeight } from '../models/frozen-linear.js';
+import type { FrozenWeight, Linear } from '../models/weights.js';
 import type { LoraSettings } from './config.js';
 
 /** One module's tensors, or (MixLoRA experts) E modules' tensors stacked on a first dimension. */
@@ -21,9 +23,10 @@ export interface LoraParams {
   scale: number;
 }
 
-/** ‖W + s·B A‖ per output row, float32 [out], outside autograd (DoRA treats it as a constant). */
-export function doraWeightNorm(weight: Tensor, A: Tensor, B: Tensor, scale: number): Tensor {
-  return noGrad(() => weight.to('float32').add(B.matmul(A), scale).norm(2, 1)); // [out]
+/** ‖W + s·B A‖ per output row, float32 [out], outside autograd (DoRA treats it as a constant). A quantised
+ * W is dequantised for this and freed at once (QLoRA's DoRA uses the dequantised weight too). */
+export function doraWeightNorm(weight: FrozenWeight, A: Tensor, B: Tensor, scale: number): Tensor {
+  return tidy(() => noGrad(() => denseWeight(weight, 'float32').add(B.matmul(A), scale).norm(2, 1))); // [out]
 }
 
 /** B A dropout(x) in float32, x [.., in] -> [.., out], not yet scaled by s. */

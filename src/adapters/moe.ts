@@ -11,6 +11,7 @@
 //  - per expert (the reference's plain path): each expert runs the whole FFN on its rows.
 import { zeros, rand } from '../tensor/create.js';
 import { bincount, cat, linear, swiglu } from '../tensor/ops.js';
+import { frozenLinear } from '../models/frozen-linear.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { LayerWeights, Linear } from '../models/weights.js';
 import { applyLora, loraDelta } from './lora.js';
@@ -96,8 +97,8 @@ export function moeForward(layer: MoeLayer, w: LayerWeights, input: MoeInput): M
   perExpert.forEach((count, e) => {
     if (count === 0) return;
     const xe = xParts[e]!; // [c, H]
-    const gateBase = gParts ? gParts[e]! : linear(xe, w.proj.gate_proj.weight, w.proj.gate_proj.bias); // [c, I]
-    const upBase = uParts ? uParts[e]! : linear(xe, w.proj.up_proj.weight, w.proj.up_proj.bias); // [c, I]
+    const gateBase = gParts ? gParts[e]! : frozenLinear(xe, w.proj.gate_proj); // [c, I]
+    const upBase = uParts ? uParts[e]! : frozenLinear(xe, w.proj.up_proj); // [c, I]
     const gate = project('gate_proj', layer, e, xe, gateBase, w.proj.gate_proj, training);
     const up = project('up_proj', layer, e, xe, upBase, w.proj.up_proj, training);
     const h = swiglu(gate, up); // [c, I]
@@ -108,7 +109,7 @@ export function moeForward(layer: MoeLayer, w: LayerWeights, input: MoeInput): M
       if (downLora) pieces.push(loraDelta(h, expertParams(downLora, e), training)); // [c, H] float32
       return;
     }
-    const downBase = linear(h, w.proj.down_proj.weight, w.proj.down_proj.bias); // [c, H]
+    const downBase = frozenLinear(h, w.proj.down_proj); // [c, H]
     pieces.push(project('down_proj', layer, e, h, downBase, w.proj.down_proj, training));
   });
   const n = input.x.size(0);
@@ -117,7 +118,7 @@ export function moeForward(layer: MoeLayer, w: LayerWeights, input: MoeInput): M
   if (hidden.length > 0) {
     const hs = hidden.length === 1 ? hidden[0]! : cat(hidden, 0); // [m, I]
     const mixed = zeros([n, hs.size(1)], { device: x.device }).indexAdd(0, tokens, hs); // [n, I] Σₑ wₑ hₑ
-    out = linear(mixed.to(input.x.dtype), w.proj.down_proj.weight).to('float32'); // [n, H]
+    out = frozenLinear(mixed.to(input.x.dtype), w.proj.down_proj).to('float32'); // [n, H] (no bias here)
   } else {
     out = zeros([n, H], { device: x.device });
   }

@@ -7,7 +7,7 @@ import { randn, rand, zeros } from '../tensor/create.js';
 import { tidy } from '../tensor/scope.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
 import type { ModelConfig } from '../models/config.js';
-import { projectionShape, type ProjName } from '../models/weights.js';
+import { projectionShape, type FrozenWeight, type ProjName } from '../models/weights.js';
 import { isMlpProj, scaling, type AdapterConfig, type LoraSettings, type MoeSettings } from './config.js';
 import type { LoraPart } from './keys.js';
 import { doraWeightNorm, type LoraParams } from './lora.js';
@@ -135,7 +135,7 @@ function initA(shape: number[], s: LoraSettings, device: Device): Tensor {
 export function initLayers(
   c: AdapterConfig,
   model: ModelConfig,
-  baseWeight: (layer: number, p: ProjName) => Tensor,
+  baseWeight: (layer: number, p: ProjName) => FrozenWeight,
   device: Device,
 ): AdapterLayer[] {
   const routerInitRange = c.moe?.routerInitRange ?? 0;

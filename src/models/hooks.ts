@@ -1,7 +1,8 @@
 // How adapters reach into the frozen model: every projection and every feed-forward block goes
 // through these hooks. The plain hooks are the base model; src/adapters implements adapted ones.
-import { linear, swiglu } from '../tensor/ops.js';
+import { swiglu } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { frozenLinear } from './frozen-linear.js';
 import type { LayerWeights, Linear, ProjName } from './weights.js';
 
 export interface ForwardHooks {
@@ -22,6 +23,6 @@ export function swigluMlp(hooks: ForwardHooks, layer: number, x: Tensor, w: Laye
 }
 
 export const plainHooks: ForwardHooks = {
-  project: (_layer, _name, x, lin) => linear(x, lin.weight, lin.bias),
+  project: (_layer, _name, x, lin) => frozenLinear(x, lin),
   mlp: (layer, x, w) => swigluMlp(plainHooks, layer, x, w),
 };
