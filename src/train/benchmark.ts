@@ -12,6 +12,8 @@ import type { DType } from '../tensor/dtype.js';
 import { ITEM_SIZE } from '../tensor/dtype.js';
 import { UserError } from '../util/errors.js';
 import { matmulWeights, trainFlopsPerToken } from './flops.js';
+import { residentBytes } from '../models/frozen-linear.js';
+import type { QuantFormat } from '../quant/format.js';
 import os from 'node:os';
 
 export const METHODS = ['lora', 'dora', 'mixlora', 'mixdora'] as const;
@@ -122,6 +124,12 @@ export interface BenchResult {
   seq: number;
   dtype: DType;
   device: T.Device;
+  /** The base's projections quantised (--quantize), or null. */
+  quantize: QuantFormat | null;
+  /** Bytes held by the frozen base's tensors (quantised codes and scales counted as such), in MiB. */
+  base_mib: number;
+  /** The process's resident memory just after the base was built, before adapters and steps (MiB). */
+  rss_after_base_mib: number;
   /** Model FLOPs per trained token (src/train/flops.ts) and the rate they were done at. */
   model_flops_per_token: number;
   model_tflops: number;
@@ -147,12 +155,24 @@ export function runTrainBench(o: {
   /** Rows per adapter and tokens per row, instead of the preset's. */
   batch?: number;
   seq?: number;
+  /** The base's compute dtype, instead of the preset's. */
+  dtype?: DType;
+  quantize?: QuantFormat | null;
   onStep?: (i: number) => void;
 }): BenchResult {
-  const p = { ...PRESETS[o.preset], ...(o.batch ? { batch: o.batch } : {}), ...(o.seq ? { seq: o.seq } : {}) };
+  const p = {
+    ...PRESETS[o.preset],
+    ...(o.batch ? { batch: o.batch } : {}),
+    ...(o.seq ? { seq: o.seq } : {}),
+    ...(o.dtype ? { dtype: o.dtype } : {}),
+  };
+  const quantize = o.quantize ?? null;
   const onCuda = o.device !== 'cpu';
-  // Checked before allocating: llama2-7b's weights alone are 12.6 GiB in bfloat16.
-  const weightBytes = (matmulWeights(p) + p.vocab * p.hidden) * ITEM_SIZE[p.dtype];
+  // Checked before allocating: llama2-7b's weights alone are 12.6 GiB in bfloat16. Quantised projections
+  // take 1 byte (int8) or 0.5625 bytes (nf4: 4 bits and a float32 absmax per 64) per weight.
+  const projBytes = quantize ? (quantize === 'int8' ? 1 : 0.5625) : ITEM_SIZE[p.dtype];
+  const lmHead = p.hidden * p.vocab;
+  const weightBytes = (matmulWeights(p) - lmHead) * projBytes + 2 * lmHead * ITEM_SIZE[p.dtype];
   if (!onCuda && weightBytes > os.totalmem() / 2) {
     const gib = (b: number) => (b / 2 ** 30).toFixed(1);
     throw new UserError(
@@ -161,7 +181,8 @@ export function runTrainBench(o: {
     );
   }
   if (onCuda) T.cuda.resetPeakStats(cudaIndex(o.device));
-  const model = randomModel(llamaConfig(p), { seed: 0, device: o.device, dtype: p.dtype });
+  const model = randomModel(llamaConfig(p), { seed: 0, device: o.device, dtype: p.dtype, quantize });
+  const rssAfterBase = process.memoryUsage.rss() / 2 ** 20;
   const adapters: Adapter[] = [];
   const optimizers: AdamW[] = [];
   const micro: MicroBatch[] = [];
@@ -232,6 +253,9 @@ export function runTrainBench(o: {
     seq: p.seq,
     dtype: p.dtype,
     device: o.device,
+    quantize,
+    base_mib: residentBytes(model.weights) / 2 ** 20,
+    rss_after_base_mib: rssAfterBase,
     model_flops_per_token: flops,
     model_tflops: (flops * tokens) / (ms / 1000) / 1e12,
     peak_cuda_allocated_mib: mem ? mem.peakAllocated / 2 ** 20 : null,

@@ -122,6 +122,7 @@ async function trainLocked(cfg: TrainConfig, opts: TrainOptions): Promise<TrainR
     dtype: parseDType(cfg.dtype, 'dtype'),
     device: parseDevice(cfg.device),
     tokenizer: cfg.tokenizer,
+    quantize: cfg.quantize ?? null,
   });
   const runs: AdapterRun[] = [];
   for (const a of cfg.adapters) {

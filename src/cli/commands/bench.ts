@@ -37,12 +37,15 @@ export function benchCommand(): Command {
       'score only the last N tokens of each row (an instruction-tuning batch: the rest is prompt)',
       intArg('--scored', 1),
     )
+    .option('--dtype <dtype>', "compute dtype of the base: float32, bfloat16, float16 (default: the preset's)")
+    .option('--quantize <format>', 'keep the base projections quantised: nf4 or int8 (default: not quantised)')
     .option('--device <device>', 'cpu, cuda or cuda:N', 'cpu')
     .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', threadsArg())
     .option(
       '--json',
       'print one JSON line: method, fused, preset, batch, seq, dtype, device, ms_per_step, ms_per_token, tokens_per_s, ' +
-        'peak_rss_mib, peak_cuda_allocated_mib, peak_cuda_reserved_mib (null on CPU), model_flops_per_token, model_tflops',
+        'peak_rss_mib, peak_cuda_allocated_mib, peak_cuda_reserved_mib (null on CPU), model_flops_per_token, model_tflops, ' +
+        'quantize, base_mib (bytes of the frozen base), rss_after_base_mib',
     )
     .action(
       async (o: {
@@ -56,12 +59,15 @@ export function benchCommand(): Command {
         recompute?: boolean;
         scored?: number;
         device: string;
+        dtype?: string;
+        quantize?: string;
         threads?: number;
         json?: boolean;
       }) => {
         const { runTrainBench } = await import('../../train/benchmark.js');
         const { setNumThreads } = await import('../../tensor/runtime.js');
-        const { parseDevice } = await import('../../models/load.js');
+        const { parseDevice, parseDType } = await import('../../models/load.js');
+        const { parseQuantFormat } = await import('../../quant/format.js');
         const { createProgress } = await import('../progress.js');
         if (o.threads !== undefined) setNumThreads(o.threads);
         const progress = createProgress();
@@ -75,6 +81,8 @@ export function benchCommand(): Command {
           recompute: o.recompute ?? false,
           scored: o.scored ?? null,
           device: parseDevice(o.device),
+          quantize: o.quantize === undefined ? null : parseQuantFormat(o.quantize),
+          ...(o.dtype ? { dtype: parseDType(o.dtype) } : {}),
           ...(o.batch ? { batch: o.batch } : {}),
           ...(o.seq ? { seq: o.seq } : {}),
           onStep: (i) => bar.update(i),
@@ -91,6 +99,7 @@ export function benchCommand(): Command {
               (r.peak_cuda_allocated_mib !== null
                 ? `, peak CUDA ${Math.round(r.peak_cuda_allocated_mib)} MiB allocated / ${Math.round(r.peak_cuda_reserved_mib!)} MiB reserved`
                 : '') +
+              `, base ${Math.round(r.base_mib)} MiB${r.quantize ? ` (${r.quantize})` : ''}` +
               `, ${r.trainable_parameters.toLocaleString('en-US')} trainable parameters (batch ${r.batch} × ${r.seq}, ${r.dtype})\n`,
           );
         }
