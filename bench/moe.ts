@@ -45,8 +45,19 @@ export function runMoeBench(): MoeBenchResult {
   const x = T.randn([TOKENS, SHAPE.hidden]).keep().requiresGrad_();
   const step = (efficient: boolean) =>
     T.tidy(() => {
-      const base = efficient ? { gate: frozenLinear(x, w.proj.gate_proj), up: frozenLinear(x, w.proj.up_proj) } : null;
-      const { out } = moeForward(moe, w, { x, rows: 4, len: 256, valid: null, base, training: true, efficient });
+      const base = efficient
+        ? { gate: frozenLinear(x, w.proj.gate_proj!), up: frozenLinear(x, w.proj.up_proj!), fused: null }
+        : null;
+      const { out } = moeForward(moe, w, {
+        x,
+        rows: 4,
+        len: 256,
+        valid: null,
+        base,
+        act: 'silu',
+        training: true,
+        efficient,
+      });
       out.sum().backward();
       T.zeroGrad([x, ...adapter.parameters().map((p) => p.tensor)]);
     });

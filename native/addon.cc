@@ -12,6 +12,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   mx::RegisterOptim(env, exports);
   mx::RegisterQuant(env, exports);
   mx::RegisterRuntime(env, exports);
+  mx::RegisterProfile(env, exports);
   return exports;
 }
 

@@ -2,11 +2,13 @@
 // range says which adapter (or none) it uses. The frozen projections run once over all rows; each
 // adapter adds its deltas on its own rows (as PEFT's mixed batches and MoE-PEFT's batch configs do).
 // Router outputs are recorded per adapter for the load-balance loss and the expert-load statistics.
-import { cat, swiglu } from '../tensor/ops.js';
+import { cat } from '../tensor/ops.js';
 import { frozenLinear } from '../models/frozen-linear.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { swigluMlp, type ForwardHooks } from '../models/hooks.js';
-import type { LayerWeights, Linear, ProjName } from '../models/weights.js';
+import type { Activation } from '../models/config.js';
+import { frozenGateUp, gated, gatedMlp, type ForwardHooks } from '../models/hooks.js';
+import { splitGateUp } from '../models/phi3.js';
+import { linearOf, type LayerWeights, type Linear, type ProjName } from '../models/weights.js';
 import type { Adapter } from './adapter.js';
 import { applyLora } from './lora.js';
 import { moeForward } from './moe.js';
@@ -94,39 +96,48 @@ export class AdapterBatch implements ForwardHooks {
     });
   }
 
-  mlp(layer: number, x: Tensor, w: LayerWeights): Tensor {
+  mlp(layer: number, x: Tensor, w: LayerWeights, act: Activation): Tensor {
     const ranges = this.rangesOf(x.size(0));
-    if (!ranges.some((r) => r.adapter?.layers[layer]?.moe)) return swigluMlp(this, layer, x, w);
+    if (!ranges.some((r) => r.adapter?.layers[layer]?.moe)) return gatedMlp(this, layer, x, w, act);
     const [, T, H] = x.shape as [number, number, number];
     // The frozen gate/up projections once for every row: MixLoRA experts and plain adapters share them.
-    const gate = frozenLinear(x, w.proj.gate_proj); // [B, T, I]
-    const up = frozenLinear(x, w.proj.up_proj); // [B, T, I]
+    const frozen = frozenGateUp(x, w); // [B, T, I] each, Phi-3's fused [B, T, 2I]
+    const down = linearOf(w, 'down_proj');
     return this.perRange(ranges, (r) => {
       const xr = this.rows(x, r); // [b, T, H]
       const moe = r.adapter?.layers[layer]?.moe;
       if (moe) {
-        const I = gate.size(2);
+        const I = frozen.gate.size(2);
         const b = xr.size(0);
+        const flat = (t: Tensor, width: number) => this.rows(t, r).reshape(b * T, width);
         const res = moeForward(moe, w, {
           x: xr.reshape(b * T, H),
           rows: b,
           len: T,
           valid: this.valid(r),
-          base: { gate: this.rows(gate, r).reshape(b * T, I), up: this.rows(up, r).reshape(b * T, I) },
+          base: {
+            gate: flat(frozen.gate, I),
+            up: flat(frozen.up, I),
+            fused: frozen.fused ? flat(frozen.fused, 2 * I) : null,
+          },
+          act,
           training: this.opts.training,
           efficient: this.efficient,
         });
         this.keepRouting(r.adapter!, { layer, logits: res.logits, probs: res.probs, counts: res.counts });
         return res.out.reshape(b, T, H);
       }
-      const adapt = (name: 'gate_proj' | 'up_proj', base: Tensor) => {
+      const adapt = (name: ProjName, base: Tensor) => {
         const p = r.adapter?.lora(layer, name);
-        return p ? applyLora(xr, base, p, w.proj[name], this.opts.training) : base;
+        return p ? applyLora(xr, base, p, linearOf(w, name), this.opts.training) : base;
       };
-      const h = swiglu(adapt('gate_proj', this.rows(gate, r)), adapt('up_proj', this.rows(up, r))); // [b, T, I]
-      const down = frozenLinear(h, w.proj.down_proj); // [b, T, H]
+      const [gate, up] = frozen.fused
+        ? splitGateUp(adapt('gate_up_proj', this.rows(frozen.fused, r))) // [b, T, I] each
+        : [adapt('gate_proj', this.rows(frozen.gate, r)), adapt('up_proj', this.rows(frozen.up, r))];
+      const h = gated(act, gate, up); // [b, T, I]
+      const y = frozenLinear(h, down); // [b, T, H]
       const pd = r.adapter?.lora(layer, 'down_proj');
-      return pd ? applyLora(h, down, pd, w.proj.down_proj, this.opts.training) : down;
+      return pd ? applyLora(h, y, pd, down, this.opts.training) : y;
     });
   }
 

@@ -14,11 +14,18 @@ import { readTorchCheckpoint, writeTorchCheckpoint, type TorchReadLimits } from 
 import { writeDirAtomic, writeFileAtomic } from '../io/atomic.js';
 import type { CausalLM } from '../models/llama.js';
 import type { ModelConfig } from '../models/config.js';
-import { projectionShape, type ProjName } from '../models/weights.js';
+import { linearOf, projectionShape, type ProjName } from '../models/weights.js';
 import { UserError } from '../util/errors.js';
 import { readJsonObject } from '../util/files.js';
 import { Adapter } from './adapter.js';
-import { exportAdapterConfig, parseAdapterConfig, scaling, type AdapterConfig, type LoraSettings } from './config.js';
+import {
+  exportAdapterConfig,
+  parseAdapterConfig,
+  scaling,
+  withModelActivation,
+  type AdapterConfig,
+  type LoraSettings,
+} from './config.js';
 import { alternativeKey, expertKey, modernizeLegacy, plainKey, routerKey } from './keys.js';
 import { doraWeightNorm } from './lora.js';
 import {
@@ -102,7 +109,8 @@ export async function loadAdapter(
     }
   }
   try {
-    return new Adapter(name, parsed, buildLayers(parsed, model, tensors, file));
+    const config = withModelActivation(parsed, model.config.hiddenAct);
+    return new Adapter(name, config, buildLayers(config, model, tensors, file));
   } finally {
     for (const t of tensors.values()) t.dispose();
   }
@@ -161,7 +169,7 @@ export function buildLayers(
       A: (key, shape) => fromFile(key, 'lora_A', shape),
       B: (key, shape) => fromFile(key, 'lora_B', shape),
       magnitude: (key, shape, m) => {
-        const W = model.weights.layers[key.layer]!.proj[key.proj].weight;
+        const W = linearOf(model.weights.layers[key.layer]!, key.proj).weight;
         if (key.experts === null)
           return (
             take(plainKey(c, key.layer, key.proj, 'magnitude'), shape, true) ??

@@ -4,6 +4,7 @@ import { noGrad } from '../tensor/autograd.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { CausalLM } from '../models/llama.js';
+import { writeModelFolder } from '../models/save.js';
 import { flattenWeights, projectionPrefix, type ProjName } from '../models/weights.js';
 import { quantizationOf } from '../models/frozen-linear.js';
 import { UserError } from '../util/errors.js';
@@ -48,4 +49,19 @@ export function mergeIntoWeights(
     }
   });
   return { tensors, merged };
+}
+
+/** The model with the adapter folded in, written as a Hugging Face folder at `out`. */
+export function writeMergedModel(
+  loaded: Parameters<typeof writeModelFolder>[0],
+  adapter: Adapter,
+  out: string,
+  opts: { overwrite?: boolean } = {},
+): void {
+  const { tensors, merged } = mergeIntoWeights(loaded.model, adapter);
+  try {
+    writeModelFolder(loaded, tensors, out, { overwrite: opts.overwrite, metadata: { merged_adapter: adapter.name } });
+  } finally {
+    for (const t of merged) t.dispose();
+  }
 }

@@ -78,7 +78,8 @@ export interface ModelCliOptions {
 /** Loads the model the options name. libtorch is imported here, lazily, so --help needs no addon. */
 export async function openModel(o: ModelCliOptions): Promise<LoadedModel> {
   const { setNumThreads } = await import('../tensor/runtime.js');
-  const { loadModel, parseDevice, parseDType } = await import('../models/load.js');
+  const { loadModel } = await import('../models/load.js');
+  const { parseDevice, parseDType } = await import('../tensor/targets.js');
   const { resolveModel } = await import('../models/hub.js');
   const { parseQuantFormat } = await import('../quant/format.js');
   const quantize = o.quantize === undefined ? null : parseQuantFormat(o.quantize);
@@ -92,8 +93,8 @@ export async function openModel(o: ModelCliOptions): Promise<LoadedModel> {
     progress.stop();
   }
   return loadModel(where, {
-    dtype: parseDType(o.dtype),
-    device: parseDevice(o.device),
+    dtype: parseDType(o.dtype, '--dtype'),
+    device: parseDevice(o.device, '--device'),
     tokenizer: o.tokenizer ?? null,
     quantize,
   });

@@ -2,17 +2,7 @@
 // (and at the end), so logs of long runs stay readable.
 import cliProgress from 'cli-progress';
 import type { DownloadProgress } from '../models/hub.js';
-
-export interface ProgressBar {
-  update(value: number, fields?: Record<string, string | number>): void;
-  stop(): void;
-}
-
-export interface Progress {
-  bar(label: string, total: number, format?: string): ProgressBar;
-  log(line: string): void;
-  stop(): void;
-}
+import type { Progress, ProgressBar } from '../util/progress.js';
 
 const LOG_INTERVAL_MS = 10_000;
 

@@ -7,8 +7,6 @@ export interface Located<T> {
   line: number;
 }
 
-export { readText } from '../util/files.js';
-
 /** Each non-blank line parsed as JSON, with its 1-based line number. */
 export function readJsonl(file: string): Located<unknown>[] {
   const out: Located<unknown>[] = [];

@@ -6,7 +6,7 @@ import { ITEM_SIZE, type DType } from '../tensor/dtype.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { QuantizedWeight } from '../quant/quantized-weight.js';
 import type { QuantFormat } from '../quant/format.js';
-import { PROJECTIONS, type FrozenWeight, type Linear, type ModelWeights } from './weights.js';
+import type { FrozenWeight, Linear, ModelWeights } from './weights.js';
 
 /** x Wᵀ + b for x [.., in] -> [.., out]. A quantised W is dequantised for this product only (and again
  * for the input gradient), in x's dtype. */
@@ -24,7 +24,7 @@ export function denseWeight(w: FrozenWeight, dtype: DType): Tensor {
 
 /** The quantisation of a model's projections, or null when they are tensors. */
 export function quantizationOf(w: ModelWeights): QuantFormat | null {
-  const first = w.layers[0]?.proj.q_proj.weight;
+  const first = Object.values(w.layers[0]?.proj ?? {})[0]?.weight;
   return first instanceof QuantizedWeight ? first.format : null;
 }
 
@@ -43,9 +43,11 @@ export function residentBytes(w: ModelWeights): number {
   for (const l of w.layers) {
     count(l.inputNorm);
     count(l.postNorm);
-    for (const p of PROJECTIONS) {
-      count(l.proj[p].weight);
-      count(l.proj[p].bias);
+    count(l.ffnNorms?.pre ?? null);
+    count(l.ffnNorms?.post ?? null);
+    for (const lin of Object.values(l.proj)) {
+      count(lin.weight);
+      count(lin.bias);
     }
   }
   return bytes;

@@ -1,8 +1,7 @@
 // Opening a model from disk: a Hugging Face folder, or a llama2.c checkpoint with its tokenizer.
 import fs from 'node:fs';
 import path from 'node:path';
-import { isDType, isFloating, type DType } from '../tensor/dtype.js';
-import { cuda } from '../tensor/runtime.js';
+import type { DType } from '../tensor/dtype.js';
 import { ones } from '../tensor/create.js';
 import { tidy } from '../tensor/scope.js';
 import type { Device } from '../tensor/tensor.js';
@@ -33,12 +32,6 @@ export interface LoadedModel {
   path: string;
 }
 
-export function parseDType(s: string, where = '--dtype'): DType {
-  if (!isDType(s) || !isFloating(s) || s === 'float64')
-    throw new UserError(`${where}: '${s}' is not a compute dtype (float32, bfloat16, float16)`);
-  return s;
-}
-
 /** Refuses a compute dtype this libtorch cannot multiply matrices in on the device (libtorch 1.13
  * has no float16 matmul on CPU), with a clear message instead of an error deep in the first layer. */
 export function checkComputeDType(dtype: DType, device: Device, where = '--dtype'): void {
@@ -50,18 +43,6 @@ export function checkComputeDType(dtype: DType, device: Device, where = '--dtype
       `${where}: this libtorch cannot compute in ${dtype} on ${device}; use ${dtype === 'float16' ? 'bfloat16 or ' : ''}float32`,
     );
   }
-}
-
-export function parseDevice(s: string): Device {
-  if (s === 'cpu') return 'cpu';
-  if (s === 'cuda' || /^cuda:\d+$/.test(s)) {
-    if (!cuda.isAvailable())
-      throw new UserError(
-        `--device ${s}: this libtorch has no usable CUDA (build the addon against a CUDA libtorch; see README)`,
-      );
-    return s as Device;
-  }
-  throw new UserError(`--device: '${s}' is not cpu, cuda or cuda:N`);
 }
 
 /** Extra stop tokens of generation_config.json (LLaMA-3 instruct lists several). */

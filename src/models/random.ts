@@ -5,6 +5,7 @@ import { manualSeed } from '../tensor/runtime.js';
 import type { DType } from '../tensor/dtype.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
 import type { ModelConfig } from './config.js';
+import { llamaFamilyFields } from './family-config.js';
 import { CausalLM } from './llama.js';
 import type { QuantFormat } from '../quant/format.js';
 import { frozenForm, isProjectionWeight, structureWeights, weightSpecs, type FrozenWeight } from './weights.js';
@@ -19,6 +20,7 @@ export function llamaConfig(o: {
   kvHeads?: number;
 }): ModelConfig {
   return {
+    ...llamaFamilyFields(o.hidden / o.heads),
     architecture: 'llama',
     vocabSize: o.vocab,
     hiddenSize: o.hidden,

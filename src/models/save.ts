@@ -1,12 +1,12 @@
-// Writing a model as a Hugging Face folder (config, weights, tokenizer), e.g. after merging an adapter.
+// Writing a model as a Hugging Face folder (config, weights, tokenizer), e.g. after merging an adapter
+// (adapters/merge.ts folds the adapter into the tensors written here).
 import fs from 'node:fs';
 import path from 'node:path';
 import { writeDirAtomic, writeFileAtomic } from '../io/atomic.js';
 import { saveSafetensors } from '../io/safetensors.js';
-import { toHfConfig } from './config.js';
+import { hfConfigText } from './config.js';
 import type { LoadedModel } from './load.js';
-import type { Adapter } from '../adapters/adapter.js';
-import { mergeIntoWeights } from '../adapters/merge.js';
+import type { Tensor } from '../tensor/tensor.js';
 
 const TOKENIZER_FILES = [
   'tokenizer.json',
@@ -16,36 +16,30 @@ const TOKENIZER_FILES = [
   'generation_config.json',
 ];
 
-export function writeMergedModel(
-  loaded: LoadedModel,
-  adapter: Adapter,
+/** Writes `tensors` (Hugging Face names) as the weights of `loaded`'s model, with its config and tokenizer;
+ * `metadata` joins the safetensors header. */
+export function writeModelFolder(
+  loaded: Omit<LoadedModel, 'tokenizer'> & { tokenizer: LoadedModel['tokenizer'] | null },
+  tensors: Map<string, Tensor>,
   out: string,
-  opts: { overwrite?: boolean } = {},
+  opts: { overwrite?: boolean; metadata?: Record<string, string> } = {},
 ): void {
   const { model, tokenizer } = loaded;
-  const { tensors, merged } = mergeIntoWeights(model, adapter);
-  try {
-    writeDirAtomic(
-      out,
-      (dir) => {
-        writeFileAtomic(
-          path.join(dir, 'config.json'),
-          JSON.stringify(toHfConfig(model.config, model.dtype), null, 2) + '\n',
-        );
-        saveSafetensors(path.join(dir, 'model.safetensors'), tensors, { format: 'pt', merged_adapter: adapter.name });
-        if (loaded.format === 'hf') {
-          for (const f of TOKENIZER_FILES) {
-            const src = path.join(loaded.path, f);
-            if (fs.existsSync(src)) fs.copyFileSync(src, path.join(dir, f));
-          }
-        } else {
-          writeFileAtomic(path.join(dir, 'tokenizer.json'), JSON.stringify(tokenizer.tokenizerJson) + '\n');
-          writeFileAtomic(path.join(dir, 'tokenizer_config.json'), JSON.stringify(tokenizer.config, null, 2) + '\n');
+  writeDirAtomic(
+    out,
+    (dir) => {
+      writeFileAtomic(path.join(dir, 'config.json'), hfConfigText(model.config, model.dtype));
+      saveSafetensors(path.join(dir, 'model.safetensors'), tensors, { format: 'pt', ...opts.metadata });
+      if (loaded.format === 'hf') {
+        for (const f of TOKENIZER_FILES) {
+          const src = path.join(loaded.path, f);
+          if (fs.existsSync(src)) fs.copyFileSync(src, path.join(dir, f));
         }
-      },
-      { replace: opts.overwrite ?? false },
-    );
-  } finally {
-    for (const t of merged) t.dispose();
-  }
+      } else if (tokenizer) {
+        writeFileAtomic(path.join(dir, 'tokenizer.json'), JSON.stringify(tokenizer.tokenizerJson) + '\n');
+        writeFileAtomic(path.join(dir, 'tokenizer_config.json'), JSON.stringify(tokenizer.config, null, 2) + '\n');
+      }
+    },
+    { replace: opts.overwrite ?? false },
+  );
 }

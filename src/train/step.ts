@@ -36,6 +36,18 @@ export interface MicroResult {
   inputTokens: number;
 }
 
+/** What a pass returns per micro-batch, in order. */
+interface PassLosses {
+  ce: number[];
+  aux: (number | null)[];
+}
+
+interface HeadBackward {
+  /** Gradient of the last hidden states [B, T, H]. */
+  grad: Tensor;
+  ce: number[];
+}
+
 interface Packed {
   ids: Tensor;
   targets: Tensor;
@@ -66,20 +78,21 @@ function chunkRows(vocab: number): number {
  * The head's part of the backward pass, chunk by chunk: the final norm and the LM head run only on the
  * scored positions of each range (prompts and padding need no logits), each chunk's CE (summed, divided
  * by the range's step tokens) is back-propagated at once, and the gradient of the last hidden states
- * is returned for the layers (the head's weights are frozen). Fills each result's `ce`.
+ * is returned for the layers (the head's weights are frozen), with each micro-batch's CE.
  */
-function headBackward(model: CausalLM, last: Tensor, p: Packed, micro: MicroBatch[], results: MicroResult[]): Tensor {
+function headBackward(model: CausalLM, last: Tensor, p: Packed, microBatches: MicroBatch[]): HeadBackward {
   const H = last.size(-1);
   const hd = last.detach().requiresGrad_(); // [B, T, H]
   const flat = hd.reshape(-1, H); // [B·T, H]
   const T = last.size(1);
   const targets = p.targets.reshape(-1).toNumbers();
   const chunk = chunkRows(model.config.vocabSize);
-  micro.forEach((m, i) => {
-    const r = p.ranges[i]!;
+  const ce = microBatches.map((m, i) => {
+    const range = p.ranges[i]!;
     const scored: number[] = [];
-    for (let k = r.start * T; k < (r.start + r.count) * T; k++) if (targets[k] !== IGNORE_INDEX) scored.push(k);
-    let ce = 0;
+    for (let k = range.start * T; k < (range.start + range.count) * T; k++)
+      if (targets[k] !== IGNORE_INDEX) scored.push(k);
+    let sum = 0;
     for (let c = 0; c < scored.length; c += chunk) {
       tidy(() => {
         const idx = tensor(scored.slice(c, c + chunk), { dtype: 'int64', device: model.device });
@@ -87,58 +100,58 @@ function headBackward(model: CausalLM, last: Tensor, p: Packed, micro: MicroBatc
         const loss = crossEntropy(logits, p.targets.reshape(-1).indexSelect(0, idx), { reduction: 'sum' }).div(
           m.stepTokens,
         );
-        ce += loss.item();
+        sum += loss.item();
         loss.backward();
       });
     }
-    results[i]!.ce = ce;
+    return sum;
   });
-  return hd.grad ?? hd.zerosLike();
+  return { grad: hd.grad ?? hd.zerosLike(), ce };
 }
 
 export function fusedStep(
   model: CausalLM,
-  micro: MicroBatch[],
+  microBatches: MicroBatch[],
   opts: { recompute: boolean; padId: number },
 ): MicroResult[] {
   return tidy(() => {
-    const p = pack(micro, model.device, opts.padId);
-    const results: MicroResult[] = micro.map((m) => ({
-      ce: 0,
-      aux: null,
+    const p = pack(microBatches, model.device, opts.padId);
+    const losses = opts.recompute ? recomputingPass(model, microBatches, p) : plainPass(model, microBatches, p);
+    return microBatches.map((m, i) => ({
+      ce: losses.ce[i]!,
+      aux: losses.aux[i]!,
       scoredTokens: m.examples.reduce((n, e) => n + scoredTokens(e), 0),
       inputTokens: m.examples.reduce((n, e) => n + e.inputIds.length, 0),
     }));
-    if (opts.recompute) recomputingPass(model, micro, p, results);
-    else plainPass(model, micro, p, results);
-    return results;
   });
 }
 
-function plainPass(model: CausalLM, micro: MicroBatch[], p: Packed, results: MicroResult[]): void {
+function plainPass(model: CausalLM, microBatches: MicroBatch[], p: Packed): PassLosses {
   const batch = new AdapterBatch(p.ranges, { training: true });
   try {
     const last = model.hidden(p.ids, { attentionMask: p.mask, hooks: batch }); // [B, T, H]
-    const grad = headBackward(model, last, p, micro, results);
+    const head = headBackward(model, last, p, microBatches);
     const roots: Tensor[] = [last];
-    const grads: (Tensor | null)[] = [grad];
-    micro.forEach((m, i) => {
+    const grads: (Tensor | null)[] = [head.grad];
+    const aux = microBatches.map((m) => {
       const moe = m.adapter.config.moe;
-      if (!moe) return;
+      if (!moe) return null;
       const records = batch.routing.get(m.adapter) ?? [];
-      const aux = auxLossPart(records, moe, routingTotals(records, moe.numExperts));
-      if (!aux) return;
-      results[i]!.aux = aux.item();
-      roots.push(aux.div(m.microsPerStep));
+      const loss = auxLossPart(records, moe, routingTotals(records, moe.numExperts));
+      if (!loss) return null;
+      const value = loss.item();
+      roots.push(loss.div(m.microsPerStep));
       grads.push(null);
+      return value;
     });
     backward(roots, grads);
+    return { ce: head.ce, aux };
   } finally {
     batch.dispose();
   }
 }
 
-function recomputingPass(model: CausalLM, micro: MicroBatch[], p: Packed, results: MicroResult[]): void {
+function recomputingPass(model: CausalLM, microBatches: MicroBatch[], p: Packed): PassLosses {
   const L = model.config.numLayers;
   const ctx = model.context(p.ids, p.mask, null);
   const tokenMask = p.mask;
@@ -158,9 +171,9 @@ function recomputingPass(model: CausalLM, micro: MicroBatch[], p: Packed, result
     inputs.push(h);
   });
   const endState = getRngState().keep();
-  const realTokens = (r: RowRange) =>
-    tokenMask ? tokenMask.narrow(0, r.start, r.count).sum().item() : r.count * p.ids.size(1);
-  const totals = micro.map((m, i) => {
+  const realTokens = (range: RowRange) =>
+    tokenMask ? tokenMask.narrow(0, range.start, range.count).sum().item() : range.count * p.ids.size(1);
+  const totals = microBatches.map((m, i) => {
     const moe = m.adapter.config.moe;
     if (!moe) return null;
     const perLayer = counting.expertCounts.get(m.adapter) ?? [];
@@ -170,7 +183,13 @@ function recomputingPass(model: CausalLM, micro: MicroBatch[], p: Packed, result
   counting.dispose();
   try {
     // The head: CE of every adapter, back to the last layer's output.
-    let grad = tidy(() => headBackward(model, inputs[L]!, p, micro, results).keep());
+    const head = tidy(() => {
+      const h = headBackward(model, inputs[L]!, p, microBatches);
+      h.grad.keep();
+      return h;
+    });
+    let grad = head.grad;
+    const aux: (number | null)[] = microBatches.map(() => null);
     // Each layer again, last to first, with the random state it had.
     for (let l = L - 1; l >= 0; l--) {
       setRngState(rng[l]!);
@@ -182,12 +201,12 @@ function recomputingPass(model: CausalLM, micro: MicroBatch[], p: Packed, result
         try {
           const out = model.layer(l, hin, ctx, batch); // [B, T, H]
           let surrogate = out.mul(upstream).sum();
-          micro.forEach((m, i) => {
+          microBatches.forEach((m, i) => {
             const moe = m.adapter.config.moe;
-            const aux = moe ? auxLossPart(batch.routing.get(m.adapter) ?? [], moe, totals[i]!) : null;
-            if (aux) {
-              results[i]!.aux = (results[i]!.aux ?? 0) + aux.item();
-              surrogate = surrogate.add(aux.div(m.microsPerStep));
+            const loss = moe ? auxLossPart(batch.routing.get(m.adapter) ?? [], moe, totals[i]!) : null;
+            if (loss) {
+              aux[i] = (aux[i] ?? 0) + loss.item();
+              surrogate = surrogate.add(loss.div(m.microsPerStep));
             }
           });
           surrogate.backward();
@@ -199,6 +218,7 @@ function recomputingPass(model: CausalLM, micro: MicroBatch[], p: Packed, result
       upstream.dispose();
     }
     grad.dispose();
+    return { ce: head.ce, aux };
   } finally {
     // Leave the generator where a plain pass would: both modes then train identically.
     setRngState(endState);

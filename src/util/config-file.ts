@@ -1,7 +1,7 @@
 // Reading a JSON or YAML config with line numbers for the errors that name its fields.
 import YAML from 'yaml';
-import { readText } from '../data/jsonl.js';
 import { UserError } from './errors.js';
+import { readText } from './files.js';
 
 export interface ConfigFile {
   file: string;

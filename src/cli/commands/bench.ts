@@ -1,6 +1,21 @@
 // mixlora bench: training-step latency and peak memory of a method on a preset model (random weights).
 import { Command, Option } from 'commander';
 import { intArg, threadsArg } from '../options.js';
+import type { StepProfile } from '../../train/step-profile.js';
+
+function formatProfile(p: StepProfile): string {
+  const lines = [`one profiled step: ${p.wallMs.toFixed(1)} ms`];
+  for (const f of p.families) {
+    lines.push(
+      `  ${f.family.padEnd(36)} ${f.ms.toFixed(1).padStart(9)} ms  ${(f.share * 100).toFixed(1).padStart(5)}%`,
+    );
+  }
+  lines.push('  top ops by self time (forward and backward):');
+  for (const o of p.ops.slice(0, 10)) {
+    lines.push(`    ${o.name.padEnd(44)} ${o.selfMs.toFixed(1).padStart(9)} ms  ${String(o.calls).padStart(6)} calls`);
+  }
+  return lines.join('\n') + '\n';
+}
 
 export function benchCommand(): Command {
   return new Command('bench')
@@ -28,6 +43,13 @@ export function benchCommand(): Command {
     )
     .option('--batch <n>', "rows per adapter (default: the preset's)", intArg('--batch', 1))
     .option('--seq <n>', "tokens per row (default: the preset's)", intArg('--seq', 2))
+    .addOption(
+      new Option(
+        '--dtype <dtype>',
+        "the frozen base's dtype and the matmuls' (default: the preset's); adapters, optimizer state, router and " +
+          'losses stay float32',
+      ).choices(['float32', 'bfloat16']),
+    )
     .option('--fused <n>', 'train N adapters of the method together', intArg('--fused', 1), 1)
     .option('--steps <n>', 'timed steps (the median is reported)', intArg('--steps', 1), 5)
     .option('--warmup <n>', 'untimed steps first', intArg('--warmup', 0), 2)
@@ -37,7 +59,11 @@ export function benchCommand(): Command {
       'score only the last N tokens of each row (an instruction-tuning batch: the rest is prompt)',
       intArg('--scored', 1),
     )
-    .option('--dtype <dtype>', "compute dtype of the base: float32, bfloat16, float16 (default: the preset's)")
+    .option(
+      '--profile',
+      'after the timed steps, record one more step op by op and print its time by op family (GEMM, attention, ' +
+        'router and gather/scatter, elementwise, copies and casts, loss, autograd engine, optimizer, host)',
+    )
     .option('--quantize <format>', 'keep the base projections quantised: nf4 or int8 (default: not quantised)')
     .option('--device <device>', 'cpu, cuda or cuda:N', 'cpu')
     .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', threadsArg())
@@ -45,28 +71,29 @@ export function benchCommand(): Command {
       '--json',
       'print one JSON line: method, fused, preset, batch, seq, dtype, device, ms_per_step, ms_per_token, tokens_per_s, ' +
         'peak_rss_mib, peak_cuda_allocated_mib, peak_cuda_reserved_mib (null on CPU), model_flops_per_token, model_tflops, ' +
-        'quantize, base_mib (bytes of the frozen base), rss_after_base_mib',
+        'quantize, base_mib (bytes of the frozen base), rss_after_base_mib (and profile: wallMs, families, ops with --profile)',
     )
     .action(
       async (o: {
         preset: 'llama-58m' | 'llama-1b' | 'llama2-7b' | 'llama-tiny';
         batch?: number;
         seq?: number;
+        dtype?: 'float32' | 'bfloat16';
         method: 'lora' | 'dora' | 'mixlora' | 'mixdora';
         fused: number;
         steps: number;
         warmup: number;
         recompute?: boolean;
+        profile?: boolean;
         scored?: number;
         device: string;
-        dtype?: string;
         quantize?: string;
         threads?: number;
         json?: boolean;
       }) => {
         const { runTrainBench } = await import('../../train/benchmark.js');
         const { setNumThreads } = await import('../../tensor/runtime.js');
-        const { parseDevice, parseDType } = await import('../../models/load.js');
+        const { parseDevice } = await import('../../tensor/targets.js');
         const { parseQuantFormat } = await import('../../quant/format.js');
         const { createProgress } = await import('../progress.js');
         if (o.threads !== undefined) setNumThreads(o.threads);
@@ -80,12 +107,13 @@ export function benchCommand(): Command {
           warmup: o.warmup,
           recompute: o.recompute ?? false,
           scored: o.scored ?? null,
-          device: parseDevice(o.device),
-          quantize: o.quantize === undefined ? null : parseQuantFormat(o.quantize),
-          ...(o.dtype ? { dtype: parseDType(o.dtype) } : {}),
+          device: parseDevice(o.device, '--device'),
           ...(o.batch ? { batch: o.batch } : {}),
           ...(o.seq ? { seq: o.seq } : {}),
+          ...(o.dtype ? { dtype: o.dtype } : {}),
+          quantize: o.quantize === undefined ? null : parseQuantFormat(o.quantize),
           onStep: (i) => bar.update(i),
+          profile: o.profile ?? false,
         });
         bar.stop();
         progress.stop();
@@ -102,6 +130,7 @@ export function benchCommand(): Command {
               `, base ${Math.round(r.base_mib)} MiB${r.quantize ? ` (${r.quantize})` : ''}` +
               `, ${r.trainable_parameters.toLocaleString('en-US')} trainable parameters (batch ${r.batch} × ${r.seq}, ${r.dtype})\n`,
           );
+          if (r.profile) process.stdout.write(formatProfile(r.profile));
         }
       },
     );

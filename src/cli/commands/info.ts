@@ -22,9 +22,9 @@ export function infoCommand(): Command {
     .action(async (o: InfoOptions) => {
       const { backendInfo } = await import('../../tensor/backend-info.js');
       const { setNumThreads } = await import('../../tensor/runtime.js');
-      const { parseDevice } = await import('../../models/load.js');
+      const { parseDevice } = await import('../../tensor/targets.js');
       if (o.threads !== undefined) setNumThreads(o.threads);
-      const device = parseDevice(o.device);
+      const device = parseDevice(o.device, '--device');
       const info = backendInfo();
       let probe = null;
       if (o.probe) {

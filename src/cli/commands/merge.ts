@@ -16,7 +16,7 @@ export function mergeCommand(): Command {
   addModelOptions(cmd);
   return cmd.action(async (o: ModelCliOptions & { adapter: string; out: string; force?: boolean }) => {
     const { loadAdapter } = await import('../../adapters/io.js');
-    const { writeMergedModel } = await import('../../models/save.js');
+    const { writeMergedModel } = await import('../../adapters/merge.js');
     const { UserError } = await import('../../util/errors.js');
     if (o.quantize !== undefined) throw new UserError(QUANTIZED_MERGE);
     const loaded = await openModel(o);

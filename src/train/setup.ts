@@ -1,0 +1,173 @@
+// Setting up a run: the frozen model, then per adapter its weights (fresh or init_from), examples, data
+// order, step count and optimizer. An adapter's initial weights and data order depend on the seed and
+// its name only, not on the other adapters or its place in the list.
+import { manualSeed } from '../tensor/runtime.js';
+import { parseDevice, parseDType } from '../tensor/targets.js';
+import { loadModelForTraining } from '../models/load.js';
+import { resolveModel } from '../models/hub.js';
+import type { CausalLM } from '../models/llama.js';
+import type { ModelConfig } from '../models/config.js';
+import { parameterCount } from '../models/weights.js';
+import { Adapter } from '../adapters/adapter.js';
+import { adapterElementCount, loadAdapter } from '../adapters/io.js';
+import { describeAdapter, type AdapterConfig } from '../adapters/config.js';
+import { AdamW, SGD, type Optimizer } from '../optim/index.js';
+import { loadExamples, type DatasetStats, type Example } from '../data/examples.js';
+import type { TextTokenizer } from '../tokenizer/tokenizer.js';
+import { UserError } from '../util/errors.js';
+import type { ProgressBar } from '../util/progress.js';
+import type { AdapterTrainConfig, TrainConfig } from './config.js';
+import type { StepAccumulator } from './checkpoint.js';
+import { DataOrder } from './order.js';
+import { warmupSteps } from './schedule.js';
+
+/** One adapter being trained: its config, state and progress. */
+export interface AdapterRun {
+  cfg: AdapterTrainConfig;
+  adapter: Adapter;
+  optimizer: Optimizer;
+  examples: Example[];
+  stats: DatasetStats;
+  order: DataOrder;
+  totalSteps: number;
+  warmup: number;
+  /** Optimizer steps taken. */
+  step: number;
+  /** Micro-batches of the current optimizer step already through a fused step. */
+  microBatchesDone: number;
+  done: boolean;
+  /** Loss, tokens and time summed over the current optimizer step's micro-batches. */
+  stepTotals: StepAccumulator;
+  bar: ProgressBar | null;
+}
+
+export const emptyStepTotals = (): StepAccumulator => ({
+  ce: 0,
+  aux: 0,
+  auxCount: 0,
+  scored: 0,
+  input: 0,
+  seconds: 0,
+});
+
+export interface RunSetup {
+  model: CausalLM;
+  tokenizer: TextTokenizer | null;
+  runs: AdapterRun[];
+}
+
+export async function setUpRuns(
+  cfg: TrainConfig,
+  modelPath: string | undefined,
+  log: (s: string) => void,
+): Promise<RunSetup> {
+  manualSeed(cfg.seed);
+  const { model, tokenizer } = loadModelForTraining(modelPath ?? (await resolveModel(cfg.baseModel)), {
+    dtype: parseDType(cfg.dtype, 'dtype'),
+    device: parseDevice(cfg.device, '--device'),
+    tokenizer: cfg.tokenizer,
+    quantize: cfg.quantize ?? null,
+  });
+  const runs: AdapterRun[] = [];
+  for (const a of cfg.adapters) runs.push(await setUpRun(cfg, a, model, tokenizer, log));
+  manualSeed(cfg.seed);
+  return { model, tokenizer, runs };
+}
+
+async function setUpRun(
+  cfg: TrainConfig,
+  a: AdapterTrainConfig,
+  model: CausalLM,
+  tokenizer: TextTokenizer | null,
+  log: (s: string) => void,
+): Promise<AdapterRun> {
+  manualSeed(initSeed(cfg.seed, a.name));
+  if (a.adapter) checkAdapterSize(cfg, a.name, a.adapter, model.config);
+  const adapter = a.initFrom
+    ? await loadAdapter(a.initFrom, model, a.name)
+    : Adapter.create(a.name, { ...a.adapter!, baseModel: cfg.baseModel }, model);
+  adapter.requiresGrad_();
+  const { examples, stats } = loadAllExamples(a, tokenizer, cfg.cutoffLen, model.config.vocabSize);
+  const maxPos = model.config.maxPositionEmbeddings;
+  const over = examples.filter((e) => e.inputIds.length > maxPos).length;
+  if (over > 0)
+    log(
+      `warning: ${a.name}: ${over} examples are longer than the model's max_position_embeddings (${maxPos}); lower cutoff_len to ${maxPos} to stay in the model's range`,
+    );
+  const order = new DataOrder(
+    examples.map((e) => e.inputIds.length),
+    a.batchSize,
+    cfg.seed,
+    nameHash(a.name),
+    cfg.groupByLength,
+  );
+  const totalSteps = Math.min(Math.ceil(order.stepsPerEpoch * a.numEpochs), a.maxSteps ?? Number.POSITIVE_INFINITY);
+  const params = adapter.parameters().map((p) => p.tensor);
+  const optimizer =
+    a.optimizer === 'adamw'
+      ? new AdamW(params, { lr: a.lr, betas: a.betas, eps: a.eps, weightDecay: a.weightDecay })
+      : new SGD(params, { lr: a.lr, momentum: a.momentum, weightDecay: a.weightDecay });
+  log(
+    `${a.name}: ${describeAdapter(adapter.config)}, ${adapter.parameterCount().toLocaleString('en-US')} trainable parameters; ` +
+      `${examples.length} examples (${stats.truncated} truncated to ${cfg.cutoffLen} tokens${stats.droppedUnscored ? `, ${stats.droppedUnscored} dropped with nothing to score` : ''}), ` +
+      `${totalSteps} steps of ${a.batchSize} (micro-batches of ${a.microBatchSize})`,
+  );
+  return {
+    cfg: a,
+    adapter,
+    optimizer,
+    examples,
+    stats,
+    order,
+    totalSteps,
+    warmup: warmupSteps(totalSteps, a.warmupSteps, a.warmupRatio),
+    step: 0,
+    microBatchesDone: 0,
+    done: false,
+    stepTotals: emptyStepTotals(),
+    bar: null,
+  };
+}
+
+/** An adapter bigger than its base model is a typo in r or num_experts (r: 1000000000 would ask for
+ * terabytes): refused before anything is allocated. */
+function checkAdapterSize(cfg: TrainConfig, name: string, c: AdapterConfig, mc: ModelConfig): void {
+  const n = adapterElementCount(c, mc);
+  const base = parameterCount(mc);
+  if (n > Math.max(4 * base, 2 ** 24))
+    throw new UserError(
+      `${cfg.file}: adapter '${name}' would have ${n.toLocaleString('en-US')} parameters, more than 4 times its base model's ${base.toLocaleString('en-US')}: check r and num_experts`,
+    );
+}
+
+/** FNV-1a of the adapter's name: its init and data order depend on it, not on its place in the list. */
+function nameHash(name: string): number {
+  let h = 2166136261;
+  for (const ch of name) h = Math.imul(h ^ ch.charCodeAt(0), 16777619) >>> 0;
+  return h;
+}
+
+function initSeed(seed: number, name: string): number {
+  return (seed * 1000003 + nameHash(name)) % 2 ** 48;
+}
+
+function loadAllExamples(
+  a: AdapterTrainConfig,
+  tokenizer: TextTokenizer | null,
+  cutoffLen: number,
+  vocabSize: number,
+): { examples: Example[]; stats: DatasetStats } {
+  const examples: Example[] = [];
+  const stats: DatasetStats = { records: 0, truncated: 0, droppedUnscored: 0, tokens: 0, scoredTokens: 0 };
+  for (const file of a.data) {
+    const part = loadExamples(file, tokenizer, {
+      template: a.promptTemplate,
+      trainOnInputs: a.trainOnInputs,
+      cutoffLen,
+      vocabSize,
+    });
+    examples.push(...part.examples);
+    for (const k of Object.keys(stats) as (keyof DatasetStats)[]) stats[k] += part.stats[k];
+  }
+  return { examples, stats };
+}
