@@ -7,7 +7,7 @@ import { llamaConfig, randomModel } from '../src/models/random.js';
 import { Adapter } from '../src/adapters/adapter.js';
 import { parseAdapterConfig } from '../src/adapters/config.js';
 import { moeForward } from '../src/adapters/moe.js';
-import { linear } from '../src/tensor/ops.js';
+import { frozenLinear } from '../src/models/frozen-linear.js';
 import { medianMs, runPython, threads, machine, fmt } from './harness.js';
 
 const SHAPE = { vocab: 32000, hidden: 512, intermediate: 1376, layers: 1, heads: 8 };
@@ -46,7 +46,7 @@ export function runMoeBench(): MoeBenchResult {
   const step = (efficient: boolean) =>
     T.tidy(() => {
       const base = efficient
-        ? { gate: linear(x, w.proj.gate_proj!.weight), up: linear(x, w.proj.up_proj!.weight), fused: null }
+        ? { gate: frozenLinear(x, w.proj.gate_proj!), up: frozenLinear(x, w.proj.up_proj!), fused: null }
         : null;
       const { out } = moeForward(moe, w, {
         x,

@@ -17,6 +17,7 @@ import type { AttentionCache } from '../src/models/kvcache.js';
 import type { ForwardHooks } from '../src/models/hooks.js';
 import { native } from '../src/tensor/native.js';
 import { linearOf, type LayerWeights } from '../src/models/weights.js';
+import { frozenLinear } from '../src/models/frozen-linear.js';
 
 const PROMPT = 32;
 const REPS = Number(process.env.BENCH_STEP_REPS ?? 5);
@@ -143,7 +144,7 @@ function main(): void {
               cache: timedCache(cache),
               hooks: timedHooks(
                 hooks ?? {
-                  project: (l, n, x, lin) => T.linear(x, lin.weight, lin.bias),
+                  project: (l, n, x, lin) => frozenLinear(x, lin),
                   mlp: (l, x, w) => swigluPlain(x, w),
                 },
                 label,
@@ -189,7 +190,7 @@ function main(): void {
 
 function swigluPlain(x: T.Tensor, w: LayerWeights): T.Tensor {
   const [g, u, d] = (['gate_proj', 'up_proj', 'down_proj'] as const).map((n) => linearOf(w, n));
-  return T.linear(T.swiglu(T.linear(x, g!.weight, g!.bias), T.linear(x, u!.weight, u!.bias)), d!.weight, d!.bias);
+  return frozenLinear(T.swiglu(frozenLinear(x, g!), frozenLinear(x, u!)), d!);
 }
 
 main();

@@ -1,5 +1,6 @@
 // Entry point of the mixlora libtorch addon: one C++ function per op, no model logic.
 #include "common.h"
+#include "quant.h"
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   mx::RegisterCreate(env, exports);
@@ -9,6 +10,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   mx::RegisterAutograd(env, exports);
   mx::RegisterFused(env, exports);
   mx::RegisterOptim(env, exports);
+  mx::RegisterQuant(env, exports);
   mx::RegisterRuntime(env, exports);
   mx::RegisterDistributed(env, exports);
   mx::RegisterProfile(env, exports);

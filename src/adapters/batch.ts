@@ -2,7 +2,8 @@
 // range says which adapter (or none) it uses. The frozen projections run once over all rows; each
 // adapter adds its deltas on its own rows (as PEFT's mixed batches and MoE-PEFT's batch configs do).
 // Router outputs are recorded per adapter for the load-balance loss and the expert-load statistics.
-import { cat, linear } from '../tensor/ops.js';
+import { cat } from '../tensor/ops.js';
+import { frozenLinear } from '../models/frozen-linear.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { Activation } from '../models/config.js';
 import { frozenGateUp, gated, gatedMlp, type ForwardHooks } from '../models/hooks.js';
@@ -85,7 +86,7 @@ export class AdapterBatch implements ForwardHooks {
   }
 
   project(layer: number, name: ProjName, x: Tensor, lin: Linear): Tensor {
-    const base = linear(x, lin.weight, lin.bias); // [B, T, out]
+    const base = frozenLinear(x, lin); // [B, T, out]
     const ranges = this.rangesOf(x.size(0));
     if (!ranges.some((r) => r.adapter?.lora(layer, name))) return base;
     return this.perRange(ranges, (r) => {
@@ -147,7 +148,7 @@ export class AdapterBatch implements ForwardHooks {
               plain.map((p) => p.h),
               0,
             ); // [Σb, T, I]
-      const all = linear(hs, down.weight, down.bias); // [Σb, T, H]
+      const all = frozenLinear(hs, down); // [Σb, T, H]
       // split, not narrow: in training, its backward is one concatenation.
       const downs =
         plain.length === 1

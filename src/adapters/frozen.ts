@@ -6,7 +6,7 @@ import { noGrad } from '../tensor/autograd.js';
 import { stack } from '../tensor/ops.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
-import type { ProjName } from '../models/weights.js';
+import type { FrozenWeight, ProjName } from '../models/weights.js';
 import { doraScale, type LoraParams } from './lora.js';
 import { expertParams, type AdapterLayer } from './params.js';
 
@@ -20,7 +20,10 @@ function* modules(layers: AdapterLayer[]): Generator<[number, ProjName, LoraPara
 
 /** Stores each DoRA module's scale (stacked experts: computed expert by expert, as the forward would,
  * so outputs are bit-identical). */
-export function freezeDoraScales(layers: AdapterLayer[], baseWeight: (layer: number, p: ProjName) => Tensor): void {
+export function freezeDoraScales(
+  layers: AdapterLayer[],
+  baseWeight: (layer: number, p: ProjName) => FrozenWeight,
+): void {
   for (const [layer, proj, m] of modules(layers)) {
     if (!m.magnitude || m.frozenScale) continue;
     const W = baseWeight(layer, proj);

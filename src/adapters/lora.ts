@@ -4,8 +4,10 @@
 // W' = m/‖W + sBA‖ ⊙ (W + sBA) reproduces the adapted layer exactly.
 import { isGradEnabled, noGrad } from '../tensor/autograd.js';
 import { linear } from '../tensor/ops.js';
+import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
-import type { Linear } from '../models/weights.js';
+import { denseWeight } from '../models/frozen-linear.js';
+import type { FrozenWeight, Linear } from '../models/weights.js';
 import type { LoraSettings } from './config.js';
 
 /** One module's tensors, or (MixLoRA experts) E modules' tensors stacked on a first dimension. */
@@ -24,13 +26,14 @@ export interface LoraParams {
   frozenScale?: Tensor | null;
 }
 
-/** ‖W + s·B A‖ per output row, float32 [out], outside autograd (DoRA treats it as a constant). */
-export function doraWeightNorm(weight: Tensor, A: Tensor, B: Tensor, scale: number): Tensor {
-  return noGrad(() => weight.to('float32').add(B.matmul(A), scale).norm(2, 1)); // [out]
+/** ‖W + s·B A‖ per output row, float32 [out], outside autograd (DoRA treats it as a constant). A quantised
+ * W is dequantised for this and freed at once (QLoRA's DoRA uses the dequantised weight too). */
+export function doraWeightNorm(weight: FrozenWeight, A: Tensor, B: Tensor, scale: number): Tensor {
+  return tidy(() => noGrad(() => denseWeight(weight, 'float32').add(B.matmul(A), scale).norm(2, 1))); // [out]
 }
 
 /** DoRA's column scale m / ‖W + s·B A‖ for one module, float32 [out]. */
-export function doraScale(weight: Tensor, p: LoraParams): Tensor {
+export function doraScale(weight: FrozenWeight, p: LoraParams): Tensor {
   return p.magnitude!.div(doraWeightNorm(weight, p.A, p.B, p.scale)); // [out]
 }
 

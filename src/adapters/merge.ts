@@ -6,6 +6,7 @@ import type { Tensor } from '../tensor/tensor.js';
 import type { CausalLM } from '../models/llama.js';
 import { writeModelFolder } from '../models/save.js';
 import { flattenWeights, projectionPrefix, type ProjName } from '../models/weights.js';
+import { quantizationOf } from '../models/frozen-linear.js';
 import { UserError } from '../util/errors.js';
 import type { Adapter } from './adapter.js';
 import type { LoraParams } from './lora.js';
@@ -29,6 +30,12 @@ export function mergeIntoWeights(
   if (adapter.isMoe) {
     throw new UserError(
       `${adapter.name}: a MixLoRA adapter cannot be merged into the base weights (its experts are chosen per token); use it with --adapter instead`,
+    );
+  }
+  const quantized = quantizationOf(model.weights);
+  if (quantized) {
+    throw new UserError(
+      `${adapter.name}: cannot merge into a base quantised to ${quantized}: merging writes full-precision weights, and W + s·B A from dequantised codes would carry the quantisation error into every merged weight; load the base without quantisation to merge`,
     );
   }
   const tensors = flattenWeights(model.config, model.weights);

@@ -7,6 +7,7 @@ import { zeros } from '../tensor/create.js';
 import { linear, stack, swiglu } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { linearOf, type LayerWeights, type Linear } from '../models/weights.js';
+import { frozenLinear } from '../models/frozen-linear.js';
 import { doraScale, frozenScale, type LoraParams } from './lora.js';
 import { expertParams, type MoeLayer } from './params.js';
 import type { Routing } from './routing.js';
@@ -86,13 +87,13 @@ export function denseExperts(
   if (!down.bias && !p?.magnitude) {
     // Σₑ wₑ W hₑ = W Σₑ wₑ hₑ: the frozen down projection once, on the weighted hidden states.
     const mixed = h.to('float32').mul(we).sum(0); // [n, I]
-    const out = linear(mixed.to(x.dtype), down.weight).to('float32'); // [n, H]
+    const out = frozenLinear(mixed.to(x.dtype), down).to('float32'); // [n, H] (no bias here)
     return delta ? out.add(delta.mul(we).sum(0)) : out;
   }
   // DoRA or a bias on down_proj: each chosen (token, expert) pair's own down projection, in one product.
   const slot = r.experts.mul(n).add(r.tokens); // [m] rows of [E·n]
   const hs = h.view(E * n, I).indexSelect(0, slot); // [m, I]
-  const baseDown = linear(hs, down.weight, down.bias); // [m, H]
+  const baseDown = frozenLinear(hs, down); // [m, H]
   let y = baseDown.to('float32'); // [m, H]
   if (p && delta) {
     const d = delta.view(E * n, H).indexSelect(0, slot); // [m, H]

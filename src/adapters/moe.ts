@@ -15,6 +15,7 @@
 // instead (moe-dense.ts).
 import { zeros, rand } from '../tensor/create.js';
 import { bincount, cat, linear } from '../tensor/ops.js';
+import { frozenLinear } from '../models/frozen-linear.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { Activation } from '../models/config.js';
 import { gated } from '../models/hooks.js';
@@ -160,12 +161,12 @@ function expertGateUp(
 ): [Tensor, Tensor] {
   const fused = w.proj.gate_up_proj;
   if (fused) {
-    const base = frozen?.fused ?? linear(xe, fused.weight, fused.bias); // [c, 2I]
+    const base = frozen?.fused ?? frozenLinear(xe, fused); // [c, 2I]
     return splitGateUp(project('gate_up_proj', layer, e, xe, base, fused, training));
   }
   const [g, u] = [linearOf(w, 'gate_proj'), linearOf(w, 'up_proj')];
-  const gateBase = frozen?.gate ?? linear(xe, g.weight, g.bias); // [c, I]
-  const upBase = frozen?.up ?? linear(xe, u.weight, u.bias); // [c, I]
+  const gateBase = frozen?.gate ?? frozenLinear(xe, g); // [c, I]
+  const upBase = frozen?.up ?? frozenLinear(xe, u); // [c, I]
   return [
     project('gate_proj', layer, e, xe, gateBase, g, training),
     project('up_proj', layer, e, xe, upBase, u, training),
@@ -214,7 +215,7 @@ function expertOutputs(
       if (downLora) pieces.push(loraDelta(h, expertParams(downLora, e), training)); // [c, H] float32
       return;
     }
-    const downBase = linear(h, down.weight, down.bias); // [c, H]
+    const downBase = frozenLinear(h, down); // [c, H]
     pieces.push(project('down_proj', layer, e, h, downBase, down, training));
   });
   return { pieces, hidden };
@@ -236,7 +237,7 @@ function combine(
   if (hidden.length > 0) {
     const hs = hidden.length === 1 ? hidden[0]! : cat(hidden, 0); // [m, I]
     const mixed = zeros([n, hs.size(1)], { device }).indexAdd(0, tokens, hs); // [n, I] Σₑ wₑ hₑ
-    out = linear(mixed.to(input.x.dtype), linearOf(w, 'down_proj').weight).to('float32'); // [n, H]
+    out = frozenLinear(mixed.to(input.x.dtype), linearOf(w, 'down_proj')).to('float32'); // [n, H] (no bias here)
   } else {
     out = zeros([n, H], { device });
   }

@@ -7,7 +7,13 @@ import { randn, rand, zeros } from '../tensor/create.js';
 import { tidy } from '../tensor/scope.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
 import type { ModelConfig } from '../models/config.js';
-import { MLP_PROJECTIONS, projectionShape, projectionsOf, type ProjName } from '../models/weights.js';
+import {
+  MLP_PROJECTIONS,
+  projectionShape,
+  projectionsOf,
+  type FrozenWeight,
+  type ProjName,
+} from '../models/weights.js';
 import { UserError } from '../util/errors.js';
 import { isMlpProj, scaling, type AdapterConfig, type LoraSettings, type MoeSettings } from './config.js';
 import type { LoraPart } from './keys.js';
@@ -154,7 +160,7 @@ function initA(shape: number[], s: LoraSettings, device: Device): Tensor {
 export function initLayers(
   c: AdapterConfig,
   model: ModelConfig,
-  baseWeight: (layer: number, p: ProjName) => Tensor,
+  baseWeight: (layer: number, p: ProjName) => FrozenWeight,
   device: Device,
 ): AdapterLayer[] {
   const routerInitRange = c.moe?.routerInitRange ?? 0;

@@ -59,6 +59,10 @@ export function addModelOptions(cmd: Command, opts: { modelRequired?: boolean } 
     )
     .option('--dtype <dtype>', 'compute dtype of the frozen weights: float32, bfloat16, float16', 'float32')
     .option('--device <device>', 'cpu, cuda or cuda:N', 'cpu')
+    .option(
+      '--quantize <format>',
+      'keep the decoder projections quantised, QLoRA-style: nf4 (4-bit NormalFloat) or int8 (default: as loaded)',
+    )
     .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', threadsArg());
 }
 
@@ -67,6 +71,7 @@ export interface ModelCliOptions {
   tokenizer?: string;
   dtype: string;
   device: string;
+  quantize?: string;
   threads?: number;
 }
 
@@ -76,6 +81,8 @@ export async function openModel(o: ModelCliOptions): Promise<LoadedModel> {
   const { loadModel } = await import('../models/load.js');
   const { parseDevice, parseDType } = await import('../tensor/targets.js');
   const { resolveModel } = await import('../models/hub.js');
+  const { parseQuantFormat } = await import('../quant/format.js');
+  const quantize = o.quantize === undefined ? null : parseQuantFormat(o.quantize);
   const { createProgress, downloadProgress } = await import('./progress.js');
   if (o.threads !== undefined) setNumThreads(o.threads);
   const progress = createProgress();
@@ -89,5 +96,6 @@ export async function openModel(o: ModelCliOptions): Promise<LoadedModel> {
     dtype: parseDType(o.dtype, '--dtype'),
     device: parseDevice(o.device, '--device'),
     tokenizer: o.tokenizer ?? null,
+    quantize,
   });
 }

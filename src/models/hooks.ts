@@ -1,8 +1,9 @@
 // How adapters reach into the frozen model: every projection and every feed-forward block goes
 // through these hooks. The plain hooks are the base model; src/adapters implements adapted ones.
-import { linear, swiglu } from '../tensor/ops.js';
+import { swiglu } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { Activation } from './config.js';
+import { frozenLinear } from './frozen-linear.js';
 import { splitGateUp } from './phi3.js';
 import { linearOf, type LayerWeights, type Linear, type ProjName } from './weights.js';
 
@@ -32,13 +33,13 @@ export function gateUp(hooks: ForwardHooks, layer: number, x: Tensor, w: LayerWe
 export function frozenGateUp(x: Tensor, w: LayerWeights): { gate: Tensor; up: Tensor; fused: Tensor | null } {
   const fused = w.proj.gate_up_proj;
   if (fused) {
-    const gu = linear(x, fused.weight, fused.bias); // [.., 2I]
+    const gu = frozenLinear(x, fused); // [.., 2I]
     const [gate, up] = splitGateUp(gu);
     return { gate, up, fused: gu };
   }
   const g = linearOf(w, 'gate_proj');
   const u = linearOf(w, 'up_proj');
-  return { gate: linear(x, g.weight, g.bias), up: linear(x, u.weight, u.bias), fused: null };
+  return { gate: frozenLinear(x, g), up: frozenLinear(x, u), fused: null };
 }
 
 /** The gated feed-forward down(act(gate(x)) ⊙ up(x)), each projection through the hooks. */
@@ -48,6 +49,6 @@ export function gatedMlp(hooks: ForwardHooks, layer: number, x: Tensor, w: Layer
 }
 
 export const plainHooks: ForwardHooks = {
-  project: (_layer, _name, x, lin) => linear(x, lin.weight, lin.bias),
+  project: (_layer, _name, x, lin) => frozenLinear(x, lin),
   mlp: (layer, x, w, act) => gatedMlp(plainHooks, layer, x, w, act),
 };

@@ -14,7 +14,16 @@ import { allFinite } from '../tensor/checks.js';
 import { openForRead } from '../util/files.js';
 import type { ModelConfig } from './config.js';
 import { llamaFamilyFields } from './family-config.js';
-import { projectionPrefix, structureWeights, weightSpecs, type ModelWeights } from './weights.js';
+import type { QuantFormat } from '../quant/format.js';
+import {
+  frozenForm,
+  isProjectionWeight,
+  projectionPrefix,
+  structureWeights,
+  weightSpecs,
+  type FrozenWeight,
+  type ModelWeights,
+} from './weights.js';
 
 const HEADER_BYTES = 28;
 
@@ -110,22 +119,30 @@ export function permuteRotaryRows(w: Tensor, heads: number): Tensor {
     .reshape(out, inp); // [out, in]
 }
 
-export function loadLlama2cWeights(file: string, c: ModelConfig, opts: { dtype: DType; device: Device }): ModelWeights {
+export function loadLlama2cWeights(
+  file: string,
+  c: ModelConfig,
+  opts: { dtype: DType; device: Device; quantize?: QuantFormat | null },
+): ModelWeights {
   const { at } = tensorLayout(c);
   const kvDim = c.numKvHeads * c.headDim;
   const read = (name: string, index: number, shape: number[]) => {
     const n = shape.reduce((a, b) => a * b, 1);
     return fromFile(file, HEADER_BYTES + 4 * (at[name]! + index * n), 4 * n, 'float32', shape);
   };
-  const byName = new Map<string, Tensor>();
+  const byName = new Map<string, FrozenWeight>();
   const put = (name: string, t: Tensor) => {
-    const out = noGrad(() => t.to({ dtype: opts.dtype, device: opts.device }));
+    // A weight to quantise stays float32 (the file's dtype) until it is quantised.
+    const quantize = opts.quantize && isProjectionWeight(name, t.shape) ? opts.quantize : null;
+    const dtype = quantize ? 'float32' : opts.dtype;
+    const out = noGrad(() => t.to({ dtype, device: opts.device }));
     if (out !== t) t.dispose();
     byName.set(name, out.keep());
     if (!allFinite(out)) {
       for (const x of byName.values()) x.dispose();
-      throw new UserError(`${file}: tensor '${name}' holds NaN or infinite values (as ${opts.dtype})`);
+      throw new UserError(`${file}: tensor '${name}' holds NaN or infinite values (as ${dtype})`);
     }
+    byName.set(name, frozenForm(name, out, quantize));
   };
   const { hiddenSize: dim, intermediateSize: hid } = c;
   put('model.embed_tokens.weight', read('embed', 0, [c.vocabSize, dim]));

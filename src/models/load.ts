@@ -5,6 +5,7 @@ import type { DType } from '../tensor/dtype.js';
 import { ones } from '../tensor/create.js';
 import { tidy } from '../tensor/scope.js';
 import type { Device } from '../tensor/tensor.js';
+import type { QuantFormat } from '../quant/format.js';
 import { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
 import { readModelConfig, type ModelConfig } from './config.js';
@@ -18,6 +19,8 @@ export interface LoadOptions {
   device?: Device;
   /** A tokenizer file or folder; for llama2.c checkpoints their tok*.bin. */
   tokenizer?: string | null;
+  /** Keep the decoder projections quantised (QLoRA-style); null/absent: as loaded. */
+  quantize?: QuantFormat | null;
 }
 
 export type ModelFormat = 'hf' | 'llama2c';
@@ -103,14 +106,14 @@ function openModel<Tok extends TextTokenizer | null>(
   if (isLlama2cCheckpoint(p)) {
     const { config } = readLlama2cConfig(p);
     const tok = tokenizer('llama2c', config);
-    const weights = loadLlama2cWeights(p, config, { dtype, device });
+    const weights = loadLlama2cWeights(p, config, { dtype, device, quantize: opts.quantize ?? null });
     return { model: new CausalLM(config, weights, dtype, device), tokenizer: tok, format: 'llama2c', path: p };
   }
   const config = readModelConfig(path.join(p, 'config.json'));
   for (const id of generationEosIds(p)) if (!config.eosTokenIds.includes(id)) config.eosTokenIds.push(id);
   const tok = tokenizer('hf', config);
   if (tok && tok.eosId !== null && !config.eosTokenIds.includes(tok.eosId)) config.eosTokenIds.push(tok.eosId);
-  const weights = loadHfWeights(p, config, { dtype, device });
+  const weights = loadHfWeights(p, config, { dtype, device, quantize: opts.quantize ?? null });
   return { model: new CausalLM(config, weights, dtype, device), tokenizer: tok, format: 'hf', path: p };
 }
 

@@ -7,7 +7,8 @@ import type { Device, Tensor } from '../tensor/tensor.js';
 import type { ModelConfig } from './config.js';
 import { llamaFamilyFields } from './family-config.js';
 import { CausalLM } from './llama.js';
-import { structureWeights, weightSpecs } from './weights.js';
+import type { QuantFormat } from '../quant/format.js';
+import { frozenForm, isProjectionWeight, structureWeights, weightSpecs, type FrozenWeight } from './weights.js';
 
 /** A LLaMA-shaped config with the usual defaults. */
 export function llamaConfig(o: {
@@ -43,17 +44,22 @@ export function llamaConfig(o: {
   };
 }
 
-/** Weights ~ N(0, 0.02²), norms 1, from the seeded generator. */
-export function randomModel(config: ModelConfig, opts: { seed: number; dtype?: DType; device?: Device }): CausalLM {
+/** Weights ~ N(0, 0.02²), norms 1, from the seeded generator; with `quantize`, the projections are
+ * quantised one at a time as they are drawn (in float32, so as not to depend on `dtype`). */
+export function randomModel(
+  config: ModelConfig,
+  opts: { seed: number; dtype?: DType; device?: Device; quantize?: QuantFormat | null },
+): CausalLM {
   const dtype = opts.dtype ?? 'float32';
   const device = opts.device ?? 'cpu';
   manualSeed(opts.seed);
-  const byName = new Map<string, Tensor>();
+  const byName = new Map<string, FrozenWeight>();
   noGrad(() => {
     for (const s of weightSpecs(config)) {
       const isNorm = s.shape.length === 1 && s.name.endsWith('norm.weight');
-      const t = isNorm ? ones(s.shape, { dtype, device }) : randn(s.shape, { dtype, device }).mul_(0.02);
-      byName.set(s.name, t.keep());
+      const drawIn = opts.quantize && isProjectionWeight(s.name, s.shape) ? 'float32' : dtype;
+      const t = isNorm ? ones(s.shape, { dtype, device }) : randn(s.shape, { dtype: drawIn, device }).mul_(0.02);
+      byName.set(s.name, frozenForm(s.name, t.keep(), opts.quantize));
     }
   });
   return new CausalLM(

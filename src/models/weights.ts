@@ -6,6 +6,8 @@ import { readHeader, loadTensor, type SafetensorsHeader } from '../io/safetensor
 import { isFloating, type DType } from '../tensor/dtype.js';
 import { allFinite } from '../tensor/checks.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
+import { QuantizedWeight } from '../quant/quantized-weight.js';
+import type { QuantFormat } from '../quant/format.js';
 import { UserError } from '../util/errors.js';
 import type { ModelConfig } from './config.js';
 
@@ -34,8 +36,11 @@ export function hasSandwichNorms(c: ModelConfig): boolean {
   return c.architecture === 'gemma2';
 }
 
+/** A frozen projection's weight [out, in]: a tensor, or quantised (--quantize; src/quant). */
+export type FrozenWeight = Tensor | QuantizedWeight;
+
 export interface Linear {
-  weight: Tensor;
+  weight: FrozenWeight;
   bias: Tensor | null;
 }
 export interface LayerWeights {
@@ -141,15 +146,37 @@ export function weightSpecs(c: ModelConfig): { name: string; shape: number[] }[]
   return [...iterWeightSpecs(c)];
 }
 
-/** Builds the structured view from tensors by Hugging Face name. */
-export function structureWeights(c: ModelConfig, byName: (name: string) => Tensor): ModelWeights {
+/** Whether a checkpoint tensor is a decoder layer's linear projection weight (fused ones included): what
+ * --quantize quantises. Embeddings, norms and the LM head stay as loaded. */
+export function isProjectionWeight(name: string, shape: readonly number[]): boolean {
+  return shape.length === 2 && /^model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.weight$/.test(name);
+}
+
+/** The frozen form of a loaded tensor: itself, or (a projection weight, with `quantize`) its quantised
+ * codes, the full-precision tensor freed at once (so a model is never resident in full precision). */
+export function frozenForm(name: string, t: Tensor, quantize: QuantFormat | null | undefined): FrozenWeight {
+  if (!quantize || !isProjectionWeight(name, t.shape)) return t;
+  try {
+    return QuantizedWeight.quantize(t, quantize);
+  } finally {
+    t.dispose();
+  }
+}
+
+/** Builds the structured view from tensors by Hugging Face name (projection weights may be quantised). */
+export function structureWeights(c: ModelConfig, lookup: (name: string) => FrozenWeight): ModelWeights {
+  const byName = (name: string): Tensor => {
+    const t = lookup(name);
+    if (t instanceof QuantizedWeight) throw new Error(`structureWeights: '${name}' cannot be quantised`);
+    return t;
+  };
   const embed = byName('model.embed_tokens.weight');
   const layers: LayerWeights[] = [];
   for (let l = 0; l < c.numLayers; l++) {
     const proj: Partial<Record<ProjName, Linear>> = {};
     for (const p of projectionsOf(c)) {
       proj[p] = {
-        weight: byName(`${projectionPrefix(l, p)}.weight`),
+        weight: lookup(`${projectionPrefix(l, p)}.weight`),
         bias: hasBias(c, p) ? byName(`${projectionPrefix(l, p)}.bias`) : null,
       };
     }
@@ -173,12 +200,17 @@ export function structureWeights(c: ModelConfig, byName: (name: string) => Tenso
   };
 }
 
-/** Tensors by Hugging Face name (the inverse of structureWeights). */
+/** Tensors by Hugging Face name (the inverse of structureWeights) of a model that is not quantised. */
 export function flattenWeights(c: ModelConfig, w: ModelWeights): Map<string, Tensor> {
   const out = new Map<string, Tensor>([['model.embed_tokens.weight', w.embed]]);
   w.layers.forEach((layer, l) => {
     out.set(`model.layers.${l}.input_layernorm.weight`, layer.inputNorm);
     for (const [p, lin] of Object.entries(layer.proj) as [ProjName, Linear][]) {
+      // Writing dequantised weights would pass quantisation error off as the model's own weights.
+      if (lin.weight instanceof QuantizedWeight)
+        throw new UserError(
+          `the base model is quantised (${lin.weight.format}): its full-precision weights are not kept`,
+        );
       out.set(`${projectionPrefix(l, p)}.weight`, lin.weight);
       if (lin.bias) out.set(`${projectionPrefix(l, p)}.bias`, lin.bias);
     }
@@ -226,7 +258,11 @@ function openShards(dir: string): Map<string, SafetensorsHeader> {
 
 /** Loads and checks every tensor of the model, each read straight into its buffer and converted to
  * the compute dtype one at a time (never two copies of the model in memory). */
-export function loadHfWeights(dir: string, c: ModelConfig, opts: { dtype: DType; device: Device }): ModelWeights {
+export function loadHfWeights(
+  dir: string,
+  c: ModelConfig,
+  opts: { dtype: DType; device: Device; quantize?: QuantFormat | null },
+): ModelWeights {
   const shards = openShards(dir);
   // The config is checked against the file before anything is built from its sizes (a config of a
   // billion layers must fail now, not after listing a billion layers' tensor names).
@@ -243,7 +279,7 @@ export function loadHfWeights(dir: string, c: ModelConfig, opts: { dtype: DType;
       `${dir}: the checkpoint has no tensor '${missing}' (${path.join(dir, 'config.json')}: num_hidden_layers ${c.numLayers} needs ${needed} tensors, the checkpoint holds ${shards.size})`,
     );
   }
-  const loaded = new Map<string, Tensor>();
+  const loaded = new Map<string, FrozenWeight>();
   try {
     for (const spec of weightSpecs(c)) {
       const h = shards.get(spec.name);
@@ -259,10 +295,14 @@ export function loadHfWeights(dir: string, c: ModelConfig, opts: { dtype: DType;
       }
       if (!isFloating(e.dtype))
         throw new UserError(`${h.file}: tensor '${spec.name}' is ${e.dtype}; model weights must be floating point`);
-      const t = loadTensor(h, spec.name, opts).keep();
+      // A weight to quantise is read in float32 (exact for every file dtype) and quantised from that.
+      const quantize = opts.quantize && isProjectionWeight(spec.name, spec.shape) ? opts.quantize : null;
+      const dtype = quantize ? 'float32' : opts.dtype;
+      const t = loadTensor(h, spec.name, { dtype, device: opts.device }).keep();
       loaded.set(spec.name, t);
       if (!allFinite(t))
-        throw new UserError(`${h.file}: tensor '${spec.name}' holds NaN or infinite values (as ${opts.dtype})`);
+        throw new UserError(`${h.file}: tensor '${spec.name}' holds NaN or infinite values (as ${dtype})`);
+      loaded.set(spec.name, frozenForm(spec.name, t, quantize));
     }
   } catch (e) {
     for (const t of loaded.values()) t.dispose();
@@ -272,8 +312,8 @@ export function loadHfWeights(dir: string, c: ModelConfig, opts: { dtype: DType;
 }
 
 export function disposeWeights(w: ModelWeights): void {
-  const seen = new Set<Tensor>();
-  const drop = (t: Tensor | null) => {
+  const seen = new Set<FrozenWeight>();
+  const drop = (t: FrozenWeight | null) => {
     if (t && !seen.has(t)) {
       seen.add(t);
       t.dispose();

@@ -79,6 +79,11 @@ export interface NativeAddon {
   linear(x: Id, w: Id, b: Id | null): Id;
   swiglu(gate: Id, up: Id): Id;
   sumCrossEntropy(logits: Id, target: Id): Id;
+  // quantised frozen weights (native/quant.cc); format 0 = int8, 1 = nf4; portable: the tensor-op version
+  // on the CPU too (the CPU otherwise uses its loops)
+  quantize(w: Id, format: number, portable: boolean): [Id, Id];
+  dequantize(data: Id, scales: Id, format: number, shape: number[], dtype: number, portable: boolean): Id;
+  quantLinear(x: Id, data: Id, scales: Id, format: number, shape: number[]): Id;
   inplace(op: string, a: Id, b?: Id | number, alpha?: number): void;
   reduce(op: string, id: Id, dims: Dims, keepdim: boolean): Id;
   maxDim(id: Id, dim: number, keepdim: boolean): [Id, Id];

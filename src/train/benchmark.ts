@@ -10,6 +10,8 @@ import { fusedStep, type MicroBatch } from './step.js';
 import type { Example } from '../data/examples.js';
 import type { DType } from '../tensor/dtype.js';
 import { ITEM_SIZE } from '../tensor/dtype.js';
+import { residentBytes } from '../models/frozen-linear.js';
+import type { QuantFormat } from '../quant/format.js';
 import { UserError } from '../util/errors.js';
 import { type AdapterFlopShape, adapterFlopsPerToken, matmulWeights, trainFlopsPerToken } from './flops.js';
 import { profileStep, type StepProfile } from './step-profile.js';
@@ -135,6 +137,12 @@ export interface BenchResult {
   seq: number;
   dtype: DType;
   device: T.Device;
+  /** The base's projections quantised (--quantize), or null. */
+  quantize: QuantFormat | null;
+  /** Bytes held by the frozen base's tensors (quantised codes and scales counted as such), in MiB. */
+  base_mib: number;
+  /** The process's resident memory just after the base was built, before adapters and steps (MiB). */
+  rss_after_base_mib: number;
   /** Model FLOPs per trained token (src/train/flops.ts) and the rate they were done at. */
   model_flops_per_token: number;
   model_tflops: number;
@@ -170,6 +178,7 @@ export function runTrainBench(o: {
   batch?: number;
   seq?: number;
   dtype?: DType;
+  quantize?: QuantFormat | null;
   onStep?: (i: number) => void;
   /** After the timed steps, one more step recorded op by op (its breakdown in `profile`). */
   profile?: boolean;
@@ -183,9 +192,13 @@ export function runTrainBench(o: {
     ...(o.seq ? { seq: o.seq } : {}),
     ...(o.dtype ? { dtype: o.dtype } : {}),
   };
+  const quantize = o.quantize ?? null;
   const onCuda = o.device !== 'cpu';
-  // Checked before allocating: llama2-7b's weights alone are 12.6 GiB in bfloat16.
-  const weightBytes = (matmulWeights(p) + p.vocab * p.hidden) * ITEM_SIZE[p.dtype];
+  // Checked before allocating: llama2-7b's weights alone are 12.6 GiB in bfloat16. Quantised projections
+  // take 1 byte (int8) or 0.5625 bytes (nf4: 4 bits and a float32 absmax per 64) per weight.
+  const projBytes = quantize ? (quantize === 'int8' ? 1 : 0.5625) : ITEM_SIZE[p.dtype];
+  const lmHead = p.hidden * p.vocab;
+  const weightBytes = (matmulWeights(p) - lmHead) * projBytes + 2 * lmHead * ITEM_SIZE[p.dtype];
   if (!onCuda && weightBytes > os.totalmem() / 2) {
     const gib = (b: number) => (b / 2 ** 30).toFixed(1);
     throw new UserError(
@@ -194,7 +207,8 @@ export function runTrainBench(o: {
     );
   }
   if (onCuda) T.cuda.resetPeakStats(cudaIndex(o.device));
-  const model = randomModel(llamaConfig(p), { seed: 0, device: o.device, dtype: p.dtype });
+  const model = randomModel(llamaConfig(p), { seed: 0, device: o.device, dtype: p.dtype, quantize });
+  const rssAfterBase = process.memoryUsage.rss() / 2 ** 20;
   const adapters: Adapter[] = [];
   const optimizers: AdamW[] = [];
   const micro: MicroBatch[] = [];
@@ -286,6 +300,9 @@ export function runTrainBench(o: {
     seq: p.seq,
     dtype: p.dtype,
     device: o.device,
+    quantize,
+    base_mib: residentBytes(model.weights) / 2 ** 20,
+    rss_after_base_mib: rssAfterBase,
     model_flops_per_token: flops,
     model_tflops: (flops * tokens) / (ms / 1000) / 1e12,
     adapter_flops_per_token: adapterFlops,

@@ -10,6 +10,7 @@ import { UserError } from '../util/errors.js';
 import { isDType, type DType } from '../tensor/dtype.js';
 import type { WeightsFormat } from '../adapters/io.js';
 import { isModelId } from '../models/hub.js';
+import { isQuantFormat, QUANT_FORMATS, type QuantFormat } from '../quant/format.js';
 import {
   parseEvalBlock,
   parseReportTo,
@@ -59,6 +60,9 @@ export interface TrainConfig {
   saveTotalLimit: number | null;
   dtype: DType;
   device: string;
+  /** Keep the base's decoder projections quantised (QLoRA). Absent, not null, when not set, so the digest
+   * of configs written before this key existed is unchanged (their checkpoints still resume). */
+  quantize?: QuantFormat;
   /** Recompute each decoder layer's activations in the backward pass instead of storing them. */
   recompute: boolean;
   groupByLength: boolean;
@@ -163,6 +167,9 @@ export function parseTrainConfig(cf: ConfigFile): TrainConfig {
   const rawAdapters = f.raw('adapters');
   if (!Array.isArray(rawAdapters) || rawAdapters.length === 0) f.fail('adapters', 'must be a non-empty list');
   const tokenizer = f.optStr('tokenizer');
+  const quantize = f.optStr('quantize');
+  if (quantize !== null && !isQuantFormat(quantize))
+    f.fail('quantize', `'${quantize}' is not a quantisation format (${QUANT_FORMATS.join(', ')})`);
   const cfg: TrainConfig = {
     file: cf.file,
     baseModel,
@@ -174,6 +181,7 @@ export function parseTrainConfig(cf: ConfigFile): TrainConfig {
     saveTotalLimit: f.optInt('save_total_limit', { min: 1 }),
     dtype: dtype as DType,
     device: f.str('device', { default: 'cpu' }),
+    ...(quantize ? { quantize: quantize as QuantFormat } : {}),
     recompute: f.bool('recompute', false),
     groupByLength: f.bool('group_by_length', true),
     saveFormats: parseSaveFormats(f),

@@ -68,6 +68,7 @@ export async function setUpRuns(
     dtype: parseDType(cfg.dtype, 'dtype'),
     device: parseDevice(device, '--device'),
     tokenizer: cfg.tokenizer,
+    quantize: cfg.quantize ?? null,
   });
   const runs: AdapterRun[] = [];
   for (const a of cfg.adapters) runs.push(await setUpRun(cfg, a, model, tokenizer, log));

@@ -11,7 +11,7 @@ const ROOMS: string[][] = [
   ['util'],
   ['tensor', 'optim', 'distributed'],
   ['io'],
-  ['nn', 'tokenizer'],
+  ['nn', 'tokenizer', 'quant'],
   ['models'],
   ['adapters'],
   ['data'],

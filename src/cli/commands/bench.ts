@@ -64,13 +64,15 @@ export function benchCommand(): Command {
       'after the timed steps, record one more step op by op and print its time by op family (GEMM, attention, ' +
         'router and gather/scatter, elementwise, copies and casts, loss, autograd engine, optimizer, host)',
     )
+    .option('--quantize <format>', 'keep the base projections quantised: nf4 or int8 (default: not quantised)')
     .option('--device <device>', 'cpu, cuda or cuda:N', 'cpu')
     .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', threadsArg())
     .option(
       '--json',
       'print one JSON line: method, fused, preset, batch, seq, dtype, device, ms_per_step, ms_per_token, tokens_per_s, ' +
         'peak_rss_mib, peak_cuda_allocated_mib, peak_cuda_reserved_mib (null on CPU), model_flops_per_token, model_tflops, ' +
-        'ranks, collective_ms_per_step (under mixlora launch; null alone) (and profile: wallMs, families, ops with --profile)',
+        'ranks, collective_ms_per_step (under mixlora launch; null alone), quantize, base_mib (bytes of the frozen base), ' +
+        'rss_after_base_mib (and profile: wallMs, families, ops with --profile)',
     )
     .action(
       async (o: {
@@ -86,12 +88,14 @@ export function benchCommand(): Command {
         profile?: boolean;
         scored?: number;
         device: string;
+        quantize?: string;
         threads?: number;
         json?: boolean;
       }) => {
         const { runTrainBench } = await import('../../train/benchmark.js');
         const { setNumThreads } = await import('../../tensor/runtime.js');
         const { parseDevice } = await import('../../tensor/targets.js');
+        const { parseQuantFormat } = await import('../../quant/format.js');
         const { createProgress } = await import('../progress.js');
         const { readDistEnv } = await import('../../distributed/env.js');
         const { joinGroup, leaveGroup } = await import('../../distributed/group.js');
@@ -112,6 +116,7 @@ export function benchCommand(): Command {
           ...(o.batch ? { batch: o.batch } : {}),
           ...(o.seq ? { seq: o.seq } : {}),
           ...(o.dtype ? { dtype: o.dtype } : {}),
+          quantize: o.quantize === undefined ? null : parseQuantFormat(o.quantize),
           onStep: (i) => bar.update(i),
           group,
           profile: o.profile ?? false,
@@ -133,6 +138,7 @@ export function benchCommand(): Command {
               (r.collective_ms_per_step !== null
                 ? `, ${r.collective_ms_per_step.toFixed(1)} ms/step in collectives over ${r.ranks} ranks`
                 : '') +
+              `, base ${Math.round(r.base_mib)} MiB${r.quantize ? ` (${r.quantize})` : ''}` +
               `, ${r.trainable_parameters.toLocaleString('en-US')} trainable parameters (batch ${r.batch} × ${r.seq}, ${r.dtype})\n`,
           );
           if (r.profile) process.stdout.write(formatProfile(r.profile));

@@ -2,6 +2,9 @@
 import { Command } from 'commander';
 import { addModelOptions, openModel, type ModelCliOptions } from '../options.js';
 
+const QUANTIZED_MERGE =
+  'merge --quantize: merging writes full-precision weights, and a quantised base keeps only its codes, so W + s·B A would carry the quantisation error into every merged weight; merge into the base loaded as it is (without --quantize): an adapter trained on a quantised base (QLoRA) merges into the full-precision weights';
+
 export function mergeCommand(): Command {
   const cmd = new Command('merge')
     .description(
@@ -14,6 +17,8 @@ export function mergeCommand(): Command {
   return cmd.action(async (o: ModelCliOptions & { adapter: string; out: string; force?: boolean }) => {
     const { loadAdapter } = await import('../../adapters/io.js');
     const { writeMergedModel } = await import('../../adapters/merge.js');
+    const { UserError } = await import('../../util/errors.js');
+    if (o.quantize !== undefined) throw new UserError(QUANTIZED_MERGE);
     const loaded = await openModel(o);
     const adapter = await loadAdapter(o.adapter, loaded.model);
     writeMergedModel(loaded, adapter, o.out, { overwrite: o.force ?? false });
