@@ -2,17 +2,11 @@
 // promotion, autograd). Every method is a thin call into the addon; see native/*.cc.
 import { dtypeCode, dtypeFromCode, typedArrayFor, type DType, type TypedArray } from './dtype.js';
 import { native, type Id } from './native.js';
+import { BINARY, INPLACE, REDUCE, SCALAR, UNARY } from './op-codes.js';
 import { markKept, track } from './scope.js';
 
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
 export type Scalar = number;
-
-function codes(names: string[]): Record<string, number> {
-  return Object.fromEntries(names.map((n, i) => [n, i]));
-}
-const U = codes(native.unaryNames());
-const B = codes(native.binaryNames());
-const S = codes(native.scalarNames());
 
 const DISPOSED = -1;
 
@@ -263,12 +257,12 @@ export class Tensor {
 
   // ---- elementwise ----------------------------------------------------------------------------
   private u(op: string): Tensor {
-    return new Tensor(native.unary(U[op]!, this.id));
+    return new Tensor(native.unary(UNARY[op]!, this.id));
   }
   private b(op: string, other: Tensor | Scalar): Tensor {
     return typeof other === 'number'
-      ? new Tensor(native.scalar(S[op]!, this.id, other))
-      : new Tensor(native.binary(B[op]!, this.id, other.id));
+      ? new Tensor(native.scalar(SCALAR[op]!, this.id, other))
+      : new Tensor(native.binary(BINARY[op]!, this.id, other.id));
   }
   /** this + alpha·other */
   add(other: Tensor | Scalar, alpha?: number): Tensor {
@@ -292,11 +286,11 @@ export class Tensor {
   }
   /** s - this */
   rsub(s: Scalar): Tensor {
-    return new Tensor(native.scalar(S.rsub!, this.id, s));
+    return new Tensor(native.scalar(SCALAR.rsub!, this.id, s));
   }
   /** s / this */
   rdiv(s: Scalar): Tensor {
-    return new Tensor(native.scalar(S.rdiv!, this.id, s));
+    return new Tensor(native.scalar(SCALAR.rdiv!, this.id, s));
   }
   maximum(other: Tensor): Tensor {
     return this.b('maximum', other);
@@ -410,7 +404,7 @@ export class Tensor {
     return this.u('onesLike');
   }
   fullLike(value: Scalar): Tensor {
-    return new Tensor(native.scalar(S.fullLike!, this.id, value));
+    return new Tensor(native.scalar(SCALAR.fullLike!, this.id, value));
   }
 
   // ---- matrix products ------------------------------------------------------------------------
@@ -427,7 +421,12 @@ export class Tensor {
   // ---- reductions -----------------------------------------------------------------------------
   private r(op: string, dims: number | number[] | undefined, keepdim: boolean): Tensor {
     return new Tensor(
-      native.reduce(op, this.id, dims === undefined ? null : typeof dims === 'number' ? [dims] : dims, keepdim),
+      native.reduce(
+        REDUCE[op]!,
+        this.id,
+        dims === undefined ? null : typeof dims === 'number' ? [dims] : dims,
+        keepdim,
+      ),
     );
   }
   sum(dims?: number | number[], keepdim = false): Tensor {
@@ -505,33 +504,33 @@ export class Tensor {
 
   // ---- in place (optimizers, caches, init; not on tensors autograd is tracking) ------------------
   zero_(): this {
-    native.inplace('zero_', this.id);
+    native.inplace(INPLACE.zero_!, this.id);
     return this;
   }
   fill_(value: Scalar): this {
-    native.inplace('fill_', this.id, value);
+    native.inplace(INPLACE.fill_!, this.id, value);
     return this;
   }
   copy_(src: Tensor): this {
-    native.inplace('copy_', this.id, src.id);
+    native.inplace(INPLACE.copy_!, this.id, src.id);
     return this;
   }
   add_(other: Tensor | Scalar, alpha = 1): this {
-    if (typeof other === 'number') native.inplace('addScalar_', this.id, other * alpha);
-    else native.inplace('add_', this.id, other.id, alpha);
+    if (typeof other === 'number') native.inplace(INPLACE.addScalar_!, this.id, other * alpha);
+    else native.inplace(INPLACE.add_!, this.id, other.id, alpha);
     return this;
   }
   sub_(other: Tensor): this {
-    native.inplace('sub_', this.id, other.id);
+    native.inplace(INPLACE.sub_!, this.id, other.id);
     return this;
   }
   mul_(other: Tensor | Scalar): this {
-    if (typeof other === 'number') native.inplace('mulScalar_', this.id, other);
-    else native.inplace('mul_', this.id, other.id);
+    if (typeof other === 'number') native.inplace(INPLACE.mulScalar_!, this.id, other);
+    else native.inplace(INPLACE.mul_!, this.id, other.id);
     return this;
   }
   div_(other: Tensor): this {
-    native.inplace('div_', this.id, other.id);
+    native.inplace(INPLACE.div_!, this.id, other.id);
     return this;
   }
   uniform_(low: number, high: number): this {
