@@ -1,7 +1,6 @@
 // adapter_config.json: LoRA/DoRA (HF PEFT's "LORA") and MixLoRA/MixDoRA ("MIXLORA", the reference
 // tools' keys), validated with errors that name the field (docs/design.md §9.1).
 import { Fields } from '../util/fields.js';
-import { UserError } from '../util/errors.js';
 import { MLP_PROJECTIONS, PROJECTIONS, type ProjName } from '../models/weights.js';
 
 export type RoutingStrategy = 'mixlora' | 'mixlora-dynamic' | 'mixlora-switch';
@@ -262,8 +261,4 @@ export function exportAdapterConfig(c: AdapterConfig): Record<string, unknown> {
 export function describeAdapter(c: AdapterConfig): string {
   const kind = isMoe(c) ? (c.moe.expert.useDora ? 'MixDoRA' : 'MixLoRA') : c.lora.useDora ? 'DoRA' : 'LoRA';
   return kind;
-}
-
-export function assertNever(x: never, what: string): never {
-  throw new UserError(`unexpected ${what}: ${String(x)}`);
 }
