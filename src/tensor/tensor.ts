@@ -147,13 +147,13 @@ export class Tensor {
     return this.to('float32');
   }
   clone(): Tensor {
-    return this.u('clone');
+    return this.unaryOp('clone');
   }
   contiguous(): Tensor {
-    return this.u('contiguous');
+    return this.unaryOp('contiguous');
   }
   detach(): Tensor {
-    return this.u('detach');
+    return this.unaryOp('detach');
   }
 
   // ---- views and shapes -----------------------------------------------------------------------
@@ -256,10 +256,10 @@ export class Tensor {
   }
 
   // ---- elementwise ----------------------------------------------------------------------------
-  private u(op: string): Tensor {
+  private unaryOp(op: string): Tensor {
     return new Tensor(native.unary(UNARY[op]!, this.id));
   }
-  private b(op: string, other: Tensor | Scalar): Tensor {
+  private binaryOp(op: string, other: Tensor | Scalar): Tensor {
     return typeof other === 'number'
       ? new Tensor(native.scalar(SCALAR[op]!, this.id, other))
       : new Tensor(native.binary(BINARY[op]!, this.id, other.id));
@@ -267,22 +267,22 @@ export class Tensor {
   /** this + alpha·other */
   add(other: Tensor | Scalar, alpha?: number): Tensor {
     if (alpha !== undefined && typeof other !== 'number') return new Tensor(native.addScaled(this.id, other.id, alpha));
-    return this.b('add', alpha === undefined || typeof other !== 'number' ? other : other * alpha);
+    return this.binaryOp('add', alpha === undefined || typeof other !== 'number' ? other : other * alpha);
   }
   sub(other: Tensor | Scalar): Tensor {
-    return this.b('sub', other);
+    return this.binaryOp('sub', other);
   }
   mul(other: Tensor | Scalar): Tensor {
-    return this.b('mul', other);
+    return this.binaryOp('mul', other);
   }
   div(other: Tensor | Scalar): Tensor {
-    return this.b('div', other);
+    return this.binaryOp('div', other);
   }
   pow(other: Tensor | Scalar): Tensor {
-    return this.b('pow', other);
+    return this.binaryOp('pow', other);
   }
   remainder(other: Tensor | Scalar): Tensor {
-    return this.b('remainder', other);
+    return this.binaryOp('remainder', other);
   }
   /** s - this */
   rsub(s: Scalar): Tensor {
@@ -293,115 +293,115 @@ export class Tensor {
     return new Tensor(native.scalar(SCALAR.rdiv!, this.id, s));
   }
   maximum(other: Tensor): Tensor {
-    return this.b('maximum', other);
+    return this.binaryOp('maximum', other);
   }
   minimum(other: Tensor): Tensor {
-    return this.b('minimum', other);
+    return this.binaryOp('minimum', other);
   }
   clamp(min: Scalar | null, max: Scalar | null = null): Tensor {
     return new Tensor(native.clamp(this.id, min, max));
   }
   eq(other: Tensor | Scalar): Tensor {
-    return this.b('eq', other);
+    return this.binaryOp('eq', other);
   }
   ne(other: Tensor | Scalar): Tensor {
-    return this.b('ne', other);
+    return this.binaryOp('ne', other);
   }
   lt(other: Tensor | Scalar): Tensor {
-    return this.b('lt', other);
+    return this.binaryOp('lt', other);
   }
   le(other: Tensor | Scalar): Tensor {
-    return this.b('le', other);
+    return this.binaryOp('le', other);
   }
   gt(other: Tensor | Scalar): Tensor {
-    return this.b('gt', other);
+    return this.binaryOp('gt', other);
   }
   ge(other: Tensor | Scalar): Tensor {
-    return this.b('ge', other);
+    return this.binaryOp('ge', other);
   }
   logicalAnd(other: Tensor): Tensor {
-    return this.b('logicalAnd', other);
+    return this.binaryOp('logicalAnd', other);
   }
   logicalOr(other: Tensor): Tensor {
-    return this.b('logicalOr', other);
+    return this.binaryOp('logicalOr', other);
   }
   logicalNot(): Tensor {
-    return this.u('logicalNot');
+    return this.unaryOp('logicalNot');
   }
   neg(): Tensor {
-    return this.u('neg');
+    return this.unaryOp('neg');
   }
   abs(): Tensor {
-    return this.u('abs');
+    return this.unaryOp('abs');
   }
   exp(): Tensor {
-    return this.u('exp');
+    return this.unaryOp('exp');
   }
   log(): Tensor {
-    return this.u('log');
+    return this.unaryOp('log');
   }
   log1p(): Tensor {
-    return this.u('log1p');
+    return this.unaryOp('log1p');
   }
   sqrt(): Tensor {
-    return this.u('sqrt');
+    return this.unaryOp('sqrt');
   }
   rsqrt(): Tensor {
-    return this.u('rsqrt');
+    return this.unaryOp('rsqrt');
   }
   tanh(): Tensor {
-    return this.u('tanh');
+    return this.unaryOp('tanh');
   }
   sigmoid(): Tensor {
-    return this.u('sigmoid');
+    return this.unaryOp('sigmoid');
   }
   silu(): Tensor {
-    return this.u('silu');
+    return this.unaryOp('silu');
   }
   relu(): Tensor {
-    return this.u('relu');
+    return this.unaryOp('relu');
   }
   gelu(approximate: 'none' | 'tanh' = 'none'): Tensor {
-    return this.u(approximate === 'tanh' ? 'geluTanh' : 'gelu');
+    return this.unaryOp(approximate === 'tanh' ? 'geluTanh' : 'gelu');
   }
   sin(): Tensor {
-    return this.u('sin');
+    return this.unaryOp('sin');
   }
   cos(): Tensor {
-    return this.u('cos');
+    return this.unaryOp('cos');
   }
   floor(): Tensor {
-    return this.u('floor');
+    return this.unaryOp('floor');
   }
   ceil(): Tensor {
-    return this.u('ceil');
+    return this.unaryOp('ceil');
   }
   round(): Tensor {
-    return this.u('round');
+    return this.unaryOp('round');
   }
   sign(): Tensor {
-    return this.u('sign');
+    return this.unaryOp('sign');
   }
   reciprocal(): Tensor {
-    return this.u('reciprocal');
+    return this.unaryOp('reciprocal');
   }
   square(): Tensor {
-    return this.u('square');
+    return this.unaryOp('square');
   }
   erf(): Tensor {
-    return this.u('erf');
+    return this.unaryOp('erf');
   }
   isnan(): Tensor {
-    return this.u('isnan');
+    return this.unaryOp('isnan');
   }
   isfinite(): Tensor {
-    return this.u('isfinite');
+    return this.unaryOp('isfinite');
   }
   zerosLike(): Tensor {
-    return this.u('zerosLike');
+    return this.unaryOp('zerosLike');
   }
   onesLike(): Tensor {
-    return this.u('onesLike');
+    return this.unaryOp('onesLike');
   }
   fullLike(value: Scalar): Tensor {
     return new Tensor(native.scalar(SCALAR.fullLike!, this.id, value));
@@ -409,17 +409,17 @@ export class Tensor {
 
   // ---- matrix products ------------------------------------------------------------------------
   matmul(other: Tensor): Tensor {
-    return this.b('matmul', other);
+    return this.binaryOp('matmul', other);
   }
   bmm(other: Tensor): Tensor {
-    return this.b('bmm', other);
+    return this.binaryOp('bmm', other);
   }
   outer(other: Tensor): Tensor {
-    return this.b('outer', other);
+    return this.binaryOp('outer', other);
   }
 
   // ---- reductions -----------------------------------------------------------------------------
-  private r(op: string, dims: number | number[] | undefined, keepdim: boolean): Tensor {
+  private reduceOp(op: string, dims: number | number[] | undefined, keepdim: boolean): Tensor {
     return new Tensor(
       native.reduce(
         REDUCE[op]!,
@@ -430,25 +430,25 @@ export class Tensor {
     );
   }
   sum(dims?: number | number[], keepdim = false): Tensor {
-    return this.r('sum', dims, keepdim);
+    return this.reduceOp('sum', dims, keepdim);
   }
   mean(dims?: number | number[], keepdim = false): Tensor {
-    return this.r('mean', dims, keepdim);
+    return this.reduceOp('mean', dims, keepdim);
   }
   amax(dims?: number | number[], keepdim = false): Tensor {
-    return this.r('amax', dims, keepdim);
+    return this.reduceOp('amax', dims, keepdim);
   }
   amin(dims?: number | number[], keepdim = false): Tensor {
-    return this.r('amin', dims, keepdim);
+    return this.reduceOp('amin', dims, keepdim);
   }
   logsumexp(dims: number | number[], keepdim = false): Tensor {
-    return this.r('logsumexp', dims, keepdim);
+    return this.reduceOp('logsumexp', dims, keepdim);
   }
   all(dim?: number, keepdim = false): Tensor {
-    return this.r('all', dim, keepdim);
+    return this.reduceOp('all', dim, keepdim);
   }
   any(dim?: number, keepdim = false): Tensor {
-    return this.r('any', dim, keepdim);
+    return this.reduceOp('any', dim, keepdim);
   }
   max(dim: number, keepdim = false): { values: Tensor; indices: Tensor } {
     const [v, i] = native.maxDim(this.id, dim, keepdim);

@@ -66,7 +66,7 @@ export function benchCommand(): Command {
         if (o.threads !== undefined) setNumThreads(o.threads);
         const progress = createProgress();
         const bar = progress.bar(`${o.method}${o.fused > 1 ? ` ×${o.fused}` : ''}`, o.warmup + o.steps);
-        const r = runTrainBench({
+        const result = runTrainBench({
           preset: o.preset,
           method: o.method,
           fused: o.fused,
@@ -82,16 +82,16 @@ export function benchCommand(): Command {
         bar.stop();
         progress.stop();
         if (o.json) {
-          const { trainable_parameters, recompute, scored, ...rest } = r;
+          const { trainable_parameters, recompute, scored, ...rest } = result;
           process.stdout.write(JSON.stringify({ ...rest, trainable_parameters, recompute, scored }) + '\n');
         } else {
           process.stdout.write(
-            `${r.method}${r.fused > 1 ? ` fused ×${r.fused}` : ''} on ${o.preset}: ${r.ms_per_step.toFixed(1)} ms/step, ${(r.ms_per_token * 1000).toFixed(1)} µs/token, ` +
-              `${Math.round(r.tokens_per_s)} tokens/s, ${r.model_tflops.toFixed(2)} model TFLOP/s, peak RSS ${Math.round(r.peak_rss_mib)} MiB` +
-              (r.peak_cuda_allocated_mib !== null
-                ? `, peak CUDA ${Math.round(r.peak_cuda_allocated_mib)} MiB allocated / ${Math.round(r.peak_cuda_reserved_mib!)} MiB reserved`
+            `${result.method}${result.fused > 1 ? ` fused ×${result.fused}` : ''} on ${o.preset}: ${result.ms_per_step.toFixed(1)} ms/step, ${(result.ms_per_token * 1000).toFixed(1)} µs/token, ` +
+              `${Math.round(result.tokens_per_s)} tokens/s, ${result.model_tflops.toFixed(2)} model TFLOP/s, peak RSS ${Math.round(result.peak_rss_mib)} MiB` +
+              (result.peak_cuda_allocated_mib !== null
+                ? `, peak CUDA ${Math.round(result.peak_cuda_allocated_mib)} MiB allocated / ${Math.round(result.peak_cuda_reserved_mib!)} MiB reserved`
                 : '') +
-              `, ${r.trainable_parameters.toLocaleString('en-US')} trainable parameters (batch ${r.batch} × ${r.seq}, ${r.dtype})\n`,
+              `, ${result.trainable_parameters.toLocaleString('en-US')} trainable parameters (batch ${result.batch} × ${result.seq}, ${result.dtype})\n`,
           );
         }
       },

@@ -93,7 +93,7 @@ export function evalCommand(): Command {
     for (const [i, taskName] of o.task.entries()) {
       const task = loadTask(taskName, files[i]!, { template: o.promptTemplate, limit: o.limit ?? null });
       const bar = progress.bar(taskName, task.items.length);
-      const r = evaluateTask(loaded.model, loaded.tokenizer, targets, task, {
+      const taskResult = evaluateTask(loaded.model, loaded.tokenizer, targets, task, {
         method: o.scoring,
         batchSize: o.batchSize,
         onProgress: (n) => bar.update(n),
@@ -102,8 +102,8 @@ export function evalCommand(): Command {
           : undefined,
       });
       bar.stop();
-      results.push(...r.results);
-      for (const [adapter, counts] of r.counts) {
+      results.push(...taskResult.results);
+      for (const [adapter, counts] of taskResult.counts) {
         const m = loads.get(adapter) ?? new Map();
         m.set(taskName, expertLoad(counts));
         loads.set(adapter, m);
