@@ -62,10 +62,10 @@ export class AdapterBatch implements ForwardHooks {
       return;
     }
     let next = 0;
-    for (const r of rows) {
-      if (r.start !== next || r.count <= 0)
+    for (const range of rows) {
+      if (range.start !== next || range.count <= 0)
         throw new RangeError('AdapterBatch: row ranges must be contiguous, in order, and non-empty');
-      next += r.count;
+      next += range.count;
     }
     this.fixed = rows;
   }
@@ -85,24 +85,24 @@ export class AdapterBatch implements ForwardHooks {
   project(layer: number, name: ProjName, x: Tensor, lin: Linear): Tensor {
     const base = linear(x, lin.weight, lin.bias); // [B, T, out]
     const ranges = this.rangesOf(x.size(0));
-    if (!ranges.some((r) => r.adapter?.lora(layer, name))) return base;
-    return this.perRange(ranges, (r) => {
-      const p = r.adapter?.lora(layer, name);
-      const b = this.rows(base, r);
-      return p ? applyLora(this.rows(x, r), b, p, lin, this.opts.training) : b;
+    if (!ranges.some((range) => range.adapter?.lora(layer, name))) return base;
+    return this.perRange(ranges, (range) => {
+      const p = range.adapter?.lora(layer, name);
+      const b = this.rows(base, range);
+      return p ? applyLora(this.rows(x, range), b, p, lin, this.opts.training) : b;
     });
   }
 
   mlp(layer: number, x: Tensor, w: LayerWeights): Tensor {
     const ranges = this.rangesOf(x.size(0));
-    if (!ranges.some((r) => r.adapter?.layers[layer]?.moe)) return swigluMlp(this, layer, x, w);
+    if (!ranges.some((range) => range.adapter?.layers[layer]?.moe)) return swigluMlp(this, layer, x, w);
     const [, T, H] = x.shape as [number, number, number];
     // The frozen gate/up projections once for every row: MixLoRA experts and plain adapters share them.
     const gate = linear(x, w.proj.gate_proj.weight, w.proj.gate_proj.bias); // [B, T, I]
     const up = linear(x, w.proj.up_proj.weight, w.proj.up_proj.bias); // [B, T, I]
-    return this.perRange(ranges, (r) => {
-      const xr = this.rows(x, r); // [b, T, H]
-      const moe = r.adapter?.layers[layer]?.moe;
+    return this.perRange(ranges, (range) => {
+      const xr = this.rows(x, range); // [b, T, H]
+      const moe = range.adapter?.layers[layer]?.moe;
       if (moe) {
         const I = gate.size(2);
         const b = xr.size(0);
@@ -110,21 +110,21 @@ export class AdapterBatch implements ForwardHooks {
           x: xr.reshape(b * T, H),
           rows: b,
           len: T,
-          valid: this.valid(r),
-          base: { gate: this.rows(gate, r).reshape(b * T, I), up: this.rows(up, r).reshape(b * T, I) },
+          valid: this.valid(range),
+          base: { gate: this.rows(gate, range).reshape(b * T, I), up: this.rows(up, range).reshape(b * T, I) },
           training: this.opts.training,
           efficient: this.efficient,
         });
-        this.keepRouting(r.adapter!, { layer, logits: res.logits, probs: res.probs, counts: res.counts });
+        this.keepRouting(range.adapter!, { layer, logits: res.logits, probs: res.probs, counts: res.counts });
         return res.out.reshape(b, T, H);
       }
       const adapt = (name: 'gate_proj' | 'up_proj', base: Tensor) => {
-        const p = r.adapter?.lora(layer, name);
+        const p = range.adapter?.lora(layer, name);
         return p ? applyLora(xr, base, p, w.proj[name], this.opts.training) : base;
       };
-      const h = swiglu(adapt('gate_proj', this.rows(gate, r)), adapt('up_proj', this.rows(up, r))); // [b, T, I]
+      const h = swiglu(adapt('gate_proj', this.rows(gate, range)), adapt('up_proj', this.rows(up, range))); // [b, T, I]
       const down = linear(h, w.proj.down_proj.weight, w.proj.down_proj.bias);
-      const pd = r.adapter?.lora(layer, 'down_proj');
+      const pd = range.adapter?.lora(layer, 'down_proj');
       return pd ? applyLora(h, down, pd, w.proj.down_proj, this.opts.training) : down;
     });
   }
@@ -134,21 +134,22 @@ export class AdapterBatch implements ForwardHooks {
     return this.fixed ?? [{ start: 0, count: batchRows, adapter: this.every }];
   }
 
-  private rows(t: Tensor, r: RowRange): Tensor {
-    return r.start === 0 && r.count === t.size(0) ? t : t.narrow(0, r.start, r.count);
+  private rows(t: Tensor, range: RowRange): Tensor {
+    return range.start === 0 && range.count === t.size(0) ? t : t.narrow(0, range.start, range.count);
   }
 
-  private perRange(ranges: RowRange[], f: (r: RowRange) => Tensor): Tensor {
+  private perRange(ranges: RowRange[], f: (range: RowRange) => Tensor): Tensor {
     const parts = ranges.map(f);
     return parts.length === 1 ? parts[0]! : cat(parts, 0);
   }
 
   /** [rows·T] bool of a range's real tokens, or null when there is no padding. */
-  private valid(r: RowRange): Tensor | null {
+  private valid(range: RowRange): Tensor | null {
     const mask = this.tokenMask;
     if (!mask) return null;
-    if (!this.validCache.has(r.start)) this.validCache.set(r.start, this.rows(mask, r).ne(0).flatten().keep());
-    return this.validCache.get(r.start)!;
+    if (!this.validCache.has(range.start))
+      this.validCache.set(range.start, this.rows(mask, range).ne(0).flatten().keep());
+    return this.validCache.get(range.start)!;
   }
 
   // Records outlive the layer's scope: they are kept until dispose().
@@ -172,7 +173,7 @@ export class AdapterBatch implements ForwardHooks {
   /** Frees the router records and cached masks (call after the loss is built and backward ran). */
   dispose(): void {
     for (const recs of this.routing.values())
-      for (const r of recs) for (const t of [r.logits, r.probs, r.counts]) t.dispose();
+      for (const record of recs) for (const t of [record.logits, record.probs, record.counts]) t.dispose();
     this.routing.clear();
     for (const t of this.validCache.values()) t?.dispose();
     this.validCache.clear();

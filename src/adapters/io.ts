@@ -187,12 +187,12 @@ export function buildLayers(
   return layers;
 }
 
-/** Tensors under their file names (experts unstacked as views), for saving. `pick` maps each
+/** Tensors under their file names (experts unstacked as views), for saving. `tensorOf` maps each
  * parameter to a tensor of the same shape first (e.g. its gradient). */
-export function adapterStateDict(a: Adapter, pick: (param: Tensor) => Tensor = (t) => t): Map<string, Tensor> {
+export function adapterStateDict(a: Adapter, tensorOf: (param: Tensor) => Tensor = (t) => t): Map<string, Tensor> {
   const out = new Map<string, Tensor>();
   for (const [k, param] of adapterParams(a.layers)) {
-    const t = pick(param);
+    const t = tensorOf(param);
     if (k.part === 'router') out.set(routerKey(k.layer), t);
     else if (k.experts === null) out.set(plainKey(a.config, k.layer, k.proj, k.part), t);
     else for (let e = 0; e < k.experts; e++) out.set(expertKey(k.layer, k.proj, e, k.part), t.select(0, e));

@@ -164,7 +164,7 @@ export function runTrainBench(o: {
   const model = randomModel(llamaConfig(p), { seed: 0, device: o.device, dtype: p.dtype });
   const adapters: Adapter[] = [];
   const optimizers: AdamW[] = [];
-  const micro: MicroBatch[] = [];
+  const microBatches: MicroBatch[] = [];
   for (let i = 0; i < o.fused; i++) {
     T.manualSeed(100 + i);
     const a = Adapter.create(
@@ -190,15 +190,15 @@ export function runTrainBench(o: {
       inputIds: row,
       labels: scored === null ? row : row.map((t, j) => (j >= p.seq - scored ? t : -100)),
     }));
-    micro.push({
+    microBatches.push({
       adapter: a,
       examples,
       stepTokens: p.batch * (scored === null ? p.seq - 1 : scored),
-      microsPerStep: 1,
+      microBatchesPerStep: 1,
     });
   }
   const step = () => {
-    fusedStep(model, micro, { recompute: o.recompute, padId: 0 });
+    fusedStep(model, microBatches, { recompute: o.recompute, padId: 0 });
     for (const opt of optimizers) {
       opt.step();
       opt.zeroGrad();

@@ -87,7 +87,7 @@ function nextMicroBatch(run: AdapterRun): MicroBatch {
     adapter: run.adapter,
     examples: batch.slice(run.microBatchesDone * size, (run.microBatchesDone + 1) * size),
     stepTokens: batch.reduce((n, e) => n + scoredTokens(e), 0),
-    microsPerStep: Math.ceil(batch.length / size),
+    microBatchesPerStep: Math.ceil(batch.length / size),
   };
 }
 

@@ -17,7 +17,7 @@ import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
 import type { ProgressBar } from '../util/progress.js';
 import type { AdapterTrainConfig, TrainConfig } from './config.js';
-import type { StepAccumulator } from './checkpoint.js';
+import type { StepTotals } from './checkpoint.js';
 import { DataOrder } from './order.js';
 import { warmupSteps } from './schedule.js';
 
@@ -37,11 +37,11 @@ export interface AdapterRun {
   microBatchesDone: number;
   done: boolean;
   /** Loss, tokens and time summed over the current optimizer step's micro-batches. */
-  stepTotals: StepAccumulator;
+  stepTotals: StepTotals;
   bar: ProgressBar | null;
 }
 
-export const emptyStepTotals = (): StepAccumulator => ({
+export const emptyStepTotals = (): StepTotals => ({
   ce: 0,
   aux: 0,
   auxCount: 0,
