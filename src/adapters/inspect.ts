@@ -8,7 +8,7 @@ import { parameterCount } from '../models/weights.js';
 import { describeAdapter, scaling, type AdapterConfig } from './config.js';
 import { readTorchShapes } from '../io/torch-zip.js';
 import { UserError } from '../util/errors.js';
-import { readAdapterConfig, TORCH_WEIGHTS_FILE, WEIGHTS_FILE } from './io.js';
+import { readAdapterConfig, TORCH_WEIGHTS_FILE, WEIGHTS_FILE } from './files.js';
 import { modernizeLegacy } from './keys.js';
 
 export interface AdapterReport {

@@ -169,7 +169,9 @@ export class RunReports {
     const shown = Object.entries(line)
       .filter(([k, v]) => k.startsWith('eval_') && typeof v === 'number')
       .map(([k, v]) => `${k} ${(v as number).toFixed(4)}`);
-    this.log(`${run.cfg.name} step ${run.step}: ${shown.join(', ')}${line.best ? ` (best ${metric} so far: saved)` : ''}`);
+    this.log(
+      `${run.cfg.name} step ${run.step}: ${shown.join(', ')}${line.best ? ` (best ${metric} so far: saved)` : ''}`,
+    );
     const scalars: Record<string, number> = {};
     for (const [k, v] of Object.entries(line))
       if (k.startsWith('eval_') && typeof v === 'number') scalars[`eval/${k.slice('eval_'.length)}`] = v;
