@@ -56,7 +56,7 @@ export function heldOutLoss(
                 { dtype: 'int64', device: model.device },
               )
             : null; // [B, T]
-          const h = model.hidden(ids, { attentionMask: mask, hooks }); // [B, T, H]
+          const h = model.lastHidden(ids, { attentionMask: mask, hooks }); // [B, T, H]
           const flat = h.reshape(-1, h.size(-1)); // [B·T, H]
           const positions: number[] = [];
           const owner: number[] = [];

@@ -132,7 +132,7 @@ export function fusedStep(
 function plainPass(model: CausalLM, microBatches: MicroBatch[], p: Packed): PassLosses {
   const batch = new AdapterBatch(p.ranges, { training: true });
   try {
-    const last = model.hidden(p.ids, { attentionMask: p.mask, hooks: batch }); // [B, T, H]
+    const last = model.lastHidden(p.ids, { attentionMask: p.mask, hooks: batch }); // [B, T, H]
     const head = headBackward(model, last, p, microBatches);
     const roots: Tensor[] = [last];
     const grads: (Tensor | null)[] = [head.grad];
