@@ -10,6 +10,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   mx::RegisterFused(env, exports);
   mx::RegisterOptim(env, exports);
   mx::RegisterRuntime(env, exports);
+  mx::RegisterProfile(env, exports);
   return exports;
 }
 

@@ -75,6 +75,7 @@ Napi::Value Guard(const Napi::CallbackInfo& info, F&& body) {
 
 using Registrar = void (*)(Napi::Env, Napi::Object);
 void RegisterCreate(Napi::Env env, Napi::Object exports);
+void RegisterProfile(Napi::Env env, Napi::Object exports);
 void RegisterShape(Napi::Env env, Napi::Object exports);
 void RegisterMath(Napi::Env env, Napi::Object exports);
 void RegisterNN(Napi::Env env, Napi::Object exports);

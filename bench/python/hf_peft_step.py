@@ -1,7 +1,8 @@
 """PyTorch eager baseline with the reference tools themselves: one training step (forward, CE, backward,
 AdamW) of a randomly initialised Hugging Face transformers LlamaForCausalLM with a PEFT LoRA or DoRA
 adapter (PEFT keeps adapter weights in float32 over a bfloat16 base: autocast_adapter_dtype). Eager
-mode (no torch.compile), transformers' default attention (SDPA). Prints one JSON line like train_step.py.
+mode, or with --compile the model wrapped in torch.compile (Inductor; the warm-up steps include the
+compilation); transformers' default attention (SDPA). Prints one JSON line like train_step.py.
 Exit 3 when transformers or peft is not installed (the caller falls back to train_step.py)."""
 import argparse
 import json
@@ -31,6 +32,7 @@ p.add_argument('--seq', type=int, required=True)
 p.add_argument('--steps', type=int, default=5)
 p.add_argument('--warmup', type=int, default=2)
 p.add_argument('--threads', type=int, default=0)
+p.add_argument('--compile', action='store_true', help='torch.compile the model (default backend, Inductor)')
 a = p.parse_args()
 if a.threads:
     torch.set_num_threads(a.threads)
@@ -59,13 +61,14 @@ with torch.no_grad():
             q.normal_(0, 0.01)  # nonzero B, as after some training (as `mixlora bench` does)
 model.train()
 params = [q for q in model.parameters() if q.requires_grad]
+run = torch.compile(model) if a.compile else model
 opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)
 torch.manual_seed(200)
 ids = torch.randint(0, vocab, (a.batch, a.seq), device=a.device)
 
 
 def step():
-    loss = model(input_ids=ids, labels=ids).loss
+    loss = run(input_ids=ids, labels=ids).loss
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
@@ -76,7 +79,7 @@ def step():
 ms = median_ms(step, a.steps, a.warmup)
 tokens = a.batch * a.seq
 mib = lambda b: b / 2**20
-print(json.dumps({'method': a.method, 'impl': 'transformers+peft', 'ms_per_step': ms, 'ms_per_token': ms / tokens,
+print(json.dumps({'method': a.method, 'impl': 'transformers+peft' + (' compiled' if a.compile else ''), 'ms_per_step': ms, 'ms_per_token': ms / tokens,
                   'tokens_per_s': tokens / (ms / 1000), 'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   'peak_cuda_allocated_mib': mib(torch.cuda.max_memory_allocated()) if cuda else None,
                   'peak_cuda_reserved_mib': mib(torch.cuda.max_memory_reserved()) if cuda else None,

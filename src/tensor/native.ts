@@ -155,6 +155,9 @@ export interface NativeAddon {
   externalBytes(): number;
   buildInfo(): { torchVersion: string; cudaBuild: boolean; cxx11Abi: boolean; parallelInfo: string; config: string };
   blasInfo(): { openblasCore: string | null; openblasConfig: string | null };
+  // profile.cc: per-op calls and self milliseconds between the two calls
+  profileStart(): void;
+  profileStop(): Record<string, [calls: number, selfMs: number]>;
 }
 
 /** The addon file this process loads: MIXLORA_ADDON, else the default build. */

@@ -11,7 +11,8 @@ import type { Example } from '../data/examples.js';
 import type { DType } from '../tensor/dtype.js';
 import { ITEM_SIZE } from '../tensor/dtype.js';
 import { UserError } from '../util/errors.js';
-import { matmulWeights, trainFlopsPerToken } from './flops.js';
+import { type AdapterFlopShape, adapterFlopsPerToken, matmulWeights, trainFlopsPerToken } from './flops.js';
+import { profileStep, type StepProfile } from './step-profile.js';
 import os from 'node:os';
 
 export const METHODS = ['lora', 'dora', 'mixlora', 'mixdora'] as const;
@@ -107,6 +108,16 @@ export function methodConfig(method: BenchMethod): Record<string, unknown> {
   }
 }
 
+/** The FLOP-relevant shape of methodConfig(method). */
+export function methodFlopShape(method: BenchMethod): AdapterFlopShape {
+  const c = methodConfig(method) as { r: number; target_modules: string[]; num_experts?: number; top_k?: number };
+  return {
+    r: c.r,
+    targets: c.target_modules,
+    ...(c.num_experts ? { experts: { count: c.num_experts, topK: c.top_k! } } : {}),
+  };
+}
+
 export interface BenchResult {
   method: BenchMethod;
   fused: number;
@@ -125,9 +136,14 @@ export interface BenchResult {
   /** Model FLOPs per trained token (src/train/flops.ts) and the rate they were done at. */
   model_flops_per_token: number;
   model_tflops: number;
+  /** The adapters' own FLOPs per token (src/train/flops.ts), and the rate of model + adapter FLOPs. */
+  adapter_flops_per_token: number;
+  total_tflops: number;
   /** The CUDA caching allocator's peaks over the run (MiB), null on CPU or with an addon lacking the counters. */
   peak_cuda_allocated_mib: number | null;
   peak_cuda_reserved_mib: number | null;
+  /** With `profile`: one more step's time by op family. */
+  profile?: StepProfile;
 }
 
 function cudaIndex(device: T.Device): number {
@@ -144,12 +160,20 @@ export function runTrainBench(o: {
   recompute: boolean;
   device: T.Device;
   scored?: number | null;
-  /** Rows per adapter and tokens per row, instead of the preset's. */
+  /** Rows per adapter, tokens per row and the base model's dtype, instead of the preset's. */
   batch?: number;
   seq?: number;
+  dtype?: DType;
   onStep?: (i: number) => void;
+  /** After the timed steps, one more step recorded op by op (its breakdown in `profile`). */
+  profile?: boolean;
 }): BenchResult {
-  const p = { ...PRESETS[o.preset], ...(o.batch ? { batch: o.batch } : {}), ...(o.seq ? { seq: o.seq } : {}) };
+  const p = {
+    ...PRESETS[o.preset],
+    ...(o.batch ? { batch: o.batch } : {}),
+    ...(o.seq ? { seq: o.seq } : {}),
+    ...(o.dtype ? { dtype: o.dtype } : {}),
+  };
   const onCuda = o.device !== 'cpu';
   // Checked before allocating: llama2-7b's weights alone are 12.6 GiB in bfloat16.
   const weightBytes = (matmulWeights(p) + p.vocab * p.hidden) * ITEM_SIZE[p.dtype];
@@ -197,13 +221,20 @@ export function runTrainBench(o: {
       microBatchesPerStep: 1,
     });
   }
-  const step = () => {
+  const passes = () => {
     fusedStep(model, microBatches, { recompute: o.recompute, padId: 0 });
+    if (onCuda) T.cuda.synchronize(cudaIndex(o.device));
+  };
+  const optimizerStep = () => {
     for (const opt of optimizers) {
       opt.step();
       opt.zeroGrad();
     }
     if (onCuda) T.cuda.synchronize(cudaIndex(o.device));
+  };
+  const step = () => {
+    passes();
+    optimizerStep();
   };
   const times: number[] = [];
   for (let i = 0; i < o.warmup + o.steps; i++) {
@@ -217,6 +248,7 @@ export function runTrainBench(o: {
   const tokens = o.fused * p.batch * p.seq;
   const mem = onCuda ? T.cuda.memoryStats(cudaIndex(o.device)) : null;
   const flops = trainFlopsPerToken(p, p.seq);
+  const adapterFlops = adapterFlopsPerToken(p, methodFlopShape(o.method));
   const result: BenchResult = {
     method: o.method,
     fused: o.fused,
@@ -234,9 +266,12 @@ export function runTrainBench(o: {
     device: o.device,
     model_flops_per_token: flops,
     model_tflops: (flops * tokens) / (ms / 1000) / 1e12,
+    adapter_flops_per_token: adapterFlops,
+    total_tflops: ((flops + adapterFlops) * tokens) / (ms / 1000) / 1e12,
     peak_cuda_allocated_mib: mem ? mem.peakAllocated / 2 ** 20 : null,
     peak_cuda_reserved_mib: mem ? mem.peakReserved / 2 ** 20 : null,
   };
+  if (o.profile) result.profile = profileStep(passes, optimizerStep);
   for (const opt of optimizers) opt.dispose();
   for (const a of adapters) a.dispose();
   model.dispose();

@@ -28,3 +28,40 @@ export function trainFlopsPerToken(p: FlopShape, seq: number): number {
   const attention = 4 * p.hidden * seq * p.layers; // forward QKᵀ and AV
   return 2 * (2 * weights) + 3 * attention;
 }
+
+/** The adapter of a step, as far as its FLOPs go. */
+export interface AdapterFlopShape {
+  r: number;
+  targets: string[];
+  /** MixLoRA: experts on the feed-forward projections, top-k of them per token. */
+  experts?: { count: number; topK: number };
+}
+
+/**
+ * FLOPs per token of the adapters' own products: a rank-r LoRA on an in→out projection costs 2r(in + out)
+ * forward and twice that backward (the gradients of its input and of A and B); MixLoRA runs top-k
+ * experts' LoRAs on each feed-forward projection plus a router of H×E (forward, input and weight
+ * gradients). DoRA's per-step weight norms (no gradient) are not counted.
+ */
+export function adapterFlopsPerToken(p: FlopShape, a: AdapterFlopShape): number {
+  const kv = p.kvHeads * (p.hidden / p.heads);
+  const dims: Record<string, [number, number]> = {
+    q_proj: [p.hidden, p.hidden],
+    k_proj: [p.hidden, kv],
+    v_proj: [p.hidden, kv],
+    o_proj: [p.hidden, p.hidden],
+    gate_proj: [p.hidden, p.intermediate],
+    up_proj: [p.hidden, p.intermediate],
+    down_proj: [p.intermediate, p.hidden],
+  };
+  const mlp = new Set(['gate_proj', 'up_proj', 'down_proj']);
+  let perLayer = 0;
+  for (const t of a.targets) {
+    const d = dims[t];
+    if (!d) continue;
+    const lora = 6 * a.r * (d[0] + d[1]);
+    perLayer += a.experts && mlp.has(t) ? a.experts.topK * lora : lora;
+  }
+  if (a.experts) perLayer += 6 * p.hidden * a.experts.count;
+  return p.layers * perLayer;
+}

@@ -1,6 +1,21 @@
 // mixlora bench: training-step latency and peak memory of a method on a preset model (random weights).
 import { Command, Option } from 'commander';
 import { intArg, threadsArg } from '../options.js';
+import type { StepProfile } from '../../train/step-profile.js';
+
+function formatProfile(p: StepProfile): string {
+  const lines = [`one profiled step: ${p.wallMs.toFixed(1)} ms`];
+  for (const f of p.families) {
+    lines.push(
+      `  ${f.family.padEnd(36)} ${f.ms.toFixed(1).padStart(9)} ms  ${(f.share * 100).toFixed(1).padStart(5)}%`,
+    );
+  }
+  lines.push('  top ops by self time (forward and backward):');
+  for (const o of p.ops.slice(0, 10)) {
+    lines.push(`    ${o.name.padEnd(44)} ${o.selfMs.toFixed(1).padStart(9)} ms  ${String(o.calls).padStart(6)} calls`);
+  }
+  return lines.join('\n') + '\n';
+}
 
 export function benchCommand(): Command {
   return new Command('bench')
@@ -28,6 +43,13 @@ export function benchCommand(): Command {
     )
     .option('--batch <n>', "rows per adapter (default: the preset's)", intArg('--batch', 1))
     .option('--seq <n>', "tokens per row (default: the preset's)", intArg('--seq', 2))
+    .addOption(
+      new Option(
+        '--dtype <dtype>',
+        "the frozen base's dtype and the matmuls' (default: the preset's); adapters, optimizer state, router and " +
+          'losses stay float32',
+      ).choices(['float32', 'bfloat16']),
+    )
     .option('--fused <n>', 'train N adapters of the method together', intArg('--fused', 1), 1)
     .option('--steps <n>', 'timed steps (the median is reported)', intArg('--steps', 1), 5)
     .option('--warmup <n>', 'untimed steps first', intArg('--warmup', 0), 2)
@@ -37,23 +59,31 @@ export function benchCommand(): Command {
       'score only the last N tokens of each row (an instruction-tuning batch: the rest is prompt)',
       intArg('--scored', 1),
     )
+    .option(
+      '--profile',
+      'after the timed steps, record one more step op by op and print its time by op family (GEMM, attention, ' +
+        'router and gather/scatter, elementwise, copies and casts, loss, autograd engine, optimizer, host)',
+    )
     .option('--device <device>', 'cpu, cuda or cuda:N', 'cpu')
     .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', threadsArg())
     .option(
       '--json',
       'print one JSON line: method, fused, preset, batch, seq, dtype, device, ms_per_step, ms_per_token, tokens_per_s, ' +
-        'peak_rss_mib, peak_cuda_allocated_mib, peak_cuda_reserved_mib (null on CPU), model_flops_per_token, model_tflops',
+        'peak_rss_mib, peak_cuda_allocated_mib, peak_cuda_reserved_mib (null on CPU), model_flops_per_token, model_tflops ' +
+        '(and profile: wallMs, families, ops with --profile)',
     )
     .action(
       async (o: {
         preset: 'llama-58m' | 'llama-1b' | 'llama2-7b' | 'llama-tiny';
         batch?: number;
         seq?: number;
+        dtype?: 'float32' | 'bfloat16';
         method: 'lora' | 'dora' | 'mixlora' | 'mixdora';
         fused: number;
         steps: number;
         warmup: number;
         recompute?: boolean;
+        profile?: boolean;
         scored?: number;
         device: string;
         threads?: number;
@@ -77,7 +107,9 @@ export function benchCommand(): Command {
           device: parseDevice(o.device, '--device'),
           ...(o.batch ? { batch: o.batch } : {}),
           ...(o.seq ? { seq: o.seq } : {}),
+          ...(o.dtype ? { dtype: o.dtype } : {}),
           onStep: (i) => bar.update(i),
+          profile: o.profile ?? false,
         });
         bar.stop();
         progress.stop();
@@ -93,6 +125,7 @@ export function benchCommand(): Command {
                 : '') +
               `, ${result.trainable_parameters.toLocaleString('en-US')} trainable parameters (batch ${result.batch} × ${result.seq}, ${result.dtype})\n`,
           );
+          if (result.profile) process.stdout.write(formatProfile(result.profile));
         }
       },
     );
