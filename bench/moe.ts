@@ -46,9 +46,18 @@ export function runMoeBench(): MoeBenchResult {
   const step = (efficient: boolean) =>
     T.tidy(() => {
       const base = efficient
-        ? { gate: linear(x, w.proj.gate_proj.weight), up: linear(x, w.proj.up_proj.weight) }
+        ? { gate: linear(x, w.proj.gate_proj!.weight), up: linear(x, w.proj.up_proj!.weight), fused: null }
         : null;
-      const { out } = moeForward(moe, w, { x, rows: 4, len: 256, valid: null, base, training: true, efficient });
+      const { out } = moeForward(moe, w, {
+        x,
+        rows: 4,
+        len: 256,
+        valid: null,
+        base,
+        act: 'silu',
+        training: true,
+        efficient,
+      });
       out.sum().backward();
       T.zeroGrad([x, ...adapter.parameters().map((p) => p.tensor)]);
     });

@@ -2,8 +2,8 @@
 // saved weights; several can be attached to one base model at once (see batch.ts).
 import type { Tensor } from '../tensor/tensor.js';
 import type { CausalLM } from '../models/llama.js';
-import type { ProjName } from '../models/weights.js';
-import { isMoe, type AdapterConfig } from './config.js';
+import { linearOf, type ProjName } from '../models/weights.js';
+import { isMoe, withModelActivation, type AdapterConfig } from './config.js';
 import { adapterParams, initLayers, paramName, type AdapterLayer } from './params.js';
 import type { LoraParams } from './lora.js';
 
@@ -20,11 +20,12 @@ export class Adapter {
   ) {}
 
   /** A fresh adapter for `model` (LoRA B = 0: the model is unchanged until trained). */
-  static create(name: string, config: AdapterConfig, model: CausalLM): Adapter {
+  static create(name: string, given: AdapterConfig, model: CausalLM): Adapter {
+    const config = withModelActivation(given, model.config.hiddenAct);
     return new Adapter(
       name,
       config,
-      initLayers(config, model.config, (l, p) => model.weights.layers[l]!.proj[p].weight, model.device),
+      initLayers(config, model.config, (l, p) => linearOf(model.weights.layers[l]!, p).weight, model.device),
     );
   }
 

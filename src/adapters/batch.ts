@@ -2,10 +2,12 @@
 // range says which adapter (or none) it uses. The frozen projections run once over all rows; each
 // adapter adds its deltas on its own rows (as PEFT's mixed batches and MoE-PEFT's batch configs do).
 // Router outputs are recorded per adapter for the load-balance loss and the expert-load statistics.
-import { cat, linear, swiglu } from '../tensor/ops.js';
+import { cat, linear } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { swigluMlp, type ForwardHooks } from '../models/hooks.js';
-import type { LayerWeights, Linear, ProjName } from '../models/weights.js';
+import type { Activation } from '../models/config.js';
+import { frozenGateUp, gated, gatedMlp, type ForwardHooks } from '../models/hooks.js';
+import { splitGateUp } from '../models/phi3.js';
+import { linearOf, type LayerWeights, type Linear, type ProjName } from '../models/weights.js';
 import type { Adapter } from './adapter.js';
 import { applyLora } from './lora.js';
 import { moeForward } from './moe.js';
@@ -93,39 +95,48 @@ export class AdapterBatch implements ForwardHooks {
     });
   }
 
-  mlp(layer: number, x: Tensor, w: LayerWeights): Tensor {
+  mlp(layer: number, x: Tensor, w: LayerWeights, act: Activation): Tensor {
     const ranges = this.rangesOf(x.size(0));
-    if (!ranges.some((range) => range.adapter?.layers[layer]?.moe)) return swigluMlp(this, layer, x, w);
+    if (!ranges.some((range) => range.adapter?.layers[layer]?.moe)) return gatedMlp(this, layer, x, w, act);
     const [, T, H] = x.shape as [number, number, number];
     // The frozen gate/up projections once for every row: MixLoRA experts and plain adapters share them.
-    const gate = linear(x, w.proj.gate_proj.weight, w.proj.gate_proj.bias); // [B, T, I]
-    const up = linear(x, w.proj.up_proj.weight, w.proj.up_proj.bias); // [B, T, I]
+    const frozen = frozenGateUp(x, w); // [B, T, I] each, Phi-3's fused [B, T, 2I]
+    const down = linearOf(w, 'down_proj');
     return this.perRange(ranges, (range) => {
       const xr = this.rows(x, range); // [b, T, H]
       const moe = range.adapter?.layers[layer]?.moe;
       if (moe) {
-        const I = gate.size(2);
+        const I = frozen.gate.size(2);
         const b = xr.size(0);
+        const flat = (t: Tensor, width: number) => this.rows(t, range).reshape(b * T, width);
         const res = moeForward(moe, w, {
           x: xr.reshape(b * T, H),
           rows: b,
           len: T,
           valid: this.valid(range),
-          base: { gate: this.rows(gate, range).reshape(b * T, I), up: this.rows(up, range).reshape(b * T, I) },
+          base: {
+            gate: flat(frozen.gate, I),
+            up: flat(frozen.up, I),
+            fused: frozen.fused ? flat(frozen.fused, 2 * I) : null,
+          },
+          act,
           training: this.opts.training,
           efficient: this.efficient,
         });
         this.keepRouting(range.adapter!, { layer, logits: res.logits, probs: res.probs, counts: res.counts });
         return res.out.reshape(b, T, H);
       }
-      const adapt = (name: 'gate_proj' | 'up_proj', base: Tensor) => {
+      const adapt = (name: ProjName, base: Tensor) => {
         const p = range.adapter?.lora(layer, name);
-        return p ? applyLora(xr, base, p, w.proj[name], this.opts.training) : base;
+        return p ? applyLora(xr, base, p, linearOf(w, name), this.opts.training) : base;
       };
-      const h = swiglu(adapt('gate_proj', this.rows(gate, range)), adapt('up_proj', this.rows(up, range))); // [b, T, I]
-      const down = linear(h, w.proj.down_proj.weight, w.proj.down_proj.bias);
+      const [gate, up] = frozen.fused
+        ? splitGateUp(adapt('gate_up_proj', this.rows(frozen.fused, range))) // [b, T, I] each
+        : [adapt('gate_proj', this.rows(frozen.gate, range)), adapt('up_proj', this.rows(frozen.up, range))];
+      const h = gated(act, gate, up); // [b, T, I]
+      const y = linear(h, down.weight, down.bias); // [b, T, H]
       const pd = range.adapter?.lora(layer, 'down_proj');
-      return pd ? applyLora(h, down, pd, w.proj.down_proj, this.opts.training) : down;
+      return pd ? applyLora(h, y, pd, down, this.opts.training) : y;
     });
   }
 

@@ -1,6 +1,7 @@
 // adapter_config.json: LoRA/DoRA (HF PEFT's "LORA") and MixLoRA/MixDoRA ("MIXLORA", the reference
 // tools' keys), validated with errors that name the field (docs/design.md §9.1).
 import { Fields } from '../util/fields.js';
+import type { Activation } from '../models/config.js';
 import { MLP_PROJECTIONS, PROJECTIONS, type ProjName } from '../models/weights.js';
 
 export type RoutingStrategy = 'mixlora' | 'mixlora-dynamic' | 'mixlora-switch';
@@ -36,6 +37,8 @@ export interface MoeSettings {
   ffnDropout: number;
   /** LoRA settings of the experts (expert_lora overrides the top-level ones). */
   expert: LoraSettings;
+  /** act_fn: the experts' activation, which must be the base model's; null: the base model's. */
+  actFn: Activation | null;
 }
 
 export interface AdapterConfig {
@@ -166,8 +169,8 @@ function parseAdapterFields(
   if (routingStrategy === 'mixlora' && topK > numExperts)
     f.fail('top_k', `(${topK}) is larger than num_experts (${numExperts})`);
   const act = f.optStr('act_fn');
-  if (act !== null && act !== 'silu')
-    f.fail('act_fn', `'${act}' is not supported (the experts use the base model's silu)`);
+  if (act !== null && act !== 'silu' && act !== 'gelu_pytorch_tanh')
+    f.fail('act_fn', `'${act}' is not supported (the experts use the base model's silu or gelu_pytorch_tanh)`);
   let expert = lora;
   const e = f.raw('expert_lora');
   if (e !== undefined && e !== null) {
@@ -190,6 +193,7 @@ function parseAdapterFields(
     routerLoss: f.bool('router_loss', true),
     ffnDropout: f.num('ffn_dropout', { default: 0, min: 0, max: 0.999 }),
     expert,
+    actFn: act as Activation | null,
   };
   if (!targets.some(isMlpProj))
     f.fail(
@@ -242,7 +246,7 @@ export function exportAdapterConfig(c: AdapterConfig): Record<string, unknown> {
     router_init_range: m.routerInitRange,
     jitter_noise: m.jitterNoise,
     router_loss: m.routerLoss,
-    act_fn: 'silu',
+    act_fn: m.actFn ?? 'silu',
   };
   if (m.routingStrategy === 'mixlora') out.top_k = m.topK;
   if (m.routingStrategy === 'mixlora-dynamic') {
@@ -256,6 +260,11 @@ export function exportAdapterConfig(c: AdapterConfig): Record<string, unknown> {
   }
   if (JSON.stringify(m.expert) !== JSON.stringify(c.lora)) out.expert_lora = loraJson(m.expert);
   return out;
+}
+
+/** The config with act_fn set to the model's activation when the file left it out (so that saving writes it). */
+export function withModelActivation(c: AdapterConfig, act: Activation): AdapterConfig {
+  return c.moe && c.moe.actFn === null ? { ...c, moe: { ...c.moe, actFn: act } } : c;
 }
 
 export function describeAdapter(c: AdapterConfig): string {

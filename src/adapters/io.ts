@@ -7,7 +7,7 @@ import { tidy } from '../tensor/scope.js';
 import { writeDirAtomic, writeFileAtomic } from '../io/atomic.js';
 import type { CausalLM } from '../models/llama.js';
 import { Adapter } from './adapter.js';
-import { exportAdapterConfig } from './config.js';
+import { exportAdapterConfig, withModelActivation } from './config.js';
 import {
   CONFIG_FILE,
   readAdapterConfig,
@@ -38,7 +38,8 @@ export async function loadAdapter(
     }
   }
   try {
-    return new Adapter(name, parsed, buildLayers(parsed, model, tensors, file));
+    const config = withModelActivation(parsed, model.config.hiddenAct);
+    return new Adapter(name, config, buildLayers(config, model, tensors, file));
   } finally {
     for (const t of tensors.values()) t.dispose();
   }

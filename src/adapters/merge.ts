@@ -4,7 +4,6 @@ import { noGrad } from '../tensor/autograd.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { CausalLM } from '../models/llama.js';
-import type { LoadedModel } from '../models/load.js';
 import { writeModelFolder } from '../models/save.js';
 import { flattenWeights, projectionPrefix, type ProjName } from '../models/weights.js';
 import { UserError } from '../util/errors.js';
@@ -47,7 +46,7 @@ export function mergeIntoWeights(
 
 /** The model with the adapter folded in, written as a Hugging Face folder at `out`. */
 export function writeMergedModel(
-  loaded: LoadedModel,
+  loaded: Parameters<typeof writeModelFolder>[0],
   adapter: Adapter,
   out: string,
   opts: { overwrite?: boolean } = {},

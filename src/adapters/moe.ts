@@ -1,6 +1,7 @@
 // The MixLoRA block that replaces the feed-forward block for an adapter's rows: a float32 router picks
-// experts per token; expert e is the frozen SwiGLU FFN with its own LoRA/DoRA on each targeted
-// projection; the output is Σ weight·expert(x) (docs/design.md §4).
+// experts per token; expert e is the frozen gated FFN (SwiGLU, or Gemma's GELU) with its own LoRA/DoRA on
+// each targeted projection (Phi-3: on the fused gate_up_proj, as the reference tools' _phi3_forward);
+// the output is Σ weight·expert(x) (docs/design.md §4).
 //
 // Two ways to compute the experts, equal up to rounding:
 //  - efficient (paper §3.5): the frozen gate/up projections are computed once per token (shared by
@@ -11,9 +12,12 @@
 //  - per expert (the reference's plain path): each expert runs the whole FFN on its rows.
 // `expertPath` picks, once per call, which frozen projections are shared (see ExpertPath).
 import { zeros, rand } from '../tensor/create.js';
-import { bincount, cat, linear, swiglu } from '../tensor/ops.js';
+import { bincount, cat, linear } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
-import type { LayerWeights, Linear } from '../models/weights.js';
+import type { Activation } from '../models/config.js';
+import { gated } from '../models/hooks.js';
+import { splitGateUp } from '../models/phi3.js';
+import { linearOf, type LayerWeights, type Linear } from '../models/weights.js';
 import { applyLora, loraDelta } from './lora.js';
 import { expertParams, type MlpProj, type MoeLayer } from './params.js';
 import { route, type Routing } from './routing.js';
@@ -26,10 +30,19 @@ export interface MoeInput {
   len: number;
   /** [n] bool: real tokens (padding gets no expert and counts for nothing); null: all real. */
   valid: Tensor | null;
-  /** The frozen gate/up projections of x, [n, I] each, when already computed (efficient path). */
-  base: { gate: Tensor; up: Tensor } | null;
+  /** The frozen gate/up projections of x, [n, I] each (and Phi-3's fused [n, 2I]), when already computed
+   * (efficient path). */
+  base: FrozenGateUp | null;
+  /** The base model's activation. */
+  act: Activation;
   training: boolean;
   efficient: boolean;
+}
+
+export interface FrozenGateUp {
+  gate: Tensor;
+  up: Tensor;
+  fused: Tensor | null;
 }
 
 export interface MoeOutput {
@@ -69,7 +82,7 @@ export type ExpertPath = 'per-expert' | 'shared-gate-up' | 'shared-down' | 'shar
 export function expertPath(layer: MoeLayer, w: LayerWeights, efficient: boolean, base: MoeInput['base']): ExpertPath {
   if (!efficient) return 'per-expert';
   // Σₑ wₑ·W hₑ = W (Σₑ wₑ hₑ) needs W linear per expert: no bias, no DoRA column scaling.
-  const down = !w.proj.down_proj.bias && !layer.experts.down_proj?.magnitude;
+  const down = !linearOf(w, 'down_proj').bias && !layer.experts.down_proj?.magnitude;
   if (base !== null) return down ? 'shared-gate-up-down' : 'shared-gate-up';
   return down ? 'shared-down' : 'per-expert';
 }
@@ -132,11 +145,36 @@ interface ExpertResults {
   hidden: Tensor[];
 }
 
+/** Expert e's gate and up [c, I] for its tokens xe [c, H]: the frozen projections (given, or computed
+ * here) plus the expert's deltas; Phi-3's fused projection is adapted whole, then split. */
+function expertGateUp(
+  layer: MoeLayer,
+  e: number,
+  xe: Tensor,
+  w: LayerWeights,
+  frozen: FrozenGateUp | null,
+  training: boolean,
+): [Tensor, Tensor] {
+  const fused = w.proj.gate_up_proj;
+  if (fused) {
+    const base = frozen?.fused ?? linear(xe, fused.weight, fused.bias); // [c, 2I]
+    return splitGateUp(project('gate_up_proj', layer, e, xe, base, fused, training));
+  }
+  const [g, u] = [linearOf(w, 'gate_proj'), linearOf(w, 'up_proj')];
+  const gateBase = frozen?.gate ?? linear(xe, g.weight, g.bias); // [c, I]
+  const upBase = frozen?.up ?? linear(xe, u.weight, u.bias); // [c, I]
+  return [
+    project('gate_proj', layer, e, xe, gateBase, g, training),
+    project('up_proj', layer, e, xe, upBase, u, training),
+  ];
+}
+
 function expertOutputs(
   layer: MoeLayer,
   w: LayerWeights,
   x: Tensor,
   base: MoeInput['base'],
+  act: Activation,
   groups: ExpertGroups,
   path: ExpertPath,
   training: boolean,
@@ -147,8 +185,12 @@ function expertOutputs(
   // zero-padded gradient per expert.
   const xParts = xs.split(perExpert, 0); // E × [c, H]
   const shared = sharesGateUp(path) ? base! : null;
-  const gParts = shared ? shared.gate.indexSelect(0, tokens).split(perExpert, 0) : null; // E × [c, I]
-  const uParts = shared ? shared.up.indexSelect(0, tokens).split(perExpert, 0) : null; // E × [c, I]
+  const pick = (t: Tensor) => t.indexSelect(0, tokens).split(perExpert, 0);
+  // Phi-3 shares its fused [gate | up] (the expert adapts it whole); the others gate and up.
+  const fParts = shared?.fused ? pick(shared.fused) : null; // E × [c, 2I]
+  const gParts = shared && !fParts ? pick(shared.gate) : null; // E × [c, I]
+  const uParts = shared && !fParts ? pick(shared.up) : null; // E × [c, I]
+  const down = linearOf(w, 'down_proj');
   const downLora = layer.experts.down_proj;
   const sharedDown = sharesDown(path);
   const pieces: Tensor[] = [];
@@ -157,11 +199,11 @@ function expertOutputs(
   perExpert.forEach((count, e) => {
     if (count === 0) return;
     const xe = xParts[e]!; // [c, H]
-    const gateBase = gParts ? gParts[e]! : linear(xe, w.proj.gate_proj.weight, w.proj.gate_proj.bias); // [c, I]
-    const upBase = uParts ? uParts[e]! : linear(xe, w.proj.up_proj.weight, w.proj.up_proj.bias); // [c, I]
-    const gate = project('gate_proj', layer, e, xe, gateBase, w.proj.gate_proj, training);
-    const up = project('up_proj', layer, e, xe, upBase, w.proj.up_proj, training);
-    const h = swiglu(gate, up); // [c, I]
+    const frozen = shared
+      ? { gate: gParts?.[e] as Tensor, up: uParts?.[e] as Tensor, fused: fParts?.[e] ?? null }
+      : null;
+    const [gate, up] = expertGateUp(layer, e, xe, w, frozen, training); // [c, I] each
+    const h = gated(act, gate, up); // [c, I]
     if (sharedDown) {
       // Weighted per expert (not after a cat): the product's backward then keeps h itself, which the
       // down LoRA keeps anyway, instead of a concatenated copy of every expert's h.
@@ -169,8 +211,8 @@ function expertOutputs(
       if (downLora) pieces.push(loraDelta(h, expertParams(downLora, e), training)); // [c, H] float32
       return;
     }
-    const downBase = linear(h, w.proj.down_proj.weight, w.proj.down_proj.bias); // [c, H]
-    pieces.push(project('down_proj', layer, e, h, downBase, w.proj.down_proj, training));
+    const downBase = linear(h, down.weight, down.bias); // [c, H]
+    pieces.push(project('down_proj', layer, e, h, downBase, down, training));
   });
   return { pieces, hidden };
 }
@@ -191,7 +233,7 @@ function combine(
   if (hidden.length > 0) {
     const hs = hidden.length === 1 ? hidden[0]! : cat(hidden, 0); // [m, I]
     const mixed = zeros([n, hs.size(1)], { device }).indexAdd(0, tokens, hs); // [n, I] Σₑ wₑ hₑ
-    out = linear(mixed.to(input.x.dtype), w.proj.down_proj.weight).to('float32'); // [n, H]
+    out = linear(mixed.to(input.x.dtype), linearOf(w, 'down_proj').weight).to('float32'); // [n, H]
   } else {
     out = zeros([n, H], { device });
   }
@@ -210,7 +252,7 @@ export function moeForward(layer: MoeLayer, w: LayerWeights, input: MoeInput): M
   const routing = route(probs, m, { rows, len, valid });
   const groups = groupByExpert(routing, m.numExperts);
   const path = expertPath(layer, w, input.efficient, base);
-  const results = expertOutputs(layer, w, x, base, groups, path, training);
+  const results = expertOutputs(layer, w, x, base, input.act, groups, path, training);
   let out = combine(input, w, groups, results, x.device);
   if (training && m.routingStrategy === 'mixlora-switch' && m.ffnDropout > 0) out = out.dropout(m.ffnDropout, true);
   const validIdx = valid ? valid.nonzero().squeeze(1) : null;

@@ -7,12 +7,13 @@ import { randn, rand, zeros } from '../tensor/create.js';
 import { tidy } from '../tensor/scope.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
 import type { ModelConfig } from '../models/config.js';
-import { projectionShape, type ProjName } from '../models/weights.js';
+import { MLP_PROJECTIONS, projectionShape, projectionsOf, type ProjName } from '../models/weights.js';
+import { UserError } from '../util/errors.js';
 import { isMlpProj, scaling, type AdapterConfig, type LoraSettings, type MoeSettings } from './config.js';
 import type { LoraPart } from './keys.js';
 import { doraWeightNorm, type LoraParams } from './lora.js';
 
-export type MlpProj = 'gate_proj' | 'up_proj' | 'down_proj';
+export type MlpProj = (typeof MLP_PROJECTIONS)[number];
 
 export interface MoeLayer {
   /** [E, hidden], float32 */
@@ -59,6 +60,7 @@ export interface ParamSource {
 /** The parameter tree of adapter config `c` over a model. Per layer, in this order: the plain targets
  * (A, B, magnitude), the router, the expert targets; fresh initialisation depends on that order. */
 export function buildAdapterLayers(c: AdapterConfig, model: ModelConfig, source: ParamSource): AdapterLayer[] {
+  checkFitsModel(c, model);
   return Array.from({ length: model.numLayers }, (_, layer) => {
     const module = (proj: ProjName, s: LoraSettings, experts: number | null): LoraParams => {
       const key: ModuleKey = { layer, proj, experts };
@@ -80,6 +82,22 @@ export function buildAdapterLayers(c: AdapterConfig, model: ModelConfig, source:
     }
     return l;
   });
+}
+
+/** Targets must be projections the model has (Phi-3 has qkv_proj and gate_up_proj instead of q/k/v and
+ * gate/up); MixLoRA experts must use the model's activation. */
+function checkFitsModel(c: AdapterConfig, model: ModelConfig): void {
+  const has = projectionsOf(model);
+  const missing = c.targetModules.filter((p) => !has.includes(p));
+  if (missing.length > 0)
+    throw new UserError(
+      `adapter target_modules names ${missing.join(', ')}, which this ${model.architecture} model does not have (its projections: ${has.join(', ')})`,
+    );
+  const act = c.moe?.actFn ?? null;
+  if (act !== null && act !== model.hiddenAct)
+    throw new UserError(
+      `adapter act_fn '${act}' differs from this ${model.architecture} model's activation '${model.hiddenAct}' (the experts share the base model's FFN)`,
+    );
 }
 
 function* moduleParams(key: ModuleKey, m: LoraParams): Generator<[ParamKey, Tensor]> {

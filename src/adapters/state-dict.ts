@@ -8,6 +8,7 @@ import { isFloating } from '../tensor/dtype.js';
 import { allFinite } from '../tensor/checks.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { CausalLM } from '../models/llama.js';
+import { linearOf } from '../models/weights.js';
 import { UserError } from '../util/errors.js';
 import type { Adapter } from './adapter.js';
 import type { AdapterConfig } from './config.js';
@@ -68,7 +69,7 @@ export function buildLayers(
       A: (key, shape) => fromFile(key, 'lora_A', shape),
       B: (key, shape) => fromFile(key, 'lora_B', shape),
       magnitude: (key, shape, m) => {
-        const W = model.weights.layers[key.layer]!.proj[key.proj].weight;
+        const W = linearOf(model.weights.layers[key.layer]!, key.proj).weight;
         if (key.experts === null)
           return (
             take(plainKey(c, key.layer, key.proj, 'magnitude'), shape, true) ??

@@ -7,7 +7,7 @@ import { registerCommands } from './commands.js';
 
 export function buildProgram(): Command {
   const program = new Command('mixlora')
-    .description('Fine-tune LLaMA-family models with MixLoRA, LoRA and DoRA adapters on libtorch')
+    .description('Fine-tune LLaMA-family, Gemma and Phi-3 models with MixLoRA, LoRA and DoRA adapters on libtorch')
     .version(packageVersion(), '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();

@@ -1,16 +1,20 @@
-// Model configuration: Hugging Face config.json for LLaMA, Mistral and Qwen2, validated.
+// Model configuration: Hugging Face config.json for LLaMA, Mistral, Qwen2, Gemma, Gemma 2 and Phi-3,
+// validated; missing keys take the defaults of transformers' config classes.
 import { Fields } from '../util/fields.js';
 import { UserError } from '../util/errors.js';
 import { readJson } from '../util/files.js';
 import type { RopeScaling } from '../nn/rope.js';
+import { familyFields, familyHfConfig, type FamilyFields } from './family-config.js';
 
-export type Architecture = 'llama' | 'mistral' | 'qwen2';
-export const ARCHITECTURES: readonly Architecture[] = ['llama', 'mistral', 'qwen2'];
+export type Architecture = 'llama' | 'mistral' | 'qwen2' | 'gemma' | 'gemma2' | 'phi3';
+export const ARCHITECTURES: readonly Architecture[] = ['llama', 'mistral', 'qwen2', 'gemma', 'gemma2', 'phi3'];
+/** The gated feed-forward's activation: silu (LLaMA, Mistral, Qwen2, Phi-3) or tanh-approximated GELU (Gemma). */
+export type Activation = 'silu' | 'gelu_pytorch_tanh';
 
 // How rotary frequencies are scaled belongs to the rotary tables (nn/rope.ts); the config reads it.
 export type { RopeScaling };
 
-export interface ModelConfig {
+export interface ModelConfig extends FamilyFields {
   architecture: Architecture;
   vocabSize: number;
   hiddenSize: number;
@@ -30,7 +34,8 @@ export interface ModelConfig {
   oBias: boolean;
   /** Biases on gate/up/down (LLaMA with mlp_bias). */
   mlpBias: boolean;
-  /** Mistral's sliding-window attention: a query sees at most this many keys back (itself included). */
+  /** Sliding-window attention (Mistral, Phi-3; Gemma 2 on the layers of slidingLayers): a query sees at
+   * most this many keys back (itself included). */
   slidingWindow: number | null;
   bosTokenId: number | null;
   eosTokenIds: number[];
@@ -96,26 +101,33 @@ function rope(f: Fields): { theta: number; scaling: RopeScaling | null } {
 export function parseModelConfig(json: unknown, where: string): ModelConfig {
   const f = Fields.of(json, where);
   const architecture = f.str<Architecture>('model_type', { oneOf: ARCHITECTURES });
+  const isGemma = architecture === 'gemma' || architecture === 'gemma2';
   const hiddenSize = f.int('hidden_size', { min: 1 });
   const numHeads = f.int('num_attention_heads', { min: 1 });
   const numKvHeads = f.int('num_key_value_heads', { default: numHeads, min: 1 });
   if (numHeads % numKvHeads !== 0)
     f.fail('num_key_value_heads', `(${numKvHeads}) must divide num_attention_heads (${numHeads})`);
-  if (!f.has('head_dim') && hiddenSize % numHeads !== 0)
+  // Gemma's config classes default head_dim to 256, whatever the hidden size.
+  if (!f.has('head_dim') && !isGemma && hiddenSize % numHeads !== 0)
     f.fail('hidden_size', `(${hiddenSize}) must be a multiple of num_attention_heads (${numHeads})`);
-  const headDim = f.int('head_dim', { default: hiddenSize / numHeads, min: 2 });
+  const headDim = f.int('head_dim', { default: isGemma ? 256 : hiddenSize / numHeads, min: 2 });
   if (headDim % 2 !== 0) f.fail('head_dim', `must be even for rotary embeddings, got ${headDim}`);
-  const act = f.str('hidden_act', { default: 'silu' });
-  if (act !== 'silu' && act !== 'swish')
-    f.fail('hidden_act', `'${act}' is not supported (LLaMA-family models use silu)`);
-  const attentionBias = f.bool('attention_bias', false);
+  if (!isGemma) {
+    const act = f.str('hidden_act', { default: 'silu' });
+    if (act !== 'silu' && act !== 'swish')
+      f.fail('hidden_act', `'${act}' is not supported (LLaMA-family and Phi-3 models use silu)`);
+  }
+  const attentionBias = architecture !== 'phi3' && f.bool('attention_bias', false);
   let slidingWindow: number | null = null;
   if (architecture === 'mistral') slidingWindow = f.optInt('sliding_window', { min: 1 });
   if (architecture === 'qwen2' && f.has('use_sliding_window') && f.bool('use_sliding_window')) {
     f.fail('use_sliding_window', 'true is not supported (Qwen2 checkpoints ship with false)');
   }
+  const family = familyFields(f, architecture, headDim);
+  if (family.slidingWindow !== undefined) slidingWindow = family.slidingWindow;
   const rotary = rope(f);
   const cfg: ModelConfig = {
+    ...family.fields,
     architecture,
     vocabSize: f.int('vocab_size', { min: 1 }),
     hiddenSize,
@@ -124,11 +136,11 @@ export function parseModelConfig(json: unknown, where: string): ModelConfig {
     numHeads,
     numKvHeads,
     headDim,
-    rmsNormEps: f.num('rms_norm_eps', { default: 1e-6, exclusiveMin: 0 }),
+    rmsNormEps: f.num('rms_norm_eps', { default: architecture === 'phi3' ? 1e-5 : 1e-6, exclusiveMin: 0 }),
     ropeTheta: rotary.theta,
     ropeScaling: rotary.scaling,
-    maxPositionEmbeddings: f.int('max_position_embeddings', { default: 2048, min: 1 }),
-    tieWordEmbeddings: f.bool('tie_word_embeddings', false),
+    maxPositionEmbeddings: f.int('max_position_embeddings', { default: family.maxPositionEmbeddings, min: 1 }),
+    tieWordEmbeddings: f.bool('tie_word_embeddings', isGemma),
     qkvBias: architecture === 'qwen2' || attentionBias,
     oBias: architecture !== 'qwen2' && attentionBias,
     mlpBias: f.bool('mlp_bias', false),
@@ -140,15 +152,26 @@ export function parseModelConfig(json: unknown, where: string): ModelConfig {
   return cfg;
 }
 
+/** The sliding window of layer l, or null for full attention. */
+export function layerWindow(c: ModelConfig, l: number): number | null {
+  if (c.slidingWindow === null) return null;
+  return c.slidingLayers === null || c.slidingLayers[l] ? c.slidingWindow : null;
+}
+
 export function readModelConfig(file: string): ModelConfig {
   return parseModelConfig(readJson(file), file);
 }
 
 /** The config.json a Hugging Face folder would carry for this model. */
 export function toHfConfig(c: ModelConfig, torchDtype = 'float32'): Record<string, unknown> {
-  const archName = { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' }[
-    c.architecture
-  ];
+  const archName = {
+    llama: 'LlamaForCausalLM',
+    mistral: 'MistralForCausalLM',
+    qwen2: 'Qwen2ForCausalLM',
+    gemma: 'GemmaForCausalLM',
+    gemma2: 'Gemma2ForCausalLM',
+    phi3: 'Phi3ForCausalLM',
+  }[c.architecture];
   const out: Record<string, unknown> = {
     architectures: [archName],
     model_type: c.architecture,
@@ -159,7 +182,7 @@ export function toHfConfig(c: ModelConfig, torchDtype = 'float32'): Record<strin
     num_attention_heads: c.numHeads,
     num_key_value_heads: c.numKvHeads,
     head_dim: c.headDim,
-    hidden_act: 'silu',
+    hidden_act: c.hiddenAct,
     rms_norm_eps: c.rmsNormEps,
     rope_theta: c.ropeTheta,
     rope_scaling:
@@ -183,8 +206,32 @@ export function toHfConfig(c: ModelConfig, torchDtype = 'float32'): Record<strin
     out.mlp_bias = c.mlpBias;
   }
   if (c.architecture === 'mistral') out.sliding_window = c.slidingWindow;
+  Object.assign(out, familyHfConfig(c));
   if (c.bosTokenId !== null) out.bos_token_id = c.bosTokenId;
   if (c.eosTokenIds.length) out.eos_token_id = c.eosTokenIds.length === 1 ? c.eosTokenIds[0] : c.eosTokenIds;
   if (c.padTokenId !== null) out.pad_token_id = c.padTokenId;
   return out;
+}
+
+/** Keys transformers' config classes type as float: its strict validation refuses a JSON integer there. */
+const FLOAT_KEYS = new Set([
+  'rms_norm_eps',
+  'rope_theta',
+  'factor',
+  'low_freq_factor',
+  'high_freq_factor',
+  'attn_logit_softcapping',
+  'final_logit_softcapping',
+  'partial_rotary_factor',
+]);
+
+/** toHfConfig as config.json text, whole floats written as floats (4.0, not 4). */
+export function hfConfigText(c: ModelConfig, torchDtype = 'float32'): string {
+  const mark = '\u0000float:';
+  const text = JSON.stringify(
+    toHfConfig(c, torchDtype),
+    (key, v: unknown) => (FLOAT_KEYS.has(key) && Number.isInteger(v) ? `${mark}${v as number}` : v),
+    2,
+  );
+  return text.replace(/"\\u0000float:(-?\d+)"/g, '$1.0') + '\n';
 }

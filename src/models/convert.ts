@@ -5,7 +5,7 @@ import { writeDirAtomic, writeFileAtomic } from '../io/atomic.js';
 import { saveSafetensors } from '../io/safetensors.js';
 import { readLlama2cTokenizer } from '../tokenizer/llama2c.js';
 import { spmToTokenizerJson } from '../tokenizer/spm.js';
-import { toHfConfig } from './config.js';
+import { hfConfigText } from './config.js';
 import { loadLlama2cWeights, readLlama2cConfig } from './llama2c.js';
 import { disposeWeights, flattenWeights } from './weights.js';
 
@@ -26,7 +26,7 @@ export function convertLlama2c(
     writeDirAtomic(
       outDir,
       (dir) => {
-        writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(toHfConfig(config), null, 2) + '\n');
+        writeFileAtomic(path.join(dir, 'config.json'), hfConfigText(config));
         saveSafetensors(path.join(dir, 'model.safetensors'), flattenWeights(config, weights), {
           format: 'pt',
           converted_from: 'llama2.c',

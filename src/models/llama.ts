@@ -1,17 +1,22 @@
-// The LLaMA-family decoder (LLaMA 1/2/3, TinyLlama, Mistral, Qwen2) over frozen weights, in Hugging
-// Face semantics (docs/design.md §2). Adapters enter through ForwardHooks.
+// The decoder of LLaMA 1/2/3, TinyLlama, Mistral, Qwen2, Gemma, Gemma 2 and Phi-3 over frozen weights, in
+// Hugging Face semantics (docs/design.md §2). Adapters enter through ForwardHooks. The families' own
+// differences live in gemma.ts (norms, embedding scale), gemma2.ts (its block) and phi3.ts (fused
+// projections).
 import { arange, ones } from '../tensor/create.js';
-import { embedding, linear, scaledDotProductAttention } from '../tensor/ops.js';
+import { embedding, linear } from '../tensor/ops.js';
 import { tidy } from '../tensor/scope.js';
 import type { DType } from '../tensor/dtype.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
-import { rmsNorm } from '../nn/norm.js';
+import { attend } from '../nn/attention.js';
 import { applyRotary, inverseFrequencies, rotaryTables, type RotaryTables } from '../nn/rope.js';
 import { attentionMask, positionsFromMask } from '../nn/mask.js';
-import type { ModelConfig } from './config.js';
+import { layerWindow, type ModelConfig } from './config.js';
+import { normFor, scaleEmbeddings } from './gemma.js';
+import { gemma2Block } from './gemma2.js';
 import { plainHooks, type ForwardHooks } from './hooks.js';
 import type { AttentionCache } from './kvcache.js';
-import { disposeWeights, type ModelWeights } from './weights.js';
+import { splitQkv } from './phi3.js';
+import { disposeWeights, hasSandwichNorms, linearOf, type ModelWeights } from './weights.js';
 import { UserError } from '../util/errors.js';
 
 export interface ForwardOptions {
@@ -25,16 +30,24 @@ export interface ForwardOptions {
   at?: Tensor | null;
 }
 
+/** Which keys the queries of a layer see: a mask, or plain causal attention (or all keys) without one. */
+export interface AttentionPattern {
+  mask: Tensor | null;
+  causal: boolean;
+}
+
 /** What every layer of one forward pass shares. */
 export interface LayerContext {
   rotary: RotaryTables;
-  mask: Tensor | null;
-  causal: boolean;
+  /** By sliding window (null: full attention), for the windows the model's layers use. */
+  patterns: Map<number | null, AttentionPattern>;
   cache: AttentionCache | null;
 }
 
 export class CausalLM {
   private readonly invFreq: number[];
+  /** The family's RMSNorm on x [.., H] with weight w [H]. */
+  readonly norm: (x: Tensor, w: Tensor) => Tensor;
 
   constructor(
     readonly config: ModelConfig,
@@ -42,7 +55,9 @@ export class CausalLM {
     readonly dtype: DType,
     readonly device: Device,
   ) {
-    this.invFreq = inverseFrequencies(config.headDim, config.ropeTheta, config.ropeScaling);
+    this.invFreq = inverseFrequencies(config.rotaryDim, config.ropeTheta, config.ropeScaling);
+    const norm = normFor(config);
+    this.norm = (x, w) => norm(x, w, config.rmsNormEps);
   }
 
   /** Logits [B, T, V] (float32) for token ids [B, T] (see ForwardOptions for other shapes). */
@@ -84,45 +99,59 @@ export class CausalLM {
         `token id ${min < 0 ? min : max} is outside the model's vocabulary (0..${this.config.vocabSize - 1}): does the tokenizer or the data belong to this model?`,
       );
     }
-    return embedding(this.weights.embed, ids);
+    return scaleEmbeddings(embedding(this.weights.embed, ids), this.config); // [B, T, H]
   }
 
-  /** Rotary tables and the attention mask for a pass over ids [B, T] after `cache.length` positions. */
+  /** Rotary tables and the attention masks for a pass over ids [B, T] after `cache.length` positions. */
   context(ids: Tensor, keyMask: Tensor | null, cache: AttentionCache | null): LayerContext {
     const [B, T] = [ids.size(0), ids.size(1)];
     const past = cache?.length ?? 0;
-    const window = this.config.slidingWindow;
-    const windowBites = window !== null && past + T > window;
-    let positions: Tensor; // [B, T]
-    let mask: Tensor | null = null;
-    let causal = false;
-    if (keyMask === null && !windowBites && (past === 0 || T === 1)) {
-      positions = arange(past, past + T, 1, { device: this.device })
-        .unsqueeze(0)
-        .expand(B, T);
-      causal = past === 0 && T > 1; // decode step: sees all
-    } else {
-      const keys = keyMask ?? ones([B, past + T], { dtype: 'int64', device: this.device });
+    let keys: Tensor | null = null; // [B, S], made once when a mask needs it
+    const keysOf = (): Tensor => {
+      keys ??= keyMask ?? ones([B, past + T], { dtype: 'int64', device: this.device });
       if (keys.size(1) !== past + T)
         throw new RangeError(`attention mask covers ${keys.size(1)} positions; ${past + T} expected`);
-      positions = positionsFromMask(keys).narrow(1, past, T);
-      mask = attentionMask(keys, T, window); // [B, 1, T, S]
+      return keys;
+    };
+    const patterns = new Map<number | null, AttentionPattern>();
+    for (let l = 0; l < this.config.numLayers; l++) {
+      const window = layerWindow(this.config, l);
+      if (patterns.has(window)) continue;
+      const windowBites = window !== null && past + T > window;
+      if (keyMask === null && !windowBites && (past === 0 || T === 1)) {
+        patterns.set(window, { mask: null, causal: past === 0 && T > 1 }); // a decode step sees all
+      } else {
+        patterns.set(window, { mask: attentionMask(keysOf(), T, window), causal: false }); // [B, 1, T, S]
+      }
     }
+    const positions = keyMask // [B, T]
+      ? positionsFromMask(keysOf()).narrow(1, past, T)
+      : arange(past, past + T, 1, { device: this.device })
+          .unsqueeze(0)
+          .expand(B, T);
     const rotary = rotaryTables(positions, this.invFreq, this.weights.norm);
-    return { rotary, mask, causal, cache };
+    return { rotary, patterns, cache };
   }
 
   /** One decoder block on h [B, T, H]. */
   layer(l: number, h: Tensor, ctx: LayerContext, hooks: ForwardHooks): Tensor {
+    if (hasSandwichNorms(this.config)) return gemma2Block(this, l, h, ctx, hooks);
+    const w = this.weights.layers[l]!;
+    const h2 = h.add(this.attention(l, this.norm(h, w.inputNorm), ctx, hooks)); // [B, T, H]
+    return h2.add(hooks.mlp(l, this.norm(h2, w.postNorm), w, this.config.hiddenAct)); // [B, T, H]
+  }
+
+  /** Self-attention of layer l on the normalised x [B, T, H], through o_proj: [B, T, H]. */
+  attention(l: number, x: Tensor, ctx: LayerContext, hooks: ForwardHooks): Tensor {
     const c = this.config;
     const w = this.weights.layers[l]!;
-    const [B, T] = [h.size(0), h.size(1)];
-    const x = rmsNorm(h, w.inputNorm, c.rmsNormEps); // [B, T, H]
-    const q = hooks.project(l, 'q_proj', x, w.proj.q_proj).view(B, T, c.numHeads, c.headDim).transpose(1, 2); // [B, nH, T, D]
-    let k = hooks.project(l, 'k_proj', x, w.proj.k_proj).view(B, T, c.numKvHeads, c.headDim).transpose(1, 2); // [B, nKV, T, D]
-    let v = hooks.project(l, 'v_proj', x, w.proj.v_proj).view(B, T, c.numKvHeads, c.headDim).transpose(1, 2); // [B, nKV, T, D]
-    const qr = applyRotary(q, ctx.rotary); // [B, nH, T, D]
-    k = applyRotary(k, ctx.rotary);
+    const [B, T] = [x.size(0), x.size(1)];
+    let [q, k, v] = w.proj.qkv_proj // [B, T, nH·D], [B, T, nKV·D] × 2
+      ? splitQkv(hooks.project(l, 'qkv_proj', x, w.proj.qkv_proj), c)
+      : (['q_proj', 'k_proj', 'v_proj'] as const).map((p) => hooks.project(l, p, x, linearOf(w, p)));
+    q = applyRotary(q!.reshape(B, T, c.numHeads, c.headDim).transpose(1, 2), ctx.rotary); // [B, nH, T, D]
+    k = applyRotary(k!.reshape(B, T, c.numKvHeads, c.headDim).transpose(1, 2), ctx.rotary); // [B, nKV, T, D]
+    v = v!.reshape(B, T, c.numKvHeads, c.headDim).transpose(1, 2); // [B, nKV, T, D]
     if (ctx.cache) [k, v] = ctx.cache.update(l, k, v); // [B, nKV, S, D]
     const rep = c.numHeads / c.numKvHeads;
     if (rep > 1) {
@@ -130,15 +159,18 @@ export class CausalLM {
       k = k.unsqueeze(2).expand(B, c.numKvHeads, rep, S, c.headDim).reshape(B, c.numHeads, S, c.headDim); // [B, nH, S, D]
       v = v.unsqueeze(2).expand(B, c.numKvHeads, rep, S, c.headDim).reshape(B, c.numHeads, S, c.headDim);
     }
-    const attn = scaledDotProductAttention(qr, k, v, { mask: ctx.mask, causal: ctx.causal }); // [B, nH, T, D]
+    const pattern = ctx.patterns.get(layerWindow(c, l))!;
+    const attn = attend(q, k, v, { ...pattern, scale: c.attentionScalar ** -0.5, softcap: c.attnLogitSoftcap }); // [B, nH, T, D]
     const merged = attn.transpose(1, 2).reshape(B, T, c.numHeads * c.headDim); // [B, T, nH·D]
-    const h2 = h.add(hooks.project(l, 'o_proj', merged, w.proj.o_proj)); // [B, T, H]
-    return h2.add(hooks.mlp(l, rmsNorm(h2, w.postNorm, c.rmsNormEps), w)); // [B, T, H]
+    return hooks.project(l, 'o_proj', merged, linearOf(w, 'o_proj')); // [B, T, H]
   }
 
-  /** Final norm and the LM head: logits [B, T, V] in float32. */
+  /** Final norm and the LM head: logits [B, T, V] in float32 (Gemma 2 soft-caps them first, in the model's
+   * dtype, as transformers does). */
   head(h: Tensor): Tensor {
-    return linear(rmsNorm(h, this.weights.norm, this.config.rmsNormEps), this.weights.lmHead).to('float32');
+    const logits = linear(this.norm(h, this.weights.norm), this.weights.lmHead); // [B, T, V]
+    const cap = this.config.finalLogitSoftcap;
+    return (cap === null ? logits : logits.div(cap).tanh().mul(cap)).to('float32');
   }
 
   /** Number of parameters of the frozen model (tied embeddings counted once). */
@@ -146,7 +178,7 @@ export class CausalLM {
     const c = this.config;
     let n = c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2) + c.hiddenSize;
     for (const l of this.weights.layers) {
-      n += l.inputNorm.numel + l.postNorm.numel;
+      n += l.inputNorm.numel + l.postNorm.numel + (l.ffnNorms ? l.ffnNorms.pre.numel + l.ffnNorms.post.numel : 0);
       for (const p of Object.values(l.proj)) n += p.weight.numel + (p.bias ? p.bias.numel : 0);
     }
     return n;

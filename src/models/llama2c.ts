@@ -13,6 +13,7 @@ import { UserError } from '../util/errors.js';
 import { allFinite } from '../tensor/checks.js';
 import { openForRead } from '../util/files.js';
 import type { ModelConfig } from './config.js';
+import { llamaFamilyFields } from './family-config.js';
 import { projectionPrefix, structureWeights, weightSpecs, type ModelWeights } from './weights.js';
 
 const HEADER_BYTES = 28;
@@ -38,6 +39,7 @@ export function readLlama2cConfig(file: string): { config: ModelConfig; sharedCl
         `${file}: not a llama2.c checkpoint (header ${[dim, hidden, layers, heads, kvHeads, vocabSigned, seqLen].join(', ')})`,
       );
     const config: ModelConfig = {
+      ...llamaFamilyFields(dim! / heads!),
       architecture: 'llama',
       vocabSize: vocab,
       hiddenSize: dim!,

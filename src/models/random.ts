@@ -5,6 +5,7 @@ import { manualSeed } from '../tensor/runtime.js';
 import type { DType } from '../tensor/dtype.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
 import type { ModelConfig } from './config.js';
+import { llamaFamilyFields } from './family-config.js';
 import { CausalLM } from './llama.js';
 import { structureWeights, weightSpecs } from './weights.js';
 
@@ -18,6 +19,7 @@ export function llamaConfig(o: {
   kvHeads?: number;
 }): ModelConfig {
   return {
+    ...llamaFamilyFields(o.hidden / o.heads),
     architecture: 'llama',
     vocabSize: o.vocab,
     hiddenSize: o.hidden,

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { writeDirAtomic, writeFileAtomic } from '../io/atomic.js';
 import { saveSafetensors } from '../io/safetensors.js';
-import { toHfConfig } from './config.js';
+import { hfConfigText } from './config.js';
 import type { LoadedModel } from './load.js';
 import type { Tensor } from '../tensor/tensor.js';
 
@@ -19,7 +19,7 @@ const TOKENIZER_FILES = [
 /** Writes `tensors` (Hugging Face names) as the weights of `loaded`'s model, with its config and tokenizer;
  * `metadata` joins the safetensors header. */
 export function writeModelFolder(
-  loaded: LoadedModel,
+  loaded: Omit<LoadedModel, 'tokenizer'> & { tokenizer: LoadedModel['tokenizer'] | null },
   tensors: Map<string, Tensor>,
   out: string,
   opts: { overwrite?: boolean; metadata?: Record<string, string> } = {},
@@ -28,17 +28,14 @@ export function writeModelFolder(
   writeDirAtomic(
     out,
     (dir) => {
-      writeFileAtomic(
-        path.join(dir, 'config.json'),
-        JSON.stringify(toHfConfig(model.config, model.dtype), null, 2) + '\n',
-      );
+      writeFileAtomic(path.join(dir, 'config.json'), hfConfigText(model.config, model.dtype));
       saveSafetensors(path.join(dir, 'model.safetensors'), tensors, { format: 'pt', ...opts.metadata });
       if (loaded.format === 'hf') {
         for (const f of TOKENIZER_FILES) {
           const src = path.join(loaded.path, f);
           if (fs.existsSync(src)) fs.copyFileSync(src, path.join(dir, f));
         }
-      } else {
+      } else if (tokenizer) {
         writeFileAtomic(path.join(dir, 'tokenizer.json'), JSON.stringify(tokenizer.tokenizerJson) + '\n');
         writeFileAtomic(path.join(dir, 'tokenizer_config.json'), JSON.stringify(tokenizer.config, null, 2) + '\n');
       }

@@ -1,5 +1,5 @@
-// The frozen weights of a LLaMA-family model, their Hugging Face names, and loading them from a
-// Hugging Face folder (model.safetensors, or shards listed in model.safetensors.index.json).
+// The frozen weights of a LLaMA-family, Gemma or Phi-3 model, their Hugging Face names, and loading them
+// from a Hugging Face folder (model.safetensors, or shards listed in model.safetensors.index.json).
 import fs from 'node:fs';
 import path from 'node:path';
 import { readHeader, loadTensor, type SafetensorsHeader } from '../io/safetensors.js';
@@ -9,10 +9,30 @@ import type { Device, Tensor } from '../tensor/tensor.js';
 import { UserError } from '../util/errors.js';
 import type { ModelConfig } from './config.js';
 
-export const ATTENTION_PROJECTIONS = ['q_proj', 'k_proj', 'v_proj', 'o_proj'] as const;
-export const MLP_PROJECTIONS = ['gate_proj', 'up_proj', 'down_proj'] as const;
+/** Every projection name of every family; Phi-3 fuses q/k/v into qkv_proj (rows [q | k | v]) and gate/up
+ * into gate_up_proj (rows [gate | up]) (modeling_phi3.py). */
+export const ATTENTION_PROJECTIONS = ['q_proj', 'k_proj', 'v_proj', 'qkv_proj', 'o_proj'] as const;
+export const MLP_PROJECTIONS = ['gate_up_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
 export const PROJECTIONS = [...ATTENTION_PROJECTIONS, ...MLP_PROJECTIONS] as const;
 export type ProjName = (typeof PROJECTIONS)[number];
+
+const SEPARATE: readonly ProjName[] = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+const FUSED: readonly ProjName[] = ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj'];
+
+/** The projections a model of this config has, in checkpoint order. */
+export function projectionsOf(c: ModelConfig): readonly ProjName[] {
+  return hasFusedProjections(c) ? FUSED : SEPARATE;
+}
+
+/** Phi-3 stores q/k/v and gate/up fused. */
+export function hasFusedProjections(c: ModelConfig): boolean {
+  return c.architecture === 'phi3';
+}
+
+/** Gemma 2 normalises the attention output and both sides of the MLP (modeling_gemma2.py). */
+export function hasSandwichNorms(c: ModelConfig): boolean {
+  return c.architecture === 'gemma2';
+}
 
 export interface Linear {
   weight: Tensor;
@@ -21,7 +41,10 @@ export interface Linear {
 export interface LayerWeights {
   inputNorm: Tensor;
   postNorm: Tensor;
-  proj: Record<ProjName, Linear>;
+  /** Gemma 2's pre_feedforward_layernorm and post_feedforward_layernorm; null elsewhere. */
+  ffnNorms: { pre: Tensor; post: Tensor } | null;
+  /** The projections of the model's family (projectionsOf). */
+  proj: Partial<Record<ProjName, Linear>>;
 }
 export interface ModelWeights {
   embed: Tensor;
@@ -29,6 +52,13 @@ export interface ModelWeights {
   norm: Tensor;
   /** The same tensor as `embed` when the config ties them. */
   lmHead: Tensor;
+}
+
+/** A projection of a layer; one its family lacks is a programming error. */
+export function linearOf(w: LayerWeights, name: ProjName): Linear {
+  const lin = w.proj[name];
+  if (!lin) throw new Error(`this model has no ${name}`);
+  return lin;
 }
 
 /** [out, in] of each projection. */
@@ -41,18 +71,22 @@ export function projectionShape(c: ModelConfig, name: ProjName): [number, number
     case 'k_proj':
     case 'v_proj':
       return [kv, c.hiddenSize];
+    case 'qkv_proj':
+      return [q + 2 * kv, c.hiddenSize];
     case 'o_proj':
       return [c.hiddenSize, q];
     case 'gate_proj':
     case 'up_proj':
       return [c.intermediateSize, c.hiddenSize];
+    case 'gate_up_proj':
+      return [2 * c.intermediateSize, c.hiddenSize];
     case 'down_proj':
       return [c.hiddenSize, c.intermediateSize];
   }
 }
 
 export function hasBias(c: ModelConfig, name: ProjName): boolean {
-  if (name === 'q_proj' || name === 'k_proj' || name === 'v_proj') return c.qkvBias;
+  if (name === 'q_proj' || name === 'k_proj' || name === 'v_proj' || name === 'qkv_proj') return c.qkvBias;
   if (name === 'o_proj') return c.oBias;
   return c.mlpBias;
 }
@@ -61,21 +95,28 @@ export function projectionPrefix(layer: number, name: ProjName): string {
   return `model.layers.${layer}.${(MLP_PROJECTIONS as readonly ProjName[]).includes(name) ? 'mlp' : 'self_attn'}.${name}`;
 }
 
+/** The per-layer norms in checkpoint order after the projections (input_layernorm comes before them). */
+function laterNorms(c: ModelConfig): string[] {
+  const post = ['post_attention_layernorm'];
+  return hasSandwichNorms(c) ? [...post, 'pre_feedforward_layernorm', 'post_feedforward_layernorm'] : post;
+}
+
 /** How many tensors weightSpecs lists (counted, not built: config sizes are untrusted). */
 export function weightCount(c: ModelConfig): number {
-  const biases = PROJECTIONS.filter((p) => hasBias(c, p)).length;
-  return 2 + c.numLayers * (2 + PROJECTIONS.length + biases) + (c.tieWordEmbeddings ? 0 : 1);
+  const projections = projectionsOf(c);
+  const biases = projections.filter((p) => hasBias(c, p)).length;
+  const norms = 1 + laterNorms(c).length;
+  return 2 + c.numLayers * (norms + projections.length + biases) + (c.tieWordEmbeddings ? 0 : 1);
 }
 
 /** The number of parameters of the model (counted, not built). */
 export function parameterCount(c: ModelConfig): number {
-  const proj = PROJECTIONS.reduce((n, p) => {
+  const proj = projectionsOf(c).reduce((n, p) => {
     const [out, inp] = projectionShape(c, p);
     return n + out * inp + (hasBias(c, p) ? out : 0);
   }, 0);
-  return (
-    c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2) + c.hiddenSize + c.numLayers * (2 * c.hiddenSize + proj)
-  );
+  const norms = (1 + laterNorms(c).length) * c.hiddenSize;
+  return c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2) + c.hiddenSize + c.numLayers * (norms + proj);
 }
 
 /** Every tensor of the model: its Hugging Face name and shape, in checkpoint order, one at a time
@@ -84,12 +125,12 @@ export function* iterWeightSpecs(c: ModelConfig): Generator<{ name: string; shap
   yield { name: 'model.embed_tokens.weight', shape: [c.vocabSize, c.hiddenSize] };
   for (let l = 0; l < c.numLayers; l++) {
     yield { name: `model.layers.${l}.input_layernorm.weight`, shape: [c.hiddenSize] };
-    for (const p of PROJECTIONS) {
+    for (const p of projectionsOf(c)) {
       const shape = projectionShape(c, p);
       yield { name: `${projectionPrefix(l, p)}.weight`, shape };
       if (hasBias(c, p)) yield { name: `${projectionPrefix(l, p)}.bias`, shape: [shape[0]] };
     }
-    yield { name: `model.layers.${l}.post_attention_layernorm.weight`, shape: [c.hiddenSize] };
+    for (const n of laterNorms(c)) yield { name: `model.layers.${l}.${n}.weight`, shape: [c.hiddenSize] };
   }
   yield { name: 'model.norm.weight', shape: [c.hiddenSize] };
   if (!c.tieWordEmbeddings) yield { name: 'lm_head.weight', shape: [c.vocabSize, c.hiddenSize] };
@@ -105,8 +146,8 @@ export function structureWeights(c: ModelConfig, byName: (name: string) => Tenso
   const embed = byName('model.embed_tokens.weight');
   const layers: LayerWeights[] = [];
   for (let l = 0; l < c.numLayers; l++) {
-    const proj = {} as Record<ProjName, Linear>;
-    for (const p of PROJECTIONS) {
+    const proj: Partial<Record<ProjName, Linear>> = {};
+    for (const p of projectionsOf(c)) {
       proj[p] = {
         weight: byName(`${projectionPrefix(l, p)}.weight`),
         bias: hasBias(c, p) ? byName(`${projectionPrefix(l, p)}.bias`) : null,
@@ -115,6 +156,12 @@ export function structureWeights(c: ModelConfig, byName: (name: string) => Tenso
     layers.push({
       inputNorm: byName(`model.layers.${l}.input_layernorm.weight`),
       postNorm: byName(`model.layers.${l}.post_attention_layernorm.weight`),
+      ffnNorms: hasSandwichNorms(c)
+        ? {
+            pre: byName(`model.layers.${l}.pre_feedforward_layernorm.weight`),
+            post: byName(`model.layers.${l}.post_feedforward_layernorm.weight`),
+          }
+        : null,
       proj,
     });
   }
@@ -131,11 +178,15 @@ export function flattenWeights(c: ModelConfig, w: ModelWeights): Map<string, Ten
   const out = new Map<string, Tensor>([['model.embed_tokens.weight', w.embed]]);
   w.layers.forEach((layer, l) => {
     out.set(`model.layers.${l}.input_layernorm.weight`, layer.inputNorm);
-    for (const p of PROJECTIONS) {
-      out.set(`${projectionPrefix(l, p)}.weight`, layer.proj[p].weight);
-      if (layer.proj[p].bias) out.set(`${projectionPrefix(l, p)}.bias`, layer.proj[p].bias!);
+    for (const [p, lin] of Object.entries(layer.proj) as [ProjName, Linear][]) {
+      out.set(`${projectionPrefix(l, p)}.weight`, lin.weight);
+      if (lin.bias) out.set(`${projectionPrefix(l, p)}.bias`, lin.bias);
     }
     out.set(`model.layers.${l}.post_attention_layernorm.weight`, layer.postNorm);
+    if (layer.ffnNorms) {
+      out.set(`model.layers.${l}.pre_feedforward_layernorm.weight`, layer.ffnNorms.pre);
+      out.set(`model.layers.${l}.post_feedforward_layernorm.weight`, layer.ffnNorms.post);
+    }
   });
   out.set('model.norm.weight', w.norm);
   if (!c.tieWordEmbeddings) out.set('lm_head.weight', w.lmHead);
@@ -234,9 +285,11 @@ export function disposeWeights(w: ModelWeights): void {
   for (const l of w.layers) {
     drop(l.inputNorm);
     drop(l.postNorm);
-    for (const p of PROJECTIONS) {
-      drop(l.proj[p].weight);
-      drop(l.proj[p].bias);
+    drop(l.ffnNorms?.pre ?? null);
+    drop(l.ffnNorms?.post ?? null);
+    for (const lin of Object.values(l.proj)) {
+      drop(lin.weight);
+      drop(lin.bias);
     }
   }
 }

@@ -46,8 +46,16 @@ export function rotaryTables(positions: Tensor, invFreq: number[], like: Tensor)
   return { cos: emb.cos().to(like.dtype), sin: emb.sin().to(like.dtype) };
 }
 
-/** x·cos + rotate_half(x)·sin, rotate_half([x1, x2]) = [-x2, x1]; x [B, H, T, D]. */
+/** x·cos + rotate_half(x)·sin, rotate_half([x1, x2]) = [-x2, x1]; x [B, H, T, D]. Tables narrower than D
+ * (Phi-3's partial_rotary_factor) rotate the first R dimensions and pass the rest through. */
 export function applyRotary(x: Tensor, t: RotaryTables): Tensor {
-  const [x1, x2] = x.chunk(2, -1); // [B, H, T, D/2] each
+  const D = x.size(-1);
+  const R = t.cos.size(-1);
+  if (R < D) return cat([rotate(x.narrow(-1, 0, R), t), x.narrow(-1, R, D - R)], -1); // [B, H, T, D]
+  return rotate(x, t);
+}
+
+function rotate(x: Tensor, t: RotaryTables): Tensor {
+  const [x1, x2] = x.chunk(2, -1); // [B, H, T, R/2] each
   return x.mul(t.cos).add(cat([x2!.neg(), x1!], -1).mul(t.sin));
 }

@@ -24,8 +24,8 @@ function constantModel(bias: Map<number, number>) {
   const m = randomModel(llamaConfig({ vocab: 512, hidden: H, intermediate: 32, layers: 2, heads: 2 }), { seed: 1 });
   T.noGrad(() => {
     for (const l of m.weights.layers) {
-      l.proj.o_proj.weight.zero_();
-      l.proj.down_proj.weight.zero_();
+      l.proj.o_proj!.weight.zero_();
+      l.proj.down_proj!.weight.zero_();
     }
     m.weights.embed.zero_();
     m.weights.embed.narrow(1, 0, 1).fill_(1);

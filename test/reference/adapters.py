@@ -18,7 +18,8 @@ MODEL = dict(model_type='llama', vocab_size=53, hidden_size=24, intermediate_siz
 QWEN = dict(MODEL, model_type='qwen2', tie_word_embeddings=True)
 ATTN = ['q_proj', 'k_proj', 'v_proj', 'o_proj']
 MLP = ['gate_proj', 'up_proj', 'down_proj']
-PREFIX = {p: ('self_attn.' if p in ATTN else 'mlp.') + p for p in ATTN + MLP}
+PREFIX = {p: ('self_attn.' if p in ATTN + ['qkv_proj'] else 'mlp.') + p for p in ATTN + MLP + ['qkv_proj', 'gate_up_proj']}
+EXPERT_TARGETS = MLP + ['gate_up_proj']  # Phi-3's experts adapt its fused gate/up projection
 
 
 def lora_cfg(d, defaults=None):
@@ -66,8 +67,8 @@ class Ref:
         self.moe = acfg['peft_type'] == 'MIXLORA'
         self.expert = lora_cfg(acfg.get('expert_lora', {}), self.top) if self.moe else None
         targets = acfg['target_modules']
-        self.plain = [p for p in targets if not (self.moe and p in MLP)]
-        self.experts = [p for p in targets if self.moe and p in MLP]
+        self.plain = [p for p in targets if not (self.moe and p in EXPERT_TARGETS)]
+        self.experts = [p for p in targets if self.moe and p in EXPERT_TARGETS]
         self.save_magnitudes = save_magnitudes
         self.mods = {}
         self.routers = {}

@@ -14,12 +14,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 torch.set_num_threads(1)
 
 import adapters  # noqa: E402
+import families  # noqa: E402
 import hf_libraries  # noqa: E402
 import models  # noqa: E402
 
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)
 models.generate(out)
+families.write_models(out)
 adapters.generate(out)
 hf_libraries.generate(out)  # after models: it reads the model folders models.py wrote
 print(f'reference fixtures written to {out}')

@@ -1,7 +1,7 @@
 """Reference values computed by the real libraries rather than by our own re-implementation:
 
 - Hugging Face transformers (AutoModelForCausalLM, float32, eager attention) runs every tiny model folder
-  that models.py writes: logits, transformers' causal-LM loss and the per-token NLL for fixed ids, plus a
+  that models.py and families.py (Gemma, Gemma 2, Phi-3) write: logits, transformers' causal-LM loss and the per-token NLL for fixed ids, plus a
   right-padded batch with an attention mask, and greedy generate() on left-padded prompts (with and
   without a repetition penalty). Each model is also saved again with transformers' save_pretrained, so
   that the folder layout and config.json keys of the installed transformers are loaded too.
@@ -9,7 +9,10 @@
   with B and the DoRA magnitudes perturbed (fixed seed) so that the adapter is not the identity, and saves
   them with its own save_pretrained (adapter_config.json + adapter_model.safetensors exactly as PEFT
   writes them). Expected: the PEFT model's logits, loss and the gradient of every saved adapter tensor,
-  and the projections PEFT's merge_and_unload produces.
+  and the projections PEFT's merge_and_unload produces. On Phi-3 PEFT adapts the fused qkv_proj and
+  gate_up_proj, as the reference tools do.
+- MixLoRA on the families.py models: families.mixlora_adapters (transformers' model with the reference
+  MixLoRA block in place of its MLPs).
 
 Needs torch, transformers and peft (the project's virtual environment). Written to
 OUT/transformers/<model>.safetensors, OUT/transformers/saved/<model>/ and
@@ -22,8 +25,11 @@ import transformers
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 from transformers import AutoModelForCausalLM
 
+import families
 import models
 from common import save_safetensors, write_json
+
+ALL_MODELS = {**models.CASES, **families.CASES}  # the LLaMA family's folders, then Gemma, Gemma 2, Phi-3
 
 ALL_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']
 PADDED_LENGTHS = [12, 7, 9]  # a right-padded batch: row i holds PADDED_LENGTHS[i] tokens
@@ -67,6 +73,7 @@ def greedy_generation(model, cfg, g):
     """Two prompts of different lengths: transformers' greedy generate on the left-padded batch (equal to
     each prompt alone, which is checked), and on each prompt alone with repetition_penalty (transformers
     penalises every id in input_ids, left padding included, so the penalty is taken from unpadded runs)."""
+    model.generation_config.eos_token_id = None  # mixlora's test generates every token too (no stop ids)
     prompts = [torch.randint(1, cfg['vocab_size'], (n,), generator=g).tolist() for n in GEN_PROMPT_LENGTHS]
     L = max(GEN_PROMPT_LENGTHS)
     ids = torch.tensor([[0] * (L - len(p)) + p for p in prompts])
@@ -80,9 +87,9 @@ def greedy_generation(model, cfg, g):
 
 
 def transformers_models(out):
-    """Every model folder of models.py through transformers' own forward pass."""
+    """Every model folder of models.py and families.py through transformers' own forward pass."""
     names = []
-    for i, (name, cfg) in enumerate(models.CASES.items()):
+    for i, (name, cfg) in enumerate(ALL_MODELS.items()):
         model = load_hf(os.path.join(out, 'models', name))
         g = torch.Generator().manual_seed(900 + i)
         ids = torch.randint(0, cfg['vocab_size'], (2, 12), generator=g)
@@ -121,13 +128,19 @@ PEFT_CASES = {
     'dora-qwen2-bias': ('qwen2-bias-tied', dict(r=4, lora_alpha=8, use_dora=True, target_modules=ALL_TARGETS)),
     'dora-rslora-mistral-some': ('mistral-gqa-window', dict(r=2, lora_alpha=6, use_dora=True, use_rslora=True,
                                                             target_modules=['q_proj', 'v_proj', 'up_proj', 'down_proj'])),
+    'lora-gemma2': ('gemma2-window-softcap', dict(r=4, lora_alpha=8, target_modules=ALL_TARGETS)),
+    'dora-gemma-some': ('gemma-mqa-headdim', dict(r=2, lora_alpha=4, use_dora=True, target_modules=['k_proj', 'o_proj', 'up_proj'])),
+    # Phi-3's module names (PEFT's and the reference tools'): the fused projections are adapted whole.
+    'dora-phi3-fused': ('phi3-partial-rotary', dict(r=4, lora_alpha=8, use_dora=True,
+                                                     target_modules=['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj'])),
+    'lora-rslora-phi3-some': ('phi3-partial-rotary', dict(r=2, lora_alpha=4, use_rslora=True, target_modules=['qkv_proj', 'gate_up_proj'])),
 }
 
 
 def peft_adapters(out):
     names = []
     for i, (name, (model_name, lora_args)) in enumerate(PEFT_CASES.items()):
-        mcfg = models.CASES[model_name]
+        mcfg = ALL_MODELS[model_name]
         d = os.path.join(out, 'peft', name)
         torch.manual_seed(1000 + i)  # PEFT draws A (Kaiming-uniform) from the global generator
         peft_model = get_peft_model(load_hf(os.path.join(out, 'models', model_name)),
@@ -168,3 +181,4 @@ def generate(out):
     os.makedirs(os.path.join(out, 'transformers'), exist_ok=True)
     transformers_models(out)
     peft_adapters(out)
+    families.mixlora_adapters(out, load_hf)
