@@ -41,6 +41,23 @@ struct ArgError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// ---- code tables ----------------------------------------------------------------------------
+// A family of ops (or a setting such as a loss reduction) is a table of {name, ...} entries; JS gets
+// the names in order (Names) and passes an entry's index (Op), so both sides bind by name.
+template <typename T, size_t N>
+Napi::Value Names(Napi::Env env, const T (&table)[N]) {
+  auto arr = Napi::Array::New(env, N);
+  for (size_t i = 0; i < N; i++) arr.Set(static_cast<uint32_t>(i), Napi::String::New(env, table[i].name));
+  return arr;
+}
+
+template <typename T, size_t N>
+const T& Op(const T (&table)[N], const Napi::Value& code) {
+  int64_t c = Int(code);
+  if (c < 0 || c >= static_cast<int64_t>(N)) throw ArgError("unknown op code");
+  return table[c];
+}
+
 // Called inside a catch block: rethrows the current exception as a JS error (see Guard).
 [[noreturn]] void Rethrow(Napi::Env env);
 

@@ -129,11 +129,6 @@ MX_FN(device) { return Napi::String::New(info.Env(), Get(info[0]).device().str()
 MX_FN(numel) { return Napi::Number::New(info.Env(), static_cast<double>(Get(info[0]).numel())); }
 MX_FN(isContiguous) { return Napi::Boolean::New(info.Env(), Get(info[0]).is_contiguous()); }
 MX_FN(requiresGrad) { return Napi::Boolean::New(info.Env(), Get(info[0]).requires_grad()); }
-// True when two handles share storage (views); used by tests of the memory accounting.
-MX_FN(sameStorage) {
-  return Napi::Boolean::New(info.Env(), Get(info[0]).storage().unsafeGetStorageImpl() == Get(info[1]).storage().unsafeGetStorageImpl());
-}
-
 }  // namespace
 
 namespace mx {
@@ -160,6 +155,5 @@ void RegisterCreate(Napi::Env env, Napi::Object exports) {
   MX_EXPORT(exports, numel);
   MX_EXPORT(exports, isContiguous);
   MX_EXPORT(exports, requiresGrad);
-  MX_EXPORT(exports, sameStorage);
 }
 }  // namespace mx

@@ -1,6 +1,7 @@
 // Elementwise arithmetic and math, reductions, matrix products, in-place updates.
-// Families of ops share one entry point with an op code; the code tables are exported by name
-// (unaryNames() ...) so the TypeScript side binds them by name and never drifts out of step.
+// Families of ops share one entry point with an op code (unary, binary, scalar, inplace, reduce); the
+// code tables are exported by name (unaryNames() ...) so the TypeScript side binds them by name and
+// never drifts out of step.
 #include "common.h"
 
 namespace {
@@ -76,8 +77,6 @@ const ScalarOp kScalar[] = {
     {"rsub", [](const at::Tensor& a, const at::Scalar& s) { return at::rsub(a, s); }},
     {"rdiv", [](const at::Tensor& a, const at::Scalar& s) { return at::reciprocal(a).mul(s); }},
     {"remainder", [](const at::Tensor& a, const at::Scalar& s) { return at::remainder(a, s); }},
-    {"clampMin", [](const at::Tensor& a, const at::Scalar& s) { return at::clamp_min(a, s); }},
-    {"clampMax", [](const at::Tensor& a, const at::Scalar& s) { return at::clamp_max(a, s); }},
     {"eq", [](const at::Tensor& a, const at::Scalar& s) { return at::eq(a, s); }},
     {"ne", [](const at::Tensor& a, const at::Scalar& s) { return at::ne(a, s); }},
     {"lt", [](const at::Tensor& a, const at::Scalar& s) { return at::lt(a, s); }},
@@ -87,20 +86,6 @@ const ScalarOp kScalar[] = {
     {"fullLike", [](const at::Tensor& a, const at::Scalar& s) { return at::full_like(a, s); }},
 };
 
-template <typename T, size_t N>
-Napi::Value Names(Napi::Env env, const T (&table)[N]) {
-  auto arr = Napi::Array::New(env, N);
-  for (size_t i = 0; i < N; i++) arr.Set(static_cast<uint32_t>(i), Napi::String::New(env, table[i].name));
-  return arr;
-}
-
-template <typename T, size_t N>
-const T& Op(const T (&table)[N], const Napi::Value& code) {
-  int64_t c = Int(code);
-  if (c < 0 || c >= static_cast<int64_t>(N)) throw ArgError("unknown op code");
-  return table[c];
-}
-
 at::Scalar ToScalar(const Napi::Value& v) {
   if (v.IsBoolean()) return at::Scalar(v.As<Napi::Boolean>().Value());
   double d = Num(v);
@@ -109,9 +94,51 @@ at::Scalar ToScalar(const Napi::Value& v) {
   return at::Scalar(d);
 }
 
+// In place (optimizers, caches, initialisation); callers guarantee no autograd conflict.
+// inplace(code, id, arg, alpha): arg is a scalar or a tensor id, as the op needs; alpha only for add_.
+using Inplace = void (*)(at::Tensor&, const Napi::Value& arg, const Napi::Value& alpha);
+struct InplaceOp { const char* name; Inplace fn; };
+const InplaceOp kInplace[] = {
+    {"zero_", [](at::Tensor& a, const Napi::Value&, const Napi::Value&) { a.zero_(); }},
+    {"fill_", [](at::Tensor& a, const Napi::Value& s, const Napi::Value&) { a.fill_(ToScalar(s)); }},
+    {"mulScalar_", [](at::Tensor& a, const Napi::Value& s, const Napi::Value&) { a.mul_(ToScalar(s)); }},
+    {"addScalar_", [](at::Tensor& a, const Napi::Value& s, const Napi::Value&) { a.add_(ToScalar(s)); }},
+    {"copy_", [](at::Tensor& a, const Napi::Value& b, const Napi::Value&) { a.copy_(Get(b)); }},
+    {"add_", [](at::Tensor& a, const Napi::Value& b, const Napi::Value& alpha) {
+       a.add_(Get(b), alpha.IsUndefined() ? at::Scalar(1) : ToScalar(alpha));
+     }},
+    {"sub_", [](at::Tensor& a, const Napi::Value& b, const Napi::Value&) { a.sub_(Get(b)); }},
+    {"mul_", [](at::Tensor& a, const Napi::Value& b, const Napi::Value&) { a.mul_(Get(b)); }},
+    {"div_", [](at::Tensor& a, const Napi::Value& b, const Napi::Value&) { a.div_(Get(b)); }},
+};
+
+// Reductions over `d` (every dim when the caller passed none; then `dims` is false). all/any take one
+// dim, or none.
+using Reduce = at::Tensor (*)(const at::Tensor&, at::IntArrayRef d, bool dims, bool keep);
+struct ReduceOp { const char* name; Reduce fn; };
+const ReduceOp kReduce[] = {
+    {"sum", [](const at::Tensor& a, at::IntArrayRef d, bool dims, bool keep) {
+       return dims ? a.sum(d, keep) : (keep ? a.sum(d, true) : a.sum());
+     }},
+    {"mean", [](const at::Tensor& a, at::IntArrayRef d, bool dims, bool keep) {
+       return dims ? a.mean(d, keep) : (keep ? a.mean(d, true) : a.mean());
+     }},
+    {"amax", [](const at::Tensor& a, at::IntArrayRef d, bool, bool keep) { return a.amax(d, keep); }},
+    {"amin", [](const at::Tensor& a, at::IntArrayRef d, bool, bool keep) { return a.amin(d, keep); }},
+    {"logsumexp", [](const at::Tensor& a, at::IntArrayRef d, bool, bool keep) { return a.logsumexp(d, keep); }},
+    {"all", [](const at::Tensor& a, at::IntArrayRef d, bool dims, bool keep) {
+       return dims ? (d.size() == 1 ? a.all(d[0], keep) : throw ArgError("all() takes one dim")) : a.all();
+     }},
+    {"any", [](const at::Tensor& a, at::IntArrayRef d, bool dims, bool keep) {
+       return dims ? (d.size() == 1 ? a.any(d[0], keep) : throw ArgError("any() takes one dim")) : a.any();
+     }},
+};
+
 MX_FN(unaryNames) { return Names(info.Env(), kUnary); }
 MX_FN(binaryNames) { return Names(info.Env(), kBinary); }
 MX_FN(scalarNames) { return Names(info.Env(), kScalar); }
+MX_FN(inplaceNames) { return Names(info.Env(), kInplace); }
+MX_FN(reduceNames) { return Names(info.Env(), kReduce); }
 MX_FN(unary) { return Put(info.Env(), Op(kUnary, info[0]).fn(Get(info[1]))); }
 MX_FN(binary) { return Put(info.Env(), Op(kBinary, info[0]).fn(Get(info[1]), Get(info[2]))); }
 MX_FN(scalar) { return Put(info.Env(), Op(kScalar, info[0]).fn(Get(info[1]), ToScalar(info[2]))); }
@@ -131,43 +158,21 @@ MX_FN(linear) {
   return Put(info.Env(), at::linear(Get(info[0]), Get(info[1]), bias ? c10::optional<at::Tensor>(*bias) : c10::nullopt));
 }
 
-// ---- in place (optimizers, caches, initialisation); callers guarantee no autograd conflict ----
+// inplace(code, id, arg, alpha)
 MX_FN(inplace) {
-  std::string op = info[0].As<Napi::String>().Utf8Value();
-  at::Tensor& a = Get(info[1]);
-  if (op == "zero_") { a.zero_(); return info.Env().Undefined(); }
-  if (op == "fill_") { a.fill_(ToScalar(info[2])); return info.Env().Undefined(); }
-  if (op == "mulScalar_") { a.mul_(ToScalar(info[2])); return info.Env().Undefined(); }
-  if (op == "addScalar_") { a.add_(ToScalar(info[2])); return info.Env().Undefined(); }
-  if (op == "clampMin_") { a.clamp_min_(ToScalar(info[2])); return info.Env().Undefined(); }
-  const at::Tensor& b = Get(info[2]);
-  if (op == "copy_") a.copy_(b);
-  else if (op == "add_") a.add_(b, info[3].IsUndefined() ? at::Scalar(1) : ToScalar(info[3]));
-  else if (op == "sub_") a.sub_(b);
-  else if (op == "mul_") a.mul_(b);
-  else if (op == "div_") a.div_(b);
-  else throw ArgError("unknown in-place op " + op);
+  Op(kInplace, info[0]).fn(Get(info[1]), info[2], info[3]);
   return info.Env().Undefined();
 }
 
-// ---- reductions ----
-// reduce(op, id, dims|null, keepdim)
+// reduce(code, id, dims|null, keepdim)
 MX_FN(reduce) {
-  std::string op = info[0].As<Napi::String>().Utf8Value();
+  const ReduceOp& op = Op(kReduce, info[0]);
   at::Tensor& a = Get(info[1]);
   auto dims = OptDims(info[2]);
-  bool keep = Bool(info[3]);
   std::vector<int64_t> all;
   if (!dims) { all.resize(a.dim()); for (int64_t i = 0; i < a.dim(); i++) all[i] = i; }
   at::IntArrayRef d = dims ? at::IntArrayRef(*dims) : at::IntArrayRef(all);
-  if (op == "sum") return Put(info.Env(), dims ? a.sum(d, keep) : (keep ? a.sum(d, true) : a.sum()));
-  if (op == "mean") return Put(info.Env(), dims ? a.mean(d, keep) : (keep ? a.mean(d, true) : a.mean()));
-  if (op == "amax") return Put(info.Env(), a.amax(d, keep));
-  if (op == "amin") return Put(info.Env(), a.amin(d, keep));
-  if (op == "logsumexp") return Put(info.Env(), a.logsumexp(d, keep));
-  if (op == "all") return Put(info.Env(), dims ? (d.size() == 1 ? a.all(d[0], keep) : throw ArgError("all() takes one dim")) : a.all());
-  if (op == "any") return Put(info.Env(), dims ? (d.size() == 1 ? a.any(d[0], keep) : throw ArgError("any() takes one dim")) : a.any());
-  throw ArgError("unknown reduction " + op);
+  return Put(info.Env(), op.fn(a, d, dims.has_value(), Bool(info[3])));
 }
 // maxDim(id, dim, keepdim) -> [values, indices]; minDim likewise.
 MX_FN(maxDim) { auto r = Get(info[0]).max(Int(info[1]), Bool(info[2])); return PutList(info.Env(), {std::get<0>(r), std::get<1>(r)}); }
@@ -201,6 +206,8 @@ void RegisterMath(Napi::Env env, Napi::Object exports) {
   MX_EXPORT(exports, unaryNames);
   MX_EXPORT(exports, binaryNames);
   MX_EXPORT(exports, scalarNames);
+  MX_EXPORT(exports, inplaceNames);
+  MX_EXPORT(exports, reduceNames);
   MX_EXPORT(exports, unary);
   MX_EXPORT(exports, binary);
   MX_EXPORT(exports, scalar);

@@ -18,11 +18,18 @@ c10::optional<at::ScalarType> OptDType(const Napi::Value& v) {
 MX_FN(softmax) { return Put(info.Env(), at::softmax(Get(info[0]), Int(info[1]), OptDType(info[2]))); }
 MX_FN(logSoftmax) { return Put(info.Env(), at::log_softmax(Get(info[0]), Int(info[1]), OptDType(info[2]))); }
 
-// crossEntropy(logits [N, C], target [N], ignoreIndex, reduction "none"|"mean"|"sum", labelSmoothing)
+// Loss reductions by code, bound by name on the TypeScript side like the op tables of ops_math.cc.
+struct ReductionCode { const char* name; int64_t value; };
+const ReductionCode kReductions[] = {
+    {"none", at::Reduction::None},
+    {"mean", at::Reduction::Mean},
+    {"sum", at::Reduction::Sum},
+};
+MX_FN(reductionNames) { return Names(info.Env(), kReductions); }
+
+// crossEntropy(logits [N, C], target [N], ignoreIndex, reduction code, labelSmoothing)
 MX_FN(crossEntropy) {
-  std::string red = info[3].As<Napi::String>().Utf8Value();
-  int64_t reduction = red == "none" ? at::Reduction::None : red == "sum" ? at::Reduction::Sum : red == "mean" ? at::Reduction::Mean : -1;
-  if (reduction < 0) throw ArgError("crossEntropy: reduction must be none, mean or sum");
+  int64_t reduction = Op(kReductions, info[3]).value;
   double smoothing = info[4].IsUndefined() ? 0.0 : Num(info[4]);
   return Put(info.Env(), at::cross_entropy_loss(Get(info[0]), Get(info[1]), {}, reduction, Int(info[2]), smoothing));
 }
@@ -109,6 +116,7 @@ namespace mx {
 void RegisterNN(Napi::Env env, Napi::Object exports) {
   MX_EXPORT(exports, softmax);
   MX_EXPORT(exports, logSoftmax);
+  MX_EXPORT(exports, reductionNames);
   MX_EXPORT(exports, crossEntropy);
   MX_EXPORT(exports, dropout);
   MX_EXPORT(exports, embedding);

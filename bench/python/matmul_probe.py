@@ -2,9 +2,9 @@
 way (one warm-up product, then products for about `seconds`), in GFLOP/s (2n^3 operations each)."""
 import argparse
 import json
-import time
 
 import torch
+from timing import calls_per_s
 
 p = argparse.ArgumentParser()
 p.add_argument('--threads', type=int, required=True)
@@ -17,14 +17,7 @@ torch.set_num_threads(args.threads)
 def gflops(dtype):
     a = torch.randn(args.size, args.size, dtype=dtype)
     b = torch.randn(args.size, args.size, dtype=dtype)
-    a @ b
-    reps, t0 = 0, time.perf_counter()
-    while True:
-        a @ b
-        reps += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= args.seconds and reps >= 3:
-            return 2 * args.size**3 * reps / elapsed / 1e9
+    return 2 * args.size**3 * calls_per_s(lambda: a @ b, args.seconds, 3) / 1e9
 
 
 print(json.dumps({'gflops_fp32': gflops(torch.float32), 'gflops_bf16': gflops(torch.bfloat16), 'size': args.size}))

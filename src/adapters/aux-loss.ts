@@ -12,11 +12,11 @@ import type { RouterRecord } from './batch.js';
 export function routingTotals(records: RouterRecord[], experts: number): { counts: number[]; n: number } {
   const counts = Array<number>(experts).fill(0);
   let n = 0;
-  for (const r of records) {
-    r.counts.toNumbers().forEach((c, e) => {
+  for (const record of records) {
+    record.counts.toNumbers().forEach((c, e) => {
       counts[e]! += c;
     });
-    n += r.probs.size(0);
+    n += record.probs.size(0);
   }
   return { counts, n };
 }
@@ -33,8 +33,8 @@ export function auxLossPart(
   const E = m.numExperts;
   const fraction = totals.counts.map((c) => c / totals.n); // F[e]
   let loss: Tensor | null = null;
-  for (const r of records) {
-    const probSum = r.probs.sum(0); // [E]
+  for (const record of records) {
+    const probSum = record.probs.sum(0); // [E]
     const f = tensor(fraction, { device: probSum.device }); // [E]
     let part = probSum
       .mul(f)
@@ -42,7 +42,7 @@ export function auxLossPart(
       .mul((m.routerAuxLossCoef * E) / totals.n);
     if (m.routingStrategy === 'mixlora-switch' && m.routerZLossCoef > 0) {
       part = part.add(
-        r.logits
+        record.logits
           .logsumexp(-1)
           .square()
           .sum()

@@ -65,10 +65,10 @@ export class AdapterBatch implements ForwardHooks {
       return;
     }
     let next = 0;
-    for (const r of rows) {
-      if (r.start !== next || r.count <= 0)
+    for (const range of rows) {
+      if (range.start !== next || range.count <= 0)
         throw new RangeError('AdapterBatch: row ranges must be contiguous, in order, and non-empty');
-      next += r.count;
+      next += range.count;
     }
     this.fixed = rows;
   }
@@ -88,35 +88,35 @@ export class AdapterBatch implements ForwardHooks {
   project(layer: number, name: ProjName, x: Tensor, lin: Linear): Tensor {
     const base = frozenLinear(x, lin); // [B, T, out]
     const ranges = this.rangesOf(x.size(0));
-    if (!ranges.some((r) => r.adapter?.lora(layer, name))) return base;
-    return this.perRange(ranges, (r) => {
-      const p = r.adapter?.lora(layer, name);
-      const b = this.rows(base, r);
-      return p ? applyLora(this.rows(x, r), b, p, lin, this.opts.training) : b;
+    if (!ranges.some((range) => range.adapter?.lora(layer, name))) return base;
+    return this.perRange(ranges, (range) => {
+      const p = range.adapter?.lora(layer, name);
+      const b = this.rows(base, range);
+      return p ? applyLora(this.rows(x, range), b, p, lin, this.opts.training) : b;
     });
   }
 
   mlp(layer: number, x: Tensor, w: LayerWeights, act: Activation): Tensor {
     const ranges = this.rangesOf(x.size(0));
-    if (!ranges.some((r) => r.adapter?.layers[layer]?.moe)) return gatedMlp(this, layer, x, w, act);
+    if (!ranges.some((range) => range.adapter?.layers[layer]?.moe)) return gatedMlp(this, layer, x, w, act);
     const [, T, H] = x.shape as [number, number, number];
     // The frozen gate/up projections once for every row: MixLoRA experts and plain adapters share them.
     const frozen = frozenGateUp(x, w); // [B, T, I] each, Phi-3's fused [B, T, 2I]
     const down = linearOf(w, 'down_proj');
     const outs = new Map<RowRange, Tensor>(); // each range's block output [b, T, H]
-    const plain: { r: RowRange; h: Tensor }[] = []; // ranges without experts: their gated hidden states
-    for (const r of ranges) {
-      const xr = this.rows(x, r); // [b, T, H]
-      const moe = r.adapter?.layers[layer]?.moe;
+    const plain: { range: RowRange; h: Tensor }[] = []; // ranges without experts: their gated hidden states
+    for (const range of ranges) {
+      const xr = this.rows(x, range); // [b, T, H]
+      const moe = range.adapter?.layers[layer]?.moe;
       if (moe) {
         const I = frozen.gate.size(2);
         const b = xr.size(0);
-        const flat = (t: Tensor, width: number) => this.rows(t, r).reshape(b * T, width);
+        const flat = (t: Tensor, width: number) => this.rows(t, range).reshape(b * T, width);
         const res = moeForward(moe, w, {
           x: xr.reshape(b * T, H),
           rows: b,
           len: T,
-          valid: this.valid(r),
+          valid: this.valid(range),
           base: {
             gate: flat(frozen.gate, I),
             up: flat(frozen.up, I),
@@ -126,18 +126,18 @@ export class AdapterBatch implements ForwardHooks {
           training: this.opts.training,
           efficient: this.efficient,
         });
-        this.keepRouting(r.adapter!, { layer, logits: res.logits, probs: res.probs, counts: res.counts });
-        outs.set(r, res.out.reshape(b, T, H));
+        this.keepRouting(range.adapter!, { layer, logits: res.logits, probs: res.probs, counts: res.counts });
+        outs.set(range, res.out.reshape(b, T, H));
         continue;
       }
       const adapt = (name: ProjName, base: Tensor) => {
-        const p = r.adapter?.lora(layer, name);
+        const p = range.adapter?.lora(layer, name);
         return p ? applyLora(xr, base, p, linearOf(w, name), this.opts.training) : base;
       };
       const [gate, up] = frozen.fused
-        ? splitGateUp(adapt('gate_up_proj', this.rows(frozen.fused, r))) // [b, T, I] each
-        : [adapt('gate_proj', this.rows(frozen.gate, r)), adapt('up_proj', this.rows(frozen.up, r))];
-      plain.push({ r, h: gated(act, gate, up) }); // [b, T, I]
+        ? splitGateUp(adapt('gate_up_proj', this.rows(frozen.fused, range))) // [b, T, I] each
+        : [adapt('gate_proj', this.rows(frozen.gate, range)), adapt('up_proj', this.rows(frozen.up, range))];
+      plain.push({ range, h: gated(act, gate, up) }); // [b, T, I]
     }
     if (plain.length > 0) {
       // The frozen down projection once for all of them (one pass over its weight, not one per range).
@@ -154,15 +154,15 @@ export class AdapterBatch implements ForwardHooks {
         plain.length === 1
           ? [all]
           : all.split(
-              plain.map((p) => p.r.count),
+              plain.map((p) => p.range.count),
               0,
             );
-      plain.forEach(({ r, h }, i) => {
-        const pd = r.adapter?.lora(layer, 'down_proj');
-        outs.set(r, pd ? applyLora(h, downs[i]!, pd, down, this.opts.training) : downs[i]!);
+      plain.forEach(({ range, h }, i) => {
+        const pd = range.adapter?.lora(layer, 'down_proj');
+        outs.set(range, pd ? applyLora(h, downs[i]!, pd, down, this.opts.training) : downs[i]!);
       });
     }
-    return this.perRange(ranges, (r) => outs.get(r)!);
+    return this.perRange(ranges, (range) => outs.get(range)!);
   }
 
   /** The ranges of a pass over `batchRows` rows. */
@@ -170,21 +170,22 @@ export class AdapterBatch implements ForwardHooks {
     return this.fixed ?? [{ start: 0, count: batchRows, adapter: this.every }];
   }
 
-  private rows(t: Tensor, r: RowRange): Tensor {
-    return r.start === 0 && r.count === t.size(0) ? t : t.narrow(0, r.start, r.count);
+  private rows(t: Tensor, range: RowRange): Tensor {
+    return range.start === 0 && range.count === t.size(0) ? t : t.narrow(0, range.start, range.count);
   }
 
-  private perRange(ranges: RowRange[], f: (r: RowRange) => Tensor): Tensor {
+  private perRange(ranges: RowRange[], f: (range: RowRange) => Tensor): Tensor {
     const parts = ranges.map(f);
     return parts.length === 1 ? parts[0]! : cat(parts, 0);
   }
 
   /** [rows·T] bool of a range's real tokens, or null when there is no padding. */
-  private valid(r: RowRange): Tensor | null {
+  private valid(range: RowRange): Tensor | null {
     const mask = this.tokenMask;
     if (!mask) return null;
-    if (!this.validCache.has(r.start)) this.validCache.set(r.start, this.rows(mask, r).ne(0).flatten().keep());
-    return this.validCache.get(r.start)!;
+    if (!this.validCache.has(range.start))
+      this.validCache.set(range.start, this.rows(mask, range).ne(0).flatten().keep());
+    return this.validCache.get(range.start)!;
   }
 
   // Records outlive the layer's scope: they are kept until dispose().
@@ -208,7 +209,7 @@ export class AdapterBatch implements ForwardHooks {
   /** Frees the router records and cached masks (call after the loss is built and backward ran). */
   dispose(): void {
     for (const recs of this.routing.values())
-      for (const r of recs) for (const t of [r.logits, r.probs, r.counts]) t.dispose();
+      for (const record of recs) for (const t of [record.logits, record.probs, record.counts]) t.dispose();
     this.routing.clear();
     for (const t of this.validCache.values()) t?.dispose();
     this.validCache.clear();

@@ -1,7 +1,6 @@
 // adapter_config.json: LoRA/DoRA (HF PEFT's "LORA") and MixLoRA/MixDoRA ("MIXLORA", the reference
 // tools' keys), validated with errors that name the field (docs/design.md §9.1).
 import { Fields } from '../util/fields.js';
-import { UserError } from '../util/errors.js';
 import type { Activation } from '../models/config.js';
 import { MLP_PROJECTIONS, PROJECTIONS, type ProjName } from '../models/weights.js';
 
@@ -271,8 +270,4 @@ export function withModelActivation(c: AdapterConfig, act: Activation): AdapterC
 export function describeAdapter(c: AdapterConfig): string {
   const kind = isMoe(c) ? (c.moe.expert.useDora ? 'MixDoRA' : 'MixLoRA') : c.lora.useDora ? 'DoRA' : 'LoRA';
   return kind;
-}
-
-export function assertNever(x: never, what: string): never {
-  throw new UserError(`unexpected ${what}: ${String(x)}`);
 }

@@ -8,7 +8,7 @@ import { saveSafetensors } from '../io/safetensors.js';
 import { writeDirAtomic, writeFileAtomic } from '../io/atomic.js';
 import { UserError } from '../util/errors.js';
 import { exportAdapterConfig } from './config.js';
-import { CONFIG_FILE, readAdapterConfig, readAdapterTensors, WEIGHTS_FILE } from './io.js';
+import { CONFIG_FILE, readAdapterConfig, readAdapterTensors, WEIGHTS_FILE } from './files.js';
 import { modernizeLegacy } from './keys.js';
 
 export async function convertLegacyAdapter(

@@ -8,7 +8,7 @@ import { parameterCount } from '../models/weights.js';
 import { describeAdapter, scaling, type AdapterConfig } from './config.js';
 import { readTorchShapes } from '../io/torch-zip.js';
 import { UserError } from '../util/errors.js';
-import { readAdapterConfig, TORCH_WEIGHTS_FILE, WEIGHTS_FILE } from './io.js';
+import { readAdapterConfig, TORCH_WEIGHTS_FILE, WEIGHTS_FILE } from './files.js';
 import { modernizeLegacy } from './keys.js';
 
 export interface AdapterReport {
@@ -71,14 +71,14 @@ export async function inspectAdapter(dir: string, base: ModelConfig | null): Pro
   };
 }
 
-export function formatReport(r: AdapterReport): string {
-  const c = r.config;
+export function formatReport(report: AdapterReport): string {
+  const c = report.config;
   const n = (x: number) => x.toLocaleString('en-US');
   const lora = (s: typeof c.lora) =>
     `r ${s.r}, alpha ${s.alpha} (scale ${scaling(s).toFixed(3)}${s.useRslora ? ', rsLoRA' : ''}), dropout ${s.dropout}, init ${s.init}${s.useDora ? ', DoRA' : ''}`;
   const lines = [
-    `adapter: ${r.path}${r.legacy ? ' (legacy m-LoRA format, read by conversion)' : ''}`,
-    `kind: ${r.kind} (peft_type ${c.peftType})`,
+    `adapter: ${report.path}${report.legacy ? ' (legacy m-LoRA format, read by conversion)' : ''}`,
+    `kind: ${report.kind} (peft_type ${c.peftType})`,
   ];
   if (c.baseModel) lines.push(`base model: ${c.baseModel}`);
   lines.push(`target modules: ${c.targetModules.join(', ')}`);
@@ -99,11 +99,11 @@ export function formatReport(r: AdapterReport): string {
     lines.push(`LoRA: ${lora(c.lora)}`);
   }
   lines.push(
-    `trainable parameters: ${n(r.trainableParameters)}${r.percentOfBase !== null ? ` (${r.percentOfBase.toFixed(3)}% of the base model's ${n(r.baseParameters!)})` : ' (pass --model to compare with the base model)'}`,
+    `trainable parameters: ${n(report.trainableParameters)}${report.percentOfBase !== null ? ` (${report.percentOfBase.toFixed(3)}% of the base model's ${n(report.baseParameters!)})` : ' (pass --model to compare with the base model)'}`,
   );
   lines.push('per module:');
-  const width = Math.max(...r.modules.map((m) => m.module.length));
-  for (const m of r.modules)
+  const width = Math.max(...report.modules.map((m) => m.module.length));
+  for (const m of report.modules)
     lines.push(`  ${m.module.padEnd(width)}  ${m.role.padEnd(7)}  ${n(m.parameters).padStart(14)}`);
   return lines.join('\n');
 }

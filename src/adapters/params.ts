@@ -183,3 +183,18 @@ export function initLayers(
     ),
   );
 }
+
+/** How many numbers an adapter of config `c` holds for model `mc` (DoRA magnitudes included). */
+export function adapterElementCount(c: AdapterConfig, mc: ModelConfig): number {
+  const lora = (p: ProjName, s: LoraSettings) => {
+    const [out, inp] = projectionShape(mc, p);
+    return s.r * inp + out * s.r + (s.useDora ? out : 0);
+  };
+  let perLayer = 0;
+  for (const p of plainTargets(c)) perLayer += lora(p, c.lora);
+  if (c.moe) {
+    perLayer += c.moe.numExperts * mc.hiddenSize;
+    for (const p of expertTargets(c)) perLayer += c.moe.numExperts * lora(p, c.moe.expert);
+  }
+  return perLayer * mc.numLayers;
+}

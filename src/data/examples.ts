@@ -136,7 +136,7 @@ export function loadExamples(
     const where = `${file}:${line}${unit === 'record' ? ' (record)' : ''}`;
     if (value === null || typeof value !== 'object' || Array.isArray(value))
       throw new UserError(`${where}: expected an object`);
-    const r = value as Record<string, unknown>;
+    const record = value as Record<string, unknown>;
     const tok = (): TextTokenizer => {
       if (!tokenizer)
         throw new UserError(
@@ -145,17 +145,23 @@ export function loadExamples(
       return tokenizer;
     };
     let ex: Example;
-    if (r.input_ids !== undefined) {
-      ex = pretokenized(r, where, o.vocabSize);
-    } else if (r.messages !== undefined) {
-      ex = chat(tok(), r.messages, where, o.trainOnInputs, maxChars);
-    } else if (r.prompt !== undefined || r.completion !== undefined) {
-      ex = promptCompletion(tok(), str(r, 'prompt', where), str(r, 'completion', where), o.trainOnInputs, maxChars);
-    } else if (r.instruction !== undefined) {
+    if (record.input_ids !== undefined) {
+      ex = pretokenized(record, where, o.vocabSize);
+    } else if (record.messages !== undefined) {
+      ex = chat(tok(), record.messages, where, o.trainOnInputs, maxChars);
+    } else if (record.prompt !== undefined || record.completion !== undefined) {
+      ex = promptCompletion(
+        tok(),
+        str(record, 'prompt', where),
+        str(record, 'completion', where),
+        o.trainOnInputs,
+        maxChars,
+      );
+    } else if (record.instruction !== undefined) {
       const parts = template({
-        instruction: str(r, 'instruction', where),
-        input: str(r, 'input', where, true),
-        output: str(r, 'output', where),
+        instruction: str(record, 'instruction', where),
+        input: str(record, 'input', where, true),
+        output: str(record, 'output', where),
       });
       ex = promptCompletion(tok(), parts.prompt, parts.completion, o.trainOnInputs, maxChars);
     } else {

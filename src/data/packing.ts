@@ -29,17 +29,17 @@ export function packIds(
   rows: number[][],
   opts: { side: PadSide; pad: number | ((row: number[]) => number); device: Device },
 ): PackedIds {
-  const T = Math.max(1, ...rows.map((r) => r.length));
-  const fill = (r: number[]) => (typeof opts.pad === 'number' ? opts.pad : opts.pad(r));
-  const padded = rows.some((r) => r.length !== T);
+  const T = Math.max(1, ...rows.map((row) => row.length));
+  const fill = (row: number[]) => (typeof opts.pad === 'number' ? opts.pad : opts.pad(row));
+  const padded = rows.some((row) => row.length !== T);
   return {
     ids: tensor(
-      rows.map((r) => padRow(r, T, fill(r), opts.side)),
+      rows.map((row) => padRow(row, T, fill(row), opts.side)),
       { dtype: 'int64', device: opts.device },
     ),
     mask: padded
       ? tensor(
-          rows.map((r) => padRow(Array<number>(r.length).fill(1), T, 0, opts.side)),
+          rows.map((row) => padRow(Array<number>(row.length).fill(1), T, 0, opts.side)),
           { dtype: 'int64', device: opts.device },
         )
       : null,
@@ -60,8 +60,8 @@ export function nextTokenTargets(rows: Example[], T: number, device: Device): Te
 export function rowRanges(counts: number[]): { start: number; count: number }[] {
   let start = 0;
   return counts.map((count) => {
-    const r = { start, count };
+    const range = { start, count };
     start += count;
-    return r;
+    return range;
   });
 }

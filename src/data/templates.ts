@@ -23,14 +23,17 @@ function fill(template: string, fields: Record<string, string>): string {
 /** Checks a template (name or string) and returns a function building prompt and completion. */
 export function compileTemplate(
   spec: string,
-): (r: { instruction: string; input: string; output: string }) => PromptParts {
+): (record: { instruction: string; input: string; output: string }) => PromptParts {
   if (spec === 'alpaca') {
-    return (r) => ({ prompt: fill(r.input.trim() ? ALPACA_WITH_INPUT : ALPACA_NO_INPUT, r), completion: r.output });
+    return (record) => ({
+      prompt: fill(record.input.trim() ? ALPACA_WITH_INPUT : ALPACA_NO_INPUT, record),
+      completion: record.output,
+    });
   }
   if (spec === 'none') {
-    return (r) => ({
-      prompt: r.input.trim() ? `${r.instruction}\n${r.input}\n` : `${r.instruction}\n`,
-      completion: r.output,
+    return (record) => ({
+      prompt: record.input.trim() ? `${record.instruction}\n${record.input}\n` : `${record.instruction}\n`,
+      completion: record.output,
     });
   }
   const at = spec.indexOf('{output}');
@@ -41,5 +44,5 @@ export function compileTemplate(
   }
   const head = spec.slice(0, at);
   const tail = spec.slice(at + '{output}'.length);
-  return (r) => ({ prompt: fill(head, r), completion: r.output + fill(tail, r) });
+  return (record) => ({ prompt: fill(head, record), completion: record.output + fill(tail, record) });
 }

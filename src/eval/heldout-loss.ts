@@ -30,33 +30,33 @@ export function heldOutLoss(
   const counts = targets.map(() => 0);
   for (let s = 0; s < rows.length; s += opts.batchSize) {
     const batch = rows.slice(s, s + opts.batchSize);
-    const T = Math.max(...batch.map((r) => r.e.inputIds.length));
+    const T = Math.max(...batch.map((item) => item.e.inputIds.length));
     const ranges: RowRange[] = [];
-    batch.forEach((r, i) => {
+    batch.forEach((item, i) => {
       const last = ranges[ranges.length - 1];
-      if (last && batch[i - 1]!.ti === r.ti) last.count++;
-      else ranges.push({ start: i, count: 1, adapter: targets[r.ti]!.adapter });
+      if (last && batch[i - 1]!.ti === item.ti) last.count++;
+      else ranges.push({ start: i, count: 1, adapter: targets[item.ti]!.adapter });
     });
     // Targets shifted: position t predicts token t + 1.
-    const shifted = batch.map((r) =>
-      Array.from({ length: T }, (_, t) => (t + 1 < r.e.labels.length ? r.e.labels[t + 1]! : IGNORE_INDEX)),
+    const shifted = batch.map((item) =>
+      Array.from({ length: T }, (_, t) => (t + 1 < item.e.labels.length ? item.e.labels[t + 1]! : IGNORE_INDEX)),
     );
-    const padded = batch.some((r) => r.e.inputIds.length !== T);
+    const padded = batch.some((item) => item.e.inputIds.length !== T);
     noGrad(() =>
       tidy(() => {
         const hooks = new AdapterBatch(ranges, { training: false });
         try {
           const ids = tensor(
-            batch.map((r) => [...r.e.inputIds, ...Array<number>(T - r.e.inputIds.length).fill(opts.padId)]),
+            batch.map((item) => [...item.e.inputIds, ...Array<number>(T - item.e.inputIds.length).fill(opts.padId)]),
             { dtype: 'int64', device: model.device },
           ); // [B, T]
           const mask = padded
             ? tensor(
-                batch.map((r) => Array.from({ length: T }, (_, t) => (t < r.e.inputIds.length ? 1 : 0))),
+                batch.map((item) => Array.from({ length: T }, (_, t) => (t < item.e.inputIds.length ? 1 : 0))),
                 { dtype: 'int64', device: model.device },
               )
             : null; // [B, T]
-          const h = model.hidden(ids, { attentionMask: mask, hooks }); // [B, T, H]
+          const h = model.lastHidden(ids, { attentionMask: mask, hooks }); // [B, T, H]
           const flat = h.reshape(-1, h.size(-1)); // [B·T, H]
           const positions: number[] = [];
           const owner: number[] = [];

@@ -12,21 +12,21 @@ export interface EvalReport {
   loads: Map<string, Map<string, ExpertLoad>>;
 }
 
-function grid(r: EvalReport): {
+function grid(report: EvalReport): {
   adapters: string[];
   tasks: string[];
   cell: (a: string, t: string) => TaskResult | undefined;
 } {
-  const adapters = [...new Set(r.results.map((x) => x.adapter))];
-  const tasks = [...new Set(r.results.map((x) => x.task))];
-  return { adapters, tasks, cell: (a, t) => r.results.find((x) => x.adapter === a && x.task === t) };
+  const adapters = [...new Set(report.results.map((x) => x.adapter))];
+  const tasks = [...new Set(report.results.map((x) => x.task))];
+  return { adapters, tasks, cell: (a, t) => report.results.find((x) => x.adapter === a && x.task === t) };
 }
 
 const pct = (x: number) => (100 * x).toFixed(1);
 
 /** Rows: adapters; columns: tasks and their average (accuracy in %). */
-export function textTable(r: EvalReport, markdown = false): string {
-  const { adapters, tasks, cell } = grid(r);
+export function textTable(report: EvalReport, markdown = false): string {
+  const { adapters, tasks, cell } = grid(report);
   const header = ['adapter', ...tasks, 'avg'];
   const rows = adapters.map((a) => {
     const accs = tasks.map((t) => cell(a, t)!.accuracy);
@@ -47,10 +47,10 @@ export function textTable(r: EvalReport, markdown = false): string {
 
 /** The --json document: results, and expert load per task and layer (for the first MixLoRA adapter;
  * every MixLoRA adapter under expert_load_by_adapter). */
-export function jsonReport(r: EvalReport): Record<string, unknown> {
+export function jsonReport(report: EvalReport): Record<string, unknown> {
   const byAdapter: Record<string, Record<string, Record<string, number[]>>> = {};
   const stdByAdapter: Record<string, Record<string, number>> = {};
-  for (const [adapter, tasks] of r.loads) {
+  for (const [adapter, tasks] of report.loads) {
     byAdapter[adapter] = {};
     stdByAdapter[adapter] = {};
     for (const [task, load] of tasks) {
@@ -58,9 +58,9 @@ export function jsonReport(r: EvalReport): Record<string, unknown> {
       stdByAdapter[adapter]![task] = load.meanStd;
     }
   }
-  const first = [...r.loads.keys()][0];
+  const first = [...report.loads.keys()][0];
   return {
-    results: r.results,
+    results: report.results,
     expert_load: first ? byAdapter[first] : {},
     expert_load_by_adapter: byAdapter,
     expert_load_std: stdByAdapter,
@@ -104,11 +104,18 @@ function heatmapSpec(adapter: string, tasks: Map<string, ExpertLoad>): ChartSpec
 }
 
 /** results.json, results.md, expert_load.json and expert-load-<adapter>.{svg,png} in `dir`. */
-export async function writeReport(dir: string, r: EvalReport): Promise<string[]> {
+export async function writeReport(dir: string, report: EvalReport): Promise<string[]> {
   const written = [path.join(dir, 'results.json'), path.join(dir, 'results.md')];
-  writeFileAtomic(written[0]!, JSON.stringify(jsonReport(r), null, 2) + '\n');
-  const md = [`# Evaluation`, '', 'Accuracy (%) per task; avg is the mean over tasks.', '', textTable(r, true), ''];
-  for (const [adapter, tasks] of r.loads) {
+  writeFileAtomic(written[0]!, JSON.stringify(jsonReport(report), null, 2) + '\n');
+  const md = [
+    `# Evaluation`,
+    '',
+    'Accuracy (%) per task; avg is the mean over tasks.',
+    '',
+    textTable(report, true),
+    '',
+  ];
+  for (const [adapter, tasks] of report.loads) {
     md.push(`## Expert load of ${adapter}`, '', '| task | std across experts (mean over layers) |', '|---|---:|');
     for (const [task, load] of tasks) md.push(`| ${task} | ${load.meanStd.toFixed(4)} |`);
     md.push('', `![expert load](expert-load-${adapter}.png)`, '');

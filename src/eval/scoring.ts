@@ -75,17 +75,17 @@ export function loglikRows(tok: TextTokenizer, s: Scoring): LoglikRow[] {
 }
 
 function addCounts(into: ExpertCounts, batch: AdapterBatch, ranges: RowRange[], targets: EvalTarget[]): void {
-  ranges.forEach((r, i) => {
-    const counts = r.adapter ? batch.expertCounts.get(r.adapter) : undefined;
+  ranges.forEach((range, i) => {
+    const counts = range.adapter ? batch.expertCounts.get(range.adapter) : undefined;
     if (!counts) return;
     const name = targets[i]!.name;
-    const acc = into.get(name) ?? counts.map((l) => l.map(() => 0));
+    const perLayer = into.get(name) ?? counts.map((l) => l.map(() => 0));
     counts.forEach((l, layer) =>
       l.forEach((c, e) => {
-        acc[layer]![e]! += c;
+        perLayer[layer]![e]! += c;
       }),
     );
-    into.set(name, acc);
+    into.set(name, perLayer);
   });
 }
 
@@ -101,8 +101,8 @@ function forwardAt(
   return noGrad(() =>
     tidy(() => {
       const rows = rowsPerTarget.flat();
-      const ranges: RowRange[] = rowRanges(rowsPerTarget.map((r) => r.length)).map((r, i) => ({
-        ...r,
+      const ranges: RowRange[] = rowRanges(rowsPerTarget.map((targetRows) => targetRows.length)).map((range, i) => ({
+        ...range,
         adapter: targets[i]!.adapter,
       }));
       const batch = new AdapterBatch(ranges, { training: false, record: 'counts' });
@@ -186,10 +186,10 @@ function scoreChoice(
   const logp = forwardAt(
     model,
     targets,
-    targets.map(() => rows.map((r) => r.ids)),
+    targets.map(() => rows.map((row) => row.ids)),
     (i, T) => {
-      const r = rows[i % rows.length]!;
-      return [{ at: i * T + r.ids.length - 1, tokens: r.candidates }];
+      const row = rows[i % rows.length]!;
+      return [{ at: i * T + row.ids.length - 1, tokens: row.candidates }];
     },
     counts,
   );
@@ -216,24 +216,24 @@ function scoreLoglik(
   const perItem = items.map((it) => loglikRows(tok, it.loglik));
   const flat = perItem.flat();
   // Position t - 1 predicts token t, for every continuation token t.
-  const positionsOf = (r: LoglikRow, row: number, T: number) =>
-    Array.from({ length: r.ids.length - r.from }, (_, j) => ({
-      at: row * T + r.from + j - 1,
-      tokens: [r.ids[r.from + j]!],
+  const positionsOf = (candidate: LoglikRow, row: number, T: number) =>
+    Array.from({ length: candidate.ids.length - candidate.from }, (_, j) => ({
+      at: row * T + candidate.from + j - 1,
+      tokens: [candidate.ids[candidate.from + j]!],
     }));
   const logp = forwardAt(
     model,
     targets,
-    targets.map(() => flat.map((r) => r.ids)),
+    targets.map(() => flat.map((row) => row.ids)),
     (i, T) => positionsOf(flat[i % flat.length]!, i, T),
     counts,
   );
   let cursor = 0;
   targets.forEach((_, t) => {
     perItem.forEach((rows, k) => {
-      const scores = rows.map((r) => {
+      const scores = rows.map((row) => {
         let sum = 0;
-        for (let j = r.from; j < r.ids.length; j++) sum += logp[cursor++]![0]!;
+        for (let j = row.from; j < row.ids.length; j++) sum += logp[cursor++]![0]!;
         return sum;
       });
       onItem?.(t, k, scores);

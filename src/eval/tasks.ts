@@ -69,47 +69,48 @@ export function loadTask(name: string, file: string, opts: { template: string; l
   const take = opts.limit === null ? records : records.slice(0, opts.limit);
   const items = take.map(({ value, line }) => {
     const where = `${file}:${line}`;
-    const r = value as Record<string, unknown>;
-    if (!r || typeof r !== 'object' || Array.isArray(r)) throw new UserError(`${where}: expected an object`);
-    return shape === 'multiple-choice' ? multipleChoice(r, where) : llmAdapters(r, where, name, template);
+    const record = value as Record<string, unknown>;
+    if (!record || typeof record !== 'object' || Array.isArray(record))
+      throw new UserError(`${where}: expected an object`);
+    return shape === 'multiple-choice' ? multipleChoice(record, where) : llmAdapters(record, where, name, template);
   });
   return { name, file, shape, items };
 }
 
 function llmAdapters(
-  r: Record<string, unknown>,
+  record: Record<string, unknown>,
   where: string,
   task: string,
   template: ReturnType<typeof compileTemplate>,
 ): EvalItem {
-  if (typeof r.instruction !== 'string' || typeof r.answer !== 'string') {
+  if (typeof record.instruction !== 'string' || typeof record.answer !== 'string') {
     throw new UserError(
       `${where}: not an LLM-Adapters record ({instruction, output, answer}) nor a multiple-choice one ({query, choices, gold})`,
     );
   }
-  const labels = labelsOf(r.instruction, task);
+  const labels = labelsOf(record.instruction, task);
   if (!labels)
     throw new UserError(
       `${where}: no "Answer format: a/b/..." line in the instruction and no default labels for task '${task}'`,
     );
-  const gold = labels.indexOf(r.answer.trim());
-  if (gold < 0) throw new UserError(`${where}: answer '${r.answer}' is not one of the labels ${labels.join('/')}`);
+  const gold = labels.indexOf(record.answer.trim());
+  if (gold < 0) throw new UserError(`${where}: answer '${record.answer}' is not one of the labels ${labels.join('/')}`);
   // The output reads "<prefix> <answer>": condition on the prompt and the prefix.
-  const output = typeof r.output === 'string' ? r.output : `the correct answer is ${r.answer}`;
-  const prefix = output.endsWith(r.answer)
-    ? output.slice(0, output.length - r.answer.length).trimEnd()
+  const output = typeof record.output === 'string' ? record.output : `the correct answer is ${record.answer}`;
+  const prefix = output.endsWith(record.answer)
+    ? output.slice(0, output.length - record.answer.length).trimEnd()
     : 'the correct answer is';
   const { prompt } = template({
-    instruction: r.instruction,
-    input: typeof r.input === 'string' ? r.input : '',
+    instruction: record.instruction,
+    input: typeof record.input === 'string' ? record.input : '',
     output: '',
   });
   const s: Scoring = { context: prompt + prefix, continuations: labels.map((l) => ` ${l}`) };
   return { choice: s, loglik: s, gold };
 }
 
-function multipleChoice(r: Record<string, unknown>, where: string): EvalItem {
-  const { query, choices, gold } = r;
+function multipleChoice(record: Record<string, unknown>, where: string): EvalItem {
+  const { query, choices, gold } = record;
   if (
     typeof query !== 'string' ||
     !Array.isArray(choices) ||

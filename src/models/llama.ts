@@ -63,7 +63,7 @@ export class CausalLM {
   /** Logits [B, T, V] (float32) for token ids [B, T] (see ForwardOptions for other shapes). */
   forward(ids: Tensor, opts: ForwardOptions = {}): Tensor {
     return tidy(() => {
-      const h = this.hidden(ids, opts); // [B, T, H]
+      const h = this.lastHidden(ids, opts); // [B, T, H]
       if (opts.at) return this.head(h.reshape(-1, h.size(2)).indexSelect(0, opts.at)); // [N, V]
       return this.head(opts.lastOnly ? h.narrow(1, h.size(1) - 1, 1) : h);
     });
@@ -71,11 +71,11 @@ export class CausalLM {
 
   /** The last decoder layer's output [B, T, H], before the final norm and the LM head. Temporaries are
    * freed here: only the result reaches the caller's scope. */
-  hidden(ids: Tensor, opts: ForwardOptions = {}): Tensor {
-    return tidy(() => this.hiddenStates(ids, opts));
+  lastHidden(ids: Tensor, opts: ForwardOptions = {}): Tensor {
+    return tidy(() => this.runLayers(ids, opts));
   }
 
-  private hiddenStates(ids: Tensor, opts: ForwardOptions): Tensor {
+  private runLayers(ids: Tensor, opts: ForwardOptions): Tensor {
     const hooks = opts.hooks ?? plainHooks;
     const T = ids.size(1);
     const ctx = this.context(ids, opts.attentionMask ?? null, opts.cache ?? null);

@@ -1,5 +1,5 @@
 // Attention masks and positions for padded batches, KV caches and sliding windows.
-import { arange, ones } from '../tensor/create.js';
+import { arange } from '../tensor/create.js';
 import type { Tensor } from '../tensor/tensor.js';
 
 /**
@@ -23,13 +23,4 @@ export function attentionMask(keyMask: Tensor, queryLen: number, slidingWindow: 
 /** Position ids that skip padding: the i-th real token of a row gets position i. keyMask [B, S] -> [B, S]. */
 export function positionsFromMask(keyMask: Tensor): Tensor {
   return keyMask.to('int64').cumsum(1).sub(1).clamp(0, null);
-}
-
-/** True when the whole batch is unpadded (all ones). */
-export function isDense(keyMask: Tensor): boolean {
-  return keyMask.ne(0).all().item() === 1;
-}
-
-export function fullMask(batch: number, len: number, device: Tensor['device']): Tensor {
-  return ones([batch, len], { dtype: 'int64', device });
 }

@@ -13,17 +13,6 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
-/** Runs fn with gradient recording on, even inside noGrad. */
-export function enableGrad<T>(fn: () => T): T {
-  const prev = native.isGradEnabled();
-  native.setGradEnabled(true);
-  try {
-    return fn();
-  } finally {
-    native.setGradEnabled(prev);
-  }
-}
-
 export function isGradEnabled(): boolean {
   return native.isGradEnabled();
 }

@@ -33,7 +33,6 @@ export interface NativeAddon {
   numel(id: Id): number;
   isContiguous(id: Id): boolean;
   requiresGrad(id: Id): boolean;
-  sameStorage(a: Id, b: Id): boolean;
   // shapes and indexing
   reshape(id: Id, shape: number[]): Id;
   view(id: Id, shape: number[]): Id;
@@ -71,6 +70,8 @@ export interface NativeAddon {
   unaryNames(): string[];
   binaryNames(): string[];
   scalarNames(): string[];
+  inplaceNames(): string[];
+  reduceNames(): string[];
   unary(op: number, id: Id): Id;
   binary(op: number, a: Id, b: Id): Id;
   scalar(op: number, a: Id, s: number | boolean): Id;
@@ -84,8 +85,8 @@ export interface NativeAddon {
   quantize(w: Id, format: number, portable: boolean): [Id, Id];
   dequantize(data: Id, scales: Id, format: number, shape: number[], dtype: number, portable: boolean): Id;
   quantLinear(x: Id, data: Id, scales: Id, format: number, shape: number[]): Id;
-  inplace(op: string, a: Id, b?: Id | number, alpha?: number): void;
-  reduce(op: string, id: Id, dims: Dims, keepdim: boolean): Id;
+  inplace(op: number, a: Id, arg?: Id | number, alpha?: number): void;
+  reduce(op: number, id: Id, dims: Dims, keepdim: boolean): Id;
   maxDim(id: Id, dim: number, keepdim: boolean): [Id, Id];
   minDim(id: Id, dim: number, keepdim: boolean): [Id, Id];
   argmax(id: Id, dim: number | null, keepdim: boolean): Id;
@@ -95,7 +96,8 @@ export interface NativeAddon {
   // nn
   softmax(id: Id, dim: number, dtype: number | null): Id;
   logSoftmax(id: Id, dim: number, dtype: number | null): Id;
-  crossEntropy(logits: Id, target: Id, ignoreIndex: number, reduction: string, labelSmoothing: number): Id;
+  reductionNames(): string[];
+  crossEntropy(logits: Id, target: Id, ignoreIndex: number, reduction: number, labelSmoothing: number): Id;
   dropout(id: Id, p: number, train: boolean): Id;
   embedding(weight: Id, ids: Id): Id;
   topk(id: Id, k: number, dim: number, largest: boolean, sorted: boolean): [Id, Id];

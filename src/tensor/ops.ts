@@ -1,5 +1,6 @@
 // Free functions over several tensors: joins, selection, losses, attention, embedding.
 import { native } from './native.js';
+import { REDUCTION } from './op-codes.js';
 import { Tensor } from './tensor.js';
 
 export function cat(ts: Tensor[], dim = 0): Tensor {
@@ -59,7 +60,7 @@ export function crossEntropy(
       logits.id,
       target.id,
       opts.ignoreIndex ?? -100,
-      opts.reduction ?? 'mean',
+      REDUCTION[opts.reduction ?? 'mean']!,
       opts.labelSmoothing ?? 0,
     ),
   );

@@ -2,17 +2,11 @@
 // promotion, autograd). Every method is a thin call into the addon; see native/*.cc.
 import { dtypeCode, dtypeFromCode, typedArrayFor, type DType, type TypedArray } from './dtype.js';
 import { native, type Id } from './native.js';
+import { BINARY, INPLACE, REDUCE, SCALAR, UNARY } from './op-codes.js';
 import { markKept, track } from './scope.js';
 
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
 export type Scalar = number;
-
-function codes(names: string[]): Record<string, number> {
-  return Object.fromEntries(names.map((n, i) => [n, i]));
-}
-const U = codes(native.unaryNames());
-const B = codes(native.binaryNames());
-const S = codes(native.scalarNames());
 
 const DISPOSED = -1;
 
@@ -153,13 +147,13 @@ export class Tensor {
     return this.to('float32');
   }
   clone(): Tensor {
-    return this.u('clone');
+    return this.unaryOp('clone');
   }
   contiguous(): Tensor {
-    return this.u('contiguous');
+    return this.unaryOp('contiguous');
   }
   detach(): Tensor {
-    return this.u('detach');
+    return this.unaryOp('detach');
   }
 
   // ---- views and shapes -----------------------------------------------------------------------
@@ -262,194 +256,199 @@ export class Tensor {
   }
 
   // ---- elementwise ----------------------------------------------------------------------------
-  private u(op: string): Tensor {
-    return new Tensor(native.unary(U[op]!, this.id));
+  private unaryOp(op: string): Tensor {
+    return new Tensor(native.unary(UNARY[op]!, this.id));
   }
-  private b(op: string, other: Tensor | Scalar): Tensor {
+  private binaryOp(op: string, other: Tensor | Scalar): Tensor {
     return typeof other === 'number'
-      ? new Tensor(native.scalar(S[op]!, this.id, other))
-      : new Tensor(native.binary(B[op]!, this.id, other.id));
+      ? new Tensor(native.scalar(SCALAR[op]!, this.id, other))
+      : new Tensor(native.binary(BINARY[op]!, this.id, other.id));
   }
   /** this + alpha·other */
   add(other: Tensor | Scalar, alpha?: number): Tensor {
     if (alpha !== undefined && typeof other !== 'number') return new Tensor(native.addScaled(this.id, other.id, alpha));
-    return this.b('add', alpha === undefined || typeof other !== 'number' ? other : other * alpha);
+    return this.binaryOp('add', alpha === undefined || typeof other !== 'number' ? other : other * alpha);
   }
   sub(other: Tensor | Scalar): Tensor {
-    return this.b('sub', other);
+    return this.binaryOp('sub', other);
   }
   mul(other: Tensor | Scalar): Tensor {
-    return this.b('mul', other);
+    return this.binaryOp('mul', other);
   }
   div(other: Tensor | Scalar): Tensor {
-    return this.b('div', other);
+    return this.binaryOp('div', other);
   }
   pow(other: Tensor | Scalar): Tensor {
-    return this.b('pow', other);
+    return this.binaryOp('pow', other);
   }
   remainder(other: Tensor | Scalar): Tensor {
-    return this.b('remainder', other);
+    return this.binaryOp('remainder', other);
   }
   /** s - this */
   rsub(s: Scalar): Tensor {
-    return new Tensor(native.scalar(S.rsub!, this.id, s));
+    return new Tensor(native.scalar(SCALAR.rsub!, this.id, s));
   }
   /** s / this */
   rdiv(s: Scalar): Tensor {
-    return new Tensor(native.scalar(S.rdiv!, this.id, s));
+    return new Tensor(native.scalar(SCALAR.rdiv!, this.id, s));
   }
   maximum(other: Tensor): Tensor {
-    return this.b('maximum', other);
+    return this.binaryOp('maximum', other);
   }
   minimum(other: Tensor): Tensor {
-    return this.b('minimum', other);
+    return this.binaryOp('minimum', other);
   }
   clamp(min: Scalar | null, max: Scalar | null = null): Tensor {
     return new Tensor(native.clamp(this.id, min, max));
   }
   eq(other: Tensor | Scalar): Tensor {
-    return this.b('eq', other);
+    return this.binaryOp('eq', other);
   }
   ne(other: Tensor | Scalar): Tensor {
-    return this.b('ne', other);
+    return this.binaryOp('ne', other);
   }
   lt(other: Tensor | Scalar): Tensor {
-    return this.b('lt', other);
+    return this.binaryOp('lt', other);
   }
   le(other: Tensor | Scalar): Tensor {
-    return this.b('le', other);
+    return this.binaryOp('le', other);
   }
   gt(other: Tensor | Scalar): Tensor {
-    return this.b('gt', other);
+    return this.binaryOp('gt', other);
   }
   ge(other: Tensor | Scalar): Tensor {
-    return this.b('ge', other);
+    return this.binaryOp('ge', other);
   }
   logicalAnd(other: Tensor): Tensor {
-    return this.b('logicalAnd', other);
+    return this.binaryOp('logicalAnd', other);
   }
   logicalOr(other: Tensor): Tensor {
-    return this.b('logicalOr', other);
+    return this.binaryOp('logicalOr', other);
   }
   logicalNot(): Tensor {
-    return this.u('logicalNot');
+    return this.unaryOp('logicalNot');
   }
   neg(): Tensor {
-    return this.u('neg');
+    return this.unaryOp('neg');
   }
   abs(): Tensor {
-    return this.u('abs');
+    return this.unaryOp('abs');
   }
   exp(): Tensor {
-    return this.u('exp');
+    return this.unaryOp('exp');
   }
   log(): Tensor {
-    return this.u('log');
+    return this.unaryOp('log');
   }
   log1p(): Tensor {
-    return this.u('log1p');
+    return this.unaryOp('log1p');
   }
   sqrt(): Tensor {
-    return this.u('sqrt');
+    return this.unaryOp('sqrt');
   }
   rsqrt(): Tensor {
-    return this.u('rsqrt');
+    return this.unaryOp('rsqrt');
   }
   tanh(): Tensor {
-    return this.u('tanh');
+    return this.unaryOp('tanh');
   }
   sigmoid(): Tensor {
-    return this.u('sigmoid');
+    return this.unaryOp('sigmoid');
   }
   silu(): Tensor {
-    return this.u('silu');
+    return this.unaryOp('silu');
   }
   relu(): Tensor {
-    return this.u('relu');
+    return this.unaryOp('relu');
   }
   gelu(approximate: 'none' | 'tanh' = 'none'): Tensor {
-    return this.u(approximate === 'tanh' ? 'geluTanh' : 'gelu');
+    return this.unaryOp(approximate === 'tanh' ? 'geluTanh' : 'gelu');
   }
   sin(): Tensor {
-    return this.u('sin');
+    return this.unaryOp('sin');
   }
   cos(): Tensor {
-    return this.u('cos');
+    return this.unaryOp('cos');
   }
   floor(): Tensor {
-    return this.u('floor');
+    return this.unaryOp('floor');
   }
   ceil(): Tensor {
-    return this.u('ceil');
+    return this.unaryOp('ceil');
   }
   round(): Tensor {
-    return this.u('round');
+    return this.unaryOp('round');
   }
   sign(): Tensor {
-    return this.u('sign');
+    return this.unaryOp('sign');
   }
   reciprocal(): Tensor {
-    return this.u('reciprocal');
+    return this.unaryOp('reciprocal');
   }
   square(): Tensor {
-    return this.u('square');
+    return this.unaryOp('square');
   }
   erf(): Tensor {
-    return this.u('erf');
+    return this.unaryOp('erf');
   }
   isnan(): Tensor {
-    return this.u('isnan');
+    return this.unaryOp('isnan');
   }
   isfinite(): Tensor {
-    return this.u('isfinite');
+    return this.unaryOp('isfinite');
   }
   zerosLike(): Tensor {
-    return this.u('zerosLike');
+    return this.unaryOp('zerosLike');
   }
   onesLike(): Tensor {
-    return this.u('onesLike');
+    return this.unaryOp('onesLike');
   }
   fullLike(value: Scalar): Tensor {
-    return new Tensor(native.scalar(S.fullLike!, this.id, value));
+    return new Tensor(native.scalar(SCALAR.fullLike!, this.id, value));
   }
 
   // ---- matrix products ------------------------------------------------------------------------
   matmul(other: Tensor): Tensor {
-    return this.b('matmul', other);
+    return this.binaryOp('matmul', other);
   }
   bmm(other: Tensor): Tensor {
-    return this.b('bmm', other);
+    return this.binaryOp('bmm', other);
   }
   outer(other: Tensor): Tensor {
-    return this.b('outer', other);
+    return this.binaryOp('outer', other);
   }
 
   // ---- reductions -----------------------------------------------------------------------------
-  private r(op: string, dims: number | number[] | undefined, keepdim: boolean): Tensor {
+  private reduceOp(op: string, dims: number | number[] | undefined, keepdim: boolean): Tensor {
     return new Tensor(
-      native.reduce(op, this.id, dims === undefined ? null : typeof dims === 'number' ? [dims] : dims, keepdim),
+      native.reduce(
+        REDUCE[op]!,
+        this.id,
+        dims === undefined ? null : typeof dims === 'number' ? [dims] : dims,
+        keepdim,
+      ),
     );
   }
   sum(dims?: number | number[], keepdim = false): Tensor {
-    return this.r('sum', dims, keepdim);
+    return this.reduceOp('sum', dims, keepdim);
   }
   mean(dims?: number | number[], keepdim = false): Tensor {
-    return this.r('mean', dims, keepdim);
+    return this.reduceOp('mean', dims, keepdim);
   }
   amax(dims?: number | number[], keepdim = false): Tensor {
-    return this.r('amax', dims, keepdim);
+    return this.reduceOp('amax', dims, keepdim);
   }
   amin(dims?: number | number[], keepdim = false): Tensor {
-    return this.r('amin', dims, keepdim);
+    return this.reduceOp('amin', dims, keepdim);
   }
   logsumexp(dims: number | number[], keepdim = false): Tensor {
-    return this.r('logsumexp', dims, keepdim);
+    return this.reduceOp('logsumexp', dims, keepdim);
   }
   all(dim?: number, keepdim = false): Tensor {
-    return this.r('all', dim, keepdim);
+    return this.reduceOp('all', dim, keepdim);
   }
   any(dim?: number, keepdim = false): Tensor {
-    return this.r('any', dim, keepdim);
+    return this.reduceOp('any', dim, keepdim);
   }
   max(dim: number, keepdim = false): { values: Tensor; indices: Tensor } {
     const [v, i] = native.maxDim(this.id, dim, keepdim);
@@ -505,33 +504,33 @@ export class Tensor {
 
   // ---- in place (optimizers, caches, init; not on tensors autograd is tracking) ------------------
   zero_(): this {
-    native.inplace('zero_', this.id);
+    native.inplace(INPLACE.zero_!, this.id);
     return this;
   }
   fill_(value: Scalar): this {
-    native.inplace('fill_', this.id, value);
+    native.inplace(INPLACE.fill_!, this.id, value);
     return this;
   }
   copy_(src: Tensor): this {
-    native.inplace('copy_', this.id, src.id);
+    native.inplace(INPLACE.copy_!, this.id, src.id);
     return this;
   }
   add_(other: Tensor | Scalar, alpha = 1): this {
-    if (typeof other === 'number') native.inplace('addScalar_', this.id, other * alpha);
-    else native.inplace('add_', this.id, other.id, alpha);
+    if (typeof other === 'number') native.inplace(INPLACE.addScalar_!, this.id, other * alpha);
+    else native.inplace(INPLACE.add_!, this.id, other.id, alpha);
     return this;
   }
   sub_(other: Tensor): this {
-    native.inplace('sub_', this.id, other.id);
+    native.inplace(INPLACE.sub_!, this.id, other.id);
     return this;
   }
   mul_(other: Tensor | Scalar): this {
-    if (typeof other === 'number') native.inplace('mulScalar_', this.id, other);
-    else native.inplace('mul_', this.id, other.id);
+    if (typeof other === 'number') native.inplace(INPLACE.mulScalar_!, this.id, other);
+    else native.inplace(INPLACE.mul_!, this.id, other.id);
     return this;
   }
   div_(other: Tensor): this {
-    native.inplace('div_', this.id, other.id);
+    native.inplace(INPLACE.div_!, this.id, other.id);
     return this;
   }
   uniform_(low: number, high: number): this {

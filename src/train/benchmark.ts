@@ -211,7 +211,7 @@ export function runTrainBench(o: {
   const rssAfterBase = process.memoryUsage.rss() / 2 ** 20;
   const adapters: Adapter[] = [];
   const optimizers: AdamW[] = [];
-  const micro: MicroBatch[] = [];
+  const microBatches: MicroBatch[] = [];
   for (let i = 0; i < o.fused; i++) {
     T.manualSeed(100 + i);
     const a = Adapter.create(
@@ -237,15 +237,15 @@ export function runTrainBench(o: {
       inputIds: row,
       labels: scored === null ? row : row.map((t, j) => (j >= p.seq - scored ? t : -100)),
     }));
-    micro.push({
+    microBatches.push({
       adapter: a,
       examples,
       stepTokens: p.batch * (scored === null ? p.seq - 1 : scored),
-      microsPerStep: 1,
+      microBatchesPerStep: 1,
     });
   }
   const passes = () => {
-    fusedStep(model, micro, { recompute: o.recompute, padId: 0 });
+    fusedStep(model, microBatches, { recompute: o.recompute, padId: 0 });
     if (onCuda) T.cuda.synchronize(cudaIndex(o.device));
   };
   // Under a launcher: the gradient sums across ranks that training does before each optimizer step.

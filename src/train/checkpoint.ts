@@ -16,7 +16,7 @@ import type { Optimizer, OptimizerState } from '../optim/optimizer.js';
 import { UserError } from '../util/errors.js';
 import type { TrainConfig } from './config.js';
 
-export interface StepAccumulator {
+export interface StepTotals {
   ce: number;
   aux: number;
   auxCount: number;
@@ -30,7 +30,7 @@ export interface AdapterCheckpoint {
   step: number;
   micro: number;
   done: boolean;
-  acc: StepAccumulator;
+  acc: StepTotals;
   optimizer: Omit<OptimizerState, 'tensors'>;
 }
 

@@ -3,7 +3,7 @@
 // config.ts stays about the training itself.
 import fs from 'node:fs';
 import path from 'node:path';
-import { WEIGHTS_FORMATS, type WeightsFormat } from '../adapters/io.js';
+import { WEIGHTS_FORMATS, type WeightsFormat } from '../adapters/files.js';
 import type { ScoringMethod } from '../eval/scoring.js';
 import { bundledData } from '../eval/tasks.js';
 import type { ConfigFile } from '../util/config-file.js';

@@ -8,7 +8,7 @@ import { Fields } from '../util/fields.js';
 import { readConfigFile, type ConfigFile } from '../util/config-file.js';
 import { UserError } from '../util/errors.js';
 import { isDType, type DType } from '../tensor/dtype.js';
-import type { WeightsFormat } from '../adapters/io.js';
+import type { WeightsFormat } from '../adapters/files.js';
 import { isModelId } from '../models/hub.js';
 import { isQuantFormat, QUANT_FORMATS, type QuantFormat } from '../quant/format.js';
 import {

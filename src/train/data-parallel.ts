@@ -14,7 +14,7 @@ import { noGrad } from '../tensor/autograd.js';
 import { tidy } from '../tensor/scope.js';
 import type { Group } from '../distributed/group.js';
 import { UserError } from '../util/errors.js';
-import type { StepAccumulator } from './checkpoint.js';
+import type { StepTotals } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
 
 /** Slots each rank runs for a step of `micros` micro-batches. */
@@ -54,7 +54,7 @@ const STAT_KEYS = ['ce', 'aux', 'auxCount', 'scored', 'input'] as const;
  * gradients that any rank has, in one flat buffer. A parameter no rank reached keeps no gradient
  * (the optimizers skip it, as in one process). Returns the summed statistics (`seconds` stays local).
  */
-export function allReduceStep(g: Group, params: Tensor[], acc: StepAccumulator): StepAccumulator {
+export function allReduceStep(g: Group, params: Tensor[], acc: StepTotals): StepTotals {
   if (g.worldSize === 1) return acc;
   // (grad handles are new wrappers on each read: the scope frees them, the gradients stay)
   const summed = tidy(() => {

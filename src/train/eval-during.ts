@@ -114,31 +114,31 @@ export class RunReports {
   afterSteps(stepped: SteppedAdapter[]): void {
     const e = this.cfg.eval;
     if (!e) return;
-    const due = stepped.filter((r) => r.done || (e.every > 0 && r.step % e.every === 0));
+    const due = stepped.filter((run) => run.done || (e.every > 0 && run.step % e.every === 0));
     if (due.length === 0) return;
     const lines = new Map<SteppedAdapter, EvalLine>(
-      due.map((r) => [r, { adapter: r.cfg.name, step: r.step, epoch: r.epoch, split: 'eval' }]),
+      due.map((run) => [run, { adapter: run.cfg.name, step: run.step, epoch: run.epoch, split: 'eval' }]),
     );
     if (e.data.length > 0) {
       const losses = heldOutLoss(
         this.model,
-        due.map((r) => ({ adapter: r.adapter, examples: this.heldOut.get(r.cfg.name)! })),
+        due.map((run) => ({ adapter: run.adapter, examples: this.heldOut.get(run.cfg.name)! })),
         { batchSize: e.batchSize, padId: this.padId },
       );
-      due.forEach((r, i) => {
-        if (losses[i] !== null) lines.get(r)!.eval_loss = losses[i]!;
+      due.forEach((run, i) => {
+        if (losses[i] !== null) lines.get(run)!.eval_loss = losses[i]!;
       });
     }
     if (e.tasks.length > 0) {
       for (const [template, tasks] of this.tasks) {
-        const group = due.filter((r) => r.cfg.promptTemplate === template);
+        const group = due.filter((run) => run.cfg.promptTemplate === template);
         if (group.length === 0) continue;
         const sums = group.map(() => 0);
         for (const task of tasks) {
           const { results } = evaluateTask(
             this.model,
             this.tokenizer!, // checked in the constructor
-            group.map((r) => ({ name: r.cfg.name, adapter: r.adapter })),
+            group.map((run) => ({ name: run.cfg.name, adapter: run.adapter })),
             task,
             { method: e.scoring, batchSize: e.batchSize },
           );
@@ -147,19 +147,19 @@ export class RunReports {
             sums[i]! += res.accuracy;
           });
         }
-        group.forEach((r, i) => (lines.get(r)!.eval_accuracy = sums[i]! / tasks.length));
+        group.forEach((run, i) => (lines.get(run)!.eval_accuracy = sums[i]! / tasks.length));
       }
     }
-    for (const [r, line] of lines) this.record(r, line);
+    for (const [run, line] of lines) this.record(run, line);
   }
 
-  private record(r: SteppedAdapter, line: EvalLine): void {
+  private record(run: SteppedAdapter, line: EvalLine): void {
     const e = this.cfg.eval!;
     const metric = e.saveBest;
     const value = metric ? line[metric] : undefined;
-    if (metric && typeof value === 'number' && metricImproves(metric, value, this.best.get(r.cfg.name) ?? null)) {
-      this.best.set(r.cfg.name, value);
-      saveAdapter(path.join(this.cfg.outputDir, BEST_DIR, r.cfg.name), r.adapter, {
+    if (metric && typeof value === 'number' && metricImproves(metric, value, this.best.get(run.cfg.name) ?? null)) {
+      this.best.set(run.cfg.name, value);
+      saveAdapter(path.join(this.cfg.outputDir, BEST_DIR, run.cfg.name), run.adapter, {
         baseModel: this.cfg.baseModel,
         formats: this.cfg.saveFormats,
       });
@@ -169,11 +169,13 @@ export class RunReports {
     const shown = Object.entries(line)
       .filter(([k, v]) => k.startsWith('eval_') && typeof v === 'number')
       .map(([k, v]) => `${k} ${(v as number).toFixed(4)}`);
-    this.log(`${r.cfg.name} step ${r.step}: ${shown.join(', ')}${line.best ? ` (best ${metric} so far: saved)` : ''}`);
+    this.log(
+      `${run.cfg.name} step ${run.step}: ${shown.join(', ')}${line.best ? ` (best ${metric} so far: saved)` : ''}`,
+    );
     const scalars: Record<string, number> = {};
     for (const [k, v] of Object.entries(line))
       if (k.startsWith('eval_') && typeof v === 'number') scalars[`eval/${k.slice('eval_'.length)}`] = v;
-    this.tb.get(r.cfg.name)?.scalars(r.step, scalars);
+    this.tb.get(run.cfg.name)?.scalars(run.step, scalars);
   }
 
   /** The eval chart (<output_dir>/eval.svg and .png) when there were evaluations; the paths written. */

@@ -114,14 +114,14 @@ function microBatchesPerStep(run: AdapterRun, group: Group): number {
 function nextMicroBatch(run: AdapterRun, group: Group): MicroBatch | null {
   const batch = stepExamples(run);
   const size = run.cfg.microBatchSize;
-  const microsPerStep = Math.ceil(batch.length / size);
-  const j = microForSlot(run.microBatchesDone, microsPerStep, group);
+  const stepMicroBatches = Math.ceil(batch.length / size);
+  const j = microForSlot(run.microBatchesDone, stepMicroBatches, group);
   if (j === null) return null;
   return {
     adapter: run.adapter,
     examples: batch.slice(j * size, (j + 1) * size),
     stepTokens: batch.reduce((n, e) => n + scoredTokens(e), 0),
-    microsPerStep,
+    microBatchesPerStep: stepMicroBatches,
   };
 }
 

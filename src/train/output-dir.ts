@@ -38,7 +38,7 @@ export const RESERVED_NAMES = [...RUN_FILES, CHECKPOINTS_DIR, LOCK_FILE, 'loss',
 export function adapterNameProblem(name: string): string | null {
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name) || name.length > 100)
     return `'${name}' must start with a letter or digit and use letters, digits, '.', '_' and '-' only, at most 100 (it names a folder)`;
-  if (RESERVED_NAMES.some((r) => r.toLowerCase() === name.toLowerCase()))
+  if (RESERVED_NAMES.some((reserved) => reserved.toLowerCase() === name.toLowerCase()))
     return `'${name}' is the name of one of the run's own files (${RESERVED_NAMES.join(', ')})`;
   return null;
 }

@@ -9,7 +9,8 @@ import type { CausalLM } from '../models/llama.js';
 import type { ModelConfig } from '../models/config.js';
 import { parameterCount } from '../models/weights.js';
 import { Adapter } from '../adapters/adapter.js';
-import { adapterElementCount, loadAdapter } from '../adapters/io.js';
+import { loadAdapter } from '../adapters/io.js';
+import { adapterElementCount } from '../adapters/params.js';
 import { describeAdapter, type AdapterConfig } from '../adapters/config.js';
 import { AdamW, SGD, type Optimizer } from '../optim/index.js';
 import { loadExamples, type DatasetStats, type Example } from '../data/examples.js';
@@ -17,7 +18,7 @@ import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
 import type { ProgressBar } from '../util/progress.js';
 import type { AdapterTrainConfig, TrainConfig } from './config.js';
-import type { StepAccumulator } from './checkpoint.js';
+import type { StepTotals } from './checkpoint.js';
 import { DataOrder } from './order.js';
 import { warmupSteps } from './schedule.js';
 
@@ -37,11 +38,11 @@ export interface AdapterRun {
   microBatchesDone: number;
   done: boolean;
   /** Loss, tokens and time summed over the current optimizer step's micro-batches. */
-  stepTotals: StepAccumulator;
+  stepTotals: StepTotals;
   bar: ProgressBar | null;
 }
 
-export const emptyStepTotals = (): StepAccumulator => ({
+export const emptyStepTotals = (): StepTotals => ({
   ce: 0,
   aux: 0,
   auxCount: 0,

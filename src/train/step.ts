@@ -26,7 +26,7 @@ export interface MicroBatch {
   /** Scored tokens of the adapter's whole optimizer-step batch (the CE mean's denominator). */
   stepTokens: number;
   /** Micro-batches in the adapter's optimizer step (the aux loss is averaged over them). */
-  microsPerStep: number;
+  microBatchesPerStep: number;
 }
 
 export interface MicroResult {
@@ -55,8 +55,8 @@ interface Packed {
   ranges: RowRange[];
 }
 
-function pack(micro: MicroBatch[], device: CausalLM['device'], padId: number): Packed {
-  const rows = micro.flatMap((m) => m.examples);
+function pack(microBatches: MicroBatch[], device: CausalLM['device'], padId: number): Packed {
+  const rows = microBatches.flatMap((m) => m.examples);
   const { ids, mask, T } = packIds(
     rows.map((e) => e.inputIds),
     { side: 'right', pad: padId, device },
@@ -65,7 +65,10 @@ function pack(micro: MicroBatch[], device: CausalLM['device'], padId: number): P
     ids,
     targets: nextTokenTargets(rows, T, device),
     mask,
-    ranges: rowRanges(micro.map((m) => m.examples.length)).map((r, i) => ({ ...r, adapter: micro[i]!.adapter })),
+    ranges: rowRanges(microBatches.map((m) => m.examples.length)).map((range, i) => ({
+      ...range,
+      adapter: microBatches[i]!.adapter,
+    })),
   };
 }
 
@@ -127,7 +130,7 @@ export function fusedStep(
 function plainPass(model: CausalLM, microBatches: MicroBatch[], p: Packed): PassLosses {
   const batch = new AdapterBatch(p.ranges, { training: true });
   try {
-    const last = model.hidden(p.ids, { attentionMask: p.mask, hooks: batch }); // [B, T, H]
+    const last = model.lastHidden(p.ids, { attentionMask: p.mask, hooks: batch }); // [B, T, H]
     const head = headBackward(model, last, p, microBatches);
     const roots: Tensor[] = [last];
     const grads: (Tensor | null)[] = [head.grad];
@@ -138,7 +141,7 @@ function plainPass(model: CausalLM, microBatches: MicroBatch[], p: Packed): Pass
       const loss = auxLossPart(records, moe, routingTotals(records, moe.numExperts));
       if (!loss) return null;
       const value = loss.item();
-      roots.push(loss.div(m.microsPerStep));
+      roots.push(loss.div(m.microBatchesPerStep));
       grads.push(null);
       return value;
     });
@@ -204,7 +207,7 @@ function recomputingPass(model: CausalLM, microBatches: MicroBatch[], p: Packed)
             const loss = moe ? auxLossPart(batch.routing.get(m.adapter) ?? [], moe, totals[i]!) : null;
             if (loss) {
               aux[i] = (aux[i] ?? 0) + loss.item();
-              surrogate = surrogate.add(loss.div(m.microsPerStep));
+              surrogate = surrogate.add(loss.div(m.microBatchesPerStep));
             }
           });
           surrogate.backward();

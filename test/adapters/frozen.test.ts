@@ -77,12 +77,13 @@ for (const kind of ['dora', 'mixdora'] as const) {
       T.noGrad(() => frozen.forEach((s) => s.mul_(2)));
       assert.ok(logits(model, a, ids, false).sub(thawed).abs().amax().item() > 0, 'inference reads the scales');
       assert.equal(logits(model, a, ids, true).sub(thawedTraining).abs().amax().item(), 0, 'training ignores them');
-      const underGrad = T.enableGrad(() => {
+      const underGrad = ((): T.Tensor => {
+        // grad mode is on here (outside noGrad)
         const hooks = AdapterBatch.all(a, { training: false, record: 'none' });
         const out = model.forward(ids, { hooks });
         hooks.dispose();
         return out;
-      });
+      })();
       assert.equal(underGrad.sub(thawed).abs().amax().item(), 0, 'autograd ignores them');
 
       // Trainable again: the scales are dropped (and freed), the forwards compute the norms again.

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { maxAbsDiff } from '../helpers/assert.js';
 import { adaptedLoss, adapterCaseNames, openAdapterCase } from '../helpers/reference-adapters.js';
 import * as T from '../../src/tensor/index.js';
-import { adapterStateDict } from '../../src/adapters/io.js';
+import { adapterStateDict } from '../../src/adapters/state-dict.js';
 import { PLACEMENT, TEST_DEVICE, TEST_DTYPE, assertParity, bf16Bound, host, relativeError } from '../helpers/device.js';
 
 for (const name of adapterCaseNames()) {

@@ -14,7 +14,9 @@ import { referenceDir, tempDir } from '../helpers/fixtures.js';
 import { adaptedLoss, openModel } from '../helpers/reference-adapters.js';
 import { peftCases, peftExpected } from '../helpers/reference-libraries.js';
 import * as T from '../../src/tensor/index.js';
-import { adapterStateDict, CONFIG_FILE, loadAdapter, saveAdapter, WEIGHTS_FILE } from '../../src/adapters/io.js';
+import { loadAdapter, saveAdapter } from '../../src/adapters/io.js';
+import { CONFIG_FILE, WEIGHTS_FILE } from '../../src/adapters/files.js';
+import { adapterStateDict } from '../../src/adapters/state-dict.js';
 import { loadAll } from '../../src/io/safetensors.js';
 import { mergeIntoWeights } from '../../src/adapters/merge.js';
 

@@ -5,40 +5,22 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { mixlora } from '../helpers/cli.js';
 import { referenceDir, STORIES_BIN, STORIES_TOK, tempDir } from '../helpers/fixtures.js';
-import * as T from '../../src/tensor/index.js';
+import { randomAdapter, TEST_ADAPTER_CONFIGS } from '../helpers/test-adapters.js';
 import { loadModel } from '../../src/models/load.js';
-import { Adapter } from '../../src/adapters/adapter.js';
-import { parseAdapterConfig } from '../../src/adapters/config.js';
 import { saveAdapter } from '../../src/adapters/io.js';
 
 const model = ['--model', STORIES_BIN, '--tokenizer', STORIES_TOK];
 const dirs: Record<string, string> = {};
-const ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 
 before(() => {
   const { model: m } = loadModel(STORIES_BIN, { tokenizer: STORIES_TOK });
   const root = tempDir();
-  const make = (name: string, cfg: Record<string, unknown>) => {
-    T.manualSeed(7);
-    const a = Adapter.create(name, parseAdapterConfig({ lora_dropout: 0, ...cfg }, name), m);
-    T.noGrad(() => {
-      for (const p of a.parameters()) if (p.name.includes('lora_B')) p.tensor.normal_(0, 0.05);
-    });
+  for (const [name, cfg] of Object.entries(TEST_ADAPTER_CONFIGS)) {
+    const a = randomAdapter(name, cfg, m, { seed: 7, std: 0.05 });
     dirs[name] = path.join(root, name);
     saveAdapter(dirs[name]!, a, { baseModel: STORIES_BIN });
     a.dispose();
-  };
-  make('lora', { peft_type: 'LORA', r: 8, lora_alpha: 16, target_modules: ALL });
-  make('dora', { peft_type: 'LORA', r: 8, lora_alpha: 16, target_modules: ['q_proj', 'v_proj'], use_dora: true });
-  make('mixlora', {
-    peft_type: 'MIXLORA',
-    r: 4,
-    lora_alpha: 8,
-    target_modules: ALL,
-    routing_strategy: 'mixlora',
-    num_experts: 4,
-    top_k: 2,
-  });
+  }
   m.dispose();
 });
 

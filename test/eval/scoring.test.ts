@@ -5,13 +5,12 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { STORIES_BIN, STORIES_TOK, tempDir } from '../helpers/fixtures.js';
+import { randomAdapter, TEST_ADAPTER_CONFIGS } from '../helpers/test-adapters.js';
 import * as T from '../../src/tensor/index.js';
 import { loadModel } from '../../src/models/load.js';
 import { llamaConfig, randomModel } from '../../src/models/random.js';
 import { TextTokenizer } from '../../src/tokenizer/tokenizer.js';
-import { Adapter } from '../../src/adapters/adapter.js';
 import { AdapterBatch } from '../../src/adapters/batch.js';
-import { parseAdapterConfig } from '../../src/adapters/config.js';
 import { loadTask } from '../../src/eval/tasks.js';
 import { choiceRow, evaluateTask, loglikRows } from '../../src/eval/scoring.js';
 import { expertLoad } from '../../src/eval/expert-load.js';
@@ -130,25 +129,10 @@ test('malformed data is refused naming the file and the first bad record', () =>
 
 test('several adapters in the same fused batches score exactly as one by one; expert load matches an independent count', async () => {
   const { model } = loadModel(STORIES_BIN, { tokenizer: STORIES_TOK });
-  const ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
-  const make = (name: string, cfg: Record<string, unknown>) => {
-    T.manualSeed(name.length);
-    const a = Adapter.create(name, parseAdapterConfig({ lora_dropout: 0, ...cfg }, name), model);
-    T.noGrad(() => {
-      for (const p of a.parameters()) if (p.name.includes('lora_B')) p.tensor.normal_(0, 0.2);
-    });
-    return a;
-  };
-  const mix = make('mix', {
-    peft_type: 'MIXLORA',
-    r: 4,
-    lora_alpha: 8,
-    target_modules: ALL,
-    routing_strategy: 'mixlora',
-    num_experts: 4,
-    top_k: 2,
-  });
-  const lora = make('lora', { peft_type: 'LORA', r: 8, lora_alpha: 16, target_modules: ALL });
+  const make = (name: string, cfg: Record<string, unknown>) =>
+    randomAdapter(name, cfg, model, { seed: name.length, std: 0.2 });
+  const mix = make('mix', TEST_ADAPTER_CONFIGS.mixlora);
+  const lora = make('lora', TEST_ADAPTER_CONFIGS.lora);
   const targets = [
     { name: 'base', adapter: null },
     { name: 'mix', adapter: mix },

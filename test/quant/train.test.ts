@@ -118,8 +118,8 @@ test('fused steps on an nf4 base (MixLoRA, DoRA; plain and recomputing) leave no
     fusedStep(
       model,
       [
-        { adapter: mix, examples: ex(2, 16), stepTokens: 40, microsPerStep: 1 },
-        { adapter: dora, examples: ex(2, 20), stepTokens: 40, microsPerStep: 1 },
+        { adapter: mix, examples: ex(2, 16), stepTokens: 40, microBatchesPerStep: 1 },
+        { adapter: dora, examples: ex(2, 20), stepTokens: 40, microBatchesPerStep: 1 },
       ],
       { recompute, padId: 0 },
     );

@@ -3,33 +3,17 @@
 // `generate` for the same prompt and adapter.
 import fs from 'node:fs';
 import path from 'node:path';
-import * as T from '../../src/tensor/index.js';
 import { loadModel, type LoadedModel } from '../../src/models/load.js';
-import { Adapter } from '../../src/adapters/adapter.js';
 import { AdapterBatch } from '../../src/adapters/batch.js';
-import { parseAdapterConfig } from '../../src/adapters/config.js';
 import { loadAdapter, saveAdapter } from '../../src/adapters/io.js';
 import { generate } from '../../src/generate/generate.js';
 import { TextTokenizer } from '../../src/tokenizer/tokenizer.js';
 import { createServer, type Server, type ServerOptions } from '../../src/serve/server.js';
 import { STORIES_BIN, STORIES_TOK, tempDir } from '../helpers/fixtures.js';
+import { randomAdapter, TEST_ADAPTER_CONFIGS } from '../helpers/test-adapters.js';
 
 export const MODEL_NAME = 'stories260K';
-const ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
-
-export const ADAPTER_CONFIGS: Record<string, Record<string, unknown>> = {
-  lora: { peft_type: 'LORA', r: 8, lora_alpha: 16, target_modules: ALL },
-  dora: { peft_type: 'LORA', r: 8, lora_alpha: 16, target_modules: ['q_proj', 'v_proj'], use_dora: true },
-  mixlora: {
-    peft_type: 'MIXLORA',
-    r: 4,
-    lora_alpha: 8,
-    target_modules: ALL,
-    routing_strategy: 'mixlora',
-    num_experts: 4,
-    top_k: 2,
-  },
-};
+export const ADAPTER_CONFIGS: Record<string, Record<string, unknown>> = TEST_ADAPTER_CONFIGS;
 
 /** Writes the random adapters (lora_B non-zero, so each changes the output) under `root`; another
  * first seed gives other weights. */
@@ -37,11 +21,7 @@ export function writeAdapters(root: string, model: LoadedModel['model'], firstSe
   const dirs: Record<string, string> = {};
   let seed = firstSeed;
   for (const [name, cfg] of Object.entries(ADAPTER_CONFIGS)) {
-    T.manualSeed(seed++);
-    const a = Adapter.create(name, parseAdapterConfig({ lora_dropout: 0, ...cfg }, name), model);
-    T.noGrad(() => {
-      for (const p of a.parameters()) if (p.name.includes('lora_B')) p.tensor.normal_(0, 0.3);
-    });
+    const a = randomAdapter(name, cfg, model, { seed: seed++, std: 0.3 });
     dirs[name] = path.join(root, name);
     saveAdapter(dirs[name]!, a, { baseModel: STORIES_BIN });
     a.dispose();

@@ -54,8 +54,8 @@ test('fused training steps leave the live tensor count unchanged', () => {
     fusedStep(
       model,
       [
-        { adapter: mix, examples: ex(3, 20), stepTokens: 60, microsPerStep: 1 },
-        { adapter: dora, examples: ex(2, 30), stepTokens: 60, microsPerStep: 1 },
+        { adapter: mix, examples: ex(3, 20), stepTokens: 60, microBatchesPerStep: 1 },
+        { adapter: dora, examples: ex(2, 30), stepTokens: 60, microBatchesPerStep: 1 },
       ],
       { recompute, padId: 0 },
     );

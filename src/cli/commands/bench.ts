@@ -104,7 +104,7 @@ export function benchCommand(): Command {
         const group = joinGroup(readDistEnv());
         const progress = createProgress({ quiet: group.rank !== 0 });
         const bar = progress.bar(`${o.method}${o.fused > 1 ? ` ×${o.fused}` : ''}`, o.warmup + o.steps);
-        const r = runTrainBench({
+        const result = runTrainBench({
           preset: o.preset,
           method: o.method,
           fused: o.fused,
@@ -126,22 +126,22 @@ export function benchCommand(): Command {
         leaveGroup(group);
         if (group.rank !== 0) return;
         if (o.json) {
-          const { trainable_parameters, recompute, scored, ...rest } = r;
+          const { trainable_parameters, recompute, scored, ...rest } = result;
           process.stdout.write(JSON.stringify({ ...rest, trainable_parameters, recompute, scored }) + '\n');
         } else {
           process.stdout.write(
-            `${r.method}${r.fused > 1 ? ` fused ×${r.fused}` : ''} on ${o.preset}: ${r.ms_per_step.toFixed(1)} ms/step, ${(r.ms_per_token * 1000).toFixed(1)} µs/token, ` +
-              `${Math.round(r.tokens_per_s)} tokens/s, ${r.model_tflops.toFixed(2)} model TFLOP/s, peak RSS ${Math.round(r.peak_rss_mib)} MiB` +
-              (r.peak_cuda_allocated_mib !== null
-                ? `, peak CUDA ${Math.round(r.peak_cuda_allocated_mib)} MiB allocated / ${Math.round(r.peak_cuda_reserved_mib!)} MiB reserved`
+            `${result.method}${result.fused > 1 ? ` fused ×${result.fused}` : ''} on ${o.preset}: ${result.ms_per_step.toFixed(1)} ms/step, ${(result.ms_per_token * 1000).toFixed(1)} µs/token, ` +
+              `${Math.round(result.tokens_per_s)} tokens/s, ${result.model_tflops.toFixed(2)} model TFLOP/s, peak RSS ${Math.round(result.peak_rss_mib)} MiB` +
+              (result.peak_cuda_allocated_mib !== null
+                ? `, peak CUDA ${Math.round(result.peak_cuda_allocated_mib)} MiB allocated / ${Math.round(result.peak_cuda_reserved_mib!)} MiB reserved`
                 : '') +
-              (r.collective_ms_per_step !== null
-                ? `, ${r.collective_ms_per_step.toFixed(1)} ms/step in collectives over ${r.ranks} ranks`
+              (result.collective_ms_per_step !== null
+                ? `, ${result.collective_ms_per_step.toFixed(1)} ms/step in collectives over ${result.ranks} ranks`
                 : '') +
-              `, base ${Math.round(r.base_mib)} MiB${r.quantize ? ` (${r.quantize})` : ''}` +
-              `, ${r.trainable_parameters.toLocaleString('en-US')} trainable parameters (batch ${r.batch} × ${r.seq}, ${r.dtype})\n`,
+              `, base ${Math.round(result.base_mib)} MiB${result.quantize ? ` (${result.quantize})` : ''}` +
+              `, ${result.trainable_parameters.toLocaleString('en-US')} trainable parameters (batch ${result.batch} × ${result.seq}, ${result.dtype})\n`,
           );
-          if (r.profile) process.stdout.write(formatProfile(r.profile));
+          if (result.profile) process.stdout.write(formatProfile(result.profile));
         }
       },
     );

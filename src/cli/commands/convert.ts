@@ -35,7 +35,7 @@ export function convertCommand(): Command {
       if (o.from && o.format) throw new UsageError('give --from (a model or legacy adapter) or --format, not both');
       if (o.format) {
         if (!o.adapter) throw new UsageError('--format needs --adapter DIR');
-        const { convertAdapterWeights } = await import('../../adapters/io.js');
+        const { convertAdapterWeights } = await import('../../adapters/files.js');
         const n = await convertAdapterWeights(o.adapter, o.out, o.format, { overwrite: o.force ?? false });
         process.stderr.write(`converted ${n} tensors\n`);
       } else if (o.from === 'llama2c') {

@@ -15,7 +15,7 @@ export function inspectCommand(): Command {
     .action(async (dir: string, o: { model?: string; json?: boolean }) => {
       const fs = await import('node:fs');
       const { inspectAdapter, formatReport } = await import('../../adapters/inspect.js');
-      const { readAdapterConfig } = await import('../../adapters/io.js');
+      const { readAdapterConfig } = await import('../../adapters/files.js');
       const { readConfigOf } = await import('../../models/load.js');
       let base = o.model ?? null;
       if (!base) {
