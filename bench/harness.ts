@@ -72,3 +72,17 @@ export function machine(): string {
 export function peakRssMiB(): number {
   return process.resourceUsage().maxRSS / 1024;
 }
+
+/** Replaces BENCHMARKS.md's section that starts with `heading` (up to the next "## "), or appends it. */
+export function writeBenchmarksSection(heading: string, markdown: string): void {
+  const file = path.join(packageRoot(), 'BENCHMARKS.md');
+  const old = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '# Benchmarks\n';
+  const start = old.indexOf(`\n${heading}`);
+  let next = start < 0 ? -1 : old.indexOf('\n## ', start + 1);
+  if (next < 0) next = old.length;
+  const updated =
+    start < 0
+      ? `${old.trimEnd()}\n\n${markdown}`
+      : `${old.slice(0, start).trimEnd()}\n\n${markdown}${next < old.length ? `\n${old.slice(next + 1)}` : ''}`;
+  fs.writeFileSync(file, updated);
+}

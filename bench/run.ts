@@ -14,6 +14,8 @@ import { runModelsBench } from './models.js';
 import { runMoeBench } from './moe.js';
 import { runTrainingBench } from './training.js';
 import { trainingSection } from './training-report.js';
+import { runDistributedBench } from './distributed.js';
+import { runQuantizationBench } from './quantization.js';
 
 const root = packageRoot();
 
@@ -49,6 +51,11 @@ const serve = spawnSync(process.execPath, [path.join(root, 'dist', 'bench', 'ser
   stdio: ['ignore', 'pipe', 'inherit'],
 });
 if (serve.status !== 0) throw new Error('bench/serve.ts failed');
+
+log('data parallelism (2 ranks)');
+const distributed = runDistributedBench();
+log('quantised base');
+const quantization = runQuantizationBench();
 
 const pyVersion = spawnSync(PYTHON, ['-c', 'import torch; print(torch.__version__)'], {
   encoding: 'utf8',
@@ -93,6 +100,8 @@ ${table(engine.rows)}
 ${table(models.rows)}
 
 ${serve.stdout.trim()}
-`;
+
+${distributed}
+${quantization}`;
 fs.writeFileSync(path.join(root, 'BENCHMARKS.md'), md);
 process.stdout.write(md);

@@ -23,7 +23,7 @@ import { METHODS, PRESETS, methodConfig } from '../src/train/benchmark.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { createServer } from '../src/serve/server.js';
 import { packageRoot } from '../src/util/package.js';
-import { fmt, machine } from './harness.js';
+import { fmt, machine, writeBenchmarksSection } from './harness.js';
 
 const PRESET = PRESETS['llama-58m'];
 const PROMPT_TOKENS = 32;
@@ -194,18 +194,9 @@ a time: ${eight ? `measured ${ratio.toFixed(2)}× (${ratio >= TARGET ? 'met' : '
   return { results, markdown };
 }
 
-/** Replaces BENCHMARKS.md's "## Serving" section (up to the next "## "), or appends it. */
+/** Replaces BENCHMARKS.md's "## Serving" section, or appends it. */
 export function writeServeSection(markdown: string): void {
-  const file = path.join(packageRoot(), 'BENCHMARKS.md');
-  const old = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '# Benchmarks\n';
-  const start = old.indexOf('\n## Serving');
-  let next = start < 0 ? -1 : old.indexOf('\n## ', start + 1);
-  if (next < 0) next = old.length;
-  const updated =
-    start < 0
-      ? `${old.trimEnd()}\n\n${markdown}`
-      : `${old.slice(0, start).trimEnd()}\n\n${markdown}${next < old.length ? `\n${old.slice(next + 1)}` : ''}`;
-  fs.writeFileSync(file, updated);
+  writeBenchmarksSection('## Serving', markdown);
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
