@@ -36,9 +36,20 @@ function readInfo(file: string): LockInfo | null {
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM'; // exists, owned by someone else
+  }
+  return !zombie(pid);
+}
+
+/** A killed process whose parent has not reaped it yet still answers kill(pid, 0), but holds nothing
+ * (Linux: state Z in /proc/PID/stat, after the parenthesised command name). */
+function zombie(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
+  } catch {
+    return false;
   }
 }
 

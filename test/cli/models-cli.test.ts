@@ -28,7 +28,7 @@ test('an unknown command is bad usage (exit 2, one clear line), with or without 
     assert.equal(r.stdout, '', args.join(' '));
     assert.match(
       r.stderr,
-      /^mixlora: unknown command 'frobnicate' \(the commands are train, eval, .*\)\n/,
+      /^mixlora: unknown command 'frobnicate' \(the commands are train, launch, eval, .*\)\n/,
       args.join(' '),
     );
   }
