@@ -23,7 +23,7 @@ mkdir -p "$PKG/native" "$PKG/scripts" "$PKG/build" "$PKG/bench" "$PKG/examples" 
 cp -a package.json package-lock.json README.md LICENSE bin assets "$PKG/"
 cp -a dist "$PKG/dist"
 find "$PKG/dist" -name '*.map' -delete
-cp -a native/*.cc native/*.h native/binding.gyp native/README.md "$PKG/native/"
+cp -a native/*.cc native/*.h native/binding.gyp native/README.md native/third_party "$PKG/native/"
 cp -a scripts/libtorch.mjs scripts/build-native.mjs scripts/run-tests.mjs scripts/gpu-check.sh "$PKG/scripts/"
 cp -a build/reference "$PKG/build/reference"
 cp -a bench/python "$PKG/bench/python"
