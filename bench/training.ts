@@ -8,9 +8,8 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { packageRoot } from '../src/util/package.js';
-import { PRESETS } from '../src/train/benchmark.js';
 import { adapterFlopsPerToken, trainFlopsPerToken } from '../src/train/flops.js';
-import { methodFlopShape } from '../src/train/benchmark.js';
+import { PRESETS, methodFlopShape } from '../src/train/benchmark.js';
 import type { StepProfile } from '../src/train/step-profile.js';
 import { runPython, threads } from './harness.js';
 
