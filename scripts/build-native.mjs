@@ -29,7 +29,10 @@ function prepareFolder(out) {
   for (const name of fs.readdirSync(nativeDir)) {
     if (!/\.(cc|h)$/.test(name)) continue;
     const link = path.join(dir, name);
-    if (!fs.existsSync(link)) fs.symlinkSync(path.join(nativeDir, name), link);
+    const target = path.join(nativeDir, name);
+    // (a link into another checkout, e.g. a build folder copied from another worktree, is replaced)
+    if (fs.lstatSync(link, { throwIfNoEntry: false }) && fs.readlinkSync(link) !== target) fs.rmSync(link);
+    if (!fs.existsSync(link)) fs.symlinkSync(target, link);
   }
   const gyp = fs
     .readFileSync(path.join(nativeDir, 'binding.gyp'), 'utf8')
