@@ -1,11 +1,15 @@
 // Data parallelism over PyTorch's own distributed runtime (c10d): a TCPStore for the rendezvous and a
 // ProcessGroupGloo for the collectives, as torch.distributed.init_process_group("gloo") builds them
 // (https://pytorch.org/docs/stable/distributed.html). One group per process, held until distDestroy.
+// A CUDA build with NCCL adds, when asked (a rank training on CUDA), a ProcessGroupNCCL over the same
+// store (native/nccl.h) for CUDA tensors, as backend "cpu:gloo,cuda:nccl" does: the gradients are then
+// summed on the device; CPU tensors (step statistics, gathers, the monitored barrier) stay on Gloo.
 //
 // Collectives are synchronous from JavaScript: each waits on its Work with the group's timeout, so a
-// dead or silent peer is an error naming the ranks involved, never a hang. Gloo runs on CPU tensors;
-// CUDA tensors are staged through host memory (ProcessGroupNCCL is not compiled in yet).
+// dead or silent peer is an error naming the ranks involved, never a hang. Without NCCL, CUDA tensors
+// are staged through host memory for Gloo.
 #include "common.h"
+#include "nccl.h"
 
 #include <torch/version.h>
 // The gloo headers are declarations only (native/third_party/gloo, see its README); the code is libtorch's.
@@ -15,6 +19,8 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <functional>
+#include <memory>
 #include <string>
 
 namespace {
@@ -27,6 +33,9 @@ struct Group {
   Ms timeout{0};
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  // CUDA tensors' collectives, on cuda:device (null: everything goes through Gloo)
+  std::shared_ptr<NcclGroup> nccl;
+  int device = -1;
 };
 // Never deleted while the process lives: destroying a group whose peer died can block in gloo's
 // worker threads, and a failing process must still exit (distDestroy ends a healthy group).
@@ -41,7 +50,8 @@ std::string RankName(int r) { return "rank " + std::to_string(r); }
 
 // After a failed collective: which peers are gone. Gloo's own error names a socket, not a rank;
 // monitoredBarrier (the tool torch.distributed.monitored_barrier exposes) names the ranks that did not
-// answer. With two ranks the lost one is the other, whatever the barrier says.
+// answer. With two ranks the lost one is the other, whatever the barrier says. When every rank
+// answers, none is lost (e.g. NCCL refused the collective itself).
 std::string LostRanks(Group& g) {
   std::string named;
   try {
@@ -53,15 +63,17 @@ std::string LostRanks(Group& g) {
     auto nl = named.find('\n');
     if (nl != std::string::npos) named.resize(nl);
   }
-  if (g.size == 2) return RankName(1 - g.rank) + " is lost" + (named.empty() ? "" : " (" + named + ")");
-  return named.empty() ? "no rank named by the monitored barrier" : named;
+  if (named.empty()) return "every rank answered a monitored barrier";
+  if (g.size == 2) return RankName(1 - g.rank) + " is lost (" + named + ")";
+  return named;
 }
 
-// Waits for a collective; any failure becomes one message naming this rank and the lost ones.
-void Await(Group& g, const c10::intrusive_ptr<c10d::Work>& work, const char* op) {
+// Starts a collective and waits for it; any failure (in starting it too: NCCL creates its communicator
+// then) becomes one message naming this rank and the lost ones.
+void Await(Group& g, const std::function<c10::intrusive_ptr<c10d::Work>()>& start, const std::string& op) {
   std::string why;
   try {
-    if (work->wait(g.timeout)) return;
+    if (start()->wait(g.timeout)) return;
     why = "timed out after " + std::to_string(g.timeout.count() / 1000) + " s";
   } catch (const std::exception& e) {
     why = e.what();
@@ -71,7 +83,8 @@ void Await(Group& g, const c10::intrusive_ptr<c10d::Work>& work, const char* op)
   throw std::runtime_error(RankName(g.rank) + ": " + op + " failed: " + LostRanks(g) + "; " + why);
 }
 
-// distInit({rank, worldSize, masterAddr, masterPort, timeoutMs, threads}): rank 0 serves the store.
+// distInit({rank, worldSize, masterAddr, masterPort, timeoutMs, ncclDevice?}): rank 0 serves the store;
+// with ncclDevice (a CUDA index) the group also gets NCCL on that device.
 MX_FN(distInit) {
   if (group) throw ArgError("distInit: this process already joined a group");
   auto o = info[0].As<Napi::Object>();
@@ -82,6 +95,10 @@ MX_FN(distInit) {
   Ms timeout(Int(o.Get("timeoutMs")));
   if (size < 1 || rank < 0 || rank >= size) throw ArgError("distInit: rank must be in [0, worldSize)");
   if (port < 1 || port > 65535) throw ArgError("distInit: masterPort must be in 1..65535");
+  bool nccl = o.Has("ncclDevice") && !o.Get("ncclDevice").IsUndefined();
+  int device = nccl ? static_cast<int>(Int(o.Get("ncclDevice"))) : -1;
+  if (nccl && device < 0) throw ArgError("distInit: ncclDevice must be a CUDA device index (0, 1, ...)");
+  if (device >= 0 && !NcclBuilt()) throw ArgError("distInit: NCCL asked for, but this addon was built without it");
 
   auto g = std::make_unique<Group>();
   g->rank = rank;
@@ -119,22 +136,43 @@ MX_FN(distInit) {
     if (nl != std::string::npos) why.resize(nl);
     throw std::runtime_error(RankName(rank) + ": cannot connect to the other ranks (" + why + ")");
   }
+  if (device >= 0) {
+    try {
+      g->nccl = NcclCreate(g->store, rank, size, timeout, device);
+      g->device = device;
+    } catch (const std::exception& e) {
+      std::string why = e.what();
+      auto nl = why.find('\n');
+      if (nl != std::string::npos) why.resize(nl);
+      throw std::runtime_error(RankName(rank) + ": cannot create the NCCL group on cuda:" + std::to_string(device) +
+                               " (" + why + ")");
+    }
+  }
   group = g.release();
   return info.Env().Undefined();
 }
 
 // distAllReduceSum(tensors[]): sums each tensor across ranks, in place, through one flat buffer in
-// the first tensor's dtype (a single collective however many tensors: PyTorch DDP's bucket idea).
+// the first tensor's dtype (a single collective however many tensors: PyTorch DDP's bucket idea). With
+// NCCL and CUDA tensors the buffer stays on the device; otherwise it is on the CPU, for Gloo.
 MX_FN(distAllReduceSum) {
   Group& g = Current("distAllReduceSum");
   auto ts = GetList(info[0]);
   if (ts.empty()) return info.Env().Undefined();
   at::NoGradGuard no_grad;
+  bool onNccl = g.nccl && ts[0].is_cuda();
+  at::Device where = onNccl ? ts[0].device() : at::Device(at::kCPU);
+  if (onNccl && where.index() != g.device)
+    throw ArgError("distAllReduceSum: tensors on " + where.str() + " but this rank's NCCL group is on cuda:" +
+                   std::to_string(g.device));
   std::vector<at::Tensor> flat;
   flat.reserve(ts.size());
-  for (auto& t : ts) flat.push_back(t.detach().reshape({-1}).to(at::kCPU, ts[0].scalar_type()));
+  for (auto& t : ts) flat.push_back(t.detach().reshape({-1}).to(where, ts[0].scalar_type()));
   std::vector<at::Tensor> buf{at::cat(flat)};  // [Σ numel]
-  Await(g, g.pg->allreduce(buf), "all-reduce");
+  if (onNccl)
+    Await(g, [&] { return NcclAllReduce(*g.nccl, buf); }, "all-reduce (NCCL, " + where.str() + ")");
+  else
+    Await(g, [&] { return g.pg->allreduce(buf); }, "all-reduce");
   int64_t offset = 0;
   for (auto& t : ts) {
     t.detach().copy_(buf[0].narrow(0, offset, t.numel()).view(t.sizes()));
@@ -150,7 +188,7 @@ MX_FN(distAllGather) {
   std::vector<at::Tensor> in{t};
   std::vector<std::vector<at::Tensor>> out(1);
   for (int r = 0; r < g.size; r++) out[0].push_back(at::empty_like(t));
-  Await(g, g.pg->allgather(out, in), "all-gather");
+  Await(g, [&] { return g.pg->allgather(out, in); }, "all-gather");
   return Put(info.Env(), at::stack(out[0]));
 }
 
@@ -158,8 +196,19 @@ MX_FN(distBarrier) {
   Group& g = Current("distBarrier");
   c10d::BarrierOptions o;
   o.timeout = g.timeout;
-  Await(g, g.pg->barrier(o), "barrier");
+  Await(g, [&] { return g.pg->barrier(o); }, "barrier");
   return info.Env().Undefined();
+}
+
+// distBackend() -> "nccl" (CUDA tensors' collectives on NCCL, the rest on Gloo) or "gloo".
+MX_FN(distBackend) { return Napi::String::New(info.Env(), Current("distBackend").nccl ? "nccl" : "gloo"); }
+
+// ncclInfo() -> {built, version}: whether this addon has ProcessGroupNCCL, and NCCL's version.
+MX_FN(ncclInfo) {
+  auto o = Napi::Object::New(info.Env());
+  o.Set("built", Napi::Boolean::New(info.Env(), NcclBuilt()));
+  o.Set("version", NcclVersion());
+  return o;
 }
 
 // distDestroy(): leaves the group; called after a barrier (leaveGroup), so that rank 0's store outlives
@@ -168,6 +217,7 @@ MX_FN(distDestroy) {
   if (!group) return info.Env().Undefined();
   Group* g = group;
   group = nullptr;
+  if (g->nccl) NcclShutdown(*g->nccl);
   delete g;
   return info.Env().Undefined();
 }
@@ -180,6 +230,8 @@ void RegisterDistributed(Napi::Env env, Napi::Object exports) {
   MX_EXPORT(exports, distAllReduceSum);
   MX_EXPORT(exports, distAllGather);
   MX_EXPORT(exports, distBarrier);
+  MX_EXPORT(exports, distBackend);
+  MX_EXPORT(exports, ncclInfo);
   MX_EXPORT(exports, distDestroy);
 }
 }  // namespace mx

@@ -54,7 +54,8 @@ const buildDir = path.join(gypDir, 'build');
 const stampFile = path.join(buildDir, 'libtorch.json');
 process.stderr.write(
   `mixlora: building the addon in ${path.relative(root, buildDir)} against libtorch ${lt.version} from ${lt.source}` +
-    ` (${lt.cuda ? 'CUDA' : 'CPU'} build${opts.werror ? ', warnings as errors' : ''})\n`,
+    ` (${lt.cuda ? `CUDA build ${lt.nccl ? 'with NCCL' : "without NCCL (CUDA's or NCCL's headers not found, or MIXLORA_NCCL=0)"}` : 'CPU build'}` +
+    `${opts.werror ? ', warnings as errors' : ''})\n`,
 );
 
 const require = createRequire(import.meta.url);

@@ -5,6 +5,9 @@
 //   3. MIXLORA_BACKEND=system    Debian/Ubuntu's libtorch-dev (/usr/include, /usr/lib/<triplet>)
 //      MIXLORA_BACKEND=pytorch   the project's virtual environment (.venv, made by `make setup`)
 //   4. otherwise                 the project's .venv when it holds torch, else the system package
+// A CUDA build also gets c10d's ProcessGroupNCCL when the CUDA runtime's and NCCL's headers are found
+// (PyTorch's wheels bring them as nvidia-* packages beside torch; else CUDA_HOME, NCCL_INCLUDE_DIR,
+// /usr/local/cuda, /usr/include); MIXLORA_NCCL=0 leaves it out (the CUDA build then has Gloo only).
 // Used by scripts/build-native.mjs, which hands the result to native/binding.gyp through
 // MIXLORA_LIBTORCH_JSON so that gyp's field queries (`node scripts/libtorch.mjs <field>`) agree with it.
 import { execFileSync } from 'node:child_process';
@@ -20,6 +23,50 @@ const HOW_TO =
   '  4. MIXLORA_BACKEND=system        (Debian/Ubuntu: apt-get install libtorch-dev; `make setup` does this as root)';
 
 export class LibtorchNotFound extends Error {}
+
+// What ProcessGroupNCCL.hpp pulls in besides libtorch's own headers: the CUDA runtime's (through
+// ATen/cuda/CUDAContext.h: cuda_runtime_api.h, cublas_v2.h, cusparse.h, cusolverDn.h; cuda_runtime.h
+// includes crt/host_config.h, which CUDA 13's runtime wheel leaves to the toolkit) and nccl.h.
+const CUDA_HEADERS = ['cuda_runtime_api.h', 'crt/host_config.h', 'cublas_v2.h', 'cusparse.h', 'cusolverDn.h'];
+
+/** The include folders that hold CUDA's and NCCL's headers for ProcessGroupNCCL, or null when some
+ * header is missing (the CUDA build then has no NCCL). `includeDir` is libtorch's. */
+function ncclIncludeDirs(includeDir, env = process.env) {
+  if (env.MIXLORA_NCCL === '0') return null;
+  if (!fs.existsSync(path.join(includeDir, 'torch', 'csrc', 'distributed', 'c10d', 'ProcessGroupNCCL.hpp')))
+    return null;
+  // <site-packages>/torch/include -> <site-packages>/nvidia/*/include (cu12: one package per library;
+  // cu13: nvidia/cu13/include holds the toolkit's and nvidia/nccl/include NCCL's); then a toolkit's.
+  // Each header comes from the first folder that has it.
+  const nvidia = path.resolve(includeDir, '..', '..', 'nvidia');
+  const wheels = fs.existsSync(nvidia)
+    ? fs
+        .readdirSync(nvidia)
+        .sort()
+        .map((d) => path.join(nvidia, d, 'include'))
+    : [];
+  const candidates = [
+    ...wheels,
+    ...[env.NCCL_INCLUDE_DIR, env.CUDA_HOME && path.join(env.CUDA_HOME, 'include')].filter(Boolean),
+    '/usr/local/cuda/include',
+    ...(fs.existsSync('/usr/local')
+      ? fs
+          .readdirSync('/usr/local')
+          .filter((d) => /^cuda-\d/.test(d))
+          .sort()
+          .reverse()
+          .map((d) => path.join('/usr/local', d, 'include'))
+      : []),
+    '/usr/include',
+  ].filter((d) => fs.existsSync(d));
+  const dirs = [];
+  for (const header of [...CUDA_HEADERS, 'nccl.h']) {
+    const dir = candidates.find((d) => fs.existsSync(path.join(d, header)));
+    if (!dir) return null;
+    if (!dirs.includes(dir)) dirs.push(dir);
+  }
+  return dirs;
+}
 
 function hasHeaders(includeDir) {
   return (
@@ -69,6 +116,7 @@ function describe(source, includeDir, libDir) {
   const libs = ['torch', 'torch_cpu', 'c10'];
   const cuda = Boolean(libFile(libDir, 'torch_cuda'));
   if (cuda) libs.push('torch_cuda', 'c10_cuda');
+  const ncclDirs = cuda ? ncclIncludeDirs(includeDir) : null;
   return {
     source,
     version: readVersion(includeDir),
@@ -77,6 +125,9 @@ function describe(source, includeDir, libDir) {
     libDir,
     libs,
     cuda,
+    // c10d's ProcessGroupNCCL (CUDA builds whose CUDA and NCCL headers were found) and those headers' folders
+    nccl: ncclDirs !== null,
+    cudaIncludeDirs: ncclDirs ?? [],
     cxx11abi: usesCxx11Abi(libDir),
     // System libraries are found by the loader; others need an rpath.
     rpath: source !== 'system',
@@ -154,7 +205,7 @@ export function gypFields(lt, werror = false) {
       // Keep torch_cuda linked even though no symbol of it is used directly: it registers CUDA.
       '-Wl,--no-as-needed',
     ].join(' '),
-    defines: `_GLIBCXX_USE_CXX11_ABI=${lt.cxx11abi ? 1 : 0} MIXLORA_TORCH_CUDA=${lt.cuda ? 1 : 0}`,
+    defines: `_GLIBCXX_USE_CXX11_ABI=${lt.cxx11abi ? 1 : 0} MIXLORA_TORCH_CUDA=${lt.cuda ? 1 : 0} MIXLORA_TORCH_NCCL=${lt.nccl ? 1 : 0}`,
     // libtorch's headers as system headers: their own warnings are not ours to fix (see `make lint`).
     cflags: [
       `-std=${lt.cxxStandard}`,
@@ -162,6 +213,10 @@ export function gypFields(lt, werror = false) {
       ...lt.includeDirs.filter((d) => !['/usr/include', '/usr/local/include'].includes(d)).map((d) => `-isystem ${d}`),
       // Gloo's declarations, which c10d's ProcessGroupGloo.hpp includes and no libtorch package ships.
       `-isystem ${path.join(root, 'native', 'third_party', 'gloo')}`,
+      // CUDA's and NCCL's, for ProcessGroupNCCL.hpp (after libtorch's, so that its own headers win)
+      ...(lt.cudaIncludeDirs ?? [])
+        .filter((d) => !['/usr/include', '/usr/local/include'].includes(d))
+        .map((d) => `-isystem ${d}`),
       ...(werror ? ['-Werror'] : []),
     ].join(' '),
   };
@@ -175,7 +230,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.a
     const fields = {
       ...gypFields(lt, process.env.MIXLORA_WERROR === '1'),
       json: JSON.stringify(lt, null, 2),
-      summary: `libtorch ${lt.version} from ${lt.source} (${lt.cuda ? 'CUDA' : 'CPU'} build)`,
+      summary: `libtorch ${lt.version} from ${lt.source} (${lt.cuda ? `CUDA build${lt.nccl ? ' with NCCL' : ', no NCCL'}` : 'CPU build'})`,
     };
     if (!(field in fields)) throw new Error(`unknown field ${field}`);
     process.stdout.write(fields[field] + '\n');

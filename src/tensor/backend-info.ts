@@ -25,6 +25,9 @@ export interface BackendInfo {
   cores: number;
   cuda_available: boolean;
   cuda_devices: number;
+  /** c10d's ProcessGroupNCCL is in this addon (data parallelism on CUDA), and its NCCL version ("" without). */
+  nccl_build: boolean;
+  nccl_version: string;
 }
 
 interface BuildStamp {
@@ -57,6 +60,7 @@ export function backendInfo(): BackendInfo {
   const cpu = readCpuInfo();
   const choice = openblasCoreChoice();
   const cudaAvailable = native.cudaIsAvailable();
+  const nccl = native.ncclInfo();
   return {
     torch: build.torchVersion,
     source: stamp.source ?? 'unknown',
@@ -79,5 +83,7 @@ export function backendInfo(): BackendInfo {
     cores: os.availableParallelism(),
     cuda_available: cudaAvailable,
     cuda_devices: cudaAvailable ? native.cudaDeviceCount() : 0,
+    nccl_build: nccl.built,
+    nccl_version: nccl.version,
   };
 }

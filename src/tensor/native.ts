@@ -161,12 +161,22 @@ export interface NativeAddon {
   externalBytes(): number;
   buildInfo(): { torchVersion: string; cudaBuild: boolean; cxx11Abi: boolean; parallelInfo: string; config: string };
   blasInfo(): { openblasCore: string | null; openblasConfig: string | null };
-  // distributed (c10d: TCPStore + ProcessGroupGloo; native/distributed.cc)
-  distInit(opts: { rank: number; worldSize: number; masterAddr: string; masterPort: number; timeoutMs: number }): void;
+  // distributed (c10d: TCPStore + ProcessGroupGloo, and ProcessGroupNCCL for CUDA tensors with ncclDevice;
+  // native/distributed.cc, native/nccl.cc)
+  distInit(opts: {
+    rank: number;
+    worldSize: number;
+    masterAddr: string;
+    masterPort: number;
+    timeoutMs: number;
+    ncclDevice?: number;
+  }): void;
   distAllReduceSum(ids: Id[]): void;
   distAllGather(id: Id): Id;
   distBarrier(): void;
+  distBackend(): 'gloo' | 'nccl';
   distDestroy(): void;
+  ncclInfo(): { built: boolean; version: string };
   // profile.cc: per-op calls and self milliseconds between the two calls
   profileStart(): void;
   profileStop(): Record<string, [calls: number, selfMs: number]>;

@@ -47,6 +47,7 @@ export function infoCommand(): Command {
           `libtorch kernels: ${info.torch_cpu_capability ?? 'unknown'}`,
         `threads      ${info.threads} (of ${info.cores} cores)`,
         `CUDA         ${info.cuda_available ? `${info.cuda_devices} device(s)` : info.cuda_build ? 'no device found' : 'not in this build'}`,
+        `collectives  Gloo${info.nccl_build ? `, NCCL ${info.nccl_version} (CUDA tensors)` : info.cuda_build ? ' (no NCCL in this build)' : ''}`,
       ];
       if (probe) {
         lines.push(
