@@ -12,6 +12,7 @@ import { fmt, machine, writeBenchmarksSection } from './harness.js';
 interface Run {
   ms_per_step: number;
   collective_ms_per_step: number | null;
+  collective_backend?: string | null;
   ranks?: number;
 }
 
@@ -32,10 +33,11 @@ export function runDistributedBench(): string {
   const alone = bench([...common, '--threads', String(cores)]);
   const two = bench(['launch', '--nproc-per-node', '2', ...common]);
   const share = two.collective_ms_per_step! / two.ms_per_step;
-  return `## Data parallelism (\`mixlora launch\`, Gloo); ${new Date().toISOString().slice(0, 10)}, ${machine()}
+  const backend = two.collective_backend === 'nccl' ? 'NCCL' : 'Gloo';
+  return `## Data parallelism (\`mixlora launch\`, ${backend}); ${new Date().toISOString().slice(0, 10)}, ${machine()}
 
 Two ranks on this machine (${Math.max(1, Math.floor(cores / 2))} thread(s) each), each training MixLoRA on the bench preset (llama-58m, float32, 4 × 256
-tokens per rank) and summing its gradients through c10d's Gloo all-reduce every step
+tokens per rank) and summing its gradients through c10d's ${backend} all-reduce every step
 (\`bin/mixlora launch --nproc-per-node 2 bench --method mixlora --json\`).
 
 | run | ms/step | ms/step in collectives | share |

@@ -1,6 +1,8 @@
 // Where this process stands in a data-parallel job, from the variables every launcher sets (torchrun,
 // Slurm wrappers, `mixlora launch`): https://pytorch.org/docs/stable/elastic/run.html#environment-variables.
-// Without WORLD_SIZE (or with WORLD_SIZE=1) the process runs alone, exactly as a plain `mixlora train`.
+// Without WORLD_SIZE (or with WORLD_SIZE=1) the process runs alone, exactly as a plain `mixlora train`;
+// MIXLORA_DIST_FORCE_GROUP=1 makes WORLD_SIZE=1 a real one-rank group (the tests and the GPU check use it
+// to run a training through c10d, e.g. ProcessGroupNCCL on a machine with one GPU).
 import { UserError } from '../util/errors.js';
 
 export interface DistEnv {
@@ -31,7 +33,7 @@ function integer(env: NodeJS.ProcessEnv, name: string, min: number, max = Number
 /** The job this process belongs to, or null when it runs alone. */
 export function readDistEnv(env: NodeJS.ProcessEnv = process.env): DistEnv | null {
   const worldSize = integer(env, 'WORLD_SIZE', 1);
-  if (worldSize === null || worldSize === 1) return null;
+  if (worldSize === null || (worldSize === 1 && env.MIXLORA_DIST_FORCE_GROUP !== '1')) return null;
   const rank = integer(env, 'RANK', 0, worldSize - 1);
   if (rank === null)
     throw new UserError(`WORLD_SIZE=${worldSize} but RANK is not set: set RANK to 0..${worldSize - 1}`);

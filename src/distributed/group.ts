@@ -1,6 +1,7 @@
-// The process group a data-parallel job runs in: PyTorch's c10d (TCPStore rendezvous, Gloo collectives)
-// reached through the addon (native/distributed.cc). A process that runs alone gets `SOLO`, whose
-// collectives are identities, so callers never branch on the world size to stay correct.
+// The process group a data-parallel job runs in: PyTorch's c10d (TCPStore rendezvous, Gloo collectives,
+// and NCCL for a CUDA rank's gradients: backend.ts) reached through the addon (native/distributed.cc).
+// A process that runs alone gets `SOLO`, whose collectives are identities, so callers never branch on
+// the world size to stay correct.
 //
 // Collectives block until every rank has joined them or the group's timeout passes; a lost peer is a
 // UserError naming this rank and the lost one (the addon asks Gloo's monitored barrier which it is).
@@ -9,11 +10,16 @@ import { fromBytes, tensor } from '../tensor/create.js';
 import { Tensor } from '../tensor/tensor.js';
 import { UserError } from '../util/errors.js';
 import type { DistEnv } from './env.js';
+import { chooseBackend, type Backend } from './backend.js';
 
 export interface Group {
   readonly rank: number;
   readonly worldSize: number;
-  /** Sums every tensor across ranks, in place, through one flat buffer (one collective). */
+  /** What sums the gradients: 'nccl' (CUDA tensors on this rank's device; the rest over Gloo), 'gloo',
+   * or 'none' for a process alone. */
+  readonly backend: Backend | 'none';
+  /** Sums every tensor across ranks, in place, through one flat buffer (one collective): on the device
+   * with NCCL when the tensors are CUDA tensors and the group has NCCL, else on the CPU with Gloo. */
   allReduceSum(tensors: Tensor[]): void;
   /** Every rank's numbers, in rank order (float64: exact for integers below 2^53). */
   allGatherNumbers(values: number[]): number[][];
@@ -30,6 +36,7 @@ export interface Group {
 export const SOLO: Group = {
   rank: 0,
   worldSize: 1,
+  backend: 'none',
   allReduceSum: () => {},
   allGatherNumbers: (values) => [values.slice()],
   allGather: (t) => t.unsqueeze(0).to('cpu'),
@@ -55,6 +62,7 @@ class C10dGroup implements Group {
   constructor(
     readonly rank: number,
     readonly worldSize: number,
+    readonly backend: Backend,
   ) {}
   get collectiveSeconds(): number {
     return this.seconds;
@@ -109,10 +117,12 @@ class C10dGroup implements Group {
 
 let joined: C10dGroup | null = null;
 
-/** Joins the job described by `env` (rank 0 serves the rendezvous); returns SOLO when env is null. */
-export function joinGroup(env: DistEnv | null): Group {
+/** Joins the job described by `env` (rank 0 serves the rendezvous); returns SOLO when env is null.
+ * `device`: where this rank trains (after rankDevice): a CUDA device gets NCCL when the addon has it. */
+export function joinGroup(env: DistEnv | null, device = 'cpu'): Group {
   if (!env) return SOLO;
   if (joined) return joined;
+  const choice = chooseBackend(device, native.ncclInfo().built);
   try {
     native.distInit({
       rank: env.rank,
@@ -120,12 +130,22 @@ export function joinGroup(env: DistEnv | null): Group {
       masterAddr: env.masterAddr,
       masterPort: env.masterPort,
       timeoutMs: env.timeoutMs,
+      ...(choice.ncclDevice !== null ? { ncclDevice: choice.ncclDevice } : {}),
     });
   } catch (e) {
     throw new UserError(`${(e as Error).message} (MASTER_ADDR=${env.masterAddr}, MASTER_PORT=${env.masterPort})`);
   }
-  joined = new C10dGroup(env.rank, env.worldSize);
+  joined = new C10dGroup(env.rank, env.worldSize, native.distBackend());
   return joined;
+}
+
+/** One line for the log at the start of a job: the ranks and what carries the collectives. */
+export function describeGroup(g: Group, device: string): string {
+  if (g.backend === 'none') return `running alone on ${device}`;
+  const ranks = `rank ${g.rank} of ${g.worldSize}`;
+  return g.backend === 'nccl'
+    ? `${ranks}: gradients summed with NCCL on ${device}, step statistics and gathers with Gloo`
+    : `${ranks}: collectives with Gloo${device === 'cpu' ? '' : ` (${device}'s tensors staged through host memory)`}`;
 }
 
 /** Leaves the job after every rank got here (so rank 0's rendezvous outlives the others' last use). */

@@ -156,6 +156,8 @@ export interface BenchResult {
   ranks: number;
   /** Median time per step spent summing the adapters' gradients across ranks (null alone). */
   collective_ms_per_step: number | null;
+  /** What summed them: 'nccl' or 'gloo' (src/distributed/backend.ts), null alone. */
+  collective_backend: 'nccl' | 'gloo' | null;
   /** With `profile`: one more step's time by op family. */
   profile?: StepProfile;
 }
@@ -311,6 +313,7 @@ export function runTrainBench(o: {
     peak_cuda_reserved_mib: mem ? mem.peakReserved / 2 ** 20 : null,
     ranks: group.worldSize,
     collective_ms_per_step: group.worldSize > 1 ? median(collectiveMs.slice(o.warmup)) : null,
+    collective_backend: group.backend === 'none' ? null : group.backend,
   };
   if (o.profile) result.profile = profileStep(passes, optimizerStep);
   for (const opt of optimizers) opt.dispose();

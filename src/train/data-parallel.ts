@@ -53,13 +53,19 @@ const STAT_KEYS = ['ce', 'aux', 'auxCount', 'scored', 'input'] as const;
  * collectives: the statistics with a has-gradient flag per parameter (float64, exact), then the
  * gradients that any rank has, in one flat buffer. A parameter no rank reached keeps no gradient
  * (the optimizers skip it, as in one process). Returns the summed statistics (`seconds` stays local).
+ *
+ * The gradients' buffer lives where the gradients do: on the rank's GPU with NCCL (group.ts). The
+ * statistics are JavaScript numbers, so they stay on the CPU and go through Gloo in either case: no
+ * host-device copies for them, and a peer that died during the backward passes is named by Gloo at
+ * once rather than found by NCCL's timeout.
  */
 export function allReduceStep(g: Group, params: Tensor[], acc: StepTotals): StepTotals {
-  if (g.worldSize === 1) return acc;
+  // (a real one-rank group still sums: MIXLORA_DIST_FORCE_GROUP runs training through c10d that way)
+  if (g.backend === 'none') return acc;
   // (grad handles are new wrappers on each read: the scope frees them, the gradients stay)
   const summed = tidy(() => {
     const local = [...STAT_KEYS.map((k) => acc[k]), ...params.map((p) => (p.grad ? 1 : 0))];
-    const stats = tensor(local, { dtype: 'float64' }); // [5 + P]
+    const stats = tensor(local, { dtype: 'float64' }); // [5 + P] on the CPU
     g.allReduceSum([stats]);
     return stats.toNumbers();
   });

@@ -14,6 +14,7 @@ const bytes = fromBytes(Uint8Array.from([g.rank, 255 - g.rank]), 'uint8', [2]);
 const gathered = g.allGather(bytes); // [W, 2]
 const out = {
   rank: g.rank,
+  backend: g.backend,
   sums: [a.toNumbers(), b.toNumbers()],
   gathered: gathered.toNumbers(),
   numbers: g.allGatherNumbers([g.rank * 1.5, 2 ** 40 + g.rank]),

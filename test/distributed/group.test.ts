@@ -32,6 +32,7 @@ test('two ranks: all-reduce sums in place, gathers come in rank order, nothing l
   for (const [rank, text] of outputs.entries()) {
     const o = JSON.parse(text);
     assert.equal(o.rank, rank);
+    assert.equal(o.backend, 'gloo', 'CPU tensors: Gloo');
     assert.deepEqual(o.sums, [
       [3, 30],
       [1, 1],

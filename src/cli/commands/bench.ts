@@ -71,7 +71,7 @@ export function benchCommand(): Command {
       '--json',
       'print one JSON line: method, fused, preset, batch, seq, dtype, device, ms_per_step, ms_per_token, tokens_per_s, ' +
         'peak_rss_mib, peak_cuda_allocated_mib, peak_cuda_reserved_mib (null on CPU), model_flops_per_token, model_tflops, ' +
-        'ranks, collective_ms_per_step (under mixlora launch; null alone), quantize, base_mib (bytes of the frozen base), ' +
+        'ranks, collective_ms_per_step and collective_backend (nccl or gloo; under mixlora launch, null alone), quantize, base_mib (bytes of the frozen base), ' +
         'rss_after_base_mib (and profile: wallMs, families, ops with --profile)',
     )
     .action(
@@ -98,11 +98,16 @@ export function benchCommand(): Command {
         const { parseQuantFormat } = await import('../../quant/format.js');
         const { createProgress } = await import('../progress.js');
         const { readDistEnv } = await import('../../distributed/env.js');
-        const { joinGroup, leaveGroup } = await import('../../distributed/group.js');
+        const { describeGroup, joinGroup, leaveGroup } = await import('../../distributed/group.js');
+        const { rankDevice } = await import('../../distributed/backend.js');
         if (o.threads !== undefined) setNumThreads(o.threads);
-        // Under `mixlora launch`: every rank runs the batch and the gradients are summed; rank 0 reports.
-        const group = joinGroup(readDistEnv());
+        // Under `mixlora launch`: every rank runs the batch (--device cuda: on cuda:LOCAL_RANK) and the
+        // gradients are summed; rank 0 reports.
+        const env = readDistEnv();
+        const device = rankDevice(o.device, env);
+        const group = joinGroup(env, device);
         const progress = createProgress({ quiet: group.rank !== 0 });
+        if (group.backend !== 'none') progress.log(describeGroup(group, device));
         const bar = progress.bar(`${o.method}${o.fused > 1 ? ` ×${o.fused}` : ''}`, o.warmup + o.steps);
         const result = runTrainBench({
           preset: o.preset,
@@ -112,7 +117,7 @@ export function benchCommand(): Command {
           warmup: o.warmup,
           recompute: o.recompute ?? false,
           scored: o.scored ?? null,
-          device: parseDevice(o.device, '--device'),
+          device: parseDevice(device, '--device'),
           ...(o.batch ? { batch: o.batch } : {}),
           ...(o.seq ? { seq: o.seq } : {}),
           ...(o.dtype ? { dtype: o.dtype } : {}),
@@ -136,7 +141,7 @@ export function benchCommand(): Command {
                 ? `, peak CUDA ${Math.round(result.peak_cuda_allocated_mib)} MiB allocated / ${Math.round(result.peak_cuda_reserved_mib!)} MiB reserved`
                 : '') +
               (result.collective_ms_per_step !== null
-                ? `, ${result.collective_ms_per_step.toFixed(1)} ms/step in collectives over ${result.ranks} ranks`
+                ? `, ${result.collective_ms_per_step.toFixed(1)} ms/step in collectives over ${result.ranks} ranks (${result.collective_backend})`
                 : '') +
               `, base ${Math.round(result.base_mib)} MiB${result.quantize ? ` (${result.quantize})` : ''}` +
               `, ${result.trainable_parameters.toLocaleString('en-US')} trainable parameters (batch ${result.batch} × ${result.seq}, ${result.dtype})\n`,

@@ -69,6 +69,7 @@ export function evalCommand(): Command {
     const { loadAdapter } = await import('../../adapters/io.js');
     const { readDistEnv } = await import('../../distributed/env.js');
     const { joinGroup, leaveGroup } = await import('../../distributed/group.js');
+    const { rankDevice } = await import('../../distributed/backend.js');
     const { evaluateTaskSharded } = await import('../../eval/sharded.js');
     if (o.task.length === 0) throw new UsageError('give at least one --task');
     if (o.data.length > 0 && o.data.length !== o.task.length)
@@ -78,10 +79,13 @@ export function evalCommand(): Command {
       if (!f) throw new UsageError(`--task ${t}: no bundled data for this task; give --data FILE`);
       return f;
     });
-    // Under `mixlora launch` (or torchrun): each rank scores a block of every task; rank 0 reports.
-    const group = joinGroup(readDistEnv());
+    // Under `mixlora launch` (or torchrun): each rank scores a block of every task (--device cuda: on
+    // cuda:LOCAL_RANK); rank 0 reports.
+    const env = readDistEnv();
+    const device = rankDevice(o.device, env);
+    const group = joinGroup(env, device);
     const lead = group.rank === 0;
-    const loaded = await openModel(o);
+    const loaded = await openModel({ ...o, device });
     const specs = o.adapter.length ? o.adapter : ['none'];
     const targets = [];
     const used = new Set<string>();

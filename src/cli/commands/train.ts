@@ -1,6 +1,7 @@
 // mixlora train: fine-tune one or more adapters together, as a JSON or YAML config describes.
 import { Command } from 'commander';
 import { threadsArg } from '../options.js';
+import type { Device } from '../../tensor/tensor.js';
 
 export function trainCommand(): Command {
   return new Command('train')
@@ -18,14 +19,18 @@ export function trainCommand(): Command {
       const { createProgress, downloadProgress } = await import('../progress.js');
       const { resolveModel } = await import('../../models/hub.js');
       const { readDistEnv } = await import('../../distributed/env.js');
-      const { joinGroup, leaveGroup } = await import('../../distributed/group.js');
+      const { describeGroup, joinGroup, leaveGroup } = await import('../../distributed/group.js');
+      const { rankDevice } = await import('../../distributed/backend.js');
       const cfg = readTrainConfig(file);
       if (o.threads !== undefined) setNumThreads(o.threads);
-      // Under a launcher (WORLD_SIZE > 1): join the job; rank 0 alone reports and writes.
+      // Under a launcher (WORLD_SIZE > 1): join the job, each rank of a CUDA run on its own device
+      // (cuda:LOCAL_RANK, with NCCL when the addon has it); rank 0 alone reports and writes.
       const env = readDistEnv();
-      const group = joinGroup(env);
+      const device = rankDevice(cfg.device, env);
+      const group = joinGroup(env, device);
       const lead = group.rank === 0;
       const progress = createProgress({ quiet: o.quiet || !lead });
+      if (group.backend !== 'none') progress.log(describeGroup(group, device));
       try {
         const modelPath = await resolveModel(cfg.baseModel, { progress: downloadProgress(progress, cfg.baseModel) });
         const r = await train(cfg, {
@@ -33,8 +38,7 @@ export function trainCommand(): Command {
           progress: lead ? progress : undefined,
           modelPath,
           group,
-          // each rank of a CUDA run on its own device
-          ...(env && cfg.device === 'cuda' ? { device: `cuda:${env.localRank}` as const } : {}),
+          ...(device !== cfg.device ? { device: device as Device } : {}),
         });
         progress.stop();
         leaveGroup(group);
