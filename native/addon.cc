@@ -13,6 +13,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   mx::RegisterQuant(env, exports);
   mx::RegisterRuntime(env, exports);
   mx::RegisterDistributed(env, exports);
+  mx::RegisterLifeline(env, exports);
   mx::RegisterProfile(env, exports);
   return exports;
 }

@@ -84,6 +84,7 @@ void RegisterFused(Napi::Env env, Napi::Object exports);
 void RegisterOptim(Napi::Env env, Napi::Object exports);
 void RegisterRuntime(Napi::Env env, Napi::Object exports);
 void RegisterDistributed(Napi::Env env, Napi::Object exports);
+void RegisterLifeline(Napi::Env env, Napi::Object exports);
 
 }  // namespace mx
 

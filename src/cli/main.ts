@@ -21,6 +21,8 @@ export async function main(argv: string[]): Promise<void> {
   const program = buildProgram();
   try {
     checkCommandName(program, argv);
+    // A rank of `mixlora launch` ends itself if the launcher is killed (src/distributed/lifeline.ts).
+    if (process.env.MIXLORA_LAUNCHER_PID) await (await import('../distributed/lifeline.js')).watchLauncher();
     await program.parseAsync(argv, { from: 'user' });
   } catch (e) {
     process.exitCode = exitCodeFor(e);

@@ -2,11 +2,13 @@
 // rendezvous does (https://pytorch.org/docs/stable/elastic/run.html): each rank is a child process of
 // bin/mixlora with RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT set.
 // Every line a rank prints is prefixed with its rank; SIGINT/SIGTERM are passed on; the first rank
-// that fails ends the others, and the launcher exits with its code.
+// that fails ends the others, and the launcher exits with its code. The ranks get the launcher's pid
+// (MIXLORA_LAUNCHER_PID) and end themselves within a second or two if it is killed (lifeline.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import readline from 'node:readline';
 import { UserError } from '../util/errors.js';
+import { LAUNCHER_PID_ENV } from './lifeline.js';
 
 export interface LaunchOptions {
   nprocPerNode: number;
@@ -81,6 +83,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
         GROUP_RANK: String(o.nodeRank),
         MASTER_ADDR: o.masterAddr,
         MASTER_PORT: String(port),
+        [LAUNCHER_PID_ENV]: String(process.pid),
       },
     });
     children.push({ rank, child });

@@ -177,6 +177,8 @@ export interface NativeAddon {
   distBackend(): 'gloo' | 'nccl';
   distDestroy(): void;
   ncclInfo(): { built: boolean; version: string };
+  // lifeline.cc: exit with `message` once the parent process is no longer `pid`
+  watchParent(pid: number, message: string): void;
   // profile.cc: per-op calls and self milliseconds between the two calls
   profileStart(): void;
   profileStop(): Record<string, [calls: number, selfMs: number]>;
