@@ -1,11 +1,14 @@
 // The GPU check behind scripts/gpu-check.sh (run after it has built the addon): on one device, the parity
 // tests in float32 and bfloat16, the demo training run killed after its first checkpoint and resumed (it
-// must end where an uninterrupted run ends), generate and eval, and the training-step benchmark of every
-// method beside PyTorch eager (transformers + PEFT for LoRA/DoRA where installed, bench/python otherwise).
+// must end where an uninterrupted run ends), a one-rank job through c10d's ProcessGroupNCCL (an all-reduce
+// and 2 training steps that must end where a run without a group ends), generate and eval, and the
+// training-step benchmark of every method beside PyTorch eager (transformers + PEFT for LoRA/DoRA where
+// installed, bench/python otherwise).
 // Writes results.json, results.md and benchmarks-gpu.md (a section for BENCHMARKS.md) into OUTDIR.
 //   node dist/bench/gpu-check.js OUTDIR [--device cuda|cuda:N|cpu]
 // --device cpu runs the same steps at toy sizes (preset llama-tiny, 6 training steps of 4 examples, the first
-// 8 items of each eval task, the PyTorch baselines of LoRA and MixLoRA only) to exercise the script here.
+// 8 items of each eval task, the PyTorch baselines of LoRA and MixLoRA only) to exercise the script here;
+// NCCL needs a GPU, so there the process-group step runs its checks through Gloo and says NCCL was skipped.
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -15,6 +18,7 @@ import YAML from 'yaml';
 import { packageRoot } from '../src/util/package.js';
 import { loadAll } from '../src/io/safetensors.js';
 import { PRESETS, type PresetName } from '../src/train/benchmark.js';
+import { freePort } from '../src/distributed/launcher.js';
 import { peakTflops, targetRows, writeReports, type BenchRow, type Step } from './gpu-report.js';
 
 const GOLDEN = ', there was a little girl named Lily. She loved to play outside in the park.';
@@ -121,7 +125,9 @@ step('environment', () => {
   if (onGpu && !info.cuda_available) return { ok: false, detail: 'the addon sees no CUDA device', data: info };
   return {
     ok: true,
-    detail: `${String(info.device_name)}, libtorch ${String(info.torch)} (${info.cuda_build ? 'CUDA' : 'CPU'} build), bf16 matmul probe ${Math.round(Number(info.gflops_bf16))} GFLOP/s`,
+    detail:
+      `${String(info.device_name)}, libtorch ${String(info.torch)} (${info.cuda_build ? 'CUDA' : 'CPU'} build, ` +
+      `${info.nccl_build ? `NCCL ${String(info.nccl_version)}` : 'no NCCL'}), bf16 matmul probe ${Math.round(Number(info.gflops_bf16))} GFLOP/s`,
     data: info,
   };
 });
@@ -159,7 +165,8 @@ for (const dtype of ['float32', 'bfloat16'] as const) {
 
 // --- the demo training run, killed after its first checkpoint and resumed -----------------------------
 const trainDir = path.join(outDir, 'train');
-function demoConfig(name: string): string {
+/** The demo config, shortened; `maxSteps`: that many steps and no checkpoints. */
+function demoConfig(name: string, maxSteps?: number): string {
   const demo = path.join(root, 'examples', 'demo', 'train.yaml');
   const c = YAML.parse(fs.readFileSync(demo, 'utf8')) as Record<string, unknown> & {
     adapters: Record<string, unknown>[];
@@ -171,11 +178,12 @@ function demoConfig(name: string): string {
   c.device = device;
   // Shortened to fit the 8-minute budget three times over (uninterrupted, killed, resumed): on the GPU 24
   // of the demo's 60 steps with a checkpoint every 8; at toy sizes 6 steps of 4 examples, one every 2.
-  c.save_steps = toy ? 2 : 8;
+  c.save_steps = maxSteps ? 0 : toy ? 2 : 8;
   c.adapters = c.adapters.map((a) => ({
     ...a,
     data: (a.data as string[]).map(abs),
     ...(toy ? { max_steps: 6, batch_size: 4, micro_batch_size: 4 } : { max_steps: 24 }),
+    ...(maxSteps ? { max_steps: maxSteps } : {}),
   }));
   fs.mkdirSync(path.join(trainDir, name), { recursive: true });
   const file = path.join(trainDir, name, 'train.yaml');
@@ -282,6 +290,83 @@ step(`training killed (SIGKILL) after its first checkpoint, then --resume (${dev
       `max abs diff from the uninterrupted run: ${adapterNames.map((n) => `${n} weights ${diffs[n]!.toExponential(2)}`).join(', ')}, ` +
       `losses ${lossDiff.toExponential(2)} (bound ${resumeTol === 0 ? 'exactly equal' : resumeTol})`,
     data: { diffs, lossDiff, bound: resumeTol },
+  };
+});
+
+// --- data parallelism: a one-rank job through the real process group ---------------------------------
+// NCCL refuses two ranks on one GPU, so a one-rank job (WORLD_SIZE=1 with MIXLORA_DIST_FORCE_GROUP=1) runs
+// through ProcessGroupNCCL: all-reduces on the device (bench/group-check.ts), then 2 training steps whose
+// adapters must equal those of the same run without a group (one rank's sum is its own gradients). With
+// no CUDA device NCCL is skipped, and the same checks run through a one-rank Gloo group.
+const oneRankJob = async () => ({
+  WORLD_SIZE: '1',
+  RANK: '0',
+  LOCAL_RANK: '0',
+  LOCAL_WORLD_SIZE: '1',
+  MASTER_ADDR: '127.0.0.1',
+  MASTER_PORT: String(await freePort()),
+  MIXLORA_DIST_FORCE_GROUP: '1',
+});
+const groupJobs = { allReduce: await oneRankJob(), train: await oneRankJob() };
+const groupName = onGpu
+  ? `process group: NCCL on ${device}, one rank (all-reduce, 2 training steps)`
+  : 'process group: NCCL skipped (no CUDA device), the same checks on a one-rank Gloo group';
+step(groupName, () => {
+  const backend = onGpu ? 'nccl' : 'gloo';
+  const skipped = onGpu ? '' : 'NCCL skipped: --device cpu, and NCCL needs a CUDA device; over Gloo instead: ';
+  if (onGpu && !info.nccl_build)
+    return {
+      ok: false,
+      detail:
+        "the addon was built without NCCL (CUDA's or NCCL's headers were not found: see the build's first line; " +
+        'CUDA_HOME or NCCL_INCLUDE_DIR name them)',
+    };
+  const checker = path.join(root, 'dist', 'bench', 'group-check.js');
+  const ar = run(process.execPath, [checker, device], { log: 'group', env: groupJobs.allReduce, limitS: 120 });
+  if (ar.code !== 0 && !ar.stdout.trim()) return { ok: false, detail: `${skipped}all-reduce: ${failure(ar)}` };
+  const checked = lastJson<{ backend: string; ok: boolean; checks: { what: string; ok: boolean }[] }>(ar.stdout);
+  if (checked.backend !== backend)
+    return { ok: false, detail: `${skipped}the group summed with ${checked.backend}, not ${backend}`, data: checked };
+  if (!checked.ok)
+    return {
+      ok: false,
+      detail: `${skipped}${backend}: wrong sums: ${checked.checks
+        .filter((c) => !c.ok)
+        .map((c) => c.what)
+        .join(', ')}`,
+      data: checked,
+    };
+  const plain = run(process.execPath, [BIN, 'train', demoConfig('group-plain', 2), '--quiet'], {
+    log: 'group-train',
+    limitS: 120,
+  });
+  if (plain.code !== 0) return { ok: false, detail: `${skipped}training without a group: ${failure(plain)}` };
+  const grouped = run(process.execPath, [BIN, 'train', demoConfig('group-rank', 2)], {
+    log: 'group-train',
+    env: groupJobs.train,
+    limitS: 120,
+  });
+  if (grouped.code !== 0) return { ok: false, detail: `${skipped}training in the group: ${failure(grouped)}` };
+  const said = onGpu ? /gradients summed with NCCL/ : /collectives with Gloo/;
+  if (!said.test(grouped.stderr))
+    return { ok: false, detail: `${skipped}the training run did not report ${backend} as its backend` };
+  const diffs = Object.fromEntries(
+    adapterNames.map((n) => [
+      n,
+      maxTensorDiff(
+        path.join(trainDir, 'group-rank', 'run', n, 'adapter_model.safetensors'),
+        path.join(trainDir, 'group-plain', 'run', n, 'adapter_model.safetensors'),
+      ),
+    ]),
+  );
+  const worst = Math.max(...Object.values(diffs));
+  return {
+    ok: worst <= resumeTol,
+    detail:
+      `${skipped}${checked.checks.length} all-reduce checks ok on ${backend}; 2 training steps in the group vs. without: ` +
+      `${adapterNames.map((n) => `${n} ${diffs[n]!.toExponential(2)}`).join(', ')} max abs diff ` +
+      `(bound ${resumeTol === 0 ? 'exactly equal' : resumeTol})`,
+    data: { backend, checks: checked.checks, diffs, bound: resumeTol },
   };
 });
 

@@ -19,11 +19,13 @@ trap 'rm -rf "$TMP"' EXIT
 tar -C "$TMP" -xzf "$BUNDLE"
 ROOT=$TMP/mixlora
 
-# No network: the build and the checks run in a network namespace of their own (no interface but a down
-# loopback) where unshare(1) may make one; elsewhere they run as they are, and say so.
+# No network: the build and the checks run in a network namespace of their own (no interface but the
+# loopback, brought up for the process group's rendezvous on 127.0.0.1, as on any machine) where unshare(1)
+# may make one; elsewhere they run as they are, and say so.
 offline() {
-  if unshare -n true 2>/dev/null; then unshare -n "$@"
-  elif unshare -rn true 2>/dev/null; then unshare -rn "$@"
+  local up='ip link set lo up 2>/dev/null || true; exec "$@"'
+  if unshare -n true 2>/dev/null; then unshare -n sh -c "$up" sh "$@"
+  elif unshare -rn true 2>/dev/null; then unshare -rn sh -c "$up" sh "$@"
   else "$@"; fi
 }
 if unshare -n true 2>/dev/null || unshare -rn true 2>/dev/null; then NET="without network (unshare -n)"
