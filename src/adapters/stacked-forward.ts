@@ -111,17 +111,14 @@ function slotsOf(
     });
   }
   const join = (f: (s: Slots) => Tensor) => (parts.length === 1 ? f(parts[0]!) : cat(parts.map(f), 0));
-  return { slots: { tokens: join((s) => s.tokens), members: join((s) => s.members), weights: join((s) => s.weights) }, routing };
+  return {
+    slots: { tokens: join((s) => s.tokens), members: join((s) => s.members), weights: join((s) => s.weights) },
+    routing,
+  };
 }
 
 /** gate or up for every slot [m, I]: the frozen output of its token plus its member's delta. */
-function slotProjection(
-  s: StackedModule | null,
-  x32: Tensor,
-  frozen: Tensor,
-  slots: Slots,
-  lin: Linear,
-): Tensor {
+function slotProjection(s: StackedModule | null, x32: Tensor, frozen: Tensor, slots: Slots, lin: Linear): Tensor {
   const base = frozen.indexSelect(0, slots.tokens); // [m, I]
   if (!s) return base;
   const xa = linear(x32, s.A).indexSelect(0, slots.tokens); // [m, Σr]
