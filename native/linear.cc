@@ -57,6 +57,8 @@ struct OneDnnLinear : public torch::autograd::Function<OneDnnLinear> {
                             const c10::optional<at::Tensor>& b) {
     // x is kept only when the weight trains (its gradient needs it); a frozen projection keeps W alone.
     ctx->save_for_backward({w, w.requires_grad() ? x : at::Tensor()});
+    // An absent bias is no input of the node (needs_input_grad has no index for it).
+    ctx->saved_data["bias"] = b.has_value() && b->defined();
     return OneDnnNd(x, w, b);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -64,11 +66,12 @@ struct OneDnnLinear : public torch::autograd::Function<OneDnnLinear> {
     const at::Tensor& w = saved[0];
     const at::Tensor& dy = grads[0];  // [.., out]
     at::Tensor dx, dw, db;
+    const bool biasGrad = ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2);
     if (ctx->needs_input_grad(0)) dx = OneDnnNd(dy, w.t(), c10::nullopt);  // [.., in]
-    if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
+    if (ctx->needs_input_grad(1) || biasGrad) {
       const at::Tensor dy2 = dy.reshape({-1, dy.size(-1)});  // [N, out]
       if (ctx->needs_input_grad(1)) dw = at::mm(dy2.t(), saved[1].reshape({-1, saved[1].size(-1)}));  // [out, in]
-      if (ctx->needs_input_grad(2)) db = dy2.sum(0);  // [out]
+      if (biasGrad) db = dy2.sum(0);  // [out]
     }
     return {dx, dw, db};
   }
