@@ -10,6 +10,7 @@ import type { Tensor } from '../tensor/tensor.js';
 import type { CausalLM } from '../models/llama.js';
 import type { Adapter } from '../adapters/adapter.js';
 import { AdapterBatch, type RowRange } from '../adapters/batch.js';
+import { AdapterStackCache } from '../adapters/adapter-stack.js';
 import { KVPool } from './kv-pool.js';
 import { RowSampler, type SamplingParams, type TokenChoice } from './sampling.js';
 import { ApiError, badRequest } from './errors.js';
@@ -65,6 +66,8 @@ export class Engine {
   private readonly waiting: Row[] = [];
   private running: Row[] = [];
   private readonly pool: KVPool;
+  /** Steps that mix adapters run their modules stacked (adapter-stack.ts); kept while busy. */
+  private readonly stacks = new AdapterStackCache();
   private wake: (() => void) | null = null;
   private accepting = true;
   private stopped = false;
@@ -148,6 +151,7 @@ export class Engine {
     await this.loopDone;
     for (const row of [...this.waiting.splice(0), ...this.running]) this.finish(row, 'abort');
     this.running = [];
+    this.stacks.clear();
     this.pool.dispose();
   }
 
@@ -164,6 +168,9 @@ export class Engine {
         if (this.running.length > 0) this.step();
         this.sweep();
         this.gauges();
+        // Nothing left to run: the stacked copies of adapters go now (memory back where it was, an
+        // unloaded adapter's copies with it), before the last responses reach their clients.
+        if (this.idle) this.stacks.clear();
       } catch (e) {
         // A bug here must not stop the loop: the rows it touched fail, the server goes on.
         for (const r of this.running) this.fail(r, e);
@@ -243,7 +250,7 @@ export class Engine {
     // Base-model-only steps run the plain hooks, exactly as `generate` without an adapter.
     const hooks = ranges.every((r) => r.adapter === null)
       ? undefined
-      : new AdapterBatch(ranges, { training: false, record: 'none' });
+      : new AdapterBatch(ranges, { training: false, record: 'none', stacks: this.stacks });
     let picked: TokenChoice[];
     try {
       picked = noGrad(() =>
