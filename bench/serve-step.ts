@@ -6,11 +6,13 @@
 //   BENCH_STEP_REPS=N                              timed steps per batch (median; default 5)
 //   BENCH_STEP_ONLY='1 base,8 mixed'               only these batches
 //   BENCH_STEP_OPS=1                               also time every addon call by name
+//   BENCH_STEP_STACKED=0                           mixed steps range by range, not stacked
 import * as T from '../src/tensor/index.js';
 import { llamaConfig, randomModel } from '../src/models/random.js';
 import { Adapter } from '../src/adapters/adapter.js';
 import { parseAdapterConfig } from '../src/adapters/config.js';
 import { AdapterBatch, type RowRange } from '../src/adapters/batch.js';
+import { AdapterStackCache } from '../src/adapters/adapter-stack.js';
 import { METHODS, PRESETS, methodConfig } from '../src/train/benchmark.js';
 import { KVPool } from '../src/serve/kv-pool.js';
 import type { AttentionCache } from '../src/models/kvcache.js';
@@ -109,6 +111,8 @@ function main(): void {
   ].filter(
     ([name]) => !process.env.BENCH_STEP_ONLY || process.env.BENCH_STEP_ONLY.split(',').includes(name as string),
   ) as [string, typeof rows][];
+  // As the engine: steps that mix adapters run them stacked (BENCH_STEP_STACKED=0: range by range).
+  const stacks = process.env.BENCH_STEP_STACKED === '0' ? undefined : new AdapterStackCache();
   for (const [name, batch] of batches) {
     const ordered = [...batch].sort((a, b) => kinds.indexOf(a.kind) - kinds.indexOf(b.kind));
     const ranges: RowRange[] = [];
@@ -132,7 +136,7 @@ function main(): void {
         T.tidy(() => {
           const hooks = ranges.every((r) => r.adapter === null)
             ? undefined
-            : new AdapterBatch(ranges, { training: false, record: 'none' });
+            : new AdapterBatch(ranges, { training: false, record: 'none', stacks });
           const { cache, keyMask } = timed('cache setup', () => pool.stepCache(ordered));
           const ids = T.tensor(
             ordered.map(() => [5]),

@@ -4,7 +4,7 @@
       "target_name": "mixlora",
       "sources": ["addon.cc", "table.cc", "ops_create.cc", "ops_shape.cc", "ops_math.cc", "ops_nn.cc",
                   "autograd.cc", "fused.cc", "optim.cc", "quant.cc", "runtime.cc", "distributed.cc",
-                  "profile.cc"],
+                  "profile.cc", "linear.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "<!@(node ../scripts/libtorch.mjs defines)"],
       "cflags!": ["-fno-exceptions", "-fno-rtti"],

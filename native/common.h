@@ -73,6 +73,11 @@ Napi::Value Guard(const Napi::CallbackInfo& info, F&& body) {
   }
 }
 
+// x Wᵀ + b: oneDNN for frozen float32 weights on the CPU, else at::linear (linear.cc).
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b);
+// "onednn" or "aten": what Linear uses for frozen float32 weights in this process.
+const char* LinearBackend();
+
 using Registrar = void (*)(Napi::Env, Napi::Object);
 void RegisterCreate(Napi::Env env, Napi::Object exports);
 void RegisterProfile(Napi::Env env, Napi::Object exports);

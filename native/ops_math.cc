@@ -155,7 +155,7 @@ MX_FN(clamp) {
 // linear(x, weight, bias|null) = x Wᵀ + b
 MX_FN(linear) {
   auto bias = GetOptional(info[2]);
-  return Put(info.Env(), at::linear(Get(info[0]), Get(info[1]), bias ? c10::optional<at::Tensor>(*bias) : c10::nullopt));
+  return Put(info.Env(), Linear(Get(info[0]), Get(info[1]), bias ? c10::optional<at::Tensor>(*bias) : c10::nullopt));
 }
 
 // inplace(code, id, arg, alpha)

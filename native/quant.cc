@@ -252,7 +252,7 @@ struct QuantLinear : public torch::autograd::Function<QuantLinear> {
     ctx->saved_data["format"] = format;
     ctx->saved_data["out"] = out;
     ctx->saved_data["in"] = in;
-    return at::linear(x, Dequantize(format, data, scales, {out, in}, x.scalar_type()));  // [.., out]
+    return Linear(x, Dequantize(format, data, scales, {out, in}, x.scalar_type()), c10::nullopt);  // [.., out]
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();

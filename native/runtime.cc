@@ -143,6 +143,7 @@ MX_FN(blasInfo) {
   auto o = Napi::Object::New(env);
   o.Set("openblasCore", found.core ? Napi::Value(Napi::String::New(env, found.core())) : env.Null());
   o.Set("openblasConfig", found.config ? Napi::Value(Napi::String::New(env, found.config())) : env.Null());
+  o.Set("linear", Napi::String::New(env, LinearBackend()));
   return o;
 }
 

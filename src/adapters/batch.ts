@@ -2,6 +2,8 @@
 // range says which adapter (or none) it uses. The frozen projections run once over all rows; each
 // adapter adds its deltas on its own rows (as PEFT's mixed batches and MoE-PEFT's batch configs do).
 // Router outputs are recorded per adapter for the load-balance loss and the expert-load statistics.
+import { isGradEnabled } from '../tensor/autograd.js';
+import { tensor } from '../tensor/create.js';
 import { cat } from '../tensor/ops.js';
 import { frozenLinear } from '../models/frozen-linear.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -12,6 +14,9 @@ import { linearOf, type LayerWeights, type Linear, type ProjName } from '../mode
 import type { Adapter } from './adapter.js';
 import { applyLora } from './lora.js';
 import { moeForward } from './moe.js';
+import { DENSE_MAX_TOKENS } from './moe-dense.js';
+import type { AdapterStack, AdapterStackCache } from './adapter-stack.js';
+import { stackedMlp, stackedProject } from './stacked-forward.js';
 
 export interface RowRange {
   start: number;
@@ -38,6 +43,10 @@ export interface BatchOptions {
   /** What to keep of the routers' output: tensors for the load-balance loss ('loss', the default in
    * training), expert counts per layer for load statistics ('counts'), or nothing ('none'). */
   record?: 'loss' | 'counts' | 'none';
+  /** Inference only: where the stacked modules of several adapters are kept between passes. With it, a
+   * pass of at most DENSE_MAX_TOKENS tokens whose rows use two adapters or more runs every adapter's
+   * modules at once (adapter-stack.ts) instead of range by range. */
+  stacks?: AdapterStackCache;
 }
 
 export class AdapterBatch implements ForwardHooks {
@@ -52,6 +61,8 @@ export class AdapterBatch implements ForwardHooks {
   private readonly record: 'loss' | 'counts' | 'none';
   private readonly validCache = new Map<number, Tensor | null>();
   private tokenMask: Tensor | null = null;
+  /** Per pass (token count): each token's plain-projection member in the stack, [n] int64. */
+  private readonly memberCache = new Map<number, Tensor>();
 
   constructor(
     rows: RowAssignment,
@@ -83,12 +94,19 @@ export class AdapterBatch implements ForwardHooks {
     this.tokenMask = tokenMask ? tokenMask.detach().keep() : null;
     for (const t of this.validCache.values()) t?.dispose();
     this.validCache.clear();
+    for (const t of this.memberCache.values()) t.dispose();
+    this.memberCache.clear();
   }
 
   project(layer: number, name: ProjName, x: Tensor, lin: Linear): Tensor {
     const base = frozenLinear(x, lin); // [B, T, out]
     const ranges = this.rangesOf(x.size(0));
     if (!ranges.some((range) => range.adapter?.lora(layer, name))) return base;
+    const stack = this.stackFor(ranges, x.size(0) * x.size(1));
+    if (stack) {
+      const stacked = stack.projection(layer, name, lin);
+      return stacked ? stackedProject(stacked, x, base, this.members(stack, ranges, x.size(1), x.device), lin) : base;
+    }
     return this.perRange(ranges, (range) => {
       const p = range.adapter?.lora(layer, name);
       const b = this.rows(base, range);
@@ -100,6 +118,12 @@ export class AdapterBatch implements ForwardHooks {
     const ranges = this.rangesOf(x.size(0));
     if (!ranges.some((range) => range.adapter?.layers[layer]?.moe)) return gatedMlp(this, layer, x, w, act);
     const [, T, H] = x.shape as [number, number, number];
+    const stack = w.proj.gate_up_proj ? null : this.stackFor(ranges, x.size(0) * T);
+    if (stack) {
+      const { out, routing } = stackedMlp(stack, layer, x, w, act, ranges, (range) => this.valid(range));
+      for (const r of routing) this.keepRouting(r.adapter, { layer, logits: r.logits, probs: r.probs, counts: r.counts });
+      return out;
+    }
     // The frozen gate/up projections once for every row: MixLoRA experts and plain adapters share them.
     const frozen = frozenGateUp(x, w); // [B, T, I] each, Phi-3's fused [B, T, 2I]
     const down = linearOf(w, 'down_proj');
@@ -165,6 +189,27 @@ export class AdapterBatch implements ForwardHooks {
     return this.perRange(ranges, (range) => outs.get(range)!);
   }
 
+  /** The stack of this pass's adapters when the stacked path applies (see BatchOptions.stacks). */
+  private stackFor(ranges: RowRange[], tokens: number): AdapterStack | null {
+    const cache = this.opts.stacks;
+    if (!cache || this.opts.training || isGradEnabled() || tokens > DENSE_MAX_TOKENS) return null;
+    const adapters = [...new Set(ranges.map((range) => range.adapter))].filter((a): a is Adapter => a !== null);
+    return adapters.length >= 2 ? cache.get(adapters) : null;
+  }
+
+  /** Each token's plain-projection member, [B·T] int64 (rows of T tokens). */
+  private members(stack: AdapterStack, ranges: RowRange[], T: number, device: Tensor['device']): Tensor {
+    const n = ranges.reduce((sum, range) => sum + range.count, 0) * T;
+    let ids = this.memberCache.get(n);
+    if (!ids) {
+      const host = new Int32Array(n);
+      for (const range of ranges) host.fill(stack.adapterMember(range.adapter), range.start * T, (range.start + range.count) * T);
+      ids = tensor(host, { dtype: 'int64', device }).keep();
+      this.memberCache.set(n, ids);
+    }
+    return ids;
+  }
+
   /** The ranges of a pass over `batchRows` rows. */
   private rangesOf(batchRows: number): RowRange[] {
     return this.fixed ?? [{ start: 0, count: batchRows, adapter: this.every }];
@@ -213,6 +258,8 @@ export class AdapterBatch implements ForwardHooks {
     this.routing.clear();
     for (const t of this.validCache.values()) t?.dispose();
     this.validCache.clear();
+    for (const t of this.memberCache.values()) t.dispose();
+    this.memberCache.clear();
     this.tokenMask?.dispose();
     this.tokenMask = null;
   }

@@ -117,7 +117,7 @@ function applyJitter(x: Tensor, base: MoeInput['base'], m: MoeSettings, training
 }
 
 /** The float32 router: logits [n, E] and their softmax (with dynamic routing's temperature). */
-function routerProbs(routerInput: Tensor, layer: MoeLayer): { logits: Tensor; probs: Tensor } {
+export function routerProbs(routerInput: Tensor, layer: MoeLayer): { logits: Tensor; probs: Tensor } {
   const m = layer.settings;
   const logits = linear(routerInput.to('float32'), layer.router); // [n, E]
   const scaled = m.routingStrategy === 'mixlora-dynamic' && m.temperature > 0 ? logits.div(m.temperature) : logits;

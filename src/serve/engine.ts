@@ -10,6 +10,7 @@ import type { Tensor } from '../tensor/tensor.js';
 import type { CausalLM } from '../models/llama.js';
 import type { Adapter } from '../adapters/adapter.js';
 import { AdapterBatch, type RowRange } from '../adapters/batch.js';
+import { AdapterStackCache } from '../adapters/adapter-stack.js';
 import { KVPool } from './kv-pool.js';
 import { RowSampler, type SamplingParams, type TokenChoice } from './sampling.js';
 import { ApiError, badRequest } from './errors.js';
@@ -65,6 +66,8 @@ export class Engine {
   private readonly waiting: Row[] = [];
   private running: Row[] = [];
   private readonly pool: KVPool;
+  /** Steps that mix adapters run their modules stacked (adapter-stack.ts); kept while busy. */
+  private readonly stacks = new AdapterStackCache();
   private wake: (() => void) | null = null;
   private accepting = true;
   private stopped = false;
@@ -148,12 +151,16 @@ export class Engine {
     await this.loopDone;
     for (const row of [...this.waiting.splice(0), ...this.running]) this.finish(row, 'abort');
     this.running = [];
+    this.stacks.clear();
     this.pool.dispose();
   }
 
   private async loop(): Promise<void> {
     while (!this.stopped) {
       if (this.idle) {
+        // Nothing runs: the stacked copies of adapters go (memory back where it was; an unloaded
+        // adapter's copies with them).
+        this.stacks.clear();
         await new Promise<void>((resolve) => (this.wake = resolve));
         this.wake = null;
         continue;
@@ -243,7 +250,7 @@ export class Engine {
     // Base-model-only steps run the plain hooks, exactly as `generate` without an adapter.
     const hooks = ranges.every((range) => range.adapter === null)
       ? undefined
-      : new AdapterBatch(ranges, { training: false, record: 'none' });
+      : new AdapterBatch(ranges, { training: false, record: 'none', stacks: this.stacks });
     let chosen: TokenChoice[];
     try {
       chosen = noGrad(() =>

@@ -14,6 +14,8 @@ export interface BackendInfo {
   addon: string;
   cuda_build: boolean;
   blas: string;
+  /** What float32 projections (linear) run on: oneDNN (native/linear.cc), or ATen and its BLAS. */
+  linear: 'onednn' | 'aten';
   openblas_core: string | null;
   openblas_coretype: string | null;
   openblas_note: string;
@@ -64,6 +66,7 @@ export function backendInfo(): BackendInfo {
     addon: addonFile,
     cuda_build: build.cudaBuild,
     blas: blasName(build.config, blas.openblasCore),
+    linear: blas.linear,
     openblas_core: blas.openblasCore,
     openblas_coretype: process.env.OPENBLAS_CORETYPE ?? null,
     openblas_note: blas.openblasCore === null ? 'libtorch does not use OpenBLAS' : choice.reason,

@@ -160,7 +160,7 @@ export interface NativeAddon {
   liveCount(): number;
   externalBytes(): number;
   buildInfo(): { torchVersion: string; cudaBuild: boolean; cxx11Abi: boolean; parallelInfo: string; config: string };
-  blasInfo(): { openblasCore: string | null; openblasConfig: string | null };
+  blasInfo(): { openblasCore: string | null; openblasConfig: string | null; linear: 'onednn' | 'aten' };
   // distributed (c10d: TCPStore + ProcessGroupGloo; native/distributed.cc)
   distInit(opts: { rank: number; worldSize: number; masterAddr: string; masterPort: number; timeoutMs: number }): void;
   distAllReduceSum(ids: Id[]): void;

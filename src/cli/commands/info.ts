@@ -41,6 +41,7 @@ export function infoCommand(): Command {
         `addon        ${info.addon} (${info.cuda_build ? 'CUDA' : 'CPU'} build)`,
         `BLAS         ${info.blas}${info.openblas_core ? `, kernels ${info.openblas_core}` : ''}`,
         ...(info.openblas_core ? [`             ${info.openblas_note}`] : []),
+        `linear       ${info.linear === 'onednn' ? 'float32 projections through oneDNN (MIXLORA_GEMM=aten: through the BLAS)' : `through ATen (${info.blas})`}`,
         `CPU          ${info.cpu_model}`,
         `             AVX2 ${yesNo(info.cpu_flags.avx2)}, AVX-512 ${yesNo(info.cpu_flags.avx512)}, ` +
           `AVX-512 BF16 ${yesNo(info.cpu_flags.avx512_bf16)}, AMX ${yesNo(info.cpu_flags.amx)}; ` +

@@ -1,0 +1,93 @@
+// x Wᵀ + b on the CPU through oneDNN where ATen would call the BLAS. PyTorch's x86 wheels route float32
+// matmuls to MKL, whose kernels on AMD CPUs reach well under half of what oneDNN's do on the same core
+// (bench/python/gemm_backends.py measures both); ATen exposes oneDNN's float32 linear as the operator
+// mkldnn::_linear_pointwise (what torch.compile's CPU backend emits). It has no autograd formula, so
+// OneDnnLinear below supplies one: the input gradient dy W through oneDNN again (with Wᵀ as its weight),
+// the weight gradient (adapters' A and B only; frozen weights have none) dyᵀ x through ATen. Other dtypes
+// (bfloat16 already reaches oneDNN through ATen), CUDA, and a libtorch without the operator (Debian's
+// 1.13) take at::linear. MIXLORA_GEMM=aten turns the oneDNN path off.
+#include "common.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+namespace mx {
+namespace {
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+const c10::OperatorHandle* OneDnnLinearOp() {
+  static const c10::OperatorHandle* op = []() -> const c10::OperatorHandle* {
+    const char* env = std::getenv("MIXLORA_GEMM");
+    if (env && std::strcmp(env, "aten") == 0) return nullptr;
+    auto found = c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
+    if (!found) return nullptr;
+    static c10::OperatorHandle handle = *found;
+    return &handle;
+  }();
+  return op;
+}
+
+// x [N, in] (contiguous) times w [out, in] (any strides) plus b [out] -> [N, out], through oneDNN.
+at::Tensor OneDnn2d(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
+  torch::jit::Stack stack;
+  stack.reserve(6);
+  stack.emplace_back(x);
+  stack.emplace_back(w);
+  stack.emplace_back(b ? c10::IValue(*b) : c10::IValue());
+  stack.emplace_back(std::string("none"));
+  stack.emplace_back(c10::List<c10::optional<at::Scalar>>());
+  stack.emplace_back(c10::IValue());
+  OneDnnLinearOp()->callBoxed(&stack);
+  return stack.back().toTensor();
+}
+
+// x [.., in] -> [.., out]
+at::Tensor OneDnnNd(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
+  std::vector<int64_t> outShape(x.sizes().begin(), x.sizes().end());
+  outShape.back() = w.size(0);
+  return OneDnn2d(x.reshape({-1, x.size(-1)}).contiguous(), w, b).view(outShape);
+}
+
+struct OneDnnLinear : public torch::autograd::Function<OneDnnLinear> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
+                            const c10::optional<at::Tensor>& b) {
+    // x is kept only when the weight trains (its gradient needs it); a frozen projection keeps W alone.
+    ctx->save_for_backward({w, w.requires_grad() ? x : at::Tensor()});
+    return OneDnnNd(x, w, b);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor& w = saved[0];
+    const at::Tensor& dy = grads[0];  // [.., out]
+    at::Tensor dx, dw, db;
+    if (ctx->needs_input_grad(0)) dx = OneDnnNd(dy, w.t(), c10::nullopt);  // [.., in]
+    if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
+      const at::Tensor dy2 = dy.reshape({-1, dy.size(-1)});  // [N, out]
+      if (ctx->needs_input_grad(1)) dw = at::mm(dy2.t(), saved[1].reshape({-1, saved[1].size(-1)}));  // [out, in]
+      if (ctx->needs_input_grad(2)) db = dy2.sum(0);  // [out]
+    }
+    return {dx, dw, db};
+  }
+};
+
+bool OneDnnApplies(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
+  if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || w.scalar_type() != at::kFloat) return false;
+  if (w.dim() != 2 || x.dim() < 1 || x.numel() == 0 || x.size(-1) != w.size(1)) return false;
+  if (b && b->scalar_type() != at::kFloat) return false;
+  return OneDnnLinearOp() != nullptr;
+}
+}  // namespace
+
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
+  if (!OneDnnApplies(x, w, b)) return at::linear(x, w, b);
+  const bool tracked = x.requires_grad() || w.requires_grad() || (b && b->requires_grad());
+  if (at::GradMode::is_enabled() && tracked) return OneDnnLinear::apply(x, w, b);
+  return OneDnnNd(x, w, b);
+}
+
+const char* LinearBackend() { return OneDnnLinearOp() ? "onednn" : "aten"; }
+}  // namespace mx

@@ -1,0 +1,190 @@
+// Several adapters' LoRA/DoRA modules side by side, for inference steps whose rows use different adapters
+// (continuous batching in `mixlora serve`). Per projection, one product runs every member's A on every
+// token, a 0/1 column mask keeps each token's own member's columns, and one product runs the Bs: a
+// handful of ops whatever the number of adapters, where the per-range path (batch.ts) runs a few ops per
+// adapter and per projection. This is the idea of Punica's and S-LoRA's batched LoRA kernels (SGMV/BGMV),
+// written with plain products: on a decode step's few tokens the extra work on other members' columns
+// costs rank-sized products only.
+//
+// Members: for a plain projection (attention), one per adapter; for the feed-forward projections, one per
+// expert, a plain adapter's gate/up/down modules being its one expert. Either list ends with "none"
+// (rows of the base model, or an adapter without that module), which has no columns.
+import { ones, tensor } from '../tensor/create.js';
+import { noGrad } from '../tensor/autograd.js';
+import { cat, stack } from '../tensor/ops.js';
+import { tidy } from '../tensor/scope.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { Linear, ProjName } from '../models/weights.js';
+import type { Adapter } from './adapter.js';
+import { doraScale, frozenScale, type LoraParams } from './lora.js';
+import { expertParams, type MlpProj } from './params.js';
+
+/** One projection's modules of every member. */
+export interface StackedModule {
+  /** [Σr, in] float32: the members' A, one after another. */
+  A: Tensor;
+  /** [out, Σr] float32: the members' B, each times its scale s. */
+  B: Tensor;
+  /** [G, Σr] float32: row g is 1 on member g's columns, 0 elsewhere (all 0 for members without it). */
+  columns: Tensor;
+  /** [G, out] float32: DoRA's m / ‖W + s·B A‖ per member (1 for LoRA members); null when none is DoRA. */
+  scales: Tensor | null;
+}
+
+let nextId = 0;
+const ids = new WeakMap<Adapter, number>();
+/** A stable identity per adapter object (a reloaded adapter of the same name is another one). */
+function idOf(adapter: Adapter): number {
+  let id = ids.get(adapter);
+  if (id === undefined) {
+    id = nextId++;
+    ids.set(adapter, id);
+  }
+  return id;
+}
+
+/** Stacks one projection's member modules (null: the member lacks it); null when no member has it. */
+function stackModules(members: (LoraParams | null)[], lin: Linear): StackedModule | null {
+  const present = members.filter((p): p is LoraParams => p !== null);
+  if (present.length === 0) return null;
+  return noGrad(() =>
+    tidy(() => {
+      const device = lin.weight.device;
+      const A = cat(
+        present.map((p) => p.A.to('float32')),
+        0,
+      ); // [Σr, in]
+      const B = cat(
+        present.map((p) => p.B.to('float32').mul(p.scale)),
+        1,
+      ); // [out, Σr]
+      const width = A.size(0);
+      const out = B.size(0);
+      const mask = new Float32Array(members.length * width);
+      let col = 0;
+      members.forEach((p, g) => {
+        if (!p) return;
+        const r = p.A.size(0);
+        mask.fill(1, g * width + col, g * width + col + r);
+        col += r;
+      });
+      const columns = tensor(mask, { shape: [members.length, width], device }); // [G, Σr]
+      const scales = present.some((p) => p.magnitude)
+        ? stack(
+            members.map((p) =>
+              p?.magnitude ? (frozenScale(p, false) ?? doraScale(lin.weight, p)) : ones([out], { device }),
+            ),
+            0,
+          ) // [G, out]
+        : null;
+      return { A: A.keep(), B: B.keep(), columns: columns.keep(), scales: scales?.keep() ?? null };
+    }),
+  );
+}
+
+/** The stacked modules of a set of adapters, built per (layer, projection) on first use. */
+export class AdapterStack {
+  /** The adapters, in a fixed order (by identity), whatever order the rows come in. */
+  readonly adapters: Adapter[];
+  private readonly position = new Map<Adapter, number>();
+  /** Each adapter's first member among the feed-forward members (a MixLoRA adapter has numExperts). */
+  private readonly expertBase: number[] = [];
+  /** Feed-forward members, "none" included. */
+  readonly expertMembers: number;
+  private readonly modules = new Map<string, StackedModule | null>();
+
+  constructor(adapters: Adapter[]) {
+    this.adapters = [...adapters].sort((a, b) => idOf(a) - idOf(b));
+    let base = 0;
+    this.adapters.forEach((adapter, i) => {
+      this.position.set(adapter, i);
+      this.expertBase.push(base);
+      base += adapter.config.moe?.numExperts ?? 1;
+    });
+    this.expertMembers = base + 1;
+  }
+
+  static keyOf(adapters: Adapter[]): string {
+    return adapters
+      .map(idOf)
+      .sort((a, b) => a - b)
+      .join(',');
+  }
+
+  /** A row's member for plain projections: its adapter's position, or "none". */
+  adapterMember(adapter: Adapter | null): number {
+    return adapter ? this.position.get(adapter)! : this.adapters.length;
+  }
+
+  /** A row's first feed-forward member: its adapter's (first) expert, or "none". */
+  expertMember(adapter: Adapter | null): number {
+    return adapter ? this.expertBase[this.position.get(adapter)!]! : this.expertMembers - 1;
+  }
+
+  /** Projection `name` of `layer` over the adapters (plain modules); null when none adapts it. */
+  projection(layer: number, name: ProjName, lin: Linear): StackedModule | null {
+    return this.cached(`p${layer}.${name}`, () =>
+      stackModules([...this.adapters.map((a) => a.lora(layer, name)), null], lin),
+    );
+  }
+
+  /** Feed-forward projection `name` of `layer` over every expert (a plain adapter: its own module). */
+  expertProjection(layer: number, name: MlpProj, lin: Linear): StackedModule | null {
+    return this.cached(`e${layer}.${name}`, () => {
+      const members: (LoraParams | null)[] = [];
+      for (const adapter of this.adapters) {
+        const moe = adapter.layers[layer]?.moe;
+        if (!moe) {
+          members.push(adapter.lora(layer, name));
+          continue;
+        }
+        const stacked = moe.experts[name];
+        for (let e = 0; e < moe.settings.numExperts; e++) members.push(stacked ? expertParams(stacked, e) : null);
+      }
+      members.push(null);
+      return stackModules(members, lin);
+    });
+  }
+
+  private cached(key: string, build: () => StackedModule | null): StackedModule | null {
+    if (!this.modules.has(key)) this.modules.set(key, build());
+    return this.modules.get(key)!;
+  }
+
+  dispose(): void {
+    for (const m of this.modules.values()) for (const t of [m?.A, m?.B, m?.columns, m?.scales]) t?.dispose();
+    this.modules.clear();
+  }
+}
+
+/** The stacks of the last few adapter sets (a serving engine's working set), least recently used first
+ * out. Owned by the engine: it clears them when idle so that memory returns to where it was. */
+export class AdapterStackCache {
+  private readonly entries = new Map<string, AdapterStack>();
+
+  constructor(private readonly capacity = 4) {}
+
+  /** Adapter sets held. */
+  get size(): number {
+    return this.entries.size;
+  }
+
+  get(adapters: Adapter[]): AdapterStack {
+    const key = AdapterStack.keyOf(adapters);
+    let entry = this.entries.get(key);
+    if (entry) this.entries.delete(key);
+    else entry = new AdapterStack(adapters);
+    this.entries.set(key, entry);
+    for (const [k, old] of this.entries) {
+      if (this.entries.size <= this.capacity) break;
+      old.dispose();
+      this.entries.delete(k);
+    }
+    return entry;
+  }
+
+  clear(): void {
+    for (const entry of this.entries.values()) entry.dispose();
+    this.entries.clear();
+  }
+}

@@ -1,0 +1,172 @@
+// The forward of rows of different adapters through their stacked modules (adapter-stack.ts), at
+// inference on a few tokens: each projection's LoRA of every row in one set of products, and the
+// feed-forward block of every row (base model, LoRA/DoRA, MixLoRA/MixDoRA experts) as one list of
+// (token, member, weight) slots: a plain row is one slot of weight 1, a MixLoRA token its routed experts.
+// Equal to the per-range path up to rounding (the test compares them).
+import { ones, tensor, zeros } from '../tensor/create.js';
+import { cat, linear } from '../tensor/ops.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { Activation } from '../models/config.js';
+import { frozenLinear } from '../models/frozen-linear.js';
+import { frozenGateUp, gated } from '../models/hooks.js';
+import { linearOf, type LayerWeights, type Linear } from '../models/weights.js';
+import type { Adapter } from './adapter.js';
+import type { AdapterStack, StackedModule } from './adapter-stack.js';
+import type { RowRange } from './batch.js';
+import { routerProbs } from './moe.js';
+import { route } from './routing.js';
+
+/** One MixLoRA range's router output (the caller records it as the per-range path does). */
+export interface StackedRouting {
+  adapter: Adapter;
+  logits: Tensor;
+  probs: Tensor;
+  counts: Tensor;
+}
+
+/** s·B A x of each slot's own member, weighted: xa [m, Σr] = x Aᵀ over every member, member [m] int64,
+ * weight [m] or null -> [m, out] float32. */
+function memberDelta(s: StackedModule, xa: Tensor, member: Tensor, weight: Tensor | null = null): Tensor {
+  let mask = s.columns.indexSelect(0, member); // [m, Σr]
+  if (weight) mask = mask.mul(weight.unsqueeze(1));
+  return linear(xa.mul(mask), s.B); // [m, out]
+}
+
+/** base + delta, or with DoRA members m/‖W + sBA‖ ⊙ (W x + delta) + b, in base's dtype; base [m, out]. */
+function adaptRows(s: StackedModule, base: Tensor, delta: Tensor, member: Tensor, lin: Linear): Tensor {
+  if (!s.scales) return base.dtype === 'float32' ? base.add(delta) : base.add(delta.to(base.dtype));
+  const scale = s.scales.indexSelect(0, member); // [m, out]
+  const wx = lin.bias ? base.sub(lin.bias) : base; // [m, out]
+  let y = wx.to('float32').add(delta).mul(scale);
+  if (lin.bias) y = y.add(lin.bias.to('float32'));
+  return y.to(base.dtype);
+}
+
+/** The adapted projection of x [B, T, in] given its frozen output base [B, T, out]; member [B·T] int64
+ * is each token's member (its row's adapter). */
+export function stackedProject(s: StackedModule, x: Tensor, base: Tensor, member: Tensor, lin: Linear): Tensor {
+  const [B, T, inF] = x.shape as [number, number, number];
+  const xa = linear(x.reshape(B * T, inF).to('float32'), s.A); // [n, Σr]
+  const delta = memberDelta(s, xa, member); // [n, out]
+  return adaptRows(s, base.reshape(B * T, -1), delta, member, lin).view(B, T, -1); // [B, T, out]
+}
+
+interface Slots {
+  /** [m] int64: the token (row of the flattened batch) of each slot. */
+  tokens: Tensor;
+  /** [m] int64: its feed-forward member. */
+  members: Tensor;
+  /** [m] float32: its weight in the token's output. */
+  weights: Tensor;
+}
+
+/** Every token's slots: a plain (or base) row's tokens one each, weight 1; a MixLoRA range's tokens
+ * their routed experts. x [n, H] flattened rows of T tokens; valid(range) its real tokens or null. */
+function slotsOf(
+  stack: AdapterStack,
+  layer: number,
+  x: Tensor,
+  T: number,
+  ranges: RowRange[],
+  valid: (range: RowRange) => Tensor | null,
+): { slots: Slots; routing: StackedRouting[] } {
+  const device = x.device;
+  const plainTokens: number[] = [];
+  const plainMembers: number[] = [];
+  const parts: Slots[] = [];
+  const routing: StackedRouting[] = [];
+  for (const range of ranges) {
+    const moe = range.adapter?.layers[layer]?.moe;
+    const first = range.start * T;
+    if (!moe) {
+      const member = stack.expertMember(range.adapter);
+      for (let t = first; t < first + range.count * T; t++) {
+        plainTokens.push(t);
+        plainMembers.push(member);
+      }
+      continue;
+    }
+    const xr = x.narrow(0, first, range.count * T); // [b·T, H]
+    const { logits, probs } = routerProbs(xr, moe); // [b·T, E]
+    const seqValid = valid(range);
+    const r = route(probs, moe.settings, { rows: range.count, len: T, valid: seqValid });
+    const validIdx = seqValid ? seqValid.nonzero().squeeze(1) : null;
+    routing.push({
+      adapter: range.adapter!,
+      logits: validIdx ? logits.indexSelect(0, validIdx) : logits,
+      probs: validIdx ? probs.indexSelect(0, validIdx) : probs,
+      counts: r.counts,
+    });
+    parts.push({
+      tokens: r.tokens.add(first),
+      members: r.experts.add(stack.expertMember(range.adapter)),
+      weights: r.weights,
+    });
+  }
+  if (plainTokens.length > 0) {
+    parts.push({
+      tokens: tensor(Int32Array.from(plainTokens), { dtype: 'int64', device }),
+      members: tensor(Int32Array.from(plainMembers), { dtype: 'int64', device }),
+      weights: ones([plainTokens.length], { device }),
+    });
+  }
+  const join = (f: (s: Slots) => Tensor) => (parts.length === 1 ? f(parts[0]!) : cat(parts.map(f), 0));
+  return { slots: { tokens: join((s) => s.tokens), members: join((s) => s.members), weights: join((s) => s.weights) }, routing };
+}
+
+/** gate or up for every slot [m, I]: the frozen output of its token plus its member's delta. */
+function slotProjection(
+  s: StackedModule | null,
+  x32: Tensor,
+  frozen: Tensor,
+  slots: Slots,
+  lin: Linear,
+): Tensor {
+  const base = frozen.indexSelect(0, slots.tokens); // [m, I]
+  if (!s) return base;
+  const xa = linear(x32, s.A).indexSelect(0, slots.tokens); // [m, Σr]
+  return adaptRows(s, base, memberDelta(s, xa, slots.members), slots.members, lin);
+}
+
+/** The feed-forward block of every row, x [B, T, H] -> [B, T, H] in x's dtype, with separate gate and up
+ * projections (not Phi-3's fused one). */
+export function stackedMlp(
+  stack: AdapterStack,
+  layer: number,
+  x: Tensor,
+  w: LayerWeights,
+  act: Activation,
+  ranges: RowRange[],
+  valid: (range: RowRange) => Tensor | null,
+): { out: Tensor; routing: StackedRouting[] } {
+  const [B, T, H] = x.shape as [number, number, number];
+  const n = B * T;
+  const xf = x.reshape(n, H); // [n, H]
+  const x32 = xf.to('float32');
+  const { slots, routing } = slotsOf(stack, layer, xf, T, ranges, valid);
+  const frozen = frozenGateUp(xf, w); // [n, I] each
+  const I = frozen.gate.size(1);
+  const [g, u, d] = [linearOf(w, 'gate_proj'), linearOf(w, 'up_proj'), linearOf(w, 'down_proj')];
+  const gate = slotProjection(stack.expertProjection(layer, 'gate_proj', g), x32, frozen.gate, slots, g); // [m, I]
+  const up = slotProjection(stack.expertProjection(layer, 'up_proj', u), x32, frozen.up, slots, u); // [m, I]
+  const h = gated(act, gate, up); // [m, I]
+  const sd = stack.expertProjection(layer, 'down_proj', d);
+  const weight = slots.weights.unsqueeze(1); // [m, 1]
+  let out: Tensor; // [n, H] float32
+  if (!d.bias && !sd?.scales) {
+    // Σ wₛ W hₛ = W Σ wₛ hₛ: the frozen down projection once per token (as moe.ts's shared down).
+    const mixed = zeros([n, I], { device: x.device }).indexAdd(0, slots.tokens, h.to('float32').mul(weight)); // [n, I]
+    out = frozenLinear(mixed.to(x.dtype), d).to('float32'); // [n, H]
+    if (sd) {
+      const za = linear(h.to('float32'), sd.A).mul(sd.columns.indexSelect(0, slots.members)).mul(weight); // [m, Σr]
+      const zn = zeros([n, za.size(1)], { device: x.device }).indexAdd(0, slots.tokens, za); // [n, Σr]
+      out = out.add(linear(zn, sd.B)); // [n, H]
+    }
+  } else {
+    // DoRA on down_proj or a bias: each slot's own down projection, then weighted per token.
+    let y = frozenLinear(h, d); // [m, H]
+    if (sd) y = adaptRows(sd, y, memberDelta(sd, linear(h.to('float32'), sd.A), slots.members), slots.members, d);
+    out = zeros([n, H], { device: x.device }).indexAdd(0, slots.tokens, y.to('float32').mul(weight)); // [n, H]
+  }
+  return { out: out.to(x.dtype).view(B, T, H), routing };
+}
