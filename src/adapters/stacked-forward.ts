@@ -89,18 +89,18 @@ function slotsOf(
     const xr = x.narrow(0, first, range.count * T); // [b·T, H]
     const { logits, probs } = routerProbs(xr, moe); // [b·T, E]
     const seqValid = valid(range);
-    const r = route(probs, moe.settings, { rows: range.count, len: T, valid: seqValid });
+    const routed = route(probs, moe.settings, { rows: range.count, len: T, valid: seqValid });
     const validIdx = seqValid ? seqValid.nonzero().squeeze(1) : null;
     routing.push({
       adapter: range.adapter!,
       logits: validIdx ? logits.indexSelect(0, validIdx) : logits,
       probs: validIdx ? probs.indexSelect(0, validIdx) : probs,
-      counts: r.counts,
+      counts: routed.counts,
     });
     parts.push({
-      tokens: r.tokens.add(first),
-      members: r.experts.add(stack.expertMember(range.adapter)),
-      weights: r.weights,
+      tokens: routed.tokens.add(first),
+      members: routed.experts.add(stack.expertMember(range.adapter)),
+      weights: routed.weights,
     });
   }
   if (plainTokens.length > 0) {
@@ -111,17 +111,14 @@ function slotsOf(
     });
   }
   const join = (f: (s: Slots) => Tensor) => (parts.length === 1 ? f(parts[0]!) : cat(parts.map(f), 0));
-  return { slots: { tokens: join((s) => s.tokens), members: join((s) => s.members), weights: join((s) => s.weights) }, routing };
+  return {
+    slots: { tokens: join((s) => s.tokens), members: join((s) => s.members), weights: join((s) => s.weights) },
+    routing,
+  };
 }
 
 /** gate or up for every slot [m, I]: the frozen output of its token plus its member's delta. */
-function slotProjection(
-  s: StackedModule | null,
-  x32: Tensor,
-  frozen: Tensor,
-  slots: Slots,
-  lin: Linear,
-): Tensor {
+function slotProjection(s: StackedModule | null, x32: Tensor, frozen: Tensor, slots: Slots, lin: Linear): Tensor {
   const base = frozen.indexSelect(0, slots.tokens); // [m, I]
   if (!s) return base;
   const xa = linear(x32, s.A).indexSelect(0, slots.tokens); // [m, Σr]

@@ -19,7 +19,10 @@ test('linear: which backend the addon uses is reported', () => {
   assert.ok(backend === 'onednn' || backend === 'aten', backend);
   const off = execFileSync(
     process.execPath,
-    ['-e', `import('${new URL('../../src/tensor/native.js', import.meta.url).href}').then((m) => console.log(m.native.blasInfo().linear))`],
+    [
+      '-e',
+      `import('${new URL('../../src/tensor/native.js', import.meta.url).href}').then((m) => console.log(m.native.blasInfo().linear))`,
+    ],
     { env: { ...process.env, MIXLORA_GEMM: 'aten' }, encoding: 'utf8' },
   ).trim();
   assert.equal(off, 'aten', 'MIXLORA_GEMM=aten turns oneDNN off');
