@@ -32,6 +32,11 @@ interface Probe {
   gflops_fp32: number;
   gflops_bf16: number;
 }
+interface GemmBackends {
+  torch: string;
+  blas: string;
+  rows: { out: number; in: number; rows: number; default_ms: number; onednn_ms: number }[];
+}
 const probeOurs = JSON.parse(
   spawnSync(
     process.execPath,
@@ -40,8 +45,16 @@ const probeOurs = JSON.parse(
       encoding: 'utf8',
     },
   ).stdout,
-) as Probe & { torch: string; blas: string; openblas_core: string | null; torch_cpu_capability: string | null };
+) as Probe & {
+  torch: string;
+  blas: string;
+  linear: string;
+  openblas_core: string | null;
+  torch_cpu_capability: string | null;
+};
 const probeTorch = runPython<Probe>('matmul_probe.py', ['--threads', String(threads())]);
+log('float32 products: the BLAS against oneDNN');
+const gemm = runPython<GemmBackends>('gemm_backends.py', ['--threads', String(threads())]);
 const models = runModelsBench();
 // Serving runs in its own process (its server and clients share one event loop).
 log('serving benchmark');
@@ -70,13 +83,30 @@ by up to ±30% over minutes: read the ratios, and differences under about 10% as
 ${trainingSection(training, probeOurs.gflops_fp32)}
 ## Matrix-product throughput (\`mixlora info --probe\`)
 
-2048 × 2048 products, one warm-up then about 0.5 s each; \`bench/python/matmul_probe.py\` times PyTorch the same way.
+2048 × 2048 products, one warm-up then about 0.5 s each; \`bench/python/matmul_probe.py\` times PyTorch the same way
+(\`torch.matmul\`). mixlora's probe runs its \`linear\` (${probeOurs.linear === 'onednn' ? 'oneDNN for float32' : 'ATen'}), the path of its projections.
 mixlora's libtorch ${probeOurs.torch} (BLAS: ${probeOurs.blas}${probeOurs.openblas_core ? `, kernels ${probeOurs.openblas_core}` : ''}; kernels ${probeOurs.torch_cpu_capability ?? 'unknown'}).
 
 | dtype | mixlora GFLOP/s | PyTorch ${pyVersion} GFLOP/s | mixlora / PyTorch |
 |---|---:|---:|---:|
 | float32 | ${fmt(probeOurs.gflops_fp32)} | ${fmt(probeTorch.gflops_fp32)} | ${(probeOurs.gflops_fp32 / probeTorch.gflops_fp32).toFixed(2)}× |
 | bfloat16 | ${fmt(probeOurs.gflops_bf16)} | ${fmt(probeTorch.gflops_bf16)} | ${(probeOurs.gflops_bf16 / probeTorch.gflops_bf16).toFixed(2)}× |
+
+### float32 products: PyTorch's default (${gemm.blas}) against oneDNN
+
+\`bench/python/gemm_backends.py\`: x Wᵀ for W [out, in] of llama-58m's and TinyLlama's projections, from a decode
+step's rows to a training batch's tokens, in PyTorch ${gemm.torch}: \`torch.nn.functional.linear\` (what PyTorch,
+HF transformers and PEFT run for float32) against oneDNN's \`mkldnn::_linear_pointwise\` (what mixlora's \`linear\`
+calls, native/linear.cc). GFLOP/s = 2·rows·in·out / time.
+
+| W out × in | rows | ${gemm.blas} ms | oneDNN ms | ${gemm.blas} GFLOP/s | oneDNN GFLOP/s | oneDNN speed-up |
+|---|---:|---:|---:|---:|---:|---:|
+${gemm.rows
+  .map((r) => {
+    const gf = (ms: number) => fmt((2 * r.rows * r.in * r.out) / ms / 1e6);
+    return `| ${r.out} × ${r.in} | ${r.rows} | ${fmt(r.default_ms)} | ${fmt(r.onednn_ms)} | ${gf(r.default_ms)} | ${gf(r.onednn_ms)} | ${(r.default_ms / r.onednn_ms).toFixed(2)}× |`;
+  })
+  .join('\n')}
 
 ## MixLoRA block: the efficient expert path
 

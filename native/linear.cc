@@ -3,7 +3,8 @@
 // (bench/python/gemm_backends.py measures both); ATen exposes oneDNN's float32 linear as the operator
 // mkldnn::_linear_pointwise (what torch.compile's CPU backend emits). It has no autograd formula, so
 // OneDnnLinear below supplies one: the input gradient dy W through oneDNN again (with Wᵀ as its weight),
-// the weight gradient (adapters' A and B only; frozen weights have none) dyᵀ x through ATen. Other dtypes
+// the weight gradient (adapters' A and B only; frozen weights have none) dyᵀ x through whichever of the two
+// is faster for its shape. Other dtypes
 // (bfloat16 already reaches oneDNN through ATen), CUDA, and a libtorch without the operator (Debian's
 // 1.13) take at::linear. MIXLORA_GEMM=aten turns the oneDNN path off.
 #include "common.h"
@@ -57,6 +58,8 @@ struct OneDnnLinear : public torch::autograd::Function<OneDnnLinear> {
                             const c10::optional<at::Tensor>& b) {
     // x is kept only when the weight trains (its gradient needs it); a frozen projection keeps W alone.
     ctx->save_for_backward({w, w.requires_grad() ? x : at::Tensor()});
+    // An absent bias is no input of the node (needs_input_grad has no index for it).
+    ctx->saved_data["bias"] = b.has_value() && b->defined();
     return OneDnnNd(x, w, b);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -64,11 +67,17 @@ struct OneDnnLinear : public torch::autograd::Function<OneDnnLinear> {
     const at::Tensor& w = saved[0];
     const at::Tensor& dy = grads[0];  // [.., out]
     at::Tensor dx, dw, db;
+    const bool biasGrad = ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2);
     if (ctx->needs_input_grad(0)) dx = OneDnnNd(dy, w.t(), c10::nullopt);  // [.., in]
-    if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
+    if (ctx->needs_input_grad(1) || biasGrad) {
       const at::Tensor dy2 = dy.reshape({-1, dy.size(-1)});  // [N, out]
-      if (ctx->needs_input_grad(1)) dw = at::mm(dy2.t(), saved[1].reshape({-1, saved[1].size(-1)}));  // [out, in]
-      if (ctx->needs_input_grad(2)) db = dy2.sum(0);  // [out]
+      if (ctx->needs_input_grad(1)) {
+        const at::Tensor x2 = saved[1].reshape({-1, saved[1].size(-1)});  // [N, in]
+        // dyᵀ x [out, in]: oneDNN (with xᵀ as its weight) where in ≥ out, as for LoRA's A (2-4× the BLAS's
+        // speed there); the BLAS for a wide out over a narrow in (LoRA's B), where it is as fast or faster.
+        dw = x2.size(1) >= dy2.size(1) ? OneDnn2d(dy2.t().contiguous(), x2.t(), c10::nullopt) : at::mm(dy2.t(), x2);
+      }
+      if (biasGrad) db = dy2.sum(0);  // [out]
     }
     return {dx, dw, db};
   }

@@ -5,9 +5,12 @@ decode step's few rows up to a training batch's 1024 tokens.
 
     .venv/bin/python bench/python/gemm_backends.py [--threads N]
 
-Prints one line per shape: milliseconds and GFLOP/s of each, and their ratio.
+Prints one line per shape to stderr (milliseconds and GFLOP/s of each, and their ratio), then the rows as
+one JSON line on stdout (bench/run.ts reads it).
 """
 import argparse
+import json
+import sys
 import time
 
 import torch
@@ -31,8 +34,10 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     onednn = torch.ops.mkldnn._linear_pointwise
-    print(f"torch {torch.__version__}, {args.threads} thread(s), BLAS: {torch.backends.mkl.is_available() and 'MKL' or 'other'}")
-    print("out x in | rows | default ms | oneDNN ms | default GFLOP/s | oneDNN GFLOP/s | default / oneDNN")
+    blas = "MKL" if torch.backends.mkl.is_available() else "other"
+    print(f"torch {torch.__version__}, {args.threads} thread(s), BLAS: {blas}", file=sys.stderr)
+    print("out x in | rows | default ms | oneDNN ms | default GFLOP/s | oneDNN GFLOP/s | default / oneDNN", file=sys.stderr)
+    rows = []
     for out_f, in_f in SHAPES:
         w = torch.randn(out_f, in_f)
         for m in ROWS:
@@ -43,7 +48,10 @@ def main():
             a = per_call_ms(lambda: torch.nn.functional.linear(x, w))
             b = per_call_ms(lambda: onednn(x, w, None, "none", [], ""))
             flop = 2 * m * in_f * out_f
-            print(f"{out_f} x {in_f} | {m} | {a:.3f} | {b:.3f} | {flop / a / 1e6:.1f} | {flop / b / 1e6:.1f} | {a / b:.2f}")
+            print(f"{out_f} x {in_f} | {m} | {a:.3f} | {b:.3f} | {flop / a / 1e6:.1f} | {flop / b / 1e6:.1f} | {a / b:.2f}",
+                  file=sys.stderr)
+            rows.append({"out": out_f, "in": in_f, "rows": m, "default_ms": a, "onednn_ms": b})
+    print(json.dumps({"torch": torch.__version__, "blas": blas, "threads": args.threads, "rows": rows}))
 
 
 if __name__ == "__main__":

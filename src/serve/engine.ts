@@ -158,9 +158,6 @@ export class Engine {
   private async loop(): Promise<void> {
     while (!this.stopped) {
       if (this.idle) {
-        // Nothing runs: the stacked copies of adapters go (memory back where it was; an unloaded
-        // adapter's copies with them).
-        this.stacks.clear();
         await new Promise<void>((resolve) => (this.wake = resolve));
         this.wake = null;
         continue;
@@ -171,6 +168,9 @@ export class Engine {
         if (this.running.length > 0) this.step();
         this.sweep();
         this.gauges();
+        // Nothing left to run: the stacked copies of adapters go now (memory back where it was, an
+        // unloaded adapter's copies with it), before the last responses reach their clients.
+        if (this.idle) this.stacks.clear();
       } catch (e) {
         // A bug here must not stop the loop: the rows it touched fail, the server goes on.
         for (const row of this.running) this.fail(row, e);

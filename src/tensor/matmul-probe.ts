@@ -1,7 +1,10 @@
 // A short matrix-product measurement: the throughput a training step can at best reach on this machine.
-// Square products of `size` (default 2048) timed for about `seconds` per dtype after one warm-up product.
+// Square products of `size` (default 2048) timed for about `seconds` per dtype after one warm-up product,
+// through linear() (a bᵀ): the path the models' projections take (oneDNN for float32 on the CPU where
+// libtorch has it, native/linear.cc), so that a step's share of the probe compares like with like.
 import { randn } from './create.js';
 import { cuda } from './runtime.js';
+import { linear } from './ops.js';
 import { tidy } from './scope.js';
 import type { Device } from './tensor.js';
 import type { DType } from './dtype.js';
@@ -21,13 +24,13 @@ export function matmulGflops(dtype: DType, device: Device, size = 2048, seconds 
   return tidy(() => {
     const a = randn([size, size], { dtype, device }); // [n, n]
     const b = randn([size, size], { dtype, device }); // [n, n]
-    tidy(() => a.matmul(b)); // warm-up: kernels chosen, memory allocated
+    tidy(() => linear(a, b)); // warm-up: kernels chosen, memory allocated
     sync(device);
     let reps = 0;
     const t0 = process.hrtime.bigint();
     let elapsed = 0;
     while (elapsed < seconds || reps < 3) {
-      tidy(() => a.matmul(b)); // [n, n]
+      tidy(() => linear(a, b)); // [n, n] a bᵀ
       sync(device);
       reps++;
       elapsed = Number(process.hrtime.bigint() - t0) / 1e9;

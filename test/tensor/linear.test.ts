@@ -28,14 +28,19 @@ test('linear: which backend the addon uses is reported', () => {
   assert.equal(off, 'aten', 'MIXLORA_GEMM=aten turns oneDNN off');
 });
 
-for (const trained of [false, true]) {
-  test(`linear equals the matmul composition, forward and backward, ${trained ? 'trained' : 'frozen'} weight`, () =>
+// [out, in]: narrower out (the weight gradient through oneDNN) and wider (through ATen).
+for (const [trained, out, inF] of [
+  [false, 48, 64],
+  [true, 48, 64],
+  [true, 64, 48],
+] as const) {
+  test(`linear equals the matmul composition, forward and backward, ${trained ? 'trained' : 'frozen'} weight [${out}, ${inF}]`, () =>
     T.tidy(() => {
       T.manualSeed(1);
-      const x = T.randn([3, 5, 64]).requiresGrad_(true); // [B, T, in]
-      const w = T.randn([48, 64]).requiresGrad_(trained); // [out, in]
-      const b = T.randn([48]).requiresGrad_(trained); // [out]
-      const up = T.randn([3, 5, 48]); // upstream gradient
+      const x = T.randn([3, 5, inF]).requiresGrad_(true); // [B, T, in]
+      const w = T.randn([out, inF]).requiresGrad_(trained); // [out, in]
+      const b = T.randn([out]).requiresGrad_(trained); // [out]
+      const up = T.randn([3, 5, out]); // upstream gradient
       const grads = (f: typeof reference) => {
         for (const t of [x, w, b]) t.grad?.zero_();
         const y = f(x, w, b);
