@@ -28,7 +28,7 @@ export function trainCommand(): Command {
       const progress = createProgress({ quiet: o.quiet || !lead });
       try {
         const modelPath = await resolveModel(cfg.baseModel, { progress: downloadProgress(progress, cfg.baseModel) });
-        const r = await train(cfg, {
+        const result = await train(cfg, {
           resume: o.resume ?? false,
           progress: lead ? progress : undefined,
           modelPath,
@@ -39,8 +39,8 @@ export function trainCommand(): Command {
         progress.stop();
         leaveGroup(group);
         if (!lead) return;
-        const lines = Object.entries(r.outputs).map(([name, dir]) => `adapter ${name}: ${dir}`);
-        lines.push(`metrics: ${r.metricsFile}`, `loss curve: ${r.charts.join(', ')}`);
+        const lines = Object.entries(result.outputs).map(([name, dir]) => `adapter ${name}: ${dir}`);
+        lines.push(`metrics: ${result.metricsFile}`, `loss curve: ${result.charts.join(', ')}`);
         process.stdout.write(lines.join('\n') + '\n');
       } finally {
         progress.stop();
