@@ -121,8 +121,8 @@ export class AdapterBatch implements ForwardHooks {
     const stack = w.proj.gate_up_proj ? null : this.stackFor(ranges, x.size(0) * T);
     if (stack) {
       const { out, routing } = stackedMlp(stack, layer, x, w, act, ranges, (range) => this.valid(range));
-      for (const r of routing)
-        this.keepRouting(r.adapter, { layer, logits: r.logits, probs: r.probs, counts: r.counts });
+      for (const record of routing)
+        this.keepRouting(record.adapter, { layer, logits: record.logits, probs: record.probs, counts: record.counts });
       return out;
     }
     // The frozen gate/up projections once for every row: MixLoRA experts and plain adapters share them.

@@ -60,13 +60,13 @@ function adapted(p: LoraParams | undefined, x: Tensor, base: Tensor, lin: Linear
   return y.to(base.dtype);
 }
 
-/** The block's output [n, H] float32 for x [n, H], the frozen gate/up outputs [n, I] and routing r. */
+/** The block's output [n, H] float32 for x [n, H], the frozen gate/up outputs [n, I] and routing routing. */
 export function denseExperts(
   layer: MoeLayer,
   w: LayerWeights,
   x: Tensor,
   base: { gate: Tensor; up: Tensor },
-  r: Routing,
+  routing: Routing,
 ): Tensor {
   const E = layer.settings.numExperts;
   const [n, H] = x.shape as [number, number];
@@ -74,7 +74,7 @@ export function denseExperts(
   const ex = layer.experts;
   // Routing weights as a dense [E, n] table, zero where an expert was not chosen.
   const weights = zeros([n * E], { device: x.device })
-    .indexAdd(0, r.tokens.mul(E).add(r.experts), r.weights)
+    .indexAdd(0, routing.tokens.mul(E).add(routing.experts), routing.weights)
     .view(n, E)
     .transpose(0, 1); // [E, n]
   const gate = adapted(ex.gate_proj, x, base.gate, linearOf(w, 'gate_proj'), E).contiguous(); // [E, n, I]
@@ -91,7 +91,7 @@ export function denseExperts(
     return delta ? out.add(delta.mul(we).sum(0)) : out;
   }
   // DoRA or a bias on down_proj: each chosen (token, expert) pair's own down projection, in one product.
-  const slot = r.experts.mul(n).add(r.tokens); // [m] rows of [E·n]
+  const slot = routing.experts.mul(n).add(routing.tokens); // [m] rows of [E·n]
   const hs = h.view(E * n, I).indexSelect(0, slot); // [m, I]
   const baseDown = frozenLinear(hs, down); // [m, H]
   let y = baseDown.to('float32'); // [m, H]
@@ -99,10 +99,10 @@ export function denseExperts(
     const d = delta.view(E * n, H).indexSelect(0, slot); // [m, H]
     if (!p.magnitude) y = y.add(d);
     else {
-      const scale = expertScales(p, down, E).indexSelect(0, r.experts); // [m, H]
+      const scale = expertScales(p, down, E).indexSelect(0, routing.experts); // [m, H]
       y = (down.bias ? y.sub(down.bias.to('float32')) : y).add(d).mul(scale);
       if (down.bias) y = y.add(down.bias.to('float32'));
     }
   }
-  return zeros([n, H], { device: x.device }).indexAdd(0, r.tokens, y.mul(r.weights.unsqueeze(1))); // [n, H]
+  return zeros([n, H], { device: x.device }).indexAdd(0, routing.tokens, y.mul(routing.weights.unsqueeze(1))); // [n, H]
 }

@@ -189,11 +189,11 @@ function expertOutputs(
   // zero-padded gradient per expert.
   const xParts = xs.split(perExpert, 0); // E × [c, H]
   const shared = sharesGateUp(path) ? base! : null;
-  const pick = (t: Tensor) => t.indexSelect(0, tokens).split(perExpert, 0);
+  const perExpertRows = (t: Tensor) => t.indexSelect(0, tokens).split(perExpert, 0);
   // Phi-3 shares its fused [gate | up] (the expert adapts it whole); the others gate and up.
-  const fParts = shared?.fused ? pick(shared.fused) : null; // E × [c, 2I]
-  const gParts = shared && !fParts ? pick(shared.gate) : null; // E × [c, I]
-  const uParts = shared && !fParts ? pick(shared.up) : null; // E × [c, I]
+  const fParts = shared?.fused ? perExpertRows(shared.fused) : null; // E × [c, 2I]
+  const gParts = shared && !fParts ? perExpertRows(shared.gate) : null; // E × [c, I]
+  const uParts = shared && !fParts ? perExpertRows(shared.up) : null; // E × [c, I]
   const down = linearOf(w, 'down_proj');
   const downLora = layer.experts.down_proj;
   const sharedDown = sharesDown(path);

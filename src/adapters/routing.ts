@@ -71,14 +71,14 @@ export function switchRouting(
 }
 
 /** Drops the slots of padding rows (valid [n] bool), recounting the experts. */
-function realSlots(r: Routing, valid: Tensor | null, E: number): Routing {
-  if (valid === null) return r;
-  const keep = valid.indexSelect(0, r.tokens); // [m]
-  const experts = r.experts.maskedSelect(keep);
+function realSlots(routing: Routing, valid: Tensor | null, E: number): Routing {
+  if (valid === null) return routing;
+  const keep = valid.indexSelect(0, routing.tokens); // [m]
+  const experts = routing.experts.maskedSelect(keep);
   return {
-    tokens: r.tokens.maskedSelect(keep),
+    tokens: routing.tokens.maskedSelect(keep),
     experts,
-    weights: r.weights.maskedSelect(keep),
+    weights: routing.weights.maskedSelect(keep),
     counts: bincount(experts, E),
   };
 }

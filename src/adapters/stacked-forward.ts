@@ -89,18 +89,18 @@ function slotsOf(
     const xr = x.narrow(0, first, range.count * T); // [b·T, H]
     const { logits, probs } = routerProbs(xr, moe); // [b·T, E]
     const seqValid = valid(range);
-    const r = route(probs, moe.settings, { rows: range.count, len: T, valid: seqValid });
+    const routed = route(probs, moe.settings, { rows: range.count, len: T, valid: seqValid });
     const validIdx = seqValid ? seqValid.nonzero().squeeze(1) : null;
     routing.push({
       adapter: range.adapter!,
       logits: validIdx ? logits.indexSelect(0, validIdx) : logits,
       probs: validIdx ? probs.indexSelect(0, validIdx) : probs,
-      counts: r.counts,
+      counts: routed.counts,
     });
     parts.push({
-      tokens: r.tokens.add(first),
-      members: r.experts.add(stack.expertMember(range.adapter)),
-      weights: r.weights,
+      tokens: routed.tokens.add(first),
+      members: routed.experts.add(stack.expertMember(range.adapter)),
+      weights: routed.weights,
     });
   }
   if (plainTokens.length > 0) {

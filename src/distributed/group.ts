@@ -79,7 +79,9 @@ class C10dGroup implements Group {
       const all = this.allGather(local); // [W, n]
       try {
         const flat = all.toNumbers();
-        return Array.from({ length: this.worldSize }, (_, r) => flat.slice(r * values.length, (r + 1) * values.length));
+        return Array.from({ length: this.worldSize }, (_, rank) =>
+          flat.slice(rank * values.length, (rank + 1) * values.length),
+        );
       } finally {
         all.dispose();
       }
@@ -98,8 +100,8 @@ class C10dGroup implements Group {
       const all = this.allGather(local); // [W, longest]
       try {
         const raw = Buffer.from(all.toTypedArray() as Uint8Array);
-        return Array.from({ length: this.worldSize }, (_, r) => {
-          const row = raw.subarray(r * padded.length, (r + 1) * padded.length);
+        return Array.from({ length: this.worldSize }, (_, rank) => {
+          const row = raw.subarray(rank * padded.length, (rank + 1) * padded.length);
           const end = row.indexOf(0);
           return JSON.parse(row.subarray(0, end < 0 ? row.length : end).toString('utf8')) as T;
         });

@@ -52,8 +52,8 @@ export function evaluateTaskSharded(
   const n = end - start;
   // Accuracies times the block's size are the counts of correct answers (integers).
   const outcome: ShardOutcome = {
-    correct: local.results.map((r) => (n > 0 ? Math.round(r.accuracy * n) : 0)),
-    correctNorm: local.results.map((r) => (n > 0 ? Math.round((r.acc_norm ?? 0) * n) : 0)),
+    correct: local.results.map((result) => (n > 0 ? Math.round(result.accuracy * n) : 0)),
+    correctNorm: local.results.map((result) => (n > 0 ? Math.round((result.acc_norm ?? 0) * n) : 0)),
     counts: [...local.counts],
     samples,
   };

@@ -51,19 +51,19 @@ function tokenIds(f: Fields, key: string): number[] {
   return list as number[];
 }
 
-/** The scaling described by `r` (a legacy rope_scaling object or transformers 5's rope_parameters). */
-function ropeScalingOf(r: Fields, where: string, field: string): RopeScaling | null {
-  const type = (r.has('rope_type') ? r.str('rope_type') : r.str('type')) as string;
+/** The rotary scaling that `scaling` describes (a legacy rope_scaling object or transformers 5's rope_parameters). */
+function ropeScalingOf(scaling: Fields, where: string, field: string): RopeScaling | null {
+  const type = (scaling.has('rope_type') ? scaling.str('rope_type') : scaling.str('type')) as string;
   if (type === 'default') return null;
-  const factor = r.num('factor', { exclusiveMin: 0 });
+  const factor = scaling.num('factor', { exclusiveMin: 0 });
   if (type === 'linear') return { type, factor };
   if (type === 'llama3') {
     return {
       type,
       factor,
-      lowFreqFactor: r.num('low_freq_factor', { exclusiveMin: 0 }),
-      highFreqFactor: r.num('high_freq_factor', { exclusiveMin: 0 }),
-      originalMaxPositionEmbeddings: r.int('original_max_position_embeddings', { min: 1 }),
+      lowFreqFactor: scaling.num('low_freq_factor', { exclusiveMin: 0 }),
+      highFreqFactor: scaling.num('high_freq_factor', { exclusiveMin: 0 }),
+      originalMaxPositionEmbeddings: scaling.int('original_max_position_embeddings', { min: 1 }),
     };
   }
   throw new UserError(
@@ -76,15 +76,15 @@ function ropeScalingOf(r: Fields, where: string, field: string): RopeScaling | n
 function rope(f: Fields): { theta: number; scaling: RopeScaling | null } {
   const params = f.raw('rope_parameters');
   if (params !== undefined && params !== null) {
-    const r = Fields.of(params, `${f.where}: rope_parameters`);
-    if (!r.has('rope_type') && !r.has('type'))
+    const ropeParams = Fields.of(params, `${f.where}: rope_parameters`);
+    if (!ropeParams.has('rope_type') && !ropeParams.has('type'))
       f.fail('rope_parameters', 'has no rope_type (per-layer-type rope parameters are not supported)');
     return {
-      theta: r.num('rope_theta', {
+      theta: ropeParams.num('rope_theta', {
         default: f.num('rope_theta', { default: 10000, exclusiveMin: 0 }),
         exclusiveMin: 0,
       }),
-      scaling: ropeScalingOf(r, f.where, 'rope_parameters'),
+      scaling: ropeScalingOf(ropeParams, f.where, 'rope_parameters'),
     };
   }
   const v = f.raw('rope_scaling');

@@ -145,7 +145,7 @@ export class Engine {
   async shutdown(deadlineMs: number): Promise<void> {
     this.accepting = false;
     const until = Date.now() + deadlineMs;
-    while (!this.idle && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    while (!this.idle && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 10));
     this.stopped = true;
     this.wake?.();
     await this.loopDone;
@@ -173,7 +173,7 @@ export class Engine {
         if (this.idle) this.stacks.clear();
       } catch (e) {
         // A bug here must not stop the loop: the rows it touched fail, the server goes on.
-        for (const r of this.running) this.fail(r, e);
+        for (const row of this.running) this.fail(row, e);
         this.running = [];
       }
       // Let the event loop run between steps: responses flush, requests arrive, clients disconnect.
@@ -191,7 +191,7 @@ export class Engine {
       }
     }
     for (const row of this.running) if (row.cancelled && !row.done) this.finish(row, 'abort');
-    this.running = this.running.filter((r) => !r.done);
+    this.running = this.running.filter((row) => !row.done);
   }
 
   /** Prefills waiting sequences (one at a time, batch 1, as `generate` does) while slots are free. */
@@ -203,18 +203,18 @@ export class Engine {
         row.slot = this.pool.acquire(spec.prompt.length + 1);
         const hooks = spec.adapter ? AdapterBatch.all(spec.adapter, { training: false, record: 'none' }) : undefined;
         try {
-          const picked = noGrad(() =>
+          const chosen = noGrad(() =>
             tidy(() => {
               const ids = tensor([spec.prompt], { dtype: 'int64', device: this.model.device }); // [1, P]
               const cache = this.pool.prefillCache(row.slot);
               const logits = this.model.forward(ids, { cache, hooks, lastOnly: true }).select(1, 0); // [1, V]
-              return this.pick(logits, [row]);
+              return this.chooseTokens(logits, [row]);
             }),
           );
           this.opts.metrics.promptTokens.inc({ model: spec.modelName }, spec.prompt.length);
           row.len = spec.prompt.length;
           this.running.push(row);
-          this.accept(row, picked[0]!);
+          this.accept(row, chosen[0]!);
         } finally {
           hooks?.dispose();
         }
@@ -226,63 +226,63 @@ export class Engine {
 
   /** One decode step over every running row, rows grouped by adapter. */
   private step(): void {
-    const rows = this.running.filter((r) => !r.done);
+    const rows = this.running.filter((row) => !row.done);
     if (rows.length === 0) return;
     this.peakBatch = Math.max(this.peakBatch, rows.length);
     try {
-      this.pool.reserve(Math.max(...rows.map((r) => r.len)) + 1);
+      this.pool.reserve(Math.max(...rows.map((row) => row.len)) + 1);
     } catch (e) {
-      for (const r of rows) this.fail(r, e);
+      for (const row of rows) this.fail(row, e);
       return;
     }
     const groups = new Map<Adapter | null, Row[]>();
-    for (const r of rows) {
-      const g = groups.get(r.spec.adapter);
-      if (g) g.push(r);
-      else groups.set(r.spec.adapter, [r]);
+    for (const row of rows) {
+      const group = groups.get(row.spec.adapter);
+      if (group) group.push(row);
+      else groups.set(row.spec.adapter, [row]);
     }
     const ordered: Row[] = [];
     const ranges: RowRange[] = [];
-    for (const [adapter, g] of groups) {
-      ranges.push({ start: ordered.length, count: g.length, adapter });
-      ordered.push(...g);
+    for (const [adapter, group] of groups) {
+      ranges.push({ start: ordered.length, count: group.length, adapter });
+      ordered.push(...group);
     }
     // Base-model-only steps run the plain hooks, exactly as `generate` without an adapter.
-    const hooks = ranges.every((r) => r.adapter === null)
+    const hooks = ranges.every((range) => range.adapter === null)
       ? undefined
       : new AdapterBatch(ranges, { training: false, record: 'none', stacks: this.stacks });
-    let picked: TokenChoice[];
+    let chosen: TokenChoice[];
     try {
-      picked = noGrad(() =>
+      chosen = noGrad(() =>
         tidy(() => {
           const { cache, keyMask } = this.pool.stepCache(ordered);
           const ids = tensor(
-            ordered.map((r) => [r.last]),
+            ordered.map((row) => [row.last]),
             { dtype: 'int64', device: this.model.device },
           ); // [B, 1]
           const logits = this.model.forward(ids, { attentionMask: keyMask, cache, hooks, lastOnly: true }).select(1, 0); // [B, V]
-          return this.pick(logits, ordered);
+          return this.chooseTokens(logits, ordered);
         }),
       );
     } catch (e) {
-      for (const r of ordered) this.fail(r, e);
+      for (const row of ordered) this.fail(row, e);
       return;
     } finally {
       hooks?.dispose();
     }
-    ordered.forEach((r, i) => {
-      r.len += 1;
-      this.accept(r, picked[i]!);
+    ordered.forEach((row, i) => {
+      row.len += 1;
+      this.accept(row, chosen[i]!);
     });
   }
 
   /** Each row's token from logits [B, V]: argmax on the device, log-probabilities only where needed. */
-  private pick(logits: Tensor, rows: Row[]): TokenChoice[] {
+  private chooseTokens(logits: Tensor, rows: Row[]): TokenChoice[] {
     const greedy = logits.argmax(-1).toNumbers(); // [B]
-    const needs = rows.some((r) => r.sampler.needsLogProbs);
+    const needs = rows.some((row) => row.sampler.needsLogProbs);
     const logp = needs ? logits.logSoftmax(-1) : null; // [B, V]
-    return rows.map((r, i) =>
-      r.sampler.pick(greedy[i]!, r.sampler.needsLogProbs ? logp!.select(0, i).toFloat32Array() : null),
+    return rows.map((row, i) =>
+      row.sampler.pick(greedy[i]!, row.sampler.needsLogProbs ? logp!.select(0, i).toFloat32Array() : null),
     );
   }
 
@@ -328,6 +328,6 @@ export class Engine {
 
   private gauges(): void {
     this.opts.metrics.queueDepth.set(this.waiting.length);
-    this.opts.metrics.runningBatch.set(this.running.filter((r) => !r.done).length);
+    this.opts.metrics.runningBatch.set(this.running.filter((row) => !row.done).length);
   }
 }

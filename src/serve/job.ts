@@ -30,7 +30,7 @@ export class Job {
   constructor(engine: Engine, tokenizer: TextTokenizer, stopIds: number[], spec: JobSpec, events: JobEvents = {}) {
     let remaining = spec.prompts.length * spec.n;
     let resolve!: () => void;
-    this.done = new Promise<void>((r) => (resolve = r));
+    this.done = new Promise<void>((settle) => (resolve = settle));
     const specs = spec.prompts.flatMap((prompt, p) =>
       Array.from({ length: spec.n }, (_, k) => {
         const index = p * spec.n + k;

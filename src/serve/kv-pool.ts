@@ -92,7 +92,7 @@ export class KVPool {
   stepCache(rows: { slot: number; len: number }[]): { cache: AttentionCache; keyMask: Tensor } {
     const c = this.config;
     const B = rows.length;
-    const S = Math.max(...rows.map((r) => r.len));
+    const S = Math.max(...rows.map((row) => row.len));
     const cap = this.capacity;
     const write: number[] = [];
     const read: number[] = [];

@@ -62,9 +62,9 @@ export class RowSampler {
     let total = weights.reduce((a, b) => a + b, 0);
     if (nucleus) {
       // Keep the smallest prefix whose probability reaches top_p (the most likely token always).
-      let acc = 0;
+      let mass = 0;
       let keep = 0;
-      while (keep < cand.length && acc < p.topP! * total) acc += weights[keep++]!;
+      while (keep < cand.length && mass < p.topP! * total) mass += weights[keep++]!;
       cand = cand.slice(0, Math.max(1, keep));
       weights = weights.slice(0, cand.length);
       total = weights.reduce((a, b) => a + b, 0);

@@ -106,12 +106,12 @@ function probeDetectedCore(addonFile: string, cpuKey: string): string | null {
   const script =
     `const a = require(${JSON.stringify(addonFile)});` +
     `process.stdout.write(JSON.stringify(typeof a.blasInfo === 'function' ? a.blasInfo().openblasCore : null))`;
-  const r = spawnSync(process.execPath, ['-e', script], { env, encoding: 'utf8', timeout: 60_000 });
+  const probe = spawnSync(process.execPath, ['-e', script], { env, encoding: 'utf8', timeout: 60_000 });
   // A probe killed by a signal (some old OpenBLAS builds crash on CPUs they misdetect) counts as a fallback;
   // one that could not load the addon says nothing (the real load will report why).
   let core: string | null = null;
-  if (r.signal) core = 'Prescott';
-  else if (r.status === 0) core = JSON.parse(r.stdout) as string | null;
+  if (probe.signal) core = 'Prescott';
+  else if (probe.status === 0) core = JSON.parse(probe.stdout) as string | null;
   const tmp = `${cacheFile}.${process.pid}.tmp`;
   try {
     fs.writeFileSync(tmp, JSON.stringify({ cpu: cpuKey, addon: addonFile, addonMtime, core } satisfies ProbeCache));

@@ -1,8 +1,10 @@
 // The names users write for a compute dtype and a device (command-line flags, training configs),
 // checked against what this libtorch offers. `where` names the flag or field in the message.
 import { UserError } from '../util/errors.js';
+import { ones } from './create.js';
 import { isDType, isFloating, type DType } from './dtype.js';
 import { cuda } from './runtime.js';
+import { tidy } from './scope.js';
 import type { Device } from './tensor.js';
 
 export function parseDType(s: string, where: string): DType {
@@ -21,4 +23,17 @@ export function parseDevice(s: string, where: string): Device {
     return s as Device;
   }
   throw new UserError(`${where}: '${s}' is not cpu, cuda or cuda:N`);
+}
+
+/** Refuses a compute dtype this libtorch cannot multiply matrices in on the device (libtorch 1.13
+ * has no float16 matmul on CPU), with a clear message instead of an error deep in the first layer. */
+export function checkComputeDType(dtype: DType, device: Device, where: string): void {
+  if (dtype === 'float32') return;
+  try {
+    tidy(() => ones([2, 2], { dtype, device }).matmul(ones([2, 2], { dtype, device })));
+  } catch {
+    throw new UserError(
+      `${where}: this libtorch cannot compute in ${dtype} on ${device}; use ${dtype === 'float16' ? 'bfloat16 or ' : ''}float32`,
+    );
+  }
 }

@@ -16,21 +16,21 @@ export function deriveMerges(pieces: Piece[]): [string, string][] {
   pieces.forEach((p, i) => {
     if (!vocab.has(p.piece)) vocab.set(p.piece, i);
   });
-  const merges: { l: string; r: string; score: number; order: number }[] = [];
+  const merges: { left: string; right: string; score: number; order: number }[] = [];
   let order = 0;
   for (const p of pieces) {
     const chars = Array.from(p.piece);
-    const local: { l: string; r: string }[] = [];
+    const local: { left: string; right: string }[] = [];
     for (let i = 1; i < chars.length; i++) {
-      const l = chars.slice(0, i).join('');
-      const r = chars.slice(i).join('');
-      if (vocab.has(l) && vocab.has(r)) local.push({ l, r });
+      const left = chars.slice(0, i).join('');
+      const right = chars.slice(i).join('');
+      if (vocab.has(left) && vocab.has(right)) local.push({ left, right });
     }
-    local.sort((a, b) => vocab.get(a.l)! - vocab.get(b.l)! || vocab.get(a.r)! - vocab.get(b.r)!);
+    local.sort((a, b) => vocab.get(a.left)! - vocab.get(b.left)! || vocab.get(a.right)! - vocab.get(b.right)!);
     for (const m of local) merges.push({ ...m, score: p.score, order: order++ });
   }
   merges.sort((a, b) => b.score - a.score || a.order - b.order);
-  return merges.map((m) => [m.l, m.r]);
+  return merges.map((m) => [m.left, m.right]);
 }
 
 export interface SpmSpecials {

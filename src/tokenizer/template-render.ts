@@ -33,14 +33,14 @@ function start(): Renderer {
 /** Renders `template` with `context`; `where` names the template in errors (one line). */
 export function renderTemplate(template: string, context: Record<string, unknown>, where: string): string {
   renderer ??= start();
-  const r = renderer;
-  Atomics.store(r.signal, 0, 0);
-  r.port.postMessage({ template, context });
-  const waited = Atomics.wait(r.signal, 0, 0, TEMPLATE_LIMITS.seconds * 1000);
-  const reply = receiveMessageOnPort(r.port)?.message as { text: string } | { error: string } | undefined;
+  const active = renderer;
+  Atomics.store(active.signal, 0, 0);
+  active.port.postMessage({ template, context });
+  const waited = Atomics.wait(active.signal, 0, 0, TEMPLATE_LIMITS.seconds * 1000);
+  const reply = receiveMessageOnPort(active.port)?.message as { text: string } | { error: string } | undefined;
   if (waited === 'timed-out' || !reply) {
-    void r.worker.terminate();
-    r.port.close();
+    void active.worker.terminate();
+    active.port.close();
     renderer = null;
     throw new UserError(
       `${where}: rendering did not finish within ${TEMPLATE_LIMITS.seconds} s and ${TEMPLATE_LIMITS.heapMb} MiB (a runaway loop or output?)`,

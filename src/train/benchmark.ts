@@ -254,12 +254,12 @@ export function runTrainBench(o: {
   const collectiveMs: number[] = [];
   const sumAcrossRanks = () => {
     const t0 = process.hrtime.bigint();
-    const acc = { ce: 0, aux: 0, auxCount: 0, scored: 0, input: 0, seconds: 0 };
+    const totals = { ce: 0, aux: 0, auxCount: 0, scored: 0, input: 0, seconds: 0 };
     for (const a of adapters)
       allReduceStep(
         group,
         a.parameters().map((q) => q.tensor),
-        acc,
+        totals,
       );
     collectiveMs.push(Number(process.hrtime.bigint() - t0) / 1e6);
   };

@@ -17,15 +17,19 @@ import { UserError } from '../util/errors.js';
 import type { StepTotals } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
 
-/** Slots each rank runs for a step of `micros` micro-batches. */
-export function slotsPerStep(micros: number, worldSize: number): number {
-  return Math.ceil(micros / worldSize);
+/** Slots each rank runs for a step of `stepMicroBatches` micro-batches. */
+export function slotsPerStep(stepMicroBatches: number, worldSize: number): number {
+  return Math.ceil(stepMicroBatches / worldSize);
 }
 
 /** The step-batch micro-batch this rank runs in `slot`, or null when it sits the slot out. */
-export function microForSlot(slot: number, micros: number, g: Pick<Group, 'rank' | 'worldSize'>): number | null {
+export function microBatchOfSlot(
+  slot: number,
+  stepMicroBatches: number,
+  g: Pick<Group, 'rank' | 'worldSize'>,
+): number | null {
   const j = slot * g.worldSize + g.rank;
-  return j < micros ? j : null;
+  return j < stepMicroBatches ? j : null;
 }
 
 /** The generator seed of a rank once the adapters exist: rank 0 keeps the run's seed (so a one-rank job
@@ -59,12 +63,12 @@ const STAT_KEYS = ['ce', 'aux', 'auxCount', 'scored', 'input'] as const;
  * host-device copies for them, and a peer that died during the backward passes is named by Gloo at
  * once rather than found by NCCL's timeout.
  */
-export function allReduceStep(g: Group, params: Tensor[], acc: StepTotals): StepTotals {
+export function allReduceStep(g: Group, params: Tensor[], totals: StepTotals): StepTotals {
   // (a real one-rank group still sums: MIXLORA_DIST_FORCE_GROUP runs training through c10d that way)
-  if (g.backend === 'none') return acc;
+  if (g.backend === 'none') return totals;
   // (grad handles are new wrappers on each read: the scope frees them, the gradients stay)
   const summed = tidy(() => {
-    const local = [...STAT_KEYS.map((k) => acc[k]), ...params.map((p) => (p.grad ? 1 : 0))];
+    const local = [...STAT_KEYS.map((k) => totals[k]), ...params.map((p) => (p.grad ? 1 : 0))];
     const stats = tensor(local, { dtype: 'float64' }); // [5 + P] on the CPU
     g.allReduceSum([stats]);
     return stats.toNumbers();
@@ -76,7 +80,7 @@ export function allReduceStep(g: Group, params: Tensor[], acc: StepTotals): Step
     });
     g.allReduceSum(reached.map((p) => p.grad!));
   });
-  const out = { ...acc };
+  const out = { ...totals };
   STAT_KEYS.forEach((k, i) => (out[k] = summed[i]!));
   return out;
 }

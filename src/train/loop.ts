@@ -16,7 +16,7 @@ import type { RunReports } from './eval-during.js';
 import type { MetricsLine } from './metrics.js';
 import type { Device } from '../tensor/tensor.js';
 import type { Group } from '../distributed/group.js';
-import { allReduceStep, microForSlot, slotsPerStep } from './data-parallel.js';
+import { allReduceStep, microBatchOfSlot, slotsPerStep } from './data-parallel.js';
 import { gatherRankState } from './rank-state.js';
 import { checkpointState } from './resume.js';
 import { emptyStepTotals, type AdapterRun } from './setup.js';
@@ -115,7 +115,7 @@ function nextMicroBatch(run: AdapterRun, group: Group): MicroBatch | null {
   const batch = stepExamples(run);
   const size = run.cfg.microBatchSize;
   const stepMicroBatches = Math.ceil(batch.length / size);
-  const j = microForSlot(run.microBatchesDone, stepMicroBatches, group);
+  const j = microBatchOfSlot(run.microBatchesDone, stepMicroBatches, group);
   if (j === null) return null;
   return {
     adapter: run.adapter,

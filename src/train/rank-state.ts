@@ -22,8 +22,8 @@ export const rankFile = (dir: string, rank: number) => path.join(dir, `rank-${ra
  * rank's file on rank 0 and null elsewhere. */
 export function gatherRankState(g: Group, adapters: Adapter[], device: Device): ((dir: string) => void) | null {
   const perRank: Map<string, Tensor>[] = Array.from({ length: g.worldSize }, () => new Map());
-  const keep = (r: number, key: string, t: Tensor) => {
-    if (g.rank === 0) perRank[r]!.set(key, t.keep());
+  const keep = (rank: number, key: string, t: Tensor) => {
+    if (g.rank === 0) perRank[rank]!.set(key, t.keep());
   };
   tidy(() =>
     noGrad(() => {
@@ -34,20 +34,20 @@ export function gatherRankState(g: Group, adapters: Adapter[], device: Device): 
           if (!has.some((row) => row[i] === 1)) return;
           const local = p.tensor.grad ?? zeros([...p.tensor.shape], { dtype: p.tensor.dtype, device: p.tensor.device });
           const all = g.allGather(local); // [W, ...shape]
-          for (let r = 0; r < g.worldSize; r++)
-            if (has[r]![i] === 1) keep(r, `grad.${a.name}.${p.name}`, all.select(0, r));
+          for (let rank = 0; rank < g.worldSize; rank++)
+            if (has[rank]![i] === 1) keep(rank, `grad.${a.name}.${p.name}`, all.select(0, rank));
         });
       }
       for (const [key, d] of generators(device)) {
         const all = g.allGather(getRngState(d)); // [W, state bytes]
-        for (let r = 0; r < g.worldSize; r++) keep(r, key, all.select(0, r));
+        for (let rank = 0; rank < g.worldSize; rank++) keep(rank, key, all.select(0, rank));
       }
     }),
   );
   if (g.rank !== 0) return null;
   return (dir: string) => {
     try {
-      perRank.forEach((tensors, r) => saveSafetensors(rankFile(dir, r), tensors));
+      perRank.forEach((tensors, rank) => saveSafetensors(rankFile(dir, rank), tensors));
     } finally {
       for (const m of perRank) for (const t of m.values()) t.dispose();
     }

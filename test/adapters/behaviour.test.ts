@@ -7,6 +7,7 @@ import path from 'node:path';
 import { assertClose } from '../helpers/assert.js';
 import { referenceDir, tempDir } from '../helpers/fixtures.js';
 import { adaptedLoss, nextTokenCE, openAdapterCase, openModel } from '../helpers/reference-adapters.js';
+import { ALL_TARGETS, DORA_ADAPTER, mixloraAdapter } from '../helpers/train.js';
 import * as T from '../../src/tensor/index.js';
 import { Adapter } from '../../src/adapters/adapter.js';
 import { AdapterBatch } from '../../src/adapters/batch.js';
@@ -22,28 +23,11 @@ import { llamaConfig, randomModel } from '../../src/models/random.js';
 import { CausalLM } from '../../src/models/llama.js';
 import { convertLegacyAdapter } from '../../src/adapters/convert-legacy.js';
 
-const ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+const ALL = ALL_TARGETS;
 const configs = {
   lora: { peft_type: 'LORA', r: 4, lora_alpha: 8, lora_dropout: 0, target_modules: ALL },
-  dora: {
-    peft_type: 'LORA',
-    r: 4,
-    lora_alpha: 8,
-    lora_dropout: 0,
-    target_modules: ['q_proj', 'v_proj', 'down_proj'],
-    use_dora: true,
-  },
-  mixlora: {
-    peft_type: 'MIXLORA',
-    r: 4,
-    lora_alpha: 8,
-    lora_dropout: 0,
-    target_modules: ALL,
-    routing_strategy: 'mixlora',
-    num_experts: 4,
-    top_k: 2,
-    router_aux_loss_coef: 0.01,
-  },
+  dora: DORA_ADAPTER,
+  mixlora: mixloraAdapter({ router_aux_loss_coef: 0.01 }),
   mixdora: {
     peft_type: 'MIXLORA',
     r: 2,

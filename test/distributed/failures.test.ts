@@ -3,13 +3,17 @@
 // of ranks cannot resume it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { MIXLORA_BIN } from '../helpers/fixtures.js';
-import { mixlora } from '../helpers/cli.js';
-import { adapterTensors, commonsenseSlice, maxDiff, writeConfig } from '../helpers/train.js';
+import { mixlora, spawnMixlora } from '../helpers/cli.js';
+import {
+  adapterTensors,
+  checkpointWritten,
+  commonsenseSlice,
+  maxDiff,
+  readMetrics,
+  writeConfig,
+} from '../helpers/train.js';
 import { freePort } from '../../src/distributed/launcher.js';
 
 function config(data: string, epochs: number): Record<string, unknown> {
@@ -42,52 +46,12 @@ const rankEnv = (rank: number, port: number, extra: Record<string, string> = {})
   ...extra,
 });
 
-/** Runs `args` until it exits (or `limitMs` passes: then it is killed and the test fails). */
-function run(args: string[], env: NodeJS.ProcessEnv, limitMs = 60_000) {
-  // detached: its own process group, so that a launcher can be killed together with its ranks
-  const child = spawn(process.execPath, [MIXLORA_BIN, ...args], {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
-  });
-  let stderr = '';
-  child.stderr.on('data', (d) => (stderr += d));
-  child.stdout.resume();
-  const exit = new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${args.join(' ')} did not exit within ${limitMs / 1000} s; stderr: ${stderr}`));
-    }, limitMs);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stderr });
-    });
-  });
-  return { child, exit };
-}
-
-/** Resolves once `dir` holds a complete checkpoint. */
-function checkpointWritten(run: string): Promise<void> {
-  return new Promise((resolve) => {
-    const poll = setInterval(() => {
-      const dir = path.join(run, 'checkpoints');
-      const done =
-        fs.existsSync(dir) &&
-        fs.readdirSync(dir).some((n) => /^checkpoint-\d+$/.test(n) && fs.existsSync(path.join(dir, n, 'state.json')));
-      if (done) {
-        clearInterval(poll);
-        resolve();
-      }
-    }, 5);
-  });
-}
-
 test('SIGKILL of rank 1 mid-run: rank 0 exits non-zero within 60 s, naming rank 1', async () => {
   const c = writeConfig(config(commonsenseSlice('boolq.train', 32), 50));
   const port = await freePort();
-  const r0 = run(['train', c.file, '--quiet'], rankEnv(0, port));
-  const r1 = run(['train', c.file, '--quiet'], rankEnv(1, port));
-  await checkpointWritten(path.join(c.dir, 'run'));
+  const r0 = spawnMixlora(['train', c.file, '--quiet'], { env: rankEnv(0, port) });
+  const r1 = spawnMixlora(['train', c.file, '--quiet'], { env: rankEnv(1, port) });
+  await checkpointWritten(path.join(c.dir, 'run'), r1.child);
   r1.child.kill('SIGKILL');
   await r1.exit;
   const { code, stderr } = await r0.exit;
@@ -101,8 +65,9 @@ test('a master port in use, or a master nobody serves, is a clear error, not a h
   await new Promise<void>((resolve) => busy.listen(0, '0.0.0.0', () => resolve()));
   const port = (busy.address() as net.AddressInfo).port;
   try {
-    const { code, stderr } = await run(['train', c.file, '--quiet'], rankEnv(0, port, { MIXLORA_DIST_TIMEOUT: '5' }))
-      .exit;
+    const { code, stderr } = await spawnMixlora(['train', c.file, '--quiet'], {
+      env: rankEnv(0, port, { MIXLORA_DIST_TIMEOUT: '5' }),
+    }).exit;
     assert.equal(code, 1, stderr);
     assert.match(
       stderr,
@@ -112,8 +77,9 @@ test('a master port in use, or a master nobody serves, is a clear error, not a h
     busy.close();
   }
   const nobody = await freePort();
-  const { code, stderr } = await run(['train', c.file, '--quiet'], rankEnv(1, nobody, { MIXLORA_DIST_TIMEOUT: '3' }))
-    .exit;
+  const { code, stderr } = await spawnMixlora(['train', c.file, '--quiet'], {
+    env: rankEnv(1, nobody, { MIXLORA_DIST_TIMEOUT: '3' }),
+  }).exit;
   assert.equal(code, 1, stderr);
   assert.match(
     stderr,
@@ -129,8 +95,8 @@ test('a two-rank job killed after a checkpoint resumes to the adapters of an uni
 
   const killed = writeConfig(config(data, 3));
   const run0 = path.join(killed.dir, 'run');
-  const job = run(['launch', '--nproc-per-node', '2', 'train', killed.file, '--quiet'], process.env);
-  await checkpointWritten(run0);
+  const job = spawnMixlora(['launch', '--nproc-per-node', '2', 'train', killed.file, '--quiet']);
+  await checkpointWritten(run0, job.child);
   process.kill(-job.child.pid!, 'SIGKILL'); // the whole job: the launcher and its ranks
   await job.exit;
   const alone = mixlora(['train', killed.file, '--resume', '--quiet']);
@@ -142,11 +108,6 @@ test('a two-rank job killed after a checkpoint resumes to the adapters of an uni
     maxDiff(adapterTensors(path.join(run0, 'lora')), adapterTensors(path.join(straight.dir, 'run', 'lora'))),
     0,
   );
-  const losses = (dir: string) =>
-    fs
-      .readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l).loss);
+  const losses = (run: string) => readMetrics(run).map((l) => l.loss);
   assert.deepEqual(losses(run0), losses(path.join(straight.dir, 'run')));
 });

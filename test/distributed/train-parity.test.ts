@@ -7,7 +7,14 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { mixlora } from '../helpers/cli.js';
-import { ALL_TARGETS, adapterTensors, commonsenseSlice, maxDiff, writeConfig } from '../helpers/train.js';
+import {
+  adapterTensors,
+  commonsenseSlice,
+  maxDiff,
+  mixloraAdapter,
+  readMetrics,
+  writeConfig,
+} from '../helpers/train.js';
 
 /** A LoRA and a MixLoRA adapter trained fused, without dropout or jitter (their masks are drawn per
  * rank); 9 examples in steps of 4, so each epoch ends with a step of one micro-batch, which rank 1 sits out. */
@@ -28,28 +35,11 @@ function config(data: string, optimizer: 'sgd' | 'adamw'): Record<string, unknow
         ...common,
         name: 'mix',
         lr: optimizer === 'sgd' ? 0.05 : 2e-4,
-        adapter: {
-          peft_type: 'MIXLORA',
-          r: 4,
-          lora_alpha: 8,
-          lora_dropout: 0,
-          target_modules: ALL_TARGETS,
-          routing_strategy: 'mixlora',
-          num_experts: 4,
-          top_k: 2,
-          router_aux_loss_coef: 0.01,
-        },
+        adapter: mixloraAdapter({ router_aux_loss_coef: 0.01 }),
       },
     ],
   };
 }
-
-const metrics = (dir: string) =>
-  fs
-    .readFileSync(path.join(dir, 'run', 'metrics.jsonl'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as { adapter: string; step: number; loss: number; tokens: number; aux: number | null });
 
 for (const [optimizer, tolerance] of [
   ['sgd', 1e-6],
@@ -73,8 +63,8 @@ for (const [optimizer, tolerance] of [
       assert.ok(d <= tolerance, `${name}: max difference ${d} > ${tolerance}`);
     }
     // One metrics line per step (rank 0 alone writes), with the whole step's tokens and loss.
-    const a = metrics(alone.dir);
-    const b = metrics(job.dir);
+    const a = readMetrics(path.join(alone.dir, 'run'));
+    const b = readMetrics(path.join(job.dir, 'run'));
     assert.equal(b.length, a.length);
     b.forEach((m, i) => {
       assert.equal(m.adapter, a[i]!.adapter);

@@ -1,4 +1,5 @@
-// Building training runs for tests: config files in temp folders, data files, reading results.
+// Building training runs for tests: adapter and config files in temp folders, data files, reading results.
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import zlib from 'node:zlib';
 import path from 'node:path';
@@ -8,6 +9,35 @@ import { loadAll } from '../../src/io/safetensors.js';
 import type * as T from '../../src/tensor/index.js';
 
 export const ALL_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+
+/** The LoRA adapter of the training tests: rank 8 on every projection, no dropout. */
+export const LORA_ADAPTER = { peft_type: 'LORA', r: 8, lora_alpha: 16, lora_dropout: 0, target_modules: ALL_TARGETS };
+
+/** The DoRA adapter of the training and adapter tests: rank 4 on q, v and down, no dropout. */
+export const DORA_ADAPTER = {
+  peft_type: 'LORA',
+  r: 4,
+  lora_alpha: 8,
+  lora_dropout: 0,
+  target_modules: ['q_proj', 'v_proj', 'down_proj'],
+  use_dora: true,
+};
+
+/** The MixLoRA adapter of the training tests: rank 4 on every projection, 4 experts (top-2), no dropout;
+ * `extra` adds or overrides keys. */
+export function mixloraAdapter(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    peft_type: 'MIXLORA',
+    r: 4,
+    lora_alpha: 8,
+    lora_dropout: 0,
+    target_modules: ALL_TARGETS,
+    routing_strategy: 'mixlora',
+    num_experts: 4,
+    top_k: 2,
+    ...extra,
+  };
+}
 
 /** A slice of the bundled commonsense data (LLM-Adapters shape). */
 export function commonsenseSlice(task: string, n: number, offset = 0): string {
@@ -39,6 +69,45 @@ export function writeConfig(config: Record<string, unknown>, dir = tempDir()): {
 
 export function trainConfig(config: Record<string, unknown>): TrainConfig {
   return readTrainConfig(writeConfig(config).file);
+}
+
+/** One line of a run's metrics.jsonl (training steps; evaluation lines carry other keys). */
+export interface MetricsLine {
+  adapter: string;
+  step: number;
+  loss: number;
+  tokens: number;
+  aux: number | null;
+}
+
+/** The lines of `<run>/metrics.jsonl`, in order. */
+export function readMetrics(run: string): MetricsLine[] {
+  return fs
+    .readFileSync(path.join(run, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as MetricsLine);
+}
+
+/** Resolves once the run folder `run` holds a complete checkpoint (its state.json written); rejects when
+ * `child`, the run's process, exits first. */
+export function checkpointWritten(run: string, child: ChildProcess): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const poll = setInterval(() => {
+      const dir = path.join(run, 'checkpoints');
+      const done =
+        fs.existsSync(dir) &&
+        fs.readdirSync(dir).some((n) => /^checkpoint-\d+$/.test(n) && fs.existsSync(path.join(dir, n, 'state.json')));
+      if (done) {
+        clearInterval(poll);
+        resolve();
+      }
+    }, 5);
+    child.on('exit', () => {
+      clearInterval(poll);
+      reject(new Error('the run ended before its first checkpoint'));
+    });
+  });
 }
 
 export function adapterTensors(dir: string): Map<string, T.Tensor> {

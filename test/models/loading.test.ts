@@ -11,7 +11,7 @@ import { loadAll, saveSafetensors } from '../../src/io/safetensors.js';
 import { readModelConfig } from '../../src/models/config.js';
 import { loadHfWeights } from '../../src/models/weights.js';
 import { CausalLM } from '../../src/models/llama.js';
-import { checkComputeDType } from '../../src/models/load.js';
+import { checkComputeDType } from '../../src/tensor/targets.js';
 
 function shard(src: string, dir: string): void {
   fs.mkdirSync(dir, { recursive: true });
@@ -62,7 +62,7 @@ test('bfloat16 compute runs and stays close to float32; float16 runs where libto
     const { ids, logits } = openReferenceModel('qwen2-bias-tied');
     let float16 = true;
     try {
-      checkComputeDType('float16', 'cpu');
+      checkComputeDType('float16', 'cpu', '--dtype');
     } catch (e) {
       float16 = false;
       assert.match((e as Error).message, /cannot compute in float16 on cpu; use bfloat16 or float32/);

@@ -3,20 +3,16 @@
 // dequantised weight (measured), while autograd over a composed dequantise-then-linear would keep them all.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import path from 'node:path';
 import * as T from '../../src/tensor/index.js';
 import { loadModel } from '../../src/models/load.js';
-import { Adapter } from '../../src/adapters/adapter.js';
-import { parseAdapterConfig } from '../../src/adapters/config.js';
-import { fusedStep } from '../../src/train/step.js';
-import { AdamW } from '../../src/optim/index.js';
 import { readTrainConfig } from '../../src/train/config.js';
 import { QuantizedWeight } from '../../src/quant/quantized-weight.js';
 import { UserError } from '../../src/util/errors.js';
 import { STORIES_BIN, STORIES_TOK } from '../helpers/fixtures.js';
 import { mixlora } from '../helpers/cli.js';
-import { ALL_TARGETS, commonsenseSlice, writeConfig } from '../helpers/train.js';
+import { assertFusedStepsLeaveNoTensor } from '../helpers/fused-steps.js';
+import { LORA_ADAPTER, commonsenseSlice, mixloraAdapter, readMetrics, writeConfig } from '../helpers/train.js';
 import { TEST_DEVICE } from '../helpers/device.js';
 
 test('LoRA and MixLoRA adapters trained on an nf4 base (quantize: nf4) reduce their loss', () => {
@@ -26,34 +22,13 @@ test('LoRA and MixLoRA adapters trained on an nf4 base (quantize: nf4) reduce th
     cutoff_len: 256,
     quantize: 'nf4',
     adapters: [
-      {
-        name: 'lora',
-        ...common,
-        adapter: { peft_type: 'LORA', r: 8, lora_alpha: 16, lora_dropout: 0, target_modules: ALL_TARGETS },
-      },
-      {
-        name: 'mix',
-        ...common,
-        adapter: {
-          peft_type: 'MIXLORA',
-          r: 4,
-          lora_alpha: 8,
-          lora_dropout: 0,
-          target_modules: ALL_TARGETS,
-          routing_strategy: 'mixlora',
-          num_experts: 4,
-          top_k: 2,
-        },
-      },
+      { name: 'lora', ...common, adapter: LORA_ADAPTER },
+      { name: 'mix', ...common, adapter: mixloraAdapter() },
     ],
   });
   const r = mixlora(['train', c.file, '--quiet']);
   assert.equal(r.code, 0, r.stderr);
-  const lines = fs
-    .readFileSync(path.join(c.dir, 'run', 'metrics.jsonl'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as { adapter: string; loss: number });
+  const lines = readMetrics(path.join(c.dir, 'run'));
   for (const name of ['lora', 'mix']) {
     const losses = lines.filter((l) => l.adapter === name).map((l) => l.loss);
     assert.equal(losses.length, 12, name);
@@ -78,65 +53,11 @@ test('the training config refuses an unknown quantize value, naming the field', 
 
 test('fused steps on an nf4 base (MixLoRA, DoRA; plain and recomputing) leave no tensor behind', () => {
   const { model } = loadModel(STORIES_BIN, { tokenizer: STORIES_TOK, quantize: 'nf4' });
-  const mix = Adapter.create(
-    'mix',
-    parseAdapterConfig(
-      {
-        peft_type: 'MIXLORA',
-        r: 4,
-        lora_alpha: 8,
-        target_modules: ALL_TARGETS,
-        routing_strategy: 'mixlora',
-        num_experts: 4,
-        top_k: 2,
-      },
-      'm',
-    ),
+  assertFusedStepsLeaveNoTensor(
     model,
-  ).requiresGrad_();
-  const dora = Adapter.create(
-    'dora',
-    parseAdapterConfig(
-      { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: ['q_proj', 'down_proj'], use_dora: true },
-      'd',
-    ),
-    model,
-  ).requiresGrad_();
-  const opts = [mix, dora].map(
-    (a) =>
-      new AdamW(
-        a.parameters().map((p) => p.tensor),
-        { lr: 1e-3 },
-      ),
+    { mixlora: {}, mixExamples: [2, 16], doraExamples: [2, 20], unscoredPrefix: 0, stepTokens: 40 },
+    1,
   );
-  const ex = (n: number, len: number) =>
-    Array.from({ length: n }, (_, i) => {
-      const ids = Array.from({ length: len + i }, (_, j) => 3 + ((j * 7 + i * 13) % 500));
-      return { inputIds: ids, labels: ids };
-    });
-  const step = (recompute: boolean) => {
-    fusedStep(
-      model,
-      [
-        { adapter: mix, examples: ex(2, 16), stepTokens: 40, microBatchesPerStep: 1 },
-        { adapter: dora, examples: ex(2, 20), stepTokens: 40, microBatchesPerStep: 1 },
-      ],
-      { recompute, padId: 0 },
-    );
-    for (const o of opts) {
-      o.step();
-      o.zeroGrad();
-    }
-  };
-  step(false);
-  step(true);
-  const before = T.liveTensors();
-  step(false);
-  step(true);
-  assert.equal(T.liveTensors(), before);
-  opts.forEach((o) => o.dispose());
-  mix.dispose();
-  dora.dispose();
   model.dispose();
 });
 

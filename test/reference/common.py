@@ -9,7 +9,8 @@ import struct
 import torch
 import torch.nn.functional as F
 
-DTYPE_NAMES = {torch.float32: 'F32', torch.float16: 'F16', torch.bfloat16: 'BF16', torch.int64: 'I64', torch.float64: 'F64'}
+DTYPE_NAMES = {torch.float32: 'F32', torch.float16: 'F16', torch.bfloat16: 'BF16', torch.int64: 'I64', torch.float64: 'F64',
+               torch.uint8: 'U8', torch.int8: 'I8'}
 
 
 def save_safetensors(path, tensors, metadata=None):

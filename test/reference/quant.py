@@ -23,6 +23,9 @@ import struct
 import sys
 
 import numpy as np
+import torch
+
+from common import save_safetensors
 
 NF4 = np.array([
     -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
@@ -69,26 +72,13 @@ def int8_dequantise(q, scale):
     return (q.astype(np.float32) * scale[:, None]).astype(np.float32)
 
 
-# ---- safetensors (numpy only) ----------------------------------------------------------------------
-DT = {np.dtype('float32'): 'F32', np.dtype('uint8'): 'U8', np.dtype('int8'): 'I8'}
+# ---- safetensors -------------------------------------------------------------------------------------
 FROM_DT = {'F32': np.float32, 'U8': np.uint8, 'I8': np.int8}
 
 
 def save(path, tensors):
-    header, blobs, offset = {}, [], 0
-    for name, a in tensors.items():
-        a = np.ascontiguousarray(a)
-        raw = a.tobytes()
-        header[name] = {'dtype': DT[a.dtype], 'shape': list(a.shape), 'data_offsets': [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    h = json.dumps(header).encode()
-    h += b' ' * ((8 - (8 + len(h)) % 8) % 8)
-    with open(path, 'wb') as f:
-        f.write(struct.pack('<Q', len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+    """Writes numpy arrays with the reference's one safetensors writer (common.py)."""
+    save_safetensors(path, {name: torch.from_numpy(np.array(a)) for name, a in tensors.items()})
 
 
 def load(path):

@@ -5,30 +5,18 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { tempDir } from '../helpers/fixtures.js';
-import { ALL_TARGETS, adapterTensors, commonsenseSlice, maxDiff, trainConfig } from '../helpers/train.js';
+import {
+  DORA_ADAPTER,
+  LORA_ADAPTER,
+  adapterTensors,
+  commonsenseSlice,
+  maxDiff,
+  mixloraAdapter,
+  trainConfig,
+} from '../helpers/train.js';
 import { train } from '../../src/train/trainer.js';
 
-const mixlora = (extra: Record<string, unknown> = {}) => ({
-  peft_type: 'MIXLORA',
-  r: 4,
-  lora_alpha: 8,
-  lora_dropout: 0,
-  target_modules: ALL_TARGETS,
-  routing_strategy: 'mixlora',
-  num_experts: 4,
-  top_k: 2,
-  router_aux_loss_coef: 0.01,
-  ...extra,
-});
-const lora = { peft_type: 'LORA', r: 8, lora_alpha: 16, lora_dropout: 0, target_modules: ALL_TARGETS };
-const dora = {
-  peft_type: 'LORA',
-  r: 4,
-  lora_alpha: 8,
-  lora_dropout: 0,
-  target_modules: ['q_proj', 'v_proj', 'down_proj'],
-  use_dora: true,
-};
+const mixlora = (extra: Record<string, unknown> = {}) => mixloraAdapter({ router_aux_loss_coef: 0.01, ...extra });
 
 async function run(config: Record<string, unknown>): Promise<string> {
   const cfg = trainConfig(config);
@@ -74,7 +62,7 @@ test('adapters trained fused end with the weights each gets trained alone (equal
     },
     {
       name: 'lora',
-      adapter: lora,
+      adapter: LORA_ADAPTER,
       data: tokenData(12, 24, 2),
       optimizer: 'sgd',
       momentum: 0.9,
@@ -86,7 +74,7 @@ test('adapters trained fused end with the weights each gets trained alone (equal
     },
     {
       name: 'dora',
-      adapter: dora,
+      adapter: DORA_ADAPTER,
       data: tokenData(12, 24, 3),
       optimizer: 'sgd',
       lr: 0.05,
@@ -117,7 +105,7 @@ test('adapters trained fused on ragged real data end with the weights of trainin
     },
     {
       name: 'lora',
-      adapter: lora,
+      adapter: LORA_ADAPTER,
       data: arc,
       prompt_template: 'none',
       optimizer: 'sgd',
@@ -134,7 +122,7 @@ test('adapters trained fused on ragged real data end with the weights of trainin
 // The aux loss is per micro-batch (docs/design.md §6.4), so a MixLoRA adapter is compared with its coefficient at 0.
 test('gradient accumulation: a batch of 8 as 8 micro-batches of 1 equals one micro-batch of 8 (to float rounding, SGD)', async () => {
   const data = commonsenseSlice('obqa.train', 16);
-  for (const adapter of [lora, mixlora({ router_aux_loss_coef: 0 })]) {
+  for (const adapter of [LORA_ADAPTER, mixlora({ router_aux_loss_coef: 0 })]) {
     const base = {
       cutoff_len: 512,
       group_by_length: false,
@@ -164,7 +152,7 @@ test('activation recomputation per layer trains exactly like keeping activations
     },
     {
       name: 'dora',
-      adapter: { ...dora, lora_dropout: 0.1 },
+      adapter: { ...DORA_ADAPTER, lora_dropout: 0.1 },
       data,
       prompt_template: 'none',
       lr: 1e-3,

@@ -2,9 +2,10 @@
 // base model, activations and matmuls in bfloat16 (adapter weights, optimizer state, router and losses in
 // float32) follows the float32 run's loss curve. Tolerance, per adapter over the first 16 steps: the relative
 // difference of the per-step losses at most 8% on average, and of the losses averaged over any 4 consecutive
-// steps at most 15%. Measured (AMD EPYC): PyTorch 2.13 backend MixLoRA 1.2% / 2.1%, LoRA 3.2% / 4.4%; Debian's
-// libtorch 1.13 MixLoRA 0.8% / 1.5%, LoRA 5.2% / 6.9% (single steps up to 27%: bfloat16 keeps 8 bits of mantissa,
-// stories260K's hidden size is 64, and the two runs' weights drift apart).
+// steps at most 15%. Measured (AMD EPYC, PyTorch 2.13 backend, float32 products through oneDNN, at the test's
+// learning rate 1e-3): MixLoRA 0.6% / 1.4%, LoRA 0.9% / 2.1% (single steps up to 4%: bfloat16 keeps 8 bits of
+// mantissa, stories260K's hidden size is 64, and the two runs' weights drift apart). At the demo's 2e-3 the LoRA
+// run spikes and the figures were 3-7% / 4-19% depending on the backend's float32 summation order.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -22,7 +23,11 @@ function run(dtype: string, dir: string): Map<string, number[]> {
     .replace(/^output_dir: .*$/m, `output_dir: ${path.join(dir, dtype)}`)
     .replace(/^save_steps: .*$/m, `dtype: ${dtype}`)
     .replace(/max_steps: 60/g, `max_steps: ${STEPS}`)
-    .replace(/batch_size: 16/g, 'batch_size: 8');
+    .replace(/batch_size: 16/g, 'batch_size: 8')
+    // Half the demo's learning rate: at 2e-3 the LoRA run (r 80 over hidden 64) spikes (losses 0.5 -> 1.4 ->
+    // 0.5 within three steps), and where a spike lands depends on float32 rounding too (its sums' order:
+    // oneDNN or the BLAS), so the comparison would measure the spikes, not the precision.
+    .replace(/lr: 2\.0e-3/g, 'lr: 1.0e-3');
   const file = path.join(dir, `${dtype}.yaml`);
   fs.writeFileSync(file, config);
   const r = mixlora(['train', file], { env: { MIXLORA_NUM_THREADS: '1' } });

@@ -2,12 +2,19 @@
 // as a run never interrupted; and on a small real task the loss goes down.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { MIXLORA_BIN } from '../helpers/fixtures.js';
-import { mixlora } from '../helpers/cli.js';
-import { ALL_TARGETS, adapterTensors, commonsenseSlice, maxDiff, writeConfig } from '../helpers/train.js';
+import { mixlora, spawnMixlora } from '../helpers/cli.js';
+import {
+  ALL_TARGETS,
+  adapterTensors,
+  checkpointWritten,
+  commonsenseSlice,
+  maxDiff,
+  mixloraAdapter,
+  readMetrics,
+  writeConfig,
+} from '../helpers/train.js';
 
 const env = { MIXLORA_NUM_THREADS: '1' };
 
@@ -26,18 +33,7 @@ function config(data: string): Record<string, unknown> {
         num_epochs: 2,
         scheduler: 'cosine',
         warmup_ratio: 0.1,
-        adapter: {
-          peft_type: 'MIXLORA',
-          r: 4,
-          lora_alpha: 8,
-          lora_dropout: 0.1,
-          target_modules: ALL_TARGETS,
-          routing_strategy: 'mixlora',
-          num_experts: 4,
-          top_k: 2,
-          router_aux_loss_coef: 0.01,
-          jitter_noise: 0.02,
-        },
+        adapter: mixloraAdapter({ lora_dropout: 0.1, router_aux_loss_coef: 0.01, jitter_noise: 0.02 }),
       },
       {
         name: 'dora',
@@ -69,29 +65,10 @@ test('SIGKILL after a checkpoint, then --resume, ends with the weights of an uni
 
   const killed = writeConfig(config(data));
   const run = path.join(killed.dir, 'run');
-  const child = spawn(process.execPath, [MIXLORA_BIN, 'train', killed.file, '--quiet'], {
-    env: { ...process.env, ...env },
-    stdio: 'ignore',
-  });
-  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-  await new Promise<void>((resolve, reject) => {
-    const poll = setInterval(() => {
-      const dir = path.join(run, 'checkpoints');
-      const done =
-        fs.existsSync(dir) &&
-        fs.readdirSync(dir).some((n) => /^checkpoint-\d+$/.test(n) && fs.existsSync(path.join(dir, n, 'state.json')));
-      if (done) {
-        clearInterval(poll);
-        child.kill('SIGKILL');
-        resolve();
-      }
-    }, 5);
-    child.on('exit', () => {
-      clearInterval(poll);
-      reject(new Error('the run ended before it could be killed'));
-    });
-  });
-  await exited;
+  const job = spawnMixlora(['train', killed.file, '--quiet'], { env: { ...process.env, ...env }, limitMs: 600_000 });
+  await checkpointWritten(run, job.child);
+  job.child.kill('SIGKILL');
+  await job.exit;
   assert.ok(!fs.existsSync(path.join(run, 'mix', 'adapter_model.safetensors')), 'the killed run had already finished');
   const resumed = mixlora(['train', killed.file, '--resume', '--quiet'], { env });
   assert.equal(resumed.code, 0, resumed.stderr);
@@ -102,11 +79,8 @@ test('SIGKILL after a checkpoint, then --resume, ends with the weights of an uni
       `${name}: resumed run differs`,
     );
   }
-  const lines = (f: string) => fs.readFileSync(f, 'utf8').trim().split('\n');
-  assert.deepEqual(
-    lines(path.join(run, 'metrics.jsonl')).map((l) => JSON.parse(l).loss),
-    lines(path.join(straight.dir, 'run', 'metrics.jsonl')).map((l) => JSON.parse(l).loss),
-  );
+  const losses = (dir: string) => readMetrics(dir).map((l) => l.loss);
+  assert.deepEqual(losses(run), losses(path.join(straight.dir, 'run')));
   // Without --resume an existing run is refused rather than overwritten.
   const again = mixlora(['train', killed.file, '--quiet'], { env });
   assert.equal(again.code, 1);
@@ -132,11 +106,7 @@ test('the loss goes down on a small real task (stories260K, BoolQ slice), and ou
   const r = mixlora(['train', c.file], { env });
   assert.equal(r.code, 0, r.stderr);
   const run = path.join(c.dir, 'run');
-  const losses = fs
-    .readFileSync(path.join(run, 'metrics.jsonl'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l).loss as number);
+  const losses = readMetrics(run).map((l) => l.loss);
   assert.equal(losses.length, 16);
   const first = (losses[0]! + losses[1]!) / 2;
   const last = (losses[14]! + losses[15]!) / 2;

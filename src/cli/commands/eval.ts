@@ -107,16 +107,17 @@ export function evalCommand(): Command {
     for (const [i, taskName] of o.task.entries()) {
       const task = loadTask(taskName, files[i]!, { template: o.promptTemplate, limit: o.limit ?? null });
       const bar = progress.bar(taskName, task.items.length);
-      const r = evaluateTaskSharded(group, loaded.model, loaded.tokenizer, targets, task, {
+      const scored = evaluateTaskSharded(group, loaded.model, loaded.tokenizer, targets, task, {
         method: o.scoring,
         batchSize: o.batchSize,
         onProgress: (n) => bar.update(n),
         keepSamples: Boolean(o.samples),
       });
       bar.stop();
-      for (const x of r.samples) samples.push(JSON.stringify({ ...x, pred: x.scores.indexOf(Math.max(...x.scores)) }));
-      results.push(...r.results);
-      for (const [adapter, counts] of r.counts) {
+      for (const x of scored.samples)
+        samples.push(JSON.stringify({ ...x, pred: x.scores.indexOf(Math.max(...x.scores)) }));
+      results.push(...scored.results);
+      for (const [adapter, counts] of scored.counts) {
         const m = loads.get(adapter) ?? new Map();
         m.set(taskName, expertLoad(counts));
         loads.set(adapter, m);

@@ -16,7 +16,7 @@ export function inspectCommand(): Command {
       const fs = await import('node:fs');
       const { inspectAdapter, formatReport } = await import('../../adapters/inspect.js');
       const { readAdapterConfig } = await import('../../adapters/files.js');
-      const { readConfigOf } = await import('../../models/load.js');
+      const { readConfigOf } = await import('../../models/folder.js');
       let base = o.model ?? null;
       if (!base) {
         const guess = readAdapterConfig(dir).config.baseModel;

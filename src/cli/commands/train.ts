@@ -33,7 +33,7 @@ export function trainCommand(): Command {
       if (group.backend !== 'none') progress.log(describeGroup(group, device));
       try {
         const modelPath = await resolveModel(cfg.baseModel, { progress: downloadProgress(progress, cfg.baseModel) });
-        const r = await train(cfg, {
+        const result = await train(cfg, {
           resume: o.resume ?? false,
           progress: lead ? progress : undefined,
           modelPath,
@@ -43,8 +43,8 @@ export function trainCommand(): Command {
         progress.stop();
         leaveGroup(group);
         if (!lead) return;
-        const lines = Object.entries(r.outputs).map(([name, dir]) => `adapter ${name}: ${dir}`);
-        lines.push(`metrics: ${r.metricsFile}`, `loss curve: ${r.charts.join(', ')}`);
+        const lines = Object.entries(result.outputs).map(([name, dir]) => `adapter ${name}: ${dir}`);
+        lines.push(`metrics: ${result.metricsFile}`, `loss curve: ${result.charts.join(', ')}`);
         process.stdout.write(lines.join('\n') + '\n');
       } finally {
         progress.stop();
