@@ -198,6 +198,10 @@ function load(): NativeAddon {
   }
   // Must run before libtorch (and any OpenBLAS it links) is loaded: OpenBLAS reads this once, at load.
   chooseOpenblasCoreType(file);
+  // oneDNN keeps the kernels it compiled per shape in a cache of 1024 by default; the float32 projections
+  // (native/linear.cc) with their backward and bucketed row counts can use more, and a miss costs a
+  // recompilation (milliseconds). Read once, when oneDNN first runs; a value you set is kept.
+  process.env.ONEDNN_PRIMITIVE_CACHE_CAPACITY ??= '8192';
   return createRequire(import.meta.url)(file) as NativeAddon;
 }
 

@@ -52,6 +52,7 @@ test('profileOps: self times of nested ops are not counted twice; recording stop
 
 test('opFamily: names of libtorch 1.13 and 2.x ops', () => {
   assert.equal(opFamily('aten::mm'), 'GEMM');
+  assert.equal(opFamily('mkldnn::_linear_pointwise'), 'GEMM');
   assert.equal(opFamily('aten::addmm'), 'GEMM');
   assert.equal(opFamily('aten::_scaled_dot_product_flash_attention_for_cpu'), 'attention');
   assert.equal(opFamily('aten::index_add_'), 'router, gather/scatter');
