@@ -157,34 +157,35 @@ export class AdapterStack {
   }
 }
 
-/** The stacks of the last few adapter sets (a serving engine's working set), least recently used first
- * out. Owned by the engine: it clears them when idle so that memory returns to where it was. */
+/** The stack a serving engine's steps use. Built over every adapter its steps have mixed since it was last
+ * cleared (the engine clears it when idle), not over each step's own set: requests come and go every few
+ * steps, and rebuilding (copying every adapter's weights) whenever the mix changes would cost more than the
+ * rank-sized products over the columns of adapters that sit out a step. A step with an adapter not yet in
+ * it rebuilds it once; past `maxAdapters`, the stack holds the step's own set only. */
 export class AdapterStackCache {
-  private readonly entries = new Map<string, AdapterStack>();
+  private current: AdapterStack | null = null;
 
-  constructor(private readonly capacity = 4) {}
+  constructor(private readonly maxAdapters = 16) {}
 
-  /** Adapter sets held. */
+  /** Adapter sets held (0 or 1). */
   get size(): number {
-    return this.entries.size;
+    return this.current ? 1 : 0;
   }
 
+  /** A stack holding (at least) `adapters`. */
   get(adapters: Adapter[]): AdapterStack {
-    const key = AdapterStack.keyOf(adapters);
-    let entry = this.entries.get(key);
-    if (entry) this.entries.delete(key);
-    else entry = new AdapterStack(adapters);
-    this.entries.set(key, entry);
-    for (const [k, old] of this.entries) {
-      if (this.entries.size <= this.capacity) break;
-      old.dispose();
-      this.entries.delete(k);
-    }
-    return entry;
+    const held = this.current?.adapters ?? [];
+    if (this.current && adapters.every((a) => held.includes(a))) return this.current;
+    // Grow the working set (dropping adapters unloaded since: their tensors are gone).
+    let members = [...new Set([...held, ...adapters])].filter((a) => !a.isDisposed);
+    if (members.length > this.maxAdapters) members = [...new Set(adapters)];
+    this.clear();
+    this.current = new AdapterStack(members);
+    return this.current;
   }
 
   clear(): void {
-    for (const entry of this.entries.values()) entry.dispose();
-    this.entries.clear();
+    this.current?.dispose();
+    this.current = null;
   }
 }

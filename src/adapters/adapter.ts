@@ -62,7 +62,14 @@ export class Adapter {
     return this;
   }
 
+  /** True once dispose() ran (its tensors are gone). */
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
+  private disposed = false;
+
   dispose(): void {
+    this.disposed = true;
     thawDoraScales(this.layers);
     for (const p of this.parameters()) p.tensor.dispose();
   }

@@ -94,24 +94,30 @@ for (const bias of [false, true]) {
     }));
 }
 
-test('the stack cache keeps the most recent adapter sets and frees the others', () =>
+test('the stack cache grows over the adapters its steps mix, drops unloaded ones, and frees all when cleared', () =>
   T.tidy(() => {
     const model = randomModel(llamaConfig({ vocab: 61, hidden: 16, intermediate: 24, layers: 1, heads: 2 }), {
       seed: 3,
     });
     const adapters = makeAdapters(model);
-    const stacks = new AdapterStackCache(2);
+    const stacks = new AdapterStackCache(3);
     const before = T.liveTensors();
-    const sets = [adapters.slice(0, 2), adapters.slice(1, 3), adapters.slice(2, 4)];
-    for (const set of sets) {
-      const stack = stacks.get(set);
-      const lin = model.weights.layers[0]!.proj.q_proj!;
-      stack.projection(0, 'q_proj', lin); // built on first use
-    }
-    assert.equal(stacks.size, 2);
-    assert.equal(stacks.get([...sets[2]!].reverse()), stacks.get(sets[2]!), 'the order of the rows does not matter');
+    const lin = model.weights.layers[0]!.proj.q_proj!;
+    const first = stacks.get(adapters.slice(0, 2));
+    first.projection(0, 'q_proj', lin); // built on first use
+    assert.equal(stacks.get([adapters[1]!, adapters[0]!]), first, 'the order of the rows does not matter');
+    assert.equal(stacks.get([adapters[1]!]), first, 'a subset reuses the stack');
+    const grown = stacks.get(adapters.slice(1, 3));
+    assert.deepEqual(new Set(grown.adapters), new Set(adapters.slice(0, 3)), 'a new adapter grows the set');
+    const unloaded = adapters[0]!.parameters().length; // a LoRA adapter: its parameters are all its tensors
+    adapters[0]!.dispose();
+    const next = stacks.get([adapters[1]!, adapters[3]!]);
+    assert.ok(!next.adapters.includes(adapters[0]!), 'an unloaded adapter is dropped');
+    assert.equal(stacks.get(adapters.slice(1, 6)).adapters.length, 5, "past the limit: the step's own set");
+    stacks.get(adapters.slice(1, 6)).projection(0, 'q_proj', lin);
     stacks.clear();
-    assert.equal(T.liveTensors(), before, 'no stacked copy left');
-    for (const a of adapters) a.dispose();
+    assert.equal(stacks.size, 0);
+    assert.equal(T.liveTensors(), before - unloaded, 'no stacked copy left');
+    for (const a of adapters.slice(1)) a.dispose();
     model.dispose();
   }));
