@@ -152,10 +152,11 @@ export function stackedMlp(
   let out: Tensor; // [n, H] float32
   if (!d.bias && !sd?.scales) {
     // Σ wₛ W hₛ = W Σ wₛ hₛ: the frozen down projection once per token (as moe.ts's shared down).
-    const mixed = zeros([n, I], { device: x.device }).indexAdd(0, slots.tokens, h.to('float32').mul(weight)); // [n, I]
+    const h32 = h.to('float32'); // [m, I]
+    const mixed = zeros([n, I], { device: x.device }).indexAdd(0, slots.tokens, h32.mul(weight)); // [n, I]
     out = frozenLinear(mixed.to(x.dtype), d).to('float32'); // [n, H]
     if (sd) {
-      const za = linear(h.to('float32'), sd.A).mul(sd.columns.indexSelect(0, slots.members)).mul(weight); // [m, Σr]
+      const za = linear(h32, sd.A).mul(sd.columns.indexSelect(0, slots.members)).mul(weight); // [m, Σr]
       const zn = zeros([n, za.size(1)], { device: x.device }).indexAdd(0, slots.tokens, za); // [n, Σr]
       out = out.add(linear(zn, sd.B)); // [n, H]
     }

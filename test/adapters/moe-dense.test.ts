@@ -2,6 +2,7 @@
 // routing strategy, with DoRA experts and with padding.
 import { test } from 'node:test';
 import { assertClose } from '../helpers/assert.js';
+import { SMALL_MOE, SMALL_MOE_ROUTINGS } from '../helpers/test-adapters.js';
 import { referenceDir } from '../helpers/fixtures.js';
 import { openModel } from '../helpers/reference-adapters.js';
 import * as T from '../../src/tensor/index.js';
@@ -9,36 +10,28 @@ import { Adapter } from '../../src/adapters/adapter.js';
 import { AdapterBatch } from '../../src/adapters/batch.js';
 import { parseAdapterConfig } from '../../src/adapters/config.js';
 
-const moe = { peft_type: 'MIXLORA', lora_dropout: 0, r: 2, lora_alpha: 4, num_experts: 4 };
 const configs: Record<string, Record<string, unknown>> = {
   'top-k, every target': {
-    ...moe,
+    ...SMALL_MOE,
     target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
     routing_strategy: 'mixlora',
     top_k: 2,
   },
   'top-k DoRA, frozen': {
-    ...moe,
+    ...SMALL_MOE,
     target_modules: ['gate_proj', 'up_proj', 'down_proj'],
     routing_strategy: 'mixlora',
     top_k: 2,
     use_dora: true,
   },
   'top-k DoRA, frozen, down only': {
-    ...moe,
+    ...SMALL_MOE,
     target_modules: ['down_proj'],
     routing_strategy: 'mixlora',
     top_k: 3,
     use_dora: true,
   },
-  'top-p': { ...moe, target_modules: ['up_proj'], routing_strategy: 'mixlora-dynamic', top_p: 0.6 },
-  switch: {
-    ...moe,
-    target_modules: ['gate_proj', 'down_proj'],
-    routing_strategy: 'mixlora-switch',
-    expert_capacity: 2,
-    jitter_noise: 0,
-  },
+  ...SMALL_MOE_ROUTINGS,
 };
 
 for (const [name, cfg] of Object.entries(configs)) {

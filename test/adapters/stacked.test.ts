@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { assertClose } from '../helpers/assert.js';
+import { ALL_PROJECTIONS, SMALL_MOE, SMALL_MOE_ROUTINGS } from '../helpers/test-adapters.js';
 import * as T from '../../src/tensor/index.js';
 import { llamaConfig, randomModel } from '../../src/models/random.js';
 import { Adapter } from '../../src/adapters/adapter.js';
@@ -13,30 +14,21 @@ import { AdapterStackCache } from '../../src/adapters/adapter-stack.js';
 import { parseAdapterConfig } from '../../src/adapters/config.js';
 import type { CausalLM } from '../../src/models/llama.js';
 
-const ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 const lora = { peft_type: 'LORA', lora_dropout: 0, r: 3, lora_alpha: 6 };
-const moe = { peft_type: 'MIXLORA', lora_dropout: 0, r: 2, lora_alpha: 4, num_experts: 4 };
 const ADAPTERS: Record<string, Record<string, unknown> & { frozen?: boolean }> = {
-  lora: { ...lora, target_modules: ALL },
-  'dora, frozen': { ...lora, target_modules: ALL, use_dora: true, frozen: true },
+  lora: { ...lora, target_modules: ALL_PROJECTIONS },
+  'dora, frozen': { ...lora, target_modules: ALL_PROJECTIONS, use_dora: true, frozen: true },
   'dora attention only': { ...lora, r: 4, target_modules: ['q_proj', 'v_proj'], use_dora: true },
-  mixlora: { ...moe, target_modules: ALL, routing_strategy: 'mixlora', top_k: 2 },
+  mixlora: { ...SMALL_MOE, target_modules: ALL_PROJECTIONS, routing_strategy: 'mixlora', top_k: 2 },
   'mixdora, frozen': {
-    ...moe,
+    ...SMALL_MOE,
     target_modules: ['o_proj', 'gate_proj', 'up_proj', 'down_proj'],
     routing_strategy: 'mixlora',
     top_k: 3,
     use_dora: true,
     frozen: true,
   },
-  'top-p, up only': { ...moe, target_modules: ['up_proj'], routing_strategy: 'mixlora-dynamic', top_p: 0.6 },
-  switch: {
-    ...moe,
-    target_modules: ['gate_proj', 'down_proj'],
-    routing_strategy: 'mixlora-switch',
-    expert_capacity: 2,
-    jitter_noise: 0,
-  },
+  ...SMALL_MOE_ROUTINGS,
 };
 
 function makeAdapters(model: CausalLM): Adapter[] {

@@ -22,6 +22,21 @@ export const TEST_ADAPTER_CONFIGS = {
   },
 } satisfies Record<string, Record<string, unknown>>;
 
+/** A tiny MixLoRA (r 2, 4 experts, no dropout) to spread into the routing cases below. */
+export const SMALL_MOE = { peft_type: 'MIXLORA', lora_dropout: 0, r: 2, lora_alpha: 4, num_experts: 4 };
+
+/** The routing strategies other than top-k on partial targets, as the path-equality tests use them. */
+export const SMALL_MOE_ROUTINGS = {
+  'top-p, up only': { ...SMALL_MOE, target_modules: ['up_proj'], routing_strategy: 'mixlora-dynamic', top_p: 0.6 },
+  switch: {
+    ...SMALL_MOE,
+    target_modules: ['gate_proj', 'down_proj'],
+    routing_strategy: 'mixlora-switch',
+    expert_capacity: 2,
+    jitter_noise: 0,
+  },
+} satisfies Record<string, Record<string, unknown>>;
+
 /** An adapter of `cfg` (without dropout) created after manualSeed(seed), its lora_B ~ N(0, std²). */
 export function randomAdapter(
   name: string,
