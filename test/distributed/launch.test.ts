@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { MIXLORA_BIN } from '../helpers/fixtures.js';
 import { mixlora } from '../helpers/cli.js';
-import { commonsenseSlice, writeConfig } from '../helpers/train.js';
+import { longTrainingRun } from '../helpers/train.js';
 
 test('bad usage exits 2 naming the flag; several machines need a port', () => {
   const env = { MASTER_PORT: '', MASTER_ADDR: '' };
@@ -23,20 +23,7 @@ test('bad usage exits 2 naming the flag; several machines need a port', () => {
 });
 
 test('a rank killed under the launcher ends the others; the launcher exits non-zero naming it', async () => {
-  const c = writeConfig({
-    cutoff_len: 128,
-    adapters: [
-      {
-        name: 'lora',
-        data: commonsenseSlice('boolq.train', 16),
-        prompt_template: 'none',
-        batch_size: 4,
-        micro_batch_size: 2,
-        num_epochs: 100,
-        adapter: { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: ['q_proj'] },
-      },
-    ],
-  });
+  const c = longTrainingRun();
   const job = spawn(process.execPath, [MIXLORA_BIN, 'launch', '--nproc-per-node', '2', 'train', c.file], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });

@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { MIXLORA_BIN, tempDir } from '../helpers/fixtures.js';
-import { commonsenseSlice, writeConfig } from '../helpers/train.js';
+import { longTrainingRun } from '../helpers/train.js';
 
 /** Whether `pid` still runs (a zombie nobody reaped yet counts as gone). */
 function running(pid: number): boolean {
@@ -32,26 +32,14 @@ async function gone(pids: number[], limitMs: number): Promise<number[]> {
   return pids.filter(running);
 }
 
-const longRun = () =>
-  writeConfig({
-    cutoff_len: 128,
-    adapters: [
-      {
-        name: 'lora',
-        data: commonsenseSlice('boolq.train', 16),
-        prompt_template: 'none',
-        batch_size: 4,
-        micro_batch_size: 2,
-        num_epochs: 100,
-        adapter: { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: ['q_proj'] },
-      },
-    ],
-  });
-
 test('SIGKILL of mixlora launch: its ranks, busy training, are gone within a few seconds', async () => {
-  const job = spawn(process.execPath, [MIXLORA_BIN, 'launch', '--nproc-per-node', '2', 'train', longRun().file], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const job = spawn(
+    process.execPath,
+    [MIXLORA_BIN, 'launch', '--nproc-per-node', '2', 'train', longTrainingRun().file],
+    {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
   let stderr = '';
   const pids = new Map<number, number>();
   const training = new Promise<void>((resolve) =>

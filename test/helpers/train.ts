@@ -67,6 +67,25 @@ export function writeConfig(config: Record<string, unknown>, dir = tempDir()): {
   return { file, dir };
 }
 
+/** A run that trains far longer than any test waits (a LoRA on q_proj over 16 BoolQ examples, 100 epochs, two
+ * micro-batches a step): for tests that kill or interrupt it. */
+export function longTrainingRun(): { file: string; dir: string } {
+  return writeConfig({
+    cutoff_len: 128,
+    adapters: [
+      {
+        name: 'lora',
+        data: commonsenseSlice('boolq.train', 16),
+        prompt_template: 'none',
+        batch_size: 4,
+        micro_batch_size: 2,
+        num_epochs: 100,
+        adapter: { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: ['q_proj'] },
+      },
+    ],
+  });
+}
+
 export function trainConfig(config: Record<string, unknown>): TrainConfig {
   return readTrainConfig(writeConfig(config).file);
 }
