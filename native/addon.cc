@@ -3,6 +3,7 @@
 #include "quant.h"
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  mx::ConfigureHostAllocator();
   mx::RegisterCreate(env, exports);
   mx::RegisterShape(env, exports);
   mx::RegisterMath(env, exports);

@@ -77,6 +77,10 @@ Napi::Value Guard(const Napi::CallbackInfo& info, F&& body) {
 at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b);
 // "onednn" or "aten": what Linear uses for frozen float32 weights in this process.
 const char* LinearBackend();
+// glibc's malloc told to keep freed memory for reuse (host_allocator.cc); once, when the addon loads.
+void ConfigureHostAllocator();
+// "reuse" when ConfigureHostAllocator changed glibc's settings, else "default".
+const char* HostAllocatorSetting();
 
 using Registrar = void (*)(Napi::Env, Napi::Object);
 void RegisterCreate(Napi::Env env, Napi::Object exports);

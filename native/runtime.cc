@@ -117,7 +117,7 @@ MX_FN(buildInfo) {
   return o;
 }
 
-// blasInfo() -> {openblasCore, openblasConfig}: what OpenBLAS says of itself when libtorch is linked with it
+// blasInfo() -> {openblasCore, openblasConfig, linear, hostAllocator}: what OpenBLAS says of itself when libtorch is linked with it
 // (Debian's libtorch is; PyTorch's x86 wheels use MKL and both are null). Found among the loaded libraries
 // at run time (Node loads the addon RTLD_LOCAL, so RTLD_DEFAULT would not see it), so that the addon
 // neither links OpenBLAS nor needs its headers.
@@ -144,6 +144,7 @@ MX_FN(blasInfo) {
   o.Set("openblasCore", found.core ? Napi::Value(Napi::String::New(env, found.core())) : env.Null());
   o.Set("openblasConfig", found.config ? Napi::Value(Napi::String::New(env, found.config())) : env.Null());
   o.Set("linear", Napi::String::New(env, LinearBackend()));
+  o.Set("hostAllocator", Napi::String::New(env, HostAllocatorSetting()));
   return o;
 }
 

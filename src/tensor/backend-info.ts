@@ -16,6 +16,9 @@ export interface BackendInfo {
   blas: string;
   /** What float32 projections (linear) run on: oneDNN (native/linear.cc), or ATen and its BLAS. */
   linear: 'onednn' | 'aten';
+  /** glibc's malloc keeping freed memory for the next step ("reuse", native/host_allocator.cc) or as glibc
+   *  sets it ("default": MIXLORA_MALLOC=default, malloc settings of your own, or not glibc). */
+  host_allocator: 'reuse' | 'default';
   openblas_core: string | null;
   openblas_coretype: string | null;
   openblas_note: string;
@@ -71,6 +74,7 @@ export function backendInfo(): BackendInfo {
     cuda_build: build.cudaBuild,
     blas: blasName(build.config, blas.openblasCore),
     linear: blas.linear,
+    host_allocator: blas.hostAllocator,
     openblas_core: blas.openblasCore,
     openblas_coretype: process.env.OPENBLAS_CORETYPE ?? null,
     openblas_note: blas.openblasCore === null ? 'libtorch does not use OpenBLAS' : choice.reason,

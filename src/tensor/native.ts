@@ -160,7 +160,12 @@ export interface NativeAddon {
   liveCount(): number;
   externalBytes(): number;
   buildInfo(): { torchVersion: string; cudaBuild: boolean; cxx11Abi: boolean; parallelInfo: string; config: string };
-  blasInfo(): { openblasCore: string | null; openblasConfig: string | null; linear: 'onednn' | 'aten' };
+  blasInfo(): {
+    openblasCore: string | null;
+    openblasConfig: string | null;
+    linear: 'onednn' | 'aten';
+    hostAllocator: 'reuse' | 'default';
+  };
   // distributed (c10d: TCPStore + ProcessGroupGloo, and ProcessGroupNCCL for CUDA tensors with ncclDevice;
   // native/distributed.cc, native/nccl.cc)
   distInit(opts: {

@@ -42,6 +42,7 @@ export function infoCommand(): Command {
         `BLAS         ${info.blas}${info.openblas_core ? `, kernels ${info.openblas_core}` : ''}`,
         ...(info.openblas_core ? [`             ${info.openblas_note}`] : []),
         `linear       ${info.linear === 'onednn' ? 'float32 projections through oneDNN (MIXLORA_GEMM=aten: through the BLAS)' : `through ATen (${info.blas})`}`,
+        `malloc       ${info.host_allocator === 'reuse' ? 'freed memory kept for reuse (MIXLORA_MALLOC=default: glibc as configured)' : 'glibc as configured'}`,
         `CPU          ${info.cpu_model}`,
         `             AVX2 ${yesNo(info.cpu_flags.avx2)}, AVX-512 ${yesNo(info.cpu_flags.avx512)}, ` +
           `AVX-512 BF16 ${yesNo(info.cpu_flags.avx512_bf16)}, AMX ${yesNo(info.cpu_flags.amx)}; ` +
