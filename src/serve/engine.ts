@@ -16,6 +16,9 @@ import { RowSampler, type SamplingParams, type TokenChoice } from './sampling.js
 import { ApiError, badRequest } from './errors.js';
 import type { ServerMetrics } from './metrics.js';
 
+/** Padded prompt positions (rows × longest prompt) one batched prefill runs at most. */
+const PREFILL_TOKENS = 2048;
+
 export type FinishReason = 'stop' | 'length' | 'abort';
 
 /** Where a sequence's tokens go. */
@@ -74,6 +77,8 @@ export class Engine {
   private readonly loopDone: Promise<void>;
   /** The most rows one decode step has run (tests use it to see that requests shared steps). */
   peakBatch = 0;
+  /** The most sequences one prefill forward has run. */
+  peakPrefill = 0;
 
   constructor(
     readonly model: CausalLM,
@@ -194,34 +199,81 @@ export class Engine {
     this.running = this.running.filter((row) => !row.done);
   }
 
-  /** Prefills waiting sequences (one at a time, batch 1, as `generate` does) while slots are free. */
+  /** Prefills waiting sequences while slots are free: a lone one alone (batch 1, as `generate` does),
+   * several that arrived together in batches, left-padded to the longest prompt (as `generate` pads a
+   * batch), of at most PREFILL_TOKENS padded positions, so that a burst of requests costs one forward
+   * instead of one each. */
   private admit(): void {
     while (this.waiting.length > 0 && this.running.length < this.opts.maxBatch && this.pool.freeSlots > 0) {
-      const row = this.waiting.shift()!;
-      const { spec } = row;
-      try {
-        row.slot = this.pool.acquire(spec.prompt.length + 1);
-        const hooks = spec.adapter ? AdapterBatch.all(spec.adapter, { training: false, record: 'none' }) : undefined;
+      const room = Math.min(this.opts.maxBatch - this.running.length, this.pool.freeSlots);
+      const batch: Row[] = [];
+      let longest = 0;
+      while (batch.length < room && this.waiting.length > 0) {
+        const next = this.waiting[0]!;
+        const P = Math.max(longest, next.spec.prompt.length);
+        if (batch.length > 0 && P * (batch.length + 1) > PREFILL_TOKENS) break;
+        this.waiting.shift();
         try {
-          const chosen = noGrad(() =>
-            tidy(() => {
-              const ids = tensor([spec.prompt], { dtype: 'int64', device: this.model.device }); // [1, P]
-              const cache = this.pool.prefillCache(row.slot);
-              const logits = this.model.forward(ids, { cache, hooks, lastOnly: true }).select(1, 0); // [1, V]
-              return this.chooseTokens(logits, [row]);
-            }),
-          );
-          this.opts.metrics.promptTokens.inc({ model: spec.modelName }, spec.prompt.length);
-          row.len = spec.prompt.length;
-          this.running.push(row);
-          this.accept(row, chosen[0]!);
-        } finally {
-          hooks?.dispose();
+          next.slot = this.pool.acquire(next.spec.prompt.length + 1);
+        } catch (e) {
+          this.fail(next, e);
+          continue;
         }
-      } catch (e) {
-        this.fail(row, e);
+        batch.push(next);
+        longest = P;
       }
+      if (batch.length > 0) this.prefill(batch);
     }
+  }
+
+  /** One forward over the prompts of `batch` (slots acquired): each row's first token, and the rows join. */
+  private prefill(batch: Row[]): void {
+    const { ordered, ranges } = byAdapter(batch);
+    const hooks = ranges.every((range) => range.adapter === null)
+      ? undefined
+      : new AdapterBatch(ranges, { training: false, record: 'none' });
+    let chosen: TokenChoice[];
+    try {
+      chosen = noGrad(() =>
+        tidy(() => {
+          const device = this.model.device;
+          if (ordered.length === 1) {
+            const row = ordered[0]!;
+            const ids = tensor([row.spec.prompt], { dtype: 'int64', device }); // [1, P]
+            const cache = this.pool.prefillCache(row.slot);
+            const logits = this.model.forward(ids, { cache, hooks, lastOnly: true }).select(1, 0); // [1, V]
+            return this.chooseTokens(logits, ordered);
+          }
+          const P = Math.max(...ordered.map((row) => row.spec.prompt.length));
+          // Left padding: every prompt ends at position P - 1, where the last-position logits are read.
+          const padded = ordered.map((row) => [
+            ...new Array<number>(P - row.spec.prompt.length).fill(0),
+            ...row.spec.prompt,
+          ]);
+          const mask = ordered.map((row) => padded[0]!.map((_, j) => (j < P - row.spec.prompt.length ? 0 : 1)));
+          const ids = tensor(padded, { dtype: 'int64', device }); // [B, P]
+          const keyMask = tensor(mask, { dtype: 'int64', device }); // [B, P]
+          const cache = this.pool.prefillBatchCache(
+            ordered.map((row) => ({ slot: row.slot, len: row.spec.prompt.length })),
+            P,
+          );
+          const logits = this.model.forward(ids, { attentionMask: keyMask, cache, hooks, lastOnly: true }).select(1, 0); // [B, V]
+          return this.chooseTokens(logits, ordered);
+        }),
+      );
+    } catch (e) {
+      for (const row of ordered) this.fail(row, e);
+      return;
+    } finally {
+      hooks?.dispose();
+    }
+    this.peakPrefill = Math.max(this.peakPrefill, ordered.length);
+    ordered.forEach((row, i) => {
+      this.opts.metrics.promptTokens.inc({ model: row.spec.modelName }, row.spec.prompt.length);
+      row.len = row.spec.prompt.length;
+      this.running.push(row);
+      this.accept(row, chosen[i]!);
+    });
   }
 
   /** One decode step over every running row, rows grouped by adapter. */
@@ -235,18 +287,7 @@ export class Engine {
       for (const row of rows) this.fail(row, e);
       return;
     }
-    const groups = new Map<Adapter | null, Row[]>();
-    for (const row of rows) {
-      const group = groups.get(row.spec.adapter);
-      if (group) group.push(row);
-      else groups.set(row.spec.adapter, [row]);
-    }
-    const ordered: Row[] = [];
-    const ranges: RowRange[] = [];
-    for (const [adapter, group] of groups) {
-      ranges.push({ start: ordered.length, count: group.length, adapter });
-      ordered.push(...group);
-    }
+    const { ordered, ranges } = byAdapter(rows);
     // Base-model-only steps run the plain hooks, exactly as `generate` without an adapter.
     const hooks = ranges.every((range) => range.adapter === null)
       ? undefined
@@ -330,4 +371,21 @@ export class Engine {
     this.opts.metrics.queueDepth.set(this.waiting.length);
     this.opts.metrics.runningBatch.set(this.running.filter((row) => !row.done).length);
   }
+}
+
+/** Rows grouped by adapter (each group contiguous, in order of first appearance) and the groups' ranges. */
+function byAdapter<R extends { spec: { adapter: Adapter | null } }>(rows: R[]): { ordered: R[]; ranges: RowRange[] } {
+  const groups = new Map<Adapter | null, R[]>();
+  for (const row of rows) {
+    const group = groups.get(row.spec.adapter);
+    if (group) group.push(row);
+    else groups.set(row.spec.adapter, [row]);
+  }
+  const ordered: R[] = [];
+  const ranges: RowRange[] = [];
+  for (const [adapter, group] of groups) {
+    ranges.push({ start: ordered.length, count: group.length, adapter });
+    ordered.push(...group);
+  }
+  return { ordered, ranges };
 }

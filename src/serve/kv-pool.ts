@@ -87,6 +87,37 @@ export class KVPool {
     };
   }
 
+  /** The cache for prefilling rows together from position 0: prompts left-padded to the longest, P
+   * positions, as in `forward`'s input; each row's last `len` positions (its prompt) go to its slot.
+   * Call under a scope: the index tensors are temporaries. */
+  prefillBatchCache(rows: { slot: number; len: number }[], P: number): AttentionCache {
+    const c = this.config;
+    const from: number[] = [];
+    const to: number[] = [];
+    rows.forEach(({ slot, len }, b) => {
+      for (let p = 0; p < len; p++) {
+        from.push(b * P + P - len + p);
+        to.push(slot * this.capacity + p);
+      }
+    });
+    const opts = { dtype: 'int64' as const, device: this.device };
+    const fromIdx = tensor(from, opts); // [N] rows of the [B·P] positions that are prompt tokens
+    const toIdx = tensor(to, opts); // [N] their places in the pool
+    const store = (pool: Tensor, fresh: Tensor): void => {
+      const flat = fresh.transpose(1, 2).reshape(-1, c.numKvHeads, c.headDim); // [B·P, nKV, D]
+      pool.indexCopy_(0, toIdx, flat.indexSelect(0, fromIdx));
+    };
+    return {
+      length: 0,
+      update: (layer, k, v) => {
+        store(this.keys[layer]!, k); // k, v [B, nKV, P, D]
+        store(this.values[layer]!, v);
+        return [k, v];
+      },
+      advance: () => {},
+    };
+  }
+
   /** The cache for one decode step of rows (slot, cached length); also the key mask [B, S + 1] it
    * needs. Call under a scope: the index tensors are temporaries. */
   stepCache(rows: { slot: number; len: number }[]): { cache: AttentionCache; keyMask: Tensor } {

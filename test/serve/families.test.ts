@@ -1,7 +1,8 @@
 // The serving engine on the tiny Gemma 2 and Phi-3 folders (test/reference/families.py): per-row KV caches,
 // rows that join a running batch, Gemma 2's alternating sliding window (4 positions) and soft-caps, Phi-3's
 // window of 6, each shorter than prompt + generated tokens. Greedy tokens equal transformers' generate()
-// for the same prompts (the fixture's gen_greedy), for the prompts sent together and one after the other.
+// for the same prompts (the fixture's gen_greedy), for the prompts sent together (prefilled together,
+// left-padded) and one after the other.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { referenceDir } from '../helpers/fixtures.js';
@@ -54,6 +55,10 @@ for (const name of ['gemma2-window-softcap', 'phi3-partial-rotary']) {
     const engine = new Engine(model, { maxBatch: 4, maxQueue: 8, stopIds: [], metrics: new ServerMetrics() });
     assert.deepEqual(await Promise.all(ps.map((p) => serve(engine, p, n))), expected, 'sent together');
     assert.ok(engine.peakBatch >= 2, 'the prompts sent together shared decode steps');
+    assert.ok(
+      engine.peakPrefill >= 2,
+      'the prompts sent together (of different lengths) were prefilled in one forward',
+    );
     // The second prompt joins while the first is decoding: rows of different lengths share steps.
     const first = serve(engine, ps[0]!, n);
     await new Promise((r) => setTimeout(r, 5));

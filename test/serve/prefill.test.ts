@@ -1,0 +1,68 @@
+// Batched prefill: sequences that arrive together are prefilled in one forward, left-padded to the
+// longest prompt, with rows of the base model and of LoRA, DoRA, MixLoRA and MixDoRA adapters; each
+// row's greedy tokens equal `generate` on its prompt alone (batch 1), and the KV pool holds each prompt
+// where the decode steps read it (the continuation after the prefilled token depends on it).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { loadModel } from '../../src/models/load.js';
+import { loadAdapter } from '../../src/adapters/io.js';
+import type { Adapter } from '../../src/adapters/adapter.js';
+import { AdapterBatch } from '../../src/adapters/batch.js';
+import { generate } from '../../src/generate/generate.js';
+import { Engine, type SequenceSpec } from '../../src/serve/engine.js';
+import { ServerMetrics } from '../../src/serve/metrics.js';
+import * as T from '../../src/tensor/index.js';
+import { STORIES_BIN, STORIES_TOK, tempDir } from '../helpers/fixtures.js';
+import { writeAdapters } from './serve-fixtures.js';
+
+const PROMPTS = ['Once upon a time', 'The little dog', 'Tom and Sue went to the park with', 'A big red ball'];
+const NEW_TOKENS = 12;
+
+function serve(engine: Engine, prompt: number[], adapter: Adapter | null): Promise<number[]> {
+  return new Promise((resolve, reject) => {
+    const tokens: number[] = [];
+    const spec: SequenceSpec = {
+      prompt,
+      maxTokens: NEW_TOKENS,
+      modelName: adapter?.name ?? 'base',
+      adapter,
+      sampling: { temperature: 0, topP: null, topK: null, seed: null, logprobs: null },
+      sink: {
+        onToken: (c) => (tokens.push(c.id), false),
+        onFinish: (_reason, error) => (error ? reject(error) : resolve(tokens)),
+      },
+    };
+    engine.submit([spec]);
+  });
+}
+
+test('sequences sent together are prefilled in one forward and each equals generate alone', async () => {
+  const { model, tokenizer } = loadModel(STORIES_BIN, { tokenizer: STORIES_TOK });
+  const dirs = writeAdapters(tempDir('mixlora-prefill-'), model);
+  const adapters: (Adapter | null)[] = [null];
+  for (const dir of Object.values(dirs)) adapters.push(await loadAdapter(dir, model));
+  const cases = PROMPTS.flatMap((p, i) =>
+    adapters.map((a, j) => ({ ids: tokenizer.encode(p), adapter: adapters[(i + j) % adapters.length]! })),
+  );
+  const expected = cases.map(({ ids, adapter }) => {
+    const [out] = generate(model, [ids], {
+      maxNewTokens: NEW_TOKENS,
+      temperature: 0,
+      topK: null,
+      topP: null,
+      repetitionPenalty: null,
+      stopIds: [],
+      hooks: adapter ? AdapterBatch.all(adapter, { training: false }) : undefined,
+    });
+    return out!;
+  });
+  const live = T.liveTensors();
+  const engine = new Engine(model, { maxBatch: cases.length, maxQueue: 0, stopIds: [], metrics: new ServerMetrics() });
+  const got = await Promise.all(cases.map(({ ids, adapter }) => serve(engine, ids, adapter)));
+  assert.equal(engine.peakPrefill, cases.length, 'all sequences prefilled in one forward');
+  cases.forEach(({ adapter }, i) => assert.deepEqual(got[i], expected[i], `${adapter?.name ?? 'base'}: ${i}`));
+  await engine.shutdown(1000);
+  assert.equal(T.liveTensors(), live, 'the engine leaves no tensor behind');
+  for (const a of adapters) a?.dispose();
+  model.dispose();
+});
