@@ -8,6 +8,7 @@ import { tensor } from '../tensor/create.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { CausalLM } from '../models/llama.js';
+import type { AttentionCache } from '../models/kvcache.js';
 import type { Adapter } from '../adapters/adapter.js';
 import { AdapterBatch, type RowRange } from '../adapters/batch.js';
 import { AdapterStackCache } from '../adapters/adapter-stack.js';
@@ -234,38 +235,32 @@ export class Engine {
       : new AdapterBatch(ranges, { training: false, record: 'none' });
     let chosen: TokenChoice[];
     try {
-      chosen = noGrad(() =>
-        tidy(() => {
-          const device = this.model.device;
-          if (ordered.length === 1) {
-            const row = ordered[0]!;
-            const ids = tensor([row.spec.prompt], { dtype: 'int64', device }); // [1, P]
-            const cache = this.pool.prefillCache(row.slot);
-            const logits = this.model.forward(ids, { cache, hooks, lastOnly: true }).select(1, 0); // [1, V]
-            return this.chooseTokens(logits, ordered);
-          }
-          const P = Math.max(...ordered.map((row) => row.spec.prompt.length));
-          // Left padding: every prompt ends at position P - 1, where the last-position logits are read.
-          const padded = ordered.map((row) => [
-            ...new Array<number>(P - row.spec.prompt.length).fill(0),
-            ...row.spec.prompt,
-          ]);
-          const mask = ordered.map((row) => padded[0]!.map((_, j) => (j < P - row.spec.prompt.length ? 0 : 1)));
-          const ids = tensor(padded, { dtype: 'int64', device }); // [B, P]
-          const keyMask = tensor(mask, { dtype: 'int64', device }); // [B, P]
-          const cache = this.pool.prefillBatchCache(
-            ordered.map((row) => ({ slot: row.slot, len: row.spec.prompt.length })),
-            P,
-          );
-          const logits = this.model.forward(ids, { attentionMask: keyMask, cache, hooks, lastOnly: true }).select(1, 0); // [B, V]
-          return this.chooseTokens(logits, ordered);
-        }),
-      );
+      chosen = this.nextTokens(ordered, hooks, () => {
+        const device = this.model.device;
+        if (ordered.length === 1) {
+          const row = ordered[0]!;
+          const ids = tensor([row.spec.prompt], { dtype: 'int64', device }); // [1, P]
+          return { ids, cache: this.pool.prefillCache(row.slot), attentionMask: null };
+        }
+        const P = Math.max(...ordered.map((row) => row.spec.prompt.length));
+        // Left padding: every prompt ends at position P - 1, where the last-position logits are read.
+        const gap = (row: Row) => P - row.spec.prompt.length;
+        const ids = tensor(
+          ordered.map((row) => [...new Array<number>(gap(row)).fill(0), ...row.spec.prompt]),
+          { dtype: 'int64', device },
+        ); // [B, P]
+        const attentionMask = tensor(
+          ordered.map((row) => Array.from({ length: P }, (_, j) => (j < gap(row) ? 0 : 1))),
+          { dtype: 'int64', device },
+        ); // [B, P]
+        const rows = ordered.map((row) => ({ slot: row.slot, len: row.spec.prompt.length }));
+        return { ids, cache: this.pool.prefillBatchCache(rows, P), attentionMask };
+      });
     } catch (e) {
-      for (const row of ordered) this.fail(row, e);
+      // One sequence's fault must not fail the others that arrived with it: alone, each gets its own answer.
+      if (ordered.length > 1) for (const row of ordered) this.prefill([row]);
+      else this.fail(ordered[0]!, e);
       return;
-    } finally {
-      hooks?.dispose();
     }
     this.peakPrefill = Math.max(this.peakPrefill, ordered.length);
     ordered.forEach((row, i) => {
@@ -294,27 +289,42 @@ export class Engine {
       : new AdapterBatch(ranges, { training: false, record: 'none', stacks: this.stacks });
     let chosen: TokenChoice[];
     try {
-      chosen = noGrad(() =>
-        tidy(() => {
-          const { cache, keyMask } = this.pool.stepCache(ordered);
-          const ids = tensor(
-            ordered.map((row) => [row.last]),
-            { dtype: 'int64', device: this.model.device },
-          ); // [B, 1]
-          const logits = this.model.forward(ids, { attentionMask: keyMask, cache, hooks, lastOnly: true }).select(1, 0); // [B, V]
-          return this.chooseTokens(logits, ordered);
-        }),
-      );
+      chosen = this.nextTokens(ordered, hooks, () => {
+        const { cache, keyMask } = this.pool.stepCache(ordered);
+        const ids = tensor(
+          ordered.map((row) => [row.last]),
+          { dtype: 'int64', device: this.model.device },
+        ); // [B, 1]
+        return { ids, cache, attentionMask: keyMask };
+      });
     } catch (e) {
       for (const row of ordered) this.fail(row, e);
       return;
-    } finally {
-      hooks?.dispose();
     }
     ordered.forEach((row, i) => {
       row.len += 1;
       this.accept(row, chosen[i]!);
     });
+  }
+
+  /** The forward over `ordered`'s inputs (made under the step's scope) and each row's next token; the
+   * hooks are disposed after. */
+  private nextTokens(
+    ordered: Row[],
+    hooks: AdapterBatch | undefined,
+    inputs: () => { ids: Tensor; cache: AttentionCache; attentionMask: Tensor | null },
+  ): TokenChoice[] {
+    try {
+      return noGrad(() =>
+        tidy(() => {
+          const { ids, cache, attentionMask } = inputs();
+          const logits = this.model.forward(ids, { attentionMask, cache, hooks, lastOnly: true }).select(1, 0); // [B, V]
+          return this.chooseTokens(logits, ordered);
+        }),
+      );
+    } finally {
+      hooks?.dispose();
+    }
   }
 
   /** Each row's token from logits [B, V]: argmax on the device, log-probabilities only where needed. */

@@ -66,3 +66,25 @@ test('sequences sent together are prefilled in one forward and each equals gener
   for (const a of adapters) a?.dispose();
   model.dispose();
 });
+
+test('a sequence that fails in a batched prefill fails alone; the others that arrived with it are answered', async () => {
+  const { model, tokenizer } = loadModel(STORIES_BIN, { tokenizer: STORIES_TOK });
+  const dirs = writeAdapters(tempDir('mixlora-prefill-fault-'), model);
+  const good = await loadAdapter(dirs.lora!, model);
+  const broken = await loadAdapter(dirs.mixlora!, model);
+  broken.dispose(); // its tensors are gone: any forward through it throws
+  const engine = new Engine(model, { maxBatch: 8, maxQueue: 0, stopIds: [], metrics: new ServerMetrics() });
+  const ids = tokenizer.encode(PROMPTS[0]!);
+  const results = await Promise.allSettled([
+    serve(engine, ids, good),
+    serve(engine, ids, broken),
+    serve(engine, tokenizer.encode(PROMPTS[1]!), null),
+  ]);
+  assert.equal(results[0]!.status, 'fulfilled');
+  assert.equal(results[1]!.status, 'rejected', 'the broken adapter’s sequence fails');
+  assert.equal(results[2]!.status, 'fulfilled');
+  assert.equal((results[0] as PromiseFulfilledResult<number[]>).value.length, NEW_TOKENS);
+  await engine.shutdown(1000);
+  good.dispose();
+  model.dispose();
+});
