@@ -3,7 +3,7 @@
 // gives it back with munmap on free, and it returns the free top of the heap to the system once more than
 // twice the threshold is free. A training step allocates and frees the same few hundred MiB of activations
 // and gradients every step, so every step pays the page faults (and the kernel's zeroing) of its whole
-// working set again: on the VMs we measured, a third of a LoRA step's time. The settings below keep freed
+// working set again: on the VM we measured, 7-30% of a step's time (LoRA the most). The settings below keep freed
 // memory in the process for the next step to reuse (blocks up to 32 MiB come from the heap; the heap is
 // never trimmed), as PyTorch's own CPU guides do by preloading jemalloc or tcmalloc. The peak resident
 // size is unchanged (it is reached anyway); what the process holds after a peak is not returned.

@@ -4,9 +4,8 @@
 // mkldnn::_linear_pointwise (what torch.compile's CPU backend emits). It has no autograd formula, so
 // OneDnnLinear below supplies one: the input gradient dy W through oneDNN again (with Wᵀ as its weight),
 // the weight gradient (adapters' A and B only; frozen weights have none) dyᵀ x through whichever of the two
-// is faster for its shape. Other dtypes
-// (bfloat16 already reaches oneDNN through ATen), CUDA, and a libtorch without the operator (Debian's
-// 1.13) take at::linear. MIXLORA_GEMM=aten turns the oneDNN path off.
+// is faster for its shape. Other dtypes (bfloat16 already reaches oneDNN through ATen), CUDA, and a
+// libtorch without the operator (Debian's 1.13) take at::linear. MIXLORA_GEMM=aten turns the oneDNN path off.
 #include "common.h"
 
 #include <cstdlib>

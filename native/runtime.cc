@@ -117,10 +117,10 @@ MX_FN(buildInfo) {
   return o;
 }
 
-// blasInfo() -> {openblasCore, openblasConfig, linear, hostAllocator}: what OpenBLAS says of itself when libtorch is linked with it
-// (Debian's libtorch is; PyTorch's x86 wheels use MKL and both are null). Found among the loaded libraries
-// at run time (Node loads the addon RTLD_LOCAL, so RTLD_DEFAULT would not see it), so that the addon
-// neither links OpenBLAS nor needs its headers.
+// blasInfo() -> {openblasCore, openblasConfig, linear, hostAllocator}: what OpenBLAS says of itself when
+// libtorch is linked with it (Debian's libtorch is; PyTorch's x86 wheels use MKL and both are null). Found
+// among the loaded libraries at run time (Node loads the addon RTLD_LOCAL, so RTLD_DEFAULT would not see
+// it), so that the addon neither links OpenBLAS nor needs its headers.
 using NameFn = const char* (*)();
 struct BlasLookup {
   NameFn core = nullptr;

@@ -1,10 +1,8 @@
 // mixlora launch: its usage errors, and a rank that dies ends the job with a non-zero exit naming it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { MIXLORA_BIN } from '../helpers/fixtures.js';
 import { mixlora } from '../helpers/cli.js';
-import { longTrainingRun } from '../helpers/train.js';
+import { launchTwoRankTraining } from '../helpers/launch.js';
 
 test('bad usage exits 2 naming the flag; several machines need a port', () => {
   const env = { MASTER_PORT: '', MASTER_ADDR: '' };
@@ -23,28 +21,13 @@ test('bad usage exits 2 naming the flag; several machines need a port', () => {
 });
 
 test('a rank killed under the launcher ends the others; the launcher exits non-zero naming it', async () => {
-  const c = longTrainingRun();
-  const job = spawn(process.execPath, [MIXLORA_BIN, 'launch', '--nproc-per-node', '2', 'train', c.file], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  const pids = new Map<number, number>();
-  const killed = new Promise<void>((resolve) =>
-    job.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      for (const m of stderr.matchAll(/rank (\d) started \(pid (\d+)\)/g)) pids.set(Number(m[1]), Number(m[2]));
-      // rank 0 describes the adapter once every rank has joined the group and set up
-      if (pids.size === 2 && /\[rank 0\] .*trainable parameters/.test(stderr)) resolve();
-    }),
-  );
-  const exited = new Promise<number | null>((resolve) => job.on('close', (code) => resolve(code)));
-  await Promise.race([killed, exited]);
+  const { pids, stderr, exited } = await launchTwoRankTraining();
   process.kill(pids.get(1)!, 'SIGKILL');
   const code = await Promise.race([
     exited,
-    new Promise<null>((_, reject) => setTimeout(() => reject(new Error(`no exit within 60 s: ${stderr}`)), 60_000)),
+    new Promise<null>((_, reject) => setTimeout(() => reject(new Error(`no exit within 60 s: ${stderr()}`)), 60_000)),
   ]);
   assert.notEqual(code, 0);
-  assert.match(stderr, /mixlora launch: rank 1 was killed by SIGKILL; ending the other ranks/);
+  assert.match(stderr(), /mixlora launch: rank 1 was killed by SIGKILL; ending the other ranks/);
   assert.throws(() => process.kill(pids.get(0)!, 0), /ESRCH/, 'rank 0 is gone');
 });

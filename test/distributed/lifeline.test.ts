@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { MIXLORA_BIN, tempDir } from '../helpers/fixtures.js';
-import { longTrainingRun } from '../helpers/train.js';
+import { launchTwoRankTraining } from '../helpers/launch.js';
 
 /** Whether `pid` still runs (a zombie nobody reaped yet counts as gone). */
 function running(pid: number): boolean {
@@ -33,31 +33,13 @@ async function gone(pids: number[], limitMs: number): Promise<number[]> {
 }
 
 test('SIGKILL of mixlora launch: its ranks, busy training, are gone within a few seconds', async () => {
-  const job = spawn(
-    process.execPath,
-    [MIXLORA_BIN, 'launch', '--nproc-per-node', '2', 'train', longTrainingRun().file],
-    {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    },
-  );
-  let stderr = '';
-  const pids = new Map<number, number>();
-  const training = new Promise<void>((resolve) =>
-    job.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      for (const m of stderr.matchAll(/rank (\d) started \(pid (\d+)\)/g)) pids.set(Number(m[1]), Number(m[2]));
-      // rank 0 describes the adapter once every rank has joined the group and set up
-      if (pids.size === 2 && /\[rank 0\] .*trainable parameters/.test(stderr)) resolve();
-    }),
-  );
-  const exited = new Promise<void>((resolve) => job.on('close', () => resolve()));
-  await Promise.race([training, exited]);
-  assert.equal(pids.size, 2, `the ranks did not start: ${stderr}`);
+  const { job, pids, stderr, exited } = await launchTwoRankTraining();
+  assert.equal(pids.size, 2, `the ranks did not start: ${stderr()}`);
   job.kill('SIGKILL');
   await exited;
   const left = await gone([...pids.values()], 10_000);
   for (const pid of left) process.kill(pid, 'SIGKILL');
-  assert.deepEqual(left, [], `ranks still running 10 s after the launcher was killed: ${stderr}`);
+  assert.deepEqual(left, [], `ranks still running 10 s after the launcher was killed: ${stderr()}`);
 });
 
 test('a rank whose launcher is gone says so, naming the launcher, and exits', async () => {
