@@ -20,6 +20,23 @@ export function referenceDir(...parts: string[]): string {
   return path.join(dir, ...parts);
 }
 
+const made: string[] = [];
+
+/** A fresh folder under the system's temp dir, removed when the test process exits (each test file runs
+ * in its own process), so that test runs leave nothing behind. */
 export function tempDir(prefix = 'mixlora-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  if (made.length === 0) process.once('exit', removeTempDirs);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  made.push(dir);
+  return dir;
+}
+
+function removeTempDirs(): void {
+  for (const dir of made.splice(0)) {
+    try {
+      fs.rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // A folder a test made read-only or still in use stays; the run's result does not depend on it.
+    }
+  }
 }
