@@ -15,6 +15,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   mx::RegisterRuntime(env, exports);
   mx::RegisterDistributed(env, exports);
   mx::RegisterLifeline(env, exports);
+  mx::RegisterLowRank(env, exports);
   mx::RegisterProfile(env, exports);
   return exports;
 }

@@ -75,8 +75,20 @@ Napi::Value Guard(const Napi::CallbackInfo& info, F&& body) {
 
 // x Wᵀ + b: oneDNN for frozen float32 weights on the CPU, else at::linear (linear.cc).
 at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b);
-// "onednn" or "aten": what Linear uses for frozen float32 weights in this process.
+// "onednn" or "aten": what Linear uses for float32 weights in this process (products of a few rows outside
+// autograd excepted, see SmallLinearIsa).
 const char* LinearBackend();
+// small_gemm.cc: x Wᵀ + b for at most 16 rows of float32 on a CPU with AVX2 or AVX-512, no autograd (for
+// tensors that need no gradient);
+// "avx512", "avx2" or "off" (no such CPU, or MIXLORA_GEMM=onednn or aten).
+const char* SmallLinearIsa();
+bool SmallLinearApplies(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b);
+at::Tensor SmallLinear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b);
+// The same kernel on raw float32 rows, on the calling thread: y[m·ldy + o] = x[m, :] · w[o, :] (+ b[o]) for
+// m < rows (1-16) and o in [o0, o1); x [rows, in] and w [.., in] contiguous. Only where SmallLinearIsa()
+// is not "off".
+void SmallDotRange(const float* x, int64_t rows, const float* w, const float* b, float* y, int64_t in, int64_t ldy,
+                   int64_t o0, int64_t o1);
 // glibc's malloc told to keep freed memory for reuse (host_allocator.cc); once, when the addon loads.
 void ConfigureHostAllocator();
 // "reuse" when ConfigureHostAllocator changed glibc's settings, else "default".
@@ -94,6 +106,7 @@ void RegisterOptim(Napi::Env env, Napi::Object exports);
 void RegisterRuntime(Napi::Env env, Napi::Object exports);
 void RegisterDistributed(Napi::Env env, Napi::Object exports);
 void RegisterLifeline(Napi::Env env, Napi::Object exports);
+void RegisterLowRank(Napi::Env env, Napi::Object exports);
 
 }  // namespace mx
 

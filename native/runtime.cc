@@ -144,6 +144,7 @@ MX_FN(blasInfo) {
   o.Set("openblasCore", found.core ? Napi::Value(Napi::String::New(env, found.core())) : env.Null());
   o.Set("openblasConfig", found.config ? Napi::Value(Napi::String::New(env, found.config())) : env.Null());
   o.Set("linear", Napi::String::New(env, LinearBackend()));
+  o.Set("smallGemm", Napi::String::New(env, SmallLinearIsa()));
   o.Set("hostAllocator", Napi::String::New(env, HostAllocatorSetting()));
   return o;
 }

@@ -1,17 +1,14 @@
 // Several adapters' LoRA/DoRA modules side by side, for inference steps whose rows use different adapters
-// (continuous batching in `mixlora serve`). Per projection, one product runs every member's A on every
-// token, a 0/1 column mask keeps each token's own member's columns, and one product runs the Bs: a
-// handful of ops whatever the number of adapters, where the per-range path (batch.ts) runs a few ops per
-// adapter and per projection. This is the idea of Punica's and S-LoRA's batched LoRA kernels (SGMV/BGMV),
-// written with plain products: on a decode step's few tokens the extra work on other members' columns
-// costs rank-sized products only.
+// (continuous batching in `mixlora serve`). Per projection, one call (lowRankByMember, native/low_rank_rows.cc)
+// runs each row through its own member's A and B, as Punica's and S-LoRA's batched LoRA kernels (BGMV) do:
+// each member's weights are read once, for its rows only, whatever the number of adapters in the step.
 //
 // Members: for a plain projection (attention), one per adapter; for the feed-forward projections, one per
 // expert, a plain adapter's gate/up/down modules being its one expert. Either list ends with "none"
-// (rows of the base model, or an adapter without that module), which has no columns.
-import { ones, tensor } from '../tensor/create.js';
+// (rows of the base model, or an adapter without that module), which has no modules.
+import { ones } from '../tensor/create.js';
 import { noGrad } from '../tensor/autograd.js';
-import { cat, stack } from '../tensor/ops.js';
+import { stack, type LowRankMembers } from '../tensor/ops.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { Linear, ProjName } from '../models/weights.js';
@@ -19,14 +16,9 @@ import type { Adapter } from './adapter.js';
 import { doraScale, frozenScale, type LoraParams } from './lora.js';
 import { expertParams, type MlpProj } from './params.js';
 
-/** One projection's modules of every member. */
-export interface StackedModule {
-  /** [Σr, in] float32: the members' A, one after another. */
-  A: Tensor;
-  /** [out, Σr] float32: the members' B, each times its scale s. */
-  B: Tensor;
-  /** [G, Σr] float32: row g is 1 on member g's columns, 0 elsewhere (all 0 for members without it). */
-  columns: Tensor;
+/** One projection's modules of every member: A[g] [r, in], B[g] [out, r] (float32; the adapter's own
+ * tensors when they are float32 already, not copies) and scaling s[g]. */
+export interface StackedModule extends LowRankMembers {
   /** [G, out] float32: DoRA's m / ‖W + s·B A‖ per member (1 for LoRA members); null when none is DoRA. */
   scales: Tensor | null;
 }
@@ -43,41 +35,28 @@ function idOf(adapter: Adapter): number {
   return id;
 }
 
-/** Stacks one projection's member modules (null: the member lacks it); null when no member has it. */
+/** One projection's member modules (null: the member lacks it); null when no member has it. */
 function stackModules(members: (LoraParams | null)[], lin: Linear): StackedModule | null {
-  const present = members.filter((p): p is LoraParams => p !== null);
-  if (present.length === 0) return null;
+  if (members.every((p) => p === null)) return null;
   return noGrad(() =>
     tidy(() => {
       const device = lin.weight.device;
-      const A = cat(
-        present.map((p) => p.A.to('float32')),
-        0,
-      ); // [Σr, in]
-      const B = cat(
-        present.map((p) => p.B.to('float32').mul(p.scale)),
-        1,
-      ); // [out, Σr]
-      const width = A.size(0);
-      const out = B.size(0);
-      const mask = new Float32Array(members.length * width);
-      let col = 0;
-      members.forEach((p, g) => {
-        if (!p) return;
-        const r = p.A.size(0);
-        mask.fill(1, g * width + col, g * width + col + r);
-        col += r;
-      });
-      const columns = tensor(mask, { shape: [members.length, width], device }); // [G, Σr]
-      const scales = present.some((p) => p.magnitude)
+      const f32 = (t: Tensor) => t.to('float32').contiguous().keep();
+      const out = lin.weight.shape[0]; // a quantised weight has its shape too
+      const scales = members.some((p) => p?.magnitude)
         ? stack(
             members.map((p) =>
               p?.magnitude ? (frozenScale(p, false) ?? doraScale(lin.weight, p)) : ones([out], { device }),
             ),
             0,
-          ) // [G, out]
+          ).keep() // [G, out]
         : null;
-      return { A: A.keep(), B: B.keep(), columns: columns.keep(), scales: scales?.keep() ?? null };
+      return {
+        A: members.map((p) => (p ? f32(p.A) : null)), // [r, in] each
+        B: members.map((p) => (p ? f32(p.B) : null)), // [out, r] each
+        scaling: members.map((p) => p?.scale ?? 0),
+        scales,
+      };
     }),
   );
 }
@@ -152,7 +131,7 @@ export class AdapterStack {
   }
 
   dispose(): void {
-    for (const m of this.modules.values()) for (const t of [m?.A, m?.B, m?.columns, m?.scales]) t?.dispose();
+    for (const m of this.modules.values()) for (const t of [...(m?.A ?? []), ...(m?.B ?? []), m?.scales]) t?.dispose();
     this.modules.clear();
   }
 }

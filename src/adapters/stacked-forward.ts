@@ -1,10 +1,10 @@
 // The forward of rows of different adapters through their stacked modules (adapter-stack.ts), at
-// inference on a few tokens: each projection's LoRA of every row in one set of products, and the
-// feed-forward block of every row (base model, LoRA/DoRA, MixLoRA/MixDoRA experts) as one list of
-// (token, member, weight) slots: a plain row is one slot of weight 1, a MixLoRA token its routed experts.
-// Equal to the per-range path up to rounding (the test compares them).
+// inference on a few tokens: each projection's LoRA of every row in one call (each row through its own
+// member), and the feed-forward block of every row (base model, LoRA/DoRA, MixLoRA/MixDoRA experts) as one
+// list of (token, member, weight) slots: a plain row is one slot of weight 1, a MixLoRA token its routed
+// experts. Equal to the per-range path up to rounding (the test compares them).
 import { ones, tensor, zeros } from '../tensor/create.js';
-import { cat, linear } from '../tensor/ops.js';
+import { cat, lowRankByMember } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { Activation } from '../models/config.js';
 import { frozenLinear } from '../models/frozen-linear.js';
@@ -24,14 +24,6 @@ export interface StackedRouting {
   counts: Tensor;
 }
 
-/** s·B A x of each slot's own member, weighted: xa [m, Σr] = x Aᵀ over every member, member [m] int64,
- * weight [m] or null -> [m, out] float32. */
-function memberDelta(s: StackedModule, xa: Tensor, member: Tensor, weight: Tensor | null = null): Tensor {
-  let mask = s.columns.indexSelect(0, member); // [m, Σr]
-  if (weight) mask = mask.mul(weight.unsqueeze(1));
-  return linear(xa.mul(mask), s.B); // [m, out]
-}
-
 /** base + delta, or with DoRA members m/‖W + sBA‖ ⊙ (W x + delta) + b, in base's dtype; base [m, out]. */
 function adaptRows(s: StackedModule, base: Tensor, delta: Tensor, member: Tensor, lin: Linear): Tensor {
   if (!s.scales) return base.dtype === 'float32' ? base.add(delta) : base.add(delta.to(base.dtype));
@@ -46,8 +38,7 @@ function adaptRows(s: StackedModule, base: Tensor, delta: Tensor, member: Tensor
  * is each token's member (its row's adapter). */
 export function stackedProject(s: StackedModule, x: Tensor, base: Tensor, member: Tensor, lin: Linear): Tensor {
   const [B, T, inF] = x.shape as [number, number, number];
-  const xa = linear(x.reshape(B * T, inF).to('float32'), s.A); // [n, Σr]
-  const delta = memberDelta(s, xa, member); // [n, out]
+  const delta = lowRankByMember(x.reshape(B * T, inF).to('float32'), member, s); // [n, out]
   return adaptRows(s, base.reshape(B * T, -1), delta, member, lin).view(B, T, -1); // [B, T, out]
 }
 
@@ -121,8 +112,8 @@ function slotsOf(
 function slotProjection(s: StackedModule | null, x32: Tensor, frozen: Tensor, slots: Slots, lin: Linear): Tensor {
   const base = frozen.indexSelect(0, slots.tokens); // [m, I]
   if (!s) return base;
-  const xa = linear(x32, s.A).indexSelect(0, slots.tokens); // [m, Σr]
-  return adaptRows(s, base, memberDelta(s, xa, slots.members), slots.members, lin);
+  const delta = lowRankByMember(x32, slots.members, s, { inRows: slots.tokens }); // [m, I]
+  return adaptRows(s, base, delta, slots.members, lin);
 }
 
 /** The feed-forward block of every row, x [B, T, H] -> [B, T, H] in x's dtype, with separate gate and up
@@ -156,14 +147,14 @@ export function stackedMlp(
     const mixed = zeros([n, I], { device: x.device }).indexAdd(0, slots.tokens, h32.mul(weight)); // [n, I]
     out = frozenLinear(mixed.to(x.dtype), d).to('float32'); // [n, H]
     if (sd) {
-      const za = linear(h32, sd.A).mul(sd.columns.indexSelect(0, slots.members)).mul(weight); // [m, Σr]
-      const zn = zeros([n, za.size(1)], { device: x.device }).indexAdd(0, slots.tokens, za); // [n, Σr]
-      out = out.add(linear(zn, sd.B)); // [n, H]
+      // Each slot's delta, weighted, summed into its token.
+      const opts = { outRows: slots.tokens, weights: slots.weights.to('float32'), outCount: n };
+      out = out.add(lowRankByMember(h32, slots.members, sd, opts)); // [n, H]
     }
   } else {
     // DoRA on down_proj or a bias: each slot's own down projection, then weighted per token.
     let y = frozenLinear(h, d); // [m, H]
-    if (sd) y = adaptRows(sd, y, memberDelta(sd, linear(h.to('float32'), sd.A), slots.members), slots.members, d);
+    if (sd) y = adaptRows(sd, y, lowRankByMember(h.to('float32'), slots.members, sd), slots.members, d);
     out = zeros([n, H], { device: x.device }).indexAdd(0, slots.tokens, y.to('float32').mul(weight)); // [n, H]
   }
   return { out: out.to(x.dtype).view(B, T, H), routing };

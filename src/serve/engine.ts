@@ -20,6 +20,9 @@ import type { ServerMetrics } from './metrics.js';
 /** Padded prompt positions (rows × longest prompt) one batched prefill runs at most. */
 const PREFILL_TOKENS = 2048;
 
+/** How long the engine stays idle before it frees its KV caches (the next request allocates them again). */
+export const IDLE_RELEASE_MS = 30_000;
+
 export type FinishReason = 'stop' | 'length' | 'abort';
 
 /** Where a sequence's tokens go. */
@@ -45,6 +48,8 @@ export interface EngineOptions {
   maxQueue: number;
   stopIds: number[];
   metrics: ServerMetrics;
+  /** Idle time after which the KV caches are freed (default IDLE_RELEASE_MS). */
+  idleReleaseMs?: number;
 }
 
 interface Row {
@@ -164,8 +169,9 @@ export class Engine {
   private async loop(): Promise<void> {
     while (!this.stopped) {
       if (this.idle) {
-        await new Promise<void>((resolve) => (this.wake = resolve));
-        this.wake = null;
+        // A quiet spell: the KV caches go (memory back to where it was before the first request).
+        if (!(await this.waitForWork(this.opts.idleReleaseMs ?? IDLE_RELEASE_MS)) && this.idle && this.pool.empty)
+          this.pool.dispose();
         continue;
       }
       try {
@@ -184,6 +190,23 @@ export class Engine {
       }
       // Let the event loop run between steps: responses flush, requests arrive, clients disconnect.
       await nextTurn();
+    }
+  }
+
+  /** Waits until work arrives (true) or `ms` pass (false); a wait of 0 ms or less waits for work only. */
+  private async waitForWork(ms: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | null = null;
+    try {
+      return await new Promise<boolean>((resolve) => {
+        this.wake = () => resolve(true);
+        if (ms > 0 && this.pool.capacity > 0) {
+          timer = setTimeout(() => resolve(false), ms);
+          timer.unref(); // an idle engine does not keep the process alive
+        }
+      });
+    } finally {
+      if (timer) clearTimeout(timer);
+      this.wake = null;
     }
   }
 

@@ -16,6 +16,9 @@ export interface BackendInfo {
   blas: string;
   /** What float32 projections (linear) run on: oneDNN (native/linear.cc), or ATen and its BLAS. */
   linear: 'onednn' | 'aten';
+  /** Products of 1-16 rows of tensors that need no gradient (decode steps) through native/small_gemm.cc's dot-product kernel
+   *  with these vectors, or "off" (no AVX2, or MIXLORA_GEMM=onednn or aten). */
+  small_gemm: 'avx512' | 'avx2' | 'off';
   /** glibc's malloc keeping freed memory for the next step ("reuse", native/host_allocator.cc) or as glibc
    *  sets it ("default": MIXLORA_MALLOC=default, malloc settings of your own, or not glibc). */
   host_allocator: 'reuse' | 'default';
@@ -74,6 +77,7 @@ export function backendInfo(): BackendInfo {
     cuda_build: build.cudaBuild,
     blas: blasName(build.config, blas.openblasCore),
     linear: blas.linear,
+    small_gemm: blas.smallGemm,
     host_allocator: blas.hostAllocator,
     openblas_core: blas.openblasCore,
     openblas_coretype: process.env.OPENBLAS_CORETYPE ?? null,

@@ -78,6 +78,17 @@ export interface NativeAddon {
   addScaled(a: Id, b: Id, alpha: number): Id;
   clamp(id: Id, min: number | null, max: number | null): Id;
   linear(x: Id, w: Id, b: Id | null): Id;
+  lowRankByMember(
+    x: Id,
+    members: Id,
+    inRows: Id | null,
+    outRows: Id | null,
+    weights: Id | null,
+    outCount: number,
+    A: (Id | null)[],
+    B: (Id | null)[],
+    scales: number[],
+  ): Id;
   swiglu(gate: Id, up: Id): Id;
   sumCrossEntropy(logits: Id, target: Id): Id;
   // quantised frozen weights (native/quant.cc); format 0 = int8, 1 = nf4; portable: the tensor-op version
@@ -164,6 +175,7 @@ export interface NativeAddon {
     openblasCore: string | null;
     openblasConfig: string | null;
     linear: 'onednn' | 'aten';
+    smallGemm: 'avx512' | 'avx2' | 'off';
     hostAllocator: 'reuse' | 'default';
   };
   // distributed (c10d: TCPStore + ProcessGroupGloo, and ProcessGroupNCCL for CUDA tensors with ncclDevice;

@@ -31,6 +31,39 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
   return new Tensor(native.linear(x.id, weight.id, bias ? bias.id : null));
 }
 
+/** Members' low-rank modules: A[g] [r, in] and B[g] [out, r] float32 (null: member g has none), and
+ * each one's scaling s (LoRA's α/r). */
+export interface LowRankMembers {
+  A: (Tensor | null)[];
+  B: (Tensor | null)[];
+  scaling: number[];
+}
+
+/** Each slot through its own member's modules: out[outRows[i]] += weights[i] · s · B (A x[inRows[i]]), for
+ * x [n, in] float32 and members [m] int64 (native/low_rank_rows.cc) -> [outCount, out] float32. inRows
+ * default to slot i reading row i, outRows to slot i writing row i (outCount = m), weights to 1. */
+export function lowRankByMember(
+  x: Tensor,
+  members: Tensor,
+  modules: LowRankMembers,
+  o: { inRows?: Tensor; outRows?: Tensor; weights?: Tensor; outCount?: number } = {},
+): Tensor {
+  const id = (t: Tensor | null) => (t ? t.id : null);
+  return new Tensor(
+    native.lowRankByMember(
+      x.id,
+      members.id,
+      id(o.inRows ?? null),
+      id(o.outRows ?? null),
+      id(o.weights ?? null),
+      o.outCount ?? members.size(0),
+      modules.A.map(id),
+      modules.B.map(id),
+      modules.scaling,
+    ),
+  );
+}
+
 /** silu(gate) · up, same shapes; its backward keeps gate and up only (one activation fewer than composed). */
 export function swiglu(gate: Tensor, up: Tensor): Tensor {
   return new Tensor(native.swiglu(gate.id, up.id));

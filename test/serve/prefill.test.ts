@@ -88,3 +88,28 @@ test('a sequence that fails in a batched prefill fails alone; the others that ar
   good.dispose();
   model.dispose();
 });
+
+test('the KV caches stay between requests and are freed after the idle time', async () => {
+  const { model, tokenizer } = loadModel(STORIES_BIN, { tokenizer: STORIES_TOK });
+  const live = T.liveTensors();
+  const engine = new Engine(model, {
+    maxBatch: 2,
+    maxQueue: 0,
+    stopIds: [],
+    metrics: new ServerMetrics(),
+    idleReleaseMs: 300,
+  });
+  const first = await serve(engine, tokenizer.encode(PROMPTS[0]!), null);
+  const held = T.liveTensors();
+  assert.equal(held - live, 2 * model.config.numLayers, 'a key and a value cache per layer stay after the request');
+  // The next request reuses them (a fresh pool would start from zeros again: same tokens either way).
+  assert.deepEqual(await serve(engine, tokenizer.encode(PROMPTS[0]!), null), first);
+  assert.equal(T.liveTensors(), held);
+  const until = Date.now() + 10_000;
+  while (T.liveTensors() !== live && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(T.liveTensors(), live, 'the caches are freed once the engine has been idle');
+  assert.deepEqual(await serve(engine, tokenizer.encode(PROMPTS[0]!), null), first, 'and allocated again on demand');
+  await engine.shutdown(1000);
+  assert.equal(T.liveTensors(), live);
+  model.dispose();
+});

@@ -1,7 +1,9 @@
 // linear() through oneDNN (native/linear.cc) where libtorch has the operator: the product, the input
 // gradient for frozen weights, and all three gradients for trained ones equal ATen's matmul composition
 // (float32; 1e-4 relative to the largest magnitude: the two sum in different orders); bfloat16 and the
-// MIXLORA_GEMM=aten switch take ATen's own linear.
+// MIXLORA_GEMM=aten switch take ATen's own linear. Products of 1-16 rows of tensors that need no gradient (decode steps)
+// take native/small_gemm.cc's kernel: equal to the composition, and each row the same floats whatever
+// the rows beside it (a sequence served among others decodes as it does alone).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { test } from 'node:test';
@@ -26,7 +28,59 @@ test('linear: which backend the addon uses is reported', () => {
     { env: { ...process.env, MIXLORA_GEMM: 'aten' }, encoding: 'utf8' },
   ).trim();
   assert.equal(off, 'aten', 'MIXLORA_GEMM=aten turns oneDNN off');
+  const small = native.blasInfo().smallGemm;
+  assert.ok(['avx512', 'avx2', 'off'].includes(small), small);
+  for (const value of ['aten', 'onednn']) {
+    const got = execFileSync(
+      process.execPath,
+      [
+        '-e',
+        `import('${new URL('../../src/tensor/native.js', import.meta.url).href}').then((m) => console.log(m.native.blasInfo().smallGemm))`,
+      ],
+      { env: { ...process.env, MIXLORA_GEMM: value }, encoding: 'utf8' },
+    ).trim();
+    assert.equal(got, 'off', `MIXLORA_GEMM=${value} turns the small-row kernel off`);
+  }
 });
+
+// Weights of widths with and without a vector tail, rows 1-17 (17: past the kernel, the library again).
+for (const [out, inF] of [
+  [37, 64],
+  [300, 77],
+  [8, 1376],
+] as const) {
+  test(`linear of 1-17 rows of untracked tensors equals the composition, and each row its product alone [${out}, ${inF}]`, () =>
+    T.noGrad(() =>
+      T.tidy(() => {
+        T.manualSeed(3);
+        const w = T.randn([out, inF]); // [out, in]
+        const b = T.randn([out]); // [out]
+        for (let rows = 1; rows <= 17; rows++) {
+          const x = T.randn([rows, inF]); // [rows, in]
+          for (const bias of [b, null]) {
+            const y = T.linear(x, w, bias); // [rows, out]
+            const want = reference(x, w, bias);
+            assertClose(y, want, { atol: 1e-5 * want.abs().amax().item(), what: `${rows} rows` });
+            // Row invariance is the kernel's (GEMM libraries pick kernels by row count); off, nothing to check.
+            if (rows > 16 || native.blasInfo().smallGemm === 'off') continue;
+            for (let r = 0; r < rows; r++) {
+              const alone = T.linear(x.narrow(0, r, 1), w, bias); // [1, out]
+              assert.deepEqual(
+                y.narrow(0, r, 1).toFloat32Array(),
+                alone.toFloat32Array(),
+                `row ${r} of ${rows}: the same floats as alone`,
+              );
+            }
+          }
+        }
+        // Rows in a [B, T, in] input, and a weight that is a view (not contiguous: the library's path).
+        const x3 = T.randn([2, 3, inF]);
+        assertClose(T.linear(x3, w, b), reference(x3, w, b), { atol: 1e-5 * 100 });
+        const wt = T.randn([inF, out]).transpose(0, 1); // [out, in], strided
+        assertClose(T.linear(x3, wt), reference(x3, wt, null), { atol: 1e-5 * 100 });
+      }),
+    ));
+}
 
 // [out, in]: narrower out (the weight gradient through oneDNN) and wider (through ATen).
 for (const [trained, out, inF] of [

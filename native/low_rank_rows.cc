@@ -1,0 +1,194 @@
+// Low-rank products of rows that belong to different members (adapters, or MixLoRA experts), for
+// inference steps that mix adapters (continuous batching in `mixlora serve`). Each slot (a token, or a
+// token's routed expert) has a member; the slots of each member go through that member's A and B alone:
+// out[outRow] += w · s · B (A x[inRow]). This is what Punica's and S-LoRA's batched LoRA kernels (BGMV)
+// compute: every member's weights are read once, and only for its own rows, so a step over rows of four
+// adapters costs four adapters' reads and each row's own products, not every member's products on every
+// row. The products go through Linear (a few rows: small_gemm.cc's kernel, whose per-row results do not
+// depend on the rows beside them).
+#include "common.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+using mx::ArgError;
+using Modules = std::vector<std::optional<at::Tensor>>;
+
+constexpr int64_t kChunkRows = 16;  // the vector kernel's most rows per call
+
+// The vector kernel's path: everything on the CPU, float32, the modules contiguous.
+bool KernelApplies(const at::Tensor& x, const Modules& As, const Modules& Bs) {
+  if (std::strcmp(mx::SmallLinearIsa(), "off") == 0 || !x.device().is_cpu()) return false;
+  for (size_t g = 0; g < As.size(); g++)
+    if (As[g] && (!As[g]->device().is_cpu() || !As[g]->is_contiguous() || !Bs[g]->device().is_cpu() ||
+                  !Bs[g]->is_contiguous()))
+      return false;
+  return true;
+}
+
+// Index i of an optional int64 [m] list (none: i itself), checked against [0, bound).
+int64_t RowOf(const int64_t* rows, int64_t i, int64_t bound, const char* what) {
+  const int64_t r = rows ? rows[i] : i;
+  if (r < 0 || r >= bound) throw ArgError(std::string("lowRankByMember: ") + what + " index out of range");
+  return r;
+}
+
+// The CPU path in three passes over chunks of at most 16 slots of one member: gather the slots' input
+// rows; h = (x Aᵀ) · w · s per chunk (chunks split between threads); then y[outRow] += h Bᵀ, the output
+// columns split between threads, each adding its columns of every chunk in member and slot order (so a
+// row's sum runs in the same order whatever the threads).
+at::Tensor LowRankOnCpu(const at::Tensor& x, const std::vector<std::vector<int64_t>>& slots,
+                        const std::optional<at::Tensor>& inRowsT, const std::optional<at::Tensor>& outRowsT,
+                        const std::optional<at::Tensor>& weightsT, int64_t outCount, int64_t out, const Modules& As,
+                        const Modules& Bs, const Napi::Array& scales) {
+  const int64_t n = x.size(0), in = x.size(1);
+  const at::Tensor inRowsC = inRowsT ? inRowsT->contiguous() : at::Tensor();
+  const at::Tensor outRowsC = outRowsT ? outRowsT->contiguous() : at::Tensor();
+  const at::Tensor weightsC = weightsT ? weightsT->contiguous() : at::Tensor();
+  const int64_t* inRows = inRowsT ? inRowsC.data_ptr<int64_t>() : nullptr;
+  const int64_t* outRows = outRowsT ? outRowsC.data_ptr<int64_t>() : nullptr;
+  const float* weights = weightsT ? weightsC.data_ptr<float>() : nullptr;
+
+  struct Chunk {
+    size_t g;
+    std::vector<int64_t> slots;
+    int64_t xAt, hAt, tAt;  // offsets in the buffers below
+    float factor[kChunkRows];
+    int64_t outRow[kChunkRows];
+  };
+  std::vector<Chunk> chunks;
+  int64_t xSize = 0, hSize = 0, tSize = 0;
+  for (size_t g = 0; g < slots.size(); g++) {
+    const int64_t r = As[g] ? As[g]->size(0) : 0;
+    const double s = As[g] ? scales.Get(static_cast<uint32_t>(g)).As<Napi::Number>().DoubleValue() : 0;
+    for (size_t first = 0; first < slots[g].size(); first += kChunkRows) {
+      Chunk c{g, {}, xSize, hSize, tSize, {}, {}};
+      for (size_t j = first; j < std::min(slots[g].size(), first + kChunkRows); j++) {
+        const int64_t i = slots[g][j];
+        c.factor[c.slots.size()] = static_cast<float>(s * (weights ? weights[i] : 1.0f));
+        c.outRow[c.slots.size()] = RowOf(outRows, i, outCount, "outRows");
+        RowOf(inRows, i, n, "inRows");
+        c.slots.push_back(i);
+      }
+      const int64_t rows = static_cast<int64_t>(c.slots.size());
+      xSize += rows * in;
+      hSize += rows * r;
+      tSize += rows * out;
+      chunks.push_back(std::move(c));
+    }
+  }
+  at::Tensor y = at::zeros({outCount, out}, x.options());  // [outCount, out]
+  if (chunks.empty()) return y;
+  std::vector<float> X(xSize), H(hSize), T(tSize);
+  const float* xp = x.data_ptr<float>();
+  for (const Chunk& c : chunks)
+    for (size_t j = 0; j < c.slots.size(); j++)
+      std::memcpy(&X[c.xAt + j * in], xp + (inRows ? inRows[c.slots[j]] : c.slots[j]) * in, in * sizeof(float));
+
+  const int64_t count = static_cast<int64_t>(chunks.size());
+  at::parallel_for(0, count, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t k = c0; k < c1; k++) {
+      const Chunk& c = chunks[k];
+      const int64_t rows = static_cast<int64_t>(c.slots.size()), r = As[c.g]->size(0);
+      float* h = &H[c.hAt];
+      mx::SmallDotRange(&X[c.xAt], rows, As[c.g]->data_ptr<float>(), nullptr, h, in, r, 0, r);  // [rows, r]
+      for (int64_t j = 0; j < rows; j++)
+        for (int64_t q = 0; q < r; q++) h[j * r + q] *= c.factor[j];
+    }
+  });
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, out, 64, [&](int64_t o0, int64_t o1) {
+    for (const Chunk& c : chunks) {
+      const int64_t rows = static_cast<int64_t>(c.slots.size()), r = As[c.g]->size(0);
+      float* t = &T[c.tAt];
+      mx::SmallDotRange(&H[c.hAt], rows, Bs[c.g]->data_ptr<float>(), nullptr, t, r, out, o0, o1);  // [rows, out]
+      for (int64_t j = 0; j < rows; j++)
+        for (int64_t o = o0; o < o1; o++) yp[c.outRow[j] * out + o] += t[j * out + o];
+    }
+  });
+  return y;
+}
+
+// lowRankByMember(x, members, inRows|null, outRows|null, weights|null, outCount, A[], B[], scales[])
+//   x [n, in] float32; members [m] int64, slot i's member (a member without modules, or past the lists,
+//   adds nothing); inRows [m] int64, the row of x slot i reads (null: row i); outRows [m] int64, the row of
+//   the output it adds to (null: row i); weights [m] float32, its weight w (null: 1); A[g] [r, in] and
+//   B[g] [out, r] float32 or null; scales[g] its s  ->  [outCount, out] float32.
+MX_FN(lowRankByMember) {
+  const at::Tensor& x = mx::Get(info[0]);
+  const at::Tensor& members = mx::Get(info[1]);
+  const auto inRows = mx::GetOptional(info[2]);
+  const auto outRows = mx::GetOptional(info[3]);
+  const auto weights = mx::GetOptional(info[4]);
+  const int64_t outCount = mx::Int(info[5]);
+  const auto A = info[6].As<Napi::Array>();
+  const auto B = info[7].As<Napi::Array>();
+  const auto scales = info[8].As<Napi::Array>();
+  if (x.dim() != 2 || x.scalar_type() != at::kFloat) throw ArgError("lowRankByMember: x must be float32 [n, in]");
+  if (members.dim() != 1 || members.scalar_type() != at::kLong)
+    throw ArgError("lowRankByMember: members must be int64 [m]");
+  const int64_t m = members.size(0);
+  for (const auto* t : {inRows ? &*inRows : nullptr, outRows ? &*outRows : nullptr})
+    if (t && (t->dim() != 1 || t->size(0) != m || t->scalar_type() != at::kLong))
+      throw ArgError("lowRankByMember: row indices must be int64 [m], one per member entry");
+  if (weights && (weights->dim() != 1 || weights->size(0) != m || weights->scalar_type() != at::kFloat))
+    throw ArgError("lowRankByMember: weights must be float32 [m]");
+  if (!inRows && m != x.size(0)) throw ArgError("lowRankByMember: without inRows, members must have x's rows");
+  if (!outRows && m != outCount) throw ArgError("lowRankByMember: without outRows, outCount must be members' length");
+  const uint32_t G = A.Length();
+  if (B.Length() != G || scales.Length() != G) throw ArgError("lowRankByMember: A, B and scales differ in length");
+
+  // Each member's modules, checked, and the width of the output.
+  Modules As(G), Bs(G);
+  int64_t out = -1;
+  for (uint32_t g = 0; g < G; g++) {
+    As[g] = mx::GetOptional(A.Get(g));
+    Bs[g] = mx::GetOptional(B.Get(g));
+    if (As[g].has_value() != Bs[g].has_value()) throw ArgError("lowRankByMember: a member has A without B");
+    if (!As[g]) continue;
+    const at::Tensor &a = *As[g], &b = *Bs[g];
+    if (a.dim() != 2 || b.dim() != 2 || a.size(1) != x.size(1) || b.size(1) != a.size(0) ||
+        a.scalar_type() != at::kFloat || b.scalar_type() != at::kFloat)
+      throw ArgError("lowRankByMember: member modules must be float32 A [r, in] and B [out, r]");
+    if (out >= 0 && b.size(0) != out) throw ArgError("lowRankByMember: members' B differ in width");
+    out = b.size(0);
+  }
+  if (out < 0) throw ArgError("lowRankByMember: no member has modules");
+
+  // The slots of each member, in slot order (so sums into a shared output row run in a fixed order).
+  const at::Tensor memberList = members.to(at::kCPU).contiguous();  // [m]
+  const int64_t* mp = memberList.data_ptr<int64_t>();
+  std::vector<std::vector<int64_t>> slots(G);
+  for (int64_t i = 0; i < m; i++)
+    if (mp[i] >= 0 && mp[i] < static_cast<int64_t>(G) && As[mp[i]]) slots[mp[i]].push_back(i);
+
+  at::Tensor y;
+  if (KernelApplies(x, As, Bs)) {
+    y = LowRankOnCpu(x.contiguous(), slots, inRows, outRows, weights, outCount, out, As, Bs, scales);
+  } else {
+    // Elsewhere (CUDA, or no vector kernel): the same with ATen's ops, member by member.
+    const auto index = at::TensorOptions().dtype(at::kLong);
+    y = at::zeros({outCount, out}, x.options());  // [outCount, out]
+    for (uint32_t g = 0; g < G; g++) {
+      if (slots[g].empty()) continue;
+      const at::Tensor idx = at::tensor(slots[g], index).to(x.device());  // [mg]
+      const at::Tensor xin = x.index_select(0, inRows ? inRows->index_select(0, idx) : idx);  // [mg, in]
+      at::Tensor h = mx::Linear(xin, *As[g], c10::nullopt);  // [mg, r]
+      const double s = scales.Get(g).As<Napi::Number>().DoubleValue();
+      h = weights ? h.mul(weights->index_select(0, idx).mul(s).unsqueeze(1)) : h.mul(s);  // [mg, r]
+      const at::Tensor d = mx::Linear(h, *Bs[g], c10::nullopt);  // [mg, out]
+      y.index_add_(0, outRows ? outRows->index_select(0, idx) : idx, d);
+    }
+  }
+  return mx::Put(info.Env(), y);
+}
+}  // namespace
+
+namespace mx {
+void RegisterLowRank(Napi::Env env, Napi::Object exports) { MX_EXPORT(exports, lowRankByMember); }
+}  // namespace mx
