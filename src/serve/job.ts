@@ -50,8 +50,7 @@ export class Job {
               return stop;
             },
             onFinish: (reason: ChoiceText['finishReason'] & string, error?: Error) => {
-              choice.finishReason = reason;
-              choice.error = error ?? null;
+              choice.finish(reason, error ?? null);
               events.onChoiceEnd?.(index);
               if (--remaining === 0) resolve();
             },
