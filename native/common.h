@@ -74,12 +74,13 @@ Napi::Value Guard(const Napi::CallbackInfo& info, F&& body) {
 }
 
 // x Wᵀ + b: oneDNN for frozen float32 weights on the CPU, else at::linear (linear.cc).
-at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b);
+// small = false: never small_gemm.cc's kernel (a product that autograd will differentiate although grad
+// mode is off where it runs: inside another autograd function's forward).
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b, bool small = true);
 // "onednn" or "aten": what Linear uses for float32 weights in this process (products of a few rows outside
 // autograd excepted, see SmallLinearIsa).
 const char* LinearBackend();
-// small_gemm.cc: x Wᵀ + b for at most 16 rows of float32 on a CPU with AVX2 or AVX-512, no autograd (for
-// tensors that need no gradient);
+// small_gemm.cc: x Wᵀ + b for at most 16 rows of float32 on a CPU with AVX2 or AVX-512, outside autograd;
 // "avx512", "avx2" or "off" (no such CPU, or MIXLORA_GEMM=onednn or aten).
 const char* SmallLinearIsa();
 bool SmallLinearApplies(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b);

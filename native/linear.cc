@@ -113,14 +113,13 @@ bool OneDnnApplies(const at::Tensor& x, const at::Tensor& w, const c10::optional
 }
 }  // namespace
 
-at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
-  const bool needsGrad = x.requires_grad() || w.requires_grad() || (b && b->requires_grad());
-  // A few rows of tensors no gradient flows to (decode steps): dot products streaming the weight
-  // (small_gemm.cc). Decided on the tensors, not the grad mode, so that a product computed inside another
-  // op's forward (QuantLinear's) takes the kernel its dense twin would.
-  if (!needsGrad && SmallLinearApplies(x, w, b)) return SmallLinear(x, w, b);
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b, bool small) {
+  const bool tracked = at::GradMode::is_enabled() &&
+                       (x.requires_grad() || w.requires_grad() || (b && b->requires_grad()));
+  // A few rows outside autograd (decode steps): dot products streaming the weight (small_gemm.cc).
+  if (small && !tracked && SmallLinearApplies(x, w, b)) return SmallLinear(x, w, b);
   if (!OneDnnApplies(x, w, b)) return at::linear(x, w, b);
-  return at::GradMode::is_enabled() && needsGrad ? OneDnnLinear::apply(x, w, b) : OneDnnNd(x, w, b);
+  return tracked ? OneDnnLinear::apply(x, w, b) : OneDnnNd(x, w, b);
 }
 
 const char* LinearBackend() { return OneDnnLinearOp() ? "onednn" : "aten"; }

@@ -252,7 +252,10 @@ struct QuantLinear : public torch::autograd::Function<QuantLinear> {
     ctx->saved_data["format"] = format;
     ctx->saved_data["out"] = out;
     ctx->saved_data["in"] = in;
-    return Linear(x, Dequantize(format, data, scales, {out, in}, x.scalar_type()), c10::nullopt);  // [.., out]
+    // Grad mode is off in here: when x will be differentiated, the product takes the kernel its dense twin
+    // takes in training, not the small-row one.
+    const at::Tensor w = Dequantize(format, data, scales, {out, in}, x.scalar_type());  // [out, in]
+    return Linear(x, w, c10::nullopt, !x.requires_grad());  // [.., out]
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();

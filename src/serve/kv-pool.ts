@@ -1,8 +1,11 @@
 // Per-row KV caches for continuous batching. Every running sequence owns a slot of one pooled tensor
 // per layer, [slots · capacity, kvHeads, headDim], holding its positions 0..len-1 at slot·capacity + p.
-// Rows of different lengths decode together: each step gathers every row's cache right-aligned into
-// [B, kvHeads, S + 1, headDim] (S = the longest row), with a key mask that hides the left gap, so each
-// row's positions and attention equal a run of that sequence alone (as generate's left padding does).
+// Rows of different lengths decode together: their caches are gathered right-aligned into a step buffer
+// [B, kvHeads, C, headDim] (S = the longest row's cached positions, C ≥ S + 1), with a key mask that hides
+// the left gap, so each row's positions and attention equal a run of that sequence alone (as generate's
+// left padding does). While the same rows keep decoding, every row advances by one position per step and
+// their alignment holds: the buffer is kept, each step writes its one new column into it (and into the
+// slots), and attention reads a view, instead of gathering B·S positions per layer again.
 import { tensor, zeros } from '../tensor/create.js';
 import { tidy } from '../tensor/scope.js';
 import type { DType } from '../tensor/dtype.js';
@@ -10,9 +13,29 @@ import type { Device, Tensor } from '../tensor/tensor.js';
 import type { ModelConfig } from '../models/config.js';
 import type { AttentionCache } from '../models/kvcache.js';
 
+/** The decode steps' right-aligned keys and values of one set of rows (see above). */
+interface StepBuffer {
+  /** The rows it holds: slot and acquisition of each, in order. */
+  rows: string;
+  /** Each row's left gap (S - its length): unchanged while the rows decode together. */
+  gaps: string;
+  /** Columns filled (the next step's S). */
+  filled: number;
+  /** Columns allocated (C). */
+  columns: number;
+  keys: Tensor[];
+  values: Tensor[];
+}
+
+/** Spare columns a step buffer gets when (re)built: it is rebuilt when the rows change or it is full. */
+const STEP_HEADROOM = 64;
+
 export class KVPool {
   private keys: Tensor[] = [];
   private values: Tensor[] = [];
+  private step: StepBuffer | null = null;
+  /** Acquisitions per slot: a slot reused by another sequence is another row for the step buffer. */
+  private readonly epochs: number[];
   /** Positions each slot can hold (grows on demand, up to the model's context). */
   capacity = 0;
   private readonly free: number[];
@@ -24,6 +47,7 @@ export class KVPool {
     private readonly device: Device,
   ) {
     this.free = Array.from({ length: slots }, (_, i) => slots - 1 - i);
+    this.epochs = new Array<number>(slots).fill(0);
   }
 
   get freeSlots(): number {
@@ -35,6 +59,7 @@ export class KVPool {
     const slot = this.free.pop();
     if (slot === undefined) throw new Error('KVPool: no free slot');
     this.reserve(positions);
+    this.epochs[slot]! += 1;
     return slot;
   }
 
@@ -127,44 +152,76 @@ export class KVPool {
   /** The cache for one decode step of rows (slot, cached length); also the key mask [B, S + 1] it
    * needs. Call under a scope: the index tensors are temporaries. */
   stepCache(rows: { slot: number; len: number }[]): { cache: AttentionCache; keyMask: Tensor } {
-    const c = this.config;
     const B = rows.length;
     const S = Math.max(...rows.map((row) => row.len));
-    const cap = this.capacity;
-    const write: number[] = [];
-    const read: number[] = [];
-    const mask: number[][] = [];
-    for (const { slot, len } of rows) {
-      write.push(slot * cap + len);
-      const gap = S - len;
-      const m: number[] = [];
-      // The gap reads position 0 of the row (real data, masked out): never uninitialised memory.
-      for (let j = 0; j <= S; j++) {
-        read.push(slot * cap + (j < gap ? 0 : j - gap));
-        m.push(j < gap ? 0 : 1);
-      }
-      mask.push(m);
-    }
     const opts = { dtype: 'int64' as const, device: this.device };
-    const writeIdx = tensor(write, opts); // [B]
-    const readIdx = tensor(read, opts); // [B · (S + 1)]
-    const keyMask = tensor(mask, opts); // [B, S + 1]
-    const gather = (pool: Tensor, fresh: Tensor): Tensor => {
-      pool.indexCopy_(0, writeIdx, fresh.select(2, 0)); // fresh [B, nKV, 1, D]
-      return pool
-        .indexSelect(0, readIdx)
-        .view(B, S + 1, c.numKvHeads, c.headDim)
-        .transpose(1, 2); // [B, nKV, S+1, D]
+    const key = rows.map(({ slot }) => `${slot}:${this.epochs[slot]}`).join(',');
+    const gaps = rows.map(({ len }) => S - len).join(',');
+    let buf = this.step;
+    if (!buf || buf.rows !== key || buf.gaps !== gaps || buf.filled !== S || buf.columns < S + 1) {
+      this.disposeStep();
+      buf = this.buildStep(rows, S, key, gaps);
+    }
+    const writeIdx = tensor(
+      rows.map(({ slot, len }) => slot * this.capacity + len),
+      opts,
+    ); // [B]
+    const keyMask = tensor(
+      rows.map(({ len }) => Array.from({ length: S + 1 }, (_, j) => (j < S - len ? 0 : 1))),
+      opts,
+    ); // [B, S + 1]
+    const write = (pool: Tensor, step: Tensor, fresh: Tensor): Tensor => {
+      pool.indexCopy_(0, writeIdx, fresh.select(2, 0)); // fresh [B, nKV, 1, D]: into the slots
+      step.narrow(2, S, 1).copy_(fresh); // and the step's new column
+      return step.narrow(2, 0, S + 1); // [B, nKV, S + 1, D], a view
     };
+    const held = buf;
     const cache: AttentionCache = {
       length: S,
-      update: (layer, k, v) => [gather(this.keys[layer]!, k), gather(this.values[layer]!, v)],
-      advance: () => {},
+      update: (layer, k, v) => [
+        write(this.keys[layer]!, held.keys[layer]!, k),
+        write(this.values[layer]!, held.values[layer]!, v),
+      ],
+      advance: () => {
+        held.filled = S + 1;
+      },
     };
     return { cache, keyMask };
   }
 
+  /** A step buffer for `rows`, their S cached positions gathered right-aligned from the slots. The gap
+   * holds position 0 of its row (real data, masked out): never uninitialised memory. */
+  private buildStep(rows: { slot: number; len: number }[], S: number, key: string, gaps: string): StepBuffer {
+    const c = this.config;
+    const B = rows.length;
+    const columns = S + 1 + STEP_HEADROOM;
+    const read: number[] = [];
+    for (const { slot, len } of rows)
+      for (let j = 0; j < S; j++) read.push(slot * this.capacity + (j < S - len ? 0 : j - (S - len)));
+    const buffer: StepBuffer = { rows: key, gaps, filled: S, columns, keys: [], values: [] };
+    tidy(() => {
+      const readIdx = tensor(read, { dtype: 'int64', device: this.device }); // [B · S]
+      const gather = (pool: Tensor): Tensor => {
+        const t = zeros([B, c.numKvHeads, columns, c.headDim], { dtype: this.dtype, device: this.device }).keep();
+        t.narrow(2, 0, S).copy_(pool.indexSelect(0, readIdx).view(B, S, c.numKvHeads, c.headDim).transpose(1, 2));
+        return t; // [B, nKV, C, D]
+      };
+      for (let l = 0; l < c.numLayers; l++) {
+        buffer.keys.push(gather(this.keys[l]!));
+        buffer.values.push(gather(this.values[l]!));
+      }
+    });
+    this.step = buffer;
+    return buffer;
+  }
+
+  private disposeStep(): void {
+    for (const t of [...(this.step?.keys ?? []), ...(this.step?.values ?? [])]) t.dispose();
+    this.step = null;
+  }
+
   dispose(): void {
+    this.disposeStep();
     for (const t of [...this.keys, ...this.values]) t.dispose();
     this.keys = [];
     this.values = [];

@@ -1,7 +1,7 @@
 // linear() through oneDNN (native/linear.cc) where libtorch has the operator: the product, the input
 // gradient for frozen weights, and all three gradients for trained ones equal ATen's matmul composition
 // (float32; 1e-4 relative to the largest magnitude: the two sum in different orders); bfloat16 and the
-// MIXLORA_GEMM=aten switch take ATen's own linear. Products of 1-16 rows of tensors that need no gradient (decode steps)
+// MIXLORA_GEMM=aten switch take ATen's own linear. Products of 1-16 rows outside autograd (decode steps)
 // take native/small_gemm.cc's kernel: equal to the composition, and each row the same floats whatever
 // the rows beside it (a sequence served among others decodes as it does alone).
 import assert from 'node:assert/strict';
@@ -49,7 +49,7 @@ for (const [out, inF] of [
   [300, 77],
   [8, 1376],
 ] as const) {
-  test(`linear of 1-17 rows of untracked tensors equals the composition, and each row its product alone [${out}, ${inF}]`, () =>
+  test(`linear of 1-17 rows outside autograd equals the composition, and each row its product alone [${out}, ${inF}]`, () =>
     T.noGrad(() =>
       T.tidy(() => {
         T.manualSeed(3);
