@@ -6,7 +6,7 @@
 // left padding does). While the same rows keep decoding, every row advances by one position per step and
 // their alignment holds: the buffer is kept, each step writes its one new column into it (and into the
 // slots), and attention reads a view, instead of gathering B·S positions per layer again.
-import { tensor, zeros } from '../tensor/create.js';
+import { empty, tensor, zeros } from '../tensor/create.js';
 import { tidy } from '../tensor/scope.js';
 import type { DType } from '../tensor/dtype.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
@@ -202,7 +202,8 @@ export class KVPool {
     tidy(() => {
       const readIdx = tensor(read, { dtype: 'int64', device: this.device }); // [B · S]
       const gather = (pool: Tensor): Tensor => {
-        const t = zeros([B, c.numKvHeads, columns, c.headDim], { dtype: this.dtype, device: this.device }).keep();
+        // Uninitialised past S: each step writes its column before attention reads up to it.
+        const t = empty([B, c.numKvHeads, columns, c.headDim], { dtype: this.dtype, device: this.device }).keep();
         t.narrow(2, 0, S).copy_(pool.indexSelect(0, readIdx).view(B, S, c.numKvHeads, c.headDim).transpose(1, 2));
         return t; // [B, nKV, C, D]
       };
