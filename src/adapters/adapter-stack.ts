@@ -138,9 +138,9 @@ export class AdapterStack {
 
 /** The stack a serving engine's steps use. Built over every adapter its steps have mixed since it was last
  * cleared (the engine clears it when idle), not over each step's own set: requests come and go every few
- * steps, and rebuilding (copying every adapter's weights) whenever the mix changes would cost more than the
- * rank-sized products over the columns of adapters that sit out a step. A step with an adapter not yet in
- * it rebuilds it once; past `maxAdapters`, the stack holds the step's own set only. */
+ * steps, and an adapter that sits out a step costs nothing there (its rows are absent), while rebuilding
+ * (DoRA's stacked scales, the members' lists) whenever the mix changes would cost every time. A step with an
+ * adapter not yet in it rebuilds it once; past `maxAdapters`, the stack holds the step's own set only. */
 export class AdapterStackCache {
   private current: AdapterStack | null = null;
 
