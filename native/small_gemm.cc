@@ -23,7 +23,7 @@ typedef float Floats4 __attribute__((vector_size(16)));
 
 // Σ lanes of v as (lo half + hi half) repeatedly: 16 -> 8 -> 4 -> 2 -> 1.
 template <int Width, typename V>
-__attribute__((always_inline)) inline float SumLanes(V v) {
+__attribute__((always_inline)) inline float SumLanes(const V& v) {
   if constexpr (Width == 16) {
     return SumLanes<8>(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
                        __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15));
@@ -55,6 +55,9 @@ __attribute__((always_inline)) inline void DotRowBlock(const float* x, const flo
     for (int m = 0; m < M; m++) {
       V xv;
       std::memcpy(&xv, x + m * in + k, sizeof(V));
+      // One load of x for the R products: without this the compiler folds the load into every FMA, and
+      // the loop is bound by loads (R·M + R per step instead of M + R).
+      if constexpr (R > 1) asm("" : "+v"(xv));
 #pragma GCC unroll 16
       for (int r = 0; r < R; r++) acc[r][m] += xv * wv[r];
     }
@@ -76,8 +79,10 @@ __attribute__((always_inline)) inline void DotRowBlock(const float* x, const flo
 template <typename V, int Width, int M>
 __attribute__((always_inline)) inline void DotRows(const float* x, const float* w, const float* b, float* y,
                                                    int64_t in, int64_t out, int64_t o0, int64_t o1) {
-  // Two weight rows per pass while 2·M accumulators fit the registers (32 vector registers with AVX-512).
-  constexpr int R = M <= 8 ? 2 : 1;
+  // Two weight rows per pass while their 2·M accumulators, the two weight vectors and one of x fit the
+  // vector registers (32 with AVX-512, 16 with AVX2).
+  constexpr int kRegisters = Width == 16 ? 32 : 16;
+  constexpr int R = 2 * M + 3 <= kRegisters ? 2 : 1;
   int64_t o = o0;
   for (; o + R <= o1; o += R) DotRowBlock<V, Width, M, R>(x, w, b, y, in, out, o);
   for (; o < o1; o++) DotRowBlock<V, Width, M, 1>(x, w, b, y, in, out, o);
