@@ -4,8 +4,8 @@
 // out[outRow] += w · s · B (A x[inRow]). This is what Punica's and S-LoRA's batched LoRA kernels (BGMV)
 // compute: every member's weights are read once, and only for its own rows, so a step over rows of four
 // adapters costs four adapters' reads and each row's own products, not every member's products on every
-// row. The products go through Linear (a few rows: small_gemm.cc's kernel, whose per-row results do not
-// depend on the rows beside them).
+// row. On the CPU the products run small_gemm.cc's kernel directly (whose per-row results do not depend on
+// the rows beside them), with no ATen op per member; elsewhere (CUDA, or the kernel off) ATen's ops do.
 #include "common.h"
 
 #include <ATen/Parallel.h>
