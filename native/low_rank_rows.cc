@@ -59,7 +59,7 @@ at::Tensor LowRankOnCpu(const at::Tensor& x, const std::vector<std::vector<int64
     std::vector<int64_t> slots;
     int64_t xAt, hAt, tAt;  // offsets in the buffers below
     float factor[kChunkRows];
-    int64_t outRow[kChunkRows];
+    int64_t inRow[kChunkRows], outRow[kChunkRows];
   };
   std::vector<Chunk> chunks;
   int64_t xSize = 0, hSize = 0, tSize = 0;
@@ -67,12 +67,12 @@ at::Tensor LowRankOnCpu(const at::Tensor& x, const std::vector<std::vector<int64
     const int64_t r = As[g] ? As[g]->size(0) : 0;
     const double s = As[g] ? scales.Get(static_cast<uint32_t>(g)).As<Napi::Number>().DoubleValue() : 0;
     for (size_t first = 0; first < slots[g].size(); first += kChunkRows) {
-      Chunk c{g, {}, xSize, hSize, tSize, {}, {}};
+      Chunk c{g, {}, xSize, hSize, tSize, {}, {}, {}};
       for (size_t j = first; j < std::min(slots[g].size(), first + kChunkRows); j++) {
         const int64_t i = slots[g][j];
         c.factor[c.slots.size()] = static_cast<float>(s * (weights ? weights[i] : 1.0f));
         c.outRow[c.slots.size()] = RowOf(outRows, i, outCount, "outRows");
-        RowOf(inRows, i, n, "inRows");
+        c.inRow[c.slots.size()] = RowOf(inRows, i, n, "inRows");
         c.slots.push_back(i);
       }
       const int64_t rows = static_cast<int64_t>(c.slots.size());
@@ -88,7 +88,7 @@ at::Tensor LowRankOnCpu(const at::Tensor& x, const std::vector<std::vector<int64
   const float* xp = x.data_ptr<float>();
   for (const Chunk& c : chunks)
     for (size_t j = 0; j < c.slots.size(); j++)
-      std::memcpy(&X[c.xAt + j * in], xp + (inRows ? inRows[c.slots[j]] : c.slots[j]) * in, in * sizeof(float));
+      std::memcpy(&X[c.xAt + j * in], xp + c.inRow[j] * in, in * sizeof(float));
 
   const int64_t count = static_cast<int64_t>(chunks.size());
   at::parallel_for(0, count, 1, [&](int64_t c0, int64_t c1) {

@@ -147,6 +147,12 @@ Isa CpuIsa() {
   }();
   return isa;
 }
+// The kernel for `rows` rows on this CPU.
+Kernel KernelFor(int64_t rows) {
+  if (rows < 1 || rows > kMaxRows || CpuIsa() == Isa::kNone)
+    throw ArgError("small-row kernel: 1-16 rows, AVX2 needed");
+  return CpuIsa() == Isa::kAvx512 ? ForRows<PickAvx512>(rows) : ForRows<PickAvx2>(rows);
+}
 }  // namespace
 
 const char* SmallLinearIsa() {
@@ -168,9 +174,7 @@ bool SmallLinearApplies(const at::Tensor& x, const at::Tensor& w, const c10::opt
 
 void SmallDotRange(const float* x, int64_t rows, const float* w, const float* b, float* y, int64_t in, int64_t ldy,
                    int64_t o0, int64_t o1) {
-  if (rows < 1 || rows > kMaxRows || CpuIsa() == Isa::kNone) throw ArgError("SmallDotRange: 1-16 rows, AVX2 needed");
-  const Kernel kernel = CpuIsa() == Isa::kAvx512 ? ForRows<PickAvx512>(rows) : ForRows<PickAvx2>(rows);
-  kernel(x, w, b, y, in, ldy, o0, o1);
+  KernelFor(rows)(x, w, b, y, in, ldy, o0, o1);
 }
 
 // x [.., in] with at most kMaxRows rows -> [.., out]; no autograd (inference only).
@@ -181,7 +185,7 @@ at::Tensor SmallLinear(const at::Tensor& x, const at::Tensor& w, const c10::opti
   const at::Tensor x2 = x.reshape({-1, in}).contiguous();  // [m, in]
   const int64_t m = x2.size(0);
   at::Tensor y = at::empty({m, out}, x.options());  // [m, out]
-  const Kernel kernel = CpuIsa() == Isa::kAvx512 ? ForRows<PickAvx512>(m) : ForRows<PickAvx2>(m);
+  const Kernel kernel = KernelFor(m);
   const float* xp = x2.data_ptr<float>();
   const float* wp = w.data_ptr<float>();
   const float* bp = b && b->defined() ? b->data_ptr<float>() : nullptr;

@@ -152,7 +152,6 @@ export class KVPool {
   /** The cache for one decode step of rows (slot, cached length); also the key mask [B, S + 1] it
    * needs. Call under a scope: the index tensors are temporaries. */
   stepCache(rows: { slot: number; len: number }[]): { cache: AttentionCache; keyMask: Tensor } {
-    const B = rows.length;
     const S = Math.max(...rows.map((row) => row.len));
     const opts = { dtype: 'int64' as const, device: this.device };
     const key = rows.map(({ slot }) => `${slot}:${this.epochs[slot]}`).join(',');
