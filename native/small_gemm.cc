@@ -36,27 +36,35 @@ __attribute__((always_inline)) inline float SumLanes(const V& v) {
   }
 }
 
-// y[m, o] = x[m, :] · w[o, :] (+ b[o]) for o in [o, o + R), with vectors of Width floats of type V: R
-// weight rows per pass, so that each load of x serves R products.
-template <typename V, int Width, int M, int R>
+// y[m, o] = x[m, :] · w[o, :] (+ b[o]) for the MB rows of x and o in [o, o + R), with vectors of Width
+// floats of type V: each load of x serves R products, each load of w MB. `ahead` (floats, 0 for none) is
+// how far ahead of the weight rows read now to prefetch: the next pass's rows. Without it a pass that
+// computes for several rows issues its loads too slowly for the hardware prefetcher, and 8 rows read the
+// weight at about half the bandwidth that 1 row does.
+template <typename V, int Width, int MB, int R>
 __attribute__((always_inline)) inline void DotRowBlock(const float* x, const float* w, const float* b, float* y,
-                                                       int64_t in, int64_t out, int64_t o) {
-  V acc[R][M];  // kept in registers (the loops over r and m are unrolled)
+                                                       int64_t in, int64_t out, int64_t o, int64_t ahead) {
+  V acc[R][MB];  // kept in registers (the loops over r and m are unrolled)
 #pragma GCC unroll 16
   for (int r = 0; r < R; r++)
 #pragma GCC unroll 16
-    for (int m = 0; m < M; m++) acc[r][m] = V{};
+    for (int m = 0; m < MB; m++) acc[r][m] = V{};
   int64_t k = 0;
   for (; k + Width <= in; k += Width) {
     V wv[R];
 #pragma GCC unroll 16
     for (int r = 0; r < R; r++) std::memcpy(&wv[r], w + (o + r) * in + k, sizeof(V));  // unaligned load
+    if (ahead) {
+      // One cache line per vector of 16 floats (AVX-512); with AVX2 every other prefetch repeats a line.
 #pragma GCC unroll 16
-    for (int m = 0; m < M; m++) {
+      for (int r = 0; r < R; r++) __builtin_prefetch(w + (o + r) * in + k + ahead, 0, 0);
+    }
+#pragma GCC unroll 16
+    for (int m = 0; m < MB; m++) {
       V xv;
       std::memcpy(&xv, x + m * in + k, sizeof(V));
       // One load of x for the R products: without this the compiler folds the load into every FMA, and
-      // the loop is bound by loads (R·M + R per step instead of M + R).
+      // the loop is bound by loads (R·MB + R per step instead of MB + R).
       if constexpr (R > 1) asm("" : "+v"(xv));
 #pragma GCC unroll 16
       for (int r = 0; r < R; r++) acc[r][m] += xv * wv[r];
@@ -66,9 +74,9 @@ __attribute__((always_inline)) inline void DotRowBlock(const float* x, const flo
   for (int r = 0; r < R; r++) {
     const float* wr = w + (o + r) * in;
 #pragma GCC unroll 16
-    for (int m = 0; m < M; m++) {
+    for (int m = 0; m < MB; m++) {
       // The lanes summed pairwise (halves added in registers), then the tail: a fixed order for every
-      // row count and pass width.
+      // row count, block size and pass width.
       float s = SumLanes<Width>(acc[r][m]);
       for (int64_t j = k; j < in; j++) s += x[m * in + j] * wr[j];
       y[m * out + o + r] = b ? s + b[o + r] : s;
@@ -76,16 +84,47 @@ __attribute__((always_inline)) inline void DotRowBlock(const float* x, const flo
   }
 }
 
+// Rows of x per block: 8 with AVX-512 (32 vector registers), 4 with AVX2 (16).
+constexpr int MaxBlock(int width) { return width == 16 ? 8 : 4; }
+
+// Weight rows per pass for blocks of MB rows of x: as many as the registers hold (R·MB accumulators,
+// R weight vectors, one of x), at most 4.
+constexpr int RowsPerPass(int MB, int registers) {
+  const int r = (registers - 1) / (MB + 1);
+  return r > 4 ? 4 : r < 1 ? 1 : r;
+}
+
+// One pass: every row of x against weight rows [o, o + R), in blocks of at most MaxBlock rows of x (see
+// DotRows).
+template <typename V, int Width, int M, int R>
+__attribute__((always_inline)) inline void DotPass(const float* x, const float* w, const float* b, float* y,
+                                                   int64_t in, int64_t out, int64_t o, int64_t ahead) {
+  constexpr int kBlocks = (M + MaxBlock(Width) - 1) / MaxBlock(Width);
+  constexpr int kBig = (M + kBlocks - 1) / kBlocks;     // rows in the first blocks
+  constexpr int kBigBlocks = M - (kBig - 1) * kBlocks;  // how many have kBig rows; the rest kBig - 1
+#pragma GCC unroll 16
+  for (int i = 0; i < kBlocks; i++) {
+    const int64_t m0 = i < kBigBlocks ? i * kBig : kBigBlocks * kBig + (i - kBigBlocks) * (kBig - 1);
+    if (i < kBigBlocks)
+      DotRowBlock<V, Width, kBig, R>(x + m0 * in, w, b, y + m0 * out, in, out, o, ahead);
+    else if constexpr (kBig > 1)
+      DotRowBlock<V, Width, kBig - 1, R>(x + m0 * in, w, b, y + m0 * out, in, out, o, ahead);
+  }
+}
+
+// All M rows of x against weight rows [o0, o1). The rows go in blocks of at most 8 (AVX-512) or 4 (AVX2),
+// as even as possible: a block's accumulators stay in registers, and a pass's weight rows, read from
+// memory for the first block, are still in L1 for the next (16 rows in one block would leave room for
+// one weight row per pass, and 17 loads per 16 FMAs).
 template <typename V, int Width, int M>
 __attribute__((always_inline)) inline void DotRows(const float* x, const float* w, const float* b, float* y,
                                                    int64_t in, int64_t out, int64_t o0, int64_t o1) {
-  // Two weight rows per pass while their 2·M accumulators, the two weight vectors and one of x fit the
-  // vector registers (32 with AVX-512, 16 with AVX2).
-  constexpr int kRegisters = Width == 16 ? 32 : 16;
-  constexpr int R = 2 * M + 3 <= kRegisters ? 2 : 1;
+  constexpr int kBlocks = (M + MaxBlock(Width) - 1) / MaxBlock(Width);
+  constexpr int R = RowsPerPass((M + kBlocks - 1) / kBlocks, Width == 16 ? 32 : 16);
   int64_t o = o0;
-  for (; o + R <= o1; o += R) DotRowBlock<V, Width, M, R>(x, w, b, y, in, out, o);
-  for (; o < o1; o++) DotRowBlock<V, Width, M, 1>(x, w, b, y, in, out, o);
+  for (; o + 2 * R <= o1; o += R) DotPass<V, Width, M, R>(x, w, b, y, in, out, o, R * in);
+  for (; o + R <= o1; o += R) DotPass<V, Width, M, R>(x, w, b, y, in, out, o, 0);
+  for (; o < o1; o++) DotPass<V, Width, M, 1>(x, w, b, y, in, out, o, 0);
 }
 
 using Kernel = void (*)(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t);
