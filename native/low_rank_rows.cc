@@ -39,9 +39,9 @@ int64_t RowOf(const int64_t* rows, int64_t i, int64_t bound, const char* what) {
 }
 
 // The CPU path in three passes over chunks of at most 16 slots of one member: gather the slots' input
-// rows; h = (x Aᵀ) · w · s per chunk (chunks split between threads); then y[outRow] += h Bᵀ, the output
-// columns split between threads, each adding its columns of every chunk in member and slot order (so a
-// row's sum runs in the same order whatever the threads).
+// rows; h = (x Aᵀ) · w · s per chunk (the rank rows of all chunks split between threads); then
+// y[outRow] += h Bᵀ, the output columns split between threads, each adding its columns of every chunk in
+// member and slot order (so a row's sum runs in the same order whatever the threads).
 at::Tensor LowRankOnCpu(const at::Tensor& x, const std::vector<std::vector<int64_t>>& slots,
                         const std::optional<at::Tensor>& inRowsT, const std::optional<at::Tensor>& outRowsT,
                         const std::optional<at::Tensor>& weightsT, int64_t outCount, int64_t out, const Modules& As,
@@ -90,15 +90,22 @@ at::Tensor LowRankOnCpu(const at::Tensor& x, const std::vector<std::vector<int64
     for (size_t j = 0; j < c.slots.size(); j++)
       std::memcpy(&X[c.xAt + j * in], xp + c.inRow[j] * in, in * sizeof(float));
 
-  const int64_t count = static_cast<int64_t>(chunks.size());
-  at::parallel_for(0, count, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t k = c0; k < c1; k++) {
+  // The A products split between threads by rank rows over all chunks (a chunk's rank rows are its
+  // members' rows of A): chunk by chunk, one thread could get the r = 80 members and the other the r = 16
+  // ones.
+  std::vector<int64_t> rankAt(chunks.size() + 1, 0);  // chunk k's rank rows are [rankAt[k], rankAt[k + 1])
+  for (size_t k = 0; k < chunks.size(); k++) rankAt[k + 1] = rankAt[k] + As[chunks[k].g]->size(0);
+  const int64_t grainRows = std::max<int64_t>(1, (int64_t{32} << 10) / (in * int64_t{sizeof(float)}));
+  at::parallel_for(0, rankAt.back(), grainRows, [&](int64_t p0, int64_t p1) {
+    size_t k = std::upper_bound(rankAt.begin(), rankAt.end(), p0) - rankAt.begin() - 1;
+    for (; k < chunks.size() && rankAt[k] < p1; k++) {
       const Chunk& c = chunks[k];
       const int64_t rows = static_cast<int64_t>(c.slots.size()), r = As[c.g]->size(0);
+      const int64_t q0 = std::max(p0, rankAt[k]) - rankAt[k], q1 = std::min(p1, rankAt[k + 1]) - rankAt[k];
       float* h = &H[c.hAt];
-      mx::SmallDotRange(&X[c.xAt], rows, As[c.g]->data_ptr<float>(), nullptr, h, in, r, 0, r);  // [rows, r]
+      mx::SmallDotRange(&X[c.xAt], rows, As[c.g]->data_ptr<float>(), nullptr, h, in, r, q0, q1);  // [rows, r]
       for (int64_t j = 0; j < rows; j++)
-        for (int64_t q = 0; q < r; q++) h[j * r + q] *= c.factor[j];
+        for (int64_t q = q0; q < q1; q++) h[j * r + q] *= c.factor[j];
     }
   });
   float* yp = y.data_ptr<float>();
