@@ -120,7 +120,16 @@ export class AdapterBatch implements ForwardHooks {
     const [, T, H] = x.shape as [number, number, number];
     const stack = w.proj.gate_up_proj ? null : this.stackFor(ranges, x.size(0) * T);
     if (stack) {
-      const { out, routing } = stackedMlp(stack, layer, x, w, act, ranges, (range) => this.valid(range));
+      const { out, routing } = stackedMlp(
+        stack,
+        layer,
+        x,
+        w,
+        act,
+        ranges,
+        (range) => this.valid(range),
+        this.record !== 'none',
+      );
       for (const record of routing)
         this.keepRouting(record.adapter, { layer, logits: record.logits, probs: record.probs, counts: record.counts });
       return out;

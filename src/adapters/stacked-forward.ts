@@ -3,7 +3,7 @@
 // member), and the feed-forward block of every row (base model, LoRA/DoRA, MixLoRA/MixDoRA experts) as one
 // list of (token, member, weight) slots: a plain row is one slot of weight 1, a MixLoRA token its routed
 // experts. Equal to the per-range path up to rounding (the test compares them).
-import { ones, tensor, zeros } from '../tensor/create.js';
+import { tensor, zeros } from '../tensor/create.js';
 import { cat, lowRankByMember } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { Activation } from '../models/config.js';
@@ -51,8 +51,56 @@ interface Slots {
   weights: Tensor;
 }
 
+/** Slots as host numbers, before they become tensors. */
+interface HostSlots {
+  tokens: number[];
+  members: number[];
+  weights: number[];
+}
+
+/**
+ * Top-k routing of a few tokens on the host, appended to `out`: topKRouting's slots in its order (token by
+ * token, each token's k experts by descending probability, ties to the lower expert), the weights
+ * renormalised in float32 as there (Math.fround of each sum and quotient: float32's own rounding of + and
+ * / on float32 values), padding tokens (valid 0) dropped as realSlots drops them. One read of the
+ * probabilities instead of a dozen tensor ops per range and layer, which at a decode step cost more than
+ * the routing itself. probs [n, E] row-major; token i is row first + i; expert e is member member0 + e.
+ */
+function hostTopK(
+  probs: Float32Array,
+  E: number,
+  k: number,
+  valid: number[] | null,
+  first: number,
+  member0: number,
+  out: HostSlots,
+): void {
+  const n = probs.length / E;
+  const chosen: number[] = [];
+  for (let i = 0; i < n; i++) {
+    if (valid && valid[i] === 0) continue;
+    const row = i * E;
+    chosen.length = 0;
+    for (let j = 0; j < k; j++) {
+      let best = -1;
+      for (let e = 0; e < E; e++)
+        if (!chosen.includes(e) && (best < 0 || probs[row + e]! > probs[row + best]!)) best = e;
+      chosen.push(best);
+    }
+    let sum = 0;
+    for (const e of chosen) sum = Math.fround(sum + probs[row + e]!);
+    for (const e of chosen) {
+      out.tokens.push(first + i);
+      out.members.push(member0 + e);
+      out.weights.push(Math.fround(probs[row + e]! / sum));
+    }
+  }
+}
+
 /** Every token's slots: a plain (or base) row's tokens one each, weight 1; a MixLoRA range's tokens
- * their routed experts. x [n, H] flattened rows of T tokens; valid(range) its real tokens or null. */
+ * their routed experts. x [n, H] flattened rows of T tokens; valid(range) its real tokens or null.
+ * keepRouting false: the caller keeps no router output (no load-balance loss or statistics), which lets
+ * top-k routing run on the host. */
 function slotsOf(
   stack: AdapterStack,
   layer: number,
@@ -60,11 +108,19 @@ function slotsOf(
   T: number,
   ranges: RowRange[],
   valid: (range: RowRange) => Tensor | null,
+  keepRouting: boolean,
 ): { slots: Slots; routing: StackedRouting[] } {
   const device = x.device;
-  const plainTokens: number[] = [];
-  const plainMembers: number[] = [];
-  const parts: Slots[] = [];
+  const plain: HostSlots = { tokens: [], members: [], weights: [] };
+  const parts: ({ host: HostSlots } | { tensors: Slots })[] = [];
+  // The last part when it is host numbers, else a new one: consecutive host parts become one tensor each.
+  const hostPart = (): HostSlots => {
+    const last = parts[parts.length - 1];
+    if (last && 'host' in last) return last.host;
+    const host: HostSlots = { tokens: [], members: [], weights: [] };
+    parts.push({ host });
+    return host;
+  };
   const routing: StackedRouting[] = [];
   for (const range of ranges) {
     const moe = range.adapter?.layers[layer]?.moe;
@@ -72,14 +128,21 @@ function slotsOf(
     if (!moe) {
       const member = stack.expertMember(range.adapter);
       for (let t = first; t < first + range.count * T; t++) {
-        plainTokens.push(t);
-        plainMembers.push(member);
+        plain.tokens.push(t);
+        plain.members.push(member);
+        plain.weights.push(1);
       }
       continue;
     }
     const xr = x.narrow(0, first, range.count * T); // [b·T, H]
     const { logits, probs } = routerProbs(xr, moe); // [b·T, E]
     const seqValid = valid(range);
+    const member0 = stack.expertMember(range.adapter);
+    if (!keepRouting && moe.settings.routingStrategy === 'mixlora') {
+      const valids = seqValid?.toNumbers() ?? null;
+      hostTopK(probs.toFloat32Array(), probs.size(1), moe.settings.topK, valids, first, member0, hostPart());
+      continue;
+    }
     const routed = route(probs, moe.settings, { rows: range.count, len: T, valid: seqValid });
     const validIdx = seqValid ? seqValid.nonzero().squeeze(1) : null;
     routing.push({
@@ -89,19 +152,25 @@ function slotsOf(
       counts: routed.counts,
     });
     parts.push({
-      tokens: routed.tokens.add(first),
-      members: routed.experts.add(stack.expertMember(range.adapter)),
-      weights: routed.weights,
+      tensors: { tokens: routed.tokens.add(first), members: routed.experts.add(member0), weights: routed.weights },
     });
   }
-  if (plainTokens.length > 0) {
-    parts.push({
-      tokens: tensor(Int32Array.from(plainTokens), { dtype: 'int64', device }),
-      members: tensor(Int32Array.from(plainMembers), { dtype: 'int64', device }),
-      weights: ones([plainTokens.length], { device }),
-    });
+  if (plain.tokens.length > 0) {
+    const host = hostPart();
+    host.tokens.push(...plain.tokens);
+    host.members.push(...plain.members);
+    host.weights.push(...plain.weights);
   }
-  const join = (f: (s: Slots) => Tensor) => (parts.length === 1 ? f(parts[0]!) : cat(parts.map(f), 0));
+  const all = parts.map((part): Slots => {
+    if ('tensors' in part) return part.tensors;
+    const { tokens, members, weights } = part.host;
+    return {
+      tokens: tensor(Int32Array.from(tokens), { dtype: 'int64', device }),
+      members: tensor(Int32Array.from(members), { dtype: 'int64', device }),
+      weights: tensor(Float32Array.from(weights), { device }),
+    };
+  });
+  const join = (f: (s: Slots) => Tensor) => (all.length === 1 ? f(all[0]!) : cat(all.map(f), 0));
   return {
     slots: { tokens: join((s) => s.tokens), members: join((s) => s.members), weights: join((s) => s.weights) },
     routing,
@@ -126,12 +195,13 @@ export function stackedMlp(
   act: Activation,
   ranges: RowRange[],
   valid: (range: RowRange) => Tensor | null,
+  keepRouting = true,
 ): { out: Tensor; routing: StackedRouting[] } {
   const [B, T, H] = x.shape as [number, number, number];
   const n = B * T;
   const xf = x.reshape(n, H); // [n, H]
   const x32 = xf.to('float32');
-  const { slots, routing } = slotsOf(stack, layer, xf, T, ranges, valid);
+  const { slots, routing } = slotsOf(stack, layer, xf, T, ranges, valid, keepRouting);
   const frozen = frozenGateUp(xf, w); // [n, I] each
   const I = frozen.gate.size(1);
   const [g, u, d] = [linearOf(w, 'gate_proj'), linearOf(w, 'up_proj'), linearOf(w, 'down_proj')];
