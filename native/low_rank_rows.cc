@@ -42,10 +42,11 @@ int64_t RowOf(const int64_t* rows, int64_t i, int64_t bound, const char* what) {
 // rows; h = (x Aᵀ) · w · s per chunk (the rank rows of all chunks split between threads); then
 // y[outRow] += h Bᵀ, the output columns split between threads, each adding its columns of every chunk in
 // member and slot order (so a row's sum runs in the same order whatever the threads).
-at::Tensor LowRankOnCpu(const at::Tensor& x, const std::vector<std::vector<int64_t>>& slots,
-                        const std::optional<at::Tensor>& inRowsT, const std::optional<at::Tensor>& outRowsT,
-                        const std::optional<at::Tensor>& weightsT, int64_t outCount, int64_t out, const Modules& As,
-                        const Modules& Bs, const Napi::Array& scales) {
+// y [outCount, out] starts as zeros or the slots' base rows; the deltas are added into it.
+void LowRankOnCpu(const at::Tensor& x, const std::vector<std::vector<int64_t>>& slots,
+                  const std::optional<at::Tensor>& inRowsT, const std::optional<at::Tensor>& outRowsT,
+                  const std::optional<at::Tensor>& weightsT, int64_t outCount, int64_t out, const Modules& As,
+                  const Modules& Bs, const Napi::Array& scales, at::Tensor& y) {
   const int64_t n = x.size(0), in = x.size(1);
   const at::Tensor inRowsC = inRowsT ? inRowsT->contiguous() : at::Tensor();
   const at::Tensor outRowsC = outRowsT ? outRowsT->contiguous() : at::Tensor();
@@ -82,8 +83,7 @@ at::Tensor LowRankOnCpu(const at::Tensor& x, const std::vector<std::vector<int64
       chunks.push_back(std::move(c));
     }
   }
-  at::Tensor y = at::zeros({outCount, out}, x.options());  // [outCount, out]
-  if (chunks.empty()) return y;
+  if (chunks.empty()) return;
   std::vector<float> X(xSize), H(hSize), T(tSize);
   const float* xp = x.data_ptr<float>();
   for (const Chunk& c : chunks)
@@ -118,14 +118,18 @@ at::Tensor LowRankOnCpu(const at::Tensor& x, const std::vector<std::vector<int64
         for (int64_t o = o0; o < o1; o++) yp[c.outRow[j] * out + o] += t[j * out + o];
     }
   });
-  return y;
 }
 
-// lowRankByMember(x, members, inRows|null, outRows|null, weights|null, outCount, A[], B[], scales[])
+// lowRankByMember(x, members, inRows|null, outRows|null, weights|null, outCount, A[], B[], scales[],
+//                 base|null, baseRows|null, columnScales|null)
 //   x [n, in] float32; members [m] int64, slot i's member (a member without modules, or past the lists,
 //   adds nothing); inRows [m] int64, the row of x slot i reads (null: row i); outRows [m] int64, the row of
 //   the output it adds to (null: row i); weights [m] float32, its weight w (null: 1); A[g] [r, in] and
 //   B[g] [out, r] float32 or null; scales[g] its s  ->  [outCount, out] float32.
+//   With base [nb, out] float32 (outRows null: one output row per slot): output row i is
+//   base[baseRows[i]] (null: row i) + its delta, times columnScales[members[i]] when given ([G, out]
+//   float32: DoRA's m / ‖W + sBA‖ per member): a projection's frozen output adapted in the same call, with
+//   the same float32 operations as (base + delta) · scale composed (each one rounding).
 MX_FN(lowRankByMember) {
   const at::Tensor& x = mx::Get(info[0]);
   const at::Tensor& members = mx::Get(info[1]);
@@ -136,6 +140,9 @@ MX_FN(lowRankByMember) {
   const auto A = info[6].As<Napi::Array>();
   const auto B = info[7].As<Napi::Array>();
   const auto scales = info[8].As<Napi::Array>();
+  const auto base = mx::GetOptional(info[9]);
+  const auto baseRows = mx::GetOptional(info[10]);
+  const auto columnScales = mx::GetOptional(info[11]);
   if (x.dim() != 2 || x.scalar_type() != at::kFloat) throw ArgError("lowRankByMember: x must be float32 [n, in]");
   if (members.dim() != 1 || members.scalar_type() != at::kLong)
     throw ArgError("lowRankByMember: members must be int64 [m]");
@@ -166,21 +173,48 @@ MX_FN(lowRankByMember) {
     out = b.size(0);
   }
   if (out < 0) throw ArgError("lowRankByMember: no member has modules");
+  if (base) {
+    if (outRows) throw ArgError("lowRankByMember: base needs one output row per slot (no outRows)");
+    if (base->dim() != 2 || base->size(1) != out || base->scalar_type() != at::kFloat)
+      throw ArgError("lowRankByMember: base must be float32 [nb, out]");
+    if (baseRows && (baseRows->dim() != 1 || baseRows->size(0) != m || baseRows->scalar_type() != at::kLong))
+      throw ArgError("lowRankByMember: baseRows must be int64 [m], one per member entry");
+    if (!baseRows && base->size(0) != m) throw ArgError("lowRankByMember: without baseRows, base must have a row per slot");
+  } else if (baseRows || columnScales) {
+    throw ArgError("lowRankByMember: baseRows and columnScales need base");
+  }
+  if (columnScales && (columnScales->dim() != 2 || columnScales->size(0) != G || columnScales->size(1) != out ||
+                       columnScales->scalar_type() != at::kFloat))
+    throw ArgError("lowRankByMember: columnScales must be float32 [G, out], a row per member");
 
   // The slots of each member, in slot order (so sums into a shared output row run in a fixed order).
   const at::Tensor memberList = members.to(at::kCPU).contiguous();  // [m]
   const int64_t* mp = memberList.data_ptr<int64_t>();
   std::vector<std::vector<int64_t>> slots(G);
-  for (int64_t i = 0; i < m; i++)
+  for (int64_t i = 0; i < m; i++) {
+    if (columnScales && (mp[i] < 0 || mp[i] >= static_cast<int64_t>(G)))
+      throw ArgError("lowRankByMember: with columnScales, every member must be one of the lists'");
     if (mp[i] >= 0 && mp[i] < static_cast<int64_t>(G) && As[mp[i]]) slots[mp[i]].push_back(i);
+  }
 
+  // The output starts as zeros, or the slots' base rows (checked against base's rows).
   at::Tensor y;
-  if (KernelApplies(x, As, Bs)) {
-    y = LowRankOnCpu(x.contiguous(), slots, inRows, outRows, weights, outCount, out, As, Bs, scales);
+  if (!base) {
+    y = at::zeros({outCount, out}, x.options());  // [outCount, out]
+  } else if (baseRows) {
+    const at::Tensor rows = baseRows->to(at::kCPU).contiguous();  // [m]
+    const int64_t* rp = rows.data_ptr<int64_t>();
+    for (int64_t i = 0; i < m; i++)
+      if (rp[i] < 0 || rp[i] >= base->size(0)) throw ArgError("lowRankByMember: baseRows index out of range");
+    y = base->index_select(0, *baseRows);  // [m, out]
+  } else {
+    y = base->clone(at::MemoryFormat::Contiguous);  // [m, out]
+  }
+  if (KernelApplies(x, As, Bs) && y.device().is_cpu() && y.is_contiguous()) {
+    LowRankOnCpu(x.contiguous(), slots, inRows, outRows, weights, outCount, out, As, Bs, scales, y);
   } else {
     // Elsewhere (CUDA, or no vector kernel): the same with ATen's ops, member by member.
     const auto index = at::TensorOptions().dtype(at::kLong);
-    y = at::zeros({outCount, out}, x.options());  // [outCount, out]
     for (uint32_t g = 0; g < G; g++) {
       if (slots[g].empty()) continue;
       const at::Tensor idx = at::tensor(slots[g], index).to(x.device());  // [mg]
@@ -192,6 +226,7 @@ MX_FN(lowRankByMember) {
       y.index_add_(0, outRows ? outRows->index_select(0, idx) : idx, d);
     }
   }
+  if (columnScales) y.mul_(columnScales->index_select(0, members));  // [m, out]
   return mx::Put(info.Env(), y);
 }
 }  // namespace

@@ -34,12 +34,32 @@ function adaptRows(s: StackedModule, base: Tensor, delta: Tensor, member: Tensor
   return y.to(base.dtype);
 }
 
+/**
+ * Every slot's adapted projection [m, out] in base's dtype: slot i reads row inRows[i] of x32 [n, in]
+ * (default i) and adapts row baseRows[i] of the frozen output base (default i) with its member's modules.
+ * Without a bias on a float32 base, one call does it all (the base rows and DoRA's scales inside
+ * lowRankByMember, with the same float32 operations); else the delta and adaptRows.
+ */
+function adaptSlots(
+  s: StackedModule,
+  x32: Tensor,
+  base: Tensor,
+  member: Tensor,
+  lin: Linear,
+  rows: { inRows?: Tensor; baseRows?: Tensor } = {},
+): Tensor {
+  if (!lin.bias && base.dtype === 'float32')
+    return lowRankByMember(x32, member, s, { ...rows, base, columnScales: s.scales ?? undefined }); // [m, out]
+  const delta = lowRankByMember(x32, member, s, { inRows: rows.inRows }); // [m, out]
+  return adaptRows(s, rows.baseRows ? base.indexSelect(0, rows.baseRows) : base, delta, member, lin);
+}
+
 /** The adapted projection of x [B, T, in] given its frozen output base [B, T, out]; member [B·T] int64
  * is each token's member (its row's adapter). */
 export function stackedProject(s: StackedModule, x: Tensor, base: Tensor, member: Tensor, lin: Linear): Tensor {
   const [B, T, inF] = x.shape as [number, number, number];
-  const delta = lowRankByMember(x.reshape(B * T, inF).to('float32'), member, s); // [n, out]
-  return adaptRows(s, base.reshape(B * T, -1), delta, member, lin).view(B, T, -1); // [B, T, out]
+  const x32 = x.reshape(B * T, inF).to('float32'); // [n, in]
+  return adaptSlots(s, x32, base.reshape(B * T, -1), member, lin).view(B, T, -1); // [B, T, out]
 }
 
 interface Slots {
@@ -179,10 +199,8 @@ function slotsOf(
 
 /** gate or up for every slot [m, I]: the frozen output of its token plus its member's delta. */
 function slotProjection(s: StackedModule | null, x32: Tensor, frozen: Tensor, slots: Slots, lin: Linear): Tensor {
-  const base = frozen.indexSelect(0, slots.tokens); // [m, I]
-  if (!s) return base;
-  const delta = lowRankByMember(x32, slots.members, s, { inRows: slots.tokens }); // [m, I]
-  return adaptRows(s, base, delta, slots.members, lin);
+  if (!s) return frozen.indexSelect(0, slots.tokens); // [m, I]
+  return adaptSlots(s, x32, frozen, slots.members, lin, { inRows: slots.tokens, baseRows: slots.tokens }); // [m, I]
 }
 
 /** The feed-forward block of every row, x [B, T, H] -> [B, T, H] in x's dtype, with separate gate and up
@@ -224,7 +242,7 @@ export function stackedMlp(
   } else {
     // DoRA on down_proj or a bias: each slot's own down projection, then weighted per token.
     let y = frozenLinear(h, d); // [m, H]
-    if (sd) y = adaptRows(sd, y, lowRankByMember(h.to('float32'), slots.members, sd), slots.members, d);
+    if (sd) y = adaptSlots(sd, h.to('float32'), y, slots.members, d);
     out = zeros([n, H], { device: x.device }).indexAdd(0, slots.tokens, y.to('float32').mul(weight)); // [n, H]
   }
   return { out: out.to(x.dtype).view(B, T, H), routing };

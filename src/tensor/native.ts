@@ -88,6 +88,9 @@ export interface NativeAddon {
     A: (Id | null)[],
     B: (Id | null)[],
     scales: number[],
+    base: Id | null,
+    baseRows: Id | null,
+    columnScales: Id | null,
   ): Id;
   swiglu(gate: Id, up: Id): Id;
   sumCrossEntropy(logits: Id, target: Id): Id;

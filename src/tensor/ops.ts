@@ -41,12 +41,23 @@ export interface LowRankMembers {
 
 /** Each slot through its own member's modules: out[outRows[i]] += weights[i] · s · B (A x[inRows[i]]), for
  * x [n, in] float32 and members [m] int64 (native/low_rank_rows.cc) -> [outCount, out] float32. inRows
- * default to slot i reading row i, outRows to slot i writing row i (outCount = m), weights to 1. */
+ * default to slot i reading row i, outRows to slot i writing row i (outCount = m), weights to 1.
+ * With base [nb, out] float32 (no outRows): out[i] = base[baseRows[i]] (default row i) + the delta, times
+ * columnScales[members[i]] ([G, out] float32) when given: a frozen projection's output adapted in the same
+ * call, as (base + delta) · scale composed. */
 export function lowRankByMember(
   x: Tensor,
   members: Tensor,
   modules: LowRankMembers,
-  o: { inRows?: Tensor; outRows?: Tensor; weights?: Tensor; outCount?: number } = {},
+  o: {
+    inRows?: Tensor;
+    outRows?: Tensor;
+    weights?: Tensor;
+    outCount?: number;
+    base?: Tensor;
+    baseRows?: Tensor;
+    columnScales?: Tensor;
+  } = {},
 ): Tensor {
   const id = (t: Tensor | null) => (t ? t.id : null);
   return new Tensor(
@@ -60,6 +71,9 @@ export function lowRankByMember(
       modules.A.map(id),
       modules.B.map(id),
       modules.scaling,
+      id(o.base ?? null),
+      id(o.baseRows ?? null),
+      id(o.columnScales ?? null),
     ),
   );
 }

@@ -1,7 +1,8 @@
 // lowRankByMember (native/low_rank_rows.cc): each slot through its own member's A and B, weighted, added
 // into its output row, equals the per-slot composition w · s · B (A x[inRow]) summed with index_add
 // (1e-5 of the largest magnitude), for members of different ranks, members without modules, slots that
-// share an output row; bad indices are refused by name. The same checks run again in a child process with
+// share an output row; with base rows and DoRA's column scales, bit for bit the composition (base + delta)
+// · scale; bad indices are refused by name. The same checks run again in a child process with
 // MIXLORA_GEMM=aten, where the op takes its ATen path instead of the vector kernel.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -77,6 +78,63 @@ test('lowRankByMember equals the per-slot composition', () =>
       const got2 = T.lowRankByMember(x, idx(plain), m);
       assertClose(got2, want2, { atol: 1e-5 * want2.abs().amax().item(), what: 'defaults' });
       assert.deepEqual(got2.narrow(0, 1, 1).toFloat32Array(), new Float32Array(OUT), 'a member without modules adds 0');
+    }),
+  ));
+
+test("lowRankByMember with base rows and column scales equals base + delta, times the member's scales, composed", () =>
+  T.noGrad(() =>
+    T.tidy(() => {
+      T.manualSeed(6);
+      const m = members();
+      const x = T.randn([6, IN]); // [n, in]
+      const member = Array.from({ length: 24 }, (_, i) => (i < 18 ? 2 : i % RANKS.length));
+      const inRows = member.map((_, i) => (i * 5) % 6);
+      const idx = (v: number[]) => T.tensor(v, { dtype: 'int64' });
+      const base = T.randn([5, OUT]); // [nb, out]
+      const baseRows = member.map((_, i) => (i * 2) % 5);
+      const scales = T.rand([RANKS.length, OUT]).add(0.5); // [G, out]
+      const delta = T.lowRankByMember(x, idx(member), m, { inRows: idx(inRows) }); // [m, out]
+      const rows = base.indexSelect(0, idx(baseRows)); // [m, out]
+      const cases = [
+        ['base rows', { baseRows: idx(baseRows) }, rows.add(delta)],
+        [
+          'base rows and scales',
+          { baseRows: idx(baseRows), columnScales: scales },
+          rows.add(delta).mul(scales.indexSelect(0, idx(member))),
+        ],
+      ] as const;
+      for (const [what, o, want] of cases) {
+        const got = T.lowRankByMember(x, idx(member), m, { inRows: idx(inRows), base, ...o }); // [m, out]
+        assert.deepEqual(got.toFloat32Array(), want.toFloat32Array(), what);
+      }
+      // A base of one row per slot, read in place (baseRows omitted).
+      const own = T.randn([24, OUT]); // [m, out]
+      const got = T.lowRankByMember(x, idx(member), m, { inRows: idx(inRows), base: own, columnScales: scales });
+      assert.deepEqual(
+        got.toFloat32Array(),
+        own
+          .add(delta)
+          .mul(scales.indexSelect(0, idx(member)))
+          .toFloat32Array(),
+        'own rows',
+      );
+      // Refused by name.
+      const two = { inRows: idx([0, 1]) };
+      assert.throws(() => T.lowRankByMember(x, idx([0, 2]), m, { ...two, base, baseRows: idx([0, 5]) }), /baseRows/);
+      assert.throws(
+        () => T.lowRankByMember(x, idx([0, 2]), m, { ...two, base, outRows: idx([0, 1]), outCount: 2 }),
+        /base needs/,
+      );
+      assert.throws(() => T.lowRankByMember(x, idx([0, 2]), m, { ...two, base: T.randn([2, OUT + 1]) }), /base must/);
+      assert.throws(
+        () => T.lowRankByMember(x, idx([0, 2]), m, { ...two, base: T.randn([2, OUT]), columnScales: T.ones([2, OUT]) }),
+        /columnScales/,
+      );
+      assert.throws(
+        () => T.lowRankByMember(x, idx([0, 9]), m, { ...two, base: T.randn([2, OUT]), columnScales: scales }),
+        /columnScales/,
+      );
+      assert.throws(() => T.lowRankByMember(x, idx([0, 2]), m, { ...two, columnScales: scales }), /need base/);
     }),
   ));
 
