@@ -6,6 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
+import { NODE_FLAGS } from '../src/util/node-flags.js';
 import { packageRoot } from '../src/util/package.js';
 import { fmt, machine, writeBenchmarksSection } from './harness.js';
 
@@ -18,7 +19,7 @@ interface Run {
 
 function bench(args: string[]): Run {
   const bin = path.join(packageRoot(), 'bin', 'mixlora');
-  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const r = spawnSync(process.execPath, [...NODE_FLAGS, bin, ...args], { encoding: 'utf8', maxBuffer: 1 << 24 });
   if (r.status !== 0) throw new Error(`mixlora ${args.join(' ')} failed:\n${r.stderr}`);
   const json = r.stdout
     .split('\n')

@@ -4,6 +4,7 @@
 //   node dist/bench/quantization.js --write    also puts it into BENCHMARKS.md (replacing "## Quantised base")
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
+import { NODE_FLAGS } from '../src/util/node-flags.js';
 import { packageRoot } from '../src/util/package.js';
 import { fmt, machine, threads, writeBenchmarksSection } from './harness.js';
 
@@ -16,7 +17,7 @@ interface Run {
 function bench(args: string[]): Run {
   const bin = path.join(packageRoot(), 'bin', 'mixlora');
   const all = ['bench', '--method', 'lora', '--threads', String(threads()), '--json', ...args];
-  const r = spawnSync(process.execPath, [bin, ...all], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const r = spawnSync(process.execPath, [...NODE_FLAGS, bin, ...all], { encoding: 'utf8', maxBuffer: 1 << 24 });
   if (r.status !== 0) throw new Error(`mixlora ${all.join(' ')} failed:\n${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as Run;
 }

@@ -3,4 +3,5 @@
 # BENCH_ROUNDS (default 3) repeats the training-step runs; BENCH_STEPS (default 5) timed steps per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-node dist/bench/run.js
+# The flags bin/mixlora runs with (src/util/node-flags.ts): the in-process benchmarks run as mixlora does.
+node --single-threaded-gc dist/bench/run.js

@@ -6,6 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { NODE_FLAGS } from '../src/util/node-flags.js';
 import { packageRoot } from '../src/util/package.js';
 import { buildInfo } from '../src/tensor/runtime.js';
 import { PYTHON, fmt, machine, runPython, table, threads } from './harness.js';
@@ -58,7 +59,7 @@ const gemm = runPython<GemmBackends>('gemm_backends.py', ['--threads', String(th
 const models = runModelsBench();
 // Serving runs in its own process (its server and clients share one event loop).
 log('serving benchmark');
-const serve = spawnSync(process.execPath, [path.join(root, 'dist', 'bench', 'serve.js')], {
+const serve = spawnSync(process.execPath, [...NODE_FLAGS, path.join(root, 'dist', 'bench', 'serve.js')], {
   encoding: 'utf8',
   maxBuffer: 1 << 24,
   stdio: ['ignore', 'pipe', 'inherit'],

@@ -5,8 +5,10 @@
 // (a 32-token prompt, 64 new tokens, greedy); reported: aggregate generated tokens/s, p50/p99 time
 // to first token and per output token as the clients see them. Target (issue 14): 8 concurrent
 // clients >= 4x the tokens/s of the same requests sent one at a time.
-//   node dist/bench/serve.js              prints the Markdown section
-//   node dist/bench/serve.js --write      also puts it into BENCHMARKS.md (replacing its "## Serving")
+//   node --single-threaded-gc dist/bench/serve.js           prints the Markdown section (the flag: as
+//                                                            bin/mixlora runs, src/util/node-flags.ts)
+//   node --single-threaded-gc dist/bench/serve.js --write   also puts it into BENCHMARKS.md (replacing
+//                                                            its "## Serving")
 //   BENCH_SERVE_REQUESTS=N                requests per client (default 3; one client sends one per model)
 //   BENCH_SERVE_CLIENTS=1,8               client counts (default 1,4,8,16)
 //   BENCH_SERVE_TOKENS=N                  new tokens per request (default 64)
@@ -25,6 +27,7 @@ import { saveAdapter } from '../src/adapters/io.js';
 import { METHODS, PRESETS, methodConfig } from '../src/train/benchmark.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { createServer } from '../src/serve/server.js';
+import { NODE_FLAGS } from '../src/util/node-flags.js';
 import { packageRoot } from '../src/util/package.js';
 import { fmt, machine, writeBenchmarksSection } from './harness.js';
 
@@ -207,6 +210,7 @@ base model and ${SERVED.length} adapters with the training table's settings (${S
 \`--max-batch 16\`. Each client streams ${PER_CLIENT} request(s) one after another (one client: at least one per model;
 ${PROMPT_TOKENS}-token prompt, up to ${NEW_TOKENS} new tokens, greedy), the models in turn, so every step mixes adapters.
 Times are what the clients see (the clients run in the server's process; their overhead is included).
+Node flags: ${process.execArgv.join(' ') || 'none'} (\`bin/mixlora\` runs with ${NODE_FLAGS.join(' ')}).
 ${ROUNDS} rounds, each over every client count in turn: tokens/s is the median round's; "vs 1 client" is the median
 over rounds of the ratio to one client's tokens/s in the same round (and its range), since this machine's speed
 drifts by tens of percent within minutes; latencies are over the requests of all rounds.

@@ -7,6 +7,7 @@
 //   - eager PyTorch in the reference MixLoRA tools' style for all four methods (bench/python/train_step.py).
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
+import { NODE_FLAGS } from '../src/util/node-flags.js';
 import { packageRoot } from '../src/util/package.js';
 import { adapterFlopsPerToken, trainFlopsPerToken } from '../src/train/flops.js';
 import { PRESETS, methodFlopShape } from '../src/train/benchmark.js';
@@ -43,7 +44,7 @@ function log(s: string): void {
 export function ours(method: Method, o: { fused?: number; extra?: string[]; steps?: number } = {}): StepRun {
   const args = ['bench', '--method', method, '--fused', String(o.fused ?? 1), '--threads', String(threads())];
   args.push('--steps', String(o.steps ?? STEPS), '--warmup', String(WARMUP), '--json', ...(o.extra ?? []));
-  const r = spawnSync(process.execPath, [path.join(root, 'bin', 'mixlora'), ...args], {
+  const r = spawnSync(process.execPath, [...NODE_FLAGS, path.join(root, 'bin', 'mixlora'), ...args], {
     encoding: 'utf8',
     maxBuffer: 1 << 24,
   });

@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import readline from 'node:readline';
 import { UserError } from '../util/errors.js';
+import { NODE_FLAGS } from '../util/node-flags.js';
 import { LAUNCHER_PID_ENV } from './lifeline.js';
 
 export interface LaunchOptions {
@@ -72,7 +73,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
 
   const exits = Array.from({ length: o.nprocPerNode }, (_, localRank) => {
     const rank = o.nodeRank * o.nprocPerNode + localRank;
-    const child = spawn(process.execPath, [o.entry, ...o.command], {
+    const child = spawn(process.execPath, [...NODE_FLAGS, o.entry, ...o.command], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: {
         ...process.env,

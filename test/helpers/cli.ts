@@ -1,5 +1,6 @@
-// Running bin/mixlora as a user would.
+// Running bin/mixlora as a user would (with the Node flags of its first line).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { NODE_FLAGS } from '../../src/util/node-flags.js';
 import { MIXLORA_BIN } from './fixtures.js';
 
 export interface CliResult {
@@ -9,7 +10,7 @@ export interface CliResult {
 }
 
 export function mixlora(args: string[], opts: { input?: string; env?: Record<string, string> } = {}): CliResult {
-  const r = spawnSync(process.execPath, [MIXLORA_BIN, ...args], {
+  const r = spawnSync(process.execPath, [...NODE_FLAGS, MIXLORA_BIN, ...args], {
     encoding: 'utf8',
     input: opts.input,
     env: { ...process.env, ...opts.env },
@@ -25,7 +26,7 @@ export function spawnMixlora(
   opts: { env?: NodeJS.ProcessEnv; limitMs?: number } = {},
 ): { child: ChildProcess; exit: Promise<{ code: number | null; stderr: string }> } {
   const limitMs = opts.limitMs ?? 60_000;
-  const child = spawn(process.execPath, [MIXLORA_BIN, ...args], {
+  const child = spawn(process.execPath, [...NODE_FLAGS, MIXLORA_BIN, ...args], {
     env: opts.env ?? process.env,
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
