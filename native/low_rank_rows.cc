@@ -42,11 +42,19 @@ int64_t RowOf(const int64_t* rows, int64_t i, int64_t bound, const char* what) {
 // rows; h = (x Aᵀ) · w · s per chunk (the rank rows of all chunks split between threads); then
 // y[outRow] += h Bᵀ, the output columns split between threads, each adding its columns of every chunk in
 // member and slot order (so a row's sum runs in the same order whatever the threads).
-// y [outCount, out] starts as zeros or the slots' base rows; the deltas are added into it.
+// With a base (one output row per slot), row i of y [m, out] is written once, as
+// (base[baseRows[i]] + delta_i) · columnScales[members[i]]: the same float32 operations as composing
+// them; without, y [outCount, out] holds zeros and the deltas are added.
+struct BaseRows {
+  const float* base = nullptr;         // [nb, out], or null: y holds zeros
+  const int64_t* rows = nullptr;       // [m], or null: slot i reads base row i
+  const float* scales = nullptr;       // [G, out], or null
+  const int64_t* members = nullptr;    // [m]
+};
 void LowRankOnCpu(const at::Tensor& x, const std::vector<std::vector<int64_t>>& slots,
                   const std::optional<at::Tensor>& inRowsT, const std::optional<at::Tensor>& outRowsT,
                   const std::optional<at::Tensor>& weightsT, int64_t outCount, int64_t out, const Modules& As,
-                  const Modules& Bs, const Napi::Array& scales, at::Tensor& y) {
+                  const Modules& Bs, const Napi::Array& scales, const BaseRows& base, at::Tensor& y) {
   const int64_t n = x.size(0), in = x.size(1);
   const at::Tensor inRowsC = inRowsT ? inRowsT->contiguous() : at::Tensor();
   const at::Tensor outRowsC = outRowsT ? outRowsT->contiguous() : at::Tensor();
@@ -83,6 +91,19 @@ void LowRankOnCpu(const at::Tensor& x, const std::vector<std::vector<int64_t>>& 
       chunks.push_back(std::move(c));
     }
   }
+  float* yp = y.data_ptr<float>();
+  if (base.base) {
+    // Rows no chunk writes (members without modules): their base row, scaled.
+    std::vector<bool> written(outCount, false);
+    for (const Chunk& c : chunks)
+      for (size_t j = 0; j < c.slots.size(); j++) written[c.outRow[j]] = true;
+    for (int64_t i = 0; i < outCount; i++) {
+      if (written[i]) continue;
+      const float* b = base.base + (base.rows ? base.rows[i] : i) * out;
+      const float* sc = base.scales ? base.scales + base.members[i] * out : nullptr;
+      for (int64_t o = 0; o < out; o++) yp[i * out + o] = sc ? b[o] * sc[o] : b[o];
+    }
+  }
   if (chunks.empty()) return;
   std::vector<float> X(xSize), H(hSize), T(tSize);
   const float* xp = x.data_ptr<float>();
@@ -108,14 +129,22 @@ void LowRankOnCpu(const at::Tensor& x, const std::vector<std::vector<int64_t>>& 
         for (int64_t q = q0; q < q1; q++) h[j * r + q] *= c.factor[j];
     }
   });
-  float* yp = y.data_ptr<float>();
   at::parallel_for(0, out, 64, [&](int64_t o0, int64_t o1) {
     for (const Chunk& c : chunks) {
       const int64_t rows = static_cast<int64_t>(c.slots.size()), r = As[c.g]->size(0);
       float* t = &T[c.tAt];
       mx::SmallDotRange(&H[c.hAt], rows, Bs[c.g]->data_ptr<float>(), nullptr, t, r, out, o0, o1);  // [rows, out]
-      for (int64_t j = 0; j < rows; j++)
-        for (int64_t o = o0; o < o1; o++) yp[c.outRow[j] * out + o] += t[j * out + o];
+      for (int64_t j = 0; j < rows; j++) {
+        float* yr = yp + c.outRow[j] * out;
+        const float* tr = t + j * out;
+        if (!base.base) {
+          for (int64_t o = o0; o < o1; o++) yr[o] += tr[o];
+          continue;
+        }
+        const float* b = base.base + (base.rows ? base.rows[c.slots[j]] : c.slots[j]) * out;
+        const float* sc = base.scales ? base.scales + c.g * out : nullptr;
+        for (int64_t o = o0; o < o1; o++) yr[o] = sc ? (b[o] + tr[o]) * sc[o] : b[o] + tr[o];
+      }
     }
   });
 }
@@ -197,23 +226,29 @@ MX_FN(lowRankByMember) {
     if (mp[i] >= 0 && mp[i] < static_cast<int64_t>(G) && As[mp[i]]) slots[mp[i]].push_back(i);
   }
 
-  // The output starts as zeros, or the slots' base rows (checked against base's rows).
-  at::Tensor y;
-  if (!base) {
-    y = at::zeros({outCount, out}, x.options());  // [outCount, out]
-  } else if (baseRows) {
-    const at::Tensor rows = baseRows->to(at::kCPU).contiguous();  // [m]
-    const int64_t* rp = rows.data_ptr<int64_t>();
+  const at::Tensor baseRowList = baseRows ? baseRows->to(at::kCPU).contiguous() : at::Tensor();  // [m]
+  if (baseRows) {
+    const int64_t* rp = baseRowList.data_ptr<int64_t>();
     for (int64_t i = 0; i < m; i++)
       if (rp[i] < 0 || rp[i] >= base->size(0)) throw ArgError("lowRankByMember: baseRows index out of range");
-    y = base->index_select(0, *baseRows);  // [m, out]
-  } else {
-    y = base->clone(at::MemoryFormat::Contiguous);  // [m, out]
   }
-  if (KernelApplies(x, As, Bs) && y.device().is_cpu() && y.is_contiguous()) {
-    LowRankOnCpu(x.contiguous(), slots, inRows, outRows, weights, outCount, out, As, Bs, scales, y);
+  at::Tensor y;
+  const bool cpuBase = !base || (base->device().is_cpu() && (!columnScales || columnScales->device().is_cpu()));
+  if (KernelApplies(x, As, Bs) && cpuBase) {
+    const at::Tensor baseC = base ? base->contiguous() : at::Tensor();
+    const at::Tensor scalesC = columnScales ? columnScales->contiguous() : at::Tensor();
+    BaseRows rows;
+    if (base) {
+      rows = {baseC.data_ptr<float>(), baseRows ? baseRowList.data_ptr<int64_t>() : nullptr,
+              columnScales ? scalesC.data_ptr<float>() : nullptr, mp};
+    }
+    y = base ? at::empty({m, out}, x.options()) : at::zeros({outCount, out}, x.options());  // [outCount, out]
+    LowRankOnCpu(x.contiguous(), slots, inRows, outRows, weights, outCount, out, As, Bs, scales, rows, y);
   } else {
     // Elsewhere (CUDA, or no vector kernel): the same with ATen's ops, member by member.
+    y = !base ? at::zeros({outCount, out}, x.options())                   // [outCount, out]
+        : baseRows ? base->index_select(0, *baseRows)                     // [m, out]
+                   : base->clone(at::MemoryFormat::Contiguous);
     const auto index = at::TensorOptions().dtype(at::kLong);
     for (uint32_t g = 0; g < G; g++) {
       if (slots[g].empty()) continue;
@@ -225,8 +260,8 @@ MX_FN(lowRankByMember) {
       const at::Tensor d = mx::Linear(h, *Bs[g], c10::nullopt);  // [mg, out]
       y.index_add_(0, outRows ? outRows->index_select(0, idx) : idx, d);
     }
+    if (columnScales) y.mul_(columnScales->index_select(0, members));  // [m, out]
   }
-  if (columnScales) y.mul_(columnScales->index_select(0, members));  // [m, out]
   return mx::Put(info.Env(), y);
 }
 }  // namespace
