@@ -91,6 +91,12 @@ at::Tensor SmallLinear(const at::Tensor& x, const at::Tensor& w, const c10::opti
 // is not "off".
 void SmallDotRange(const float* x, int64_t rows, const float* w, const float* b, float* y, int64_t in, int64_t ldy,
                    int64_t o0, int64_t o1);
+// decode_attention.cc: attention of one query per row and head (a decode step), float32 on the CPU outside
+// autograd, without dropout or is_causal, where the small-row kernel is on; each (row, head) alone.
+bool DecodeAttentionApplies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const c10::optional<at::Tensor>& mask, double dropout, bool causal);
+at::Tensor DecodeAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           const c10::optional<at::Tensor>& mask);
 // glibc's malloc told to keep freed memory for reuse (host_allocator.cc); once, when the addon loads.
 void ConfigureHostAllocator();
 // "reuse" when ConfigureHostAllocator changed glibc's settings, else "default".

@@ -103,6 +103,8 @@ MX_FN(sdpa) {
   double p = Num(info[4]);
   bool causal = Bool(info[5]);
   if (causal && mask) throw ArgError("sdpa: give either a mask or isCausal, not both");
+  // One query per row and head at inference (a decode step): our own kernel (decode_attention.cc).
+  if (DecodeAttentionApplies(q, k, v, mask, p, causal)) return Put(info.Env(), DecodeAttention(q, k, v, mask));
 #if TORCH_VERSION_MAJOR >= 2
   return Put(info.Env(), at::scaled_dot_product_attention(q, k, v, mask ? c10::optional<at::Tensor>(*mask) : c10::nullopt, p, causal));
 #else
