@@ -1,7 +1,8 @@
-// Batched prefill: sequences that arrive together are prefilled in one forward, left-padded to the
-// longest prompt, with rows of the base model and of LoRA, DoRA, MixLoRA and MixDoRA adapters; each
-// row's greedy tokens equal `generate` on its prompt alone (batch 1), and the KV pool holds each prompt
-// where the decode steps read it (the continuation after the prefilled token depends on it).
+// Batched prefill: sequences that arrive together (or over a few event-loop turns) are prefilled in one
+// forward, left-padded to the longest prompt, with rows of the base model and of LoRA, DoRA, MixLoRA and
+// MixDoRA adapters; each row's greedy tokens equal `generate` on its prompt alone (batch 1), and the KV
+// pool holds each prompt where the decode steps read it (the continuation after the prefilled token
+// depends on it).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadModel } from '../../src/models/load.js';
@@ -64,6 +65,20 @@ test('sequences sent together are prefilled in one forward and each equals gener
   await engine.shutdown(1000);
   assert.equal(T.liveTensors(), live, 'the engine leaves no tensor behind');
   for (const a of adapters) a?.dispose();
+  model.dispose();
+});
+
+test('sequences that reach the queue over a few event-loop turns are still prefilled in one forward', async () => {
+  const { model, tokenizer } = loadModel(STORIES_BIN, { tokenizer: STORIES_TOK });
+  const engine = new Engine(model, { maxBatch: 4, maxQueue: 4, stopIds: [], metrics: new ServerMetrics() });
+  const replies: Promise<number[]>[] = [];
+  for (const prompt of PROMPTS.slice(0, 3)) {
+    replies.push(serve(engine, tokenizer.encode(prompt), null));
+    await new Promise((resolve) => setImmediate(resolve)); // the next one a turn later, as over HTTP
+  }
+  await Promise.all(replies);
+  assert.equal(engine.peakPrefill, 3, 'the three arrivals gathered into one prefill');
+  await engine.shutdown(1000);
   model.dispose();
 });
 
