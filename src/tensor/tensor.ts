@@ -13,7 +13,10 @@ const DISPOSED = -1;
 export class Tensor {
   private _id: Id;
   private _kept = false;
+  // A tensor's shape, dtype and device never change (no op here resizes or moves one in place): read once.
   private _shape: number[] | undefined;
+  private _dtype: DType | undefined;
+  private _device: Device | undefined;
 
   /** Wraps an id the addon returned; the innermost scope takes ownership. */
   constructor(id: Id) {
@@ -69,10 +72,10 @@ export class Tensor {
     return this.shape.reduce((a, b) => a * b, 1);
   }
   get dtype(): DType {
-    return dtypeFromCode(native.dtype(this.id));
+    return (this._dtype ??= dtypeFromCode(native.dtype(this.id)));
   }
   get device(): Device {
-    return native.device(this.id) as Device;
+    return (this._device ??= native.device(this.id) as Device);
   }
   get isContiguous(): boolean {
     return native.isContiguous(this.id);
