@@ -4,7 +4,7 @@
 // list of (token, member, weight) slots: a plain row is one slot of weight 1, a MixLoRA token its routed
 // experts. Equal to the per-range path up to rounding (the test compares them).
 import { tensor, zeros } from '../tensor/create.js';
-import { cat, lowRankByMember } from '../tensor/ops.js';
+import { cat, linear, lowRankByMember } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { Activation } from '../models/config.js';
 import { frozenLinear } from '../models/frozen-linear.js';
@@ -79,15 +79,17 @@ interface HostSlots {
 }
 
 /**
- * Top-k routing of a few tokens on the host, appended to `out`: topKRouting's slots in its order (token by
- * token, each token's k experts by descending probability, ties to the lower expert), the weights
- * renormalised in float32 as there (Math.fround of each sum and quotient: float32's own rounding of + and
- * / on float32 values), padding tokens (valid 0) dropped as realSlots drops them. One read of the
- * probabilities instead of a dozen tensor ops per range and layer, which at a decode step cost more than
- * the routing itself. probs [n, E] row-major; token i is row first + i; expert e is member member0 + e.
+ * Top-k routing of a few tokens on the host from the router's logits, appended to `out`: topKRouting's
+ * slots in its order (token by token, each token's k experts by descending probability, i.e. logit, ties
+ * to the lower expert), padding tokens (valid 0) dropped as realSlots drops them. The weights are the
+ * chosen experts' softmax probabilities renormalised to sum to 1, in which the softmax's denominator
+ * cancels: exp(lᵢ − l_max) / Σ_chosen exp(l − l_max), in double, rounded to float32 (within a few float32
+ * ulps of the tensor path's). One read of the logits instead of a softmax and a dozen tensor ops per range
+ * and layer, which at a decode step cost more than the routing itself. logits [n, E] row-major; token i is
+ * row first + i; expert e is member member0 + e.
  */
 function hostTopK(
-  probs: Float32Array,
+  logits: Float32Array,
   E: number,
   k: number,
   valid: number[] | null,
@@ -95,7 +97,7 @@ function hostTopK(
   member0: number,
   out: HostSlots,
 ): void {
-  const n = probs.length / E;
+  const n = logits.length / E;
   const chosen: number[] = [];
   for (let i = 0; i < n; i++) {
     if (valid && valid[i] === 0) continue;
@@ -104,16 +106,17 @@ function hostTopK(
     for (let j = 0; j < k; j++) {
       let best = -1;
       for (let e = 0; e < E; e++)
-        if (!chosen.includes(e) && (best < 0 || probs[row + e]! > probs[row + best]!)) best = e;
+        if (!chosen.includes(e) && (best < 0 || logits[row + e]! > logits[row + best]!)) best = e;
       chosen.push(best);
     }
-    let sum = 0;
-    for (const e of chosen) sum = Math.fround(sum + probs[row + e]!);
-    for (const e of chosen) {
+    const top = logits[row + chosen[0]!]!;
+    const exps = chosen.map((e) => Math.exp(logits[row + e]! - top));
+    const sum = exps.reduce((a, b) => a + b, 0);
+    chosen.forEach((e, j) => {
       out.tokens.push(first + i);
       out.members.push(member0 + e);
-      out.weights.push(Math.fround(probs[row + e]! / sum));
-    }
+      out.weights.push(Math.fround(exps[j]! / sum));
+    });
   }
 }
 
@@ -155,14 +158,15 @@ function slotsOf(
       continue;
     }
     const xr = x.narrow(0, first, range.count * T); // [b·T, H]
-    const { logits, probs } = routerProbs(xr, moe); // [b·T, E]
     const seqValid = valid(range);
     const member0 = stack.expertMember(range.adapter);
     if (!keepRouting && moe.settings.routingStrategy === 'mixlora') {
+      const logits = linear(xr.to('float32'), moe.router); // [b·T, E], as routerProbs computes them
       const valids = seqValid?.toNumbers() ?? null;
-      hostTopK(probs.toFloat32Array(), probs.size(1), moe.settings.topK, valids, first, member0, hostPart());
+      hostTopK(logits.toFloat32Array(), logits.size(1), moe.settings.topK, valids, first, member0, hostPart());
       continue;
     }
+    const { logits, probs } = routerProbs(xr, moe); // [b·T, E]
     const routed = route(probs, moe.settings, { rows: range.count, len: T, valid: seqValid });
     const validIdx = seqValid ? seqValid.nonzero().squeeze(1) : null;
     routing.push({
