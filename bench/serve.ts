@@ -13,7 +13,7 @@
 //   BENCH_SERVE_CLIENTS=1,8               client counts (default 1,4,8,16)
 //   BENCH_SERVE_TOKENS=N                  new tokens per request (default 64)
 //   BENCH_SERVE_METHODS=lora,mixlora      adapters served (default all four)
-//   BENCH_SERVE_ROUNDS=N                  rounds over all client counts (default 3): each count's median
+//   BENCH_SERVE_ROUNDS=N                  rounds over all client counts (default 5): each count's median
 //                                         round is reported, and the ratio to one client per round, since
 //                                         a shared machine's speed drifts by tens of percent within minutes
 import fs from 'node:fs';
@@ -37,7 +37,7 @@ const NEW_TOKENS = Number(process.env.BENCH_SERVE_TOKENS ?? 64);
 const CLIENTS = (process.env.BENCH_SERVE_CLIENTS ?? '1,4,8,16').split(',').map(Number);
 const SERVED = (process.env.BENCH_SERVE_METHODS?.split(',') ?? [...METHODS]) as (typeof METHODS)[number][];
 const PER_CLIENT = Number(process.env.BENCH_SERVE_REQUESTS ?? 3);
-const ROUNDS = Number(process.env.BENCH_SERVE_ROUNDS ?? 3);
+const ROUNDS = Number(process.env.BENCH_SERVE_ROUNDS ?? 5);
 const TARGET = 4;
 for (const m of SERVED)
   if (!(METHODS as readonly string[]).includes(m)) throw new Error(`BENCH_SERVE_METHODS: unknown '${m}'`);
