@@ -94,9 +94,9 @@ void SmallDotRange(const float* x, int64_t rows, const float* w, const float* b,
 // decode_attention.cc: attention of one query per row and head (a decode step), float32 on the CPU outside
 // autograd, without dropout or is_causal, where the small-row kernel is on; each (row, head) alone.
 bool DecodeAttentionApplies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                            const c10::optional<at::Tensor>& mask, double dropout, bool causal);
+                            const std::optional<at::Tensor>& mask, double dropout, bool causal);
 at::Tensor DecodeAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                           const c10::optional<at::Tensor>& mask);
+                           const std::optional<at::Tensor>& mask);
 // glibc's malloc told to keep freed memory for reuse (host_allocator.cc); once, when the addon loads.
 void ConfigureHostAllocator();
 // "reuse" when ConfigureHostAllocator changed glibc's settings, else "default".

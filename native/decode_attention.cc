@@ -65,7 +65,7 @@ bool Avx512() {
 }  // namespace
 
 bool DecodeAttentionApplies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                            const c10::optional<at::Tensor>& mask, double dropout, bool causal) {
+                            const std::optional<at::Tensor>& mask, double dropout, bool causal) {
   if (std::strcmp(SmallLinearIsa(), "off") == 0 || causal || dropout != 0) return false;
   for (const at::Tensor* t : {&q, &k, &v})
     if (!t->device().is_cpu() || t->scalar_type() != at::kFloat || t->dim() != 4 || t->requires_grad() ||
@@ -90,7 +90,7 @@ bool DecodeAttentionApplies(const at::Tensor& q, const at::Tensor& k, const at::
 // head), mask bool broadcastable to [B, H, 1, S] (true = attend) -> [B, H, 1, D]. A row whose keys are all
 // masked gets zeros, as from ATen's fused CPU kernel.
 at::Tensor DecodeAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                           const c10::optional<at::Tensor>& mask) {
+                           const std::optional<at::Tensor>& mask) {
   const int64_t B = q.size(0), H = q.size(1), D = q.size(3), Hkv = k.size(1), S = k.size(2);
   const int64_t group = H / Hkv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
