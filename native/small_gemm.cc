@@ -8,6 +8,7 @@
 #include "common.h"
 
 #include <ATen/Parallel.h>
+#include <c10/core/GradMode.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -215,7 +216,10 @@ bool SmallLinearApplies(const at::Tensor& x, const at::Tensor& w, const c10::opt
   if (w.scalar_type() != at::kFloat || w.dim() != 2 || !w.is_contiguous() || w.device() != x.device()) return false;
   if (x.dim() < 1 || x.size(-1) != w.size(1) || x.numel() == 0) return false;
   const int64_t rows = x.numel() / x.size(-1);
-  if (rows > kMaxRows && (rows > kMaxTiledRows || w.size(1) > kMaxTiledInputs)) return false;
+  // The tiled path is for inference (a prompt's prefill under no_grad): a training forward's products of
+  // more than 16 rows keep the library, as training was validated with it.
+  if (rows > kMaxRows && (rows > kMaxTiledRows || w.size(1) > kMaxTiledInputs || at::GradMode::is_enabled()))
+    return false;
   if (b && (b->scalar_type() != at::kFloat || b->dim() != 1 || b->size(0) != w.size(0) || !b->is_contiguous()))
     return false;
   return true;
