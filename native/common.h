@@ -80,9 +80,8 @@ at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<
 // "onednn" or "aten": what Linear uses for float32 weights in this process (products of a few rows outside
 // autograd excepted, see SmallLinearIsa).
 const char* LinearBackend();
-// small_gemm.cc: x Wᵀ + b for at most 16 rows of float32 (32 rows of at most 1024 inputs) on a CPU with
-// AVX2 or AVX-512, outside autograd; "avx512", "avx2" or "off" (no such CPU, or MIXLORA_GEMM=onednn or
-// aten).
+// small_gemm.cc: x Wᵀ + b for at most 16 rows of float32 on a CPU with AVX2 or AVX-512, outside autograd;
+// "avx512", "avx2" or "off" (no such CPU, or MIXLORA_GEMM=onednn or aten).
 const char* SmallLinearIsa();
 bool SmallLinearApplies(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b);
 at::Tensor SmallLinear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b);

@@ -8,7 +8,6 @@
 #include "common.h"
 
 #include <ATen/Parallel.h>
-#include <c10/core/GradMode.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -16,15 +15,7 @@
 namespace mx {
 namespace {
 
-constexpr int64_t kMaxRows = 16;  // rows per kernel call (the kernels are instantiated for 1-16)
-// SmallLinear also takes up to 32 rows when a row has at most 1024 inputs: in blocks of up to 16 rows over
-// tiles of the weight (a tile read from memory once, then from cache for the next blocks; a block's rows
-// of x stay in L1). Measured on AVX-512 (Zen 5) against oneDNN at 32 rows: LoRA's A [80, 512] 2x faster,
-// [1376, 512] and [512, 512] 1.1-1.3x, B [1376, 80] 1.2x; with 1376 inputs, or 48-64 rows, oneDNN is as
-// fast or faster, and it takes those. Such products are a short prompt's prefill (adapters' skinny
-// products most of all, where oneDNN's setup per call costs more than the arithmetic).
-constexpr int64_t kMaxTiledRows = 32;
-constexpr int64_t kMaxTiledInputs = 1024;
+constexpr int64_t kMaxRows = 16;
 
 typedef float Floats16 __attribute__((vector_size(64)));
 typedef float Floats8 __attribute__((vector_size(32)));
@@ -214,12 +205,7 @@ const char* SmallLinearIsa() {
 bool SmallLinearApplies(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
   if (CpuIsa() == Isa::kNone || !x.device().is_cpu() || x.scalar_type() != at::kFloat) return false;
   if (w.scalar_type() != at::kFloat || w.dim() != 2 || !w.is_contiguous() || w.device() != x.device()) return false;
-  if (x.dim() < 1 || x.size(-1) != w.size(1) || x.numel() == 0) return false;
-  const int64_t rows = x.numel() / x.size(-1);
-  // The tiled path is for inference (a prompt's prefill under no_grad): a training forward's products of
-  // more than 16 rows keep the library, as training was validated with it.
-  if (rows > kMaxRows && (rows > kMaxTiledRows || w.size(1) > kMaxTiledInputs || at::GradMode::is_enabled()))
-    return false;
+  if (x.dim() < 1 || x.size(-1) != w.size(1) || x.numel() == 0 || x.numel() / x.size(-1) > kMaxRows) return false;
   if (b && (b->scalar_type() != at::kFloat || b->dim() != 1 || b->size(0) != w.size(0) || !b->is_contiguous()))
     return false;
   return true;
@@ -230,7 +216,7 @@ void SmallDotRange(const float* x, int64_t rows, const float* w, const float* b,
   KernelFor(rows)(x, w, b, y, in, ldy, o0, o1);
 }
 
-// x [.., in] -> [.., out] where SmallLinearApplies; no autograd (inference only).
+// x [.., in] with at most kMaxRows rows -> [.., out]; no autograd (inference only).
 at::Tensor SmallLinear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
   std::vector<int64_t> outShape(x.sizes().begin(), x.sizes().end());
   const int64_t in = w.size(1), out = w.size(0);
@@ -238,26 +224,14 @@ at::Tensor SmallLinear(const at::Tensor& x, const at::Tensor& w, const c10::opti
   const at::Tensor x2 = x.reshape({-1, in}).contiguous();  // [m, in]
   const int64_t m = x2.size(0);
   at::Tensor y = at::empty({m, out}, x.options());  // [m, out]
-  // Blocks of rows as even as possible (17 rows: 9 and 8, not 16 and 1).
-  const int64_t blocks = (m + kMaxRows - 1) / kMaxRows, big = (m + blocks - 1) / blocks;
-  const int64_t bigBlocks = m - (big - 1) * blocks;
-  const Kernel bigKernel = KernelFor(big), smallKernel = big > 1 ? KernelFor(big - 1) : nullptr;
+  const Kernel kernel = KernelFor(m);
   const float* xp = x2.data_ptr<float>();
   const float* wp = w.data_ptr<float>();
   const float* bp = b && b->defined() ? b->data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  // At least 64 KiB of weight per task: smaller products are not worth waking another thread for. Tiles of
-  // 128 KiB of weight, which stay in L2 while every block of rows goes over them.
-  const int64_t rowBytes = in * int64_t{sizeof(float)};
-  const int64_t grain = std::max<int64_t>(1, (int64_t{64} << 10) / rowBytes);
-  const int64_t tile = blocks == 1 ? out : std::max<int64_t>(8, (int64_t{128} << 10) / rowBytes);
-  at::parallel_for(0, out, grain, [&](int64_t o0, int64_t o1) {
-    for (int64_t t0 = o0; t0 < o1; t0 += tile) {
-      const int64_t t1 = std::min(o1, t0 + tile);
-      for (int64_t i = 0, r0 = 0; i < blocks; r0 += i < bigBlocks ? big : big - 1, i++)
-        (i < bigBlocks ? bigKernel : smallKernel)(xp + r0 * in, wp, bp, yp + r0 * out, in, out, t0, t1);
-    }
-  });
+  // At least 64 KiB of weight per task: smaller products are not worth waking another thread for.
+  const int64_t grain = std::max<int64_t>(1, (int64_t{64} << 10) / (in * int64_t{sizeof(float)}));
+  at::parallel_for(0, out, grain, [&](int64_t o0, int64_t o1) { kernel(xp, wp, bp, yp, in, out, o0, o1); });
   return y.view(outShape);
 }
 }  // namespace mx

@@ -16,7 +16,7 @@ export interface BackendInfo {
   blas: string;
   /** What float32 projections (linear) run on: oneDNN (native/linear.cc), or ATen and its BLAS. */
   linear: 'onednn' | 'aten';
-  /** Products of 1-16 rows (32 of at most 1024 inputs) outside autograd (decode steps, short prompts) through native/small_gemm.cc's dot-product kernel
+  /** Products of 1-16 rows outside autograd (decode steps) through native/small_gemm.cc's dot-product kernel
    *  with these vectors, or "off" (no AVX2, or MIXLORA_GEMM=onednn or aten). */
   small_gemm: 'avx512' | 'avx2' | 'off';
   /** glibc's malloc keeping freed memory for the next step ("reuse", native/host_allocator.cc) or as glibc

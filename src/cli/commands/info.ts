@@ -42,7 +42,7 @@ export function infoCommand(): Command {
         `BLAS         ${info.blas}${info.openblas_core ? `, kernels ${info.openblas_core}` : ''}`,
         ...(info.openblas_core ? [`             ${info.openblas_note}`] : []),
         `linear       ${info.linear === 'onednn' ? 'float32 projections through oneDNN (MIXLORA_GEMM=aten: through the BLAS)' : `through ATen (${info.blas})`}`,
-        `small rows   ${info.small_gemm === 'off' ? 'products of 1-16 rows as above' : `products of 1-16 rows (32 of <= 1024 inputs) outside autograd through mixlora's ${info.small_gemm === 'avx512' ? 'AVX-512' : 'AVX2'} kernel (MIXLORA_GEMM=onednn: as above)`}`,
+        `small rows   ${info.small_gemm === 'off' ? 'products of 1-16 rows as above' : `products of 1-16 rows outside autograd through mixlora's ${info.small_gemm === 'avx512' ? 'AVX-512' : 'AVX2'} kernel (MIXLORA_GEMM=onednn: as above)`}`,
         `malloc       ${info.host_allocator === 'reuse' ? 'freed memory kept for reuse (MIXLORA_MALLOC=default: glibc as configured)' : 'glibc as configured'}`,
         `CPU          ${info.cpu_model}`,
         `             AVX2 ${yesNo(info.cpu_flags.avx2)}, AVX-512 ${yesNo(info.cpu_flags.avx512)}, ` +
