@@ -17,10 +17,10 @@ TORCH_CUDA="torch==2.14.1"
 # LoRA/DoRA), tensorboard (its own reader checks our event files), and lm-evaluation-harness's
 # log-likelihood scoring. lm_eval is installed without its declared dependencies, some of which
 # (evaluate, rouge-score, sqlitedict...) serve only task downloads and metrics we do not use; what its
-# Hugging Face model class imports is listed here.
+# Hugging Face model class imports is listed here, and what its API models (local-completions) need.
 PY_LIBS=(numpy==2.4.6 safetensors==0.8.0 transformers==5.18.0 peft==0.21.0 tensorboard==2.21.0
   accelerate==1.15.0 datasets==5.0.1 dill==0.4.1 more-itertools==11.1.0 sacrebleu==2.6.0 scikit-learn==1.9.1
-  jinja2==3.1.6 tqdm==4.70.1 requests==2.34.2)
+  jinja2==3.1.6 tqdm==4.70.1 requests==2.34.2 aiohttp==3.14.3 tenacity==9.1.4)
 PY_NODEPS=(lm_eval==0.4.13)
 # Where PyTorch publishes its CPU-only wheels (PyPI has only the CUDA ones).
 TORCH_CPU_INDEX="${MIXLORA_TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"

@@ -4,6 +4,7 @@
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import type { FinishReason } from './engine.js';
 import type { TokenChoice } from './sampling.js';
+import type { PromptScore } from './prompt-scores.js';
 
 /** Prompt tokens decoded before the first new one, as its context (a leading space, a split character). */
 const CONTEXT_TOKENS = 6;
@@ -12,6 +13,8 @@ export class ChoiceText {
   readonly ids: number[] = [];
   /** Tokens with their log-probabilities (when asked for), in order. */
   readonly scored: TokenChoice[] = [];
+  /** The prompt's own log-probabilities (echo with logprobs), once the prefill has run. */
+  promptScores: PromptScore[] | null = null;
   text = '';
   finishReason: FinishReason | null = null;
   error: Error | null = null;
@@ -33,7 +36,10 @@ export class ChoiceText {
     private readonly tokenizer: TextTokenizer,
     prompt: number[],
     private readonly stops: string[],
+    /** Ids that are not text (EOS, stop_token_ids). */
     private readonly stopIds: number[],
+    /** Stop strings match only once this many tokens were generated (vLLM's min_tokens). */
+    private readonly minTokens = 0,
   ) {
     this.window = prompt.slice(Math.max(0, prompt.length - CONTEXT_TOKENS));
     this.read = this.window.length;
@@ -73,10 +79,12 @@ export class ChoiceText {
     this.read -= this.prefix;
     this.prefix = 0;
     let at = -1;
-    for (const s of this.stops) {
-      const i = this.full.indexOf(s, from);
-      if (i >= 0 && (at < 0 || i < at)) at = i;
-    }
+    // Before min_tokens, stop strings do not end the text (and text seen then is not searched again).
+    if (this.ids.length >= this.minTokens)
+      for (const s of this.stops) {
+        const i = this.full.indexOf(s, from);
+        if (i >= 0 && (at < 0 || i < at)) at = i;
+      }
     this.cut = at >= 0;
     this.text = this.cut ? this.full.slice(0, at) : this.full;
     return this.cut;

@@ -13,7 +13,8 @@ import type { Adapter } from '../adapters/adapter.js';
 import { AdapterBatch, type RowRange } from '../adapters/batch.js';
 import { AdapterStackCache } from '../adapters/adapter-stack.js';
 import { KVPool } from './kv-pool.js';
-import { RowSampler, type SamplingParams, type TokenChoice } from './sampling.js';
+import { RowSampler, type SamplingParams, type TokenChoice, type TokenConstraint } from './sampling.js';
+import { scorePrompts, type PromptScore, type PromptToScore } from './prompt-scores.js';
 import { ApiError, badRequest } from './errors.js';
 import type { ServerMetrics } from './metrics.js';
 
@@ -29,6 +30,8 @@ export type FinishReason = 'stop' | 'length' | 'abort';
 
 /** Where a sequence's tokens go. */
 export interface SequenceSink {
+  /** The prompt's own log-probabilities (when SequenceSpec.promptLogprobs asked for them), before any token. */
+  onPrompt?(scores: PromptScore[]): void;
   /** A new token; returns true when the sequence should end here (a stop string matched). */
   onToken(choice: TokenChoice): boolean;
   /** Called once; `error` when the engine failed on this sequence. */
@@ -37,7 +40,12 @@ export interface SequenceSink {
 
 export interface SequenceSpec {
   prompt: number[];
+  /** 0: the prompt is only scored (with promptLogprobs), nothing is generated. */
   maxTokens: number;
+  /** Report the prompt tokens' log-probabilities with this many alternatives each; null: none. */
+  promptLogprobs?: number | null;
+  /** Structured output: the tokens allowed at each step (owned by the engine from submit on). */
+  constraint?: TokenConstraint | null;
   /** The served name (metrics label) and its adapter (null: the base model). */
   modelName: string;
   adapter: Adapter | null;
@@ -129,7 +137,7 @@ export class Engine {
     const rows = specs.map((spec): Row => {
       const row: Row = {
         spec,
-        sampler: new RowSampler(spec.sampling),
+        sampler: new RowSampler(spec.sampling, this.opts.stopIds, spec.constraint ?? null),
         slot: -1,
         len: 0,
         last: -1,
@@ -268,35 +276,47 @@ export class Engine {
     }
   }
 
-  /** One forward over the prompts of `batch` (slots acquired): each row's first token, and the rows join. */
+  /** One forward over the prompts of `batch` (slots acquired): each row's first token (and its prompt's
+   * log-probabilities when asked for), and the rows join. */
   private prefill(batch: Row[]): void {
     const { ordered, ranges } = byAdapter(batch);
     const hooks = ranges.every((range) => range.adapter === null)
       ? undefined
       : new AdapterBatch(ranges, { training: false, record: 'none' });
+    const P = Math.max(...ordered.map((row) => row.spec.prompt.length));
+    // Left padding: every prompt ends at position P - 1, where the last-position logits are read.
+    const gap = (row: Row) => P - row.spec.prompt.length;
+    const toScore: PromptToScore[] = [];
+    ordered.forEach((row, i) => {
+      const top = row.spec.promptLogprobs;
+      if (top != null) toScore.push({ row: i, start: gap(row), ids: row.spec.prompt, top });
+    });
     let chosen: TokenChoice[];
+    let scores: PromptScore[][] = [];
     try {
-      chosen = this.nextTokens(ordered, hooks, () => {
-        const device = this.model.device;
-        if (ordered.length === 1) {
-          const row = ordered[0]!;
-          const ids = tensor([row.spec.prompt], { dtype: 'int64', device }); // [1, P]
-          return { ids, cache: this.pool.prefillCache(row.slot), attentionMask: null };
-        }
-        const P = Math.max(...ordered.map((row) => row.spec.prompt.length));
-        // Left padding: every prompt ends at position P - 1, where the last-position logits are read.
-        const gap = (row: Row) => P - row.spec.prompt.length;
-        const ids = tensor(
-          ordered.map((row) => [...new Array<number>(gap(row)).fill(0), ...row.spec.prompt]),
-          { dtype: 'int64', device },
-        ); // [B, P]
-        const attentionMask = tensor(
-          ordered.map((row) => Array.from({ length: P }, (_, j) => (j < gap(row) ? 0 : 1))),
-          { dtype: 'int64', device },
-        ); // [B, P]
-        const rows = ordered.map((row) => ({ slot: row.slot, len: row.spec.prompt.length }));
-        return { ids, cache: this.pool.prefillBatchCache(rows, P), attentionMask };
-      });
+      ({ chosen, scores } = this.nextTokens(
+        ordered,
+        hooks,
+        () => {
+          const device = this.model.device;
+          if (ordered.length === 1) {
+            const row = ordered[0]!;
+            const ids = tensor([row.spec.prompt], { dtype: 'int64', device }); // [1, P]
+            return { ids, cache: this.pool.prefillCache(row.slot), attentionMask: null };
+          }
+          const ids = tensor(
+            ordered.map((row) => [...new Array<number>(gap(row)).fill(0), ...row.spec.prompt]),
+            { dtype: 'int64', device },
+          ); // [B, P]
+          const attentionMask = tensor(
+            ordered.map((row) => Array.from({ length: P }, (_, j) => (j < gap(row) ? 0 : 1))),
+            { dtype: 'int64', device },
+          ); // [B, P]
+          const rows = ordered.map((row) => ({ slot: row.slot, len: row.spec.prompt.length }));
+          return { ids, cache: this.pool.prefillBatchCache(rows, P), attentionMask };
+        },
+        toScore,
+      ));
     } catch (e) {
       // One sequence's fault must not fail the others that arrived with it: alone, each gets its own answer.
       if (ordered.length > 1) for (const row of ordered) this.prefill([row]);
@@ -304,9 +324,20 @@ export class Engine {
       return;
     }
     this.peakPrefill = Math.max(this.peakPrefill, ordered.length);
+    toScore.forEach((s, i) => {
+      const row = ordered[s.row]!;
+      try {
+        row.spec.sink.onPrompt?.(scores[i]!);
+      } catch (e) {
+        this.fail(row, e);
+      }
+    });
     ordered.forEach((row, i) => {
+      if (row.done) return;
       this.opts.metrics.promptTokens.inc({ model: row.spec.modelName }, row.spec.prompt.length);
       row.len = row.spec.prompt.length;
+      // Scoring only (max_tokens 0): the prompt was the work.
+      if (row.spec.maxTokens === 0) return this.finish(row, 'length');
       this.running.push(row);
       this.accept(row, chosen[i]!);
     });
@@ -330,14 +361,14 @@ export class Engine {
       : new AdapterBatch(ranges, { training: false, record: 'none', stacks: this.stacks });
     let chosen: TokenChoice[];
     try {
-      chosen = this.nextTokens(ordered, hooks, () => {
+      ({ chosen } = this.nextTokens(ordered, hooks, () => {
         const { cache, keyMask } = this.pool.stepCache(ordered);
         const ids = tensor(
           ordered.map((row) => [row.last]),
           { dtype: 'int64', device: this.model.device },
         ); // [B, 1]
         return { ids, cache, attentionMask: keyMask };
-      });
+      }));
     } catch (e) {
       for (const row of ordered) this.fail(row, e);
       return;
@@ -348,19 +379,26 @@ export class Engine {
     });
   }
 
-  /** The forward over `ordered`'s inputs (made under the step's scope) and each row's next token; the
-   * hooks are disposed after. */
+  /** The forward over `ordered`'s inputs (made under the step's scope), each row's next token, and the
+   * log-probabilities of the prompts in `toScore` (prefill only); the hooks are disposed after. */
   private nextTokens(
     ordered: Row[],
     hooks: AdapterBatch | undefined,
     inputs: () => { ids: Tensor; cache: AttentionCache; attentionMask: Tensor | null },
-  ): TokenChoice[] {
+    toScore: PromptToScore[] = [],
+  ): { chosen: TokenChoice[]; scores: PromptScore[][] } {
     try {
       return noGrad(() =>
         tidy(() => {
           const { ids, cache, attentionMask } = inputs();
-          const logits = this.model.forward(ids, { attentionMask, cache, hooks, lastOnly: true }).select(1, 0); // [B, V]
-          return this.chooseTokens(logits, ordered);
+          if (toScore.length === 0) {
+            const logits = this.model.forward(ids, { attentionMask, cache, hooks, lastOnly: true }).select(1, 0); // [B, V]
+            return { chosen: this.chooseTokens(logits, ordered), scores: [] };
+          }
+          const h = this.model.lastHidden(ids, { attentionMask, cache, hooks }); // [B, P, H]
+          const scores = scorePrompts(this.model, h, toScore);
+          const logits = this.model.head(h.narrow(1, h.size(1) - 1, 1)).select(1, 0); // [B, V]
+          return { chosen: this.chooseTokens(logits, ordered), scores };
         }),
       );
     } finally {
@@ -368,14 +406,17 @@ export class Engine {
     }
   }
 
-  /** Each row's token from logits [B, V]: argmax on the device, log-probabilities only where needed. */
+  /** Each row's token from logits [B, V]: argmax on the device; the rows that sample, report
+   * log-probabilities or process their logits get theirs on the host (one copy for the batch). */
   private chooseTokens(logits: Tensor, rows: Row[]): TokenChoice[] {
     const greedy = logits.argmax(-1).toNumbers(); // [B]
-    const needs = rows.some((row) => row.sampler.needsLogProbs);
-    const logp = needs ? logits.logSoftmax(-1) : null; // [B, V]
-    return rows.map((row, i) =>
-      row.sampler.pick(greedy[i]!, row.sampler.needsLogProbs ? logp!.select(0, i).toFloat32Array() : null),
-    );
+    const needs = rows.map((row) => row.spec.maxTokens > 0 && row.sampler.needsLogits);
+    const host = needs.some((x) => x) ? logits.contiguous().toFloat32Array() : null; // [B · V]
+    const V = logits.size(1);
+    return rows.map((row, i) => {
+      if (row.spec.maxTokens === 0) return { id: greedy[i]! }; // scoring only: nothing is chosen
+      return row.sampler.pick(greedy[i]!, needs[i] ? host!.subarray(i * V, (i + 1) * V) : null);
+    });
   }
 
   /** Hands a new token to its sink and decides whether the row goes on. */
@@ -396,13 +437,16 @@ export class Engine {
       this.fail(row, e);
       return;
     }
-    if (stop || this.opts.stopIds.includes(choice.id)) this.finish(row, 'stop');
+    const p = row.spec.sampling;
+    const ends = (!p.ignoreEos && this.opts.stopIds.includes(choice.id)) || (p.stopTokenIds ?? []).includes(choice.id);
+    if (stop || ends) this.finish(row, 'stop');
     else if (row.generated >= row.spec.maxTokens) this.finish(row, 'length');
   }
 
   private finish(row: Row, reason: FinishReason, error?: Error): void {
     if (row.done) return;
     row.done = true;
+    row.sampler.dispose();
     if (row.slot >= 0) {
       this.pool.release(row.slot);
       row.slot = -1;

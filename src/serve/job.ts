@@ -2,7 +2,7 @@
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import type { Engine, SequenceHandle } from './engine.js';
 import type { Lease } from './registry.js';
-import type { SamplingParams } from './sampling.js';
+import type { SamplingParams, TokenConstraint } from './sampling.js';
 import { ChoiceText } from './choice.js';
 
 export interface JobSpec {
@@ -12,9 +12,15 @@ export interface JobSpec {
   sampling: SamplingParams;
   stops: string[];
   lease: Lease & { clientGone?: boolean };
+  /** Report each prompt token's log-probability with this many alternatives (echo); null: none. */
+  promptLogprobs?: number | null;
+  /** A fresh constraint for each choice (structured output); none when absent. */
+  constraint?: (() => TokenConstraint) | null;
 }
 
 export interface JobEvents {
+  /** A choice's prompt was scored (promptLogprobs): its promptScores are set. */
+  onPrompt?(index: number): void;
   /** A choice got tokens (its text may have grown). */
   onProgress?(index: number): void;
   /** A choice ended (finishReason set). */
@@ -31,19 +37,26 @@ export class Job {
     let remaining = spec.prompts.length * spec.n;
     let resolve!: () => void;
     this.done = new Promise<void>((settle) => (resolve = settle));
+    const notText = [...stopIds, ...(spec.sampling.stopTokenIds ?? [])];
     const specs = spec.prompts.flatMap((prompt, p) =>
       Array.from({ length: spec.n }, (_, k) => {
         const index = p * spec.n + k;
-        const choice = new ChoiceText(tokenizer, prompt, spec.stops, stopIds);
+        const choice = new ChoiceText(tokenizer, prompt, spec.stops, notText, spec.sampling.minTokens ?? 0);
         this.choices.push(choice);
         return {
           prompt,
           maxTokens: spec.maxTokens,
+          promptLogprobs: spec.promptLogprobs ?? null,
+          constraint: spec.constraint ? spec.constraint() : null,
           modelName: spec.lease.model.name,
           adapter: spec.lease.model.adapter,
           // Each choice draws from its own stream: seed, seed + 1, ...
           sampling: { ...spec.sampling, seed: spec.sampling.seed === null ? null : spec.sampling.seed + index },
           sink: {
+            onPrompt: (scores: NonNullable<ChoiceText['promptScores']>) => {
+              choice.promptScores = scores;
+              events.onPrompt?.(index);
+            },
             onToken: (c: Parameters<ChoiceText['push']>[0]) => {
               const stop = choice.push(c);
               events.onProgress?.(index);
@@ -58,7 +71,13 @@ export class Job {
         };
       }),
     );
-    this.handles = engine.submit(specs);
+    try {
+      this.handles = engine.submit(specs);
+    } catch (e) {
+      // Refused (429, 503): the engine took nothing, so the constraints are ours to free.
+      for (const s of specs) s.constraint?.dispose();
+      throw e;
+    }
   }
 
   /** Ends every sequence at the engine's next step (the client went away). */

@@ -5,22 +5,22 @@ import { badRequest } from './errors.js';
 import type { SamplingParams } from './sampling.js';
 import type { SamplingFields } from './schemas.js';
 
-export function checkUnsupported(body: SamplingFields): void {
-  for (const field of ['frequency_penalty', 'presence_penalty'] as const) {
-    const v = body[field];
-    if (v !== undefined && v !== null && v !== 0)
-      throw badRequest(`${field} is not supported by this server (only 0)`, field, 'unsupported_parameter');
-  }
-}
-
 export function stopStrings(body: SamplingFields): string[] {
   const s = body.stop;
   if (s === undefined || s === null) return [];
   return (Array.isArray(s) ? s : [s]).filter((x) => x.length > 0);
 }
 
-export function samplingParams(body: SamplingFields, logprobs: number | null): SamplingParams {
+export function samplingParams(ctx: ServeContext, body: SamplingFields, logprobs: number | null): SamplingParams {
   const k = body.top_k ?? null;
+  const V = ctx.model.config.vocabSize;
+  const inVocab = (id: number, param: string) => {
+    if (id >= V) throw badRequest(`${param} holds token id ${id}, outside the vocabulary (0..${V - 1})`, param);
+    return id;
+  };
+  const bias = body.logit_bias
+    ? new Map(Object.entries(body.logit_bias).map(([id, b]) => [inVocab(Number(id), 'logit_bias'), b] as const))
+    : null;
   return {
     // OpenAI's default temperature is 1.
     temperature: body.temperature ?? 1,
@@ -28,7 +28,28 @@ export function samplingParams(body: SamplingFields, logprobs: number | null): S
     topK: k === null || k <= 0 ? null : k,
     seed: body.seed ?? null,
     logprobs,
+    frequencyPenalty: body.frequency_penalty ?? 0,
+    presencePenalty: body.presence_penalty ?? 0,
+    logitBias: bias,
+    stopTokenIds: (body.stop_token_ids ?? []).map((id) => inVocab(id, 'stop_token_ids')),
+    minTokens: body.min_tokens ?? 0,
+    ignoreEos: body.ignore_eos === true,
   };
+}
+
+/** Refuses, before tokenising it, a prompt text that cannot fit the context whatever its tokens: no
+ * token is longer than the tokenizer's longest, so past (context + 1) · that many characters the prompt
+ * is too long (a 1 MB prompt is answered at once instead of blocking the server while it is tokenised). */
+export function promptTooLong(ctx: ServeContext, text: string, param: string): void {
+  const limit = ctx.model.config.maxPositionEmbeddings;
+  const maxChars = (limit + 1) * ctx.tokenizer.maxTokenChars;
+  if (text.length > maxChars)
+    throw badRequest(
+      `This model's maximum context length is ${limit} tokens. However, ${param} has ${text.length} characters, ` +
+        `more than ${limit} tokens of this tokenizer can hold (${maxChars}). Please reduce ${param}.`,
+      param,
+      'context_length_exceeded',
+    );
 }
 
 /** Refuses ids outside the vocabulary and empty prompts. */

@@ -21,7 +21,13 @@ export interface ResponseShape {
   includeUsage: boolean;
   promptTokens: number;
   /** A stream chunk for choice `index` (finish set on its last chunk). */
-  chunk(index: number, text: string, scored: TokenChoice[], finish: string | null): Record<string, unknown>;
+  chunk(
+    index: number,
+    text: string,
+    scored: TokenChoice[],
+    finish: string | null,
+    choice: ChoiceText,
+  ): Record<string, unknown>;
   /** A chunk sent first for each choice (chat's assistant role), if any. */
   opening?(index: number): Record<string, unknown>;
   /** The chunk that carries usage at the end of a stream (choices: []). */
@@ -72,11 +78,11 @@ export async function respond(
       const c = job.choices[i]!;
       const text = c.takeDelta();
       const scored = c.takeScored();
-      if (text !== '' || scored.length > 0) stream?.send(shape.chunk(i, text, scored, null));
+      if (text !== '' || scored.length > 0) stream?.send(shape.chunk(i, text, scored, null, c));
     },
     onChoiceEnd: (i) => {
       const c = job.choices[i]!;
-      stream?.send(shape.chunk(i, c.takeDelta(), c.takeScored(), c.finishReason));
+      stream?.send(shape.chunk(i, c.takeDelta(), c.takeScored(), c.finishReason, c));
     },
   });
   stream = new EventStream(reply);

@@ -15,10 +15,19 @@ const sampling = {
   n: nullable({ type: 'integer', minimum: 1, maximum: 16 }),
   stream: nullable({ type: 'boolean' }),
   stream_options: nullable({ type: 'object', properties: { include_usage: { type: 'boolean' } } }),
-  // frequency/presence penalties: mixlora has none, so any value but the neutral 0 gets a 400 naming the
-  // field (checked in the route; README, Limitations).
   frequency_penalty: nullable({ type: 'number', minimum: -2, maximum: 2 }),
   presence_penalty: nullable({ type: 'number', minimum: -2, maximum: 2 }),
+  // OpenAI's logit_bias: token id (as a string key) -> bias added to its logit.
+  logit_bias: nullable({
+    type: 'object',
+    propertyNames: { pattern: '^(0|[1-9][0-9]{0,8})$' },
+    additionalProperties: { type: 'number', minimum: -100, maximum: 100 },
+    maxProperties: 1024,
+  }),
+  // vLLM's extra sampling fields.
+  stop_token_ids: nullable({ type: 'array', items: { type: 'integer', minimum: 0 }, maxItems: 64 }),
+  min_tokens: nullable({ type: 'integer', minimum: 0 }),
+  ignore_eos: nullable({ type: 'boolean' }),
   user: { type: 'string' },
 } as const;
 
@@ -29,6 +38,8 @@ export const completionBody = {
   required: ['model', 'prompt'],
   properties: {
     ...sampling,
+    // 0 only with echo: the prompt is scored, nothing generated.
+    max_tokens: nullable({ type: 'integer', minimum: 0 }),
     prompt: {
       anyOf: [
         { type: 'string' },
@@ -38,7 +49,8 @@ export const completionBody = {
       ],
     },
     echo: nullable({ type: 'boolean' }),
-    logprobs: nullable({ type: 'integer', minimum: 0, maximum: 5 }),
+    // vLLM's default bound (max_logprobs 20); OpenAI's is 5.
+    logprobs: nullable({ type: 'integer', minimum: 0, maximum: 20 }),
   },
 } as const;
 
@@ -68,7 +80,7 @@ export const chatBody = {
       },
     },
     logprobs: nullable({ type: 'boolean' }),
-    top_logprobs: nullable({ type: 'integer', minimum: 0, maximum: 5 }),
+    top_logprobs: nullable({ type: 'integer', minimum: 0, maximum: 20 }),
   },
 } as const;
 
@@ -91,6 +103,10 @@ export interface SamplingFields {
   stream_options?: { include_usage?: boolean } | null;
   frequency_penalty?: number | null;
   presence_penalty?: number | null;
+  logit_bias?: Record<string, number> | null;
+  stop_token_ids?: number[] | null;
+  min_tokens?: number | null;
+  ignore_eos?: boolean | null;
 }
 
 export interface CompletionRequest extends SamplingFields {

@@ -54,6 +54,7 @@ export function spmToTokenizerJson(pieces: Piece[], specials: SpmSpecials): { to
     normalized: false,
     special: true,
   });
+  const bos = pieces[specials.bos]!.piece;
   const addedTokens = pieces.flatMap((p, i) => (p.type === 'control' || p.type === 'unknown' ? [special(i)] : []));
   const tokenizer = {
     version: '1.0',
@@ -68,7 +69,19 @@ export function spmToTokenizerJson(pieces: Piece[], specials: SpmSpecials): { to
       ],
     },
     pre_tokenizer: null,
-    post_processor: null,
+    // BOS before the text, as Llama's own tokenizer.json says (transformers 5 reads it from here, not
+    // from add_bos_token): any tokenizer built from this folder encodes as the model was trained.
+    post_processor: {
+      type: 'TemplateProcessing',
+      single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [
+        { SpecialToken: { id: bos, type_id: 0 } },
+        { Sequence: { id: 'A', type_id: 0 } },
+        { SpecialToken: { id: bos, type_id: 1 } },
+        { Sequence: { id: 'B', type_id: 1 } },
+      ],
+      special_tokens: { [bos]: { id: bos, ids: [specials.bos], tokens: [bos] } },
+    },
     decoder: {
       type: 'Sequence',
       decoders: [

@@ -2,7 +2,7 @@
 // Python tools: PyTorch 2.x, safetensors, tensorboard, lm_eval.
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { ROOT } from './fixtures.js';
 
 /** .venv/bin/python of the checkout; throws when it is missing (make setup creates it). */
@@ -47,3 +47,28 @@ for d in sys.argv[1:]:
     out[d] = {tag: [[e.step, e.value] for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 print(json.dumps(out))
 `;
+
+/** runPython without blocking the event loop (for scripts that talk to a server in this process). */
+export function runPythonAsync(
+  script: string,
+  args: string[] = [],
+  opts: { timeoutMs?: number; env?: Record<string, string> } = {},
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(venvPython(), ['-c', script, ...args], {
+      env: { ...process.env, ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 300_000);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(Buffer.concat(out).toString('utf8'));
+      else reject(new Error(`python failed (${code ?? signal}): ${Buffer.concat(err).toString('utf8')}`));
+    });
+  });
+}

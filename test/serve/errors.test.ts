@@ -30,7 +30,12 @@ test('400 names the field: wrong types, out-of-range values, missing fields, mal
   assertError(await postJson(url, { model: MODEL_NAME }), 400, 'prompt');
   assertError(await postJson(url, { ...ok, prompt: 5 }), 400, 'prompt');
   assertError(await postJson(url, { ...ok, prompt: [100000] }), 400, 'prompt');
-  assertError(await postJson(url, { ...ok, frequency_penalty: 1 }), 400, 'frequency_penalty');
+  assertError(await postJson(url, { ...ok, frequency_penalty: 3 }), 400, 'frequency_penalty');
+  assertError(await postJson(url, { ...ok, logit_bias: { abc: 1 } }), 400, 'logit_bias');
+  assertError(await postJson(url, { ...ok, logit_bias: { '5': 101 } }), 400, 'logit_bias.5');
+  assertError(await postJson(url, { ...ok, logit_bias: { '100000': 1 } }), 400, 'logit_bias');
+  assertError(await postJson(url, { ...ok, stop_token_ids: [100000] }), 400, 'stop_token_ids');
+  assertError(await postJson(url, { ...ok, max_tokens: 0 }), 400, 'max_tokens');
   const bad = await postJson(url, '{"model": "x", "prompt": ');
   assertError(bad, 400, 'body');
   assert.match(bad.json.error.message, /not valid JSON/);

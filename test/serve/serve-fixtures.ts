@@ -51,9 +51,14 @@ export interface Running {
   close(): Promise<void>;
 }
 
-/** Loads stories260K and serves it on 127.0.0.1 at an ephemeral port. */
-export async function startServer(o: Partial<ServerOptions> & { tokenizerPath?: string } = {}): Promise<Running> {
-  const loaded = loadModel(STORIES_BIN, { tokenizer: o.tokenizerPath ?? STORIES_TOK });
+/** Loads stories260K (or the model folder `modelPath`, with its own tokenizer) and serves it on 127.0.0.1
+ * at an ephemeral port. */
+export async function startServer(
+  o: Partial<ServerOptions> & { tokenizerPath?: string; modelPath?: string } = {},
+): Promise<Running> {
+  const loaded = o.modelPath
+    ? loadModel(o.modelPath, o.tokenizerPath ? { tokenizer: o.tokenizerPath } : {})
+    : loadModel(STORIES_BIN, { tokenizer: o.tokenizerPath ?? STORIES_TOK });
   const server = await createServer({
     model: loaded.model,
     tokenizer: loaded.tokenizer,

@@ -6,7 +6,7 @@ import type { ChoiceText } from '../choice.js';
 import type { TokenChoice } from '../sampling.js';
 import { badRequest } from '../errors.js';
 import { chatBody, type ChatRequest } from '../schemas.js';
-import { checkContext, checkPromptIds, checkUnsupported, samplingParams, stopStrings } from '../request.js';
+import { checkContext, checkPromptIds, promptTooLong, samplingParams, stopStrings } from '../request.js';
 import { respond, responseId, withModel } from '../respond.js';
 
 function chatPrompt(ctx: ServeContext, body: ChatRequest): number[] {
@@ -21,6 +21,7 @@ function chatPrompt(ctx: ServeContext, body: ChatRequest): number[] {
     role: m.role,
     content: typeof m.content === 'string' ? m.content : (m.content ?? []).map((p) => p.text).join(''),
   }));
+  promptTooLong(ctx, messages.map((m) => m.content).join(''), 'messages');
   let text: string;
   try {
     text = tok.applyChatTemplate(messages, { addGenerationPrompt: true });
@@ -48,7 +49,6 @@ export function chatRoutes(app: FastifyInstance, ctx: ServeContext): void {
   app.post('/v1/chat/completions', { schema: { body: chatBody } }, async (req, reply) => {
     const body = req.body as ChatRequest;
     return withModel(ctx, body.model, async (lease) => {
-      checkUnsupported(body);
       const prompt = chatPrompt(ctx, body);
       checkPromptIds(ctx, [prompt], 'messages');
       const limit = ctx.model.config.maxPositionEmbeddings;
@@ -74,7 +74,7 @@ export function chatRoutes(app: FastifyInstance, ctx: ServeContext): void {
           prompts: [prompt],
           n,
           maxTokens,
-          sampling: samplingParams(body, wantLogprobs),
+          sampling: samplingParams(ctx, body, wantLogprobs),
           stops: stopStrings(body),
           lease,
         },
