@@ -1,30 +1,24 @@
-// Runs in a worker thread (template-render.ts): renders one chat template per message, so a hostile
-// template's runaway loop or output is stopped by the worker's time and heap limits, not the process's.
+// Runs in a worker thread for template-render.ts's synchronous renderTemplate: the calling thread waits
+// (Atomics.wait) while this thread has the renderer process (template-process.ts) render the template,
+// then takes the reply with receiveMessageOnPort. Nothing of the template runs in this thread.
 import { workerData, type MessagePort } from 'node:worker_threads';
-import { Template } from '@huggingface/jinja';
+import { TemplateProcess, type TemplateLimits } from './template-process.js';
 
 interface Job {
   template: string;
   context: Record<string, unknown>;
+  limits: TemplateLimits;
 }
 
-const { port, signal, maxChars } = workerData as { port: MessagePort; signal: Int32Array; maxChars: number };
-const compiled = new Map<string, Template>();
+const { port, signal } = workerData as { port: MessagePort; signal: Int32Array };
+const renderer = new TemplateProcess();
 
 port.on('message', (job: Job) => {
-  let reply: { text: string } | { error: string };
-  try {
-    let t = compiled.get(job.template);
-    if (!t) {
-      t = new Template(job.template);
-      compiled.set(job.template, t);
-    }
-    const text = t.render(job.context);
-    reply = text.length > maxChars ? { error: `its output is longer than ${maxChars} characters` } : { text };
-  } catch (e) {
-    reply = { error: (e as Error).message };
-  }
-  port.postMessage(reply);
-  Atomics.store(signal, 0, 1);
-  Atomics.notify(signal, 0);
+  void renderer.render(job.template, job.context, job.limits).then((reply) => {
+    port.postMessage(reply);
+    Atomics.store(signal, 0, 1);
+    Atomics.notify(signal, 0);
+  });
 });
+Atomics.store(signal, 1, 1);
+Atomics.notify(signal, 1);

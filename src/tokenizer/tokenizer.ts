@@ -7,7 +7,7 @@ import { UserError } from '../util/errors.js';
 import { readJsonObject } from '../util/files.js';
 import { readLlama2cTokenizer } from './llama2c.js';
 import { readSentencePieceModel } from './sentencepiece.js';
-import { renderTemplate } from './template-render.js';
+import { renderTemplate, renderTemplateAsync } from './template-render.js';
 import { spmToTokenizerJson } from './spm.js';
 
 export interface ChatMessage {
@@ -105,19 +105,38 @@ export class TextTokenizer {
     return this.chatTemplate !== null;
   }
 
-  /** Renders messages with the tokenizer's chat template (as transformers' apply_chat_template). */
+  /** Renders messages with the tokenizer's chat template (as transformers' apply_chat_template); waits
+   * for it (up to the template limits: template-render.ts). */
   applyChatTemplate(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): string {
+    const { template, context, where } = this.chatJob(messages, opts);
+    return renderTemplate(template, context, where);
+  }
+
+  /** applyChatTemplate without blocking the event loop (the server): the same limits and errors. */
+  applyChatTemplateAsync(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): Promise<string> {
+    try {
+      const { template, context, where } = this.chatJob(messages, opts);
+      return renderTemplateAsync(template, context, where);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  private chatJob(
+    messages: ChatMessage[],
+    opts: { addGenerationPrompt?: boolean },
+  ): { template: string; context: Record<string, unknown>; where: string } {
     if (this.chatTemplate === null) throw new UserError(`${this.source}: the tokenizer has no chat_template`);
-    return renderTemplate(
-      this.chatTemplate,
-      {
+    return {
+      template: this.chatTemplate,
+      context: {
         messages,
         add_generation_prompt: opts.addGenerationPrompt ?? false,
         bos_token: tokenContent(this.config.bos_token) ?? '',
         eos_token: tokenContent(this.config.eos_token) ?? '',
       },
-      `${this.source}: chat_template (tokenizer_config.json)`,
-    );
+      where: `${this.source}: chat_template (tokenizer_config.json)`,
+    };
   }
 
   // ---- loading ---------------------------------------------------------------------------------
