@@ -4,9 +4,16 @@
 // Every line a rank prints is prefixed with its rank; SIGINT/SIGTERM are passed on; the first rank
 // that fails ends the others, and the launcher exits with its code. The ranks get the launcher's pid
 // (MIXLORA_LAUNCHER_PID) and end themselves within a second or two if it is killed (lifeline.ts).
+//
+// The ranks start one after another, the launcher handling signals in between: after a SIGINT/SIGTERM
+// (or a rank's failure) no further rank starts, and every rank started so far gets the signal, also one
+// still starting (Node's default action for SIGTERM and SIGINT ends a process that has not yet set up
+// anything). The ranks stay in the launcher's process group, so that Ctrl-C in a terminal or a kill of
+// the group (`kill -- -PGID`, a job scheduler) reaches them directly too.
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import readline from 'node:readline';
+import { readConfigFile } from '../util/config-file.js';
 import { UserError } from '../util/errors.js';
 import { NODE_FLAGS } from '../util/node-flags.js';
 import { LAUNCHER_PID_ENV } from './lifeline.js';
@@ -40,6 +47,53 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
+/** The device the ranks of `command` run on (before rankDevice): train's `device` in its config (cpu
+ * when the config cannot be read: the ranks will say why), eval's and bench's --device (default cpu). */
+export function launchedDevice(command: string[]): string {
+  const args = command.slice(1);
+  if (command[0] === 'train') {
+    const config = args.find((a, i) => !a.startsWith('-') && args[i - 1] !== '--threads');
+    try {
+      const value = config === undefined ? null : readConfigFile(config).value;
+      const device = value && typeof value === 'object' ? (value as Record<string, unknown>).device : undefined;
+      return typeof device === 'string' ? device : 'cpu';
+    } catch {
+      return 'cpu';
+    }
+  }
+  let device = 'cpu';
+  for (const [i, a] of args.entries()) {
+    if (a === '--device' && args[i + 1] !== undefined) device = args[i + 1]!;
+    else if (a.startsWith('--device=')) device = a.slice('--device='.length);
+  }
+  return device;
+}
+
+/** Why `n` ranks on this machine are too many for `device` (null when they are not): more than its cores on
+ * cpu, more than its CUDA devices with `cuda` (each rank takes cuda:LOCAL_RANK), more than one with cuda:N
+ * (every rank would share it). Starting more only thrashes or exhausts memory, and NCCL refuses two ranks
+ * on one GPU. */
+export function tooManyRanks(
+  n: number,
+  device: string,
+  machine: { cores: number; cudaDevices: number },
+): string | null {
+  const advice = 'or pass --oversubscribe to start them anyway';
+  if (device === 'cuda') {
+    const gpus = machine.cudaDevices;
+    if (n <= gpus) return null;
+    if (gpus === 0)
+      return `--nproc-per-node ${n}: the ranks run on CUDA (one device each), and this machine has no CUDA device (or this addon no CUDA: see \`mixlora info\`); ${advice}`;
+    return `--nproc-per-node ${n}: the ranks run on CUDA (one device each), and this machine has ${gpus} CUDA device${gpus === 1 ? '' : 's'}; start at most ${gpus}, ${advice}`;
+  }
+  if (/^cuda:\d+$/.test(device)) {
+    if (n <= 1) return null;
+    return `--nproc-per-node ${n}: every rank would run on ${device} (NCCL refuses two ranks on one GPU); use device cuda for one device per rank, start 1, ${advice}`;
+  }
+  if (n <= machine.cores) return null;
+  return `--nproc-per-node ${n}: more ranks than this machine's ${machine.cores} cores (the ranks run on ${device}); start at most ${machine.cores}, ${advice}`;
+}
+
 function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
   return signal ? `was killed by ${signal}` : `exited with code ${code}`;
 }
@@ -53,16 +107,30 @@ export async function launch(o: LaunchOptions): Promise<number> {
   const children: { rank: number; child: ChildProcess }[] = [];
   let failure: { rank: number; code: number } | null = null;
   let killTimer: NodeJS.Timeout | null = null;
+  /** A signal came or a rank failed: no further rank starts. */
+  let stopping = false;
+  let signalled = false;
 
+  const signalRanks = (signal: NodeJS.Signals) => {
+    for (const { child } of children) {
+      if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) continue;
+      try {
+        process.kill(child.pid, signal);
+      } catch {
+        // gone in the meantime
+      }
+    }
+  };
   const endOthers = (signal: NodeJS.Signals) => {
-    for (const { child } of children) if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-    killTimer ??= setTimeout(() => {
-      for (const { child } of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    }, GRACE_MS);
+    stopping = true;
+    signalRanks(signal);
+    killTimer ??= setTimeout(() => signalRanks('SIGKILL'), GRACE_MS);
     killTimer.unref();
   };
   const forward = (signal: NodeJS.Signals) => () => {
-    o.log(`mixlora launch: ${signal}: passing it on to the ranks`);
+    // Said once: a second signal (Ctrl-C after a SIGTERM) is passed on as well, without a second line.
+    if (!signalled) o.log(`mixlora launch: ${signal}: passing it on to the ranks`);
+    signalled = true;
     failure ??= { rank: -1, code: 128 + (signal === 'SIGINT' ? 2 : 15) };
     endOthers(signal);
   };
@@ -71,7 +139,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
   process.on('SIGINT', onInt);
   process.on('SIGTERM', onTerm);
 
-  const exits = Array.from({ length: o.nprocPerNode }, (_, localRank) => {
+  const startRank = (localRank: number): Promise<void> => {
     const rank = o.nodeRank * o.nprocPerNode + localRank;
     const child = spawn(process.execPath, [...NODE_FLAGS, o.entry, ...o.command], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -108,8 +176,16 @@ export async function launch(o: LaunchOptions): Promise<number> {
         resolve();
       });
     });
-  });
+  };
+  const exits: Promise<void>[] = [];
   try {
+    for (let localRank = 0; localRank < o.nprocPerNode && !stopping; localRank++) {
+      exits.push(startRank(localRank));
+      // Signals and the exits of the ranks started so far are handled here, before the next rank starts.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    if (exits.length < o.nprocPerNode)
+      o.log(`mixlora launch: ${o.nprocPerNode - exits.length} of ${o.nprocPerNode} ranks not started`);
     await Promise.all(exits);
   } finally {
     process.off('SIGINT', onInt);

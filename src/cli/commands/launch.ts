@@ -1,5 +1,6 @@
 // mixlora launch: runs `mixlora train` (or `eval`) as several processes of one data-parallel job on
 // this machine, and joins other machines that run the same command with their own --node-rank.
+import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
 import { intArg } from '../options.js';
@@ -15,6 +16,7 @@ interface LaunchFlags {
   nodeRank: number;
   masterAddr?: string;
   masterPort?: number;
+  oversubscribe?: boolean;
 }
 
 export function launchCommand(): Command {
@@ -44,6 +46,10 @@ export function launchCommand(): Command {
       'its port (default: $MASTER_PORT, or a free port when --nnodes is 1)',
       intArg('--master-port', 1, 65535),
     )
+    .option(
+      '--oversubscribe',
+      'start more ranks than this machine has cores (CPU ranks) or CUDA devices (ranks with device cuda), which is refused otherwise',
+    )
     .argument('<command...>', 'the mixlora command each rank runs, with its arguments (train CONFIG [--resume])')
     .passThroughOptions()
     .allowUnknownOption()
@@ -54,7 +60,18 @@ export function launchCommand(): Command {
         );
       if (o.nodeRank >= o.nnodes) throw new UsageError(`--node-rank ${o.nodeRank} must be below --nnodes ${o.nnodes}`);
       const envPort = process.env.MASTER_PORT ? intArg('MASTER_PORT', 1, 65535)(process.env.MASTER_PORT) : null;
-      const { launch } = await import('../../distributed/launcher.js');
+      const { launch, launchedDevice, tooManyRanks } = await import('../../distributed/launcher.js');
+      if (!o.oversubscribe) {
+        const device = launchedDevice(command);
+        let cudaDevices = 0;
+        if (device.startsWith('cuda')) {
+          // the addon only for CUDA ranks: it is what says how many devices this machine has
+          const { cuda } = await import('../../tensor/runtime.js');
+          cudaDevices = cuda.isAvailable() ? cuda.deviceCount() : 0;
+        }
+        const tooMany = tooManyRanks(o.nprocPerNode, device, { cores: os.availableParallelism(), cudaDevices });
+        if (tooMany) throw new UsageError(tooMany);
+      }
       process.exitCode = await launch({
         nprocPerNode: o.nprocPerNode,
         nnodes: o.nnodes,
