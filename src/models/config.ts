@@ -1,6 +1,6 @@
 // Model configuration: Hugging Face config.json for LLaMA, Mistral, Qwen2, Gemma, Gemma 2 and Phi-3,
 // validated; missing keys take the defaults of transformers' config classes.
-import { Fields } from '../util/fields.js';
+import { Fields, showValue } from '../util/fields.js';
 import { UserError } from '../util/errors.js';
 import { readJson } from '../util/files.js';
 import type { RopeScaling } from '../nn/rope.js';
@@ -47,7 +47,7 @@ function tokenIds(f: Fields, key: string): number[] {
   if (v === undefined || v === null) return [];
   const list = Array.isArray(v) ? v : [v];
   if (!list.every((x) => Number.isSafeInteger(x) && x >= 0))
-    f.fail(key, `must be a token id or a list of them, got ${JSON.stringify(v)}`);
+    f.fail(key, `must be a token id or a list of them, got ${showValue(v)}`);
   return list as number[];
 }
 

@@ -3,6 +3,16 @@ import { UserError } from './errors.js';
 
 type Obj = Record<string, unknown>;
 
+/** A parsed value as the user wrote it: JSON, except the numbers JSON cannot write (`1e999` and YAML's
+ * `.inf` parse as Infinity, `.nan` as NaN), which JSON.stringify would show as null. */
+export function showValue(v: unknown): string {
+  const mark = '\u0001';
+  const text = JSON.stringify(v, (_k, x: unknown) =>
+    typeof x === 'number' && !Number.isFinite(x) ? `${mark}${x}${mark}` : x,
+  ) as string | undefined;
+  return text === undefined ? String(v) : text.replace(/"\\u0001(-?Infinity|NaN)\\u0001"/g, '$1');
+}
+
 export class Fields {
   readonly seen = new Set<string>();
 
@@ -44,8 +54,8 @@ export class Fields {
       if (opts.default !== undefined) return opts.default;
       this.fail(key, 'is required');
     }
-    if (typeof v !== 'number' || !Number.isSafeInteger(v))
-      this.fail(key, `must be an integer, got ${JSON.stringify(v)}`);
+    if (typeof v === 'number' && !Number.isFinite(v)) this.fail(key, `must be a finite integer, got ${showValue(v)}`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v)) this.fail(key, `must be an integer, got ${showValue(v)}`);
     this.range(key, v, opts);
     return v;
   }
@@ -60,7 +70,8 @@ export class Fields {
       if (opts.default !== undefined) return opts.default;
       this.fail(key, 'is required');
     }
-    if (typeof v !== 'number' || !Number.isFinite(v)) this.fail(key, `must be a number, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number') this.fail(key, `must be a number, got ${showValue(v)}`);
+    if (!Number.isFinite(v)) this.fail(key, `must be a finite number, got ${showValue(v)}`);
     if (opts.exclusiveMin !== undefined && !(v > opts.exclusiveMin))
       this.fail(key, `must be > ${opts.exclusiveMin}, got ${v}`);
     this.range(key, v, opts);
@@ -77,7 +88,7 @@ export class Fields {
       if (def !== undefined) return def;
       this.fail(key, 'is required');
     }
-    if (typeof v !== 'boolean') this.fail(key, `must be true or false, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'boolean') this.fail(key, `must be true or false, got ${showValue(v)}`);
     return v;
   }
 
@@ -87,7 +98,7 @@ export class Fields {
       if (opts.default !== undefined) return opts.default;
       this.fail(key, 'is required');
     }
-    if (typeof v !== 'string') this.fail(key, `must be a string, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'string') this.fail(key, `must be a string, got ${showValue(v)}`);
     if (opts.oneOf && !opts.oneOf.includes(v as T))
       this.fail(key, `must be one of ${opts.oneOf.join(', ')}; got '${v}'`);
     return v as T;
