@@ -2,6 +2,7 @@
 import os from 'node:os';
 import { Option, type Command } from 'commander';
 import { UsageError } from '../util/errors.js';
+import { parseQuantFormat, type QuantFormat } from '../quant/format.js';
 import type { LoadedModel } from '../models/load.js';
 
 export function intArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
@@ -44,6 +45,38 @@ export function threadsArg(name = '--threads') {
   return intArg(name, 1, os.availableParallelism());
 }
 
+/** The compute dtypes a frozen base can run in (tensor/targets.ts's parseDType, checked without libtorch). */
+const COMPUTE_DTYPES = ['float32', 'bfloat16', 'float16'];
+
+/** --dtype: a bad name is bad usage (exit 2), before anything is loaded. */
+export function dtypeArg(name = '--dtype') {
+  return (v: string): string => {
+    if (!COMPUTE_DTYPES.includes(v))
+      throw new UsageError(`${name}: '${v}' is not a compute dtype (${COMPUTE_DTYPES.join(', ')})`);
+    return v;
+  };
+}
+
+/** --quantize: nf4 or int8 (quant/format.ts), a bad name being bad usage. */
+export function quantizeArg(name = '--quantize') {
+  return (v: string): QuantFormat => {
+    try {
+      return parseQuantFormat(v, name);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  };
+}
+
+/** --device: cpu, cuda or cuda:N (whether this libtorch has CUDA is checked when the device is used). */
+export function deviceArg(name = '--device') {
+  return (v: string): string => {
+    if (v !== 'cpu' && v !== 'cuda' && !/^cuda:\d+$/.test(v))
+      throw new UsageError(`${name}: '${v}' is not cpu, cuda or cuda:N`);
+    return v;
+  };
+}
+
 /** --model/--tokenizer/--dtype/--device/--threads, used by every command that runs a model. */
 export function addModelOptions(cmd: Command, opts: { modelRequired?: boolean } = {}): Command {
   const model = new Option(
@@ -57,11 +90,12 @@ export function addModelOptions(cmd: Command, opts: { modelRequired?: boolean } 
       '--tokenizer <file>',
       'tokenizer: a llama2.c tok*.bin (needed with a .bin model), tokenizer.json or tokenizer.model',
     )
-    .option('--dtype <dtype>', 'compute dtype of the frozen weights: float32, bfloat16, float16', 'float32')
-    .option('--device <device>', 'cpu, cuda or cuda:N', 'cpu')
+    .option('--dtype <dtype>', 'compute dtype of the frozen weights: float32, bfloat16, float16', dtypeArg(), 'float32')
+    .option('--device <device>', 'cpu, cuda or cuda:N', deviceArg(), 'cpu')
     .option(
       '--quantize <format>',
       'keep the decoder projections quantised, QLoRA-style: nf4 (4-bit NormalFloat) or int8 (default: as loaded)',
+      quantizeArg(),
     )
     .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', threadsArg());
 }

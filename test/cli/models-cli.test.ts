@@ -107,7 +107,7 @@ test('bad input: one clear line and exit 1; bad usage: exit 2', () => {
   assert.equal(mixlora(['generate', ...model, '--prompt', 'x', '--max-new-tokens', 'lots']).code, 2);
   assert.equal(mixlora(['generate', ...model]).code, 2);
   assert.equal(mixlora(['frobnicate']).code, 2);
-  assert.equal(mixlora(['generate', '--model', STORIES_BIN, '--prompt', 'x', '--dtype', 'int8']).code, 1);
+  assert.equal(mixlora(['generate', '--model', STORIES_BIN, '--prompt', 'x', '--dtype', 'int8']).code, 2);
 });
 
 test('convert writes a Hugging Face folder that generate reads; refuses to overwrite without --force', () => {

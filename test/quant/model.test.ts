@@ -105,7 +105,7 @@ test('the perplexity command with --quantize nf4 reports the reference-dequantis
 
 test('bad --quantize values and merging into a quantised base are refused, saying why', () => {
   const bad = mixlora(['perplexity', '--model', hfDir, '--data', 'x.jsonl', '--quantize', 'fp4']);
-  assert.equal(bad.code, 1);
+  assert.equal(bad.code, 2); // bad usage
   assert.match(bad.stderr, /--quantize: 'fp4' is not a quantisation format \(nf4, int8\)/);
   const merge = mixlora(['merge', '--model', hfDir, '--adapter', hfDir, '--out', tempDir(), '--quantize', 'nf4']);
   assert.equal(merge.code, 1);

@@ -1,6 +1,6 @@
 // mixlora bench: training-step latency and peak memory of a method on a preset model (random weights).
 import { Command, Option } from 'commander';
-import { intArg, threadsArg } from '../options.js';
+import { intArg, quantizeArg, deviceArg, threadsArg } from '../options.js';
 import type { StepProfile } from '../../train/step-profile.js';
 
 function formatProfile(p: StepProfile): string {
@@ -64,8 +64,12 @@ export function benchCommand(): Command {
       'after the timed steps, record one more step op by op and print its time by op family (GEMM, attention, ' +
         'router and gather/scatter, elementwise, copies and casts, loss, autograd engine, optimizer, host)',
     )
-    .option('--quantize <format>', 'keep the base projections quantised: nf4 or int8 (default: not quantised)')
-    .option('--device <device>', 'cpu, cuda or cuda:N', 'cpu')
+    .option(
+      '--quantize <format>',
+      'keep the base projections quantised: nf4 or int8 (default: not quantised)',
+      quantizeArg(),
+    )
+    .option('--device <device>', 'cpu, cuda or cuda:N', deviceArg(), 'cpu')
     .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', threadsArg())
     .option(
       '--json',

@@ -1,7 +1,7 @@
 // mixlora info: which libtorch, BLAS, CPU capabilities, threads and CUDA devices this installation runs
 // on, and with --probe how fast it multiplies matrices (the ceiling a training step can reach).
 import { Command } from 'commander';
-import { intArg } from '../options.js';
+import { deviceArg, threadsArg } from '../options.js';
 
 interface InfoOptions {
   json?: boolean;
@@ -17,8 +17,8 @@ export function infoCommand(): Command {
     .description('show the numeric backend: libtorch version and origin, BLAS, CPU capabilities, threads, CUDA')
     .option('--json', 'print one JSON object')
     .option('--probe', 'also measure float32 and bfloat16 matrix-product throughput (GFLOP/s, about 2 s)')
-    .option('--device <device>', 'device of the --probe measurement: cpu, cuda or cuda:N', 'cpu')
-    .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', intArg('--threads', 1))
+    .option('--device <device>', 'device of the --probe measurement: cpu, cuda or cuda:N', deviceArg(), 'cpu')
+    .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', threadsArg())
     .action(async (o: InfoOptions) => {
       const { backendInfo } = await import('../../tensor/backend-info.js');
       const { setNumThreads } = await import('../../tensor/runtime.js');
