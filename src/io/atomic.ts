@@ -97,20 +97,70 @@ export function checkReplaceable(target: string, owned: ReadonlySet<string>): vo
   }
 }
 
+/** The real path of `p` (symbolic links followed), or of its nearest existing parent joined with the rest. */
+export function realPathOf(p: string): string {
+  const abs = path.resolve(p);
+  if (fs.existsSync(abs)) return fs.realpathSync(abs);
+  const parent = path.dirname(abs);
+  return parent === abs ? abs : path.join(realPathOf(parent), path.basename(abs));
+}
+
+/** Whether `child` is `parent` or inside it (both absolute). */
+export function isInside(parent: string, child: string): boolean {
+  const rel = path.relative(parent, child);
+  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+}
+
+/** Checks the output folder of a command (`flag` names it) before anything is read or written: not a
+ * file-system root, neither one of the command's `inputs` (those that exist) nor a folder holding one,
+ * and when it exists,
+ * replaced only with `replace` and only when it holds nothing but the files the command writes
+ * (`owned`, e.g. an earlier output of the same command). Changes nothing. */
+export function checkOutputFolder(
+  target: string,
+  opts: { flag: string; replace: boolean; owned: readonly string[]; inputs: readonly string[] },
+): void {
+  const real = realPathOf(target);
+  if (path.dirname(real) === real)
+    throw new UserError(
+      `${opts.flag} ${target}: is a file-system root; give a folder of its own (nothing was changed)`,
+    );
+  for (const input of opts.inputs) {
+    if (!fs.existsSync(input)) continue; // a model id, or a missing file the command names later
+    const r = realPathOf(input);
+    if (isInside(real, r))
+      throw new UserError(
+        `${opts.flag} ${target}: ${r === real ? 'is' : 'contains'} ${input}, an input of this command; give a folder of its own (nothing was changed)`,
+      );
+  }
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(target);
+  } catch {
+    return; // a new folder
+  }
+  if (!opts.replace) throw new UserError(`${target}: already exists (use --force to replace it; nothing was changed)`);
+  if (!st.isDirectory()) throw new UserError(`${target}: exists and is not a folder; not replacing it`);
+  checkReplaceable(target, new Set(opts.owned));
+}
+
 /** Builds a folder under a temporary name with `fill(dir)`, then renames it to `target` (which must
  * not exist, or is replaced when `replace`; only when it holds nothing but files of the kind `fill`
- * writes, or those named in `owned`). Readers see either no folder or a complete one. */
+ * writes, or those named in `owned`). Readers see either no folder or a complete one. A file-system
+ * root is refused (its temporary folder would be made beside it, in itself). */
 export function writeDirAtomic(
   target: string,
   fill: (dir: string) => void,
   opts: { replace?: boolean; owned?: readonly string[] } = {},
 ): void {
+  const abs = path.resolve(target);
+  if (path.dirname(abs) === abs) throw new UserError(`${target}: is a file-system root; not writing a folder there`);
   try {
-    fs.mkdirSync(path.dirname(target), { recursive: true });
+    fs.mkdirSync(path.dirname(abs), { recursive: true });
   } catch (e) {
     throw writeError(e, target);
   }
-  const tmp = tempName(target);
+  const tmp = tempName(abs);
   try {
     fs.mkdirSync(tmp);
   } catch (e) {
@@ -130,17 +180,17 @@ export function writeDirAtomic(
       }
     }
     fsyncDir(tmp);
-    if (fs.existsSync(target)) {
+    if (fs.existsSync(abs)) {
       if (!opts.replace) throw new UserError(`${target}: already exists (nothing was changed)`);
       checkReplaceable(target, new Set([...fs.readdirSync(tmp), ...(opts.owned ?? [])]));
-      const old = tempName(target);
-      fs.renameSync(target, old);
-      fs.renameSync(tmp, target);
+      const old = tempName(abs);
+      fs.renameSync(abs, old);
+      fs.renameSync(tmp, abs);
       fs.rmSync(old, { recursive: true, force: true });
     } else {
-      fs.renameSync(tmp, target);
+      fs.renameSync(tmp, abs);
     }
-    fsyncDir(path.dirname(target));
+    fsyncDir(path.dirname(abs));
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
     throw writeError(e, target);

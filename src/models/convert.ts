@@ -9,6 +9,15 @@ import { hfConfigText } from './config.js';
 import { loadLlama2cWeights, readLlama2cConfig } from './llama2c.js';
 import { disposeWeights, flattenWeights } from './weights.js';
 
+/** What convertLlama2c writes in its folder. */
+export const LLAMA2C_FOLDER_FILES = [
+  'config.json',
+  'model.safetensors',
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'generation_config.json',
+] as const;
+
 export function convertLlama2c(
   modelFile: string,
   tokenizerFile: string,

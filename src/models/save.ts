@@ -15,6 +15,8 @@ const TOKENIZER_FILES = [
   'special_tokens_map.json',
   'generation_config.json',
 ];
+/** Every file writeModelFolder may write. */
+export const MODEL_FOLDER_FILES: readonly string[] = ['config.json', 'model.safetensors', ...TOKENIZER_FILES];
 
 /** Writes `tensors` (Hugging Face names) as the weights of `loaded`'s model, with its config and tokenizer;
  * `metadata` joins the safetensors header. */

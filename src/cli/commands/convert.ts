@@ -33,22 +33,37 @@ export function convertCommand(): Command {
     .option('--force', 'replace the output folder if it exists')
     .action(async (o: ConvertOptions) => {
       if (o.from && o.format) throw new UsageError('give --from (a model or legacy adapter) or --format, not both');
+      if (o.format && !o.adapter) throw new UsageError('--format needs --adapter DIR');
+      if (o.from === 'llama2c' && (!o.model || !o.tokenizer))
+        throw new UsageError('--from llama2c needs --model FILE and --tokenizer FILE');
+      if (o.from === 'mlora-legacy' && !o.adapter) throw new UsageError('--from mlora-legacy needs --adapter DIR');
+      if (!o.from && !o.format)
+        throw new UsageError('give --from llama2c|mlora-legacy, or --adapter DIR --format bin|safetensors');
+      // Before anything is read or written: --out is not a file-system root, not an input nor a folder
+      // holding one, and with --force replaces only an earlier output of this conversion.
+      const { checkOutputFolder } = await import('../../io/atomic.js');
+      const { CONFIG_FILE, WEIGHTS_FILE, TORCH_WEIGHTS_FILE } = await import('../../adapters/files.js');
+      const { LLAMA2C_FOLDER_FILES } = await import('../../models/convert.js');
+      checkOutputFolder(o.out, {
+        flag: '--out',
+        replace: o.force ?? false,
+        owned:
+          o.from === 'llama2c'
+            ? LLAMA2C_FOLDER_FILES
+            : [CONFIG_FILE, o.format === 'bin' ? TORCH_WEIGHTS_FILE : WEIGHTS_FILE],
+        inputs: [o.model, o.tokenizer, o.adapter].filter((f): f is string => f !== undefined),
+      });
       if (o.format) {
-        if (!o.adapter) throw new UsageError('--format needs --adapter DIR');
         const { convertAdapterWeights } = await import('../../adapters/files.js');
-        const n = await convertAdapterWeights(o.adapter, o.out, o.format, { overwrite: o.force ?? false });
+        const n = await convertAdapterWeights(o.adapter!, o.out, o.format, { overwrite: o.force ?? false });
         process.stderr.write(`converted ${n} tensors\n`);
       } else if (o.from === 'llama2c') {
-        if (!o.model || !o.tokenizer) throw new UsageError('--from llama2c needs --model FILE and --tokenizer FILE');
         const { convertLlama2c } = await import('../../models/convert.js');
-        convertLlama2c(o.model, o.tokenizer, o.out, { overwrite: o.force ?? false });
-      } else if (o.from === 'mlora-legacy') {
-        if (!o.adapter) throw new UsageError('--from mlora-legacy needs --adapter DIR');
-        const { convertLegacyAdapter } = await import('../../adapters/convert-legacy.js');
-        const n = await convertLegacyAdapter(o.adapter, o.out, { overwrite: o.force ?? false });
-        process.stderr.write(`renamed ${n} tensors\n`);
+        convertLlama2c(o.model!, o.tokenizer!, o.out, { overwrite: o.force ?? false });
       } else {
-        throw new UsageError('give --from llama2c|mlora-legacy, or --adapter DIR --format bin|safetensors');
+        const { convertLegacyAdapter } = await import('../../adapters/convert-legacy.js');
+        const n = await convertLegacyAdapter(o.adapter!, o.out, { overwrite: o.force ?? false });
+        process.stderr.write(`renamed ${n} tensors\n`);
       }
       process.stderr.write(`wrote ${o.out}\n`);
     });

@@ -19,6 +19,16 @@ export function mergeCommand(): Command {
     const { writeMergedModel } = await import('../../adapters/merge.js');
     const { UserError } = await import('../../util/errors.js');
     if (o.quantize !== undefined) throw new UserError(QUANTIZED_MERGE);
+    // Before the model is loaded: --out is not a file-system root, an input or a folder holding one, and
+    // with --force replaces only an earlier merged model.
+    const { checkOutputFolder } = await import('../../io/atomic.js');
+    const { MODEL_FOLDER_FILES } = await import('../../models/save.js');
+    checkOutputFolder(o.out, {
+      flag: '--out',
+      replace: o.force ?? false,
+      owned: MODEL_FOLDER_FILES,
+      inputs: [o.model, o.adapter, ...(o.tokenizer ? [o.tokenizer] : [])],
+    });
     const loaded = await openModel(o);
     const adapter = await loadAdapter(o.adapter, loaded.model);
     writeMergedModel(loaded, adapter, o.out, { overwrite: o.force ?? false });
