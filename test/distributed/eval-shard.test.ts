@@ -47,7 +47,7 @@ test('two ranks give the table and samples of one process', () => {
   ];
   const one = mixlora(args(path.join(dir, 'one.jsonl')));
   assert.equal(one.code, 0, one.stderr);
-  const two = mixlora(['launch', '--nproc-per-node', '2', ...args(path.join(dir, 'two.jsonl'))]);
+  const two = mixlora(['launch', '--oversubscribe', '--nproc-per-node', '2', ...args(path.join(dir, 'two.jsonl'))]);
   assert.equal(two.code, 0, two.stderr);
   const lines = two.stdout.trim().split('\n');
   assert.equal(lines.length, 1, 'rank 0 alone prints');

@@ -90,19 +90,28 @@ test('a master port in use, or a master nobody serves, is a clear error, not a h
 test('a two-rank job killed after a checkpoint resumes to the adapters of an uninterrupted job; one rank cannot resume it', async () => {
   const data = commonsenseSlice('boolq.train', 16);
   const straight = writeConfig(config(data, 3));
-  const r = mixlora(['launch', '--nproc-per-node', '2', 'train', straight.file, '--quiet']);
+  const r = mixlora(['launch', '--oversubscribe', '--nproc-per-node', '2', 'train', straight.file, '--quiet']);
   assert.equal(r.code, 0, r.stderr);
 
   const killed = writeConfig(config(data, 3));
   const run0 = path.join(killed.dir, 'run');
-  const job = spawnMixlora(['launch', '--nproc-per-node', '2', 'train', killed.file, '--quiet']);
+  const job = spawnMixlora(['launch', '--oversubscribe', '--nproc-per-node', '2', 'train', killed.file, '--quiet']);
   await checkpointWritten(run0, job.child);
   process.kill(-job.child.pid!, 'SIGKILL'); // the whole job: the launcher and its ranks
   await job.exit;
   const alone = mixlora(['train', killed.file, '--resume', '--quiet']);
   assert.equal(alone.code, 1);
   assert.match(alone.stderr, /written by 2 ranks: resume it with WORLD_SIZE=2/);
-  const resumed = mixlora(['launch', '--nproc-per-node', '2', 'train', killed.file, '--resume', '--quiet']);
+  const resumed = mixlora([
+    'launch',
+    '--oversubscribe',
+    '--nproc-per-node',
+    '2',
+    'train',
+    killed.file,
+    '--resume',
+    '--quiet',
+  ]);
   assert.equal(resumed.code, 0, resumed.stderr);
   assert.equal(
     maxDiff(adapterTensors(path.join(run0, 'lora')), adapterTensors(path.join(straight.dir, 'run', 'lora'))),

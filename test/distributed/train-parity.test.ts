@@ -51,7 +51,7 @@ for (const [optimizer, tolerance] of [
     const one = mixlora(['train', alone.file, '--quiet']);
     assert.equal(one.code, 0, one.stderr);
     const job = writeConfig(config(data, optimizer));
-    const two = mixlora(['launch', '--nproc-per-node', '2', 'train', job.file, '--quiet']);
+    const two = mixlora(['launch', '--oversubscribe', '--nproc-per-node', '2', 'train', job.file, '--quiet']);
     assert.equal(two.code, 0, two.stderr);
     assert.match(two.stdout, /\[rank 0\] adapter lora: /);
     assert.doesNotMatch(two.stdout, /\[rank 1\] adapter/, 'only rank 0 reports its outputs');
@@ -80,7 +80,7 @@ test('a batch_size that does not split over the ranks is refused before training
   const c = config(data, 'sgd');
   (c.adapters as Record<string, unknown>[])[1]!.batch_size = 3;
   const job = writeConfig(c);
-  const r = mixlora(['launch', '--nproc-per-node', '2', 'train', job.file, '--quiet']);
+  const r = mixlora(['launch', '--oversubscribe', '--nproc-per-node', '2', 'train', job.file, '--quiet']);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /adapter 'mix': batch_size 3 is not divisible by micro_batch_size 1 × WORLD_SIZE 2/);
   assert.ok(!fs.existsSync(path.join(job.dir, 'run', 'metrics.jsonl')));

@@ -19,7 +19,7 @@ export interface LaunchedJob {
 export async function launchTwoRankTraining(): Promise<LaunchedJob> {
   const job = spawn(
     process.execPath,
-    [MIXLORA_BIN, 'launch', '--nproc-per-node', '2', 'train', longTrainingRun().file],
+    [MIXLORA_BIN, 'launch', '--oversubscribe', '--nproc-per-node', '2', 'train', longTrainingRun().file],
     {
       stdio: ['ignore', 'ignore', 'pipe'],
     },
