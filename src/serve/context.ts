@@ -13,4 +13,6 @@ export interface ServeContext {
   metrics: ServerMetrics;
   /** Token ids that end a sequence (the model's EOS ids). */
   stopIds: number[];
+  /** A connection's idle timeout (restored after a non-streaming answer, which suspends it). */
+  idleTimeoutMs: number;
 }

@@ -34,6 +34,29 @@ export class ServerMetrics {
     help: 'Sequences in the running batch',
     registers: [this.registry],
   });
+  readonly adaptersLoaded = new Gauge({
+    name: 'mixlora_adapters_loaded',
+    help: 'Adapters in memory (pinned ones included)',
+    registers: [this.registry],
+  });
+  readonly adapterLoads = new Counter({
+    name: 'mixlora_adapter_loads_total',
+    help: 'Adapter loads by reason: cli, api (POST /v1/adapters, /v1/load_lora_adapter), on_demand, reload (after an eviction)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly adapterEvictions = new Counter({
+    name: 'mixlora_adapter_evictions_total',
+    help: 'Adapters taken out of memory by reason: lru (--max-loaded-adapters), unload (an API call)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly adapterLoadSeconds = new Histogram({
+    name: 'mixlora_adapter_load_seconds',
+    help: 'Time to load an adapter (reading its files and building its tensors)',
+    buckets: BUCKETS,
+    registers: [this.registry],
+  });
   readonly timeToFirstToken = new Histogram({
     name: 'mixlora_time_to_first_token_seconds',
     help: 'From arrival to the first generated token, by model (adapter)',

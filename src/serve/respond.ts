@@ -63,10 +63,14 @@ export async function respond(
       }
     };
     reply.raw.on('close', onClose);
+    // The client waits for the whole answer with nothing on the wire: not idle, however long it takes.
+    const socket = reply.raw.socket;
+    socket?.setTimeout(0);
     try {
       await job.done;
     } finally {
       reply.raw.off('close', onClose);
+      if (socket && !socket.destroyed) socket.setTimeout(ctx.idleTimeoutMs);
     }
     const failed = job.choices.find((c) => c.error);
     if (failed) throw new ApiError(500, `generation failed: ${failed.error!.message}`, 'server_error');
@@ -112,7 +116,7 @@ export async function withModel<T>(
   let status = 200;
   let lease: (Lease & { clientGone?: boolean }) | null = null;
   try {
-    lease = ctx.registry.acquire(name);
+    lease = await ctx.registry.acquire(name);
     label = lease.model.name;
     const out = await fn(lease);
     if (lease.clientGone) status = 499;

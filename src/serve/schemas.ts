@@ -90,6 +90,23 @@ export const adapterBody = {
   properties: { name: { type: 'string', minLength: 1 }, path: { type: 'string', minLength: 1 } },
 } as const;
 
+// vLLM's adapter routes (lora_int_id, which vLLM also accepts, names nothing here: the name is the key).
+export const loadLoraBody = {
+  type: 'object',
+  required: ['lora_name', 'lora_path'],
+  properties: {
+    lora_name: { type: 'string', minLength: 1 },
+    lora_path: { type: 'string', minLength: 1 },
+    load_inplace: { type: 'boolean' },
+  },
+} as const;
+
+export const unloadLoraBody = {
+  type: 'object',
+  required: ['lora_name'],
+  properties: { lora_name: { type: 'string', minLength: 1 }, lora_int_id: { type: 'integer' } },
+} as const;
+
 export interface SamplingFields {
   model: string;
   max_tokens?: number | null;

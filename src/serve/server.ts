@@ -9,9 +9,14 @@ import { Engine } from './engine.js';
 import { ApiError, errorBody } from './errors.js';
 import { ServerMetrics } from './metrics.js';
 import { ModelRegistry } from './registry.js';
+import { DEFAULT_LIMITS, DEFAULT_MAX_LOADED_ADAPTERS, type ConnectionLimits } from './limits.js';
 import { chatRoutes } from './routes/chat.js';
 import { completionRoutes } from './routes/completions.js';
 import { modelRoutes } from './routes/models.js';
+import { describeValidation } from './validation.js';
+import { CONNECTION_CHECK_MS, connectionsWithinFileLimit, limitConnections } from './connections.js';
+import { UserError } from '../util/errors.js';
+import fs from 'node:fs';
 
 export interface ServerOptions {
   model: CausalLM;
@@ -22,11 +27,15 @@ export interface ServerOptions {
   /** Adapters to load before serving: name -> folder. */
   adapters: [string, string][];
   adapterRoot: string | null;
+  /** Run-time adapters in memory at most (those in `adapters` are pinned and not counted). */
+  maxLoadedAdapters?: number;
   maxBatch: number;
   maxQueue: number;
   apiKey: string | null;
   /** Largest request body in bytes. */
   bodyLimit: number;
+  /** Connection limits and timeouts (DEFAULT_LIMITS where absent). */
+  limits?: Partial<ConnectionLimits>;
   log?: (line: string) => void;
 }
 
@@ -40,7 +49,21 @@ export interface Server {
 /** Builds the server and loads its adapters (the port is not open yet: call app.listen). */
 export async function createServer(o: ServerOptions): Promise<Server> {
   const metrics = new ServerMetrics();
-  const registry = new ModelRegistry(o.model, o.modelName, o.modelSource, o.adapterRoot);
+  const limits: ConnectionLimits = { ...DEFAULT_LIMITS, ...o.limits };
+  const connections = connectionsWithinFileLimit(limits.maxConnections);
+  if (connections < limits.maxConnections) {
+    o.log?.(
+      `at most ${connections} connections: the open-file limit (ulimit -n) leaves no room for ${limits.maxConnections}`,
+    );
+    limits.maxConnections = connections;
+  }
+  if (o.adapterRoot !== null && !fs.statSync(o.adapterRoot, { throwIfNoEntry: false })?.isDirectory())
+    throw new UserError(`--adapter-root ${o.adapterRoot}: no such folder`);
+  const registry = new ModelRegistry(o.model, o.modelName, {
+    adapterRoot: o.adapterRoot === null ? null : fs.realpathSync(o.adapterRoot),
+    maxLoaded: o.maxLoadedAdapters ?? DEFAULT_MAX_LOADED_ADAPTERS,
+    metrics,
+  });
   try {
     for (const [name, dir] of o.adapters) await registry.addFromCli(name, dir);
   } catch (e) {
@@ -49,21 +72,35 @@ export async function createServer(o: ServerOptions): Promise<Server> {
   }
   const stopIds = o.model.config.eosTokenIds;
   const engine = new Engine(o.model, { maxBatch: o.maxBatch, maxQueue: o.maxQueue, stopIds, metrics });
-  const ctx: ServeContext = { model: o.model, tokenizer: o.tokenizer, engine, registry, metrics, stopIds };
+  const ctx: ServeContext = {
+    model: o.model,
+    tokenizer: o.tokenizer,
+    engine,
+    registry,
+    metrics,
+    stopIds,
+    idleTimeoutMs: limits.idleTimeoutMs,
+  };
 
   const app = Fastify({
     bodyLimit: o.bodyLimit,
-    // A wrong type is an error to report, not a value to convert.
-    ajv: { customOptions: { coerceTypes: false, allErrors: false } },
+    // A wrong type is an error to report, not a value to convert; `verbose` keeps each failed
+    // alternative's schema, so an error can say what a field may be.
+    ajv: { customOptions: { coerceTypes: false, allErrors: false, verbose: true } },
     forceCloseConnections: 'idle',
     return503OnClosing: true,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    connectionTimeout: limits.idleTimeoutMs,
+    http: { connectionsCheckingInterval: CONNECTION_CHECK_MS },
   });
+  limitConnections(app, limits);
 
   const keyDigest = o.apiKey === null ? null : createHash('sha256').update(o.apiKey).digest();
   app.addHook('onRequest', async (req) => {
     if (keyDigest === null || req.url === '/health') return;
-    const auth = req.headers.authorization ?? '';
-    const given = auth.startsWith('Bearer ') ? auth.slice(7) : null;
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    const given = /^bearer +(.+)$/i.exec(req.headers.authorization ?? '')?.[1] ?? null;
     // Digests compare in constant time whatever the lengths.
     if (given === null || !timingSafeEqual(createHash('sha256').update(given).digest(), keyDigest))
       throw new ApiError(
@@ -78,10 +115,7 @@ export async function createServer(o: ServerOptions): Promise<Server> {
   app.setErrorHandler((err: FastifyError | ApiError, _req, reply) => {
     if (err instanceof ApiError) return reply.code(err.status).headers(err.headers).send(err.body);
     if (err.validation && err.validation.length > 0) {
-      const v = err.validation[0]!;
-      const missing = (v.params as { missingProperty?: string }).missingProperty;
-      const field = missing ?? v.instancePath.replace(/^\//, '').replaceAll('/', '.');
-      const message = missing ? `'${missing}' is required` : `'${field}' ${v.message ?? 'is invalid'}`;
+      const { message, field } = describeValidation(err.validation);
       return reply.code(400).send(errorBody(message, 'invalid_request_error', field || null, 'invalid_value'));
     }
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE')

@@ -41,9 +41,10 @@ export interface SpmSpecials {
 
 /** tokenizer.json (object) and tokenizer_config.json (object) for a SentencePiece BPE vocabulary. */
 export function spmToTokenizerJson(pieces: Piece[], specials: SpmSpecials): { tokenizer: object; config: object } {
-  const vocab: Record<string, number> = {};
+  // No prototype: pieces such as '__proto__' or 'constructor' (Llama 2 has them) are keys like any other.
+  const vocab = Object.create(null) as Record<string, number>;
   pieces.forEach((p, i) => {
-    if (!(p.piece in vocab)) vocab[p.piece] = i;
+    if (!Object.hasOwn(vocab, p.piece)) vocab[p.piece] = i;
   });
   const special = (id: number) => ({
     id,

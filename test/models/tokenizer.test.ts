@@ -19,6 +19,12 @@ test("LLaMA-2 tokenizer.model: ids equal the sentencepiece library's; decode rou
   }
   assert.equal(tok.bosId, 1);
   assert.equal(tok.eosId, 2);
+  // Every piece is in the vocabulary, those named like Object's properties too ('constructor' and
+  // 'toString' were lost once, to a vocabulary built on a plain object).
+  assert.equal(tok.vocabSize, 32000);
+  assert.equal(tok.tokenToId('constructor'), 27821);
+  assert.equal(tok.tokenToId('toString'), 7711);
+  assert.equal(tok.tokenToId('▁constructor'), 5823);
 });
 
 test("llama2.c tok512.bin: ids equal llama2.c's encode; decode round-trips", () => {

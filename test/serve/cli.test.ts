@@ -113,3 +113,25 @@ test('bad flags: NAME=DIR malformed exits 2; a missing adapter folder exits 1 wi
   assert.match(r.stderr, new RegExp(`mixlora: .*${missing.replaceAll('/', '\\/')}`));
   assert.ok(!r.stderr.includes('    at '), 'no stack trace');
 });
+
+test('an empty --api-key is a usage error (exit 2); a missing --adapter-root folder exits 1 naming it', () => {
+  const empty = mixlora(['serve', ...MODEL, '--port', '0', '--api-key', '']);
+  assert.equal(empty.code, 2, empty.stderr);
+  assert.match(empty.stderr, /--api-key is empty/);
+  const missing = path.join(tempDir(), 'no-root');
+  const r = mixlora(['serve', ...MODEL, '--port', '0', '--adapter-root', missing]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, new RegExp(`--adapter-root ${missing.replaceAll('/', '\\/')}: no such folder`));
+});
+
+test('SIGTERM then SIGINT: said once each, stopped once, exit 0', async () => {
+  const p = await serve([]);
+  const s = await startStream(p.url, 300);
+  p.child.kill('SIGTERM');
+  for (let i = 0; i < 400 && !p.stderr().includes('SIGTERM'); i++) await new Promise((r) => setTimeout(r, 10));
+  p.child.kill('SIGINT');
+  await s.rest;
+  assert.equal(await p.exited, 0, p.stderr());
+  assert.equal(p.stderr().match(/stopped/g)?.length, 1, p.stderr());
+  assert.match(p.stderr(), /SIGINT: already stopping/);
+});

@@ -9,7 +9,7 @@ import { chatBody, type ChatRequest } from '../schemas.js';
 import { checkContext, checkPromptIds, promptTooLong, samplingParams, stopStrings } from '../request.js';
 import { respond, responseId, withModel } from '../respond.js';
 
-function chatPrompt(ctx: ServeContext, body: ChatRequest): number[] {
+async function chatPrompt(ctx: ServeContext, body: ChatRequest): Promise<number[]> {
   const tok = ctx.tokenizer;
   if (!tok.hasChatTemplate)
     throw badRequest(
@@ -24,7 +24,8 @@ function chatPrompt(ctx: ServeContext, body: ChatRequest): number[] {
   promptTooLong(ctx, messages.map((m) => m.content).join(''), 'messages');
   let text: string;
   try {
-    text = tok.applyChatTemplate(messages, { addGenerationPrompt: true });
+    // Rendered by a separate process: a hostile template cannot block or crash the server.
+    text = await tok.applyChatTemplateAsync(messages, { addGenerationPrompt: true });
   } catch (e) {
     throw badRequest(`the chat template refused these messages: ${(e as Error).message}`, 'messages');
   }
@@ -49,7 +50,7 @@ export function chatRoutes(app: FastifyInstance, ctx: ServeContext): void {
   app.post('/v1/chat/completions', { schema: { body: chatBody } }, async (req, reply) => {
     const body = req.body as ChatRequest;
     return withModel(ctx, body.model, async (lease) => {
-      const prompt = chatPrompt(ctx, body);
+      const prompt = await chatPrompt(ctx, body);
       checkPromptIds(ctx, [prompt], 'messages');
       const limit = ctx.model.config.maxPositionEmbeddings;
       const asked = body.max_completion_tokens ?? body.max_tokens ?? null;
