@@ -52,3 +52,29 @@ test('topN equals a full sort', () => {
   const sorted = [...v].map((x, i) => [i, x] as [number, number]).sort((a, b) => b[1] - a[1]);
   assert.deepEqual(topN(v, 7), sorted.slice(0, 7));
 });
+
+test("penalties follow OpenAI's formula: logit - count · frequency - (count > 0) · presence", () => {
+  const logits = Float32Array.from([1.0, 0.6, -5]);
+  const picks = (frequencyPenalty: number, presencePenalty: number) => {
+    const s = new RowSampler({ ...params, temperature: 0, frequencyPenalty, presencePenalty });
+    return Array.from({ length: 4 }, () => s.pick(0, logits).id);
+  };
+  // After one pick of 0: 1.0 - 0.3 - 0.05 = 0.65 > 0.6 (0 again); after two: 1.0 - 0.6 - 0.05 = 0.35 (then 1).
+  assert.deepEqual(picks(0.3, 0.05).slice(0, 3), [0, 0, 1]);
+  // A larger presence penalty: 1.0 - 0.3 - 0.15 = 0.55 < 0.6 after one pick.
+  assert.deepEqual(picks(0.3, 0.15).slice(0, 2), [0, 1]);
+  assert.deepEqual(picks(0, 0), [0, 0, 0, 0]);
+});
+
+test('logit_bias and min_tokens change the choice, not the reported log-probabilities', () => {
+  const logits = Float32Array.from([2, 1, 0]);
+  const biased = new RowSampler({ ...params, temperature: 0, logprobs: 1, logitBias: new Map([[2, 5]]) });
+  const c = biased.pick(0, logits);
+  assert.equal(c.id, 2);
+  const norm = Math.log(Math.exp(2) + Math.exp(1) + 1);
+  assert.ok(Math.abs(c.logprob! - (0 - norm)) < 1e-6, 'the model’s own log-probability');
+  assert.equal(c.top![0]![0], 0);
+  // EOS (id 0 here) cannot come before min_tokens; stop_token_ids neither.
+  const held = new RowSampler({ ...params, temperature: 0, minTokens: 2, stopTokenIds: [1] }, [0]);
+  assert.deepEqual([held.pick(0, logits).id, held.pick(0, logits).id, held.pick(0, logits).id], [2, 2, 0]);
+});
