@@ -14,7 +14,8 @@ import { parseAdapterConfig } from '../src/adapters/config.js';
 import { AdapterBatch, type RowRange } from '../src/adapters/batch.js';
 import { AdapterStackCache } from '../src/adapters/adapter-stack.js';
 import { METHODS, PRESETS, methodConfig } from '../src/train/benchmark.js';
-import { KVPool } from '../src/serve/kv-pool.js';
+import { BlockPool, blocksFor } from '../src/serve/block-pool.js';
+import { decodeCache, prefillCache } from '../src/serve/paged-cache.js';
 import type { AttentionCache } from '../src/models/kvcache.js';
 import type { ForwardHooks } from '../src/models/hooks.js';
 import { native } from '../src/tensor/native.js';
@@ -71,7 +72,8 @@ function timedHooks(inner: ForwardHooks, label: string): ForwardHooks {
 function timedCache(inner: AttentionCache): AttentionCache {
   return {
     length: inner.length,
-    update: (l, k, v) => timed('kv gather', () => inner.update(l, k, v)),
+    update: (l, k, v) => timed('kv write', () => inner.update(l, k, v)),
+    ...(inner.attend ? { attend: (l, q, o) => timed('attention', () => inner.attend!(l, q, o)) } : {}),
     advance: (n) => inner.advance(n),
   };
 }
@@ -86,21 +88,22 @@ function main(): void {
     adapters.set(m, process.env.BENCH_STEP_THAW ? a : a.freezeForInference(model));
   });
   const kinds = [...adapters.keys()];
-  const pool = new KVPool(model.config, 16, model.dtype, model.device);
+  const pool = new BlockPool(model.config, 16 * blocksFor(PROMPT + 2), model.dtype, model.device);
+  pool.ensureAllocated();
   // 16 rows prefilled with distinct prompts (base model: the cache content does not change the cost).
   const rows = Array.from({ length: 16 }, (_, i) => {
-    const slot = pool.acquire(PROMPT + 1);
+    const blocks = Array.from({ length: blocksFor(PROMPT + 2) }, () => pool.allocate()!);
     T.noGrad(() =>
       T.tidy(() => {
         const ids = T.tensor([Array.from({ length: PROMPT }, (_, j) => 3 + ((i * 7919 + j * 104729) % 31990))], {
           dtype: 'int64',
         }); // [1, P]
-        model.forward(ids, { cache: pool.prefillCache(slot), lastOnly: true });
+        const paged = prefillCache(pool, model.config, [{ blocks, cached: 0, fresh: PROMPT }], PROMPT);
+        model.forward(ids, { cache: paged.cache, lastOnly: true });
       }),
     );
-    return { slot, len: PROMPT, kind: kinds[i % kinds.length]! };
+    return { blocks, len: PROMPT, kind: kinds[i % kinds.length]! };
   });
-  pool.reserve(PROMPT + 2);
 
   const batches: [string, typeof rows][] = [
     ...kinds.map((k): [string, typeof rows] => [`1 ${k}`, rows.filter((r) => r.kind === k).slice(0, 1)]),
@@ -137,7 +140,7 @@ function main(): void {
           const hooks = ranges.every((r) => r.adapter === null)
             ? undefined
             : new AdapterBatch(ranges, { training: false, record: 'none', stacks });
-          const { cache, keyMask } = timed('cache setup', () => pool.stepCache(ordered));
+          const { cache, keyMask, positions } = timed('cache setup', () => decodeCache(pool, model.config, ordered));
           const ids = T.tensor(
             ordered.map(() => [5]),
             { dtype: 'int64' },
@@ -145,6 +148,7 @@ function main(): void {
           const logits = timed('forward', () =>
             model.forward(ids, {
               attentionMask: keyMask,
+              positions,
               cache: timedCache(cache),
               hooks: timedHooks(
                 hooks ?? {

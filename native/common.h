@@ -96,6 +96,9 @@ bool DecodeAttentionApplies(const at::Tensor& q, const at::Tensor& k, const at::
                             const std::optional<at::Tensor>& mask, double dropout, bool causal);
 at::Tensor DecodeAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                            const std::optional<at::Tensor>& mask);
+// The same over paged KV blocks, read in place (decode_attention.cc has the layout).
+at::Tensor PagedDecodeAttention(const at::Tensor& q, const at::Tensor& kPool, const at::Tensor& vPool,
+                                const at::Tensor& tables, const at::Tensor& lens, int64_t window, double scale);
 // glibc's malloc told to keep freed memory for reuse (host_allocator.cc); once, when the addon loads.
 void ConfigureHostAllocator();
 // "reuse" when ConfigureHostAllocator changed glibc's settings, else "default".

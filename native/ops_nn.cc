@@ -112,6 +112,13 @@ MX_FN(sdpa) {
 #endif
 }
 
+// pagedAttention(q [B,H,1,D], kPool [N,Hkv,bs,D], vPool, tables int64 [B,M], lens int64 [B], window, scale): a decode
+// step's attention over paged KV blocks (float32 CPU, the small-row kernel on).
+MX_FN(pagedAttention) {
+  return Put(info.Env(), PagedDecodeAttention(Get(info[0]), Get(info[1]), Get(info[2]), Get(info[3]), Get(info[4]),
+                                              Int(info[5]), Num(info[6])));
+}
+
 }  // namespace
 
 namespace mx {
@@ -128,5 +135,6 @@ void RegisterNN(Napi::Env env, Napi::Object exports) {
   MX_EXPORT(exports, multinomial);
   MX_EXPORT(exports, bincount);
   MX_EXPORT(exports, sdpa);
+  MX_EXPORT(exports, pagedAttention);
 }
 }  // namespace mx

@@ -12,6 +12,9 @@ import type { ModelConfig } from './config.js';
 export interface AttentionCache {
   readonly length: number;
   update(layer: number, k: Tensor, v: Tensor): [Tensor, Tensor];
+  /** Attention computed by the cache itself from its own storage (the server's paged blocks, read in
+   * place) for q [B, nH, T, D] -> [B, nH, T, D]; absent: attention runs over what update returned. */
+  attend?(layer: number, q: Tensor, o: { window: number | null; scale: number }): Tensor;
   advance(T: number): void;
 }
 

@@ -28,6 +28,8 @@ export interface ForwardOptions {
   lastOnly?: boolean;
   /** Logits only at these flat positions (row · T + t), [N] int64: returns [N, V] (scoring). */
   at?: Tensor | null;
+  /** [B, T] int64: the tokens' positions, where no mask says them (the server's paged decode steps). */
+  positions?: Tensor | null;
 }
 
 /** Which keys the queries of a layer see: a mask, or plain causal attention (or all keys) without one. */
@@ -78,7 +80,7 @@ export class CausalLM {
   private runLayers(ids: Tensor, opts: ForwardOptions): Tensor {
     const hooks = opts.hooks ?? plainHooks;
     const T = ids.size(1);
-    const ctx = this.context(ids, opts.attentionMask ?? null, opts.cache ?? null);
+    const ctx = this.context(ids, opts.attentionMask ?? null, opts.cache ?? null, opts.positions ?? null);
     hooks.beginForward?.(opts.attentionMask ? opts.attentionMask.narrow(1, opts.attentionMask.size(1) - T, T) : null);
     let h = this.embed(ids); // [B, T, H]
     for (let l = 0; l < this.config.numLayers; l++) {
@@ -103,7 +105,12 @@ export class CausalLM {
   }
 
   /** Rotary tables and the attention masks for a pass over ids [B, T] after `cache.length` positions. */
-  context(ids: Tensor, keyMask: Tensor | null, cache: AttentionCache | null): LayerContext {
+  context(
+    ids: Tensor,
+    keyMask: Tensor | null,
+    cache: AttentionCache | null,
+    given: Tensor | null = null,
+  ): LayerContext {
     const [B, T] = [ids.size(0), ids.size(1)];
     const past = cache?.length ?? 0;
     let keys: Tensor | null = null; // [B, S], made once when a mask needs it
@@ -124,11 +131,13 @@ export class CausalLM {
         patterns.set(window, { mask: attentionMask(keysOf(), T, window), causal: false }); // [B, 1, T, S]
       }
     }
-    const positions = keyMask // [B, T]
-      ? positionsFromMask(keysOf()).narrow(1, past, T)
-      : arange(past, past + T, 1, { device: this.device })
-          .unsqueeze(0)
-          .expand(B, T);
+    const positions = given // [B, T]
+      ? given
+      : keyMask
+        ? positionsFromMask(keysOf()).narrow(1, past, T)
+        : arange(past, past + T, 1, { device: this.device })
+            .unsqueeze(0)
+            .expand(B, T);
     const rotary = rotaryTables(positions, this.invFreq, this.weights.norm);
     return { rotary, patterns, cache };
   }
@@ -153,6 +162,12 @@ export class CausalLM {
     k = applyRotary(k!.reshape(B, T, c.numKvHeads, c.headDim).transpose(1, 2), ctx.rotary); // [B, nKV, T, D]
     v = v!.reshape(B, T, c.numKvHeads, c.headDim).transpose(1, 2); // [B, nKV, T, D]
     if (ctx.cache) [k, v] = ctx.cache.update(l, k, v); // [B, nKV, S, D]
+    const scale = c.attentionScalar ** -0.5;
+    if (ctx.cache?.attend) {
+      const own = ctx.cache.attend(l, q, { window: layerWindow(c, l), scale }); // [B, nH, T, D]
+      const merged = own.transpose(1, 2).reshape(B, T, c.numHeads * c.headDim); // [B, T, nH·D]
+      return hooks.project(l, 'o_proj', merged, linearOf(w, 'o_proj')); // [B, T, H]
+    }
     const rep = c.numHeads / c.numKvHeads;
     if (rep > 1) {
       const S = k.size(2);
@@ -160,7 +175,7 @@ export class CausalLM {
       v = v.unsqueeze(2).expand(B, c.numKvHeads, rep, S, c.headDim).reshape(B, c.numHeads, S, c.headDim);
     }
     const pattern = ctx.patterns.get(layerWindow(c, l))!;
-    const attn = attend(q, k, v, { ...pattern, scale: c.attentionScalar ** -0.5, softcap: c.attnLogitSoftcap }); // [B, nH, T, D]
+    const attn = attend(q, k, v, { ...pattern, scale, softcap: c.attnLogitSoftcap }); // [B, nH, T, D]
     const merged = attn.transpose(1, 2).reshape(B, T, c.numHeads * c.headDim); // [B, T, nH·D]
     return hooks.project(l, 'o_proj', merged, linearOf(w, 'o_proj')); // [B, T, H]
   }

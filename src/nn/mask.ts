@@ -14,10 +14,16 @@ export function attentionMask(keyMask: Tensor, queryLen: number, slidingWindow: 
   const device = keyMask.device;
   const q = arange(past, S, 1, { device }).unsqueeze(1); // [T, 1] absolute query index
   const k = arange(0, S, 1, { device }).unsqueeze(0); // [1, S]
-  let allowed = k.le(q); // [T, S] causal
-  if (slidingWindow !== null) allowed = allowed.logicalAnd(q.sub(k).lt(slidingWindow));
-  const keys = keyMask.ne(0).unsqueeze(1).unsqueeze(1); // [B, 1, 1, S]
-  return allowed.unsqueeze(0).unsqueeze(0).logicalAnd(keys).logicalOr(k.eq(q)); // [B, 1, T, S]
+  let allowed = k.le(q).unsqueeze(0); // [1, T, S] causal
+  if (slidingWindow !== null) {
+    // The window counts the tokens' positions, not places on the key axis: masked gaps (the server's
+    // cached prefixes before left-padded fresh tokens) lie between them.
+    const pos = positionsFromMask(keyMask); // [B, S]
+    const qPos = pos.narrow(1, past, queryLen).unsqueeze(2); // [B, T, 1]
+    allowed = allowed.logicalAnd(qPos.sub(pos.unsqueeze(1)).lt(slidingWindow)); // [B, T, S]
+  }
+  const keys = keyMask.ne(0).unsqueeze(1); // [B, 1, S]
+  return allowed.logicalAnd(keys).logicalOr(k.eq(q).unsqueeze(0)).unsqueeze(1); // [B, 1, T, S]
 }
 
 /** Position ids that skip padding: the i-th real token of a row gets position i. keyMask [B, S] -> [B, S]. */

@@ -1,27 +1,40 @@
-// Continuous batching. One loop runs decode steps over every running sequence; between steps it drops
-// finished and cancelled rows and prefills waiting ones, which join at the next step. Each row has its
-// own KV cache slot (kv-pool.ts) and its own sampler; rows of different adapters share each step
-// through one AdapterBatch, as the trainer's fused batches do.
+// Continuous batching over a paged KV cache. One loop alternates a prefill forward (new sequences, and the
+// next chunk of long prompts) with a decode step over every running sequence; between them it drops
+// finished and cancelled rows. Every sequence's keys and values live in blocks of a shared pool
+// (block-pool.ts) listed by its block table; full blocks are found again by the hash of the adapter and
+// the tokens up to their end (block-hash.ts), so a prefix already computed (a system prompt, the context
+// of several multiple-choice continuations) is not computed again. Rows of different adapters share each
+// forward through one AdapterBatch, as the trainer's fused batches do; each row has its own sampler.
+//
+// Memory never runs out: a new sequence waits until the pool has blocks for its prompt; a running one
+// that needs a block when none is left takes the blocks of the sequence admitted last, which goes back to
+// the front of the queue and is computed again from its tokens when blocks free up (vLLM's preemption by
+// recomputation; its cached blocks usually make that cheap). The pool always holds one full context.
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { noGrad } from '../tensor/autograd.js';
 import { tensor } from '../tensor/create.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { CausalLM } from '../models/llama.js';
-import type { AttentionCache } from '../models/kvcache.js';
 import type { Adapter } from '../adapters/adapter.js';
 import { AdapterBatch, type RowRange } from '../adapters/batch.js';
 import { AdapterStackCache } from '../adapters/adapter-stack.js';
-import { KVPool } from './kv-pool.js';
+import { BLOCK_SIZE, BlockPool, blocksFor } from './block-pool.js';
+import { extendBlockHashes } from './block-hash.js';
+import { decodeCache, hiddenRows, prefillCache, type PrefillRow } from './paged-cache.js';
 import { RowSampler, type SamplingParams, type TokenChoice, type TokenConstraint } from './sampling.js';
-import { scorePrompts, type PromptScore, type PromptToScore } from './prompt-scores.js';
+import { scorePrompts, type PromptScore } from './prompt-scores.js';
 import { ApiError, badRequest } from './errors.js';
 import type { ServerMetrics } from './metrics.js';
+import { DEFAULT_PREFILL_CHUNK } from './limits.js';
 
-/** Padded prompt positions (rows × longest prompt) one batched prefill runs at most. */
+export { DEFAULT_PREFILL_CHUNK };
+
+/** Padded prompt positions (rows × longest fresh part) one prefill forward runs at most. */
 const PREFILL_TOKENS = 2048;
 
-/** How long the engine stays idle before it frees its KV caches (the next request allocates them again). */
+/** How long the engine stays idle before it frees its KV pool when nothing in it is worth keeping
+ * (prefix caching off); the next request allocates it again. */
 export const IDLE_RELEASE_MS = 30_000;
 /** Event-loop turns admission waits while requests keep arriving (see gather). */
 const GATHER_TURNS = 8;
@@ -44,7 +57,7 @@ export interface SequenceSpec {
   maxTokens: number;
   /** Report the prompt tokens' log-probabilities with this many alternatives each; null: none. */
   promptLogprobs?: number | null;
-  /** Structured output: the tokens allowed at each step (owned by the engine from submit on). */
+  /** Structured output: the tokens allowed at each step (the engine owns it once submit returns). */
   constraint?: TokenConstraint | null;
   /** The served name (metrics label) and its adapter (null: the base model). */
   modelName: string;
@@ -58,21 +71,41 @@ export interface EngineOptions {
   maxQueue: number;
   stopIds: number[];
   metrics: ServerMetrics;
-  /** Idle time after which the KV caches are freed (default IDLE_RELEASE_MS). */
+  /** KV blocks in the pool (of BLOCK_SIZE positions); default: --max-batch full contexts. */
+  kvBlocks?: number;
+  /** Automatic prefix caching (default on). */
+  prefixCache?: boolean;
+  /** Prompts longer than this are prefilled in chunks of this many tokens between decode steps. */
+  prefillChunk?: number;
+  /** Idle time after which the pool is freed when prefix caching is off (default IDLE_RELEASE_MS). */
   idleReleaseMs?: number;
 }
+
+type RowState = 'waiting' | 'prefilling' | 'running';
 
 interface Row {
   spec: SequenceSpec;
   sampler: RowSampler;
-  slot: number;
-  /** Positions in the row's cache. */
+  /** The prompt and the tokens generated so far: what a prefill computes (again, after a preemption). */
+  tokens: number[];
+  /** Block table: the blocks holding positions 0.., in order. */
+  blocks: number[];
+  /** Prefix-cache hashes of the full blocks of `tokens`. */
+  hashes: string[];
+  /** Blocks registered in the prefix cache (the first `registered` of `blocks`). */
+  registered: number;
+  /** Positions whose keys and values are in the blocks. */
   len: number;
-  /** The latest token, not yet in the cache (the next step's input). */
+  /** The latest token, not yet in the cache (the next decode step's input). */
   last: number;
   generated: number;
   arrived: number;
   lastTokenAt: number;
+  state: RowState;
+  /** Admission order: a row that needs a block when none is left takes those of the latest admitted. */
+  admitted: number;
+  /** The prompt's log-probabilities were sent (a recomputed row does not send them again). */
+  scored: boolean;
   cancelled: boolean;
   done: boolean;
 }
@@ -82,11 +115,18 @@ export interface SequenceHandle {
 }
 
 export class Engine {
-  private readonly waiting: Row[] = [];
+  private waiting: Row[] = [];
+  private prefilling: Row[] = [];
   private running: Row[] = [];
-  private readonly pool: KVPool;
+  readonly pool: BlockPool;
+  private readonly prefixCache: boolean;
+  private readonly prefillChunk: number;
   /** Steps that mix adapters run their modules stacked (adapter-stack.ts); kept while busy. */
   private readonly stacks = new AdapterStackCache();
+  /** Each adapter object's identity in block hashes (a reloaded adapter is another object). */
+  private readonly identities = new WeakMap<Adapter, string>();
+  private nextIdentity = 1;
+  private admissions = 0;
   private wake: (() => void) | null = null;
   private accepting = true;
   private stopped = false;
@@ -95,12 +135,22 @@ export class Engine {
   peakBatch = 0;
   /** The most sequences one prefill forward has run. */
   peakPrefill = 0;
+  /** Rows taken out of the batch for their blocks (and computed again later). */
+  preemptions = 0;
 
   constructor(
     readonly model: CausalLM,
     readonly opts: EngineOptions,
   ) {
-    this.pool = new KVPool(model.config, opts.maxBatch, model.dtype, model.device);
+    const context = model.config.maxPositionEmbeddings;
+    const blocks = opts.kvBlocks ?? opts.maxBatch * blocksFor(context + 1);
+    if (blocks < blocksFor(context + 1))
+      throw new RangeError(
+        `the KV cache needs room for one full context (${context} positions: ${blocksFor(context + 1)} blocks of ${BLOCK_SIZE}); ${blocks} given`,
+      );
+    this.pool = new BlockPool(model.config, blocks, model.dtype, model.device);
+    this.prefixCache = opts.prefixCache ?? true;
+    this.prefillChunk = Math.max(1, opts.prefillChunk ?? DEFAULT_PREFILL_CHUNK);
     this.loopDone = this.loop();
   }
 
@@ -111,7 +161,7 @@ export class Engine {
     return this.running.length;
   }
   get idle(): boolean {
-    return this.waiting.length === 0 && this.running.length === 0;
+    return this.waiting.length === 0 && this.running.length === 0 && this.prefilling.length === 0;
   }
 
   /** Queues sequences (all or none); throws 429 when the queue is full, 503 when shutting down. */
@@ -122,7 +172,7 @@ export class Engine {
         `the request needs ${specs.length} sequences (prompts × n); this server runs and queues ${this.opts.maxBatch + this.opts.maxQueue} at most`,
         'n',
       );
-    const free = this.opts.maxBatch - this.running.length;
+    const free = this.opts.maxBatch - this.running.length - this.prefilling.length;
     if (this.waiting.length + specs.length > this.opts.maxQueue + Math.max(0, free)) {
       throw new ApiError(
         429,
@@ -138,15 +188,22 @@ export class Engine {
       const row: Row = {
         spec,
         sampler: new RowSampler(spec.sampling, this.opts.stopIds, spec.constraint ?? null),
-        slot: -1,
+        tokens: [...spec.prompt],
+        blocks: [],
+        hashes: [],
+        registered: 0,
         len: 0,
         last: -1,
         generated: 0,
         arrived: now,
         lastTokenAt: now,
+        state: 'waiting',
+        admitted: 0,
+        scored: spec.promptLogprobs == null,
         cancelled: false,
         done: false,
       };
+      if (this.prefixCache) extendBlockHashes(this.identity(spec.adapter), row.tokens, row.hashes);
       this.waiting.push(row);
       return row;
     });
@@ -162,7 +219,7 @@ export class Engine {
   }
 
   /** Stops accepting; lets queued and running sequences finish for up to `deadlineMs`, then ends the
-   * rest (finish_reason 'abort'), stops the loop and frees the caches. */
+   * rest (finish_reason 'abort'), stops the loop and frees the pool. */
   async shutdown(deadlineMs: number): Promise<void> {
     this.accepting = false;
     const until = Date.now() + deadlineMs;
@@ -170,26 +227,40 @@ export class Engine {
     this.stopped = true;
     this.wake?.();
     await this.loopDone;
-    for (const row of [...this.waiting.splice(0), ...this.running]) this.finish(row, 'abort');
+    for (const row of [...this.waiting.splice(0), ...this.prefilling, ...this.running]) this.finish(row, 'abort');
+    this.prefilling = [];
     this.running = [];
     this.stacks.clear();
     this.pool.dispose();
   }
 
+  private identity(adapter: Adapter | null): string {
+    if (adapter === null) return 'base';
+    let id = this.identities.get(adapter);
+    if (!id) {
+      id = `adapter-${this.nextIdentity++}`;
+      this.identities.set(adapter, id);
+    }
+    return id;
+  }
+
   private async loop(): Promise<void> {
     while (!this.stopped) {
       if (this.idle) {
-        // A quiet spell: the KV caches go (memory back to where it was before the first request).
-        if (!(await this.waitForWork(this.opts.idleReleaseMs ?? IDLE_RELEASE_MS)) && this.idle && this.pool.empty)
-          this.pool.dispose();
+        // A quiet spell: without prefix caching nothing in the pool is worth keeping, and its memory goes.
+        const woken = await this.waitForWork(this.prefixCache ? 0 : (this.opts.idleReleaseMs ?? IDLE_RELEASE_MS));
+        if (!woken && this.idle) this.pool.releaseMemory();
         continue;
       }
       // Requests on the wire together (a burst, or clients whose replies ended in the same step) reach the
       // queue over a few turns of the event loop: gathered first, they are prefilled as one batch.
-      if (this.waiting.length > 0 && this.running.length < this.opts.maxBatch) await this.gather();
+      if (this.waiting.length > 0 && this.running.length + this.prefilling.length < this.opts.maxBatch)
+        await this.gather();
       try {
         this.sweep();
-        this.admit();
+        const batch = this.schedulePrefill();
+        if (batch.length > 0) this.prefill(batch);
+        this.sweep();
         if (this.running.length > 0) this.step();
         this.sweep();
         this.gauges();
@@ -198,7 +269,8 @@ export class Engine {
         if (this.idle) this.stacks.clear();
       } catch (e) {
         // A bug here must not stop the loop: the rows it touched fail, the server goes on.
-        for (const row of this.running) this.fail(row, e);
+        for (const row of [...this.prefilling, ...this.running]) this.fail(row, e);
+        this.prefilling = [];
         this.running = [];
       }
       // Let the event loop run between steps: responses flush, requests arrive, clients disconnect.
@@ -225,7 +297,7 @@ export class Engine {
     try {
       return await new Promise<boolean>((resolve) => {
         this.wake = () => resolve(true);
-        if (ms > 0 && this.pool.capacity > 0) {
+        if (ms > 0 && this.pool.allocated) {
           timer = setTimeout(() => resolve(false), ms);
           timer.unref(); // an idle engine does not keep the process alive
         }
@@ -238,122 +310,252 @@ export class Engine {
 
   /** Drops cancelled rows (a client went away) and finished ones. */
   private sweep(): void {
-    for (let i = this.waiting.length - 1; i >= 0; i--) {
-      const row = this.waiting[i]!;
-      if (row.cancelled) {
-        this.waiting.splice(i, 1);
-        this.finish(row, 'abort');
-      }
-    }
-    for (const row of this.running) if (row.cancelled && !row.done) this.finish(row, 'abort');
+    this.waiting = this.waiting.filter((row) => {
+      if (row.cancelled) this.finish(row, 'abort');
+      return !row.done;
+    });
+    for (const row of [...this.prefilling, ...this.running]) if (row.cancelled && !row.done) this.finish(row, 'abort');
+    this.prefilling = this.prefilling.filter((row) => !row.done);
     this.running = this.running.filter((row) => !row.done);
   }
 
-  /** Prefills waiting sequences while slots are free: a lone one alone (batch 1, as `generate` does),
-   * several that arrived together in batches, left-padded to the longest prompt (as `generate` pads a
-   * batch), of at most PREFILL_TOKENS padded positions, so that a burst of requests costs one forward
-   * instead of one each. */
-  private admit(): void {
-    while (this.waiting.length > 0 && this.running.length < this.opts.maxBatch && this.pool.freeSlots > 0) {
-      const room = Math.min(this.opts.maxBatch - this.running.length, this.pool.freeSlots);
-      const batch: Row[] = [];
-      let longest = 0;
-      while (batch.length < room && this.waiting.length > 0) {
-        const next = this.waiting[0]!;
-        const P = Math.max(longest, next.spec.prompt.length);
-        if (batch.length > 0 && P * (batch.length + 1) > PREFILL_TOKENS) break;
-        this.waiting.shift();
-        try {
-          next.slot = this.pool.acquire(next.spec.prompt.length + 1);
-        } catch (e) {
-          this.fail(next, e);
+  /** The rows of the next prefill forward and how many tokens each computes: the next chunk of the
+   * prompts being prefilled, then waiting rows while the batch has room, the pool has blocks (a new row
+   * never takes blocks from admitted ones) and the forward stays within PREFILL_TOKENS padded positions.
+   * A waiting row first takes the cached blocks of its prefix. One whose next block another row of this
+   * batch is computing waits for the next forward, where it finds that block cached (the continuations of
+   * one multiple-choice context, sent together, compute the context once). */
+  private schedulePrefill(): { row: Row; fresh: number }[] {
+    const batch: { row: Row; fresh: number }[] = [];
+    const fits = (fresh: number) =>
+      batch.length === 0 || Math.max(fresh, ...batch.map((b) => b.fresh)) * (batch.length + 1) <= PREFILL_TOKENS;
+    for (const row of [...this.prefilling]) {
+      if (row.state !== 'prefilling') continue; // stepped back for a row admitted before it
+      const fresh = Math.min(this.prefillChunk, row.tokens.length - row.len);
+      if (!fits(fresh)) break;
+      if (this.reserveBlocks(row, row.len + fresh, true)) batch.push({ row, fresh });
+    }
+    const computing = new Set<string>();
+    for (const { row, fresh } of batch) for (const h of this.hashesComputed(row, fresh)) computing.add(h);
+    const deferred: Row[] = [];
+    while (this.waiting.length > 0 && this.running.length + this.prefilling.length < this.opts.maxBatch) {
+      const row = this.waiting[0]!;
+      if (this.prefixCache) {
+        this.takeCachedPrefix(row);
+        if (computing.has(row.hashes[row.len / BLOCK_SIZE] ?? '')) {
+          // Its next block is being computed by a row of this batch: found cached next time.
+          this.dropBlocks(row);
+          deferred.push(this.waiting.shift()!);
           continue;
         }
-        batch.push(next);
-        longest = P;
       }
-      if (batch.length > 0) this.prefill(batch);
+      const fresh = Math.min(this.prefillChunk, row.tokens.length - row.len);
+      if (!fits(fresh) || !this.reserveBlocks(row, row.len + fresh, false)) {
+        this.dropBlocks(row); // its cached prefix is looked up again when it is admitted
+        break;
+      }
+      this.waiting.shift();
+      const m = this.opts.metrics;
+      if (this.prefixCache) {
+        m.prefixQueryTokens.inc(row.tokens.length);
+        m.prefixHitTokens.inc(row.len);
+      }
+      batch.push({ row, fresh });
+      row.state = 'prefilling';
+      row.admitted = ++this.admissions;
+      this.prefilling.push(row);
+      for (const h of this.hashesComputed(row, fresh)) computing.add(h);
+    }
+    this.waiting.unshift(...deferred);
+    return batch;
+  }
+
+  /** Hashes of the full blocks a prefill of `fresh` tokens of `row` completes. */
+  private hashesComputed(row: Row, fresh: number): string[] {
+    return row.hashes.slice(Math.floor(row.len / BLOCK_SIZE), Math.floor((row.len + fresh) / BLOCK_SIZE));
+  }
+
+  /** Takes the cached blocks of a waiting row's longest cached prefix, leaving at least its last token
+   * to compute (its logits choose the next token). */
+  private takeCachedPrefix(row: Row): void {
+    for (let k = row.blocks.length; (k + 1) * BLOCK_SIZE <= row.tokens.length - 1 && k < row.hashes.length; k++) {
+      const block = this.pool.lookup(row.hashes[k]!);
+      if (block === null) break;
+      row.blocks.push(block);
+      row.len += BLOCK_SIZE;
+      row.registered += 1;
     }
   }
 
-  /** One forward over the prompts of `batch` (slots acquired): each row's first token (and its prompt's
-   * log-probabilities when asked for), and the rows join. */
-  private prefill(batch: Row[]): void {
-    const { ordered, ranges } = byAdapter(batch);
+  /** Makes `row`'s blocks cover `positions` positions. A row already admitted (`mayTake`) takes, when the
+   * pool is short, the blocks of rows admitted after it, the latest first; with none left it steps back
+   * itself. A waiting row never takes blocks. False when the blocks could not be had. */
+  private reserveBlocks(row: Row, positions: number, mayTake: boolean): boolean {
+    const need = blocksFor(positions) - row.blocks.length;
+    if (need <= 0) return true;
+    while (this.pool.available < need) {
+      if (!mayTake) return false;
+      const later = [...this.prefilling, ...this.running]
+        .filter((r) => r !== row && !r.done && r.admitted > row.admitted)
+        .sort((a, b) => b.admitted - a.admitted)[0];
+      if (!later) {
+        this.preempt(row);
+        return false;
+      }
+      this.preempt(later);
+    }
+    this.pool.ensureAllocated();
+    for (let i = 0; i < need; i++) row.blocks.push(this.pool.allocate()!);
+    return true;
+  }
+
+  /** Takes a row out of the batch and gives its blocks back; it waits at the front of the queue and is
+   * computed again from its tokens (its registered blocks stay cached: usually found again). */
+  private preempt(row: Row): void {
+    this.preemptions += 1;
+    this.opts.metrics.preemptions.inc();
+    this.dropBlocks(row);
+    this.prefilling = this.prefilling.filter((r) => r !== row);
+    this.running = this.running.filter((r) => r !== row);
+    row.state = 'waiting';
+    // Running, its last token is not in the cache: it is the last of the tokens computed again.
+    this.waiting.unshift(row);
+  }
+
+  private dropBlocks(row: Row): void {
+    for (const block of row.blocks) this.pool.release(block);
+    row.blocks = [];
+    row.len = 0;
+    row.registered = 0;
+  }
+
+  /** Registers the row's full blocks in the prefix cache. */
+  private register(row: Row): void {
+    if (!this.prefixCache) return;
+    extendBlockHashes(this.identity(row.spec.adapter), row.tokens, row.hashes);
+    const full = Math.floor(row.len / BLOCK_SIZE);
+    for (; row.registered < full; row.registered++)
+      this.pool.register(row.blocks[row.registered]!, row.hashes[row.registered]!);
+  }
+
+  /** One forward over the next tokens of `batch`'s rows (blocks reserved). Rows whose prompt is complete
+   * get their first token (and their prompt's log-probabilities when asked for) and join the decode steps;
+   * the others (a long prompt's chunk) wait for their next chunk. */
+  private prefill(batch: { row: Row; fresh: number }[]): void {
+    const { ordered, ranges } = byAdapter(batch.map((b) => b.row));
+    const freshOf = new Map(batch.map((b) => [b.row, b.fresh]));
     const hooks = ranges.every((range) => range.adapter === null)
       ? undefined
       : new AdapterBatch(ranges, { training: false, record: 'none' });
-    const P = Math.max(...ordered.map((row) => row.spec.prompt.length));
-    // Left padding: every prompt ends at position P - 1, where the last-position logits are read.
-    const gap = (row: Row) => P - row.spec.prompt.length;
-    const toScore: PromptToScore[] = [];
-    ordered.forEach((row, i) => {
-      const top = row.spec.promptLogprobs;
-      if (top != null) toScore.push({ row: i, start: gap(row), ids: row.spec.prompt, top });
-    });
-    let chosen: TokenChoice[];
-    let scores: PromptScore[][] = [];
+    const N = Math.max(...ordered.map((row) => freshOf.get(row)!));
+    const completes = ordered.map((row) => row.len + freshOf.get(row)! === row.tokens.length);
+    let chosen: (TokenChoice | null)[];
+    let scores: Map<Row, PromptScore[]>;
     try {
-      ({ chosen, scores } = this.nextTokens(
-        ordered,
-        hooks,
-        () => {
-          const device = this.model.device;
-          if (ordered.length === 1) {
-            const row = ordered[0]!;
-            const ids = tensor([row.spec.prompt], { dtype: 'int64', device }); // [1, P]
-            return { ids, cache: this.pool.prefillCache(row.slot), attentionMask: null };
-          }
-          const ids = tensor(
-            ordered.map((row) => [...new Array<number>(gap(row)).fill(0), ...row.spec.prompt]),
-            { dtype: 'int64', device },
-          ); // [B, P]
-          const attentionMask = tensor(
-            ordered.map((row) => Array.from({ length: P }, (_, j) => (j < gap(row) ? 0 : 1))),
-            { dtype: 'int64', device },
-          ); // [B, P]
-          const rows = ordered.map((row) => ({ slot: row.slot, len: row.spec.prompt.length }));
-          return { ids, cache: this.pool.prefillBatchCache(rows, P), attentionMask };
-        },
-        toScore,
-      ));
+      ({ chosen, scores } = this.forwardPrefill(ordered, freshOf, N, completes, hooks));
     } catch (e) {
       // One sequence's fault must not fail the others that arrived with it: alone, each gets its own answer.
-      if (ordered.length > 1) for (const row of ordered) this.prefill([row]);
-      else this.fail(ordered[0]!, e);
+      if (ordered.length === 1) this.fail(ordered[0]!, e);
+      else for (const row of ordered) if (!row.done) this.prefill([{ row, fresh: freshOf.get(row)! }]);
       return;
     }
     this.peakPrefill = Math.max(this.peakPrefill, ordered.length);
-    toScore.forEach((s, i) => {
-      const row = ordered[s.row]!;
-      try {
-        row.spec.sink.onPrompt?.(scores[i]!);
-      } catch (e) {
-        this.fail(row, e);
-      }
-    });
     ordered.forEach((row, i) => {
       if (row.done) return;
-      this.opts.metrics.promptTokens.inc({ model: row.spec.modelName }, row.spec.prompt.length);
-      row.len = row.spec.prompt.length;
+      const fresh = freshOf.get(row)!;
+      if (row.generated === 0) this.opts.metrics.promptTokens.inc({ model: row.spec.modelName }, fresh);
+      row.len += fresh;
+      this.register(row);
+      if (!completes[i]) return;
+      const s = scores.get(row);
+      if (s) {
+        row.scored = true;
+        try {
+          row.spec.sink.onPrompt?.(s);
+        } catch (e) {
+          this.fail(row, e);
+          return;
+        }
+      }
+      this.prefilling = this.prefilling.filter((r) => r !== row);
       // Scoring only (max_tokens 0): the prompt was the work.
       if (row.spec.maxTokens === 0) return this.finish(row, 'length');
+      row.state = 'running';
       this.running.push(row);
       this.accept(row, chosen[i]!);
     });
   }
 
+  /** The prefill forward (under its own scope): the next token of each completing row, the prompt scores
+   * asked for; the hooks are disposed after. */
+  private forwardPrefill(
+    ordered: Row[],
+    freshOf: Map<Row, number>,
+    N: number,
+    completes: boolean[],
+    hooks: AdapterBatch | undefined,
+  ): { chosen: (TokenChoice | null)[]; scores: Map<Row, PromptScore[]> } {
+    try {
+      return noGrad(() =>
+        tidy(() => {
+          const device = this.model.device;
+          const rows: PrefillRow[] = ordered.map((row) => ({
+            blocks: row.blocks,
+            cached: row.len,
+            fresh: freshOf.get(row)!,
+          }));
+          const ids = tensor(
+            ordered.map((row) => {
+              const fresh = freshOf.get(row)!;
+              return [...new Array<number>(N - fresh).fill(0), ...row.tokens.slice(row.len, row.len + fresh)];
+            }),
+            { dtype: 'int64', device },
+          ); // [B, N], left-padded
+          const paged = prefillCache(this.pool, this.model.config, rows, N);
+          const h = this.model.lastHidden(ids, { attentionMask: paged.keyMask, cache: paged.cache, hooks }); // [B, N, H]
+          paged.storeHidden(h);
+          // Prompt scores: the stored hidden states of every position (cached ones included).
+          const scores = new Map<Row, PromptScore[]>();
+          const toScore = ordered.filter((row, i) => completes[i] && !row.scored && row.spec.promptLogprobs != null);
+          if (toScore.length > 0) {
+            const scored = scorePrompts(
+              this.model,
+              this.pool.hidden!,
+              toScore.map((row) => ({
+                rows: hiddenRows(row.blocks, row.spec.prompt.length - 1),
+                ids: row.spec.prompt,
+                top: row.spec.promptLogprobs!,
+              })),
+            );
+            toScore.forEach((row, i) => scores.set(row, scored[i]!));
+          }
+          const picked = ordered.flatMap((_, i) => (completes[i] ? [i] : []));
+          const chosen: (TokenChoice | null)[] = ordered.map(() => null);
+          if (picked.length > 0) {
+            const at = tensor(picked, { dtype: 'int64', device }); // [b]
+            const logits = this.model.head(h.narrow(1, N - 1, 1).indexSelect(0, at)).select(1, 0); // [b, V]
+            const tokens = this.chooseTokens(
+              logits,
+              picked.map((i) => ordered[i]!),
+            );
+            picked.forEach((i, j) => (chosen[i] = tokens[j]!));
+          }
+          return { chosen, scores };
+        }),
+      );
+    } finally {
+      hooks?.dispose();
+    }
+  }
+
   /** One decode step over every running row, rows grouped by adapter. */
   private step(): void {
+    // The block for each row's new position (taken from later-admitted rows when the pool is full).
+    for (const row of [...this.running].sort((a, b) => a.admitted - b.admitted))
+      if (this.running.includes(row)) this.reserveBlocks(row, row.len + 1, true);
     const rows = this.running.filter((row) => !row.done);
     if (rows.length === 0) return;
     this.peakBatch = Math.max(this.peakBatch, rows.length);
-    try {
-      this.pool.reserve(Math.max(...rows.map((row) => row.len)) + 1);
-    } catch (e) {
-      for (const row of rows) this.fail(row, e);
-      return;
-    }
     const { ordered, ranges } = byAdapter(rows);
     // Base-model-only steps run the plain hooks, exactly as `generate` without an adapter.
     const hooks = ranges.every((range) => range.adapter === null)
@@ -361,49 +563,34 @@ export class Engine {
       : new AdapterBatch(ranges, { training: false, record: 'none', stacks: this.stacks });
     let chosen: TokenChoice[];
     try {
-      ({ chosen } = this.nextTokens(ordered, hooks, () => {
-        const { cache, keyMask } = this.pool.stepCache(ordered);
-        const ids = tensor(
-          ordered.map((row) => [row.last]),
-          { dtype: 'int64', device: this.model.device },
-        ); // [B, 1]
-        return { ids, cache, attentionMask: keyMask };
-      }));
+      chosen = noGrad(() =>
+        tidy(() => {
+          const paged = decodeCache(this.pool, this.model.config, ordered);
+          const ids = tensor(
+            ordered.map((row) => [row.last]),
+            { dtype: 'int64', device: this.model.device },
+          ); // [B, 1]
+          const h = this.model.lastHidden(ids, {
+            attentionMask: paged.keyMask,
+            positions: paged.positions,
+            cache: paged.cache,
+            hooks,
+          }); // [B, 1, H]
+          paged.storeHidden(h);
+          return this.chooseTokens(this.model.head(h).select(1, 0), ordered); // logits [B, V]
+        }),
+      );
     } catch (e) {
       for (const row of ordered) this.fail(row, e);
       return;
-    }
-    ordered.forEach((row, i) => {
-      row.len += 1;
-      this.accept(row, chosen[i]!);
-    });
-  }
-
-  /** The forward over `ordered`'s inputs (made under the step's scope), each row's next token, and the
-   * log-probabilities of the prompts in `toScore` (prefill only); the hooks are disposed after. */
-  private nextTokens(
-    ordered: Row[],
-    hooks: AdapterBatch | undefined,
-    inputs: () => { ids: Tensor; cache: AttentionCache; attentionMask: Tensor | null },
-    toScore: PromptToScore[] = [],
-  ): { chosen: TokenChoice[]; scores: PromptScore[][] } {
-    try {
-      return noGrad(() =>
-        tidy(() => {
-          const { ids, cache, attentionMask } = inputs();
-          if (toScore.length === 0) {
-            const logits = this.model.forward(ids, { attentionMask, cache, hooks, lastOnly: true }).select(1, 0); // [B, V]
-            return { chosen: this.chooseTokens(logits, ordered), scores: [] };
-          }
-          const h = this.model.lastHidden(ids, { attentionMask, cache, hooks }); // [B, P, H]
-          const scores = scorePrompts(this.model, h, toScore);
-          const logits = this.model.head(h.narrow(1, h.size(1) - 1, 1)).select(1, 0); // [B, V]
-          return { chosen: this.chooseTokens(logits, ordered), scores };
-        }),
-      );
     } finally {
       hooks?.dispose();
     }
+    ordered.forEach((row, i) => {
+      row.len += 1;
+      this.register(row);
+      this.accept(row, chosen[i]!);
+    });
   }
 
   /** Each row's token from logits [B, V]: argmax on the device; the rows that sample, report
@@ -430,6 +617,7 @@ export class Engine {
     row.lastTokenAt = now;
     row.generated += 1;
     row.last = choice.id;
+    row.tokens.push(choice.id);
     let stop = false;
     try {
       stop = row.spec.sink.onToken(choice);
@@ -447,10 +635,7 @@ export class Engine {
     if (row.done) return;
     row.done = true;
     row.sampler.dispose();
-    if (row.slot >= 0) {
-      this.pool.release(row.slot);
-      row.slot = -1;
-    }
+    this.dropBlocks(row);
     try {
       row.spec.sink.onFinish(reason, error);
     } catch {
@@ -463,8 +648,12 @@ export class Engine {
   }
 
   private gauges(): void {
-    this.opts.metrics.queueDepth.set(this.waiting.length);
-    this.opts.metrics.runningBatch.set(this.running.filter((row) => !row.done).length);
+    const m = this.opts.metrics;
+    m.queueDepth.set(this.waiting.length);
+    m.runningBatch.set(this.running.filter((row) => !row.done).length);
+    m.kvBlocks.set({ state: 'used' }, this.pool.used);
+    m.kvBlocks.set({ state: 'cached' }, this.pool.cachedIdle);
+    m.kvBlocks.set({ state: 'free' }, this.pool.available - this.pool.cachedIdle);
   }
 }
 

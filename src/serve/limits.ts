@@ -28,3 +28,9 @@ export const DEFAULT_LIMITS: ConnectionLimits = {
 
 /** Registered adapters in memory at most, by default (pinned ones not counted). */
 export const DEFAULT_MAX_LOADED_ADAPTERS = 16;
+
+/** Share of the machine's available memory the KV pool takes by default (at most). */
+export const DEFAULT_KV_SHARE = 0.4;
+
+/** Prompts longer than this many tokens are prefilled in chunks of it between decode steps. */
+export const DEFAULT_PREFILL_CHUNK = 512;

@@ -34,6 +34,27 @@ export class ServerMetrics {
     help: 'Sequences in the running batch',
     registers: [this.registry],
   });
+  readonly kvBlocks = new Gauge({
+    name: 'mixlora_kv_blocks',
+    help: 'KV cache blocks by state: used (held by sequences), cached (kept for prefix hits), free',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+  });
+  readonly prefixQueryTokens = new Counter({
+    name: 'mixlora_prefix_cache_query_tokens_total',
+    help: 'Prompt tokens looked up in the prefix cache',
+    registers: [this.registry],
+  });
+  readonly prefixHitTokens = new Counter({
+    name: 'mixlora_prefix_cache_hit_tokens_total',
+    help: 'Prompt tokens found in the prefix cache (not computed again)',
+    registers: [this.registry],
+  });
+  readonly preemptions = new Counter({
+    name: 'mixlora_preemptions_total',
+    help: 'Sequences taken out of the batch when the KV cache was full (computed again later)',
+    registers: [this.registry],
+  });
   readonly adaptersLoaded = new Gauge({
     name: 'mixlora_adapters_loaded',
     help: 'Adapters in memory (pinned ones included)',

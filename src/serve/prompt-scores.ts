@@ -1,6 +1,7 @@
 // Log-probabilities of a prompt's own tokens (echo with logprobs, as OpenAI's legacy completions and vLLM
-// return them, and as lm-evaluation-harness reads them): token j's log p(x_j | x_<j) from the prefill's
-// hidden states at position j - 1, with the top alternatives there. The first token has none (null).
+// return them, and as lm-evaluation-harness reads them): token j's log p(x_j | x_<j) from the last decoder
+// layer's output at position j - 1 (kept with the KV blocks, so cached prefixes are scored too), with the
+// top alternatives there. The first token has none (null).
 import { tensor } from '../tensor/create.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -14,10 +15,9 @@ export interface PromptScore {
   top: [number, number][] | null;
 }
 
-/** One prompt to score: its row in the prefill batch and where its tokens start (after left padding). */
+/** One prompt to score: the rows of the hidden states of its positions 0 .. P-2, and its tokens. */
 export interface PromptToScore {
-  row: number;
-  start: number;
+  rows: number[];
   ids: number[];
   /** Alternatives to report per position. */
   top: number;
@@ -26,16 +26,15 @@ export interface PromptToScore {
 /** Positions whose logits one pass of the LM head makes at most ([n, V] float32 at a time). */
 const CHUNK = 256;
 
-/** Scores prompts from the prefill's last hidden states h [B, P, H] (before the final norm). */
-export function scorePrompts(model: CausalLM, h: Tensor, prompts: PromptToScore[]): PromptScore[][] {
-  const [P, H] = [h.size(1), h.size(2)];
-  // Every scored position: (flat position in h, the token it predicts, its prompt).
+/** Scores prompts from last hidden states `hidden` [n, H] (before the final norm). */
+export function scorePrompts(model: CausalLM, hidden: Tensor, prompts: PromptToScore[]): PromptScore[][] {
+  // Every scored position: (its row in `hidden`, the token it predicts, its prompt).
   const positions: number[] = [];
   const targets: number[] = [];
   const owner: number[] = [];
   prompts.forEach((p, i) => {
     for (let j = 1; j < p.ids.length; j++) {
-      positions.push(p.row * P + p.start + j - 1);
+      positions.push(p.rows[j - 1]!);
       targets.push(p.ids[j]!);
       owner.push(i);
     }
@@ -47,13 +46,12 @@ export function scorePrompts(model: CausalLM, h: Tensor, prompts: PromptToScore[
   for (let from = 0; from < positions.length; from += CHUNK) {
     const n = Math.min(CHUNK, positions.length - from);
     tidy(() => {
-      const flat = h.reshape(-1, H); // [B·P, H]
-      const at = tensor(positions.slice(from, from + n), { dtype: 'int64', device: h.device }); // [n]
-      const logits = model.head(flat.indexSelect(0, at)); // [n, V] float32
+      const at = tensor(positions.slice(from, from + n), { dtype: 'int64', device: hidden.device }); // [n]
+      const logits = model.head(hidden.indexSelect(0, at)); // [n, V] float32
       const norm = logits.logsumexp(-1, true); // [n, 1]
       const want = tensor(
         targets.slice(from, from + n).map((t) => [t]),
-        { dtype: 'int64', device: h.device },
+        { dtype: 'int64', device: hidden.device },
       ); // [n, 1]
       logprobs.set(logits.gather(1, want).sub(norm).reshape(-1).toFloat32Array(), from); // [n]
       if (k > 0) {

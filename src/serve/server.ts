@@ -5,7 +5,8 @@ import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { CausalLM } from '../models/llama.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import type { ServeContext } from './context.js';
-import { Engine } from './engine.js';
+import { DEFAULT_PREFILL_CHUNK, Engine } from './engine.js';
+import { BLOCK_SIZE, blockBytes, kvBlocks } from './block-pool.js';
 import { ApiError, errorBody } from './errors.js';
 import { ServerMetrics } from './metrics.js';
 import { ModelRegistry } from './registry.js';
@@ -31,6 +32,12 @@ export interface ServerOptions {
   maxLoadedAdapters?: number;
   maxBatch: number;
   maxQueue: number;
+  /** The KV cache's memory in MiB (null: block-pool.ts kvBlocks' default). */
+  kvCacheMib?: number | null;
+  /** Automatic prefix caching (default on). */
+  prefixCache?: boolean;
+  /** Prompts longer than this are prefilled in chunks between decode steps (default 512). */
+  prefillChunk?: number;
   apiKey: string | null;
   /** Largest request body in bytes. */
   bodyLimit: number;
@@ -71,7 +78,25 @@ export async function createServer(o: ServerOptions): Promise<Server> {
     throw e;
   }
   const stopIds = o.model.config.eosTokenIds;
-  const engine = new Engine(o.model, { maxBatch: o.maxBatch, maxQueue: o.maxQueue, stopIds, metrics });
+  const kv = kvBlocks(o.model.config, o.model.dtype, { mib: o.kvCacheMib ?? null, maxBatch: o.maxBatch });
+  if (kv.blocks < kv.minimum)
+    throw new UserError(
+      `--kv-cache-mib ${o.kvCacheMib}: the KV cache must hold one full context (${o.model.config.maxPositionEmbeddings} positions: ` +
+        `${Math.ceil((kv.minimum * blockBytes(o.model.config, o.model.dtype)) / 2 ** 20)} MiB at least)`,
+    );
+  o.log?.(
+    `KV cache: ${kv.blocks} blocks of ${BLOCK_SIZE} positions (${Math.round(kv.bytes / 2 ** 20)} MiB at most, used as sequences need it)` +
+      (o.prefixCache === false ? ', prefix caching off' : ', prefix caching on'),
+  );
+  const engine = new Engine(o.model, {
+    maxBatch: o.maxBatch,
+    maxQueue: o.maxQueue,
+    stopIds,
+    metrics,
+    kvBlocks: kv.blocks,
+    prefixCache: o.prefixCache ?? true,
+    prefillChunk: o.prefillChunk ?? DEFAULT_PREFILL_CHUNK,
+  });
   const ctx: ServeContext = {
     model: o.model,
     tokenizer: o.tokenizer,

@@ -120,6 +120,7 @@ export interface NativeAddon {
   multinomial(probs: Id, n: number, replacement: boolean): Id;
   bincount(id: Id, weights: Id | null, minlength: number): Id;
   sdpa(q: Id, k: Id, v: Id, mask: Id | null, dropoutP: number, isCausal: boolean): Id;
+  pagedAttention(q: Id, kPool: Id, vPool: Id, tables: Id, lens: Id, window: number, scale: number): Id;
   // autograd
   setRequiresGrad(id: Id, on: boolean): void;
   isLeaf(id: Id): boolean;

@@ -127,6 +127,21 @@ export function scaledDotProductAttention(
   );
 }
 
+/** A decode step's attention over paged KV blocks, read in place (native/decode_attention.cc): q [B, H, 1, D],
+ * kPool and vPool [N, Hkv, bs, D], tables int64 [B, M] (each row's blocks in order), lens int64 [B] (its
+ * keys, the new one included); window > 0 keeps the last `window` keys. Float32 on the CPU with the small-row
+ * kernel on (runtime info's smallGemm is not 'off'). */
+export function pagedAttention(
+  q: Tensor,
+  kPool: Tensor,
+  vPool: Tensor,
+  tables: Tensor,
+  lens: Tensor,
+  opts: { window: number | null; scale: number },
+): Tensor {
+  return new Tensor(native.pagedAttention(q.id, kPool.id, vPool.id, tables.id, lens.id, opts.window ?? 0, opts.scale));
+}
+
 /** n samples per row of probs [.., C] (sampled with the seeded generator). */
 export function multinomial(probs: Tensor, n: number, replacement = false): Tensor {
   return new Tensor(native.multinomial(probs.id, n, replacement));

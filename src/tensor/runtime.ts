@@ -49,6 +49,13 @@ export function buildInfo(): ReturnType<typeof native.buildInfo> {
   return native.buildInfo();
 }
 
+let blas: ReturnType<typeof native.blasInfo> | null = null;
+/** The addon's product kernels (fixed once it is loaded: read once). */
+export function blasInfo(): ReturnType<typeof native.blasInfo> {
+  blas ??= native.blasInfo();
+  return blas;
+}
+
 // Default: all cores (libtorch's own default follows OMP settings, which some builds pin to 1), shared
 // among the ranks of a data-parallel job on this machine (LOCAL_WORLD_SIZE, set by torchrun and
 // `mixlora launch`), so that they do not oversubscribe the cores.

@@ -3,7 +3,12 @@ import path from 'node:path';
 import { Command } from 'commander';
 import { UsageError } from '../../util/errors.js';
 import { addModelOptions, intArg, openModel, type ModelCliOptions } from '../options.js';
-import { DEFAULT_LIMITS, DEFAULT_MAX_LOADED_ADAPTERS } from '../../serve/limits.js';
+import {
+  DEFAULT_KV_SHARE,
+  DEFAULT_LIMITS,
+  DEFAULT_MAX_LOADED_ADAPTERS,
+  DEFAULT_PREFILL_CHUNK,
+} from '../../serve/limits.js';
 
 interface ServeCliOptions extends ModelCliOptions {
   adapter: [string, string][];
@@ -17,6 +22,9 @@ interface ServeCliOptions extends ModelCliOptions {
   bodyLimit: number;
   shutdownTimeout: number;
   maxLoadedAdapters: number;
+  kvCacheMib?: number;
+  prefixCache: boolean;
+  prefillChunk: number;
   headersTimeout: number;
   requestTimeout: number;
   keepAliveTimeout: number;
@@ -52,6 +60,18 @@ export function serveCommand(): Command {
     .option('--max-queue <n>', 'sequences waiting for the batch at most (then 429)', intArg('--max-queue', 0), 256)
     .option('--api-key <key>', 'require Authorization: Bearer KEY on every route but /health (or MIXLORA_API_KEY)')
     .option('--body-limit <bytes>', 'largest request body (then 413)', intArg('--body-limit', 1024), 1 << 20)
+    .option(
+      '--kv-cache-mib <n>',
+      `memory of the paged KV cache in MiB (default: --max-batch full contexts, at most ${DEFAULT_KV_SHARE * 100}% of the available memory; at least one full context)`,
+      intArg('--kv-cache-mib', 1),
+    )
+    .option('--no-prefix-cache', 'do not keep and reuse the KV blocks of prompt prefixes already computed')
+    .option(
+      '--prefill-chunk <n>',
+      'prompts longer than this many tokens are prefilled in chunks between decode steps',
+      intArg('--prefill-chunk', 16),
+      DEFAULT_PREFILL_CHUNK,
+    )
     .option(
       '--headers-timeout <s>',
       "seconds a client gets to send a request's headers",
@@ -119,6 +139,9 @@ export function serveCommand(): Command {
       adapters: o.adapter,
       adapterRoot: o.adapterRoot ? path.resolve(o.adapterRoot) : null,
       maxLoadedAdapters: o.maxLoadedAdapters,
+      kvCacheMib: o.kvCacheMib ?? null,
+      prefixCache: o.prefixCache,
+      prefillChunk: o.prefillChunk,
       maxBatch: o.maxBatch,
       maxQueue: o.maxQueue,
       // An empty MIXLORA_API_KEY is an unset one (an empty --api-key is refused above).
