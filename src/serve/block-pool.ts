@@ -17,6 +17,7 @@ import { ITEM_SIZE } from '../tensor/dtype.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
 import type { ModelConfig } from '../models/config.js';
 import { DEFAULT_KV_SHARE } from './limits.js';
+import type { PromptScore } from './prompt-scores.js';
 
 /** Positions per block (vLLM's default). */
 export const BLOCK_SIZE = 16;
@@ -42,6 +43,9 @@ export class BlockPool {
   private readonly idle = new Map<number, true>();
   private readonly byHash = new Map<string, number>();
   private readonly hashOf: (string | null)[];
+  /** Registered blocks' prompt scores: each position's token log-probability and top alternatives, fixed by
+   * the block's hash like its keys and values (echo requests on a cached prefix skip the LM head there). */
+  private readonly scores = new Map<number, { top: number; positions: (PromptScore | null)[] }>();
 
   constructor(
     private readonly config: ModelConfig,
@@ -138,6 +142,24 @@ export class BlockPool {
     const hash = this.hashOf[block];
     if (hash !== null) this.byHash.delete(hash);
     this.hashOf[block] = null;
+    this.scores.delete(block);
+  }
+
+  /** A registered block's score of position `offset` with at least `top` alternatives, if kept. */
+  scoreOf(block: number, offset: number, top: number): PromptScore | null {
+    const kept = this.scores.get(block);
+    return kept && kept.top >= top ? (kept.positions[offset] ?? null) : null;
+  }
+
+  /** Keeps a registered block's position score (with `top` alternatives). */
+  keepScore(block: number, offset: number, score: PromptScore, top: number): void {
+    if (this.hashOf[block] === null) return;
+    let kept = this.scores.get(block);
+    if (!kept || kept.top < top) {
+      kept = { top, positions: new Array<PromptScore | null>(BLOCK_SIZE).fill(null) };
+      this.scores.set(block, kept);
+    }
+    if (kept.top === top || (score.top?.length ?? 0) >= kept.top) kept.positions[offset] = score;
   }
 
   /** Frees the tensors when no block is held; the cache is forgotten with them. */

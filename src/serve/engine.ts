@@ -470,6 +470,10 @@ export class Engine {
       const s = scores.get(row);
       if (s) {
         row.scored = true;
+        // Kept with the prompt's registered blocks, for the next request on this prefix.
+        const top = row.spec.promptLogprobs!;
+        for (let j = 1; j < Math.min(s.length, row.registered * BLOCK_SIZE); j++)
+          this.pool.keepScore(row.blocks[Math.floor(j / BLOCK_SIZE)]!, j % BLOCK_SIZE, s[j]!, top);
         try {
           row.spec.sink.onPrompt?.(s);
         } catch (e) {
@@ -514,7 +518,8 @@ export class Engine {
           const paged = prefillCache(this.pool, this.model.config, rows, N);
           const h = this.model.lastHidden(ids, { attentionMask: paged.keyMask, cache: paged.cache, hooks }); // [B, N, H]
           paged.storeHidden(h);
-          // Prompt scores: the stored hidden states of every position (cached ones included).
+          // Prompt scores: the stored hidden states of every position (cached ones included), or the scores
+          // kept with cached blocks.
           const scores = new Map<Row, PromptScore[]>();
           const toScore = ordered.filter((row, i) => completes[i] && !row.scored && row.spec.promptLogprobs != null);
           if (toScore.length > 0) {
@@ -525,6 +530,9 @@ export class Engine {
                 rows: hiddenRows(row.blocks, row.spec.prompt.length - 1),
                 ids: row.spec.prompt,
                 top: row.spec.promptLogprobs!,
+                known: row.spec.prompt.map((_, j) =>
+                  this.pool.scoreOf(row.blocks[Math.floor(j / BLOCK_SIZE)]!, j % BLOCK_SIZE, row.spec.promptLogprobs!),
+                ),
               })),
             );
             toScore.forEach((row, i) => scores.set(row, scored[i]!));

@@ -19,6 +19,8 @@ export interface PromptScore {
 export interface PromptToScore {
   rows: number[];
   ids: number[];
+  /** Scores already known (from cached blocks), by position; those positions are not computed again. */
+  known?: (PromptScore | null)[];
   /** Alternatives to report per position. */
   top: number;
 }
@@ -32,8 +34,11 @@ export function scorePrompts(model: CausalLM, hidden: Tensor, prompts: PromptToS
   const positions: number[] = [];
   const targets: number[] = [];
   const owner: number[] = [];
+  const at: number[] = [];
   prompts.forEach((p, i) => {
     for (let j = 1; j < p.ids.length; j++) {
+      if (p.known?.[j]) continue;
+      at.push(j);
       positions.push(p.rows[j - 1]!);
       targets.push(p.ids[j]!);
       owner.push(i);
@@ -61,12 +66,17 @@ export function scorePrompts(model: CausalLM, hidden: Tensor, prompts: PromptToS
       }
     });
   }
-  const out: PromptScore[][] = prompts.map((p) => [{ id: p.ids[0]!, logprob: null, top: null }]);
+  const out: PromptScore[][] = prompts.map((p) =>
+    p.ids.map((id, j) => {
+      const known = j === 0 ? null : p.known?.[j];
+      return known ? { id, logprob: known.logprob, top: known.top!.slice(0, p.top) } : { id, logprob: null, top: null };
+    }),
+  );
   positions.forEach((_, i) => {
     const p = prompts[owner[i]!]!;
     const top: [number, number][] = [];
     for (let r = 0; r < p.top; r++) top.push([topIds[i * k + r]!, topValues[i * k + r]!]);
-    out[owner[i]!]!.push({ id: targets[i]!, logprob: logprobs[i]!, top });
+    out[owner[i]!]![at[i]!] = { id: targets[i]!, logprob: logprobs[i]!, top };
   });
   return out;
 }

@@ -103,8 +103,13 @@ test('echoed prompt log-probabilities come from cached blocks too, equal to comp
   const before = await hits(cached);
   const got = await complete(cached, 'mixlora', prompt, { echo: true, max_tokens: 1 });
   assert.ok((await hits(cached)) > before, 'served from the cache');
-  assertSame(got, await complete(plain, 'mixlora', prompt, { echo: true, max_tokens: 1 }), 'echo');
+  const want = await complete(plain, 'mixlora', prompt, { echo: true, max_tokens: 1 });
+  assertSame(got, want, 'echo');
   assert.equal(got.logprobs[0], null);
+  // Once scored, a prefix's scores are kept with its blocks: the next echo takes them (with fewer alternatives too).
+  assertSame(await complete(cached, 'mixlora', prompt, { echo: true, max_tokens: 1 }), want, 'echo again');
+  const fewer = await complete(cached, 'mixlora', prompt, { echo: true, max_tokens: 1, logprobs: 1 });
+  assertSame(fewer, await complete(plain, 'mixlora', prompt, { echo: true, max_tokens: 1, logprobs: 1 }), 'top 1');
 });
 
 test('an adapter unloaded and loaded again under its name never reuses its predecessor’s blocks', async () => {
