@@ -1,23 +1,36 @@
 #!/usr/bin/env node
-// Builds the libtorch addon with node-gyp.
+// Builds the libtorch addon with node-gyp; the package's install script (`npm install mixlora`) and `make
+// setup` both run it.
 //   node scripts/build-native.mjs                      native/build/Release/mixlora.node, libtorch as found
-//                                                      by scripts/libtorch.mjs (the .venv's PyTorch 2.x first)
+//                                                      by scripts/libtorch.mjs (LIBTORCH, the checkout's .venv,
+//                                                      $PYTHON/python3's PyTorch 2.x, else the private venv in
+//                                                      the user cache, made here with the pinned torch)
 //   node scripts/build-native.mjs --out DIR [--werror] another build folder (e.g. the system-libtorch build
 //                                                      that `make test-system-libtorch` loads through
 //                                                      MIXLORA_ADDON, or the warnings-as-errors build of lint)
-// Incremental: reconfigures only when binding.gyp, the flags or the libtorch found changed.
+//   node scripts/build-native.mjs --dry-run            says which libtorch and what it would do (up to date,
+//                                                      copy from the build cache, compile); changes nothing
+// Up to date when the build folder's stamp has the addon's cache key (scripts/addon-cache.mjs: sources, flags,
+// compiler, Node ABI, libtorch); else a build with that key in the per-user cache is copied in; else node-gyp
+// compiles (reconfiguring only when binding.gyp, the flags or the libtorch changed) and the result is stored
+// in the cache.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
-import { findLibtorch, gypFields, root } from './libtorch.mjs';
+import { findLibtorch, NoPyTorch, root, systemLibtorchPresent } from './libtorch.mjs';
+import { addonKey, copyOut, keyInputs, lookup, store } from './addon-cache.mjs';
 
-const { values: args } = parseArgs({ options: { out: { type: 'string' }, werror: { type: 'boolean' } } });
+const { values: args } = parseArgs({
+  options: { out: { type: 'string' }, werror: { type: 'boolean' }, 'dry-run': { type: 'boolean' } },
+});
 // MIXLORA_WERROR=1 asks for warnings as errors too (CI builds the default addon that way once, so that
 // `make lint` finds it already built).
 const opts = { ...args, werror: Boolean(args.werror) || process.env.MIXLORA_WERROR === '1' };
+const dryRun = Boolean(args['dry-run']);
+const say = (line) => process.stderr.write(`mixlora: ${line}\n`);
 const nativeDir = path.join(root, 'native');
 
 // The folder node-gyp runs in: native/ itself, or a folder of links to native/'s sources whose binding.gyp
@@ -42,21 +55,142 @@ function prepareFolder(out) {
   return dir;
 }
 
+const setupVenv = path.join(root, 'scripts', 'setup-venv.sh');
+
+/** The pinned torch and its pip arguments for this machine (setup-venv.sh holds the pins). */
+function torchPipArgs() {
+  const r = spawnSync('bash', [setupVenv, '--print-torch'], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : 'torch';
+}
+
+/** Makes the private venv (waiting for another install making it at the same time); false if it could not. */
+function makePrivateVenv(venv) {
+  const lock = `${venv}.lock`;
+  fs.mkdirSync(path.dirname(venv), { recursive: true });
+  const started = Date.now();
+  for (;;) {
+    try {
+      fs.mkdirSync(lock);
+      break;
+    } catch (e) {
+      if (e.code !== 'EEXIST') throw e;
+      // A lock older than 30 minutes was left by an install that was killed.
+      const age = Date.now() - (fs.statSync(lock, { throwIfNoEntry: false })?.mtimeMs ?? 0);
+      if (age > 30 * 60_000) fs.rmSync(lock, { recursive: true, force: true });
+      else if (Date.now() - started > 30 * 60_000) return false;
+      else Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2000);
+    }
+  }
+  try {
+    say(
+      `no PyTorch 2.x found: installing ${torchPipArgs().split(' ')[0]} into ${venv} (once per user and mixlora version)`,
+    );
+    const r = spawnSync('bash', [setupVenv, '--torch-only', venv], {
+      stdio: ['ignore', 2, 2],
+      env: { ...process.env, MIXLORA_VENV_PYTHON: process.env.PYTHON || 'python3' },
+    });
+    return r.status === 0;
+  } finally {
+    fs.rmSync(lock, { recursive: true, force: true });
+  }
+}
+
+/** The one line said when no libtorch can be had, with the command that fixes it. */
+function noLibtorchLine(e) {
+  const python = process.env.PYTHON || 'python3';
+  const venvBroken = /venv' failed|No module named venv|ensurepip/.test(e.setupOutput ?? '');
+  const fix = venvBroken
+    ? `apt-get install python3-venv (or give LIBTORCH=/path/to/libtorch), then npm rebuild mixlora`
+    : `${python} -m pip install ${torchPipArgs()} (or give LIBTORCH=/path/to/libtorch, or MIXLORA_BACKEND=system with Debian's libtorch-dev), then npm rebuild mixlora`;
+  return `cannot build the addon: no libtorch (${e.reasons.join('; ')}). Fix: ${fix}`;
+}
+
+/** The libtorch to build against; makes the private venv when auto finds no PyTorch 2.x (not in a dry run). */
+function resolveLibtorch() {
+  try {
+    return findLibtorch(process.env, { systemFallback: false });
+  } catch (e) {
+    if (!(e instanceof NoPyTorch)) throw e;
+    if (dryRun) {
+      say(`would install the pinned torch into ${e.venv} (${e.reasons.join('; ')})`);
+      process.exit(0);
+    }
+    if (makePrivateVenv(e.venv)) {
+      try {
+        return findLibtorch(process.env, { systemFallback: false });
+      } catch (again) {
+        if (!(again instanceof NoPyTorch)) throw again;
+        e = again;
+      }
+    } else e.reasons.push(`pip could not install torch into ${e.venv} (see above)`);
+    // Debian's libtorch 1.13, the slow fallback: only when nothing else can be had (and said so).
+    if ((process.env.MIXLORA_BACKEND || 'auto') === 'auto' && systemLibtorchPresent()) {
+      say(`${e.reasons.join('; ')}: falling back to the system libtorch (slow; see README, Backends)`);
+      return findLibtorch({ ...process.env, MIXLORA_BACKEND: 'system' });
+    }
+    say(noLibtorchLine(e));
+    process.exit(1);
+  }
+}
+
 let lt;
 try {
-  lt = findLibtorch();
+  lt = resolveLibtorch();
 } catch (e) {
   process.stderr.write(`mixlora: cannot build the native addon.\n${e.message}\n`);
   process.exit(1);
 }
-const gypDir = prepareFolder(opts.out);
+const gypDir = dryRun ? (opts.out ? path.resolve(root, opts.out) : nativeDir) : prepareFolder(opts.out);
 const buildDir = path.join(gypDir, 'build');
 const stampFile = path.join(buildDir, 'libtorch.json');
-process.stderr.write(
-  `mixlora: building the addon in ${path.relative(root, buildDir)} against libtorch ${lt.version} from ${lt.source}` +
-    ` (${lt.cuda ? `CUDA build ${lt.nccl ? 'with NCCL' : "without NCCL (CUDA's or NCCL's headers not found, or MIXLORA_NCCL=0)"}` : 'CPU build'}` +
-    `${opts.werror ? ', warnings as errors' : ''})\n`,
+const addonFile = path.join(buildDir, 'Release', 'mixlora.node');
+const describeLt = () =>
+  `libtorch ${lt.version} from ${lt.source}` +
+  ` (${lt.cuda ? `CUDA build ${lt.nccl ? 'with NCCL' : "without NCCL (CUDA's or NCCL's headers not found, or MIXLORA_NCCL=0)"}` : 'CPU build'}` +
+  `${opts.werror ? ', warnings as errors' : ''})`;
+
+const key = addonKey(lt);
+const readStamp = () => {
+  try {
+    return JSON.parse(fs.readFileSync(stampFile, 'utf8'));
+  } catch {
+    return null;
+  }
+};
+// What gyp is told (flags, libraries) for this libtorch, without -Werror: a build folder configured for
+// another libtorch or other flags is removed before it is built again or a cached build is copied in.
+const configOf = (x) =>
+  JSON.stringify({ ...x, source: undefined, key: undefined, werror: undefined, fields: undefined });
+const stamp = readStamp();
+const sameConfig = stamp !== null && configOf(stamp) === configOf(lt);
+// A build with warnings as errors is the same addon: it also serves a request without them.
+const stampFor = (werror) => JSON.stringify({ ...lt, key, werror }, null, 0);
+const rel = path.relative(process.cwd(), addonFile) || addonFile;
+
+if (stamp?.key === key && fs.existsSync(addonFile) && (stamp.werror || !opts.werror)) {
+  if (dryRun) say(`${rel} is up to date (${describeLt()})`);
+  else {
+    // (the same libtorch found another way, e.g. through $PYTHON: what `mixlora info` names)
+    if (stamp.source !== lt.source) fs.writeFileSync(stampFile, stampFor(stamp.werror));
+    store(key, addonFile, { ...keyInputs(lt), werror: stamp.werror });
+  }
+  process.exit(0);
+}
+const cached = lookup(key);
+if (cached && (cached.werror || !opts.werror)) {
+  say(
+    `${dryRun ? 'would copy' : 'copying'} the addon built before for ${describeLt()} from the build cache (${cached.file})`,
+  );
+  if (dryRun) process.exit(0);
+  if (!sameConfig) fs.rmSync(buildDir, { recursive: true, force: true });
+  copyOut(cached.file, addonFile);
+  fs.writeFileSync(stampFile, stampFor(cached.werror));
+  process.exit(0);
+}
+say(
+  `${dryRun ? 'would build' : 'building'} the addon in ${path.relative(root, buildDir) || buildDir} against ${describeLt()}`,
 );
+if (dryRun) process.exit(0);
 
 const require = createRequire(import.meta.url);
 const nodeGyp = require.resolve('node-gyp/bin/node-gyp.js');
@@ -77,18 +211,19 @@ const nodedirArgs =
     ? [`--nodedir=${nodePrefix}`]
     : [];
 
-// What gyp will be told (flags, libraries): when any of it changes, reconfigure and rebuild.
-const stampFor = (werror) => JSON.stringify({ ...lt, fields: gypFields(lt, werror) });
-const stamp = stampFor(opts.werror);
-// A build with warnings as errors is the same addon: it also serves a request without them.
-const accepted = opts.werror ? [stamp] : [stamp, stampFor(true)];
+// Reconfigure (from an empty folder) when the libtorch or the flags changed, or a -Werror build is asked of a
+// folder configured without; reconfigure in place when binding.gyp changed.
+const configChanged = !sameConfig || (opts.werror && !stamp.werror);
 const gypChanged =
   !fs.existsSync(path.join(buildDir, 'Makefile')) ||
   fs.statSync(path.join(gypDir, 'binding.gyp')).mtimeMs > fs.statSync(path.join(buildDir, 'Makefile')).mtimeMs;
-const ltChanged = !fs.existsSync(stampFile) || !accepted.includes(fs.readFileSync(stampFile, 'utf8'));
-if (gypChanged || ltChanged) {
-  if (ltChanged && fs.existsSync(buildDir)) fs.rmSync(buildDir, { recursive: true, force: true });
+let werror = stamp?.werror === true;
+if (configChanged || gypChanged) {
+  if (configChanged && fs.existsSync(buildDir)) fs.rmSync(buildDir, { recursive: true, force: true });
+  fs.rmSync(stampFile, { force: true });
   run(['configure', ...nodedirArgs]);
-  fs.writeFileSync(stampFile, stamp);
+  werror = opts.werror;
 }
 run(['build', `-j`, String(Math.max(1, os.availableParallelism()))]);
+fs.writeFileSync(stampFile, stampFor(werror));
+store(key, addonFile, { ...keyInputs(lt), werror });

@@ -1,10 +1,16 @@
 #!/usr/bin/env node
 // Finds the libtorch to build the addon against, in this order:
 //   1. LIBTORCH=<dir>            a libtorch folder with include/ and lib/
-//   2. LIBTORCH_USE_PYTORCH=1    the `torch` package of `python3` (or $PYTHON)
+//   2. LIBTORCH_USE_PYTORCH=1    the `torch` package of `python3` (or $PYTHON), whatever its version
 //   3. MIXLORA_BACKEND=system    Debian/Ubuntu's libtorch-dev (/usr/include, /usr/lib/<triplet>)
-//      MIXLORA_BACKEND=pytorch   the project's virtual environment (.venv, made by `make setup`)
-//   4. otherwise                 the project's .venv when it holds torch, else the system package
+//   4. otherwise (MIXLORA_BACKEND=auto, the default, or pytorch) the first PyTorch 2.x of
+//        a. the checkout's .venv (made by `make setup`; an installed package has none),
+//        b. $PYTHON, else python3 (an existing PyTorch of the user's),
+//        c. the package's private virtual environment in the per-user cache
+//           (<cache>/<version>/venv, cache: $MIXLORA_CACHE_DIR, else $XDG_CACHE_HOME/mixlora, else
+//           ~/.cache/mixlora), which scripts/build-native.mjs makes with the pinned torch when none of these
+//           has one (findLibtorch itself never installs anything: it throws NoPyTorch);
+//      auto then falls back to the system libtorch when libtorch-dev is installed (said in one line).
 // A CUDA build also gets c10d's ProcessGroupNCCL when the CUDA runtime's and NCCL's headers are found
 // (PyTorch's wheels bring them as nvidia-* packages beside torch; else CUDA_HOME, NCCL_INCLUDE_DIR,
 // /usr/local/cuda, /usr/include); MIXLORA_NCCL=0 leaves it out (the CUDA build then has Gloo only).
@@ -12,6 +18,7 @@
 // MIXLORA_LIBTORCH_JSON so that gyp's field queries (`node scripts/libtorch.mjs <field>`) agree with it.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -19,7 +26,7 @@ const HOW_TO =
   'libtorch was not found. Provide it in one of these ways:\n' +
   '  1. LIBTORCH=/path/to/libtorch   (a folder with include/ and lib/, e.g. unpacked from pytorch.org)\n' +
   '  2. LIBTORCH_USE_PYTORCH=1       (use the torch package of python3; set PYTHON to pick another interpreter)\n' +
-  '  3. MIXLORA_BACKEND=pytorch       (the project-local .venv that `make setup` fills with PyTorch 2.x from pip)\n' +
+  "  3. MIXLORA_BACKEND=pytorch       (PyTorch 2.x: the checkout's .venv, python3's, or the private venv in the user cache)\n" +
   '  4. MIXLORA_BACKEND=system        (Debian/Ubuntu: apt-get install libtorch-dev; `make setup` does this as root)';
 
 export class LibtorchNotFound extends Error {}
@@ -113,6 +120,10 @@ function describe(source, includeDir, libDir) {
   if (!libFile(libDir, 'torch') || !libFile(libDir, 'c10')) {
     throw new LibtorchNotFound(`${source}: libtorch.so / libc10.so not found in ${libDir}\n\n${HOW_TO}`);
   }
+  // Real paths: the addon's rpath and its build-cache key (addon-cache.mjs) name the libtorch itself, not a
+  // link to it (a .venv that is a symbolic link, a LIBTORCH given through one).
+  includeDir = fs.realpathSync(includeDir);
+  libDir = fs.realpathSync(libDir);
   const libs = ['torch', 'torch_cpu', 'c10'];
   const cuda = Boolean(libFile(libDir, 'torch_cuda'));
   if (cuda) libs.push('torch_cuda', 'c10_cuda');
@@ -136,29 +147,79 @@ function describe(source, includeDir, libDir) {
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const venvPython = path.join(root, '.venv', 'bin', 'python');
+export const packageVersion = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).version;
 
-function fromPython(python = process.env.PYTHON || 'python3', source = `python torch (${python})`) {
-  let out;
+/** The per-user cache of mixlora (the private PyTorch venv, the addon builds): MIXLORA_CACHE_DIR, else
+ * $XDG_CACHE_HOME/mixlora, else ~/.cache/mixlora. Shared by every project of the user. */
+export function cacheRoot(env = process.env) {
+  if (env.MIXLORA_CACHE_DIR) return path.resolve(env.MIXLORA_CACHE_DIR);
+  return path.join(
+    env.XDG_CACHE_HOME ? path.resolve(env.XDG_CACHE_HOME) : path.join(os.homedir(), '.cache'),
+    'mixlora',
+  );
+}
+
+/** The private virtual environment with the pinned torch, one per package version (as `make setup`'s .venv
+ * is one per checkout). */
+export function privateVenv(env = process.env) {
+  return path.join(cacheRoot(env), packageVersion, 'venv');
+}
+
+const isTorch2 = (version) => Number(/^(\d+)\./.exec(version)?.[1] ?? 0) >= 2;
+
+/** The folder of python's torch package, found without importing it (fast: no libtorch load), or the reason
+ * there is none. */
+function torchDirOf(python) {
   try {
-    out = execFileSync(
+    const out = execFileSync(
       python,
       [
         '-c',
-        'import json, os, torch; d = os.path.dirname(torch.__file__); ' +
-          'print(json.dumps({"include": os.path.join(d, "include"), "lib": os.path.join(d, "lib")}))',
+        'import importlib.util as u, json; s = u.find_spec("torch"); ' +
+          'print(json.dumps(list(s.submodule_search_locations)[0] if s and s.submodule_search_locations else None))',
       ],
-      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 },
     );
+    const dir = JSON.parse(out);
+    return dir ? { dir } : { reason: `${python} has no torch` };
   } catch (e) {
-    throw new LibtorchNotFound(
-      `LIBTORCH_USE_PYTORCH=1 but \`${python} -c "import torch"\` failed: ${String(e.stderr || e.message)
-        .trim()
-        .split('\n')
-        .pop()}\n\n${HOW_TO}`,
-    );
+    const why =
+      e.code === 'ENOENT'
+        ? 'not found'
+        : String(e.stderr || e.message)
+            .trim()
+            .split('\n')
+            .pop();
+    return { reason: `${python}: ${why}` };
   }
-  const { include, lib } = JSON.parse(out);
-  return describe(source, include, lib);
+}
+
+function fromPython(python = process.env.PYTHON || 'python3', source = `python torch (${python})`) {
+  const found = torchDirOf(python);
+  if (!found.dir) throw new LibtorchNotFound(`LIBTORCH_USE_PYTORCH=1 but ${found.reason}\n\n${HOW_TO}`);
+  return describe(source, path.join(found.dir, 'include'), path.join(found.dir, 'lib'));
+}
+
+/** PyTorch 2.x of `python`, or the reason it is not usable. */
+function pytorch2Of(python, source) {
+  const found = torchDirOf(python);
+  if (!found.dir) return { reason: found.reason };
+  try {
+    const lt = describe(source, path.join(found.dir, 'include'), path.join(found.dir, 'lib'));
+    if (!isTorch2(lt.version)) return { reason: `${python} has torch ${lt.version}, not 2.x` };
+    return { lt };
+  } catch (e) {
+    return { reason: e.message.split('\n')[0] };
+  }
+}
+
+export function systemLibtorchPresent() {
+  try {
+    fromSystem();
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function fromSystem() {
@@ -173,7 +234,19 @@ function fromSystem() {
   throw new LibtorchNotFound(HOW_TO);
 }
 
-export function findLibtorch(env = process.env) {
+/** No PyTorch 2.x where auto looks (the checkout's .venv, $PYTHON or python3, the private venv): `reasons`
+ * says why for each; scripts/build-native.mjs then makes the private venv at `venv` and asks again. */
+export class NoPyTorch extends LibtorchNotFound {
+  constructor(reasons, venv) {
+    super(`no PyTorch 2.x found (${reasons.join('; ')})`);
+    this.reasons = reasons;
+    this.venv = venv;
+  }
+}
+
+/** The libtorch to build against (see the top of this file). `opts.systemFallback` (default true): auto falls
+ * back to the system libtorch when no PyTorch 2.x is found; false throws NoPyTorch instead. */
+export function findLibtorch(env = process.env, opts = {}) {
   if (env.LIBTORCH) {
     const dir = path.resolve(env.LIBTORCH);
     return describe(`LIBTORCH=${dir}`, path.join(dir, 'include'), path.join(dir, 'lib'));
@@ -184,14 +257,27 @@ export function findLibtorch(env = process.env) {
     throw new LibtorchNotFound(`MIXLORA_BACKEND=${backend}: expected pytorch, system or auto`);
   }
   if (backend === 'system') return fromSystem();
-  if (backend === 'pytorch' || fs.existsSync(venvPython)) {
-    try {
-      return fromPython(venvPython, 'pytorch (.venv)');
-    } catch (e) {
-      if (backend === 'pytorch') throw e;
-    }
+  const reasons = [];
+  const venv = privateVenv(env);
+  const python = env.PYTHON || 'python3';
+  const privatePython = path.join(venv, 'bin', 'python');
+  // (opts.projectPython: another checkout's .venv python, or null for none: the tests of this order)
+  const project = opts.projectPython === undefined ? venvPython : opts.projectPython;
+  const candidates = [];
+  if (project && fs.existsSync(project)) candidates.push([project, 'pytorch (.venv)']);
+  if (python !== project) candidates.push([python, `python torch (${python})`]);
+  for (const [py, source] of candidates) {
+    const r = pytorch2Of(py, source);
+    if (r.lt) return r.lt;
+    reasons.push(r.reason);
   }
-  return fromSystem();
+  if (fs.existsSync(privatePython)) {
+    const r = pytorch2Of(privatePython, `pytorch (private venv ${venv})`);
+    if (r.lt) return r.lt;
+    reasons.push(r.reason);
+  } else reasons.push(`no private venv at ${venv} yet`);
+  if (backend === 'auto' && opts.systemFallback !== false && systemLibtorchPresent()) return fromSystem();
+  throw new NoPyTorch(reasons, venv);
 }
 
 /** The compiler and linker settings binding.gyp asks for, each as gyp's <!@(...) expansion wants it. */

@@ -2,6 +2,11 @@
 # Makes the project-local virtual environment .venv with PyTorch 2.x (the addon's default libtorch) and the
 # Python libraries the tests and benchmarks compare against (transformers, peft). Idempotent: installs only
 # what is missing or pinned differently.
+#   scripts/setup-venv.sh                    .venv of the checkout, torch and the libraries of the tests
+#   scripts/setup-venv.sh --torch-only DIR   a virtual environment at DIR with the pinned torch alone: the
+#                                            private one an installed package builds against when the user
+#                                            has no PyTorch 2.x (scripts/build-native.mjs; in the user cache)
+#   scripts/setup-venv.sh --print-torch      the pip arguments of the pinned torch for this machine
 #   CPU build of torch on a machine without an NVIDIA GPU, the CUDA build where one is present
 #   (override: MIXLORA_TORCH=cpu|cuda). Tested range: torch 2.13 (CPU) to 2.14 (CUDA).
 #   PIP_RETRIES: pip's retries per package (default 0 here: an unreachable index fails at once rather
@@ -9,6 +14,15 @@
 # When pip cannot install torch, says so and exits 0: the build then falls back to the system libtorch
 # (Debian's libtorch-dev), exactly as MIXLORA_BACKEND=system chooses it.
 set -euo pipefail
+VENV=.venv
+TORCH_ONLY=0
+PRINT_TORCH=0
+case "${1:-}" in
+  --torch-only) TORCH_ONLY=1; VENV=$(realpath -m "${2:?--torch-only needs a folder}") ;;
+  --print-torch) PRINT_TORCH=1 ;;
+  "") ;;
+  *) echo "usage: scripts/setup-venv.sh [--torch-only DIR | --print-torch]" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 
 TORCH_CPU="torch==2.13.0+cpu"
@@ -36,21 +50,25 @@ case "$flavour" in
   *) echo "mixlora setup: MIXLORA_TORCH=$flavour: expected cpu or cuda" >&2; exit 2 ;;
 esac
 
+if [ "$PRINT_TORCH" = 1 ]; then echo "$torch_spec ${index_args[*]}"; exit 0; fi
+if [ "$TORCH_ONLY" = 1 ]; then PY_LIBS=(); PY_NODEPS=(); fi
+
 python="${MIXLORA_VENV_PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-  echo "mixlora setup: creating .venv with $($python --version 2>&1)" >&2
-  if ! "$python" -m venv .venv; then
-    rm -rf .venv
-    echo "mixlora setup: '$python -m venv' failed (Debian/Ubuntu: apt-get install python3-venv); using the system libtorch" >&2
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "mixlora setup: creating $VENV with $($python --version 2>&1)" >&2
+  mkdir -p "$(dirname "$VENV")"
+  if ! "$python" -m venv "$VENV"; then
+    rm -rf "$VENV"
+    echo "mixlora setup: '$python -m venv' failed (Debian/Ubuntu: apt-get install python3-venv)$([ "$TORCH_ONLY" = 1 ] || echo '; using the system libtorch')" >&2
     exit 0
   fi
 fi
 
 want="${torch_spec#torch==}"
-have="$(.venv/bin/python -c 'import torch; print(torch.__version__)' 2>/dev/null || true)"
+have="$("$VENV/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null || true)"
 missing=()
 [ "$have" = "$want" ] || missing+=("$torch_spec")
-version_of() { .venv/bin/python -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || true; }
+version_of() { "$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || true; }
 for lib in "${PY_LIBS[@]}"; do
   [ "$(version_of "${lib%%==*}")" = "${lib#*==}" ] || missing+=("$lib")
 done
@@ -60,16 +78,17 @@ for lib in "${PY_NODEPS[@]}"; do
 done
 [ ${#missing[@]} -eq 0 ] && [ ${#missing_nodeps[@]} -eq 0 ] && exit 0
 
-echo "mixlora setup: pip installing ${missing[*]} ${missing_nodeps[*]} into .venv" >&2
+echo "mixlora setup: pip installing ${missing[*]} ${missing_nodeps[*]} into $VENV" >&2
 status=0
 if [ ${#missing[@]} -gt 0 ]; then
-  .venv/bin/python -m pip install -q "${index_args[@]}" "${missing[@]}" || status=$?
+  "$VENV/bin/python" -m pip install -q "${index_args[@]}" "${missing[@]}" || status=$?
 fi
 if [ ${#missing_nodeps[@]} -gt 0 ] && [ "$status" -eq 0 ]; then
-  .venv/bin/python -m pip install -q --no-deps "${missing_nodeps[@]}" || status=$?
+  "$VENV/bin/python" -m pip install -q --no-deps "${missing_nodeps[@]}" || status=$?
 fi
-if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
-  echo "mixlora setup: pip could not install $torch_spec; the addon falls back to the system libtorch" >&2
+if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
+  if [ "$TORCH_ONLY" = 1 ]; then echo "mixlora setup: pip could not install $torch_spec into $VENV" >&2
+  else echo "mixlora setup: pip could not install $torch_spec; the addon falls back to the system libtorch" >&2; fi
   exit 0
 fi
 if [ "$status" -ne 0 ]; then
