@@ -30,7 +30,10 @@ export function parseDevice(s: string, where: string): Device {
 export function checkComputeDType(dtype: DType, device: Device, where: string): void {
   if (dtype === 'float32') return;
   try {
-    tidy(() => ones([2, 2], { dtype, device }).matmul(ones([2, 2], { dtype, device })));
+    // (the product is not returned: tidy frees it with the rest)
+    tidy(() => {
+      ones([2, 2], { dtype, device }).matmul(ones([2, 2], { dtype, device }));
+    });
   } catch {
     throw new UserError(
       `${where}: this libtorch cannot compute in ${dtype} on ${device}; use ${dtype === 'float16' ? 'bfloat16 or ' : ''}float32`,
