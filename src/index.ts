@@ -1,4 +1,48 @@
-// The mixlora library: everything the command line does, for TypeScript programs.
+/**
+ * The mixlora library: everything the command line does, for TypeScript programs.
+ *
+ * The application API comes first: {@link LLM} (load a model with adapters; generate, stream, chat, score),
+ * {@link startTraining} (train in a process of its own, with events and an AbortSignal) and {@link evaluate}.
+ * The low-level API below it (tensors, models, adapters, the trainer) is what those are built on.
+ *
+ * @packageDocumentation
+ */
+
+// The application API.
+export {
+  LLM,
+  type LLMLoadOptions,
+  type GenerationOptions,
+  type ScoreOptions,
+  type ScoredText,
+  type TextScore,
+  type ChatMessage,
+} from './api/llm.js';
+export {
+  startTraining,
+  TrainingRun,
+  type TrainingOptions,
+  type TrainingConfigObject,
+  type TrainingRunEvents,
+  type TrainingEvent,
+  type TrainingStartEvent,
+  type TrainingStepEvent,
+  type TrainingEvalEvent,
+  type TrainingCheckpointEvent,
+  type TrainingLogEvent,
+  type TrainingDoneEvent,
+  type TrainingResult,
+} from './api/training.js';
+export {
+  evaluate,
+  type EvaluateOptions,
+  type EvaluationTask,
+  type EvaluationReport,
+  type ExpertLoadByLayer,
+} from './api/evaluate.js';
+export { stories260K, bundledDataFile, type BundledModel } from './api/assets.js';
+
+// The low-level API.
 export * as T from './tensor/index.js';
 export { AdamW, SGD, clipGradNorm, type Optimizer } from './optim/index.js';
 
@@ -12,8 +56,8 @@ export { convertLlama2c } from './models/convert.js';
 export { frozenLinear, quantizationOf, residentBytes } from './models/frozen-linear.js';
 export { QuantizedWeight } from './quant/quantized-weight.js';
 export { QUANT_FORMATS, parseQuantFormat, type QuantFormat } from './quant/format.js';
-export { TextTokenizer, type ChatMessage } from './tokenizer/tokenizer.js';
-export { generate, type GenerateOptions } from './generate/generate.js';
+export { TextTokenizer } from './tokenizer/tokenizer.js';
+export { generate, generateSteps, type GenerateOptions } from './generate/generate.js';
 export { perplexity, readPerplexityData } from './eval/perplexity.js';
 
 export { Adapter } from './adapters/adapter.js';
