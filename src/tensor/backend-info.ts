@@ -7,6 +7,8 @@ import { addonFile, native } from './native.js';
 import { openblasCoreChoice, readCpuInfo } from './openblas-core.js';
 
 export interface BackendInfo {
+  /** Which backend, in words: "PyTorch 2.x" (the default), "Debian's libtorch (fallback)", or "libtorch <version>". */
+  backend: string;
   torch: string;
   /** Where the addon's libtorch came from (the build stamp: "pytorch (.venv)", "system", ...). */
   source: string;
@@ -69,7 +71,14 @@ export function backendInfo(): BackendInfo {
   const choice = openblasCoreChoice();
   const cudaAvailable = native.cudaIsAvailable();
   const nccl = native.ncclInfo();
+  const major = Number(/^(\d+)\./.exec(build.torchVersion)?.[1] ?? 0);
   return {
+    backend:
+      stamp.source === 'system'
+        ? "Debian's libtorch (fallback)"
+        : major >= 2
+          ? 'PyTorch 2.x'
+          : `libtorch ${build.torchVersion}`,
     torch: build.torchVersion,
     source: stamp.source ?? 'unknown',
     libtorch_dir: stamp.libDir ?? null,

@@ -214,7 +214,8 @@ function load(): NativeAddon {
   const file = addonFile;
   if (!fs.existsSync(file)) {
     throw new Error(
-      `mixlora: the native addon is not built (${file} is missing). Run \`make setup\` (or \`npm install\`) first.`,
+      `mixlora: the native addon is not built (${file} is missing). In a checkout: \`make setup\`; where mixlora is ` +
+        `installed as a package (npm skipped its install script, or it failed): \`npm rebuild mixlora\`.`,
     );
   }
   // Must run before libtorch (and any OpenBLAS it links) is loaded: OpenBLAS reads this once, at load.

@@ -45,6 +45,7 @@ test('mixlora info reports the backend as JSON, and --probe measures matrix prod
   assert.match(String(info.torch), /^\d+\.\d+/);
   assert.match(String(info.blas), /\S/);
   assert.match(String(info.source), /\S/);
+  assert.match(String(info.backend), /^(PyTorch 2\.x|Debian's libtorch \(fallback\)|libtorch \d)/);
   assert.equal(info.threads, 1);
   assert.equal(typeof info.cuda_available, 'boolean');
   assert.ok((info.gflops_fp32 as number) > 0 && (info.gflops_bf16 as number) > 0);
@@ -52,6 +53,7 @@ test('mixlora info reports the backend as JSON, and --probe measures matrix prod
   assert.equal(info.openblas_core === null, info.blas !== 'OpenBLAS');
   const text = mixlora(['info']);
   assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, /^backend +\S/m);
   assert.match(text.stdout, /^libtorch +\d+\.\d+/m);
   assert.match(text.stdout, /^BLAS +/m);
 });

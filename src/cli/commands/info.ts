@@ -37,6 +37,7 @@ export function infoCommand(): Command {
         return;
       }
       const lines = [
+        `backend      ${info.backend}`,
         `libtorch     ${info.torch} from ${info.source}${info.libtorch_dir ? ` (${info.libtorch_dir})` : ''}`,
         `addon        ${info.addon} (${info.cuda_build ? 'CUDA' : 'CPU'} build)`,
         `BLAS         ${info.blas}${info.openblas_core ? `, kernels ${info.openblas_core}` : ''}`,
