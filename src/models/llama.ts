@@ -20,7 +20,7 @@ import { disposeWeights, hasSandwichNorms, linearOf, type ModelWeights } from '.
 import { UserError } from '../util/errors.js';
 
 export interface ForwardOptions {
-  /** [B, S]: 1 for tokens, 0 for padding, over cached and new positions. Absent: no padding. */
+  /** Shape [B, S]: 1 for tokens, 0 for padding, over cached and new positions. Absent: no padding. */
   attentionMask?: Tensor | null;
   cache?: AttentionCache | null;
   hooks?: ForwardHooks;
