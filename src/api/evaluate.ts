@@ -11,7 +11,14 @@ export type { TaskResult } from '../eval/scoring.js';
 
 /** A task to evaluate: a bundled task by name (arc-e, arc-c, boolq, obqa, piqa, siqa, winogrande), or any
  * name with its data file (LLM-Adapters JSON, or `{query, choices, gold}` JSONL). */
-export type EvaluationTask = string | { name: string; data: string };
+export type EvaluationTask =
+  | string
+  | {
+      /** The task's name in the results. */
+      name: string;
+      /** Its data file. */
+      data: string;
+    };
 
 /** Options of {@link evaluate}. Only `model` and `tasks` are required. */
 export interface EvaluateOptions {
@@ -33,8 +40,11 @@ export interface EvaluateOptions {
   batchSize?: number;
   /** Template of LLM-Adapters records, as in training (default `alpaca`). */
   promptTemplate?: string;
+  /** Compute dtype of the frozen weights (default `float32`). */
   dtype?: 'float32' | 'bfloat16' | 'float16';
+  /** Keep the base model's decoder projections quantised. Default: not quantised. */
   quantize?: 'int8' | 'nf4';
+  /** `cpu` (default), `cuda` or `cuda:N`. */
   device?: string;
   /** CPU threads of the evaluating process. Default: all cores (or MIXLORA_NUM_THREADS). */
   threads?: number;

@@ -73,7 +73,14 @@ export interface ScoreOptions {
 
 /** A text to score: the whole text, or a completion after a prompt (the text is encoded whole; the tokens after
  * the prompt's are scored, as lm-evaluation-harness and `mixlora eval --scoring loglik` do). */
-export type ScoredText = string | { prompt: string; completion: string };
+export type ScoredText =
+  | string
+  | {
+      /** The text before the completion (not scored). */
+      prompt: string;
+      /** The text scored after the prompt (its leading space included, as it follows the prompt). */
+      completion: string;
+    };
 
 /** The log-likelihood of one scored text. */
 export interface TextScore {

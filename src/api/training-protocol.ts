@@ -3,6 +3,7 @@
 
 /** The run has read its config and is loading the model and data. */
 export interface TrainingStartEvent {
+  /** Which event. */
   type: 'start';
   /** The run's output_dir (adapters, checkpoints, metrics.jsonl). */
   outputDir: string;
@@ -12,12 +13,15 @@ export interface TrainingStartEvent {
 
 /** An optimizer step of one adapter: its line of metrics.jsonl. */
 export interface TrainingStepEvent {
+  /** Which event. */
   type: 'step';
+  /** The adapter's name (the config's `name`). */
   adapter: string;
   /** Optimizer steps taken by this adapter (1 after the first). */
   step: number;
   /** The adapter's steps in all (num_epochs or max_steps). */
   totalSteps: number;
+  /** Epochs done: step / steps per epoch. */
   epoch: number;
   /** Mean cross-entropy of the step's scored tokens. */
   loss: number;
@@ -27,6 +31,7 @@ export interface TrainingStepEvent {
   lr: number;
   /** Tokens scored in the step. */
   tokens: number;
+  /** Input tokens per second of the step's forward and backward passes. */
   tokensPerSecond: number;
   /** Gradient norm before clipping (null without max_grad_norm). */
   gradNorm: number | null;
@@ -34,9 +39,13 @@ export interface TrainingStepEvent {
 
 /** An evaluation during training (the config's `eval:` block): its line of metrics.jsonl. */
 export interface TrainingEvalEvent {
+  /** Which event. */
   type: 'eval';
+  /** The adapter evaluated. */
   adapter: string;
+  /** Its optimizer steps when evaluated. */
   step: number;
+  /** Its epochs when evaluated. */
   epoch: number;
   /** The measured values (held-out loss, task accuracies, whether it is the best so far...). */
   metrics: Record<string, number | string | boolean>;
@@ -44,19 +53,25 @@ export interface TrainingEvalEvent {
 
 /** A complete checkpoint was written (a run stopped after it continues from it with `--resume`). */
 export interface TrainingCheckpointEvent {
+  /** Which event. */
   type: 'checkpoint';
+  /** The checkpoint's folder (output_dir/checkpoints/checkpoint-<fused step>). */
   path: string;
 }
 
 /** A line the trainer says (resumed from..., an adapter done and saved...). */
 export interface TrainingLogEvent {
+  /** Which event. */
   type: 'log';
+  /** The line, without its newline. */
   message: string;
 }
 
 /** The run ended: completed, or stopped by its AbortSignal. */
 export interface TrainingDoneEvent {
+  /** Which event. */
   type: 'done';
+  /** How the run ended (also `run.result`'s value). */
   result: TrainingResult;
 }
 
@@ -75,7 +90,9 @@ export interface TrainingResult {
   status: 'completed' | 'aborted';
   /** Where each adapter trained to the end was saved (by name); empty when aborted. */
   adapters: Record<string, string>;
+  /** The run's output_dir. */
   outputDir: string;
+  /** Its metrics.jsonl (a line per optimizer step and evaluation). */
   metricsFile: string;
   /** Loss-curve (and eval) charts written at the end. */
   charts: string[];

@@ -53,10 +53,15 @@ export interface TrainingOptions {
 
 /** The events of a {@link TrainingRun}, as EventEmitter listeners receive them. */
 export interface TrainingRunEvents {
+  /** The config was read; the model and data are loading. */
   start: [TrainingStartEvent];
+  /** An optimizer step of one adapter. */
   step: [TrainingStepEvent];
+  /** An evaluation during training. */
   eval: [TrainingEvalEvent];
+  /** A complete checkpoint was written. */
   checkpoint: [TrainingCheckpointEvent];
+  /** A line the trainer (or the training process) says. */
   log: [TrainingLogEvent];
   /** The run ended (completed or aborted); the same result as {@link TrainingRun.result}. */
   done: [TrainingResult];

@@ -10,8 +10,11 @@ import { readSentencePieceModel } from './sentencepiece.js';
 import { renderTemplate, renderTemplateAsync } from './template-render.js';
 import { spmToTokenizerJson } from './spm.js';
 
+/** One message of a conversation, as chat templates take them. */
 export interface ChatMessage {
+  /** `system`, `user` or `assistant` (whatever roles the model's chat template knows). */
   role: string;
+  /** The message's text. */
   content: string;
 }
 
