@@ -61,9 +61,9 @@ function compilerVersion(env) {
   }
 }
 
-function nodeAddonApiVersion() {
+function nodeAddonApiVersion(pkgRoot) {
   try {
-    const require = createRequire(path.join(root, 'package.json'));
+    const require = createRequire(path.join(pkgRoot, 'package.json'));
     return JSON.parse(fs.readFileSync(require.resolve('node-addon-api/package.json'), 'utf8')).version;
   } catch {
     return 'unknown';
@@ -90,7 +90,7 @@ export function keyInputs(lt, env = process.env, pkgRoot = root) {
     format: 1,
     sources: sources.digest('hex'),
     fields,
-    nodeAddonApi: nodeAddonApiVersion(),
+    nodeAddonApi: nodeAddonApiVersion(pkgRoot),
     compiler: compilerVersion(env),
     node: {
       modules: process.versions.modules,
