@@ -7,7 +7,7 @@ export PYTHON
 SYSTEM_ADDON := build/native-system/build/Release/mixlora.node
 
 .PHONY: setup system-deps venv native build test test-system-libtorch check-cuda-build lint lint-native format \
-	demo bench bundle-offline test-bundle gpu-check-cpu clean
+	test-package docs demo bench bundle-offline test-bundle gpu-check-cpu clean
 
 setup: system-deps venv node_modules/.package-lock.json native build
 
@@ -35,6 +35,18 @@ build/reference/.stamp: $(wildcard test/reference/*.py)
 
 test: setup build/reference/.stamp
 	@node scripts/run-tests.mjs
+
+# The package as users install it: packed, installed with examples/app into an empty folder outside the
+# checkout, `npx mixlora info` checked, the example compiled and run (scripts/test-package.sh). The addon
+# comes from the per-user build cache that `make setup`'s build filled (no second compile).
+test-package: node_modules/.package-lock.json native
+	@bash scripts/test-package.sh
+
+# The API reference (typedoc, typedoc.json): HTML from the TSDoc of src/index.ts's exports, in docs/api (not
+# committed: it is generated from the sources, which hold the same text).
+docs: node_modules/.package-lock.json
+	@npx typedoc --logLevel Warn
+	@echo "API reference: docs/api/index.html" >&2
 
 # The same suite on Debian's libtorch 1.13 (MIXLORA_BACKEND=system), built into its own folder.
 test-system-libtorch: setup build/reference/.stamp
