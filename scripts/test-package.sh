@@ -11,6 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
+# The machine's PyTorch: the checkout's .venv unless PYTHON names another (the Makefile exports it too).
+if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then export PYTHON=$PWD/.venv/bin/python; fi
 # dist/ as make build left it (CI: make test just built it), compiled again only when a source is newer.
 if [ ! -f dist/src/index.js ] || [ -n "$(find src -name '*.ts' -newer dist/src/index.js | head -1)" ]; then
   npx tsc -p tsconfig.json
@@ -48,6 +50,7 @@ console.error(`test-package: npx mixlora info: ${i.backend} (torch ${i.torch} fr
 EOF
 
 npm run --silent build
+step "example compiled"
 OUT=$(npm start --silent)
 echo "$OUT"
 for want in '^training spark: step 30/30, loss ' '^trained: ' '^completion: Once upon a time' '^perplexity: base model [0-9.]+, with the spark adapter [0-9.]+$'; do

@@ -33,7 +33,8 @@ const run = startTraining(
       },
     ],
   },
-  { cwd: here },
+  // One CPU thread: the model is tiny, and more threads only wait for each other (badly so on a busy machine).
+  { cwd: here, threads: 1 },
 );
 const tty = process.stdout.isTTY;
 run.on('step', (s) => {
@@ -47,7 +48,7 @@ if (tty) process.stdout.write('\n');
 console.log(`trained: ${result.adapters.spark}`);
 
 // 2. Generate with the adapter, streamed piece by piece.
-const llm = await LLM.load(model, { tokenizer, adapters: { spark: result.adapters.spark! } });
+const llm = await LLM.load(model, { tokenizer, adapters: { spark: result.adapters.spark! }, threads: 1 });
 const prompt = 'Once upon a time, there was a little dragon named';
 process.stdout.write(`completion: ${prompt}`);
 for await (const piece of llm.stream(prompt, { adapter: 'spark', maxTokens: 24 })) process.stdout.write(piece);
