@@ -59,7 +59,7 @@ check-cuda-build: node_modules/.package-lock.json
 
 # Format check (prettier, 120 columns) and type check without emitting.
 lint: node_modules/.package-lock.json lint-native
-	@npx prettier --check --log-level warn "src/**/*.ts" "test/**/*.ts" "bench/**/*.ts" "scripts/**/*.mjs"
+	@npx prettier --check --log-level warn "src/**/*.ts" "test/**/*.ts" "bench/**/*.ts" "examples/**/*.ts" "scripts/**/*.mjs"
 	@npx tsc -p tsconfig.json --noEmit
 
 # The addon's own code compiled with -Wall -Wextra -Werror (libtorch's headers are system headers): the
@@ -68,7 +68,7 @@ lint-native: node_modules/.package-lock.json
 	@node scripts/build-native.mjs --werror
 
 format: node_modules/.package-lock.json
-	@npx prettier --write --log-level warn "src/**/*.ts" "test/**/*.ts" "bench/**/*.ts" "scripts/**/*.mjs"
+	@npx prettier --write --log-level warn "src/**/*.ts" "test/**/*.ts" "bench/**/*.ts" "examples/**/*.ts" "scripts/**/*.mjs"
 
 demo: setup
 	@bash scripts/demo.sh
