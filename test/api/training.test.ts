@@ -136,7 +136,7 @@ test('startTraining: the event loop keeps turning; abort stops within one step; 
   assert.ok(seconds > 1, `the run lasted ${seconds} s`);
   assert.deepEqual(blocked, [], `the event loop was blocked: ${report}`);
   assert.ok(worst.wall < 2000, report);
-  assert.ok(late.length <= 3, report);
+  assert.ok(late.length <= Math.max(3, gaps.length / 20), report);
   assert.ok(gaps.length >= (seconds * 1000) / 50 / 2, report);
 
   // The command line continues it, to exactly the uninterrupted run's adapter.
