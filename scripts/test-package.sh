@@ -57,3 +57,6 @@ for want in '^training spark: step 30/30, loss ' '^trained: ' '^completion: Once
   echo "$OUT" | grep -Eq "$want" || { echo "test-package: the example's output lacks /$want/" >&2; exit 1; }
 done
 step "passed"
+cd /
+rm -rf "$TMP"
+step "removed $TMP"
