@@ -1,6 +1,8 @@
 // The server's limits that the command line sets: connection timeouts and counts, adapters in memory.
 /** What one connection may take. A client that sends slowly, or not at all, holds its socket until the
- * first of these timeouts, and no client holds more than its share of connections. */
+ * first of these timeouts, and no client holds more than its share of connections. Node measures the
+ * header and request timeouts in wall time, a forward that blocks the event loop included: they are set
+ * well above one forward's time (a prompt chunk of --prefill-chunk tokens). */
 export interface ConnectionLimits {
   /** The request's headers must arrive within this (slowloris). */
   headersTimeoutMs: number;
@@ -18,8 +20,8 @@ export interface ConnectionLimits {
 }
 
 export const DEFAULT_LIMITS: ConnectionLimits = {
-  headersTimeoutMs: 10_000,
-  requestTimeoutMs: 30_000,
+  headersTimeoutMs: 20_000,
+  requestTimeoutMs: 60_000,
   keepAliveTimeoutMs: 30_000,
   idleTimeoutMs: 120_000,
   maxConnections: 1024,
