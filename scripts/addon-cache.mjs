@@ -78,7 +78,10 @@ export function keyInputs(lt, env = process.env, pkgRoot = root) {
     sources.update(fs.readFileSync(f));
     sources.update('\0');
   }
-  const fields = JSON.parse(JSON.stringify(gypFields(lt, false)).replaceAll(pkgRoot, '<root>'));
+  // The package's own folders (the vendored Gloo headers) named relative to it: the key names the content,
+  // not where the package lies. Only those: a libtorch inside the checkout (.venv) keeps its real path.
+  const own = path.join(pkgRoot, 'native');
+  const fields = JSON.parse(JSON.stringify(gypFields(lt, false)).replaceAll(own, '<root>/native'));
   const libs = Object.fromEntries(
     lt.libs.map((l) => {
       const f = path.join(lt.libDir, `lib${l}.so`);

@@ -18,7 +18,7 @@ const ROOMS: string[][] = [
   ['eval'],
   ['train'],
   ['generate', 'serve'],
-  ['cli'],
+  ['cli', 'api'],
 ];
 const SRC = path.join(ROOT, 'src');
 
