@@ -3,11 +3,14 @@
 //  - LLM-Adapters / alpaca: {instruction, input?, output}    (prompt template; prompt not scored)
 //  - {prompt, completion}                                  (prompt not scored)
 //  - {messages: [{role, content}, ...]}                    (chat template; assistant turns scored)
+//  - ShareGPT {conversations: [{from, value}, ...]}         (as messages; sharegpt.ts, or a file's own
+//                                                            columns/tags mapping)
 //  - {input_ids, labels?}                                   (used exactly as given)
 // The prompt is not scored unless train_on_inputs; EOS ends templated examples.
-import type { TextTokenizer } from '../tokenizer/tokenizer.js';
+import type { ChatMessage, TextTokenizer } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
 import { readRecords } from './jsonl.js';
+import { SHAREGPT_DEFAULTS, shareGptMessages, type ShareGptFormat } from './sharegpt.js';
 import { compileTemplate } from './templates.js';
 
 export const IGNORE_INDEX = -100;
@@ -30,6 +33,9 @@ export interface TokenizeOptions {
   trainOnInputs: boolean;
   cutoffLen: number;
   vocabSize: number;
+  /** Every record is a ShareGPT conversation read with this mapping (the data block's columns/tags); absent or
+   * null: each record's shape is detected, `conversations` read with LLaMA-Factory's default tags. */
+  sharegpt?: ShareGptFormat | null;
 }
 
 function str(o: Record<string, unknown>, key: string, where: string, optional = false): string {
@@ -83,10 +89,8 @@ function promptCompletion(
   return { inputIds: full, labels };
 }
 
-/** The whole conversation is tokenised at once; each assistant turn's tokens are found from the token
- * counts of the rendered text before and after it (chat templates end turns at special tokens or
- * newlines, where tokenisation of a prefix agrees with that of the whole). */
-function chat(tok: TextTokenizer, raw: unknown, where: string, trainOnInputs: boolean, maxChars: number): Example {
+/** {messages}: a non-empty list of {role, content}. */
+function messageList(raw: unknown, where: string): ChatMessage[] {
   if (
     !Array.isArray(raw) ||
     raw.length === 0 ||
@@ -94,11 +98,22 @@ function chat(tok: TextTokenizer, raw: unknown, where: string, trainOnInputs: bo
   ) {
     throw new UserError(`${where}: "messages" must be a non-empty list of {role, content}`);
   }
-  const messages = (raw as { role: string; content: string }[]).map((m) => ({
-    role: m.role,
-    content: clip(m.content, maxChars),
-  }));
-  if (!tok.hasChatTemplate) throw new UserError(`${where}: {messages} data needs a tokenizer with a chat_template`);
+  return (raw as ChatMessage[]).map((m) => ({ role: m.role, content: m.content }));
+}
+
+/** The whole conversation is tokenised at once; each assistant turn's tokens are found from the token
+ * counts of the rendered text before and after it (chat templates end turns at special tokens or
+ * newlines, where tokenisation of a prefix agrees with that of the whole). */
+function chat(
+  tok: TextTokenizer,
+  given: ChatMessage[],
+  where: string,
+  trainOnInputs: boolean,
+  maxChars: number,
+  shape: string,
+): Example {
+  const messages = given.map((m) => ({ role: m.role, content: clip(m.content, maxChars) }));
+  if (!tok.hasChatTemplate) throw new UserError(`${where}: ${shape} data needs a tokenizer with a chat_template`);
   const inputIds = tok.encode(tok.applyChatTemplate(messages), { special: false });
   const labels = inputIds.map((t) => (trainOnInputs ? t : IGNORE_INDEX));
   messages.forEach((m: { role: string }, i: number) => {
@@ -145,10 +160,15 @@ export function loadExamples(
       return tokenizer;
     };
     let ex: Example;
-    if (record.input_ids !== undefined) {
+    if (o.sharegpt) {
+      ex = chat(tok(), shareGptMessages(record, o.sharegpt, where), where, o.trainOnInputs, maxChars, 'ShareGPT');
+    } else if (record.input_ids !== undefined) {
       ex = pretokenized(record, where, o.vocabSize);
     } else if (record.messages !== undefined) {
-      ex = chat(tok(), record.messages, where, o.trainOnInputs, maxChars);
+      ex = chat(tok(), messageList(record.messages, where), where, o.trainOnInputs, maxChars, '{messages}');
+    } else if (record.conversations !== undefined) {
+      const messages = shareGptMessages(record, SHAREGPT_DEFAULTS, where);
+      ex = chat(tok(), messages, where, o.trainOnInputs, maxChars, 'ShareGPT');
     } else if (record.prompt !== undefined || record.completion !== undefined) {
       ex = promptCompletion(
         tok(),
@@ -166,7 +186,7 @@ export function loadExamples(
       ex = promptCompletion(tok(), parts.prompt, parts.completion, o.trainOnInputs, maxChars);
     } else {
       throw new UserError(
-        `${where}: unrecognised record: expected {instruction, input, output}, {prompt, completion}, {messages} or {input_ids, labels}`,
+        `${where}: unrecognised record: expected {instruction, input, output}, {prompt, completion}, {messages}, {conversations} (ShareGPT) or {input_ids, labels}`,
       );
     }
     if (ex.inputIds.length > o.cutoffLen) {

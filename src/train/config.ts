@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseAdapterConfig, type AdapterConfig } from '../adapters/config.js';
 import { Fields } from '../util/fields.js';
-import { readConfigFile, type ConfigFile } from '../util/config-file.js';
+import { pathText, readConfigFile, type ConfigFile } from '../util/config-file.js';
 import { UserError } from '../util/errors.js';
 import { isDType, type DType } from '../tensor/dtype.js';
 import type { WeightsFormat } from '../adapters/files.js';
@@ -19,6 +19,7 @@ import {
   type ReportTarget,
 } from './config-workflow.js';
 import { adapterNameProblem } from './output-dir.js';
+import { SHAREGPT_COLUMNS, SHAREGPT_DEFAULTS, SHAREGPT_TAGS, type ShareGptFormat } from '../data/sharegpt.js';
 
 export type OptimizerName = 'adamw' | 'sgd';
 export type SchedulerName = 'constant' | 'linear' | 'cosine';
@@ -30,6 +31,9 @@ export interface AdapterTrainConfig {
   initFrom: string | null;
   /** One or more data files (concatenated: a multi-task mix). */
   data: string[];
+  /** Per data file, the ShareGPT mapping its data block gives (null: records detected by shape). Absent when no
+   * file has one, so the digest of configs without data blocks is unchanged (their checkpoints still resume). */
+  dataFormats?: (ShareGptFormat | null)[];
   promptTemplate: string;
   trainOnInputs: boolean;
   optimizer: OptimizerName;
@@ -78,12 +82,53 @@ function resolvePath(cf: ConfigFile, p: string): string {
   return path.isAbsolute(p) ? p : path.resolve(path.dirname(cf.file), p);
 }
 
-function dataFiles(cf: ConfigFile, f: Fields): string[] {
+/** `data`: a file, or a list of files and data blocks {file, formatting: sharegpt, columns, tags} (LLaMA-Factory's
+ * dataset_info.json keys; `file_name` is read as `file`). */
+function dataFiles(cf: ConfigFile, f: Fields, i: number): { files: string[]; formats: (ShareGptFormat | null)[] } {
   const v = f.raw('data');
-  const list = typeof v === 'string' ? [v] : v;
-  if (!Array.isArray(list) || list.length === 0 || !list.every((x) => typeof x === 'string'))
-    f.fail('data', 'must be a file or a list of files');
-  return (list as string[]).map((p) => resolvePath(cf, p));
+  const list = typeof v === 'string' || (v !== null && typeof v === 'object' && !Array.isArray(v)) ? [v] : v;
+  if (!Array.isArray(list) || list.length === 0)
+    f.fail('data', 'must be a file, a data block {file, columns, tags}, or a list of them');
+  const files: string[] = [];
+  const formats: (ShareGptFormat | null)[] = [];
+  (list as unknown[]).forEach((entry, j) => {
+    if (typeof entry === 'string') {
+      files.push(resolvePath(cf, entry));
+      formats.push(null);
+      return;
+    }
+    const at = Array.isArray(v) ? ['adapters', i, 'data', j] : ['adapters', i, 'data'];
+    const where = `${cf.file}: ${pathText(at)}`;
+    const b = Fields.of(entry, where, (key) => cf.locate([...at, key]));
+    if (b.has('file') && b.has('file_name')) b.fail('file_name', 'and file both given: choose one');
+    const file = b.has('file_name') ? b.str('file_name') : b.str('file');
+    b.raw('file');
+    b.str('formatting', { default: 'sharegpt', oneOf: ['sharegpt'] as const });
+    const format: ShareGptFormat = { ...SHAREGPT_DEFAULTS };
+    const mapping = (key: 'columns' | 'tags', known: Record<string, keyof ShareGptFormat>) => {
+      if (!b.has(key)) return void b.raw(key);
+      const m = Fields.of(b.raw(key), `${where}.${key}`, (k) => cf.locate([...at, key, k]));
+      if (key === 'columns' && m.has('tools'))
+        m.fail(
+          'tools',
+          'is not supported: tool descriptions are not passed to the chat template (put them in the system turn)',
+        );
+      for (const [name, field] of Object.entries(known)) {
+        const given = m.optStr(name);
+        if (given !== null) (format[field] as string | null) = given;
+      }
+      m.rejectUnknown();
+    };
+    mapping('columns', SHAREGPT_COLUMNS);
+    mapping('tags', SHAREGPT_TAGS);
+    b.rejectUnknown();
+    const roles = [format.userTag, format.assistantTag, format.observationTag, format.functionTag, format.systemTag];
+    const dup = roles.find((r, k) => roles.indexOf(r) !== k);
+    if (dup !== undefined) b.fail('tags', `give '${dup}' to two roles: each role needs its own tag`);
+    files.push(resolvePath(cf, file));
+    formats.push(format);
+  });
+  return { files, formats };
 }
 
 function adapterEntry(cf: ConfigFile, value: unknown, i: number): AdapterTrainConfig {
@@ -121,12 +166,14 @@ function adapterEntry(cf: ConfigFile, value: unknown, i: number): AdapterTrainCo
   if (optimizer !== 'sgd' && momentum !== 0) f.fail('momentum', 'applies to sgd only');
   const warmupSteps = f.optInt('warmup_steps', { min: 0 });
   const warmupRatio = f.num('warmup_ratio', { default: 0, min: 0, max: 1 });
+  const data = dataFiles(cf, f, i);
   if (warmupSteps !== null && warmupRatio > 0) f.fail('warmup_steps', 'and warmup_ratio both given: choose one');
   const entry: AdapterTrainConfig = {
     name,
     adapter,
     initFrom: initFrom ? resolvePath(cf, initFrom) : null,
-    data: dataFiles(cf, f),
+    data: data.files,
+    ...(data.formats.some((x) => x !== null) ? { dataFormats: data.formats } : {}),
     promptTemplate: f.str('prompt_template', { default: 'alpaca' }),
     trainOnInputs: f.bool('train_on_inputs', false),
     optimizer,

@@ -162,8 +162,9 @@ function loadAllExamples(
 ): { examples: Example[]; stats: DatasetStats } {
   const examples: Example[] = [];
   const stats: DatasetStats = { records: 0, truncated: 0, droppedUnscored: 0, tokens: 0, scoredTokens: 0 };
-  for (const file of a.data) {
+  a.data.forEach((file, i) => {
     const part = loadExamples(file, tokenizer, {
+      sharegpt: a.dataFormats?.[i] ?? null,
       template: a.promptTemplate,
       trainOnInputs: a.trainOnInputs,
       cutoffLen,
@@ -171,6 +172,6 @@ function loadAllExamples(
     });
     examples.push(...part.examples);
     for (const k of Object.keys(stats) as (keyof DatasetStats)[]) stats[k] += part.stats[k];
-  }
+  });
   return { examples, stats };
 }
