@@ -15,6 +15,7 @@ import type { Adapter } from '../adapters/adapter.js';
 import type { Optimizer, OptimizerState } from '../optim/optimizer.js';
 import { UserError } from '../util/errors.js';
 import type { TrainConfig } from './config.js';
+import type { EarlyStopState } from './early-stopping.js';
 
 export interface StepTotals {
   ce: number;
@@ -32,6 +33,8 @@ export interface AdapterCheckpoint {
   done: boolean;
   acc: StepTotals;
   optimizer: Omit<OptimizerState, 'tensors'>;
+  /** With early_stopping: its state (absent otherwise). */
+  earlyStop?: EarlyStopState;
 }
 
 export interface CheckpointState {

@@ -68,12 +68,6 @@ export function evalMetricNames(e: Pick<EvalDuringConfig, 'data' | 'tasks'>): st
   ];
 }
 
-/** Lower is better for losses, higher for accuracies. */
-export function metricImproves(metric: string, value: number, best: number | null): boolean {
-  if (best === null) return true;
-  return metric.endsWith('_loss') ? value < best : value > best;
-}
-
 export function parseEvalBlock(cf: ConfigFile, value: unknown): EvalDuringConfig {
   const at = (key: string) => cf.locate(['eval', key]);
   const f: Fields = Fields.of(value, `${cf.file}: eval`, at);

@@ -19,6 +19,7 @@ import {
   type ReportTarget,
 } from './config-workflow.js';
 import { adapterNameProblem } from './output-dir.js';
+import { parseEarlyStopping, type EarlyStoppingConfig } from './early-stopping.js';
 import { SHAREGPT_COLUMNS, SHAREGPT_DEFAULTS, SHAREGPT_TAGS, type ShareGptFormat } from '../data/sharegpt.js';
 
 export type OptimizerName = 'adamw' | 'sgd';
@@ -50,6 +51,9 @@ export interface AdapterTrainConfig {
   warmupSteps: number | null;
   warmupRatio: number;
   maxGradNorm: number | null;
+  /** End this adapter when its eval metric stops improving (absent: it runs its steps; absent rather than null
+   * so that the digest of configs without it is unchanged). */
+  earlyStopping?: EarlyStoppingConfig;
 }
 
 export interface TrainConfig {
@@ -131,7 +135,14 @@ function dataFiles(cf: ConfigFile, f: Fields, i: number): { files: string[]; for
   return { files, formats };
 }
 
-function adapterEntry(cf: ConfigFile, value: unknown, i: number): AdapterTrainConfig {
+/** What an adapter entry needs from the top level. */
+interface Shared {
+  eval: EvalDuringConfig | null;
+  /** The top-level early_stopping: every adapter's unless it has its own. */
+  earlyStopping: EarlyStoppingConfig | null;
+}
+
+function adapterEntry(cf: ConfigFile, value: unknown, i: number, shared: Shared): AdapterTrainConfig {
   const at = (key: string) => cf.locate(['adapters', i, key]);
   const f = Fields.of(value, `${cf.file}: adapters[${i}]`, at);
   const name = f.str('name');
@@ -167,6 +178,9 @@ function adapterEntry(cf: ConfigFile, value: unknown, i: number): AdapterTrainCo
   const warmupSteps = f.optInt('warmup_steps', { min: 0 });
   const warmupRatio = f.num('warmup_ratio', { default: 0, min: 0, max: 1 });
   const data = dataFiles(cf, f, i);
+  const earlyStopping = f.has('early_stopping')
+    ? parseEarlyStopping(cf, f.raw('early_stopping'), ['adapters', i, 'early_stopping'], shared.eval)
+    : (f.raw('early_stopping'), shared.earlyStopping);
   if (warmupSteps !== null && warmupRatio > 0) f.fail('warmup_steps', 'and warmup_ratio both given: choose one');
   const entry: AdapterTrainConfig = {
     name,
@@ -193,6 +207,7 @@ function adapterEntry(cf: ConfigFile, value: unknown, i: number): AdapterTrainCo
     warmupSteps,
     warmupRatio,
     maxGradNorm: f.optNum('max_grad_norm', { exclusiveMin: 0 }),
+    ...(earlyStopping ? { earlyStopping } : {}),
   };
   f.rejectUnknown();
   for (const d of entry.data) if (!fs.existsSync(d)) f.fail('data', `names ${d}, which does not exist`);
@@ -215,6 +230,13 @@ export function parseTrainConfig(cf: ConfigFile): TrainConfig {
   if (!Array.isArray(rawAdapters) || rawAdapters.length === 0) f.fail('adapters', 'must be a non-empty list');
   const tokenizer = f.optStr('tokenizer');
   const quantize = f.optStr('quantize');
+  const evalCfg = f.has('eval') ? parseEvalBlock(cf, f.raw('eval')) : null;
+  const shared: Shared = {
+    eval: evalCfg,
+    earlyStopping: f.has('early_stopping')
+      ? parseEarlyStopping(cf, f.raw('early_stopping'), ['early_stopping'], evalCfg)
+      : (f.raw('early_stopping'), null),
+  };
   if (quantize !== null && !isQuantFormat(quantize))
     f.fail('quantize', `'${quantize}' is not a quantisation format (${QUANT_FORMATS.join(', ')})`);
   const cfg: TrainConfig = {
@@ -233,8 +255,8 @@ export function parseTrainConfig(cf: ConfigFile): TrainConfig {
     groupByLength: f.bool('group_by_length', true),
     saveFormats: parseSaveFormats(f),
     reportTo: parseReportTo(f),
-    eval: f.has('eval') ? parseEvalBlock(cf, f.raw('eval')) : null,
-    adapters: (rawAdapters as unknown[]).map((a, i) => adapterEntry(cf, a, i)),
+    eval: evalCfg,
+    adapters: (rawAdapters as unknown[]).map((a, i) => adapterEntry(cf, a, i, shared)),
   };
   f.rejectUnknown();
   if (!fs.existsSync(cfg.baseModel) && !isModelId(cfg.baseModel))

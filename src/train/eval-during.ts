@@ -18,7 +18,17 @@ import { BEST_DIR, TENSORBOARD_DIR } from './output-dir.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
 import type { AdapterTrainConfig, TrainConfig } from './config.js';
-import { metricImproves } from './config-workflow.js';
+import type { EvalDuringConfig } from './config-workflow.js';
+import { defaultMode, improves, observe, type EarlyStopState } from './early-stopping.js';
+
+/** The metric whose best value keeps best/<name>, and which way is better: the eval block's save_best, or else
+ * the adapter's early-stopping metric (best/ then holds what early stopping judged best). */
+function bestOf(e: EvalDuringConfig | null, a: AdapterTrainConfig): { metric: string; mode: 'min' | 'max' } | null {
+  const es = a.earlyStopping;
+  const metric = e?.saveBest ?? es?.metric ?? null;
+  if (metric === null) return null;
+  return { metric, mode: es && es.metric === metric ? es.mode : defaultMode(metric) };
+}
 
 /** The folders a run writes in output_dir besides the adapters, checkpoints/ and metrics.jsonl. */
 
@@ -38,6 +48,9 @@ export interface SteppedAdapter {
   step: number;
   epoch: number;
   done: boolean;
+  /** With early_stopping: its state, updated here by each evaluation (the caller ends the adapter once
+   * `stopped`). */
+  earlyStop: EarlyStopState | null;
 }
 
 export interface EvalLine {
@@ -89,11 +102,13 @@ export class RunReports {
         );
     }
     // A resumed run: the best value so far is in the eval lines kept in metrics.jsonl.
-    if (e.saveBest && fs.existsSync(metricsFile)) {
+    if (fs.existsSync(metricsFile)) {
       for (const l of fs.readFileSync(metricsFile, 'utf8').split('\n')) {
         if (!l.trim()) continue;
         const m = JSON.parse(l) as Record<string, unknown>;
-        const v = m[e.saveBest];
+        const a = cfg.adapters.find((x) => x.name === m.adapter);
+        const best = a ? bestOf(e, a) : null;
+        const v = best ? m[best.metric] : undefined;
         if (m.split === 'eval' && m.best === true && typeof v === 'number') this.best.set(String(m.adapter), v);
       }
     }
@@ -154,10 +169,14 @@ export class RunReports {
   }
 
   private record(run: SteppedAdapter, line: EvalLine): void {
-    const e = this.cfg.eval!;
-    const metric = e.saveBest;
-    const value = metric ? line[metric] : undefined;
-    if (metric && typeof value === 'number' && metricImproves(metric, value, this.best.get(run.cfg.name) ?? null)) {
+    const best = bestOf(this.cfg.eval, run.cfg);
+    const metric = best?.metric;
+    const value = best ? line[best.metric] : undefined;
+    if (
+      best &&
+      typeof value === 'number' &&
+      improves({ mode: best.mode, minDelta: 0 }, value, this.best.get(run.cfg.name) ?? null)
+    ) {
       this.best.set(run.cfg.name, value);
       saveAdapter(path.join(this.cfg.outputDir, BEST_DIR, run.cfg.name), run.adapter, {
         baseModel: this.cfg.baseModel,
@@ -165,12 +184,28 @@ export class RunReports {
       });
       line.best = true;
     }
+    const es = run.cfg.earlyStopping;
+    const watched = es ? line[es.metric] : undefined;
+    let stopNote = '';
+    if (es && run.earlyStop && typeof watched === 'number') {
+      const state = run.earlyStop;
+      observe(es, state, watched, run.step);
+      // (the adapter's last evaluation counts, but it ends anyway)
+      if (run.done) state.stopped = false;
+      line.evals_without_improvement = state.bad;
+      if (state.stopped) {
+        line.early_stop = true;
+        stopNote =
+          `; early stopping: ${es.metric} has not improved by more than ${es.minDelta} for ${es.patience} evaluation(s) ` +
+          `(best ${state.best!.toFixed(4)} at step ${state.bestStep})`;
+      }
+    }
     fs.appendFileSync(this.metricsFile, JSON.stringify(line) + '\n');
     const shown = Object.entries(line)
       .filter(([k, v]) => k.startsWith('eval_') && typeof v === 'number')
       .map(([k, v]) => `${k} ${(v as number).toFixed(4)}`);
     this.log(
-      `${run.cfg.name} step ${run.step}: ${shown.join(', ')}${line.best ? ` (best ${metric} so far: saved)` : ''}`,
+      `${run.cfg.name} step ${run.step}: ${shown.join(', ')}${line.best ? ` (best ${metric} so far: saved)` : ''}${stopNote}`,
     );
     const scalars: Record<string, number> = {};
     for (const [k, v] of Object.entries(line))

@@ -12,6 +12,7 @@ import { scoredTokens, type Example } from '../data/examples.js';
 import { appendFileChecked } from '../io/atomic.js';
 import type { TrainConfig } from './config.js';
 import { saveCheckpoint } from './checkpoint.js';
+import { BEST_DIR } from './output-dir.js';
 import type { RunReports } from './eval-during.js';
 import type { MetricsLine } from './metrics.js';
 import type { Device } from '../tensor/tensor.js';
@@ -65,6 +66,10 @@ export function runLoop(ctx: LoopContext, fusedSteps: number): { fusedSteps: num
       if (cfg.saveSteps > 0 && run.step % cfg.saveSteps === 0) checkpointDue = true;
     });
     ctx.reports.afterSteps(stepped.map((run) => ({ ...run, epoch: run.step / run.order.stepsPerEpoch })));
+    for (const run of stoppedEarly(stepped, ctx)) {
+      run.done = true;
+      outputs[run.cfg.name] = finish(run, ctx);
+    }
     const finished = runs.every((run) => run.done);
     if (checkpointDue || finished) {
       // Every rank hands its partial gradients and generators to rank 0, the writer.
@@ -163,11 +168,35 @@ function optimizerStep(run: AdapterRun, ctx: LoopContext): MetricsLine {
   return line;
 }
 
+/** The adapters that just stepped and whose early stopping ran out of patience at this evaluation. Rank 0
+ * evaluates; with several ranks it tells the others, which take the same decision at the same step. */
+function stoppedEarly(stepped: AdapterRun[], ctx: LoopContext): AdapterRun[] {
+  const every = ctx.cfg.eval?.every ?? 0;
+  // Evaluated now and still running: the same list on every rank.
+  const watched = stepped.filter((run) => run.earlyStop && !run.done && every > 0 && run.step % every === 0);
+  if (watched.length === 0) return [];
+  const flags = watched.map((run) => (run.earlyStop!.stopped ? 1 : 0));
+  const lead = ctx.group.worldSize > 1 ? ctx.group.allGatherNumbers(flags)[0]! : flags;
+  return watched.filter((run, i) => {
+    run.earlyStop!.stopped = lead[i] === 1;
+    return run.earlyStop!.stopped;
+  });
+}
+
 function finish(run: AdapterRun, ctx: LoopContext): string {
   const { cfg } = ctx;
   const out = path.join(cfg.outputDir, run.cfg.name);
   if (ctx.group.rank !== 0) return out;
   saveAdapter(out, run.adapter, { baseModel: cfg.baseModel, formats: cfg.saveFormats });
-  ctx.log(`${run.cfg.name}: done after ${run.step} steps, saved to ${out}`);
+  const state = run.earlyStop;
+  if (state?.stopped) {
+    const best = cfg.eval?.saveBest ?? run.cfg.earlyStopping!.metric;
+    ctx.log(
+      `${run.cfg.name}: stopped early after ${run.step} of ${run.totalSteps} steps (${run.cfg.earlyStopping!.metric} ` +
+        `best at step ${state.bestStep}), saved to ${out}; the best adapter by ${best} is in ${path.join(cfg.outputDir, BEST_DIR, run.cfg.name)}`,
+    );
+  } else {
+    ctx.log(`${run.cfg.name}: done after ${run.step} steps, saved to ${out}`);
+  }
   return out;
 }

@@ -13,6 +13,7 @@ import {
   type CheckpointState,
 } from './checkpoint.js';
 import { countLines } from './metrics.js';
+import { freshEarlyStop } from './early-stopping.js';
 import type { AdapterRun } from './setup.js';
 
 export interface ResumePoint {
@@ -81,6 +82,7 @@ export function checkpointState(
         done: run.done,
         acc: { ...run.stepTotals },
         optimizer,
+        ...(run.earlyStop ? { earlyStop: { ...run.earlyStop } } : {}),
       };
     }),
   };
@@ -92,4 +94,5 @@ export function restoreProgress(run: AdapterRun, saved: AdapterCheckpoint): void
   run.microBatchesDone = saved.micro;
   run.done = saved.done;
   run.stepTotals = { ...saved.acc };
+  if (run.earlyStop) run.earlyStop = saved.earlyStop ? { ...saved.earlyStop } : freshEarlyStop();
 }

@@ -20,6 +20,7 @@ import type { ProgressBar } from '../util/progress.js';
 import type { AdapterTrainConfig, TrainConfig } from './config.js';
 import type { StepTotals } from './checkpoint.js';
 import { DataOrder } from './order.js';
+import { freshEarlyStop, type EarlyStopState } from './early-stopping.js';
 import { warmupSteps } from './schedule.js';
 
 /** One adapter being trained: its config, state and progress. */
@@ -39,6 +40,8 @@ export interface AdapterRun {
   done: boolean;
   /** Loss, tokens and time summed over the current optimizer step's micro-batches. */
   stepTotals: StepTotals;
+  /** With early_stopping: its best value and patience so far (kept by rank 0, which evaluates). */
+  earlyStop: EarlyStopState | null;
   bar: ProgressBar | null;
 }
 
@@ -128,6 +131,7 @@ async function setUpRun(
     microBatchesDone: 0,
     done: false,
     stepTotals: emptyStepTotals(),
+    earlyStop: a.earlyStopping ? freshEarlyStop() : null,
     bar: null,
   };
 }
