@@ -7,6 +7,7 @@ import { tensor } from '../tensor/create.js';
 import { cat } from '../tensor/ops.js';
 import { frozenLinear } from '../models/frozen-linear.js';
 import type { Tensor } from '../tensor/tensor.js';
+import type { RowSegments } from '../nn/mask.js';
 import type { Activation } from '../models/config.js';
 import { frozenGateUp, gated, gatedMlp, type ForwardHooks } from '../models/hooks.js';
 import { splitGateUp } from '../models/phi3.js';
@@ -61,6 +62,9 @@ export class AdapterBatch implements ForwardHooks {
   private readonly record: 'loss' | 'counts' | 'none';
   private readonly validCache = new Map<number, Tensor | null>();
   private tokenMask: Tensor | null = null;
+  /** Per token, its position within its example, when rows pack several examples ([B, T] int64). */
+  private examplePositions: Tensor | null = null;
+  private readonly positionCache = new Map<number, Tensor>();
   /** Per pass (token count): each token's plain-projection member in the stack, [n] int64. */
   private readonly memberCache = new Map<number, Tensor>();
 
@@ -89,9 +93,13 @@ export class AdapterBatch implements ForwardHooks {
     return new AdapterBatch({ every: adapter }, opts);
   }
 
-  beginForward(tokenMask: Tensor | null): void {
+  beginForward(tokenMask: Tensor | null, packed: RowSegments | null = null): void {
     this.tokenMask?.dispose();
     this.tokenMask = tokenMask ? tokenMask.detach().keep() : null;
+    this.examplePositions?.dispose();
+    this.examplePositions = packed ? packed.positions.detach().keep() : null;
+    for (const t of this.positionCache.values()) t.dispose();
+    this.positionCache.clear();
     for (const t of this.validCache.values()) t?.dispose();
     this.validCache.clear();
     for (const t of this.memberCache.values()) t.dispose();
@@ -151,6 +159,7 @@ export class AdapterBatch implements ForwardHooks {
           rows: b,
           len: T,
           valid: this.valid(range),
+          positions: this.positions(range),
           base: {
             gate: flat(frozen.gate, I),
             up: flat(frozen.up, I),
@@ -244,6 +253,15 @@ export class AdapterBatch implements ForwardHooks {
     return this.validCache.get(range.start)!;
   }
 
+  /** [rows·T] int64: each token's position within its example, or null when no row packs several. */
+  private positions(range: RowRange): Tensor | null {
+    const pos = this.examplePositions;
+    if (!pos) return null;
+    if (!this.positionCache.has(range.start))
+      this.positionCache.set(range.start, this.rows(pos, range).flatten().keep());
+    return this.positionCache.get(range.start)!;
+  }
+
   // Records outlive the layer's scope: they are kept until dispose().
   private keepRouting(adapter: Adapter, rec: RouterRecord): void {
     if (this.record === 'counts') {
@@ -273,5 +291,9 @@ export class AdapterBatch implements ForwardHooks {
     this.memberCache.clear();
     this.tokenMask?.dispose();
     this.tokenMask = null;
+    this.examplePositions?.dispose();
+    this.examplePositions = null;
+    for (const t of this.positionCache.values()) t.dispose();
+    this.positionCache.clear();
   }
 }

@@ -34,6 +34,9 @@ export interface MoeInput {
   len: number;
   /** [n] bool: real tokens (padding gets no expert and counts for nothing); null: all real. */
   valid: Tensor | null;
+  /** [n] int64: each token's position within its example when rows pack several examples (switch capacity is
+   * per example); null or absent: each row is one example. */
+  positions?: Tensor | null;
   /** The frozen gate/up projections of x, [n, I] each (and Phi-3's fused [n, 2I]), when already computed
    * (efficient path). */
   base: FrozenGateUp | null;
@@ -253,7 +256,7 @@ export function moeForward(layer: MoeLayer, w: LayerWeights, input: MoeInput): M
   const { rows, len, valid, training } = input;
   const { x, routerInput, base } = applyJitter(input.x, input.base, m, training);
   const { logits, probs } = routerProbs(routerInput, layer);
-  const routing = route(probs, m, { rows, len, valid });
+  const routing = route(probs, m, { rows, len, valid, positions: input.positions ?? null });
   const validIdx = valid ? valid.nonzero().squeeze(1) : null;
   const records = {
     logits: validIdx ? logits.indexSelect(0, validIdx) : logits,

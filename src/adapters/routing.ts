@@ -46,20 +46,29 @@ export function dynamicRouting(probs: Tensor, topP: number): Routing {
 
 /** Switch: the top-1 expert with its probability as weight. An expert takes at most `capacity`
  * tokens of each sequence (in order); later tokens skip the experts (residual only). x rows are
- * `rows` sequences of `len` tokens; `valid` [rows·len] marks real tokens, which alone use capacity. */
+ * `rows` sequences of `len` tokens; `valid` [rows·len] marks real tokens, which alone use capacity. With
+ * `positions` [rows·len] (rows that pack several examples), each example is a sequence: its capacity count
+ * starts at its first token (position 0). */
 export function switchRouting(
   probs: Tensor,
   capacity: number,
   rows: number,
   len: number,
   valid: Tensor | null,
+  positions: Tensor | null = null,
 ): Routing {
   const n = probs.size(0);
   const E = probs.size(1);
   const { values, indices } = probs.max(-1); // [n]
   const real = valid ?? ones([n], { dtype: 'bool', device: probs.device });
   const routed = indices.oneHot(E).mul(real.unsqueeze(1).to('int64')); // [n, E]
-  const priority = routed.reshape(rows, len, E).cumsum(1).reshape(n, E).gather(1, indices.unsqueeze(1)).squeeze(1); // [n]
+  let seen = routed.reshape(rows, len, E).cumsum(1).reshape(n, E); // [n, E] routed so far in the row, inclusive
+  if (positions) {
+    // minus what the row routed before the token's example began (at flat index token - position)
+    const start = arange(0, n, 1, { device: probs.device }).sub(positions); // [n]
+    seen = seen.sub(seen.indexSelect(0, start).sub(routed.indexSelect(0, start))); // [n, E]
+  }
+  const priority = seen.gather(1, indices.unsqueeze(1)).squeeze(1); // [n]
   const keep = priority.le(capacity).logicalAnd(real); // [n]
   const tokens = keep.nonzero().squeeze(1); // [m]
   return {
@@ -87,7 +96,7 @@ function realSlots(routing: Routing, valid: Tensor | null, E: number): Routing {
 export function route(
   probs: Tensor,
   m: MoeSettings,
-  seq: { rows: number; len: number; valid: Tensor | null },
+  seq: { rows: number; len: number; valid: Tensor | null; positions?: Tensor | null },
 ): Routing {
   const E = probs.size(1);
   switch (m.routingStrategy) {
@@ -96,6 +105,6 @@ export function route(
     case 'mixlora-dynamic':
       return realSlots(dynamicRouting(probs, m.topP), seq.valid, E);
     case 'mixlora-switch':
-      return switchRouting(probs, m.expertCapacity, seq.rows, seq.len, seq.valid);
+      return switchRouting(probs, m.expertCapacity, seq.rows, seq.len, seq.valid, seq.positions ?? null);
   }
 }

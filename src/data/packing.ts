@@ -3,9 +3,11 @@
 //    the padding at its end;
 //  - left padding (generation): every row's last token sits at the end, where the next one is sampled;
 //    positions come from the mask (docs/design.md §2), so a padded row computes as the prompt alone.
-// Also the next-token targets of labelled rows, and the contiguous row ranges of groups of rows.
+// Also the next-token targets of labelled rows, the contiguous row ranges of groups of rows, and training rows
+// packed with several whole examples each (packing: true; docs/design.md §6.6).
 import { tensor } from '../tensor/create.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
+import type { RowSegments } from '../nn/mask.js';
 import { IGNORE_INDEX, type Example } from './examples.js';
 
 export type PadSide = 'right' | 'left';
@@ -64,4 +66,75 @@ export function rowRanges(counts: number[]): { start: number; count: number }[] 
     start += count;
     return range;
   });
+}
+
+/** Whole examples in rows of at most `capacity` tokens, first-fit decreasing (longest first, ties in order;
+ * each goes to the first row with room): the examples' indices per row. Deterministic: a micro-batch always
+ * packs the same way (resume and data parallelism rely on it). */
+export function packRows(lengths: number[], capacity: number): number[][] {
+  const order = lengths.map((_, i) => i).sort((a, b) => lengths[b]! - lengths[a]! || a - b);
+  const rows: number[][] = [];
+  const room: number[] = [];
+  for (const i of order) {
+    const len = lengths[i]!;
+    if (len > capacity)
+      throw new RangeError(`packRows: an example of ${len} tokens exceeds the row capacity ${capacity}`);
+    const r = room.findIndex((left) => left >= len);
+    if (r >= 0) {
+      rows[r]!.push(i);
+      room[r]! -= len;
+    } else {
+      rows.push([i]);
+      room.push(capacity - len);
+    }
+  }
+  return rows;
+}
+
+export interface TrainingRows {
+  /** [B, T] int64, right-padded */
+  ids: Tensor;
+  /** [B, T] int64: position t holds the label of t + 1 within the same example; an example's last position and
+   * the padding hold IGNORE_INDEX. */
+  targets: Tensor;
+  /** [B, T] int64, 1 for tokens and 0 for padding; null when no row is padded. */
+  mask: Tensor | null;
+  /** null when every row holds one example (then the batch is exactly the padded one). */
+  segments: RowSegments | null;
+  T: number;
+}
+
+/** Rows of one or more whole examples each, concatenated in order and right-padded to the longest row. */
+export function trainingRows(rows: Example[][], padId: number, device: Device): TrainingRows {
+  const lengths = rows.map((row) => row.reduce((n, e) => n + e.inputIds.length, 0));
+  const T = Math.max(1, ...lengths);
+  const ids: number[][] = [];
+  const targets: number[][] = [];
+  const segments: number[][] = [];
+  const positions: number[][] = [];
+  for (const row of rows) {
+    const [i, t, s, p] = [[], [], [], []] as number[][];
+    row.forEach((e, k) => {
+      const n = e.inputIds.length;
+      for (let j = 0; j < n; j++) {
+        i.push(e.inputIds[j]!);
+        t.push(j + 1 < e.labels.length ? e.labels[j + 1]! : IGNORE_INDEX);
+        s.push(k + 1);
+        p.push(j);
+      }
+    });
+    const pad = T - i.length;
+    ids.push([...i, ...Array<number>(pad).fill(padId)]);
+    targets.push([...t, ...Array<number>(pad).fill(IGNORE_INDEX)]);
+    segments.push([...s, ...Array<number>(pad).fill(0)]);
+    positions.push([...p, ...Array<number>(pad).fill(0)]);
+  }
+  const int64 = (v: number[][]) => tensor(v, { dtype: 'int64', device });
+  return {
+    ids: int64(ids),
+    targets: int64(targets),
+    mask: lengths.some((n) => n !== T) ? int64(segments.map((row) => row.map((x) => (x > 0 ? 1 : 0)))) : null,
+    segments: rows.some((row) => row.length > 1) ? { segments: int64(segments), positions: int64(positions) } : null,
+    T,
+  };
 }

@@ -2,6 +2,7 @@
 // through these hooks. The plain hooks are the base model; src/adapters implements adapted ones.
 import { swiglu } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
+import type { RowSegments } from '../nn/mask.js';
 import type { Activation } from './config.js';
 import { frozenLinear } from './frozen-linear.js';
 import { splitGateUp } from './phi3.js';
@@ -9,8 +10,9 @@ import { linearOf, type LayerWeights, type Linear, type ProjName } from './weigh
 
 export interface ForwardHooks {
   /** Called at the start of each forward pass: which of the T new positions of each row are real
-   * tokens ([B, T], 1 = token) or null when none is padding. */
-  beginForward?(tokenMask: Tensor | null): void;
+   * tokens ([B, T], 1 = token) or null when none is padding; and, for rows that pack several examples, where
+   * each example is (null otherwise). */
+  beginForward?(tokenMask: Tensor | null, packed?: RowSegments | null): void;
   /** x Wᵀ + b for x [B, T, in], plus whatever adapters apply to each row. */
   project(layer: number, name: ProjName, x: Tensor, lin: Linear): Tensor;
   /** The feed-forward block on the normalised hidden states x [B, T, H]. */

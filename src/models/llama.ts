@@ -9,7 +9,8 @@ import type { DType } from '../tensor/dtype.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
 import { attend } from '../nn/attention.js';
 import { applyRotary, inverseFrequencies, rotaryTables, type RotaryTables } from '../nn/rope.js';
-import { attentionMask, positionsFromMask } from '../nn/mask.js';
+import { attentionMask, positionsFromMask, segmentMask } from '../nn/mask.js';
+import type { RowSegments } from '../nn/mask.js';
 import { layerWindow, type ModelConfig } from './config.js';
 import { normFor, scaleEmbeddings } from './gemma.js';
 import { gemma2Block } from './gemma2.js';
@@ -30,6 +31,9 @@ export interface ForwardOptions {
   at?: Tensor | null;
   /** [B, T] int64: the tokens' positions, where no mask says them (the server's paged decode steps). */
   positions?: Tensor | null;
+  /** Rows that pack several examples (training with packing: true): attention stays within each example and
+   * positions restart at each (see segmentMask). No cache. */
+  packed?: RowSegments | null;
 }
 
 /** Which keys the queries of a layer see: a mask, or plain causal attention (or all keys) without one. */
@@ -80,8 +84,17 @@ export class CausalLM {
   private runLayers(ids: Tensor, opts: ForwardOptions): Tensor {
     const hooks = opts.hooks ?? plainHooks;
     const T = ids.size(1);
-    const ctx = this.context(ids, opts.attentionMask ?? null, opts.cache ?? null, opts.positions ?? null);
-    hooks.beginForward?.(opts.attentionMask ? opts.attentionMask.narrow(1, opts.attentionMask.size(1) - T, T) : null);
+    const ctx = this.context(
+      ids,
+      opts.attentionMask ?? null,
+      opts.cache ?? null,
+      opts.positions ?? null,
+      opts.packed ?? null,
+    );
+    hooks.beginForward?.(
+      opts.attentionMask ? opts.attentionMask.narrow(1, opts.attentionMask.size(1) - T, T) : null,
+      opts.packed ?? null,
+    );
     let h = this.embed(ids); // [B, T, H]
     for (let l = 0; l < this.config.numLayers; l++) {
       const prev = h;
@@ -104,14 +117,26 @@ export class CausalLM {
     return scaleEmbeddings(embedding(this.weights.embed, ids), this.config); // [B, T, H]
   }
 
-  /** Rotary tables and the attention masks for a pass over ids [B, T] after `cache.length` positions. */
+  /** Rotary tables and the attention masks for a pass over ids [B, T] after `cache.length` positions (at
+   * `given` positions when given); with `packed`, over rows of several examples each (block-diagonal causal
+   * attention, positions per example). */
   context(
     ids: Tensor,
     keyMask: Tensor | null,
     cache: AttentionCache | null,
     given: Tensor | null = null,
+    packed: RowSegments | null = null,
   ): LayerContext {
     const [B, T] = [ids.size(0), ids.size(1)];
+    if (packed) {
+      if (cache) throw new RangeError('packed rows take no attention cache');
+      const patterns = new Map<number | null, AttentionPattern>();
+      for (let l = 0; l < this.config.numLayers; l++) {
+        const window = layerWindow(this.config, l);
+        if (!patterns.has(window)) patterns.set(window, { mask: segmentMask(packed.segments, window), causal: false });
+      }
+      return { rotary: rotaryTables(packed.positions, this.invFreq, this.weights.norm), patterns, cache: null };
+    }
     const past = cache?.length ?? 0;
     let keys: Tensor | null = null; // [B, S], made once when a mask needs it
     const keysOf = (): Tensor => {

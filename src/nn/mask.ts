@@ -30,3 +30,31 @@ export function attentionMask(keyMask: Tensor, queryLen: number, slidingWindow: 
 export function positionsFromMask(keyMask: Tensor): Tensor {
   return keyMask.to('int64').cumsum(1).sub(1).clamp(0, null);
 }
+
+/** Where the examples of rows packing several of them are: per token, its example's number within the row (1,
+ * 2, ...; 0 for padding) and its position within the example (positions restart at each example). */
+export interface RowSegments {
+  /** [B, T] int64 */
+  segments: Tensor;
+  /** [B, T] int64 */
+  positions: Tensor;
+}
+
+/**
+ * Which keys each query may attend to in rows that pack several examples: bool [B, 1, T, T], true = attend.
+ * segments [B, T] numbers each token's example within its row (1, 2, ...; 0 = padding): a query sees the keys of
+ * its own example up to itself (block-diagonal causal), within the sliding window if any; never another
+ * example's. A query always sees itself (padding rows never become all -inf).
+ */
+export function segmentMask(segments: Tensor, slidingWindow: number | null): Tensor {
+  const T = segments.size(1);
+  const device = segments.device;
+  const q = arange(0, T, 1, { device }).unsqueeze(1); // [T, 1]
+  const k = arange(0, T, 1, { device }).unsqueeze(0); // [1, T]
+  let allowed = k.le(q); // [T, T] causal
+  // Within one example, index distance is position distance: the window applies as it does unpacked.
+  if (slidingWindow !== null) allowed = allowed.logicalAnd(q.sub(k).lt(slidingWindow));
+  const same = segments.unsqueeze(2).eq(segments.unsqueeze(1)); // [B, T, T] same example
+  const realKeys = segments.ne(0).unsqueeze(1); // [B, 1, T]
+  return allowed.unsqueeze(0).logicalAnd(same).logicalAnd(realKeys).logicalOr(k.eq(q).unsqueeze(0)).unsqueeze(1); // [B, 1, T, T]
+}

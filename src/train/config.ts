@@ -54,6 +54,9 @@ export interface AdapterTrainConfig {
   /** End this adapter when its eval metric stops improving (absent: it runs its steps; absent rather than null
    * so that the digest of configs without it is unchanged). */
   earlyStopping?: EarlyStoppingConfig;
+  /** Rows of up to cutoff_len tokens holding several whole examples of a micro-batch (absent: one example a
+   * row; absent rather than false so that the digest of configs without it is unchanged). */
+  packing?: true;
 }
 
 export interface TrainConfig {
@@ -208,6 +211,7 @@ function adapterEntry(cf: ConfigFile, value: unknown, i: number, shared: Shared)
     warmupRatio,
     maxGradNorm: f.optNum('max_grad_norm', { exclusiveMin: 0 }),
     ...(earlyStopping ? { earlyStopping } : {}),
+    ...(f.bool('packing', false) ? { packing: true as const } : {}),
   };
   f.rejectUnknown();
   for (const d of entry.data) if (!fs.existsSync(d)) f.fail('data', `names ${d}, which does not exist`);

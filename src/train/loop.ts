@@ -46,7 +46,7 @@ export function runLoop(ctx: LoopContext, fusedSteps: number): { fusedSteps: num
   while (runs.some((run) => !run.done)) {
     const active = runs.filter((run) => !run.done);
     // null: this rank sits the slot out for that adapter (the short last step of an epoch)
-    const microBatches = active.map((run) => nextMicroBatch(run, ctx.group));
+    const microBatches = active.map((run) => nextMicroBatch(run, ctx));
     const present = microBatches.filter((m): m is MicroBatch => m !== null);
     const started = performance.now();
     const results =
@@ -116,7 +116,8 @@ function microBatchesPerStep(run: AdapterRun, group: Group): number {
 }
 
 /** The micro-batch of this rank's next slot, or null when it has none (data-parallel.ts). */
-function nextMicroBatch(run: AdapterRun, group: Group): MicroBatch | null {
+function nextMicroBatch(run: AdapterRun, ctx: LoopContext): MicroBatch | null {
+  const { group } = ctx;
   const batch = stepExamples(run);
   const size = run.cfg.microBatchSize;
   const stepMicroBatches = Math.ceil(batch.length / size);
@@ -127,6 +128,7 @@ function nextMicroBatch(run: AdapterRun, group: Group): MicroBatch | null {
     examples: batch.slice(j * size, (j + 1) * size),
     stepTokens: batch.reduce((n, e) => n + scoredTokens(e), 0),
     microBatchesPerStep: stepMicroBatches,
+    ...(run.cfg.packing ? { packTo: ctx.cfg.cutoffLen } : {}),
   };
 }
 

@@ -4,6 +4,10 @@
 // loss divided by its micro-batches per step; the sum of all adapters' losses is back-propagated (they
 // share no parameters, so each gets exactly its own gradients).
 //
+// An adapter with packing lays its micro-batch's examples into rows of up to cutoff_len tokens, several whole
+// examples a row (docs/design.md §6.6): attention stays within each example and positions restart at each, so
+// every example, and the micro-batch's pooled aux loss, computes as padded.
+//
 // With `recompute`, activations are not kept: a no-grad pass stores each decoder layer's input, then
 // the layers are re-run one at a time in reverse with the same random state, each back-propagating the
 // gradient of its output (and its share of the pooled aux loss).
@@ -18,7 +22,8 @@ import type { Adapter } from '../adapters/adapter.js';
 import { AdapterBatch, type RowRange } from '../adapters/batch.js';
 import { auxLossPart, routingTotals } from '../adapters/aux-loss.js';
 import { IGNORE_INDEX, scoredTokens, type Example } from '../data/examples.js';
-import { nextTokenTargets, packIds, rowRanges } from '../data/packing.js';
+import { packRows, rowRanges, trainingRows } from '../data/packing.js';
+import type { RowSegments } from '../nn/mask.js';
 
 export interface MicroBatch {
   adapter: Adapter;
@@ -27,6 +32,9 @@ export interface MicroBatch {
   stepTokens: number;
   /** Micro-batches in the adapter's optimizer step (the aux loss is averaged over them). */
   microBatchesPerStep: number;
+  /** packing: the examples go in rows of up to this many tokens, several whole examples a row (absent: one
+   * example a row, padded). */
+  packTo?: number;
 }
 
 export interface MicroResult {
@@ -52,20 +60,29 @@ interface Packed {
   ids: Tensor;
   targets: Tensor;
   mask: Tensor | null;
+  /** Where the examples are when rows hold several (null: one example a row). */
+  segments: RowSegments | null;
   ranges: RowRange[];
 }
 
+/** The rows of one micro-batch: one example each, or (packTo) whole examples packed first-fit decreasing. */
+function microBatchRows(m: MicroBatch): Example[][] {
+  if (m.packTo === undefined) return m.examples.map((e) => [e]);
+  return packRows(
+    m.examples.map((e) => e.inputIds.length),
+    m.packTo,
+  ).map((row) => row.map((i) => m.examples[i]!));
+}
+
 function pack(microBatches: MicroBatch[], device: CausalLM['device'], padId: number): Packed {
-  const rows = microBatches.flatMap((m) => m.examples);
-  const { ids, mask, T } = packIds(
-    rows.map((e) => e.inputIds),
-    { side: 'right', pad: padId, device },
-  );
+  const perMicroBatch = microBatches.map(microBatchRows);
+  const { ids, targets, mask, segments } = trainingRows(perMicroBatch.flat(), padId, device);
   return {
     ids,
-    targets: nextTokenTargets(rows, T, device),
+    targets,
     mask,
-    ranges: rowRanges(microBatches.map((m) => m.examples.length)).map((range, i) => ({
+    segments,
+    ranges: rowRanges(perMicroBatch.map((rows) => rows.length)).map((range, i) => ({
       ...range,
       adapter: microBatches[i]!.adapter,
     })),
@@ -130,7 +147,7 @@ export function fusedStep(
 function plainPass(model: CausalLM, microBatches: MicroBatch[], p: Packed): PassLosses {
   const batch = new AdapterBatch(p.ranges, { training: true });
   try {
-    const last = model.lastHidden(p.ids, { attentionMask: p.mask, hooks: batch }); // [B, T, H]
+    const last = model.lastHidden(p.ids, { attentionMask: p.mask, hooks: batch, packed: p.segments }); // [B, T, H]
     const head = headBackward(model, last, p, microBatches);
     const roots: Tensor[] = [last];
     const grads: (Tensor | null)[] = [head.grad];
@@ -154,11 +171,11 @@ function plainPass(model: CausalLM, microBatches: MicroBatch[], p: Packed): Pass
 
 function recomputingPass(model: CausalLM, microBatches: MicroBatch[], p: Packed): PassLosses {
   const L = model.config.numLayers;
-  const ctx = model.context(p.ids, p.mask, null);
+  const ctx = model.context(p.ids, p.mask, null, null, p.segments);
   const tokenMask = p.mask;
   // Pass 1, no gradients: each layer's input and random state, and the routing totals per adapter.
   const counting = new AdapterBatch(p.ranges, { training: true, record: 'counts' });
-  counting.beginForward(tokenMask);
+  counting.beginForward(tokenMask, p.segments);
   const inputs: Tensor[] = [];
   const rng: Tensor[] = [];
   noGrad(() => {
@@ -198,7 +215,7 @@ function recomputingPass(model: CausalLM, microBatches: MicroBatch[], p: Packed)
       grad = tidy(() => {
         const hin = inputs[l]!.detach().requiresGrad_();
         const batch = new AdapterBatch(p.ranges, { training: true });
-        batch.beginForward(tokenMask);
+        batch.beginForward(tokenMask, p.segments);
         try {
           const out = model.layer(l, hin, ctx, batch); // [B, T, H]
           let surrogate = out.mul(upstream).sum();

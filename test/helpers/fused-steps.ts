@@ -19,6 +19,8 @@ export interface StepCase {
   unscoredPrefix: number;
   /** The step's scored-token count each adapter's loss is divided by. */
   stepTokens: number;
+  /** Both micro-batches packed into rows of this many tokens (packing: true); absent: padded. */
+  packTo?: number;
 }
 
 /** Asserts that, after a plain and a recomputing step, `rounds` more of each pair leave the live tensor
@@ -45,12 +47,13 @@ export function assertFusedStepsLeaveNoTensor(model: CausalLM, c: StepCase, roun
       const ids = Array.from({ length: len + i }, (_, j) => 3 + ((j * 7 + i * 13) % 500));
       return { inputIds: ids, labels: ids.map((t, j) => (j < c.unscoredPrefix ? -100 : t)) };
     });
+  const pack = c.packTo !== undefined ? { packTo: c.packTo } : {};
   const step = (recompute: boolean) => {
     fusedStep(
       model,
       [
-        { adapter: mix, examples: ex(c.mixExamples), stepTokens: c.stepTokens, microBatchesPerStep: 1 },
-        { adapter: dora, examples: ex(c.doraExamples), stepTokens: c.stepTokens, microBatchesPerStep: 1 },
+        { adapter: mix, examples: ex(c.mixExamples), stepTokens: c.stepTokens, microBatchesPerStep: 1, ...pack },
+        { adapter: dora, examples: ex(c.doraExamples), stepTokens: c.stepTokens, microBatchesPerStep: 1, ...pack },
       ],
       { recompute, padId: 0 },
     );
