@@ -69,9 +69,8 @@ export function rowRanges(counts: number[]): { start: number; count: number }[] 
 }
 
 /** Whole examples in rows of at most `capacity` tokens, first-fit decreasing (longest first, ties in order;
- * each goes to the first row with room): the examples' indices per row. Deterministic: a micro-batch always
- * packs the same way (resume and data parallelism rely on it). */
-export function packRows(lengths: number[], capacity: number): number[][] {
+ * each goes to the first row with room): the examples' indices per row. */
+export function firstFitDecreasing(lengths: number[], capacity: number): number[][] {
   const order = lengths.map((_, i) => i).sort((a, b) => lengths[b]! - lengths[a]! || a - b);
   const rows: number[][] = [];
   const room: number[] = [];
@@ -89,6 +88,33 @@ export function packRows(lengths: number[], capacity: number): number[][] {
     }
   }
   return rows;
+}
+
+/** Capacities tried between the longest example and the limit: every one up to 512 of them, else 512 spread. */
+const MAX_TRIES = 512;
+
+/**
+ * Whole examples in rows of at most `maxLen` tokens, laid out to leave the least padding: first-fit decreasing
+ * at each row capacity from the longest example up to `maxLen`, keeping the layout with the fewest row slots
+ * (rows × the longest row), then the shortest rows. The capacity of the longest example is among the tries, and
+ * it never takes more slots than one example a row: packing never pads more than padding does. Deterministic (a
+ * micro-batch always packs the same way: resume and data parallelism rely on it).
+ */
+export function packRows(lengths: number[], maxLen: number): number[][] {
+  const longest = Math.max(...lengths);
+  if (longest > maxLen)
+    throw new RangeError(`packRows: an example of ${longest} tokens exceeds the row capacity ${maxLen}`);
+  const span = maxLen - longest;
+  const tries = Math.min(span, MAX_TRIES - 1);
+  let best: { rows: number[][]; slots: number; T: number } | null = null;
+  for (let k = 0; k <= tries; k++) {
+    const capacity = longest + (tries === 0 ? 0 : Math.round((k * span) / tries));
+    const rows = firstFitDecreasing(lengths, capacity);
+    const T = Math.max(...rows.map((row) => row.reduce((n, i) => n + lengths[i]!, 0)));
+    const slots = rows.length * T;
+    if (!best || slots < best.slots || (slots === best.slots && T < best.T)) best = { rows, slots, T };
+  }
+  return best!.rows;
 }
 
 export interface TrainingRows {

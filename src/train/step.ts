@@ -65,7 +65,7 @@ interface Packed {
   ranges: RowRange[];
 }
 
-/** The rows of one micro-batch: one example each, or (packTo) whole examples packed first-fit decreasing. */
+/** The rows of one micro-batch: one example each, or (packTo) whole examples packed with the least padding. */
 function microBatchRows(m: MicroBatch): Example[][] {
   if (m.packTo === undefined) return m.examples.map((e) => [e]);
   return packRows(
