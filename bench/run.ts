@@ -17,6 +17,7 @@ import { runTrainingBench } from './training.js';
 import { trainingSection } from './training-report.js';
 import { runDistributedBench } from './distributed.js';
 import { runQuantizationBench } from './quantization.js';
+import { runPackingBench } from './packing.js';
 
 const root = packageRoot();
 
@@ -70,6 +71,8 @@ log('data parallelism (2 ranks)');
 const distributed = runDistributedBench();
 log('quantised base');
 const quantization = runQuantizationBench();
+log('packing (padded against packed, and transformers + PEFT with DataCollatorWithFlattening)');
+const packing = runPackingBench();
 
 const pyVersion = spawnSync(PYTHON, ['-c', 'import torch; print(torch.__version__)'], {
   encoding: 'utf8',
@@ -133,6 +136,7 @@ ${table(models.rows)}
 ${serve.stdout.trim()}
 
 ${distributed}
-${quantization}`;
+${quantization}
+${packing}`;
 fs.writeFileSync(path.join(root, 'BENCHMARKS.md'), md);
 process.stdout.write(md);
