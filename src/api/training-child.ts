@@ -7,10 +7,9 @@
 // adapter updated after every optimizer step, and log lines (one after each checkpoint). Every call reads
 // the lines metrics.jsonl gained (step and evaluation lines, in order) and sends them; a checkpoint's log
 // line becomes a checkpoint event. The loop cannot receive messages (it never yields), so a stop request is a
-// file (its path comes with the start message) that the bar's update looks for after each optimizer step:
-// when that step also writes a checkpoint (save_steps divides it), the run stops right after the checkpoint;
-// otherwise at once, and the newest checkpoint is where `mixlora train --resume` continues (a stop throws out
-// of the loop exactly where a kill would leave the run, and resuming after a kill is exact: resume.ts).
+// file (its path comes with the start message) that the trainer's stopRequested looks for after each fused
+// step with an optimizer step: the run then stops right after a checkpoint of that step, which
+// `mixlora train --resume` continues from exactly.
 import fs from 'node:fs';
 import path from 'node:path';
 import { listCheckpoints } from '../train/checkpoint.js';
@@ -21,7 +20,7 @@ import { pathText } from '../util/config-file.js';
 import type { Progress, ProgressBar } from '../util/progress.js';
 import type { ChildMessage, ParentMessage, TrainingEvent, TrainingResult } from './training-protocol.js';
 
-/** Thrown out of the training loop to stop it. */
+/** Ends the run before the trainer started (a stop asked before the model was loaded). */
 class StopTraining extends Error {}
 
 function emit(event: TrainingEvent): void {
@@ -37,7 +36,6 @@ class RunWatcher {
   private offset = -1;
   private partial = '';
   private readonly totals = new Map<string, number>();
-  private stopAtCheckpoint = false;
 
   constructor(private readonly cfg: TrainConfig) {}
 
@@ -52,11 +50,10 @@ class RunWatcher {
       if (this.offset < 0) this.offset = fs.statSync(this.metricsFile, { throwIfNoEntry: false })?.size ?? 0;
       this.totals.set(label, total);
       return {
-        update: (value: number, fields?: Record<string, string | number>) => {
+        update: (_value: number, fields?: Record<string, string | number>) => {
           // (the first update, without fields, only shows where the adapter starts)
           if (fields === undefined) return;
           this.poll();
-          this.checkStop(value);
         },
         stop: () => {},
       };
@@ -69,18 +66,9 @@ class RunWatcher {
         return;
       }
       emit({ type: 'checkpoint', path: checkpoint[1]! });
-      if (this.stopAtCheckpoint) throw new StopTraining();
     },
     stop: () => {},
   };
-
-  /** After an optimizer step of an adapter (now at `step`): stop now, or after this fused step's checkpoint. */
-  private checkStop(step: number): void {
-    if (this.stopAtCheckpoint || !stopRequested()) return;
-    const save = this.cfg.saveSteps;
-    if (save > 0 && step % save === 0) this.stopAtCheckpoint = true;
-    else throw new StopTraining();
-  }
 
   /** Sends the lines metrics.jsonl gained since the last call. */
   poll(): void {
@@ -155,8 +143,9 @@ async function run(msg: Extract<ParentMessage, { type: 'start' }>): Promise<Trai
   let result: TrainingResult;
   try {
     if (stopRequested()) throw new StopTraining();
-    const r = await train(cfg, { resume: msg.resume, progress: watcher.progress, modelPath });
+    const r = await train(cfg, { resume: msg.resume, progress: watcher.progress, modelPath, stopRequested });
     watcher.poll();
+    if (r.stopped) throw new StopTraining();
     result = {
       ...base,
       status: 'completed',

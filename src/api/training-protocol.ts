@@ -97,9 +97,9 @@ export interface TrainingResult {
   /** Loss-curve (and eval) charts written at the end. */
   charts: string[];
   /**
-   * The newest complete checkpoint, or null (save_steps 0, or stopped before the first): an aborted run
-   * continues from it, exactly as if never stopped, with `startTraining(config, { resume: true })` or
-   * `mixlora train CONFIG --resume`.
+   * The newest complete checkpoint, or null (a completed run with save_steps 0, or one stopped before its
+   * first optimizer step): an aborted run continues from it, exactly as if never stopped, with
+   * `startTraining(config, { resume: true })` or `mixlora train CONFIG --resume`.
    */
   checkpoint: string | null;
   /** The checkpoint this run continued from (resume), or null. */

@@ -163,9 +163,8 @@ export class TrainingRun extends EventEmitter<TrainingRunEvents> implements Asyn
   }
 
   /**
-   * Asks the run to stop (as its AbortSignal does): it stops after the optimizer step in progress, right after
-   * that step's checkpoint when save_steps divides the step; `result` then resolves with status `aborted` and
-   * the checkpoint to resume from.
+   * Asks the run to stop (as its AbortSignal does): it stops after the optimizer step in progress, right after a
+   * checkpoint of that step; `result` then resolves with status `aborted` and the checkpoint to resume from.
    */
   abort(): void {
     if (this.ended || !fs.existsSync(this.tmp)) return;

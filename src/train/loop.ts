@@ -36,11 +36,16 @@ export interface LoopContext {
   group: Group;
   /** This rank's device (cuda:LOCAL_RANK under a launcher). */
   device: Device;
+  /** Asked after each fused step in which an optimizer stepped: true stops the loop after a checkpoint. */
+  stopRequested?: () => boolean;
 }
 
-/** Runs until every adapter is done, from `fusedSteps` already taken; returns the fused-step count and
- * where each adapter finished in this call was saved. */
-export function runLoop(ctx: LoopContext, fusedSteps: number): { fusedSteps: number; outputs: Record<string, string> } {
+/** Runs until every adapter is done (or a stop is requested), from `fusedSteps` already taken; returns the
+ * fused-step count, where each adapter finished in this call was saved, and whether it stopped early. */
+export function runLoop(
+  ctx: LoopContext,
+  fusedSteps: number,
+): { fusedSteps: number; outputs: Record<string, string>; stopped: boolean } {
   const { cfg, runs } = ctx;
   const outputs: Record<string, string> = {};
   while (runs.some((run) => !run.done)) {
@@ -71,6 +76,9 @@ export function runLoop(ctx: LoopContext, fusedSteps: number): { fusedSteps: num
       outputs[run.cfg.name] = finish(run, ctx);
     }
     const finished = runs.every((run) => run.done);
+    // A stop asked for: this step is checkpointed (the point `--resume` continues from exactly), then the loop ends.
+    const stop = !finished && stepped.length > 0 && (ctx.stopRequested?.() ?? false);
+    if (stop) checkpointDue = true;
     if (checkpointDue || finished) {
       // Every rank hands its partial gradients and generators to rank 0, the writer.
       const { group } = ctx;
@@ -89,8 +97,12 @@ export function runLoop(ctx: LoopContext, fusedSteps: number): { fusedSteps: num
         if (!finished) ctx.log(`checkpoint ${where}`);
       }
     }
+    if (stop) {
+      ctx.log(`stopped at fused step ${fusedSteps} as asked; --resume continues from its checkpoint`);
+      return { fusedSteps, outputs, stopped: true };
+    }
   }
-  return { fusedSteps, outputs };
+  return { fusedSteps, outputs, stopped: false };
 }
 
 function addToStepTotals(run: AdapterRun, res: MicroResult, seconds: number): void {

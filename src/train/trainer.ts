@@ -27,6 +27,8 @@ export interface TrainResult {
   charts: string[];
   fusedSteps: number;
   resumedFrom: string | null;
+  /** The run was stopped (TrainOptions.stopRequested) at a checkpoint before its end. */
+  stopped: boolean;
 }
 
 export interface TrainOptions {
@@ -38,6 +40,9 @@ export interface TrainOptions {
   group?: Group;
   /** This rank's device instead of the config's (cuda:LOCAL_RANK under a launcher). */
   device?: Device;
+  /** Asked after every fused step in which an optimizer stepped: true ends the run there, right after a
+   * checkpoint of that step (what `--resume` continues from exactly). One process only (not under a launcher). */
+  stopRequested?: () => boolean;
 }
 
 /** Trains the config's adapters into its output_dir, which is checked (nothing there but a previous
@@ -102,7 +107,18 @@ async function trainLocked(cfg: TrainConfig, opts: TrainOptions, group: Group): 
   }
 
   const done = runLoop(
-    { cfg, model, runs, reports: reports ?? idle, metricsFile, padId, log, group, device },
+    {
+      cfg,
+      model,
+      runs,
+      reports: reports ?? idle,
+      metricsFile,
+      padId,
+      log,
+      group,
+      device,
+      stopRequested: group.worldSize === 1 ? opts.stopRequested : undefined,
+    },
     fusedSteps,
   );
   for (const run of runs) {
@@ -119,6 +135,13 @@ async function trainLocked(cfg: TrainConfig, opts: TrainOptions, group: Group): 
     : [];
   if (reports) charts.push(...(await reports.finish()));
   const outputs = done.outputs;
-  for (const a of cfg.adapters) outputs[a.name] ??= path.join(cfg.outputDir, a.name);
-  return { outputs, metricsFile, charts, fusedSteps: done.fusedSteps, resumedFrom: resume.from };
+  if (!done.stopped) for (const a of cfg.adapters) outputs[a.name] ??= path.join(cfg.outputDir, a.name);
+  return {
+    outputs,
+    metricsFile,
+    charts,
+    fusedSteps: done.fusedSteps,
+    resumedFrom: resume.from,
+    stopped: done.stopped,
+  };
 }
