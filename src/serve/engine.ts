@@ -449,7 +449,7 @@ export class Engine {
       : new AdapterBatch(ranges, { training: false, record: 'none' });
     const N = Math.max(...ordered.map((row) => freshOf.get(row)!));
     const completes = ordered.map((row) => row.len + freshOf.get(row)! === row.tokens.length);
-    let chosen: (TokenChoice | null)[];
+    let chosen: (TokenChoice | Error | null)[];
     let scores: Map<Row, PromptScore[]>;
     try {
       ({ chosen, scores } = this.forwardPrefill(ordered, freshOf, N, completes, hooks));
@@ -484,9 +484,11 @@ export class Engine {
       this.prefilling = this.prefilling.filter((r) => r !== row);
       // Scoring only (max_tokens 0): the prompt was the work.
       if (row.spec.maxTokens === 0) return this.finish(row, 'length');
+      const choice = chosen[i]!;
+      if (choice instanceof Error) return this.fail(row, choice);
       row.state = 'running';
       this.running.push(row);
-      this.accept(row, chosen[i]!);
+      this.accept(row, choice);
     });
   }
 
@@ -498,7 +500,7 @@ export class Engine {
     N: number,
     completes: boolean[],
     hooks: AdapterBatch | undefined,
-  ): { chosen: (TokenChoice | null)[]; scores: Map<Row, PromptScore[]> } {
+  ): { chosen: (TokenChoice | Error | null)[]; scores: Map<Row, PromptScore[]> } {
     try {
       return noGrad(() =>
         tidy(() => {
@@ -538,7 +540,7 @@ export class Engine {
             toScore.forEach((row, i) => scores.set(row, scored[i]!));
           }
           const picked = ordered.flatMap((_, i) => (completes[i] ? [i] : []));
-          const chosen: (TokenChoice | null)[] = ordered.map(() => null);
+          const chosen: (TokenChoice | Error | null)[] = ordered.map(() => null);
           if (picked.length > 0) {
             const at = tensor(picked, { dtype: 'int64', device }); // [b]
             const logits = this.model.head(h.narrow(1, N - 1, 1).indexSelect(0, at)).select(1, 0); // [b, V]
@@ -569,7 +571,7 @@ export class Engine {
     const hooks = ranges.every((range) => range.adapter === null)
       ? undefined
       : new AdapterBatch(ranges, { training: false, record: 'none', stacks: this.stacks });
-    let chosen: TokenChoice[];
+    let chosen: (TokenChoice | Error)[];
     try {
       chosen = noGrad(() =>
         tidy(() => {
@@ -597,20 +599,27 @@ export class Engine {
     ordered.forEach((row, i) => {
       row.len += 1;
       this.register(row);
-      this.accept(row, chosen[i]!);
+      const choice = chosen[i]!;
+      if (choice instanceof Error) this.fail(row, choice);
+      else this.accept(row, choice);
     });
   }
 
   /** Each row's token from logits [B, V]: argmax on the device; the rows that sample, report
-   * log-probabilities or process their logits get theirs on the host (one copy for the batch). */
-  private chooseTokens(logits: Tensor, rows: Row[]): TokenChoice[] {
+   * log-probabilities or process their logits get theirs on the host (one copy for the batch). A row
+   * whose choice throws (its structured-output constraint) gets the error, to fail alone. */
+  private chooseTokens(logits: Tensor, rows: Row[]): (TokenChoice | Error)[] {
     const greedy = logits.argmax(-1).toNumbers(); // [B]
     const needs = rows.map((row) => row.spec.maxTokens > 0 && row.sampler.needsLogits);
     const host = needs.some((x) => x) ? logits.contiguous().toFloat32Array() : null; // [B · V]
     const V = logits.size(1);
     return rows.map((row, i) => {
       if (row.spec.maxTokens === 0) return { id: greedy[i]! }; // scoring only: nothing is chosen
-      return row.sampler.pick(greedy[i]!, needs[i] ? host!.subarray(i * V, (i + 1) * V) : null);
+      try {
+        return row.sampler.pick(greedy[i]!, needs[i] ? host!.subarray(i * V, (i + 1) * V) : null);
+      } catch (e) {
+        return e instanceof Error ? e : new Error(String(e));
+      }
     });
   }
 
@@ -635,7 +644,15 @@ export class Engine {
     }
     const p = row.spec.sampling;
     const ends = (!p.ignoreEos && this.opts.stopIds.includes(choice.id)) || (p.stopTokenIds ?? []).includes(choice.id);
-    if (stop || ends) this.finish(row, 'stop');
+    let complete = false;
+    try {
+      // A complete structured output ends its row whatever ignore_eos says (its grammar takes no more tokens).
+      complete = row.sampler.finished;
+    } catch (e) {
+      this.fail(row, e);
+      return;
+    }
+    if (stop || ends || complete) this.finish(row, 'stop');
     else if (row.generated >= row.spec.maxTokens) this.finish(row, 'length');
   }
 

@@ -38,6 +38,15 @@ export class Job {
     let resolve!: () => void;
     this.done = new Promise<void>((settle) => (resolve = settle));
     const notText = [...stopIds, ...(spec.sampling.stopTokenIds ?? [])];
+    // One constraint per choice (none when only the prompt is scored); all freed if one cannot be made.
+    const make = spec.constraint && spec.maxTokens > 0 ? spec.constraint : null;
+    const constraints: TokenConstraint[] = [];
+    try {
+      if (make) for (let i = 0; i < spec.prompts.length * spec.n; i++) constraints.push(make());
+    } catch (e) {
+      for (const c of constraints) c.dispose();
+      throw e;
+    }
     const specs = spec.prompts.flatMap((prompt, p) =>
       Array.from({ length: spec.n }, (_, k) => {
         const index = p * spec.n + k;
@@ -47,7 +56,7 @@ export class Job {
           prompt,
           maxTokens: spec.maxTokens,
           promptLogprobs: spec.promptLogprobs ?? null,
-          constraint: spec.constraint ? spec.constraint() : null,
+          constraint: constraints[index] ?? null,
           modelName: spec.lease.model.name,
           adapter: spec.lease.model.adapter,
           // Each choice draws from its own stream: seed, seed + 1, ...
@@ -75,7 +84,7 @@ export class Job {
       this.handles = engine.submit(specs);
     } catch (e) {
       // Refused (429, 503): the engine took nothing, so the constraints are ours to free.
-      for (const s of specs) s.constraint?.dispose();
+      for (const c of constraints) c.dispose();
       throw e;
     }
   }

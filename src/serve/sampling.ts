@@ -28,12 +28,16 @@ export interface SamplingParams {
   ignoreEos?: boolean;
 }
 
-/** A per-row constraint on the next token (structured output): masks logits, follows the chosen ids. */
+/** A per-row constraint on the next token (structured output): masks logits, follows the chosen ids.
+ * A method that throws fails its row only. */
 export interface TokenConstraint {
   /** Sets the logits of the tokens not allowed next to -Infinity (the stop ids once the text is complete). */
   mask(logits: Float32Array): void;
-  /** The row chose `id`. */
+  /** The row chose `id` (one that mask() left allowed, or an end id when it allowed nothing). */
   accept(id: number): void;
+  /** The output is complete (a stop id was accepted): the row ends with finish_reason 'stop', even
+   * under ignore_eos, as accept() may not be called again. */
+  readonly finished: boolean;
   /** Frees what the constraint holds (called once when the row ends). */
   dispose(): void;
 }
@@ -100,6 +104,11 @@ export class RowSampler {
     const norm = logSumExp(logits);
     const top: [number, number][] = p.logprobs > 0 ? topN(logits, p.logprobs).map(([t, v]) => [t, v - norm]) : [];
     return { id, logprob: logits[id]! - norm, top };
+  }
+
+  /** Whether the constraint's output is complete (the row must end). */
+  get finished(): boolean {
+    return this.constraint?.finished ?? false;
   }
 
   /** Frees the constraint (the row ended). */
