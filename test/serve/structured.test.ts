@@ -4,7 +4,9 @@
 // adapter gives each token the bytes the tokenizer decodes it to; random walks under the constraint
 // (random logits, masked, greedy or seeded sampling) on the LLaMA-2 32k and the stories260K 512-token
 // vocabularies end in EOS with text that parses and validates against the schema (ajv); compiled
-// grammars are an LRU whose evictions do not disturb running constraints; nothing is left alive.
+// grammars are an LRU whose evictions do not disturb running constraints; integer bounds are exact
+// (XGrammar's own ranges are not); a schema too costly to compile on a vocabulary is refused naming its
+// costliest part and the bound, as are schemas too large or too deep; nothing is left alive.
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, test } from 'node:test';
@@ -20,7 +22,7 @@ import {
   releaseGrammarVocabularies,
   tokenBytes,
   type ResponseGrammar,
-  type TokenConstraint,
+  type GrammarConstraint,
 } from '../../src/serve/structured/index.js';
 import { TextTokenizer } from '../../src/tokenizer/tokenizer.js';
 import { Rng } from '../../src/util/random.js';
@@ -41,7 +43,7 @@ const SCHEMAS: Record<string, Record<string, unknown>> = {
   person: {
     type: 'object',
     properties: {
-      name: { type: 'string', maxLength: 20 },
+      name: { type: 'string', maxLength: 6 },
       age: { type: 'integer', minimum: 0, maximum: 150 },
       role: { enum: ['admin', 'user', 'guest'] },
       address: {
@@ -235,7 +237,7 @@ test('token bytes: what the tokenizer decodes each token to inside a text', () =
   for (const id of missing) assert.equal(llama[id], null);
 });
 
-function allowedIds(c: TokenConstraint): number[] {
+function allowedIds(c: GrammarConstraint): number[] {
   const mask = c.allowedMask();
   const ids: number[] = [];
   for (let id = 0; id < c.vocabSize; id++) if (isAllowed(mask, id)) ids.push(id);
@@ -354,7 +356,7 @@ test('compiled grammars: an LRU per vocabulary; eviction does not disturb runnin
   assert.equal(await grammarVocabulary(tokenizer, opts), vocab, 'one vocabulary per tokenizer and options');
   const first = (await compileResponseFormat(schema(1), tokenizer, opts))!;
   const running = first.createConstraint();
-  const accept = (c: TokenConstraint, ids: number[]) => {
+  const accept = (c: GrammarConstraint, ids: number[]) => {
     for (const id of ids) {
       assert.ok(isAllowed(c.allowedMask(), id), `${tokenizer.decode(ids)}: ${id}`);
       c.accept(id);
@@ -409,4 +411,174 @@ test('maskLogits sets exactly the disallowed logits to -Infinity', () => {
   const logits = new Float32Array(70).fill(1);
   maskLogits(logits, Uint32Array.of(0xffffffff));
   assert.equal(logits.filter((x) => x === 1).length, 32);
+});
+
+/** Whether the constraint takes `text` (its tokens) and then allows EOS: a complete value. */
+function takes(grammar: ResponseGrammar, tokenizer: TextTokenizer, text: string): boolean {
+  const c = grammar.createConstraint();
+  try {
+    for (const id of tokenizer.encode(text, { special: false })) {
+      if (!isAllowed(c.allowedMask(), id)) return false;
+      c.accept(id);
+    }
+    return isAllowed(c.allowedMask(), tokenizer.eosId!);
+  } finally {
+    c.dispose();
+  }
+}
+
+test('integer bounds: exactly the integers in range, where XGrammar alone gets the range wrong', async () => {
+  const { tokenizer, vocabSize } = TOKENIZERS[1]!;
+  const ranges: [number | null, number | null][] = [
+    [0, 120], // XGrammar alone: 121..129 too
+    [-120, -7],
+    [7, null], // XGrammar alone: 1..6 too
+    [-37, null], // XGrammar alone: no negative number
+    [null, 123],
+    [-3, 1200],
+    [100, 250], // right as XGrammar converts it
+  ];
+  for (const [min, max] of ranges) {
+    const schema = {
+      type: 'integer',
+      ...(min === null ? {} : { minimum: min }),
+      ...(max === null ? {} : { maximum: max }),
+    };
+    const grammar = await compileResponseFormat(
+      { type: 'json_schema', json_schema: { name: 'n', schema } },
+      tokenizer,
+      {
+        vocabSize,
+      },
+    );
+    const tried = new Set<number>();
+    for (const x of [min ?? 0, max ?? 0, 0, 9, 10, 99, 100, 999, 1000, -9, -10, -99, -100])
+      for (let d = -12; d <= 12; d++) tried.add(x + d);
+    for (const v of tried)
+      assert.equal(
+        takes(grammar!, tokenizer, String(v)),
+        (min === null || v >= min) && (max === null || v <= max),
+        `${JSON.stringify(schema)}: ${v}`,
+      );
+  }
+  // XGrammar gets no unbounded negative maximum right, and it is too large for an enum: refused.
+  const e = await badRequestParam(
+    () =>
+      compileResponseFormat(
+        {
+          type: 'json_schema',
+          json_schema: { name: 'n', schema: { type: 'object', properties: { t: { type: 'integer', maximum: -37 } } } },
+        },
+        tokenizer,
+        { vocabSize },
+      ),
+    'response_format.json_schema.schema',
+  );
+  assert.match(e.message, /integer range \[-inf, -37\] wrongly \(at properties\.t\)/);
+  assert.equal(liveObjects.matchers, 0);
+});
+
+test('compile cost: a schema over the budget is refused naming its costliest part and the bound', async () => {
+  const { tokenizer, vocabSize } = TOKENIZERS[0]!;
+  const format = (schema: Record<string, unknown>) => ({ type: 'json_schema', json_schema: { name: 'c', schema } });
+  const named = (extra: Record<string, unknown>) => ({
+    type: 'object',
+    properties: { id: { type: 'integer' }, name: { type: 'string', ...extra } },
+    required: ['id', 'name'],
+  });
+  const e = await badRequestParam(
+    () => compileResponseFormat(format(named({ maxLength: 100 })), tokenizer, { vocabSize }),
+    'response_format.json_schema.schema',
+  );
+  assert.match(e.message, /32000-token vocabulary would take about \d+ ms, more than the \d+ ms allowed/);
+  assert.match(e.message, /maxLength 100 at properties\.name costs about \d+ ms alone/);
+  const bound = Number(/maxLength and minLength may be at most (\d+)/.exec(e.message)?.[1]);
+  assert.ok(bound >= 4 && bound < 100, e.message);
+  // At the bound it compiles (and is cached: the vocabulary holds it); one more is refused.
+  const ok = await compileResponseFormat(format(named({ maxLength: bound })), tokenizer, { vocabSize });
+  assert.ok(ok!.vocabulary.has(ok!.grammar.key));
+  await badRequestParam(
+    () => compileResponseFormat(format(named({ maxLength: bound + 1 })), tokenizer, { vocabSize }),
+    'response_format.json_schema.schema',
+  );
+  // A pattern's repetitions count alike; the same schemas cost far less on a 512-token vocabulary.
+  const p = await badRequestParam(
+    () => compileResponseFormat(format(named({ pattern: '^[^,]{40}$' })), tokenizer, { vocabSize }),
+    'response_format.json_schema.schema',
+  );
+  assert.match(p.message, /pattern "\^\[\^,\]\{40\}\$" at properties\.name/);
+  const small = TOKENIZERS[1]!;
+  for (const extra of [{ maxLength: 100 }, { pattern: '^[^,]{40}$' }])
+    assert.ok(await compileResponseFormat(format(named(extra)), small.tokenizer, { vocabSize: small.vocabSize }));
+  // Size and depth are bounded before anything is converted.
+  const big = { enum: Array.from({ length: 1500 }, (_, i) => `value ${i}`) };
+  const s = await badRequestParam(
+    () => compileResponseFormat(format(big), small.tokenizer, { vocabSize: small.vocabSize }),
+    'response_format.json_schema.schema',
+  );
+  assert.match(s.message, /characters of JSON; at most 8192/);
+  let deep: Record<string, unknown> = { type: 'integer' };
+  for (let i = 0; i < 17; i++) deep = { type: 'array', items: deep };
+  const d = await badRequestParam(
+    () => compileResponseFormat(format(deep), small.tokenizer, { vocabSize: small.vocabSize }),
+    'response_format.json_schema.schema',
+  );
+  assert.match(d.message, /nested more than 16 levels deep/);
+});
+
+/** Every string of printable ASCII the constraint takes to a complete value (at most `limit`), found by
+ * walking the allowed single-byte tokens (stories260K's <0xNN> tokens). */
+function language(grammar: ResponseGrammar, tokenizer: TextTokenizer, limit: number): string[] {
+  const byteId = (b: number) => tokenizer.tokenToId(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`)!;
+  const out: string[] = [];
+  const visit = (ids: number[], text: string) => {
+    if (out.length > limit || ids.length > 40) return;
+    const c = grammar.createConstraint();
+    const next: [number, string][] = [];
+    try {
+      for (const id of ids) c.accept(id);
+      const mask = c.allowedMask();
+      if (isAllowed(mask, tokenizer.eosId!)) out.push(text);
+      for (let b = 0x20; b < 0x7f; b++) if (isAllowed(mask, byteId(b))) next.push([byteId(b), String.fromCharCode(b)]);
+    } finally {
+      c.dispose();
+    }
+    for (const [id, ch] of next) visit([...ids, id], text + ch);
+  };
+  visit([], '');
+  return [...new Set(out.map((t) => t.replace(/^ /, '')))];
+}
+
+test('XGrammar 0.1.27 workarounds: enums exact, bounded strings and patterns stay valid JSON', async () => {
+  const { tokenizer, vocabSize } = TOKENIZERS[1]!;
+  const compile = async (schema: Record<string, unknown>) =>
+    (await compileResponseFormat({ type: 'json_schema', json_schema: { name: 'w', schema } }, tokenizer, {
+      vocabSize,
+    }))!;
+  // Enums: XGrammar alone lets "Februarrch" through for the months, "aba" and "ban" for the words, and for
+  // -120..-7 both takes -1000 and loses -119.
+  const months = ['January', 'February', 'March', 'April', 'May', 'June', 'July'];
+  const words = ['a', 'ab', 'abc', 'b', 'ba', 'bab', 'cat', 'cab', 'can', 'ca'];
+  const numbers = [-100, -11, -10, 1, 10, 100, 2.5, null, true];
+  for (const values of [months, words, numbers]) {
+    const found = language(await compile({ enum: values }), tokenizer, values.length * 3);
+    assert.deepEqual(found.sort(), values.map((v) => JSON.stringify(v)).sort());
+  }
+  // A length-bounded string: no raw control character (XGrammar's class lets a tab through).
+  const bounded = await compile({ type: 'string', maxLength: 4 });
+  assert.ok(takes(bounded, tokenizer, '"ab c"'));
+  assert.ok(!takes(bounded, tokenizer, '"a\tb"'), 'a raw tab is not JSON');
+  // Patterns: ".", negated classes and \S take no quotation mark, backslash or control character raw.
+  for (const pattern of ['^.{1,3}$', '^[^x]{1,3}$', '^\\S{1,3}$', '^[ -~]{1,3}$']) {
+    const g = await compile({ type: 'string', pattern });
+    assert.ok(takes(g, tokenizer, '"a}b"'), pattern);
+    for (const bad of ['"a"b"', '"a\\b"', '"a\tb"']) assert.ok(!takes(g, tokenizer, bad), `${pattern}: ${bad}`);
+  }
+  // A class loses what JSON escapes; a pattern that needs such a character is refused.
+  const narrowed = await compile({ type: 'string', pattern: '^[a"]$' });
+  assert.ok(takes(narrowed, tokenizer, '"a"'));
+  assert.ok(!takes(narrowed, tokenizer, '"""'));
+  for (const pattern of ['^a"b$', '^["\\\\]$', '^a\\nb$'])
+    await badRequestParam(() => compile({ type: 'string', pattern }), 'response_format.json_schema.schema');
+  assert.equal(liveObjects.matchers, 0);
 });

@@ -1,14 +1,18 @@
 // One row's grammar state while it decodes: which token ids may come next (a bitmask over the
 // vocabulary, bit i of word i >> 5 = id i) and the token actually taken. Wraps an XGrammar matcher,
-// which lives in WebAssembly memory: dispose() frees it.
+// which lives in WebAssembly memory: dispose() frees it. It is the engine's TokenConstraint
+// (sampling.ts): mask() applies the bitmask to the row's logits.
+import type { TokenConstraint } from '../sampling.js';
 import type { GrammarVocabulary } from './vocabulary.js';
 import { liveObjects, type XGrammarMatcher } from './wasm.js';
 
-export class TokenConstraint {
+export class GrammarConstraint implements TokenConstraint {
   readonly vocabSize: number;
-  private readonly mask: Uint32Array;
-  /** mask holds the allowed set of the current state. */
+  private readonly bits: Uint32Array;
+  /** bits holds the allowed set of the current state. */
   private fresh = false;
+  /** A stop id was accepted. */
+  private terminated = false;
   private matcher: XGrammarMatcher | null;
 
   constructor(
@@ -17,7 +21,12 @@ export class TokenConstraint {
   ) {
     this.matcher = matcher;
     this.vocabSize = vocab.vocabSize;
-    this.mask = new Uint32Array(Math.ceil(this.vocabSize / 32));
+    this.bits = new Uint32Array(Math.ceil(this.vocabSize / 32));
+  }
+
+  /** Sets every logit the grammar does not allow next to -Infinity (ids past the vocabulary too). */
+  mask(logits: Float32Array): void {
+    maskLogits(logits, this.allowedMask());
   }
 
   /** The ids allowed next, as a bitmask over [0, vocabSize). Once the text is a complete value that cannot
@@ -25,23 +34,23 @@ export class TokenConstraint {
    * reused: valid until the next accept(). */
   allowedMask(): Uint32Array {
     const m = this.live();
-    if (this.fresh) return this.mask;
-    if (m.IsTerminated()) {
-      this.mask.fill(0);
-      for (const id of this.vocab.stopIds) this.mask[id >>> 5]! |= 1 << (id & 31);
+    if (this.fresh) return this.bits;
+    if (this.terminated) {
+      this.bits.fill(0);
+      for (const id of this.vocab.stopIds) this.bits[id >>> 5]! |= 1 << (id & 31);
     } else {
       this.vocab.instance.call((b) => {
         const v = m.GetNextTokenBitmask(this.vocabSize);
         try {
           const view = b.vecIntToView(v);
-          this.mask.set(new Uint32Array(view.buffer, view.byteOffset, Math.min(view.length, this.mask.length)));
+          this.bits.set(new Uint32Array(view.buffer, view.byteOffset, Math.min(view.length, this.bits.length)));
         } finally {
           v.delete();
         }
       });
     }
     this.fresh = true;
-    return this.mask;
+    return this.bits;
   }
 
   /** Advances past token `id`, which must be allowed (pick from logits masked with allowedMask()). */
@@ -49,15 +58,19 @@ export class TokenConstraint {
     const m = this.live();
     if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize)
       throw new Error(`internal error: token id ${id} outside the vocabulary (0..${this.vocabSize - 1})`);
-    if (m.IsTerminated()) throw new Error(`internal error: token ${id} after the structured output ended`);
-    if (!this.vocab.instance.call(() => m.AcceptToken(id, false)))
-      throw new Error(`internal error: token ${id} is not allowed by the response format's grammar`);
+    if (this.terminated) throw new Error(`internal error: token ${id} after the structured output ended`);
+    const accepted = this.vocab.instance.call(() => {
+      if (!m.AcceptToken(id, false)) return false;
+      this.terminated = m.IsTerminated();
+      return true;
+    });
+    if (!accepted) throw new Error(`internal error: token ${id} is not allowed by the response format's grammar`);
     this.fresh = false;
   }
 
   /** Whether a stop id was accepted: the output is complete and the row ends. */
   get finished(): boolean {
-    return this.live().IsTerminated();
+    return this.terminated;
   }
 
   get disposed(): boolean {

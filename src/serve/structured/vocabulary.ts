@@ -5,7 +5,9 @@
 // Built once per (tokenizer, logits width, stop ids): the scan and XGrammar's index of the vocabulary
 // are the expensive part. Each vocabulary keeps its compiled grammars in a small LRU.
 import type { TextTokenizer } from '../../tokenizer/tokenizer.js';
-import { liveObjects, mainInstance, type WasmInstance, type XCompiledGrammar, type XGrammarCompiler } from './wasm.js';
+import { VocabularyStats } from './cost.js';
+import { liveObjects, mainInstance, serially, type WasmInstance } from './wasm.js';
+import type { XCompiledGrammar, XGrammarCompiler } from './wasm.js';
 import type { XGrammarMatcher, XTokenizerInfo } from './wasm.js';
 
 export interface VocabularyOptions {
@@ -131,6 +133,8 @@ export class GrammarVocabulary {
     readonly vocabSize: number,
     readonly stopIds: readonly number[],
     readonly cacheSize: number,
+    /** The tokens by first character: what compiling a grammar for this vocabulary costs (cost.ts). */
+    readonly stats: VocabularyStats,
   ) {
     liveObjects.vocabularies++;
   }
@@ -142,44 +146,57 @@ export class GrammarVocabulary {
     if (stopIds.length === 0) throw new Error(`${tokenizer.source}: no stop token (EOS) to end a structured output`);
     for (const id of stopIds)
       if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new Error(`stop token id ${id} out of range`);
-    const encoded = tokenBytes(tokenizer, vocabSize).map((bytes) => {
-      if (bytes === null) return '';
-      let s = '';
-      for (const b of bytes) s += BYTE_TO_CHAR[b];
-      return s;
+    // Two pieces of work on the event loop (tens of ms each for 32k tokens), queued with the others.
+    const { encoded, stats } = await serially(() => {
+      const bytes = tokenBytes(tokenizer, vocabSize);
+      for (const id of stopIds) bytes[id] = null; // matched by id, never as text
+      const encoded = bytes.map((b) => {
+        if (b === null) return '';
+        let s = '';
+        for (const x of b) s += BYTE_TO_CHAR[x];
+        return s;
+      });
+      return { encoded, stats: new VocabularyStats(bytes) };
     });
-    for (const id of stopIds) encoded[id] = ''; // matched by id, never as text
     const instance = await mainInstance();
-    return instance.call((b) => {
-      const vocab = b.vecStringFromJSArray(encoded);
-      const stops = b.vecIntFromJSArray([...stopIds]);
-      let info: XTokenizerInfo | null = null;
-      try {
-        info = new b.TokenizerInfo(vocab, 'BYTE_LEVEL', vocabSize, stops, addsPrefixSpace(tokenizer.tokenizerJson));
-        // XGrammar's own cache keys on the grammar; ours (by schema) is the one that bounds memory.
-        const compiler = new b.GrammarCompiler(info, 1, false);
-        return new GrammarVocabulary(
-          instance,
-          info,
-          compiler,
-          vocabSize,
-          [...stopIds],
-          opts.cacheSize ?? GRAMMAR_CACHE_SIZE,
-        );
-      } catch (e) {
-        if (info && !instance.broken) info.delete();
-        throw e;
-      } finally {
-        if (!instance.broken) {
-          vocab.delete();
-          stops.delete();
+    return serially(() =>
+      instance.call((b) => {
+        const vocab = b.vecStringFromJSArray(encoded);
+        const stops = b.vecIntFromJSArray([...stopIds]);
+        let info: XTokenizerInfo | null = null;
+        try {
+          info = new b.TokenizerInfo(vocab, 'BYTE_LEVEL', vocabSize, stops, addsPrefixSpace(tokenizer.tokenizerJson));
+          // XGrammar's own cache keys on the grammar; ours (by schema) is the one that bounds memory.
+          const compiler = new b.GrammarCompiler(info, 1, false);
+          return new GrammarVocabulary(
+            instance,
+            info,
+            compiler,
+            vocabSize,
+            [...stopIds],
+            opts.cacheSize ?? GRAMMAR_CACHE_SIZE,
+            stats,
+          );
+        } catch (e) {
+          if (info && !instance.broken) info.delete();
+          throw e;
+        } finally {
+          if (!instance.broken) {
+            vocab.delete();
+            stops.delete();
+          }
         }
-      }
-    });
+      }),
+    );
   }
 
   get usable(): boolean {
     return !this.disposed && !this.instance.broken;
+  }
+
+  /** Whether the grammar `key` is compiled (a matcher for it costs no compilation). */
+  has(key: string): boolean {
+    return this.cache.has(key);
   }
 
   /** Number of compiled grammars held. */
@@ -223,6 +240,19 @@ export class GrammarVocabulary {
       liveObjects.grammars--;
     }
     return compiled;
+  }
+
+  /** Compiles `ebnf` and frees the result at once, the cache left alone (bench/structured.ts times it). */
+  compileUncached(ebnf: string, root: string): void {
+    if (!this.usable) throw new Error('internal error: the grammar vocabulary was released');
+    this.instance.call((b) => {
+      const grammar = b.Grammar.FromEBNF(ebnf, root);
+      try {
+        this.compiler.CompileGrammar(grammar).delete();
+      } finally {
+        grammar.delete();
+      }
+    });
   }
 
   /** Frees the vocabulary and its compiled grammars (matchers made from them stay valid). */

@@ -12,6 +12,7 @@
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 
 /** An Embind object: freed with delete(). */
 export interface EmbindObject {
@@ -182,3 +183,18 @@ export function checkerInstance(): Promise<WasmInstance> {
 
 /** Objects of the grammar engine alive now (made and not yet freed), for leak checks. */
 export const liveObjects = { vocabularies: 0, grammars: 0, matchers: 0 };
+
+let queue: Promise<unknown> = Promise.resolve();
+
+/** Runs `f`, a long synchronous piece of grammar work (converting a schema, building a vocabulary,
+ * compiling a grammar), after the pieces queued before it and a turn of the event loop after the last one
+ * ended: whatever requests bring, the serving loop runs a decode step between any two pieces, and no
+ * piece waits longer than those before it. */
+export function serially<T>(f: () => T | Promise<T>): Promise<T> {
+  const run = queue.then(async () => {
+    await nextTurn();
+    return f();
+  });
+  queue = run.catch(() => undefined);
+  return run;
+}
