@@ -2,8 +2,9 @@
 // token ids in the vocabulary, the context length, parameters accepted only at their neutral value.
 import type { ServeContext } from './context.js';
 import { badRequest } from './errors.js';
-import type { SamplingParams } from './sampling.js';
+import type { SamplingParams, TokenConstraint } from './sampling.js';
 import type { SamplingFields } from './schemas.js';
+import { compileResponseFormat } from './structured/index.js';
 
 export function stopStrings(body: SamplingFields): string[] {
   const s = body.stop;
@@ -74,4 +75,19 @@ export function checkContext(ctx: ServeContext, prompts: number[][], maxTokens: 
       param,
       'context_length_exceeded',
     );
+}
+
+/** The request's response_format compiled for the served model: a fresh constraint per choice, or null
+ * for none and {"type": "text"}. Throws a 400 naming the field for a malformed value, a schema that cannot
+ * be enforced or one too costly to compile (the first use of a schema compiles it on the event loop;
+ * later ones hit the cache). */
+export async function responseConstraint(
+  ctx: ServeContext,
+  body: SamplingFields,
+): Promise<(() => TokenConstraint) | null> {
+  const grammar = await compileResponseFormat(body.response_format, ctx.tokenizer, {
+    vocabSize: ctx.model.config.vocabSize,
+    stopIds: ctx.stopIds,
+  });
+  return grammar ? () => grammar.createConstraint() : null;
 }

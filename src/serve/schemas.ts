@@ -29,6 +29,8 @@ const sampling = {
   min_tokens: nullable({ type: 'integer', minimum: 0 }),
   ignore_eos: nullable({ type: 'boolean' }),
   user: { type: 'string' },
+  // Checked field by field by the structured output module (400s name the field, unknown ones too).
+  response_format: nullable({ type: 'object' }),
 } as const;
 
 const tokenIds = { type: 'array', items: { type: 'integer', minimum: 0 }, minItems: 1 };
@@ -124,6 +126,8 @@ export interface SamplingFields {
   stop_token_ids?: number[] | null;
   min_tokens?: number | null;
   ignore_eos?: boolean | null;
+  /** OpenAI's response_format: {"type": "text" | "json_object" | "json_schema", ...} (structured/). */
+  response_format?: unknown;
 }
 
 export interface CompletionRequest extends SamplingFields {

@@ -6,7 +6,14 @@ import type { ChoiceText } from '../choice.js';
 import type { TokenChoice } from '../sampling.js';
 import { badRequest } from '../errors.js';
 import { chatBody, type ChatRequest } from '../schemas.js';
-import { checkContext, checkPromptIds, promptTooLong, samplingParams, stopStrings } from '../request.js';
+import {
+  checkContext,
+  checkPromptIds,
+  promptTooLong,
+  responseConstraint,
+  samplingParams,
+  stopStrings,
+} from '../request.js';
 import { respond, responseId, withModel } from '../respond.js';
 
 async function chatPrompt(ctx: ServeContext, body: ChatRequest): Promise<number[]> {
@@ -64,6 +71,8 @@ export function chatRoutes(app: FastifyInstance, ctx: ServeContext): void {
       );
       const n = body.n ?? 1;
       const wantLogprobs = body.logprobs === true ? (body.top_logprobs ?? 0) : null;
+      const sampling = samplingParams(ctx, body, wantLogprobs);
+      const constraint = await responseConstraint(ctx, body);
       const id = responseId('chatcmpl');
       const created = Math.floor(Date.now() / 1000);
       const head = { id, created, model: body.model };
@@ -75,9 +84,10 @@ export function chatRoutes(app: FastifyInstance, ctx: ServeContext): void {
           prompts: [prompt],
           n,
           maxTokens,
-          sampling: samplingParams(ctx, body, wantLogprobs),
+          sampling,
           stops: stopStrings(body),
           lease,
+          constraint,
         },
         {
           stream: body.stream === true,

@@ -8,7 +8,14 @@ import type { TokenChoice } from '../sampling.js';
 import type { PromptScore } from '../prompt-scores.js';
 import { badRequest } from '../errors.js';
 import { completionBody, type CompletionRequest } from '../schemas.js';
-import { checkContext, checkPromptIds, promptTooLong, samplingParams, stopStrings } from '../request.js';
+import {
+  checkContext,
+  checkPromptIds,
+  promptTooLong,
+  responseConstraint,
+  samplingParams,
+  stopStrings,
+} from '../request.js';
 import { respond, responseId, withModel } from '../respond.js';
 import { TokenPieces } from '../token-pieces.js';
 
@@ -78,6 +85,8 @@ export function completionRoutes(app: FastifyInstance, ctx: ServeContext): void 
       checkContext(ctx, prompts, maxTokens, 'max_tokens');
       const n = body.n ?? 1;
       const wantLogprobs = body.logprobs ?? null;
+      const sampling = samplingParams(ctx, body, wantLogprobs);
+      const constraint = await responseConstraint(ctx, body);
       const promptTexts = prompts.map((p) => ctx.tokenizer.decode(p));
       const id = responseId('cmpl');
       const created = Math.floor(Date.now() / 1000);
@@ -109,10 +118,11 @@ export function completionRoutes(app: FastifyInstance, ctx: ServeContext): void 
           prompts,
           n,
           maxTokens,
-          sampling: samplingParams(ctx, body, wantLogprobs),
+          sampling,
           stops: stopStrings(body),
           lease,
           promptLogprobs: echo && wantLogprobs !== null ? wantLogprobs : null,
+          constraint,
         },
         {
           stream: body.stream === true,
