@@ -66,6 +66,23 @@ const serve = spawnSync(process.execPath, [...NODE_FLAGS, path.join(root, 'dist'
   stdio: ['ignore', 'pipe', 'inherit'],
 });
 if (serve.status !== 0) throw new Error('bench/serve.ts failed');
+log('serving with structured output');
+const structured = spawnSync(
+  process.execPath,
+  [...NODE_FLAGS, path.join(root, 'dist', 'bench', 'serve.js'), '--structured'],
+  { encoding: 'utf8', maxBuffer: 1 << 24, stdio: ['ignore', 'pipe', 'inherit'] },
+);
+if (structured.status !== 0) throw new Error('bench/serve.ts --structured failed');
+log('structured output: the grammar engine per token, and compiling schemas');
+const grammarCosts = ['', '--calibrate'].map((flag) => {
+  const r = spawnSync(process.execPath, [path.join(root, 'dist', 'bench', 'structured.js'), ...(flag ? [flag] : [])], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 24,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  if (r.status !== 0) throw new Error(`bench/structured.ts ${flag} failed`);
+  return r.stdout.trim();
+});
 
 log('data parallelism (2 ranks)');
 const distributed = runDistributedBench();
@@ -134,6 +151,18 @@ ${table(engine.rows)}
 ${table(models.rows)}
 
 ${serve.stdout.trim()}
+
+${structured.stdout.trim()}
+
+## Structured output: the grammar's cost (\`bench/structured.ts\`); ${machine()}
+
+Per decode step of a constrained row (allowed-token mask, applying it to the logits, accepting the token):
+
+${grammarCosts[0]}
+
+Compiling a schema (\`--calibrate\`), against the estimate that bounds it (src/serve/structured/cost.ts):
+
+${grammarCosts[1]}
 
 ${distributed}
 ${quantization}

@@ -16,6 +16,10 @@
 //   BENCH_SERVE_ROUNDS=N                  rounds over all client counts (default 5): each count's median
 //                                         round is reported, and the ratio to one client per round, since
 //                                         a shared machine's speed drifts by tens of percent within minutes
+//   --structured                          instead: the same requests with response_format json_object and
+//                                         json_schema beside none, for 1 and 8 clients (BENCH_SERVE_CLIENTS),
+//                                         3 rounds (BENCH_SERVE_ROUNDS), the formats interleaved in each round;
+//                                         prints (--write: puts into BENCHMARKS.md) "## Structured output"
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -27,6 +31,7 @@ import { saveAdapter } from '../src/adapters/io.js';
 import { METHODS, PRESETS, methodConfig } from '../src/train/benchmark.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { createServer } from '../src/serve/server.js';
+import { compileResponseFormat, releaseGrammarVocabularies } from '../src/serve/structured/index.js';
 import { NODE_FLAGS } from '../src/util/node-flags.js';
 import { packageRoot } from '../src/util/package.js';
 import { fmt, machine, writeBenchmarksSection } from './harness.js';
@@ -70,7 +75,7 @@ function quantile(xs: number[], q: number): number {
 }
 
 /** One streamed request: time to the first token, the mean time per later token, tokens generated. */
-async function timedRequest(url: string, model: string, prompt: number[]) {
+async function timedRequest(url: string, model: string, prompt: number[], responseFormat: unknown = undefined) {
   const t0 = performance.now();
   const res = await fetch(`${url}/v1/completions`, {
     method: 'POST',
@@ -82,6 +87,7 @@ async function timedRequest(url: string, model: string, prompt: number[]) {
       temperature: 0,
       stream: true,
       stream_options: { include_usage: true },
+      response_format: responseFormat,
     }),
   });
   if (!res.ok) throw new Error(`${model}: HTTP ${res.status} ${await res.text()}`);
@@ -101,7 +107,12 @@ async function timedRequest(url: string, model: string, prompt: number[]) {
   return { ttft: (first - t0) / 1000, tpot: tokens > 1 ? (end - first) / 1000 / (tokens - 1) : 0, tokens };
 }
 
-async function level(url: string, models: string[], clients: number): Promise<LevelRun> {
+async function level(
+  url: string,
+  models: string[],
+  clients: number,
+  responseFormat: unknown = undefined,
+): Promise<LevelRun> {
   const ttft: number[] = [];
   const tpot: number[] = [];
   let tokens = 0;
@@ -115,7 +126,7 @@ async function level(url: string, models: string[], clients: number): Promise<Le
         const i = k++;
         // Every request its own prompt, the adapters in turn: each step mixes adapters.
         const prompt = Array.from({ length: PROMPT_TOKENS }, (_, j) => 3 + ((i * 7919 + j * 104729) % 31990));
-        const m = await timedRequest(url, models[(c + r) % models.length]!, prompt);
+        const m = await timedRequest(url, models[(c + r) % models.length]!, prompt, responseFormat);
         ttft.push(m.ttft);
         tpot.push(m.tpot);
         tokens += m.tokens;
@@ -145,8 +156,14 @@ function combine(runs: LevelRun[], oneClient: LevelRun[]): LevelResult {
   };
 }
 
-export async function runServeBench(): Promise<{ results: LevelResult[]; markdown: string }> {
-  const log = (s: string) => process.stderr.write(`bench serve: ${s}\n`);
+/** The bench's server: llama-58m (random weights, a 32000-token vocabulary) and the adapters. */
+async function benchServer(): Promise<{
+  url: string;
+  models: string[];
+  tokenizer: TextTokenizer;
+  stopIds: number[];
+  close(): Promise<void>;
+}> {
   const model = randomModel(llamaConfig(PRESET), { seed: 0 });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mixlora-bench-serve-'));
   const adapters: [string, string][] = [];
@@ -175,7 +192,23 @@ export async function runServeBench(): Promise<{ results: LevelResult[]; markdow
     bodyLimit: 1 << 20,
   });
   const url = await server.app.listen({ host: '127.0.0.1', port: 0 });
-  const models = ['llama-58m', ...SERVED];
+  return {
+    url,
+    models: ['llama-58m', ...SERVED],
+    tokenizer,
+    stopIds: server.ctx.stopIds,
+    close: async () => {
+      await server.shutdown(60_000);
+      await releaseGrammarVocabularies(tokenizer);
+      model.dispose();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function runServeBench(): Promise<{ results: LevelResult[]; markdown: string }> {
+  const log = (s: string) => process.stderr.write(`bench serve: ${s}\n`);
+  const { url, models, close } = await benchServer();
   const counts = CLIENTS.includes(1) ? CLIENTS : [1, ...CLIENTS];
   const runs = new Map<number, LevelRun[]>(counts.map((c) => [c, []]));
   try {
@@ -188,9 +221,7 @@ export async function runServeBench(): Promise<{ results: LevelResult[]; markdow
       }
     }
   } finally {
-    await server.shutdown(60_000);
-    model.dispose();
-    fs.rmSync(dir, { recursive: true, force: true });
+    await close();
   }
   const results = counts.map((c) => combine(runs.get(c)!, runs.get(1)!));
   const eight = results.find((r) => r.clients === 8);
@@ -235,8 +266,129 @@ export function writeServeSection(markdown: string): void {
   writeBenchmarksSection('## Serving', markdown);
 }
 
+// ---- structured output ---------------------------------------------------------------------------
+
+/** A schema whose every part is bounded except the list (the random model decides how long it gets). */
+const BENCH_SCHEMA = {
+  type: 'object',
+  properties: {
+    id: { type: 'integer', minimum: 0, maximum: 99 },
+    kind: { enum: ['alpha', 'beta', 'gamma'] },
+    tags: { type: 'array', items: { type: 'string', maxLength: 6 } },
+    ok: { type: 'boolean' },
+  },
+  required: ['id', 'kind', 'tags', 'ok'],
+  additionalProperties: false,
+};
+
+const FORMATS: [string, unknown][] = [
+  ['none', undefined],
+  ['json_object', { type: 'json_object' }],
+  ['json_schema', { type: 'json_schema', json_schema: { name: 'bench', schema: BENCH_SCHEMA } }],
+];
+
+/** The CPU as /proc/cpuinfo names it, with its family's core (AMD family 25: Zen 3) and vector units. */
+function cpuDescription(): string {
+  let info = '';
+  try {
+    info = fs.readFileSync('/proc/cpuinfo', 'utf8');
+  } catch {
+    return os.cpus()[0]?.model ?? 'unknown CPU';
+  }
+  const field = (name: string) => new RegExp(`^${name}\\s*:\\s*(.*)$`, 'm').exec(info)?.[1]?.trim() ?? '';
+  const family = Number(field('cpu family'));
+  const vendor = field('vendor_id');
+  const core =
+    vendor === 'AuthenticAMD'
+      ? ({ 23: 'Zen 2 or earlier', 25: 'Zen 3', 26: 'Zen 5' } as Record<number, string>)[family]
+      : undefined;
+  const flags = field('flags').split(' ');
+  const avx = flags.includes('avx512f') ? 'AVX-512' : flags.includes('avx2') ? 'AVX2, no AVX-512' : 'no AVX2';
+  return `${field('model name') || os.cpus()[0]?.model}${core ? ` (${core})` : ''}, ${avx}`;
+}
+
+/** The serving bench's requests with each response_format (none, json_object, json_schema), the formats
+ * interleaved within each round; the median round per format and client count. */
+export async function runStructuredBench(): Promise<string> {
+  const log = (s: string) => process.stderr.write(`bench serve --structured: ${s}\n`);
+  const counts = process.env.BENCH_SERVE_CLIENTS ? CLIENTS : [1, 8];
+  const rounds = Number(process.env.BENCH_SERVE_ROUNDS ?? 3);
+  const loadBefore = os.loadavg();
+  const { url, models, tokenizer, stopIds, close } = await benchServer();
+  const runs = new Map<string, LevelRun[]>();
+  const compileMs: Record<string, number> = {};
+  try {
+    await timedRequest(url, models[0]!, [3, 4, 5, 6]); // warm-up
+    for (const [name, format] of FORMATS) {
+      // What the first request with a format waits for (later ones hit the cache), as the route calls it.
+      const t0 = performance.now();
+      if (format !== undefined) await compileResponseFormat(format, tokenizer, { vocabSize: PRESET.vocab, stopIds });
+      compileMs[name] = performance.now() - t0;
+    }
+    for (let round = 1; round <= rounds; round++)
+      for (const c of counts)
+        for (const [name, format] of FORMATS) {
+          const r = await level(url, models, c, format);
+          log(`round ${round}/${rounds}, ${c} clients, ${name}: ${(r.tokens / r.seconds).toFixed(1)} tokens/s`);
+          const key = `${name}|${c}`;
+          if (!runs.has(key)) runs.set(key, []);
+          runs.get(key)!.push(r);
+        }
+  } finally {
+    await close();
+  }
+  const loadAfter = os.loadavg();
+  const rate = (r: LevelRun) => r.tokens / r.seconds;
+  const rows: string[] = [];
+  for (const c of counts) {
+    const base = runs.get(`none|${c}`)!;
+    for (const [name] of FORMATS) {
+      const rs = runs.get(`${name}|${c}`)!;
+      const median = [...rs].sort((a, b) => rate(a) - rate(b))[Math.floor((rs.length - 1) / 2)]!;
+      // Per round against the same round's unconstrained run, then the median over rounds.
+      const ratios = rs.map((r, i) => rate(r) / rate(base[i]!));
+      const tpot = rs.flatMap((r) => r.tpot);
+      const baseTpot = quantile(
+        base.flatMap((r) => r.tpot),
+        0.5,
+      );
+      rows.push(
+        `| ${name} | ${c} | ${median.requests} | ${fmt(median.tokens / median.requests)} | ${fmt(rate(median))} | ` +
+          `${quantile(ratios, 0.5).toFixed(2)}× | ${fmt(quantile(tpot, 0.5) * 1000)} (${(quantile(tpot, 0.5) / baseTpot).toFixed(2)}×) | ` +
+          `${fmt(quantile(tpot, 0.99) * 1000)} |`,
+      );
+    }
+  }
+  const load = (l: number[]) => l.map((x) => x.toFixed(2)).join(', ');
+  return `## Structured output (\`bench/serve.ts --structured\`); ${new Date().toISOString().slice(0, 10)}, ${machine()}
+
+The serving bench's requests (llama-58m, 32000-token vocabulary, base model and ${SERVED.length} adapters in turn, ${PROMPT_TOKENS}-token
+prompts, up to ${NEW_TOKENS} new tokens, greedy, streamed) without a \`response_format\`, with \`json_object\`, and with a
+\`json_schema\` (an object of a bounded integer, an enum, a list of strings of at most 6 characters and a boolean; a
+random model ends it when it closes the list). A constrained row's logits are copied to the host each step, masked
+with the grammar's allowed tokens (XGrammar, WebAssembly) and chosen there. ${rounds} rounds, the formats interleaved in
+each; tokens/s is the median round's, "vs none" the median over rounds of the ratio to the same round's run without
+a format. A value that is complete ends its request, so constrained requests are shorter: more of their time is
+prefill and first token, and tokens/s falls where the time per output token (a decode step as the client sees it)
+does not. Compiling a format the first time (not in the table): json_object
+${fmt(compileMs.json_object!)} ms (with building the vocabulary), json_schema ${fmt(compileMs.json_schema!)} ms; later requests hit the
+cache. CPU: ${cpuDescription()}; ${os.cpus().length} cores shared with other work, load average before
+${load(loadBefore)}, after ${load(loadAfter)}.
+
+| format | clients | requests | tokens per request | tokens/s | vs none | per token p50 ms (vs none) | per token p99 ms |
+|---|---:|---:|---:|---:|---:|---:|---:|
+${rows.join('\n')}
+`;
+}
+
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const { markdown } = await runServeBench();
-  if (process.argv.includes('--write')) writeServeSection(markdown);
-  process.stdout.write(markdown);
+  if (process.argv.includes('--structured')) {
+    const markdown = await runStructuredBench();
+    if (process.argv.includes('--write')) writeBenchmarksSection('## Structured output', markdown);
+    process.stdout.write(markdown);
+  } else {
+    const { markdown } = await runServeBench();
+    if (process.argv.includes('--write')) writeServeSection(markdown);
+    process.stdout.write(markdown);
+  }
 }

@@ -3,14 +3,24 @@
 // vocabularies, over constrained random walks (random logits with a bias towards closing strings, as in
 // test/serve/structured.test.ts, and without it: long free strings); also the one-time costs: building the vocabulary and compiling a schema.
 //   node dist/bench/structured.js
+//   node dist/bench/structured.js --calibrate   what compiling a schema costs against the estimate that
+//       bounds it (src/serve/structured/cost.ts): the features one by one and a random corpus
+//       (bench/structured-corpus.ts), CPU time of the compilation (min of BENCH_STRUCTURED_PASSES, default
+//       3), on both vocabularies; prints Markdown
 import os from 'node:os';
 import path from 'node:path';
 import {
+  COMPILE_BUDGET_MS,
   compileResponseFormat,
+  estimateCompile,
+  formatGrammar,
+  grammarVocabulary,
   maskLogits,
+  maxStringLength,
   releaseGrammarVocabularies,
   tokenBytes,
 } from '../src/serve/structured/index.js';
+import { adversarialSchema, featureSchemas, randomSchema } from './structured-corpus.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { packageRoot } from '../src/util/package.js';
 import { Rng } from '../src/util/random.js';
@@ -21,7 +31,7 @@ const STEPS = Number(process.env.BENCH_STRUCTURED_STEPS ?? 3000);
 const SCHEMA = {
   type: 'object',
   properties: {
-    name: { type: 'string', maxLength: 40 },
+    name: { type: 'string', maxLength: 10 },
     age: { type: 'integer', minimum: 0, maximum: 150 },
     role: { enum: ['admin', 'user', 'guest'] },
     tags: { type: 'array', items: { type: 'string' }, maxItems: 5 },
@@ -50,13 +60,6 @@ async function measure(name: string, tokenizer: TextTokenizer, vocabSize: number
     },
   );
   const compileMs = performance.now() - t;
-  t = performance.now();
-  await compileResponseFormat(
-    { type: 'json_schema', json_schema: { name: 'long', schema: { type: 'string', maxLength: 100000 } } },
-    tokenizer,
-    { vocabSize },
-  );
-  const longMs = performance.now() - t;
 
   const bias = new Float32Array(vocabSize);
   tokenBytes(tokenizer, vocabSize).forEach((b, id) => {
@@ -102,13 +105,136 @@ async function measure(name: string, tokenizer: TextTokenizer, vocabSize: number
     );
   }
   console.log(
-    `| ${name} | one-time | vocabulary + json_object ${buildMs.toFixed(0)} ms; schema compile ${compileMs.toFixed(0)} ms; ` +
-      `string maxLength 100000: ${longMs.toFixed(0)} ms | | | | | | |`,
+    `| ${name} | one-time | vocabulary + json_object ${buildMs.toFixed(0)} ms; the schema ${compileMs.toFixed(0)} ms | | | | | | |`,
   );
 }
 
+/** CPU milliseconds of `f` (the compilation runs on this thread alone: other processes' load counts less
+ * than in wall time). */
+function cpuMs(f: () => void): number {
+  const t0 = process.cpuUsage();
+  f();
+  const d = process.cpuUsage(t0);
+  return (d.user + d.system) / 1000;
+}
+
+interface Measured {
+  name: string;
+  estimate: number;
+  ms: number;
+}
+
+/** Each schema's estimated and measured compilation (schemas the checks refuse, or estimated past 3 s,
+ * are left out; the measured time is the least of `passes`). */
+async function compileCosts(
+  tokenizer: TextTokenizer,
+  vocabSize: number,
+  schemas: [string, Record<string, unknown>][],
+  passes: number,
+): Promise<Measured[]> {
+  const vocabulary = await grammarVocabulary(tokenizer, { vocabSize, cacheSize: 1 });
+  const out: Measured[] = [];
+  for (const [name, schema] of schemas) {
+    let grammar;
+    try {
+      grammar = await formatGrammar({
+        type: 'json_schema',
+        json_schema: { name: 'c', schema, strict: null, description: null },
+      });
+    } catch {
+      continue;
+    }
+    const estimate = estimateCompile(grammar.ebnf, vocabulary.stats);
+    if (estimate > 3000) continue;
+    let ms = Infinity;
+    for (let p = 0; p < (estimate > 500 ? 1 : passes); p++)
+      ms = Math.min(
+        ms,
+        cpuMs(() => vocabulary.compileUncached(grammar.ebnf, grammar.root)),
+      );
+    out.push({ name, estimate, ms });
+  }
+  return out;
+}
+
+async function calibrate(): Promise<void> {
+  const passes = Number(process.env.BENCH_STRUCTURED_PASSES ?? 3);
+  const rng = new Rng(Number(process.env.BENCH_STRUCTURED_SEED ?? 3));
+  const corpus: [string, Record<string, unknown>][] = [
+    ...Object.entries(featureSchemas()),
+    ...Array.from({ length: 150 }, (_, i): [string, Record<string, unknown>] => [`random ${i}`, randomSchema(rng)]),
+    ...Array.from({ length: 100 }, (_, i): [string, Record<string, unknown>] => [
+      `piled up ${i}`,
+      adversarialSchema(rng),
+    ]),
+  ];
+  const features = new Set(Object.keys(featureSchemas()));
+  const loadBefore = os.loadavg();
+  const vocabularies: [string, TextTokenizer, number][] = [
+    [
+      'llama2 32000',
+      TextTokenizer.fromSentencePiece(path.join(ROOT, 'test', 'fixtures', 'llama2-tokenizer', 'tokenizer.model')),
+      32000,
+    ],
+    [
+      'stories260K 512',
+      TextTokenizer.fromLlama2c(path.join(ROOT, 'assets', 'models', 'stories260K', 'tok512.bin'), 512),
+      512,
+    ],
+  ];
+  const results = new Map<string, Measured[]>();
+  const bounds = new Map<string, number>();
+  for (const [name, tokenizer, vocabSize] of vocabularies) {
+    results.set(name, await compileCosts(tokenizer, vocabSize, corpus, passes));
+    bounds.set(name, await maxStringLength(await grammarVocabulary(tokenizer, { vocabSize, cacheSize: 1 })));
+  }
+  const loadAfter = os.loadavg();
+  const f = (x: number) => (x < 10 ? x.toFixed(1) : x.toFixed(0));
+  const lines: string[] = [];
+  lines.push(
+    `${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}; CPU time of one compilation (least of ${passes}); ` +
+      `load average ${loadBefore.map((x) => x.toFixed(1)).join(', ')} before, ${loadAfter.map((x) => x.toFixed(1)).join(', ')} after.`,
+    '',
+    `| schema | llama2 32000: estimate ms | compile ms | stories260K 512: estimate ms | compile ms |`,
+    '|---|---:|---:|---:|---:|',
+  );
+  const big = results.get('llama2 32000')!;
+  const small = results.get('stories260K 512')!;
+  // The table shows a selection (every feature is measured and counts in the summary below it).
+  const shown = (name: string) =>
+    features.has(name) &&
+    (!name.startsWith('pattern ') || /^pattern (any|\[a-z\]|\[0-9\])(\{0,16\}|\*)$/.test(name)) &&
+    !name.startsWith('minLength = maxLength') &&
+    !/^(max|min)Length (1|2|24)$/.test(name);
+  for (const m of big.filter((r) => shown(r.name))) {
+    const s = small.find((r) => r.name === m.name);
+    lines.push(`| ${m.name} | ${f(m.estimate)} | ${f(m.ms)} | ${s ? f(s.estimate) : ''} | ${s ? f(s.ms) : ''} |`);
+  }
+  lines.push('');
+  for (const [name, rows] of results) {
+    const within = rows.filter((r) => r.estimate <= COMPILE_BUDGET_MS);
+    const refused = rows.filter((r) => r.estimate > COMPILE_BUDGET_MS);
+    const under = rows.filter((r) => r.ms > r.estimate);
+    const worst = [...rows].sort((a, b) => b.ms / b.estimate - a.ms / a.estimate)[0]!;
+    lines.push(
+      `${name}: ${rows.length} schemas compiled; the estimate was below the compilation for ${under.length} ` +
+        `(at worst ${(worst.ms / worst.estimate).toFixed(2)}×, ${worst.name}); ${within.length} within the ${COMPILE_BUDGET_MS} ms ` +
+        `budget compiled in at most ${f(Math.max(0, ...within.map((r) => r.ms)))} ms; ${refused.length} refused, of which ` +
+        `${refused.filter((r) => r.ms < COMPILE_BUDGET_MS / 2).length} compiled in under ${COMPILE_BUDGET_MS / 2} ms; ` +
+        `maxLength alone up to ${bounds.get(name)}.`,
+    );
+  }
+  console.log(lines.join('\n'));
+  await releaseGrammarVocabularies();
+}
+
+if (process.argv.includes('--calibrate')) {
+  await calibrate();
+  process.exit(0);
+}
+
 console.log(
-  `${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}; ${STEPS} steps per row, greedy over masked logits`,
+  `${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}; ${STEPS} steps per row, greedy over masked logits\n`,
 );
 console.log('| vocabulary | format | mask ms | maskLogits ms | accept ms | total ms/token | median | p99 | walks |');
 console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
