@@ -15,6 +15,7 @@ import { chatRoutes } from './routes/chat.js';
 import { completionRoutes } from './routes/completions.js';
 import { modelRoutes } from './routes/models.js';
 import { describeValidation } from './validation.js';
+import { releaseGrammarVocabularies } from './structured/index.js';
 import { CONNECTION_CHECK_MS, connectionsWithinFileLimit, limitConnections } from './connections.js';
 import { UserError } from '../util/errors.js';
 import fs from 'node:fs';
@@ -194,6 +195,8 @@ export async function createServer(o: ServerOptions): Promise<Server> {
         const drained = engine.shutdown(deadlineMs);
         const closed = app.close();
         await drained;
+        // This server's grammar vocabularies (structured output); other servers in the process keep theirs.
+        await releaseGrammarVocabularies(o.tokenizer);
         await closed;
         registry.dispose();
       })();
