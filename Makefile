@@ -62,10 +62,11 @@ lint: node_modules/.package-lock.json lint-native
 	@npx prettier --check --log-level warn "src/**/*.ts" "test/**/*.ts" "bench/**/*.ts" "examples/**/*.ts" "scripts/**/*.mjs"
 	@npx tsc -p tsconfig.json --noEmit
 
-# The addon's own code compiled with -Wall -Wextra -Werror (libtorch's headers are system headers): the
-# default addon rebuilt that way when it was not built so already (CI builds it so in `make setup`).
+# The addon's own code compiled with -Wall -Wextra -Werror (libtorch's headers are system headers), into a
+# folder of its own: the working addon in native/build stays (copied from the build cache when `make setup`
+# already built these sources with warnings as errors, as CI does).
 lint-native: node_modules/.package-lock.json
-	@node scripts/build-native.mjs --werror
+	@node scripts/build-native.mjs --werror --out build/native-werror
 
 format: node_modules/.package-lock.json
 	@npx prettier --write --log-level warn "src/**/*.ts" "test/**/*.ts" "bench/**/*.ts" "examples/**/*.ts" "scripts/**/*.mjs"
