@@ -6,7 +6,10 @@
 #                       about 50x slower at matrix products)
 #   python3-venv        `python3 -m venv` for the project's .venv (PyTorch 2.x, transformers, peft)
 #   fonts-dejavu-core   a font for the text in PNG charts
-# MIXLORA_SYSTEM_LIBTORCH=0 skips the two libtorch packages (a machine that only uses PyTorch 2.x).
+#   chromium            the headless browser of the studio's browser tests (make test-studio), driven by
+#                       playwright-core (which downloads no browser of its own)
+# MIXLORA_SYSTEM_LIBTORCH=0 skips the two libtorch packages (a machine that only uses PyTorch 2.x);
+# MIXLORA_BROWSER=0 skips chromium (a machine that does not run the studio's browser tests).
 set -euo pipefail
 need=()
 if [ "${MIXLORA_SYSTEM_LIBTORCH:-1}" != "0" ]; then
@@ -19,6 +22,9 @@ fi
 python="${MIXLORA_VENV_PYTHON:-python3}"
 "$python" -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 [ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
+if [ "${MIXLORA_BROWSER:-1}" != "0" ]; then
+  command -v chromium >/dev/null || need+=(chromium)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "mixlora setup: installing ${need[*]} with apt-get" >&2

@@ -15,7 +15,7 @@ T0=$(date +%s)
 if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then export PYTHON=$PWD/.venv/bin/python; fi
 # dist/ as make build left it (CI: make test just built it), compiled again only when a source is newer.
 if [ ! -f dist/src/index.js ] || [ -n "$(find src -name '*.ts' -newer dist/src/index.js | head -1)" ]; then
-  npx tsc -p tsconfig.json
+  npx tsc -p tsconfig.json && npx tsc -p tsconfig.web.json
 fi
 TMP=$(mktemp -d /tmp/mixlora-package-test.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT

@@ -10,6 +10,7 @@ import { inspectCommand } from './commands/inspect.js';
 import { mergeCommand } from './commands/merge.js';
 import { perplexityCommand } from './commands/perplexity.js';
 import { serveCommand } from './commands/serve.js';
+import { studioCommand } from './commands/studio.js';
 import { trainCommand } from './commands/train.js';
 
 export function registerCommands(program: Command): void {
@@ -19,6 +20,7 @@ export function registerCommands(program: Command): void {
     evalCommand,
     generateCommand,
     serveCommand,
+    studioCommand,
     perplexityCommand,
     inspectCommand,
     mergeCommand,

@@ -18,7 +18,7 @@ const ROOMS: string[][] = [
   ['eval'],
   ['train'],
   ['generate', 'serve'],
-  ['cli', 'api'],
+  ['cli', 'api', 'studio'],
 ];
 const SRC = path.join(ROOT, 'src');
 
