@@ -6,7 +6,7 @@ export PYTHON
 # The addon built against Debian's libtorch 1.13 (the fallback backend), beside the default one.
 SYSTEM_ADDON := build/native-system/build/Release/mixlora.node
 
-.PHONY: setup system-deps venv native build test test-system-libtorch check-cuda-build lint lint-native format \
+.PHONY: setup system-deps venv native build test test-studio test-system-libtorch check-cuda-build lint lint-native format \
 	test-package docs demo bench bundle-offline test-bundle gpu-check-cpu clean
 
 setup: system-deps venv node_modules/.package-lock.json native build
@@ -36,6 +36,11 @@ build/reference/.stamp: $(wildcard test/reference/*.py)
 
 test: setup build/reference/.stamp
 	@node scripts/run-tests.mjs
+
+# `mixlora studio` in a real headless Chromium (Debian's chromium, installed by `make setup`): train, stop,
+# resume, evaluate, chat and export from the page; screenshots in build/studio-test/. A few minutes.
+test-studio: node_modules/.package-lock.json native build
+	@MIXLORA_NUM_THREADS=1 node --test --test-concurrency=1 dist/test/studio/studio.browser.js
 
 # The package as users install it: packed, installed with examples/app into an empty folder outside the
 # checkout, `npx mixlora info` checked, the example compiled and run (scripts/test-package.sh). The addon

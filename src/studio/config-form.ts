@@ -149,7 +149,7 @@ export function configYaml(conf: Confinement, value: Record<string, unknown>, na
   for (const [field, p] of pathFields(shown)) if (path.isAbsolute(p)) setPath(shown, field, rel(p));
   const head =
     `# Made with mixlora studio. Run it by hand with: mixlora train ${name}.yaml (from the runs folder)\n` +
-    `# (resume a stopped run with --resume). Paths are relative to this file.\n`;
+    `# (resume a stopped run with --resume). Paths in the runs folder are relative to this file.\n`;
   return head + YAML.stringify(shown, { lineWidth: 0 });
 }
 

@@ -137,3 +137,18 @@ test('the API key guards every route but /health; a browser gives it once (cooki
     await studio.shutdown();
   }
 });
+
+test('mixlora studio: --help, and bad usage exits 2', async () => {
+  const { mixlora } = await import('../helpers/cli.js');
+  const help = mixlora(['studio', '--help']);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /--runs <dir>/);
+  assert.match(help.stdout, /--api-key <key>/);
+  const empty = mixlora(['studio', '--api-key', '']);
+  assert.equal(empty.code, 2);
+  assert.match(empty.stderr, /--api-key is empty/);
+  assert.equal(mixlora(['studio', '--port', '70000']).code, 2);
+  const folder = mixlora(['studio', '--folder', '/no/such/folder']);
+  assert.equal(folder.code, 1);
+  assert.match(folder.stderr, /--folder \/no\/such\/folder: no such folder/);
+});

@@ -67,7 +67,7 @@ export class CurveChart {
           field: 'series',
           type: 'nominal',
           title: null,
-          ...(opts.series ? { scale: { domain: opts.series } } : {}),
+          ...(opts.series?.length ? { scale: { domain: opts.series } } : {}),
         },
         tooltip: [
           { field: 'series', type: 'nominal' },

@@ -35,7 +35,7 @@ export class EvaluateView {
         h(
           'fieldset',
           {},
-          h('legend', {}, `Adapters on ${model}`),
+          h('legend', { class: 'plain' }, `Adapters on ${model}`),
           h(
             'div',
             { class: 'checks column' },
