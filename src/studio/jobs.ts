@@ -135,7 +135,7 @@ export class Jobs {
       });
       return {
         stop: () => {
-          job.log('stop asked: stopping after the optimizer step in progress (at a checkpoint when due)');
+          job.log('stop asked: stopping after the optimizer step in progress, with a checkpoint of it');
           controller.abort();
         },
         finished: training.result.then((r) => {
