@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { packageRoot } from '../src/util/package.js';
+import { readCpuInfo } from '../src/tensor/openblas-core.js';
 
 // The project's .venv (PyTorch 2.x, transformers, peft: `make setup`), unless PYTHON names another.
 const venvPython = path.join(packageRoot(), '.venv', 'bin', 'python');
@@ -64,9 +65,18 @@ export function fmt(x: number): string {
   return x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x >= 1 ? x.toFixed(2) : x.toPrecision(3);
 }
 
+/** The CPU's vector extensions that decide which kernels run: AVX2, AVX-512, AVX-512-BF16, AMX. */
+export function vectorExtensions(flags = readCpuInfo().flags): string {
+  const has = (f: string) => flags.has(f);
+  const parts = [has('avx2') ? 'AVX2' : 'no AVX2', has('avx512f') ? 'AVX-512' : 'no AVX-512'];
+  if (has('avx512f')) parts.push(has('avx512_bf16') ? 'AVX-512-BF16' : 'no AVX-512-BF16');
+  parts.push(has('amx_bf16') ? 'AMX' : 'no AMX');
+  return parts.join(', ');
+}
+
 export function machine(): string {
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
-  return `${cpu}, ${os.availableParallelism()} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; ${threads()} torch threads`;
+  return `${cpu} (${vectorExtensions()}), ${os.availableParallelism()} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; ${threads()} torch threads`;
 }
 
 export function peakRssMiB(): number {
