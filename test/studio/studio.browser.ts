@@ -272,7 +272,12 @@ test('runs from the form train; the curve grows; stop at a checkpoint, resume, f
     metrics.map((m) => m.step),
     Array.from({ length: 16 }, (_, i) => i + 1),
   );
-  assert.match((await page.textContent('.joblog pre')) ?? '', /resumed|--resume/);
+  // The log is polled: wait for it rather than read it once.
+  await until(
+    'the resumed job in the log',
+    () => /resumed|--resume/.test(document.querySelector('.joblog pre')?.textContent ?? ''),
+    20_000,
+  );
   say('finished');
   await until(
     'the other run finished',

@@ -178,8 +178,11 @@ export class RunsView {
     const key = JSON.stringify([d.id, d.state, d.adapters.length, d.hasEval, d.job, d.checkpoints.length]);
     if (!force && key === this.detailOf) return;
     this.detailOf = key;
-    this.jobLog?.dispose();
-    this.jobLog = d.job !== null ? new JobLog(d.job, () => void this.tick()) : null;
+    // The same job keeps its log (and its place in it); a new job gets a new one.
+    if (this.jobLog?.id !== d.job) {
+      this.jobLog?.dispose();
+      this.jobLog = d.job !== null ? new JobLog(d.job, () => void this.tick()) : null;
+    }
     clear(
       this.panels,
       h(
