@@ -6,6 +6,12 @@
 // the weight gradient (adapters' A and B only; frozen weights have none) dyᵀ x through whichever of the two
 // is faster for its shape. Other dtypes (bfloat16 already reaches oneDNN through ATen), CUDA, and a
 // libtorch without the operator (Debian's 1.13) take at::linear. MIXLORA_GEMM=aten turns the oneDNN path off.
+//
+// A frozen bfloat16 or float16 weight under float32 activations (a bfloat16 model computing in float32 on a CPU
+// without bfloat16 arithmetic, src/tensor/compute-mode.ts) is widened to float32 for each product, exactly
+// (every bfloat16 value is a float32), and multiplied as a float32 weight is; WidenedLinear keeps only the
+// narrow weight for the backward and widens it again there, so a training step never holds the model in
+// float32.
 #include "common.h"
 
 #include <cstdlib>
@@ -111,13 +117,60 @@ bool OneDnnApplies(const at::Tensor& x, const at::Tensor& w, const c10::optional
   if (b && b->scalar_type() != at::kFloat) return false;
   return OneDnnLinearOp() != nullptr;
 }
+
+// x Wᵀ + b with everything float32, outside autograd: oneDNN where it applies, else ATen.
+at::Tensor Float32Product(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
+  return OneDnnApplies(x, w, b) ? OneDnnNd(x, w, b) : at::linear(x, w, b);
+}
+
+bool IsNarrowFloat(const at::Tensor& t) {
+  return t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf;
+}
+
+// float32 x against a bfloat16/float16 weight (and a bias float32 or as narrow) on x's device.
+bool Widens(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
+  if (x.scalar_type() != at::kFloat || !IsNarrowFloat(w) || w.device() != x.device()) return false;
+  return !b || b->scalar_type() == at::kFloat || b->scalar_type() == w.scalar_type();
+}
+
+c10::optional<at::Tensor> WidenBias(const c10::optional<at::Tensor>& b) {
+  if (!b) return c10::nullopt;
+  return b->to(at::kFloat);
+}
+
+// The frozen narrow weight widened per product (see the top of this file): the forward and the input
+// gradient each widen W to float32 and free it; only W itself is saved.
+struct WidenedLinear : public torch::autograd::Function<WidenedLinear> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
+                            const c10::optional<at::Tensor>& b) {
+    ctx->save_for_backward({w});
+    return Float32Product(x, w.to(at::kFloat), WidenBias(b));
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const at::Tensor& dy = grads[0];  // [.., out]
+    at::Tensor dx;
+    if (ctx->needs_input_grad(0)) {
+      const at::Tensor w = ctx->get_saved_variables()[0].to(at::kFloat);  // [out, in]
+      const at::Tensor wt = w.t();                                           // [in, out]
+      dx = OneDnnApplies(dy, wt, c10::nullopt) ? OneDnnNd(dy, wt, c10::nullopt) : at::matmul(dy, w);  // [.., in]
+    }
+    return {dx, at::Tensor(), at::Tensor()};
+  }
+};
 }  // namespace
 
 at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b, bool small) {
   const bool tracked = at::GradMode::is_enabled() &&
                        (x.requires_grad() || w.requires_grad() || (b && b->requires_grad()));
-  // A few rows outside autograd (decode steps): dot products streaming the weight (small_gemm.cc).
+  // A few rows outside autograd (decode steps): dot products streaming the weight (small_gemm.cc), which
+  // reads a bfloat16 weight as such.
   if (small && !tracked && SmallLinearApplies(x, w, b)) return SmallLinear(x, w, b);
+  if (Widens(x, w, b)) {
+    if (!tracked) return Float32Product(x, w.to(at::kFloat), WidenBias(b));
+    // A weight or bias that trains (none of mixlora's do) differentiates through the conversions.
+    if (w.requires_grad() || (b && b->requires_grad())) return Linear(x, w.to(at::kFloat), WidenBias(b), false);
+    return WidenedLinear::apply(x, w, b);
+  }
   if (!OneDnnApplies(x, w, b)) return at::linear(x, w, b);
   return tracked ? OneDnnLinear::apply(x, w, b) : OneDnnNd(x, w, b);
 }

@@ -14,6 +14,15 @@
 #define MIXLORA_DEVICE_ALLOCATOR_STATS 0
 #endif
 
+// libtorch's CPU facts from cpuinfo (at::cpu::get_cpu_capabilities, PyTorch 2.11+); older builds ask cpuid.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 11)
+#include <ATen/cpu/Utils.h>
+#define MIXLORA_TORCH_CPU_CAPABILITIES 1
+#else
+#define MIXLORA_TORCH_CPU_CAPABILITIES 0
+#endif
+#include <ATen/core/dispatch/Dispatcher.h>
+
 #include <dlfcn.h>
 #include <link.h>
 
@@ -97,6 +106,50 @@ MX_FN(cudaResetPeakStats) {
 #endif
 }
 
+// cpuBf16() -> {flagsFrom, architecture, avx512Bf16, amxBf16, onednnBf16}: whether this CPU does bfloat16
+// arithmetic, as libtorch sees it (src/tensor/compute-mode.ts decides from this how a bfloat16 model computes).
+// The flags: libtorch's cpuinfo where this libtorch exposes it ("libtorch"), else the compiler's cpuid
+// builtins ("cpuid"). onednnBf16: oneDNN's own answer, the operator mkldnn::_is_mkldnn_bf16_supported
+// (torch.ops.mkldnn._is_mkldnn_bf16_supported(): the effective oneDNN ISA, which ONEDNN_MAX_CPU_ISA caps,
+// is AVX-512 or has bfloat16 conversions), null where this libtorch has no such operator.
+MX_FN(cpuBf16) {
+  auto env = info.Env();
+  auto o = Napi::Object::New(env);
+#if MIXLORA_TORCH_CPU_CAPABILITIES
+  const auto caps = at::cpu::get_cpu_capabilities();
+  const auto flag = [&](const char* key) {
+    const auto it = caps.find(key);
+    return it != caps.end() && it->second.isBool() && it->second.toBool();
+  };
+  const auto arch = caps.find("architecture");
+  o.Set("flagsFrom", "libtorch");
+  o.Set("architecture", arch != caps.end() && arch->second.isString() ? arch->second.toStringRef() : "unknown");
+  o.Set("avx512Bf16", flag("avx512_bf16"));
+  o.Set("amxBf16", flag("amx_bf16"));
+#else
+  o.Set("flagsFrom", "cpuid");
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  o.Set("architecture", "x86_64");
+  o.Set("avx512Bf16", Napi::Boolean::New(env, __builtin_cpu_supports("avx512bf16")));
+  o.Set("amxBf16", Napi::Boolean::New(env, __builtin_cpu_supports("amx-bf16")));
+#else
+  o.Set("architecture", "unknown");
+  o.Set("avx512Bf16", false);
+  o.Set("amxBf16", false);
+#endif
+#endif
+  const auto op = c10::Dispatcher::singleton().findSchema({"mkldnn::_is_mkldnn_bf16_supported", ""});
+  if (op) {
+    torch::jit::Stack stack;
+    op->callBoxed(&stack);
+    o.Set("onednnBf16", Napi::Boolean::New(env, !stack.empty() && stack.back().toBool()));
+  } else {
+    o.Set("onednnBf16", env.Null());
+  }
+  return o;
+}
+
 MX_FN(free) { return Napi::Boolean::New(info.Env(), Free(info.Env(), Int(info[0]))); }
 MX_FN(freeMany) {
   auto arr = info[0].As<Napi::Array>();
@@ -167,6 +220,7 @@ void RegisterRuntime(Napi::Env env, Napi::Object exports) {
   MX_EXPORT(exports, externalBytes);
   MX_EXPORT(exports, buildInfo);
   MX_EXPORT(exports, blasInfo);
+  MX_EXPORT(exports, cpuBf16);
   MX_EXPORT(exports, cudaMemoryStats);
   MX_EXPORT(exports, cudaResetPeakStats);
 }

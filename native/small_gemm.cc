@@ -4,11 +4,15 @@
 // a few hundred of them (every projection, every adapter's A and B). Here each output element is one dot
 // product of a weight row with an input row, the weight streamed once from memory for all rows, the
 // output rows split between threads. Each element is computed the same way whatever the number of rows
-// or threads, so a sequence decoded among others gets the same floats as decoded alone.
+// or threads, so a sequence decoded among others gets the same floats as decoded alone. A bfloat16 weight
+// (a bfloat16 model computing in float32, src/tensor/compute-mode.ts) is read as such, half the bytes, and
+// widened in registers (a bfloat16 is the top half of a float32): the same products and sums as on the
+// weight converted to float32 beforehand, bit for bit.
 #include "common.h"
 
 #include <ATen/Parallel.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -20,6 +24,40 @@ constexpr int64_t kMaxRows = 16;
 typedef float Floats16 __attribute__((vector_size(64)));
 typedef float Floats8 __attribute__((vector_size(32)));
 typedef float Floats4 __attribute__((vector_size(16)));
+
+// Width weights from w as floats into v: loaded as they are, or (bfloat16, as uint16_t) widened by a shift.
+// (v by reference: a vector returned by value would change the ABI outside the vector targets.)
+template <int Width>
+struct Bf16Vectors;
+template <>
+struct Bf16Vectors<8> {
+  typedef uint16_t Halves __attribute__((vector_size(16)));
+  typedef uint32_t Words __attribute__((vector_size(32)));
+};
+template <>
+struct Bf16Vectors<16> {
+  typedef uint16_t Halves __attribute__((vector_size(32)));
+  typedef uint32_t Words __attribute__((vector_size(64)));
+};
+template <typename V, int Width>
+__attribute__((always_inline)) inline void LoadWeights(V& v, const float* w) {
+  std::memcpy(&v, w, sizeof(V));  // unaligned load
+}
+template <typename V, int Width>
+__attribute__((always_inline)) inline void LoadWeights(V& v, const uint16_t* w) {
+  typename Bf16Vectors<Width>::Halves h;
+  std::memcpy(&h, w, sizeof(h));
+  const auto words = __builtin_convertvector(h, typename Bf16Vectors<Width>::Words) << 16;
+  static_assert(sizeof(words) == sizeof(V), "as many bfloat16 as floats");
+  std::memcpy(&v, &words, sizeof(V));
+}
+inline float WeightValue(float w) { return w; }
+inline float WeightValue(uint16_t w) {
+  const uint32_t bits = static_cast<uint32_t>(w) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
 
 // Σ lanes of v as (lo half + hi half) repeatedly: 16 -> 8 -> 4 -> 2 -> 1.
 template <int Width, typename V>
@@ -41,8 +79,8 @@ __attribute__((always_inline)) inline float SumLanes(const V& v) {
 // how far ahead of the weight rows read now to prefetch: the next pass's rows. Without it a pass that
 // computes for several rows issues its loads too slowly for the hardware prefetcher, and 8 rows read the
 // weight at about half the bandwidth that 1 row does.
-template <typename V, int Width, int MB, int R>
-__attribute__((always_inline)) inline void DotRowBlock(const float* x, const float* w, const float* b, float* y,
+template <typename V, int Width, int MB, int R, typename W>
+__attribute__((always_inline)) inline void DotRowBlock(const float* x, const W* w, const float* b, float* y,
                                                        int64_t in, int64_t out, int64_t o, int64_t ahead) {
   V acc[R][MB];  // kept in registers (the loops over r and m are unrolled)
 #pragma GCC unroll 16
@@ -53,7 +91,7 @@ __attribute__((always_inline)) inline void DotRowBlock(const float* x, const flo
   for (; k + Width <= in; k += Width) {
     V wv[R];
 #pragma GCC unroll 16
-    for (int r = 0; r < R; r++) std::memcpy(&wv[r], w + (o + r) * in + k, sizeof(V));  // unaligned load
+    for (int r = 0; r < R; r++) LoadWeights<V, Width>(wv[r], w + (o + r) * in + k);
     if (ahead) {
       // One cache line per vector of 16 floats (AVX-512); with AVX2 every other prefetch repeats a line.
 #pragma GCC unroll 16
@@ -72,13 +110,13 @@ __attribute__((always_inline)) inline void DotRowBlock(const float* x, const flo
   }
 #pragma GCC unroll 16
   for (int r = 0; r < R; r++) {
-    const float* wr = w + (o + r) * in;
+    const W* wr = w + (o + r) * in;
 #pragma GCC unroll 16
     for (int m = 0; m < MB; m++) {
       // The lanes summed pairwise (halves added in registers), then the tail: a fixed order for every
       // row count, block size and pass width.
       float s = SumLanes<Width>(acc[r][m]);
-      for (int64_t j = k; j < in; j++) s += x[m * in + j] * wr[j];
+      for (int64_t j = k; j < in; j++) s += x[m * in + j] * WeightValue(wr[j]);
       y[m * out + o + r] = b ? s + b[o + r] : s;
     }
   }
@@ -96,8 +134,8 @@ constexpr int RowsPerPass(int MB, int registers) {
 
 // One pass: every row of x against weight rows [o, o + R), in blocks of at most MaxBlock rows of x (see
 // DotRows).
-template <typename V, int Width, int M, int R>
-__attribute__((always_inline)) inline void DotPass(const float* x, const float* w, const float* b, float* y,
+template <typename V, int Width, int M, int R, typename W>
+__attribute__((always_inline)) inline void DotPass(const float* x, const W* w, const float* b, float* y,
                                                    int64_t in, int64_t out, int64_t o, int64_t ahead) {
   constexpr int kBlocks = (M + MaxBlock(Width) - 1) / MaxBlock(Width);
   constexpr int kBig = (M + kBlocks - 1) / kBlocks;     // rows in the first blocks
@@ -106,9 +144,9 @@ __attribute__((always_inline)) inline void DotPass(const float* x, const float* 
   for (int i = 0; i < kBlocks; i++) {
     const int64_t m0 = i < kBigBlocks ? i * kBig : kBigBlocks * kBig + (i - kBigBlocks) * (kBig - 1);
     if (i < kBigBlocks)
-      DotRowBlock<V, Width, kBig, R>(x + m0 * in, w, b, y + m0 * out, in, out, o, ahead);
+      DotRowBlock<V, Width, kBig, R, W>(x + m0 * in, w, b, y + m0 * out, in, out, o, ahead);
     else if constexpr (kBig > 1)
-      DotRowBlock<V, Width, kBig - 1, R>(x + m0 * in, w, b, y + m0 * out, in, out, o, ahead);
+      DotRowBlock<V, Width, kBig - 1, R, W>(x + m0 * in, w, b, y + m0 * out, in, out, o, ahead);
   }
 }
 
@@ -116,60 +154,63 @@ __attribute__((always_inline)) inline void DotPass(const float* x, const float* 
 // as even as possible: a block's accumulators stay in registers, and a pass's weight rows, read from
 // memory for the first block, are still in L1 for the next (16 rows in one block would leave room for
 // one weight row per pass, and 17 loads per 16 FMAs).
-template <typename V, int Width, int M>
-__attribute__((always_inline)) inline void DotRows(const float* x, const float* w, const float* b, float* y,
+template <typename V, int Width, int M, typename W>
+__attribute__((always_inline)) inline void DotRows(const float* x, const W* w, const float* b, float* y,
                                                    int64_t in, int64_t out, int64_t o0, int64_t o1) {
   constexpr int kBlocks = (M + MaxBlock(Width) - 1) / MaxBlock(Width);
   constexpr int R = RowsPerPass((M + kBlocks - 1) / kBlocks, Width == 16 ? 32 : 16);
   int64_t o = o0;
-  for (; o + 2 * R <= o1; o += R) DotPass<V, Width, M, R>(x, w, b, y, in, out, o, R * in);
-  for (; o + R <= o1; o += R) DotPass<V, Width, M, R>(x, w, b, y, in, out, o, 0);
-  for (; o < o1; o++) DotPass<V, Width, M, 1>(x, w, b, y, in, out, o, 0);
+  for (; o + 2 * R <= o1; o += R) DotPass<V, Width, M, R, W>(x, w, b, y, in, out, o, R * in);
+  for (; o + R <= o1; o += R) DotPass<V, Width, M, R, W>(x, w, b, y, in, out, o, 0);
+  for (; o < o1; o++) DotPass<V, Width, M, 1, W>(x, w, b, y, in, out, o, 0);
 }
 
-using Kernel = void (*)(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t);
+// W: float, or uint16_t for a bfloat16 weight's bits.
+template <typename W>
+using KernelOf = void (*)(const float*, const W*, const float*, float*, int64_t, int64_t, int64_t, int64_t);
+using Kernel = KernelOf<float>;
 
 #define MX_VECTOR_KERNELS(NAME, TARGET, WIDTH)                                                          \
   typedef float NAME##Vec __attribute__((vector_size(WIDTH * sizeof(float))));                         \
-  template <int M>                                                                                       \
-  __attribute__((target(TARGET))) void NAME(const float* x, const float* w, const float* b, float* y,  \
+  template <int M, typename W>                                                                           \
+  __attribute__((target(TARGET))) void NAME(const float* x, const W* w, const float* b, float* y,      \
                                              int64_t in, int64_t out, int64_t o0, int64_t o1) {         \
-    DotRows<NAME##Vec, WIDTH, M>(x, w, b, y, in, out, o0, o1);                                          \
+    DotRows<NAME##Vec, WIDTH, M, W>(x, w, b, y, in, out, o0, o1);                                       \
   }
 
 MX_VECTOR_KERNELS(Avx512, "avx512f", 16)
 MX_VECTOR_KERNELS(Avx2, "avx2,fma", 8)
 #undef MX_VECTOR_KERNELS
 
-template <template <int> class Pick>
-Kernel ForRows(int64_t m) {
+template <typename W, template <int, typename> class Pick>
+KernelOf<W> ForRows(int64_t m) {
   switch (m) {
-    case 1: return Pick<1>::kernel;
-    case 2: return Pick<2>::kernel;
-    case 3: return Pick<3>::kernel;
-    case 4: return Pick<4>::kernel;
-    case 5: return Pick<5>::kernel;
-    case 6: return Pick<6>::kernel;
-    case 7: return Pick<7>::kernel;
-    case 8: return Pick<8>::kernel;
-    case 9: return Pick<9>::kernel;
-    case 10: return Pick<10>::kernel;
-    case 11: return Pick<11>::kernel;
-    case 12: return Pick<12>::kernel;
-    case 13: return Pick<13>::kernel;
-    case 14: return Pick<14>::kernel;
-    case 15: return Pick<15>::kernel;
-    case 16: return Pick<16>::kernel;
+    case 1: return Pick<1, W>::kernel;
+    case 2: return Pick<2, W>::kernel;
+    case 3: return Pick<3, W>::kernel;
+    case 4: return Pick<4, W>::kernel;
+    case 5: return Pick<5, W>::kernel;
+    case 6: return Pick<6, W>::kernel;
+    case 7: return Pick<7, W>::kernel;
+    case 8: return Pick<8, W>::kernel;
+    case 9: return Pick<9, W>::kernel;
+    case 10: return Pick<10, W>::kernel;
+    case 11: return Pick<11, W>::kernel;
+    case 12: return Pick<12, W>::kernel;
+    case 13: return Pick<13, W>::kernel;
+    case 14: return Pick<14, W>::kernel;
+    case 15: return Pick<15, W>::kernel;
+    case 16: return Pick<16, W>::kernel;
     default: return nullptr;
   }
 }
-template <int M>
+template <int M, typename W>
 struct PickAvx512 {
-  static constexpr Kernel kernel = Avx512<M>;
+  static constexpr KernelOf<W> kernel = Avx512<M, W>;
 };
-template <int M>
+template <int M, typename W>
 struct PickAvx2 {
-  static constexpr Kernel kernel = Avx2<M>;
+  static constexpr KernelOf<W> kernel = Avx2<M, W>;
 };
 
 enum class Isa { kNone, kAvx2, kAvx512 };
@@ -186,11 +227,12 @@ Isa CpuIsa() {
   }();
   return isa;
 }
-// The kernel for `rows` rows on this CPU.
-Kernel KernelFor(int64_t rows) {
+// The kernel for `rows` rows on this CPU, for weights of type W.
+template <typename W = float>
+KernelOf<W> KernelFor(int64_t rows) {
   if (rows < 1 || rows > kMaxRows || CpuIsa() == Isa::kNone)
     throw ArgError("small-row kernel: 1-16 rows, AVX2 needed");
-  return CpuIsa() == Isa::kAvx512 ? ForRows<PickAvx512>(rows) : ForRows<PickAvx2>(rows);
+  return CpuIsa() == Isa::kAvx512 ? ForRows<W, PickAvx512>(rows) : ForRows<W, PickAvx2>(rows);
 }
 }  // namespace
 
@@ -204,9 +246,13 @@ const char* SmallLinearIsa() {
 
 bool SmallLinearApplies(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
   if (CpuIsa() == Isa::kNone || !x.device().is_cpu() || x.scalar_type() != at::kFloat) return false;
-  if (w.scalar_type() != at::kFloat || w.dim() != 2 || !w.is_contiguous() || w.device() != x.device()) return false;
+  const bool narrow = w.scalar_type() == at::kBFloat16;
+  if ((w.scalar_type() != at::kFloat && !narrow) || w.dim() != 2 || !w.is_contiguous() || w.device() != x.device())
+    return false;
   if (x.dim() < 1 || x.size(-1) != w.size(1) || x.numel() == 0 || x.numel() / x.size(-1) > kMaxRows) return false;
-  if (b && (b->scalar_type() != at::kFloat || b->dim() != 1 || b->size(0) != w.size(0) || !b->is_contiguous()))
+  // A bfloat16 weight's bias may be bfloat16 too (widened below: a few hundred values).
+  if (b && ((b->scalar_type() != at::kFloat && (!narrow || b->scalar_type() != at::kBFloat16)) || b->dim() != 1 ||
+            b->size(0) != w.size(0) || !b->is_contiguous()))
     return false;
   return true;
 }
@@ -224,14 +270,21 @@ at::Tensor SmallLinear(const at::Tensor& x, const at::Tensor& w, const c10::opti
   const at::Tensor x2 = x.reshape({-1, in}).contiguous();  // [m, in]
   const int64_t m = x2.size(0);
   at::Tensor y = at::empty({m, out}, x.options());  // [m, out]
-  const Kernel kernel = KernelFor(m);
+  const at::Tensor bias = b && b->defined() ? b->to(at::kFloat) : at::Tensor();  // [out] float32
   const float* xp = x2.data_ptr<float>();
-  const float* wp = w.data_ptr<float>();
-  const float* bp = b && b->defined() ? b->data_ptr<float>() : nullptr;
+  const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
   // At least 64 KiB of weight per task: smaller products are not worth waking another thread for.
-  const int64_t grain = std::max<int64_t>(1, (int64_t{64} << 10) / (in * int64_t{sizeof(float)}));
-  at::parallel_for(0, out, grain, [&](int64_t o0, int64_t o1) { kernel(xp, wp, bp, yp, in, out, o0, o1); });
+  const int64_t grain = std::max<int64_t>(1, (int64_t{64} << 10) / (in * static_cast<int64_t>(w.element_size())));
+  if (w.scalar_type() == at::kBFloat16) {
+    const KernelOf<uint16_t> kernel = KernelFor<uint16_t>(m);
+    const auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
+    at::parallel_for(0, out, grain, [&](int64_t o0, int64_t o1) { kernel(xp, wp, bp, yp, in, out, o0, o1); });
+  } else {
+    const Kernel kernel = KernelFor(m);
+    const float* wp = w.data_ptr<float>();
+    at::parallel_for(0, out, grain, [&](int64_t o0, int64_t o1) { kernel(xp, wp, bp, yp, in, out, o0, o1); });
+  }
   return y.view(outShape);
 }
 }  // namespace mx

@@ -126,3 +126,67 @@ test('linear in bfloat16 and without a bias', () =>
     assert.equal(T.linear(xb, wb).dtype, 'bfloat16');
     assertClose(T.linear(xb, wb).to('float32'), reference(xb, wb, null).to('float32'), { atol: 0.1 });
   }));
+
+// float32 activations against a frozen bfloat16 weight (a bfloat16 model computing in float32,
+// src/tensor/compute-mode.ts): the weight is widened exactly, so every path gives the floats it gives for the
+// float32 copy of the weight: the small-row kernel reading bfloat16 (1-16 rows outside autograd), oneDNN or
+// ATen for more rows, and the input gradient; a frozen bias may be bfloat16 too.
+for (const [out, inF] of [
+  [37, 64],
+  [300, 77],
+  [8, 1376],
+] as const) {
+  test(`float32 x against a bfloat16 weight: the floats of its float32 copy, every path [${out}, ${inF}]`, () =>
+    T.tidy(() => {
+      T.manualSeed(4);
+      const w = T.randn([out, inF]).to('bfloat16'); // [out, in]
+      const b = T.randn([out]).to('bfloat16'); // [out]
+      const w32 = w.to('float32');
+      const b32 = b.to('float32');
+      T.noGrad(() => {
+        for (const rows of [1, 3, 8, 16, 17, 40]) {
+          const x = T.randn([rows, inF]); // [rows, in]
+          for (const [bias, bias32] of [
+            [b, b32],
+            [b32, b32],
+            [null, null],
+          ] as const) {
+            const y = T.linear(x, w, bias); // [rows, out]
+            assert.equal(y.dtype, 'float32');
+            assert.deepEqual(
+              y.toFloat32Array(),
+              T.linear(x, w32, bias32).toFloat32Array(),
+              `${rows} rows, bias ${bias?.dtype ?? 'none'}`,
+            );
+          }
+        }
+      });
+      // With autograd: the product and the input gradient; the frozen weight gets none.
+      const x = T.randn([3, 5, inF]).requiresGrad_(true); // [B, T, in]
+      const up = T.randn([3, 5, out]);
+      const run = (weight: T.Tensor, bias: T.Tensor) => {
+        x.grad?.zero_();
+        const y = T.linear(x, weight, bias); // [B, T, out]
+        y.mul(up).sum().backward();
+        return { y: y.detach().toFloat32Array(), gx: x.grad!.toFloat32Array() };
+      };
+      const got = run(w, b);
+      const want = run(w32, b32);
+      assert.deepEqual(got.y, want.y, 'product');
+      assert.deepEqual(got.gx, want.gx, 'input gradient');
+      assert.equal(w.grad, null, 'a frozen weight gets no gradient');
+    }));
+}
+
+test('float32 x against a bfloat16 weight that trains: gradients through the widening', () =>
+  T.tidy(() => {
+    T.manualSeed(5);
+    const x = T.randn([6, 32]).requiresGrad_(true); // [N, in]
+    const w = T.randn([16, 32]).to('bfloat16').requiresGrad_(true); // [out, in]
+    const up = T.randn([6, 16]);
+    T.linear(x, w).mul(up).sum().backward();
+    assert.equal(w.grad!.dtype, 'bfloat16');
+    const want = up.transpose(0, 1).matmul(x.detach()); // [out, in] dyᵀ x
+    assertClose(w.grad!.to('float32'), want, { atol: 0.02 * want.abs().amax().item(), what: 'weight gradient' });
+    assertClose(x.grad!, up.matmul(w.detach().to('float32')), { atol: 1e-4 * 32, what: 'input gradient' });
+  }));
