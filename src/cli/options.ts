@@ -48,6 +48,15 @@ export function threadsArg(name = '--threads') {
 /** The compute dtypes a frozen base can run in (tensor/targets.ts's parseDType, checked without libtorch). */
 const COMPUTE_DTYPES = ['float32', 'bfloat16', 'float16'];
 
+/** --bf16-compute: how a bfloat16 model computes (tensor/compute-mode.ts; the names checked without libtorch). */
+export function bf16ComputeOption(): Option {
+  return new Option(
+    '--bf16-compute <mode>',
+    'how a bfloat16 model computes: auto (float32 activations and products over the bfloat16 weights on a CPU ' +
+      'without bfloat16 arithmetic, else bfloat16), native (bfloat16) or float32 (default: MIXLORA_BF16_COMPUTE, else auto)',
+  ).choices(['auto', 'native', 'float32']);
+}
+
 /** --dtype: a bad name is bad usage (exit 2), before anything is loaded. */
 export function dtypeArg(name = '--dtype') {
   return (v: string): string => {
@@ -90,7 +99,8 @@ export function addModelOptions(cmd: Command, opts: { modelRequired?: boolean } 
       '--tokenizer <file>',
       'tokenizer: a llama2.c tok*.bin (needed with a .bin model), tokenizer.json or tokenizer.model',
     )
-    .option('--dtype <dtype>', 'compute dtype of the frozen weights: float32, bfloat16, float16', dtypeArg(), 'float32')
+    .option('--dtype <dtype>', 'dtype of the frozen weights: float32, bfloat16, float16', dtypeArg(), 'float32')
+    .addOption(bf16ComputeOption())
     .option('--device <device>', 'cpu, cuda or cuda:N', deviceArg(), 'cpu')
     .option(
       '--quantize <format>',
@@ -104,6 +114,7 @@ export interface ModelCliOptions {
   model: string;
   tokenizer?: string;
   dtype: string;
+  bf16Compute?: 'auto' | 'native' | 'float32';
   device: string;
   quantize?: string;
   threads?: number;
@@ -128,6 +139,7 @@ export async function openModel(o: ModelCliOptions): Promise<LoadedModel> {
   }
   return loadModel(where, {
     dtype: parseDType(o.dtype, '--dtype'),
+    ...(o.bf16Compute ? { bf16Compute: o.bf16Compute } : {}),
     device: parseDevice(o.device, '--device'),
     tokenizer: o.tokenizer ?? null,
     quantize,

@@ -4,6 +4,7 @@
 // projections).
 import { arange, ones } from '../tensor/create.js';
 import { embedding, linear } from '../tensor/ops.js';
+import { noGrad } from '../tensor/autograd.js';
 import { tidy } from '../tensor/scope.js';
 import type { DType } from '../tensor/dtype.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
@@ -55,6 +56,11 @@ export class CausalLM {
   /** The family's RMSNorm on x [.., H] with weight w [H]. */
   readonly norm: (x: Tensor, w: Tensor) => Tensor;
 
+  /**
+   * `dtype` is the compute dtype: the activations', the products', the attention cache's. The weights keep the
+   * dtype they were loaded in (weightDType); a bfloat16 model may compute in float32 (src/tensor/compute-mode.ts),
+   * each weight widened for its product (native/linear.cc).
+   */
   constructor(
     readonly config: ModelConfig,
     readonly weights: ModelWeights,
@@ -64,6 +70,11 @@ export class CausalLM {
     this.invFreq = inverseFrequencies(config.rotaryDim, config.ropeTheta, config.ropeScaling);
     const norm = normFor(config);
     this.norm = (x, w) => norm(x, w, config.rmsNormEps);
+  }
+
+  /** The dtype the frozen weights are stored in (quantised projections aside): `dtype`, or narrower. */
+  get weightDType(): DType {
+    return this.weights.embed.dtype;
   }
 
   /** Logits [B, T, V] (float32) for token ids [B, T] (see ForwardOptions for other shapes). */
@@ -114,7 +125,8 @@ export class CausalLM {
         `token id ${min < 0 ? min : max} is outside the model's vocabulary (0..${this.config.vocabSize - 1}): does the tokenizer or the data belong to this model?`,
       );
     }
-    return scaleEmbeddings(embedding(this.weights.embed, ids), this.config); // [B, T, H]
+    const e = embedding(this.weights.embed, ids); // [B, T, H] in the weights' dtype
+    return scaleEmbeddings(e.dtype === this.dtype ? e : e.to(this.dtype), this.config, this.weightDType); // [B, T, H]
   }
 
   /** Rotary tables and the attention masks for a pass over ids [B, T] after `cache.length` positions (at
@@ -135,7 +147,7 @@ export class CausalLM {
         const window = layerWindow(this.config, l);
         if (!patterns.has(window)) patterns.set(window, { mask: segmentMask(packed.segments, window), causal: false });
       }
-      return { rotary: rotaryTables(packed.positions, this.invFreq, this.weights.norm), patterns, cache: null };
+      return { rotary: rotaryTables(packed.positions, this.invFreq, this.dtype), patterns, cache: null };
     }
     const past = cache?.length ?? 0;
     let keys: Tensor | null = null; // [B, S], made once when a mask needs it
@@ -163,7 +175,7 @@ export class CausalLM {
         : arange(past, past + T, 1, { device: this.device })
             .unsqueeze(0)
             .expand(B, T);
-    const rotary = rotaryTables(positions, this.invFreq, this.weights.norm);
+    const rotary = rotaryTables(positions, this.invFreq, this.dtype);
     return { rotary, patterns, cache };
   }
 
@@ -206,11 +218,19 @@ export class CausalLM {
   }
 
   /** Final norm and the LM head: logits [B, T, V] in float32 (Gemma 2 soft-caps them first, in the model's
-   * dtype, as transformers does). */
-  head(h: Tensor): Tensor {
-    const logits = linear(this.norm(h, this.weights.norm), this.weights.lmHead); // [B, T, V]
+   * dtype, as transformers does). `lmHead`: the head's weight, or headWeight()'s copy of it. */
+  head(h: Tensor, lmHead: Tensor = this.weights.lmHead): Tensor {
+    const logits = linear(this.norm(h, this.weights.norm), lmHead); // [B, T, V]
     const cap = this.config.finalLogitSoftcap;
     return (cap === null ? logits : logits.div(cap).tanh().mul(cap)).to('float32');
+  }
+
+  /** The LM head's weight [V, H] in the compute dtype, for many head() calls in a row (the loss's chunks):
+   * the weight itself, or, when it is stored narrower, one widened copy (owned by the current scope; free it
+   * after the calls) instead of a widening per call. */
+  headWeight(): Tensor {
+    const w = this.weights.lmHead;
+    return w.dtype === this.dtype ? w : noGrad(() => w.to(this.dtype));
   }
 
   /** Number of parameters of the frozen model (tied embeddings counted once). */

@@ -2,6 +2,7 @@
 // into a CausalLM (folder.ts reads what is on disk, model-tokenizer.ts finds the tokenizer).
 import path from 'node:path';
 import type { DType } from '../tensor/dtype.js';
+import { computeMode, type Bf16Compute, type ComputeMode } from '../tensor/compute-mode.js';
 import { checkComputeDType } from '../tensor/targets.js';
 import type { Device } from '../tensor/tensor.js';
 import type { QuantFormat } from '../quant/format.js';
@@ -14,8 +15,11 @@ import { hasTokenizerFiles, modelTokenizer } from './model-tokenizer.js';
 import { loadHfWeights } from './weights.js';
 
 export interface LoadOptions {
-  /** Compute dtype of the frozen weights (float32 by default). */
+  /** dtype of the frozen weights (float32 by default), and of the computation but for bfloat16 (bf16Compute). */
   dtype?: DType;
+  /** How a bfloat16 model computes (src/tensor/compute-mode.ts): auto (the default, or MIXLORA_BF16_COMPUTE)
+   * decides from the CPU; native: in bfloat16; float32: in float32 over the bfloat16 weights. */
+  bf16Compute?: Bf16Compute;
   device?: Device;
   /** A tokenizer file or folder; for llama2.c checkpoints their tok*.bin. */
   tokenizer?: string | null;
@@ -28,6 +32,8 @@ export interface LoadedModel {
   tokenizer: TextTokenizer;
   format: ModelFormat;
   path: string;
+  /** Which dtype the model computes in, and why. */
+  compute: ComputeMode;
 }
 
 /** Opens the model at `p`; `tokenizer` picks its tokenizer once the format and config are known (the
@@ -36,22 +42,30 @@ function openModel<Tok extends TextTokenizer | null>(
   p: string,
   opts: LoadOptions,
   tokenizer: (format: ModelFormat, config: ModelConfig) => Tok,
-): { model: CausalLM; tokenizer: Tok; format: ModelFormat; path: string } {
+): { model: CausalLM; tokenizer: Tok; format: ModelFormat; path: string; compute: ComputeMode } {
   const dtype = opts.dtype ?? 'float32';
   const device = opts.device ?? 'cpu';
-  checkComputeDType(dtype, device, '--dtype');
+  const compute = computeMode(dtype, device, opts.bf16Compute);
+  checkComputeDType(compute.compute, device, '--dtype');
   if (modelFormatOf(p) === 'llama2c') {
     const { config } = readLlama2cConfig(p);
     const tok = tokenizer('llama2c', config);
     const weights = loadLlama2cWeights(p, config, { dtype, device, quantize: opts.quantize ?? null });
-    return { model: new CausalLM(config, weights, dtype, device), tokenizer: tok, format: 'llama2c', path: p };
+    const model = new CausalLM(config, weights, compute.compute, device);
+    return { model, tokenizer: tok, format: 'llama2c', path: p, compute };
   }
   const config = readModelConfig(path.join(p, 'config.json'));
   for (const id of generationEosIds(p)) if (!config.eosTokenIds.includes(id)) config.eosTokenIds.push(id);
   const tok = tokenizer('hf', config);
   if (tok && tok.eosId !== null && !config.eosTokenIds.includes(tok.eosId)) config.eosTokenIds.push(tok.eosId);
   const weights = loadHfWeights(p, config, { dtype, device, quantize: opts.quantize ?? null });
-  return { model: new CausalLM(config, weights, dtype, device), tokenizer: tok, format: 'hf', path: p };
+  return {
+    model: new CausalLM(config, weights, compute.compute, device),
+    tokenizer: tok,
+    format: 'hf',
+    path: p,
+    compute,
+  };
 }
 
 export function loadModel(p: string, opts: LoadOptions = {}): LoadedModel {

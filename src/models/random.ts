@@ -45,10 +45,11 @@ export function llamaConfig(o: {
 }
 
 /** Weights ~ N(0, 0.02²), norms 1, from the seeded generator; with `quantize`, the projections are
- * quantised one at a time as they are drawn (in float32, so as not to depend on `dtype`). */
+ * quantised one at a time as they are drawn (in float32, so as not to depend on `dtype`). `computeDType`: the
+ * model's activations' dtype (default `dtype`; float32 over bfloat16 weights, see tensor/compute-mode.ts). */
 export function randomModel(
   config: ModelConfig,
-  opts: { seed: number; dtype?: DType; device?: Device; quantize?: QuantFormat | null },
+  opts: { seed: number; dtype?: DType; computeDType?: DType; device?: Device; quantize?: QuantFormat | null },
 ): CausalLM {
   const dtype = opts.dtype ?? 'float32';
   const device = opts.device ?? 'cpu';
@@ -65,7 +66,7 @@ export function randomModel(
   return new CausalLM(
     config,
     structureWeights(config, (n) => byName.get(n)!),
-    dtype,
+    opts.computeDType ?? dtype,
     device,
   );
 }

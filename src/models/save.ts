@@ -21,7 +21,7 @@ export const MODEL_FOLDER_FILES: readonly string[] = ['config.json', 'model.safe
 /** Writes `tensors` (Hugging Face names) as the weights of `loaded`'s model, with its config and tokenizer;
  * `metadata` joins the safetensors header. */
 export function writeModelFolder(
-  loaded: Omit<LoadedModel, 'tokenizer'> & { tokenizer: LoadedModel['tokenizer'] | null },
+  loaded: Omit<LoadedModel, 'tokenizer' | 'compute'> & { tokenizer: LoadedModel['tokenizer'] | null },
   tensors: Map<string, Tensor>,
   out: string,
   opts: { overwrite?: boolean; metadata?: Record<string, string> } = {},
@@ -30,7 +30,7 @@ export function writeModelFolder(
   writeDirAtomic(
     out,
     (dir) => {
-      writeFileAtomic(path.join(dir, 'config.json'), hfConfigText(model.config, model.dtype));
+      writeFileAtomic(path.join(dir, 'config.json'), hfConfigText(model.config, model.weightDType));
       saveSafetensors(path.join(dir, 'model.safetensors'), tensors, { format: 'pt', ...opts.metadata });
       if (loaded.format === 'hf') {
         for (const f of TOKENIZER_FILES) {

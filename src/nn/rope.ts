@@ -1,6 +1,7 @@
 // Rotary position embeddings, Hugging Face "rotate_half" layout, with linear and llama3 scaling.
 import { tensor } from '../tensor/create.js';
 import { cat } from '../tensor/ops.js';
+import type { DType } from '../tensor/dtype.js';
 import type { Tensor } from '../tensor/tensor.js';
 
 /** How the rotary frequencies are stretched for longer contexts (config.json's rope_scaling). */
@@ -38,12 +39,13 @@ export interface RotaryTables {
   sin: Tensor;
 }
 
-/** cos/sin [B, 1, T, D] for positions [B, T] (int64), computed in float32 then cast to `like`'s dtype. */
-export function rotaryTables(positions: Tensor, invFreq: number[], like: Tensor): RotaryTables {
+/** cos/sin [B, 1, T, D] for positions [B, T] (int64), computed in float32 then cast to `dtype` (the
+ * activations'). */
+export function rotaryTables(positions: Tensor, invFreq: number[], dtype: DType): RotaryTables {
   const inv = tensor(invFreq, { dtype: 'float32', device: positions.device }); // [D/2]
   const freqs = positions.to('float32').unsqueeze(-1).mul(inv); // [B, T, D/2]
   const emb = cat([freqs, freqs], -1).unsqueeze(1); // [B, 1, T, D]
-  return { cos: emb.cos().to(like.dtype), sin: emb.sin().to(like.dtype) };
+  return { cos: emb.cos().to(dtype), sin: emb.sin().to(dtype) };
 }
 
 /** x·cos + rotate_half(x)·sin, rotate_half([x1, x2]) = [-x2, x1]; x [B, H, T, D]. Tables narrower than D

@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { computeMode, cpuBf16Facts, type CpuBf16Facts } from './compute-mode.js';
 import { addonFile, native } from './native.js';
 import { openblasCoreChoice, readCpuInfo } from './openblas-core.js';
 
@@ -31,6 +32,11 @@ export interface BackendInfo {
   cpu_flags: { avx2: boolean; avx512: boolean; avx512_bf16: boolean; amx: boolean };
   /** The best kernel capability libtorch uses on this CPU ("CPU capability usage" of its config). */
   torch_cpu_capability: string | null;
+  /** The dtype a bfloat16 model computes in on this CPU (tensor/compute-mode.ts), and why. */
+  bf16_compute: 'bfloat16' | 'float32';
+  bf16_compute_reason: string;
+  /** What libtorch and oneDNN say of bfloat16 arithmetic here, which that decision reads. */
+  cpu_bf16: CpuBf16Facts;
   threads: number;
   cores: number;
   cuda_available: boolean;
@@ -72,6 +78,7 @@ export function backendInfo(): BackendInfo {
   const cudaAvailable = native.cudaIsAvailable();
   const nccl = native.ncclInfo();
   const major = Number(/^(\d+)\./.exec(build.torchVersion)?.[1] ?? 0);
+  const bf16 = computeMode('bfloat16', 'cpu');
   return {
     backend:
       stamp.source === 'system'
@@ -99,6 +106,9 @@ export function backendInfo(): BackendInfo {
       amx: cpu.flags.has('amx_tile'),
     },
     torch_cpu_capability: /CPU capability usage:\s*(\S+)/.exec(build.config)?.[1] ?? null,
+    bf16_compute: bf16.compute === 'float32' ? 'float32' : 'bfloat16',
+    bf16_compute_reason: bf16.reason,
+    cpu_bf16: cpuBf16Facts(),
     threads: native.getNumThreads(),
     cores: os.availableParallelism(),
     cuda_available: cudaAvailable,

@@ -182,6 +182,14 @@ export interface NativeAddon {
     smallGemm: 'avx512' | 'avx2' | 'off';
     hostAllocator: 'reuse' | 'default';
   };
+  /** Whether the CPU does bfloat16 arithmetic, as libtorch (cpuinfo) and oneDNN see it (native/runtime.cc). */
+  cpuBf16(): {
+    flagsFrom: 'libtorch' | 'cpuid';
+    architecture: string;
+    avx512Bf16: boolean;
+    amxBf16: boolean;
+    onednnBf16: boolean | null;
+  };
   // distributed (c10d: TCPStore + ProcessGroupGloo, and ProcessGroupNCCL for CUDA tensors with ncclDevice;
   // native/distributed.cc, native/nccl.cc)
   distInit(opts: {

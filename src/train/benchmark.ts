@@ -11,6 +11,7 @@ import type { Example } from '../data/examples.js';
 import type { DType } from '../tensor/dtype.js';
 import { ITEM_SIZE } from '../tensor/dtype.js';
 import { residentBytes } from '../models/frozen-linear.js';
+import { computeMode, describeCompute, type Bf16Compute } from '../tensor/compute-mode.js';
 import type { QuantFormat } from '../quant/format.js';
 import { UserError } from '../util/errors.js';
 import { type AdapterFlopShape, adapterFlopsPerToken, matmulWeights, trainFlopsPerToken } from './flops.js';
@@ -136,6 +137,9 @@ export interface BenchResult {
   batch: number;
   seq: number;
   dtype: DType;
+  /** The dtype the base computes in (a bfloat16 base may compute in float32: tensor/compute-mode.ts), and why. */
+  compute_dtype: DType;
+  compute_reason: string;
   device: T.Device;
   /** The base's projections quantised (--quantize), or null. */
   quantize: QuantFormat | null;
@@ -180,6 +184,8 @@ export function runTrainBench(o: {
   batch?: number;
   seq?: number;
   dtype?: DType;
+  /** How a bfloat16 base computes (default: MIXLORA_BF16_COMPUTE, else auto). */
+  bf16Compute?: Bf16Compute;
   quantize?: QuantFormat | null;
   onStep?: (i: number) => void;
   /** After the timed steps, one more step recorded op by op (its breakdown in `profile`). */
@@ -209,7 +215,14 @@ export function runTrainBench(o: {
     );
   }
   if (onCuda) T.cuda.resetPeakStats(cudaIndex(o.device));
-  const model = randomModel(llamaConfig(p), { seed: 0, device: o.device, dtype: p.dtype, quantize });
+  const compute = computeMode(p.dtype, o.device, o.bf16Compute);
+  const model = randomModel(llamaConfig(p), {
+    seed: 0,
+    device: o.device,
+    dtype: p.dtype,
+    computeDType: compute.compute,
+    quantize,
+  });
   const rssAfterBase = process.memoryUsage.rss() / 2 ** 20;
   const adapters: Adapter[] = [];
   const optimizers: AdamW[] = [];
@@ -301,6 +314,8 @@ export function runTrainBench(o: {
     batch: p.batch,
     seq: p.seq,
     dtype: p.dtype,
+    compute_dtype: compute.compute,
+    compute_reason: describeCompute(compute),
     device: o.device,
     quantize,
     base_mib: residentBytes(model.weights) / 2 ** 20,

@@ -8,6 +8,7 @@ import { Fields } from '../util/fields.js';
 import { pathText, readConfigFile, type ConfigFile } from '../util/config-file.js';
 import { UserError } from '../util/errors.js';
 import { isDType, type DType } from '../tensor/dtype.js';
+import { BF16_COMPUTE, isBf16Compute, type Bf16Compute } from '../tensor/compute-mode.js';
 import type { WeightsFormat } from '../adapters/files.js';
 import { isModelId } from '../models/hub.js';
 import { isQuantFormat, QUANT_FORMATS, type QuantFormat } from '../quant/format.js';
@@ -70,6 +71,9 @@ export interface TrainConfig {
   saveSteps: number;
   saveTotalLimit: number | null;
   dtype: DType;
+  /** How a bfloat16 base computes (src/tensor/compute-mode.ts); absent: auto (or MIXLORA_BF16_COMPUTE). Absent
+   * rather than 'auto' so that the digest of configs without it is unchanged. */
+  bf16Compute?: Bf16Compute;
   device: string;
   /** Keep the base's decoder projections quantised (QLoRA). Absent, not null, when not set, so the digest
    * of configs written before this key existed is unchanged (their checkpoints still resume). */
@@ -234,6 +238,9 @@ export function parseTrainConfig(cf: ConfigFile): TrainConfig {
   if (!Array.isArray(rawAdapters) || rawAdapters.length === 0) f.fail('adapters', 'must be a non-empty list');
   const tokenizer = f.optStr('tokenizer');
   const quantize = f.optStr('quantize');
+  const bf16Compute = f.optStr('bf16_compute');
+  if (bf16Compute !== null && !isBf16Compute(bf16Compute))
+    f.fail('bf16_compute', `'${bf16Compute}' is not ${BF16_COMPUTE.join(', ')}`);
   const evalCfg = f.has('eval') ? parseEvalBlock(cf, f.raw('eval')) : null;
   const shared: Shared = {
     eval: evalCfg,
@@ -253,6 +260,7 @@ export function parseTrainConfig(cf: ConfigFile): TrainConfig {
     saveSteps: f.int('save_steps', { default: 0, min: 0 }),
     saveTotalLimit: f.optInt('save_total_limit', { min: 1 }),
     dtype: dtype as DType,
+    ...(bf16Compute !== null && bf16Compute !== 'auto' ? { bf16Compute: bf16Compute as Bf16Compute } : {}),
     device: f.str('device', { default: 'cpu' }),
     ...(quantize ? { quantize: quantize as QuantFormat } : {}),
     recompute: f.bool('recompute', false),

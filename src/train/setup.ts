@@ -2,6 +2,7 @@
 // order, step count and optimizer. An adapter's initial weights and data order depend on the seed and
 // its name only, not on the other adapters or its place in the list.
 import { manualSeed } from '../tensor/runtime.js';
+import { describeCompute } from '../tensor/compute-mode.js';
 import { parseDevice, parseDType } from '../tensor/targets.js';
 import { loadModelForTraining } from '../models/load.js';
 import { resolveModel } from '../models/hub.js';
@@ -68,12 +69,14 @@ export async function setUpRuns(
   device: string = cfg.device,
 ): Promise<RunSetup> {
   manualSeed(cfg.seed);
-  const { model, tokenizer } = loadModelForTraining(modelPath ?? (await resolveModel(cfg.baseModel)), {
+  const { model, tokenizer, compute } = loadModelForTraining(modelPath ?? (await resolveModel(cfg.baseModel)), {
     dtype: parseDType(cfg.dtype, 'dtype'),
+    ...(cfg.bf16Compute ? { bf16Compute: cfg.bf16Compute } : {}),
     device: parseDevice(device, '--device'),
     tokenizer: cfg.tokenizer,
     quantize: cfg.quantize ?? null,
   });
+  if (compute.weights !== 'float32') log(`base model: ${describeCompute(compute)}`);
   const runs: AdapterRun[] = [];
   for (const a of cfg.adapters) runs.push(await setUpRun(cfg, a, model, tokenizer, log));
   manualSeed(cfg.seed);

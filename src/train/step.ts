@@ -107,6 +107,8 @@ function headBackward(model: CausalLM, last: Tensor, p: Packed, microBatches: Mi
   const T = last.size(1);
   const targets = p.targets.reshape(-1).toNumbers();
   const chunk = chunkRows(model.config.vocabSize);
+  // A bfloat16 head under float32 compute is widened once for all chunks, not once per chunk and direction.
+  const lmHead = model.headWeight(); // [V, H]
   const ce = microBatches.map((m, i) => {
     const range = p.ranges[i]!;
     const scored: number[] = [];
@@ -116,7 +118,7 @@ function headBackward(model: CausalLM, last: Tensor, p: Packed, microBatches: Mi
     for (let c = 0; c < scored.length; c += chunk) {
       tidy(() => {
         const idx = tensor(scored.slice(c, c + chunk), { dtype: 'int64', device: model.device });
-        const logits = model.head(flat.indexSelect(0, idx)); // [n, V]
+        const logits = model.head(flat.indexSelect(0, idx), lmHead); // [n, V]
         const loss = sumCrossEntropy(logits, p.targets.reshape(-1).indexSelect(0, idx)).div(m.stepTokens);
         sum += loss.item();
         loss.backward();
@@ -124,6 +126,7 @@ function headBackward(model: CausalLM, last: Tensor, p: Packed, microBatches: Mi
     }
     return sum;
   });
+  if (lmHead !== model.weights.lmHead) lmHead.dispose();
   return { grad: hd.grad ?? hd.zerosLike(), ce };
 }
 

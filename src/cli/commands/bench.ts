@@ -1,6 +1,6 @@
 // mixlora bench: training-step latency and peak memory of a method on a preset model (random weights).
 import { Command, Option } from 'commander';
-import { intArg, quantizeArg, deviceArg, threadsArg } from '../options.js';
+import { bf16ComputeOption, intArg, quantizeArg, deviceArg, threadsArg } from '../options.js';
 import type { StepProfile } from '../../train/step-profile.js';
 
 function formatProfile(p: StepProfile): string {
@@ -46,10 +46,11 @@ export function benchCommand(): Command {
     .addOption(
       new Option(
         '--dtype <dtype>',
-        "the frozen base's dtype and the matmuls' (default: the preset's); adapters, optimizer state, router and " +
-          'losses stay float32',
+        "the frozen base's dtype (default: the preset's), and its matmuls' unless --bf16-compute says otherwise; " +
+          'adapters, optimizer state, router and losses stay float32',
       ).choices(['float32', 'bfloat16']),
     )
+    .addOption(bf16ComputeOption())
     .option('--fused <n>', 'train N adapters of the method together', intArg('--fused', 1), 1)
     .option('--steps <n>', 'timed steps (the median is reported)', intArg('--steps', 1), 5)
     .option('--warmup <n>', 'untimed steps first', intArg('--warmup', 0), 2)
@@ -73,7 +74,7 @@ export function benchCommand(): Command {
     .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', threadsArg())
     .option(
       '--json',
-      'print one JSON line: method, fused, preset, batch, seq, dtype, device, ms_per_step, ms_per_token, tokens_per_s, ' +
+      'print one JSON line: method, fused, preset, batch, seq, dtype, compute_dtype and compute_reason, device, ms_per_step, ms_per_token, tokens_per_s, ' +
         'peak_rss_mib, peak_cuda_allocated_mib, peak_cuda_reserved_mib (null on CPU), model_flops_per_token, model_tflops, ' +
         'ranks, collective_ms_per_step and collective_backend (nccl or gloo; under mixlora launch, null alone), quantize, base_mib (bytes of the frozen base), ' +
         'rss_after_base_mib (and profile: wallMs, families, ops with --profile)',
@@ -84,6 +85,7 @@ export function benchCommand(): Command {
         batch?: number;
         seq?: number;
         dtype?: 'float32' | 'bfloat16';
+        bf16Compute?: 'auto' | 'native' | 'float32';
         method: 'lora' | 'dora' | 'mixlora' | 'mixdora';
         fused: number;
         steps: number;
@@ -125,6 +127,7 @@ export function benchCommand(): Command {
           ...(o.batch ? { batch: o.batch } : {}),
           ...(o.seq ? { seq: o.seq } : {}),
           ...(o.dtype ? { dtype: o.dtype } : {}),
+          ...(o.bf16Compute ? { bf16Compute: o.bf16Compute } : {}),
           quantize: o.quantize === undefined ? null : parseQuantFormat(o.quantize),
           onStep: (i) => bar.update(i),
           group,
@@ -148,7 +151,7 @@ export function benchCommand(): Command {
                 ? `, ${result.collective_ms_per_step.toFixed(1)} ms/step in collectives over ${result.ranks} ranks (${result.collective_backend})`
                 : '') +
               `, base ${Math.round(result.base_mib)} MiB${result.quantize ? ` (${result.quantize})` : ''}` +
-              `, ${result.trainable_parameters.toLocaleString('en-US')} trainable parameters (batch ${result.batch} × ${result.seq}, ${result.dtype})\n`,
+              `, ${result.trainable_parameters.toLocaleString('en-US')} trainable parameters (batch ${result.batch} × ${result.seq}, ${result.dtype}${result.compute_dtype !== result.dtype ? `, computing in ${result.compute_dtype}` : ''})\n`,
           );
           if (result.profile) process.stdout.write(formatProfile(result.profile));
         }

@@ -49,6 +49,8 @@ export function infoCommand(): Command {
         `             AVX2 ${yesNo(info.cpu_flags.avx2)}, AVX-512 ${yesNo(info.cpu_flags.avx512)}, ` +
           `AVX-512 BF16 ${yesNo(info.cpu_flags.avx512_bf16)}, AMX ${yesNo(info.cpu_flags.amx)}; ` +
           `libtorch kernels: ${info.torch_cpu_capability ?? 'unknown'}`,
+        `bfloat16     ${info.bf16_compute === 'float32' ? 'computes in float32 over bfloat16 weights' : 'computes in bfloat16'} on the CPU: ${info.bf16_compute_reason}`,
+        `             (oneDNN bfloat16 ${info.cpu_bf16.onednnBf16 === null ? 'unknown' : yesNo(info.cpu_bf16.onednnBf16)}; --bf16-compute, MIXLORA_BF16_COMPUTE: native or float32)`,
         `threads      ${info.threads} (of ${info.cores} cores)`,
         `CUDA         ${info.cuda_available ? `${info.cuda_devices} device(s)` : info.cuda_build ? 'no device found' : 'not in this build'}`,
         `collectives  Gloo${info.nccl_build ? `, NCCL ${info.nccl_version} (CUDA tensors)` : info.cuda_build ? ' (no NCCL in this build)' : ''}`,
