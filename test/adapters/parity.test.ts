@@ -3,14 +3,29 @@
 // the gradient of every adapter tensor (≤ 1e-4 relative to the tensor's largest reference value). On another
 // device or in bfloat16 (MIXLORA_TEST_DEVICE / MIXLORA_TEST_DTYPE, test/helpers/device.ts): the same
 // comparisons; bfloat16 as relative errors of logits, losses and all gradients together, within twice the
-// PyTorch reference's own bfloat16 deviation (floors and reasons in that file).
+// PyTorch reference's own bfloat16 deviation (floors and reasons in that file) in the same mode: computing in
+// bfloat16, or in float32 over weights rounded to bfloat16 (a CPU without bfloat16 arithmetic,
+// src/tensor/compute-mode.ts; there the rounding of the weights alone moves a capacity-limited switch router's
+// choices, by 28% of the logits in the mixlora-switch case, PyTorch's reference included).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { maxAbsDiff } from '../helpers/assert.js';
 import { adaptedLoss, adapterCaseNames, openAdapterCase } from '../helpers/reference-adapters.js';
 import * as T from '../../src/tensor/index.js';
 import { adapterStateDict } from '../../src/adapters/state-dict.js';
-import { PLACEMENT, TEST_DEVICE, TEST_DTYPE, assertParity, bf16Bound, host, relativeError } from '../helpers/device.js';
+import {
+  PLACEMENT,
+  TEST_COMPUTE_DTYPE,
+  TEST_DEVICE,
+  TEST_DTYPE,
+  assertParity,
+  bf16Bound,
+  host,
+  relativeError,
+} from '../helpers/device.js';
+
+// The reference's own bfloat16 deviation in the mode the model computes in.
+const OWN = TEST_COMPUTE_DTYPE === 'float32' ? 'bf16w_rel' : 'bf16_rel';
 
 for (const name of adapterCaseNames()) {
   test(`adapter parity with PyTorch: ${name}${PLACEMENT}`, async () => {
@@ -23,7 +38,7 @@ for (const name of adapterCaseNames()) {
       const out = adaptedLoss(model, adapter, ids, labels);
       const { ce, aux } = out;
       const logits = host(out.logits);
-      const own = (k: string) => expected.get(`bf16_rel.${k}`)?.item(); // the reference's own bf16 deviation
+      const own = (k: string) => expected.get(`${OWN}.${k}`)?.item(); // the reference's own bf16 deviation
       assertParity('logits', logits, expected.get('logits')!, 1e-4, 'logits', bf16Bound('logits', own('logits')));
       assertParity('loss', [ce.item()], expected.get('loss_ce')!, 1e-5, 'CE loss');
       assertParity('loss', [aux ? aux.item() : 0], expected.get('loss_aux')!, 1e-5, 'aux loss');

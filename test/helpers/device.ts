@@ -4,9 +4,12 @@
 // changes), so a CUDA float32 product is a true float32 product. bfloat16 keeps 8 bits of mantissa (relative
 // rounding 2^-9 ≈ 2e-3 per value, compounded through each layer), and a rounding can flip a router's top-k
 // choice, which changes a token's output outright: element-wise bounds do not fit, so bfloat16 is held to
-// bounds on the relative error of the whole tensor, ‖ours − reference‖ / ‖reference‖ (assertParity()).
+// bounds on the relative error of the whole tensor, ‖ours − reference‖ / ‖reference‖ (assertParity()). A
+// bfloat16 model computes as the compute mode decides (TEST_COMPUTE_DTYPE; MIXLORA_BF16_COMPUTE=native or
+// float32 runs either mode anywhere).
 import assert from 'node:assert/strict';
 import { UserError } from '../../src/util/errors.js';
+import { computeMode } from '../../src/tensor/compute-mode.js';
 import type { Device, DType, Tensor } from '../../src/tensor/index.js';
 import { assertClose } from './assert.js';
 
@@ -24,6 +27,10 @@ function readDtype(): 'float32' | 'bfloat16' {
 
 export const TEST_DEVICE: Device = readDevice();
 export const TEST_DTYPE: DType = readDtype();
+/** The dtype the models compute in: TEST_DTYPE, but for bfloat16 as a user's model would (src/tensor/compute-mode.ts:
+ * float32 over the bfloat16 weights on a CPU without bfloat16 arithmetic; MIXLORA_BF16_COMPUTE=native or float32
+ * picks one). */
+export const TEST_COMPUTE_DTYPE: DType = computeMode(TEST_DTYPE, TEST_DEVICE).compute;
 
 /** bfloat16 bounds on ‖ours − reference‖ / ‖reference‖ (reference: the float32 PyTorch results). */
 export const BF16_REL = {
@@ -34,7 +41,8 @@ export const BF16_REL = {
 
 /**
  * The adapter cases carry the PyTorch reference's own bfloat16 deviation from its float32 results
- * (test/reference/adapters.py, bf16_rel.*): small random models can be ill-conditioned enough that bfloat16
+ * (test/reference/adapters.py, bf16_rel.*; bf16w_rel.* computing in float32 over the weights rounded to bfloat16,
+ * as TEST_COMPUTE_DTYPE may): small random models can be ill-conditioned enough that bfloat16
  * base weights move the gradients by 60% in PyTorch itself (the mixlora and dora-rslora cases). mixlora
  * must stay within twice that deviation, and never needs to beat the floor of BF16_REL.
  */
@@ -59,7 +67,10 @@ export function bound(kind: 'logits', float32: string): string {
 }
 
 /** A label for test names: '' on the default cpu/float32. */
-export const PLACEMENT = TEST_DEVICE === 'cpu' && TEST_DTYPE === 'float32' ? '' : ` [${TEST_DEVICE}, ${TEST_DTYPE}]`;
+export const PLACEMENT =
+  TEST_DEVICE === 'cpu' && TEST_DTYPE === 'float32'
+    ? ''
+    : ` [${TEST_DEVICE}, ${TEST_DTYPE}${TEST_COMPUTE_DTYPE !== TEST_DTYPE ? ` computing in ${TEST_COMPUTE_DTYPE}` : ''}]`;
 
 /** A copy on the CPU in float32, for comparing with reference values. */
 export function host(t: Tensor): Tensor {

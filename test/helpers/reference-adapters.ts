@@ -1,7 +1,7 @@
 // The reference adapter cases written by test/reference/adapters.py.
 import fs from 'node:fs';
 import { referenceDir } from './fixtures.js';
-import { TEST_DEVICE, TEST_DTYPE } from './device.js';
+import { TEST_COMPUTE_DTYPE, TEST_DEVICE, TEST_DTYPE } from './device.js';
 import * as T from '../../src/tensor/index.js';
 import { loadAll } from '../../src/io/safetensors.js';
 import { readModelConfig } from '../../src/models/config.js';
@@ -21,7 +21,7 @@ export function openModel(dir: string): CausalLM {
   return new CausalLM(
     config,
     loadHfWeights(dir, config, { dtype: TEST_DTYPE, device: TEST_DEVICE }),
-    TEST_DTYPE,
+    TEST_COMPUTE_DTYPE,
     TEST_DEVICE,
   );
 }

@@ -1,7 +1,7 @@
 // Opening the tiny reference models written by test/reference/models.py.
 import fs from 'node:fs';
 import { referenceDir } from './fixtures.js';
-import { TEST_DEVICE, TEST_DTYPE } from './device.js';
+import { TEST_COMPUTE_DTYPE, TEST_DEVICE, TEST_DTYPE } from './device.js';
 import type * as T from '../../src/tensor/index.js';
 import { loadAll } from '../../src/io/safetensors.js';
 import { readModelConfig } from '../../src/models/config.js';
@@ -20,7 +20,7 @@ export function openReferenceModel(name: string): { model: CausalLM; ids: T.Tens
   const model = new CausalLM(
     config,
     loadHfWeights(dir, config, { dtype: TEST_DTYPE, device: TEST_DEVICE }),
-    TEST_DTYPE,
+    TEST_COMPUTE_DTYPE,
     TEST_DEVICE,
   );
   const { tensors } = loadAll(`${dir}/expected.safetensors`);

@@ -243,11 +243,13 @@ CASES = {
 }
 
 
-def bf16_deviation(mcfg, acfg, opts, i, ids, labels, logits, grads):
+def bf16_deviation(mcfg, acfg, opts, i, ids, labels, logits, grads, compute=torch.bfloat16, key='bf16_rel'):
     """How far this reference itself lands from its float32 results when the base weights are bfloat16 (the
-    adapters stay float32): the scale the bfloat16 parity tests (MIXLORA_TEST_DTYPE) hold mixlora to."""
+    adapters stay float32): the scale the bfloat16 parity tests (MIXLORA_TEST_DTYPE) hold mixlora to. With
+    compute=torch.float32 the weights are rounded to bfloat16 and the model computes in float32, as mixlora's
+    bfloat16 models do on CPUs without bfloat16 arithmetic (src/tensor/compute-mode.ts): key bf16w_rel."""
     torch.manual_seed(0)
-    W = random_model(mcfg, seed=300 + i, dtype=torch.bfloat16)
+    W = {k: v.to(compute) for k, v in random_model(mcfg, seed=300 + i, dtype=torch.bfloat16).items()}
     ref = Ref(mcfg, W, acfg, seed=400 + i, **opts)
     lg = ref.forward(ids)
     V = lg.shape[-1]
@@ -257,7 +259,7 @@ def bf16_deviation(mcfg, acfg, opts, i, ids, labels, logits, grads):
     num = sum(((grads[k] - g16[k].float()) ** 2).sum() for k in grads)
     den = sum((grads[k] ** 2).sum() for k in grads)
     rel = lambda a, b: ((a - b).norm() / b.norm()).reshape(1)
-    return {'bf16_rel.logits': rel(lg.detach().float(), logits), 'bf16_rel.grads': (num / den).sqrt().reshape(1)}
+    return {f'{key}.logits': rel(lg.detach().float(), logits), f'{key}.grads': (num / den).sqrt().reshape(1)}
 
 
 def generate(out):
@@ -281,6 +283,8 @@ def generate(out):
         for k, g in ref.tensors(grads=True).items():
             expected['grad.' + k] = g
         expected.update(bf16_deviation(mcfg, acfg, opts, i, ids, labels, logits.detach(), ref.tensors(grads=True)))
+        expected.update(bf16_deviation(mcfg, acfg, opts, i, ids, labels, logits.detach(), ref.tensors(grads=True),
+                                       compute=torch.float32, key='bf16w_rel'))
         save_safetensors(os.path.join(d, 'expected.safetensors'), expected)
         index.append(name)
         if name == 'mixlora':

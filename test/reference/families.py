@@ -124,10 +124,16 @@ MIXLORA_CASES = {
 }
 
 
-def bf16_deviation(model, acfg, seed, ids, labels, logits, grads):
+def bf16_deviation(model, acfg, seed, ids, labels, logits, grads, compute=torch.bfloat16, key='bf16_rel'):
     """This reference's own distance from its float32 results with the base model in bfloat16 (as
-    adapters.bf16_deviation: the scale of the bfloat16 parity bound)."""
-    model = model.to(torch.bfloat16)
+    adapters.bf16_deviation: the scale of the bfloat16 parity bound). compute=torch.float32: the model's
+    weights rounded to bfloat16, computing in float32 (key bf16w_rel)."""
+    if compute == torch.bfloat16:
+        model = model.to(torch.bfloat16)
+    else:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.to(torch.bfloat16).to(p.dtype))
     for p in model.parameters():
         p.requires_grad_(False)
     ref = FamilyRef(model, acfg, seed)
@@ -138,8 +144,8 @@ def bf16_deviation(model, acfg, seed, ids, labels, logits, grads):
     g16 = ref.tensors(grads=True)
     num = sum(((grads[k] - g16[k].float()) ** 2).sum() for k in grads)
     den = sum((grads[k] ** 2).sum() for k in grads)
-    return {'bf16_rel.logits': ((lg.detach() - logits).norm() / logits.norm()).reshape(1),
-            'bf16_rel.grads': (num / den).sqrt().reshape(1)}
+    return {f'{key}.logits': ((lg.detach().float() - logits).norm() / logits.norm()).reshape(1),
+            f'{key}.grads': (num / den).sqrt().reshape(1)}
 
 
 def mixlora_adapters(out, load_hf):
@@ -172,6 +178,8 @@ def mixlora_adapters(out, load_hf):
         for k, g in ref.tensors(grads=True).items():
             expected['grad.' + k] = g
         expected.update(bf16_deviation(load_hf(src), acfg, 1300 + i, ids, labels, logits.detach(), ref.tensors(grads=True)))
+        expected.update(bf16_deviation(load_hf(src), acfg, 1300 + i, ids, labels, logits.detach(), ref.tensors(grads=True),
+                                       compute=torch.float32, key='bf16w_rel'))
         save_safetensors(os.path.join(d, 'expected.safetensors'), expected)
         index.append(name)
     write_json(index_file, index)
