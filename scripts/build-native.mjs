@@ -125,7 +125,7 @@ function resolveLibtorch() {
     } else e.reasons.push(`pip could not install torch into ${e.venv} (see above)`);
     // Debian's libtorch 1.13, the slow fallback: only when nothing else can be had (and said so).
     if ((process.env.MIXLORA_BACKEND || 'auto') === 'auto' && systemLibtorchPresent()) {
-      say(`${e.reasons.join('; ')}: falling back to the system libtorch (slow; see README, Backends)`);
+      say(`${e.reasons.join('; ')}: falling back to the system libtorch (slow; see docs/building.md, Backends)`);
       return findLibtorch({ ...process.env, MIXLORA_BACKEND: 'system' });
     }
     say(noLibtorchLine(e));

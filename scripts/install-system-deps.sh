@@ -33,5 +33,5 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 else
   echo "mixlora setup: missing ${need[*]}; install them (as root: apt-get install ${need[*]})." >&2
-  echo "The addon builds against the .venv's PyTorch 2.x without them, or against LIBTORCH=... (see README)." >&2
+  echo "The addon builds against the .venv's PyTorch 2.x without them, or against LIBTORCH=... (see docs/building.md)." >&2
 fi

@@ -1,4 +1,4 @@
-// The package's public API, used as the README shows it.
+// The package's public API, used as docs/library.md shows it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';

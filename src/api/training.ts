@@ -33,7 +33,7 @@ export type {
 } from './training-protocol.js';
 
 /**
- * A training config as an object: the keys of a YAML/JSON training config (README, "Training config"), e.g.
+ * A training config as an object: the keys of a YAML/JSON training config (docs/training-config.md), e.g.
  * `{ base_model, tokenizer, output_dir, save_steps, adapters: [{ name, adapter: {...}, data, ... }] }`.
  * Relative paths in it are relative to {@link TrainingOptions.cwd}.
  */

@@ -1,4 +1,4 @@
-// Starting points of the new-run form: the keys of a training config (README, "Training config"), paths as
+// Starting points of the new-run form: the keys of a training config (docs/training-config.md), paths as
 // the studio shows them (bundled/… is the package's assets folder).
 import { TASKS } from '../eval/tasks.js';
 

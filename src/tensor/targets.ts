@@ -18,7 +18,7 @@ export function parseDevice(s: string, where: string): Device {
   if (s === 'cuda' || /^cuda:\d+$/.test(s)) {
     if (!cuda.isAvailable())
       throw new UserError(
-        `${where} ${s}: this libtorch has no usable CUDA (build the addon against a CUDA libtorch; see README)`,
+        `${where} ${s}: this libtorch has no usable CUDA (build the addon against a CUDA libtorch; see docs/building.md)`,
       );
     return s as Device;
   }

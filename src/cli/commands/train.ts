@@ -6,7 +6,7 @@ import type { Device } from '../../tensor/tensor.js';
 export function trainCommand(): Command {
   return new Command('train')
     .description(
-      'fine-tune LoRA/DoRA/MixLoRA/MixDoRA adapters together over one frozen base model (config: JSON or YAML; see README)',
+      'fine-tune LoRA/DoRA/MixLoRA/MixDoRA adapters together over one frozen base model (config: JSON or YAML; see docs/training-config.md)',
     )
     .argument('<config>', 'training config file')
     .option('--resume', "continue from the newest complete checkpoint in the config's output_dir")
