@@ -19,8 +19,9 @@ done
 STAGE=build/bundle-stage
 rm -rf "$STAGE"
 PKG=$STAGE/mixlora
-mkdir -p "$PKG/native" "$PKG/scripts" "$PKG/build" "$PKG/bench" "$PKG/examples" "$PKG/node/bin"
+mkdir -p "$PKG/native" "$PKG/scripts" "$PKG/build" "$PKG/bench" "$PKG/examples" "$PKG/node/bin" "$PKG/docs"
 cp -a package.json package-lock.json README.md LICENSE bin assets "$PKG/"
+cp -a docs/*.md "$PKG/docs/"   # the guides README.md links to (not docs/images: pictures, not needed offline)
 cp -a dist "$PKG/dist"
 find "$PKG/dist" -name '*.map' -delete
 cp -a native/*.cc native/*.h native/binding.gyp native/README.md native/third_party "$PKG/native/"
