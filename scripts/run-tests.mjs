@@ -1,19 +1,30 @@
 #!/usr/bin/env node
 // Runs the compiled test suite (dist/test/**/*.test.js) with node's built-in runner, whose summary
-// counts the tests that passed. Extra arguments filter test files by substring.
+// counts the tests that passed. Extra arguments filter test files by substring; --skip=a,b leaves out the
+// files whose path contains a or b.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const dir = path.join(root, 'dist', 'test');
-const filters = process.argv.slice(2);
+const args = process.argv.slice(2);
+const skips = args
+  .filter((a) => a.startsWith('--skip='))
+  .flatMap((a) => a.slice('--skip='.length).split(','))
+  .filter((s) => s !== '');
+const filters = args.filter((a) => !a.startsWith('--skip='));
 const files = [];
 const walk = (d) => {
   for (const e of fs.readdirSync(d, { withFileTypes: true })) {
     const p = path.join(d, e.name);
     if (e.isDirectory()) walk(p);
-    else if (e.name.endsWith('.test.js') && (filters.length === 0 || filters.some((f) => p.includes(f)))) files.push(p);
+    else if (
+      e.name.endsWith('.test.js') &&
+      (filters.length === 0 || filters.some((f) => p.includes(f))) &&
+      !skips.some((f) => p.includes(f))
+    )
+      files.push(p);
   }
 };
 if (!fs.existsSync(dir)) {
