@@ -356,6 +356,11 @@ LoRA, DoRA, MixLoRA and MixDoRA (r 16 × 8 experts, top-2) side by side, which P
 | requests | mixlora tokens/s | PEFT tokens/s | mixlora / PEFT | mixlora, 4 methods mixed |
 |---:|---:|---:|---:|---:|
 ${peft.join('\n')}
+
+Where a decode step's time goes, by phase and batch mix: \`node dist/bench/serve-step.js\`. Decoding a few rows
+reads every base weight once per step whatever the batch, so this model's step is bound by memory bandwidth,
+and each adapter's LoRA products over its own few rows add a fixed cost per product; PEFT's one batch pays
+Python's per-module overhead once per step for all rows, which is why the ratio shrinks as the batch grows.
 `
     : ''
 }${many ? `\n${many}\n` : ''}`;
