@@ -26,7 +26,7 @@ import { parseAdapterConfig } from '../src/adapters/config.js';
 import { saveAdapter } from '../src/adapters/io.js';
 import { METHODS, PRESETS, methodConfig } from '../src/train/benchmark.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
-import { createServer, type Server } from '../src/serve/server.js';
+import { createServer } from '../src/serve/server.js';
 import { blockBytes } from '../src/serve/block-pool.js';
 import { packageRoot } from '../src/util/package.js';
 import { fmt, machine, peakRssMiB, runPython, threads, writeBenchmarksSection } from './harness.js';

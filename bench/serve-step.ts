@@ -152,8 +152,8 @@ function main(): void {
               cache: timedCache(cache),
               hooks: timedHooks(
                 hooks ?? {
-                  project: (l, n, x, lin) => frozenLinear(x, lin),
-                  mlp: (l, x, w) => swigluPlain(x, w),
+                  project: (_l, _n, x, lin) => frozenLinear(x, lin),
+                  mlp: (_l, x, w) => swigluPlain(x, w),
                 },
                 label,
               ),

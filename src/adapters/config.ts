@@ -174,7 +174,7 @@ function parseAdapterFields(
   let expert = lora;
   const e = f.raw('expert_lora');
   if (e !== undefined && e !== null) {
-    const fe = Fields.of(e, `${where}: expert_lora`, locate && ((key) => `${locate('expert_lora')}.expert_lora`));
+    const fe = Fields.of(e, `${where}: expert_lora`, locate && (() => `${locate('expert_lora')}.expert_lora`));
     expert = loraSettings(fe, lora);
     if (strict) fe.rejectUnknown();
   }

@@ -5,7 +5,6 @@
 import { noGrad } from '../tensor/autograd.js';
 import { stack } from '../tensor/ops.js';
 import { tidy } from '../tensor/scope.js';
-import type { Tensor } from '../tensor/tensor.js';
 import type { FrozenWeight, ProjName } from '../models/weights.js';
 import { doraScale, type LoraParams } from './lora.js';
 import { expertParams, type AdapterLayer } from './params.js';

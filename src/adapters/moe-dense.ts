@@ -4,7 +4,7 @@
 // (moe.ts) loops over experts with gathers, splits and one frozen down projection per expert; the
 // extra work on unchosen experts is rank-r products only. Equal to the sparse path up to rounding.
 import { zeros } from '../tensor/create.js';
-import { linear, stack, swiglu } from '../tensor/ops.js';
+import { stack, swiglu } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { linearOf, type LayerWeights, type Linear } from '../models/weights.js';
 import { frozenLinear } from '../models/frozen-linear.js';

@@ -139,7 +139,10 @@ export function trainingRows(rows: Example[][], padId: number, device: Device): 
   const segments: number[][] = [];
   const positions: number[][] = [];
   for (const row of rows) {
-    const [i, t, s, p] = [[], [], [], []] as number[][];
+    const i: number[] = [];
+    const t: number[] = [];
+    const s: number[] = [];
+    const p: number[] = [];
     row.forEach((e, k) => {
       const n = e.inputIds.length;
       for (let j = 0; j < n; j++) {

@@ -3,7 +3,7 @@ import { noGrad } from '../tensor/autograd.js';
 import { ones, randn } from '../tensor/create.js';
 import { manualSeed } from '../tensor/runtime.js';
 import type { DType } from '../tensor/dtype.js';
-import type { Device, Tensor } from '../tensor/tensor.js';
+import type { Device } from '../tensor/tensor.js';
 import type { ModelConfig } from './config.js';
 import { llamaFamilyFields } from './family-config.js';
 import { CausalLM } from './llama.js';

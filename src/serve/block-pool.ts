@@ -140,7 +140,7 @@ export class BlockPool {
 
   private forget(block: number): void {
     const hash = this.hashOf[block];
-    if (hash !== null) this.byHash.delete(hash);
+    if (hash !== null && hash !== undefined) this.byHash.delete(hash);
     this.hashOf[block] = null;
     this.scores.delete(block);
   }

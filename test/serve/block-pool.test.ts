@@ -173,7 +173,7 @@ test('a prefill over cached prefixes (rows of other lengths beside it) and decod
     const firsts = [BLOCK_SIZE, BLOCK_SIZE, 0];
     T.tidy(() => {
       const rows = seqs
-        .map((s, i) => ({ blocks: tables[i]!, cached: 0, fresh: firsts[i]! }))
+        .map((_s, i) => ({ blocks: tables[i]!, cached: 0, fresh: firsts[i]! }))
         .filter((r) => r.fresh > 0);
       const N = BLOCK_SIZE;
       const ids = T.tensor(

@@ -43,7 +43,7 @@ test('sequences sent together are prefilled in one forward and each equals gener
   const adapters: (Adapter | null)[] = [null];
   for (const dir of Object.values(dirs)) adapters.push(await loadAdapter(dir, model));
   const cases = PROMPTS.flatMap((p, i) =>
-    adapters.map((a, j) => ({ ids: tokenizer.encode(p), adapter: adapters[(i + j) % adapters.length]! })),
+    adapters.map((_a, j) => ({ ids: tokenizer.encode(p), adapter: adapters[(i + j) % adapters.length]! })),
   );
   const expected = cases.map(({ ids, adapter }) => {
     const [out] = generate(model, [ids], {

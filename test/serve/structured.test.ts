@@ -214,7 +214,7 @@ test('token bytes: what the tokenizer decodes each token to inside a text', () =
     const anchor = tokenizer.tokenToId('▁a')!;
     let checked = 0;
     for (let id = 0; id < vocabSize; id += vocabSize > 1000 ? 7 : 1) {
-      const b = bytes[id];
+      const b = bytes[id] as Uint8Array | null; // id < vocabSize: an entry, maybe null
       const token = tokenizer.idToToken(id);
       if (b === null) {
         assert.ok(token === null || id < 3, `${name}: ${id} (${token}) has no bytes`);

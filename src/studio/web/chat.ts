@@ -115,10 +115,8 @@ export class ChatView {
         type: 'button',
         class: 'button',
         'data-action': 'load',
-        onclick: async () => {
-          await this.load(baseSelect.value, []);
-          this.render();
-        },
+        // load() shows its own errors in the status line.
+        onclick: () => void this.load(baseSelect.value, []).then(() => this.render()),
       },
       this.state ? 'Switch' : 'Load',
     );
@@ -137,7 +135,7 @@ export class ChatView {
               name: 'chat-adapter',
               value: a.path,
               checked: loaded.has(a.path),
-              onchange: async (e: Event) => {
+              onchange: (e: Event) => {
                 const box = e.target as HTMLInputElement;
                 const chosen = [
                   ...this.controls.querySelectorAll<HTMLInputElement>('input[name=chat-adapter]:checked'),
@@ -147,8 +145,8 @@ export class ChatView {
                   this.status.textContent = `At most ${this.info.maxColumns} adapters side by side.`;
                   return;
                 }
-                await this.setAdapters(chosen);
-                this.render();
+                // setAdapters() shows its own errors in the status line.
+                void this.setAdapters(chosen).then(() => this.render());
               },
             }),
             h('span', { class: 'mono' }, a.path),
