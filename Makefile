@@ -69,9 +69,10 @@ check-cuda-build: node_modules/.package-lock.json
 
 # Format check (prettier, 120 columns) and type check without emitting.
 lint: node_modules/.package-lock.json lint-native
-	@npx prettier --check --log-level warn "src/**/*.ts" "src/studio/public/*" "test/**/*.ts" "bench/**/*.ts" "examples/**/*.ts" "scripts/**/*.mjs"
+	@npx prettier --check --log-level warn "src/**/*.ts" "src/studio/public/*" "test/**/*.ts" "bench/**/*.ts" "examples/**/*.ts" "scripts/**/*.mjs" eslint.config.mjs
 	@npx tsc -p tsconfig.json --noEmit
 	@npx tsc -p tsconfig.web.json --noEmit
+	@npx eslint
 
 # The addon's own code compiled with -Wall -Wextra -Werror (libtorch's headers are system headers), into a
 # folder of its own: the working addon in native/build stays (copied from the build cache when `make setup`
@@ -80,7 +81,7 @@ lint-native: node_modules/.package-lock.json
 	@node scripts/build-native.mjs --werror --out build/native-werror
 
 format: node_modules/.package-lock.json
-	@npx prettier --write --log-level warn "src/**/*.ts" "src/studio/public/*" "test/**/*.ts" "bench/**/*.ts" "examples/**/*.ts" "scripts/**/*.mjs"
+	@npx prettier --write --log-level warn "src/**/*.ts" "src/studio/public/*" "test/**/*.ts" "bench/**/*.ts" "examples/**/*.ts" "scripts/**/*.mjs" eslint.config.mjs
 
 demo: setup
 	@bash scripts/demo.sh
