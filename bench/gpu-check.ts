@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import YAML from 'yaml';
 import { packageRoot } from '../src/util/package.js';
 import { loadAll } from '../src/io/safetensors.js';
-import { PRESETS, type PresetName } from '../src/train/benchmark.js';
+import { PRESETS, type PresetName } from '../src/bench/benchmark.js';
 import { freePort } from '../src/distributed/launcher.js';
 import { peakTflops, targetRows, writeReports, type BenchRow, type Step } from './gpu-report.js';
 

@@ -156,7 +156,7 @@ export function writeReports(
     '',
     benchTable(r.bench, peak),
     '',
-    `MFU: model FLOPs (src/train/flops.ts: 4 per frozen weight per token, attention 12·h·T per layer; adapters not counted) ` +
+    `MFU: model FLOPs (src/bench/flops.ts: 4 per frozen weight per token, attention 12·h·T per layer; adapters not counted) ` +
       `per second over the bf16 peak, ${Number.isFinite(peak.tflops) ? peak.tflops.toPrecision(3) : '?'} TFLOP/s (${peak.source}).`,
     '',
     '| target | measured | met |',

@@ -23,7 +23,7 @@ import { parseAdapterConfig } from '../src/adapters/config.js';
 import { AdamW } from '../src/optim/index.js';
 import { DataOrder } from '../src/train/order.js';
 import { fusedStep } from '../src/train/step.js';
-import { methodConfig, PRESETS, type BenchMethod } from '../src/train/benchmark.js';
+import { methodConfig, PRESETS, type BenchMethod } from '../src/bench/benchmark.js';
 import { packageRoot } from '../src/util/package.js';
 import { fmt, machine, runPython, threads, writeBenchmarksSection } from './harness.js';
 import fs from 'node:fs';

@@ -13,7 +13,7 @@ import { Adapter } from '../src/adapters/adapter.js';
 import { parseAdapterConfig } from '../src/adapters/config.js';
 import { AdapterBatch, type RowRange } from '../src/adapters/batch.js';
 import { AdapterStackCache } from '../src/adapters/adapter-stack.js';
-import { METHODS, PRESETS, methodConfig } from '../src/train/benchmark.js';
+import { METHODS, PRESETS, methodConfig } from '../src/bench/benchmark.js';
 import { BlockPool, blocksFor } from '../src/serve/block-pool.js';
 import { decodeCache, prefillCache } from '../src/serve/paged-cache.js';
 import type { AttentionCache } from '../src/models/kvcache.js';

@@ -28,7 +28,7 @@ import { llamaConfig, randomModel } from '../src/models/random.js';
 import { Adapter } from '../src/adapters/adapter.js';
 import { parseAdapterConfig } from '../src/adapters/config.js';
 import { saveAdapter } from '../src/adapters/io.js';
-import { METHODS, PRESETS, methodConfig } from '../src/train/benchmark.js';
+import { METHODS, PRESETS, methodConfig } from '../src/bench/benchmark.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { createServer } from '../src/serve/server.js';
 import { compileResponseFormat, releaseGrammarVocabularies } from '../src/serve/structured/index.js';

@@ -1,6 +1,6 @@
 // The Markdown of the training-step benchmarks (bench/training.ts): the comparison table, the targets
 // of issue 13, mixed precision, memory, and the op-family profile of one step.
-import type { StepProfile } from '../src/train/step-profile.js';
+import type { StepProfile } from '../src/bench/step-profile.js';
 import { fmt } from './harness.js';
 import { METHODS, NAMES, ROUNDS, SCORED, STEPS, WARMUP, probeShare, type TrainingResults } from './training.js';
 
@@ -113,7 +113,7 @@ Baselines, run in the same invocation with the same threads:
 - **eager reference**: \`bench/python/train_step.py\`, an eager PyTorch model with the reference MixLoRA tools'
   expert block (each expert runs the frozen FFN on its rows), for all four methods.
 - **% of probe**: the step's model FLOPs (frozen base forward + input-gradient backward, attention, and the
-  adapters' own products: forward + input and weight gradients; \`src/train/flops.ts\`) per second, as a
+  adapters' own products: forward + input and weight gradients; \`src/bench/flops.ts\`) per second, as a
   share of the float32 matrix-product probe below (${fmt(probeGflopsFp32)} GFLOP/s).
 
 | method | mixlora ms | HF + PEFT ms | HF + PEFT compiled ms | eager reference ms | mixlora / best eager | mixlora % of probe | mixlora MiB | HF + PEFT MiB | eager reference MiB |
@@ -148,7 +148,7 @@ ${targets.map(([n, m, t, ok]) => `| ${n} | ${m} | ${t} | ${ok ? 'yes' : 'no'} |`
 ### Where a step's time goes (\`mixlora bench --profile\`)
 
 Each op's self time from libtorch's RecordFunction (\`native/profile.cc\`), grouped by name
-(\`src/train/step-profile.ts\`): autograd-node bookkeeping apart from the ops it calls; "host" is the wall
+(\`src/bench/step-profile.ts\`): autograd-node bookkeeping apart from the ops it calls; "host" is the wall
 time outside every op (JavaScript, N-API, the tensor table, dispatch); the optimizer is its whole step.
 
 ${profileTable(res.profiles.mixlora, 'MixLoRA')}

@@ -1,7 +1,7 @@
 // The training-step benchmarks of `make bench`: mixlora against what users would otherwise run, each
 // configuration in its own process (peak memory is per process), interleaved and repeated BENCH_ROUNDS
 // times; the fastest round's time and the median round's memory are kept.
-//   - mixlora: `mixlora bench --json` (src/train/benchmark.ts);
+//   - mixlora: `mixlora bench --json` (src/bench/benchmark.ts);
 //   - HF transformers LlamaForCausalLM + PEFT LoRA/DoRA, eager and torch.compile
 //     (bench/python/hf_peft_step.py);
 //   - eager PyTorch in the reference MixLoRA tools' style for all four methods (bench/python/train_step.py).
@@ -9,9 +9,9 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { NODE_FLAGS } from '../src/util/node-flags.js';
 import { packageRoot } from '../src/util/package.js';
-import { adapterFlopsPerToken, trainFlopsPerToken } from '../src/train/flops.js';
-import { PRESETS, methodFlopShape } from '../src/train/benchmark.js';
-import type { StepProfile } from '../src/train/step-profile.js';
+import { adapterFlopsPerToken, trainFlopsPerToken } from '../src/bench/flops.js';
+import { PRESETS, methodFlopShape } from '../src/bench/benchmark.js';
+import type { StepProfile } from '../src/bench/step-profile.js';
 import { runPython, threads } from './harness.js';
 
 export const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);

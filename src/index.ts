@@ -47,7 +47,7 @@ export * as T from './tensor/index.js';
 export { AdamW, SGD, clipGradNorm, type Optimizer } from './optim/index.js';
 
 export { loadModel, type LoadedModel, type LoadOptions } from './models/load.js';
-export { CausalLM, type ForwardOptions } from './models/llama.js';
+export { CausalLM, type ForwardOptions } from './models/causal-lm.js';
 export { parseModelConfig, readModelConfig, type ModelConfig } from './models/config.js';
 export { KVCache } from './models/kvcache.js';
 export { plainHooks, type ForwardHooks } from './models/hooks.js';

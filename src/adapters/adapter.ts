@@ -1,7 +1,7 @@
 // An adapter: its config and its parameter tree over a frozen base model. Built fresh (B = 0) or from
 // saved weights; several can be attached to one base model at once (see batch.ts).
 import type { Tensor } from '../tensor/tensor.js';
-import type { CausalLM } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import { linearOf, type ProjName } from '../models/weights.js';
 import { isMoe, withModelActivation, type AdapterConfig } from './config.js';
 import { adapterParams, initLayers, paramName, type AdapterLayer } from './params.js';

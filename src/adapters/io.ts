@@ -5,7 +5,7 @@ import path from 'node:path';
 import { noGrad } from '../tensor/autograd.js';
 import { tidy } from '../tensor/scope.js';
 import { writeDirAtomic, writeFileAtomic } from '../io/atomic.js';
-import type { CausalLM } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import { Adapter } from './adapter.js';
 import { exportAdapterConfig, withModelActivation } from './config.js';
 import {

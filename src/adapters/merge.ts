@@ -3,7 +3,7 @@
 import { noGrad } from '../tensor/autograd.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
-import type { CausalLM } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import { writeModelFolder } from '../models/save.js';
 import { flattenWeights, projectionPrefix, type ProjName } from '../models/weights.js';
 import { quantizationOf } from '../models/frozen-linear.js';

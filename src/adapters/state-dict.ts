@@ -7,7 +7,7 @@ import { tidy } from '../tensor/scope.js';
 import { isFloating } from '../tensor/dtype.js';
 import { allFinite } from '../tensor/checks.js';
 import type { Tensor } from '../tensor/tensor.js';
-import type { CausalLM } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import { linearOf } from '../models/weights.js';
 import { UserError } from '../util/errors.js';
 import type { Adapter } from './adapter.js';

@@ -12,7 +12,7 @@ import type { PerplexityExample } from '../eval/perplexity.js';
 import { perplexity } from '../eval/perplexity.js';
 import { loglikRows } from '../eval/scoring.js';
 import { generateSteps } from '../generate/generate.js';
-import type { CausalLM } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import { loadModel } from '../models/load.js';
 import { resolveModel } from '../models/hub.js';
 import { parseQuantFormat, type QuantFormat } from '../quant/format.js';

@@ -6,7 +6,7 @@ import { tensor } from '../tensor/create.js';
 import { crossEntropy } from '../tensor/ops.js';
 import { noGrad } from '../tensor/autograd.js';
 import { tidy } from '../tensor/scope.js';
-import type { CausalLM } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import type { Adapter } from '../adapters/adapter.js';
 import { AdapterBatch, type RowRange } from '../adapters/batch.js';
 import { IGNORE_INDEX, type Example } from '../data/examples.js';

@@ -4,7 +4,7 @@
 import { crossEntropy } from '../tensor/ops.js';
 import { noGrad } from '../tensor/autograd.js';
 import { tidy } from '../tensor/scope.js';
-import type { CausalLM } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import type { ForwardHooks } from '../models/hooks.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { readJsonl } from '../data/jsonl.js';

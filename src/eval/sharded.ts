@@ -3,7 +3,7 @@
 // every rank ends with the same totals one process computes. The items of a block are batched as one
 // process would batch them from that point, so the scores agree to float precision (padding differs).
 import type { Group } from '../distributed/group.js';
-import type { CausalLM } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import {
   evaluateTask,

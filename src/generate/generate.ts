@@ -5,7 +5,7 @@ import { noGrad } from '../tensor/autograd.js';
 import { cat } from '../tensor/ops.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
-import type { CausalLM } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import type { ForwardHooks } from '../models/hooks.js';
 import { KVCache } from '../models/kvcache.js';
 import { packIds } from '../data/packing.js';

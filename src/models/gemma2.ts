@@ -4,7 +4,7 @@
 // Soft-capping, query_pre_attn_scalar and the alternating sliding window live in the attention itself.
 import type { Tensor } from '../tensor/tensor.js';
 import type { ForwardHooks } from './hooks.js';
-import type { CausalLM, LayerContext } from './llama.js';
+import type { CausalLM, LayerContext } from './causal-lm.js';
 
 export function gemma2Block(m: CausalLM, l: number, h: Tensor, ctx: LayerContext, hooks: ForwardHooks): Tensor {
   const w = m.weights.layers[l]!;

@@ -9,7 +9,7 @@ import type { QuantFormat } from '../quant/format.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { readModelConfig, type ModelConfig } from './config.js';
 import { generationEosIds, modelFormatOf, type ModelFormat } from './folder.js';
-import { CausalLM } from './llama.js';
+import { CausalLM } from './causal-lm.js';
 import { loadLlama2cWeights, readLlama2cConfig } from './llama2c.js';
 import { hasTokenizerFiles, modelTokenizer } from './model-tokenizer.js';
 import { loadHfWeights } from './weights.js';

@@ -6,7 +6,7 @@ import type { DType } from '../tensor/dtype.js';
 import type { Device } from '../tensor/tensor.js';
 import type { ModelConfig } from './config.js';
 import { llamaFamilyFields } from './family-config.js';
-import { CausalLM } from './llama.js';
+import { CausalLM } from './causal-lm.js';
 import type { QuantFormat } from '../quant/format.js';
 import { frozenForm, isProjectionWeight, structureWeights, weightSpecs, type FrozenWeight } from './weights.js';
 

@@ -1,6 +1,6 @@
 // What every route needs: the engine, the models it answers to, the tokenizer and the metrics.
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
-import type { CausalLM } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import type { Engine } from './engine.js';
 import type { ModelRegistry } from './registry.js';
 import type { ServerMetrics } from './metrics.js';

@@ -15,7 +15,7 @@ import { noGrad } from '../tensor/autograd.js';
 import { tensor } from '../tensor/create.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
-import type { CausalLM } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import type { Adapter } from '../adapters/adapter.js';
 import { AdapterBatch, type RowRange } from '../adapters/batch.js';
 import { AdapterStackCache } from '../adapters/adapter-stack.js';

@@ -10,7 +10,7 @@
 //   request ends, and its name can be loaded again meanwhile.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { CausalLM } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import type { Adapter } from '../adapters/adapter.js';
 import { loadAdapter } from '../adapters/io.js';
 import { readAdapterConfig } from '../adapters/files.js';

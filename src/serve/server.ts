@@ -2,7 +2,7 @@
 // check, OpenAI-style error bodies, /health), the engine and the registry of models, and a shutdown that
 // drains running requests.
 import type { FastifyInstance } from 'fastify';
-import type { CausalLM } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import type { ServeContext } from './context.js';
 import { DEFAULT_PREFILL_CHUNK, Engine } from './engine.js';

@@ -11,7 +11,7 @@ import { loadExamples, type Example } from '../data/examples.js';
 import { heldOutLoss } from '../eval/heldout-loss.js';
 import { evaluateTask } from '../eval/scoring.js';
 import { loadTask, type EvalTask } from '../eval/tasks.js';
-import type { CausalLM } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import { writeChart, type ChartSpec } from '../io/charts.js';
 import { EventWriter } from '../io/tensorboard.js';
 import { BEST_DIR, TENSORBOARD_DIR } from './output-dir.js';

@@ -5,7 +5,7 @@
 // (data-parallel.ts), and rank 0 alone writes metrics, adapters and checkpoints.
 import path from 'node:path';
 import { zeroGrad } from '../tensor/autograd.js';
-import type { CausalLM } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import { saveAdapter } from '../adapters/io.js';
 import { clipGradNorm } from '../optim/index.js';
 import { scoredTokens, type Example } from '../data/examples.js';

@@ -6,7 +6,7 @@ import { describeCompute } from '../tensor/compute-mode.js';
 import { parseDevice, parseDType } from '../tensor/targets.js';
 import { loadModelForTraining } from '../models/load.js';
 import { resolveModel } from '../models/hub.js';
-import type { CausalLM } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import type { ModelConfig } from '../models/config.js';
 import { parameterCount } from '../models/weights.js';
 import { Adapter } from '../adapters/adapter.js';

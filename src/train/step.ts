@@ -17,7 +17,7 @@ import { sumCrossEntropy } from '../tensor/ops.js';
 import { getRngState, setRngState } from '../tensor/runtime.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
-import type { CausalLM } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import type { Adapter } from '../adapters/adapter.js';
 import { AdapterBatch, type RowRange } from '../adapters/batch.js';
 import { auxLossPart, routingTotals } from '../adapters/aux-loss.js';

@@ -20,7 +20,7 @@ import { readTorchCheckpoint } from '../../src/io/torch-zip.js';
 import { loadAll } from '../../src/io/safetensors.js';
 import { structureWeights } from '../../src/models/weights.js';
 import { llamaConfig, randomModel } from '../../src/models/random.js';
-import { CausalLM } from '../../src/models/llama.js';
+import { CausalLM } from '../../src/models/causal-lm.js';
 import { convertLegacyAdapter } from '../../src/adapters/convert-legacy.js';
 
 const ALL = ALL_TARGETS;

@@ -10,7 +10,7 @@ import * as T from '../../src/tensor/index.js';
 import { Adapter } from '../../src/adapters/adapter.js';
 import { AdapterBatch } from '../../src/adapters/batch.js';
 import { parseAdapterConfig } from '../../src/adapters/config.js';
-import type { CausalLM } from '../../src/models/llama.js';
+import type { CausalLM } from '../../src/models/causal-lm.js';
 
 const ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 const configs = {

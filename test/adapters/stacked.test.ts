@@ -12,7 +12,7 @@ import { Adapter } from '../../src/adapters/adapter.js';
 import { AdapterBatch, type RowRange } from '../../src/adapters/batch.js';
 import { AdapterStackCache } from '../../src/adapters/adapter-stack.js';
 import { parseAdapterConfig } from '../../src/adapters/config.js';
-import type { CausalLM } from '../../src/models/llama.js';
+import type { CausalLM } from '../../src/models/causal-lm.js';
 
 const lora = { peft_type: 'LORA', lora_dropout: 0, r: 3, lora_alpha: 6 };
 const ADAPTERS: Record<string, Record<string, unknown> & { frozen?: boolean }> = {

@@ -17,7 +17,7 @@ const ROOMS: string[][] = [
   ['data'],
   ['eval'],
   ['train'],
-  ['generate', 'serve'],
+  ['generate', 'serve', 'bench'],
   ['cli', 'api', 'studio'],
 ];
 const SRC = path.join(ROOT, 'src');

@@ -4,8 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import os from 'node:os';
 import { mixlora } from '../helpers/cli.js';
-import { PRESETS } from '../../src/train/benchmark.js';
-import { trainFlopsPerToken } from '../../src/train/flops.js';
+import { PRESETS } from '../../src/bench/benchmark.js';
+import { trainFlopsPerToken } from '../../src/bench/flops.js';
 
 test('bench --preset llama-tiny --json: shape, dtype, overrides, FLOPs, no CUDA counters on the CPU', () => {
   const args = ['bench', '--preset', 'llama-tiny', '--method', 'mixlora', '--steps', '1', '--warmup', '0', '--json'];

@@ -1,8 +1,8 @@
 // The GPU check's arithmetic: model FLOPs of the llama2-7b preset, the bf16 peak table and the targets.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PRESETS } from '../../src/train/benchmark.js';
-import { matmulWeights, trainFlopsPerToken } from '../../src/train/flops.js';
+import { PRESETS } from '../../src/bench/benchmark.js';
+import { matmulWeights, trainFlopsPerToken } from '../../src/bench/flops.js';
 import { peakTflops, targetRows, type BenchRow } from '../../bench/gpu-report.js';
 
 test('llama2-7b preset: its weights add up to LLaMA-2-7B’s published 6,738,415,616 parameters', () => {

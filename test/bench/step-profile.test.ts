@@ -1,11 +1,11 @@
 // `mixlora bench --profile`: one step's time by op family adds up to the step's wall time, and the families
 // see what the method runs (GEMMs always; the router's ops only with MixLoRA). The FLOP count of the
-// adapters follows its formula (src/train/flops.ts) on a hand-checked shape.
+// adapters follows its formula (src/bench/flops.ts) on a hand-checked shape.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mixlora } from '../helpers/cli.js';
-import { FAMILIES, opFamily } from '../../src/train/step-profile.js';
-import { adapterFlopsPerToken } from '../../src/train/flops.js';
+import { FAMILIES, opFamily } from '../../src/bench/step-profile.js';
+import { adapterFlopsPerToken } from '../../src/bench/flops.js';
 import { profileOps } from '../../src/tensor/profiler.js';
 import * as T from '../../src/tensor/index.js';
 

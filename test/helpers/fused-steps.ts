@@ -2,7 +2,7 @@
 // tests that count the tensors a step leaves behind (a plain and a quantised base).
 import assert from 'node:assert/strict';
 import * as T from '../../src/tensor/index.js';
-import type { CausalLM } from '../../src/models/llama.js';
+import type { CausalLM } from '../../src/models/causal-lm.js';
 import { Adapter } from '../../src/adapters/adapter.js';
 import { parseAdapterConfig } from '../../src/adapters/config.js';
 import { fusedStep } from '../../src/train/step.js';

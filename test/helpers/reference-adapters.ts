@@ -6,7 +6,7 @@ import * as T from '../../src/tensor/index.js';
 import { loadAll } from '../../src/io/safetensors.js';
 import { readModelConfig } from '../../src/models/config.js';
 import { loadHfWeights } from '../../src/models/weights.js';
-import { CausalLM } from '../../src/models/llama.js';
+import { CausalLM } from '../../src/models/causal-lm.js';
 import { Adapter } from '../../src/adapters/adapter.js';
 import { AdapterBatch } from '../../src/adapters/batch.js';
 import { auxLoss } from '../../src/adapters/aux-loss.js';

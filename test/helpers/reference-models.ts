@@ -6,7 +6,7 @@ import type * as T from '../../src/tensor/index.js';
 import { loadAll } from '../../src/io/safetensors.js';
 import { readModelConfig } from '../../src/models/config.js';
 import { loadHfWeights } from '../../src/models/weights.js';
-import { CausalLM } from '../../src/models/llama.js';
+import { CausalLM } from '../../src/models/causal-lm.js';
 
 export function referenceModelNames(): string[] {
   return JSON.parse(fs.readFileSync(referenceDir('models', 'index.json'), 'utf8')) as string[];

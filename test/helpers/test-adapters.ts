@@ -2,7 +2,7 @@
 // projection, one DoRA on q/v, one MixLoRA with 4 experts (top-2); lora_B drawn at random so that each
 // adapter changes the model's output.
 import * as T from '../../src/tensor/index.js';
-import type { CausalLM } from '../../src/models/llama.js';
+import type { CausalLM } from '../../src/models/causal-lm.js';
 import { Adapter } from '../../src/adapters/adapter.js';
 import { parseAdapterConfig } from '../../src/adapters/config.js';
 

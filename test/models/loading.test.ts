@@ -10,7 +10,7 @@ import * as T from '../../src/tensor/index.js';
 import { loadAll, saveSafetensors } from '../../src/io/safetensors.js';
 import { readModelConfig } from '../../src/models/config.js';
 import { loadHfWeights } from '../../src/models/weights.js';
-import { CausalLM } from '../../src/models/llama.js';
+import { CausalLM } from '../../src/models/causal-lm.js';
 import { checkComputeDType } from '../../src/tensor/targets.js';
 
 function shard(src: string, dir: string): void {

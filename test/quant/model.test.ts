@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import * as T from '../../src/tensor/index.js';
 import { convertLlama2c } from '../../src/models/convert.js';
 import { loadModel } from '../../src/models/load.js';
-import type { CausalLM } from '../../src/models/llama.js';
+import type { CausalLM } from '../../src/models/causal-lm.js';
 import { quantizationOf, residentBytes } from '../../src/models/frozen-linear.js';
 import { mergeIntoWeights } from '../../src/adapters/merge.js';
 import { Adapter } from '../../src/adapters/adapter.js';

@@ -22,7 +22,7 @@ import {
 } from '../helpers/train.js';
 import { train } from '../../src/train/trainer.js';
 import { loadModel } from '../../src/models/load.js';
-import { CausalLM } from '../../src/models/llama.js';
+import { CausalLM } from '../../src/models/causal-lm.js';
 import type { Adapter } from '../../src/adapters/adapter.js';
 import { IGNORE_INDEX, scoredTokens, type Example } from '../../src/data/examples.js';
 import { packRows, trainingRows } from '../../src/data/packing.js';

@@ -1,7 +1,7 @@
 // mixlora bench: training-step latency and peak memory of a method on a preset model (random weights).
 import { Command, Option } from 'commander';
 import { bf16ComputeOption, intArg, quantizeArg, deviceArg, threadsArg } from '../options.js';
-import type { StepProfile } from '../../train/step-profile.js';
+import type { StepProfile } from '../../bench/step-profile.js';
 
 function formatProfile(p: StepProfile): string {
   const lines = [`one profiled step: ${p.wallMs.toFixed(1)} ms`];
@@ -98,7 +98,7 @@ export function benchCommand(): Command {
         threads?: number;
         json?: boolean;
       }) => {
-        const { runTrainBench } = await import('../../train/benchmark.js');
+        const { runTrainBench } = await import('../../bench/benchmark.js');
         const { setNumThreads } = await import('../../tensor/runtime.js');
         const { parseDevice } = await import('../../tensor/targets.js');
         const { parseQuantFormat } = await import('../../quant/format.js');

@@ -6,7 +6,7 @@ import { llamaConfig, randomModel } from '../models/random.js';
 import { Adapter } from '../adapters/adapter.js';
 import { parseAdapterConfig } from '../adapters/config.js';
 import { AdamW } from '../optim/adamw.js';
-import { fusedStep, type MicroBatch } from './step.js';
+import { fusedStep, type MicroBatch } from '../train/step.js';
 import type { Example } from '../data/examples.js';
 import type { DType } from '../tensor/dtype.js';
 import { ITEM_SIZE } from '../tensor/dtype.js';
@@ -18,7 +18,7 @@ import { type AdapterFlopShape, adapterFlopsPerToken, matmulWeights, trainFlopsP
 import { profileStep, type StepProfile } from './step-profile.js';
 import os from 'node:os';
 import { SOLO, type Group } from '../distributed/group.js';
-import { allReduceStep } from './data-parallel.js';
+import { allReduceStep } from '../train/data-parallel.js';
 
 export const METHODS = ['lora', 'dora', 'mixlora', 'mixdora'] as const;
 export type BenchMethod = (typeof METHODS)[number];
@@ -147,10 +147,10 @@ export interface BenchResult {
   base_mib: number;
   /** The process's resident memory just after the base was built, before adapters and steps (MiB). */
   rss_after_base_mib: number;
-  /** Model FLOPs per trained token (src/train/flops.ts) and the rate they were done at. */
+  /** Model FLOPs per trained token (src/bench/flops.ts) and the rate they were done at. */
   model_flops_per_token: number;
   model_tflops: number;
-  /** The adapters' own FLOPs per token (src/train/flops.ts), and the rate of model + adapter FLOPs. */
+  /** The adapters' own FLOPs per token (src/bench/flops.ts), and the rate of model + adapter FLOPs. */
   adapter_flops_per_token: number;
   total_tflops: number;
   /** The CUDA caching allocator's peaks over the run (MiB), null on CPU or with an addon lacking the counters. */
