@@ -43,6 +43,19 @@ export function frozenScale(p: LoraParams, training: boolean): Tensor | null {
   return !training && p.frozenScale && !isGradEnabled() ? p.frozenScale : null;
 }
 
+/**
+ * DoRA's output from the frozen layer's output `base` = W x + b and the LoRA delta s·B A x, float32:
+ * (W x + delta) · m/‖W + s·B A‖ + b. The one place this formula lives in TypeScript (the addon's
+ * low_rank_rows.cc has it too, for a bias-free float32 base). base [.., out] (any dtype; the bias comes off
+ * in its dtype, as the frozen layer added it); delta float32, broadcastable with base (e.g. [E, .., out]
+ * for every expert); scale broadcastable with their sum ([out], or [m, out] per row).
+ */
+export function doraOutput(base: Tensor, delta: Tensor, scale: Tensor, bias: Tensor | null | undefined): Tensor {
+  const wx = (bias ? base.sub(bias.to(base.dtype)) : base).to('float32'); // [.., out]
+  const y = wx.add(delta).mul(scale);
+  return bias ? y.add(bias.to('float32')) : y;
+}
+
 /** B A dropout(x) in float32, x [.., in] -> [.., out], not yet scaled by s. */
 function lowRank(x: Tensor, p: LoraParams, training: boolean): Tensor {
   const dropped = x.to('float32').dropout(p.settings.dropout, training); // [.., in]
@@ -61,8 +74,5 @@ export function applyLora(x: Tensor, base: Tensor, p: LoraParams, lin: Linear, t
   const delta = loraDelta(x, p, training); // [.., out] float32
   if (!p.magnitude) return base.add(delta.to(base.dtype));
   const scale = frozenScale(p, training) ?? doraScale(lin.weight, p); // [out]
-  const wx = lin.bias ? base.sub(lin.bias) : base; // [.., out]
-  let y = wx.to('float32').add(delta).mul(scale);
-  if (lin.bias) y = y.add(lin.bias.to('float32'));
-  return y.to(base.dtype);
+  return doraOutput(base, delta, scale, lin.bias).to(base.dtype); // [.., out]
 }

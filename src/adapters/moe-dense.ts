@@ -8,7 +8,7 @@ import { stack, swiglu } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { linearOf, type LayerWeights, type Linear } from '../models/weights.js';
 import { frozenLinear } from '../models/frozen-linear.js';
-import { doraScale, frozenScale, type LoraParams } from './lora.js';
+import { doraOutput, doraScale, frozenScale, type LoraParams } from './lora.js';
 import { expertParams, type MoeLayer } from './params.js';
 import type { Routing } from './routing.js';
 
@@ -50,14 +50,7 @@ function adapted(p: LoraParams | undefined, x: Tensor, base: Tensor, lin: Linear
   if (!p) return base.unsqueeze(0).expand(E, n, out); // [E, n, out]
   const delta = expertDeltas(x, p); // [E, n, out]
   if (!p.magnitude) return base.to('float32').unsqueeze(0).add(delta).to(base.dtype); // [E, n, out]
-  const wx = lin.bias ? base.sub(lin.bias) : base; // [n, out]
-  let y = wx
-    .to('float32')
-    .unsqueeze(0)
-    .add(delta)
-    .mul(expertScales(p, lin, E).unsqueeze(1)); // [E, n, out]
-  if (lin.bias) y = y.add(lin.bias.to('float32'));
-  return y.to(base.dtype);
+  return doraOutput(base, delta, expertScales(p, lin, E).unsqueeze(1), lin.bias).to(base.dtype); // [E, n, out]
 }
 
 /** The block's output [n, H] float32 for x [n, H], the frozen gate/up outputs [n, I] and routing routing. */
@@ -100,8 +93,7 @@ export function denseExperts(
     if (!p.magnitude) y = y.add(d);
     else {
       const scale = expertScales(p, down, E).indexSelect(0, routing.experts); // [m, H]
-      y = (down.bias ? y.sub(down.bias.to('float32')) : y).add(d).mul(scale);
-      if (down.bias) y = y.add(down.bias.to('float32'));
+      y = doraOutput(y, d, scale, down.bias); // [m, H]
     }
   }
   return zeros([n, H], { device: x.device }).indexAdd(0, routing.tokens, y.mul(routing.weights.unsqueeze(1))); // [n, H]

@@ -15,6 +15,7 @@ import type { AdapterStack, StackedModule } from './adapter-stack.js';
 import type { RowRange } from './batch.js';
 import { routerProbs } from './moe.js';
 import { route } from './routing.js';
+import { doraOutput } from './lora.js';
 
 /** One MixLoRA range's router output (the caller records it as the per-range path does). */
 export interface StackedRouting {
@@ -28,10 +29,7 @@ export interface StackedRouting {
 function adaptRows(s: StackedModule, base: Tensor, delta: Tensor, member: Tensor, lin: Linear): Tensor {
   if (!s.scales) return base.dtype === 'float32' ? base.add(delta) : base.add(delta.to(base.dtype));
   const scale = s.scales.indexSelect(0, member); // [m, out]
-  const wx = lin.bias ? base.sub(lin.bias) : base; // [m, out]
-  let y = wx.to('float32').add(delta).mul(scale);
-  if (lin.bias) y = y.add(lin.bias.to('float32'));
-  return y.to(base.dtype);
+  return doraOutput(base, delta, scale, lin.bias).to(base.dtype); // [m, out]
 }
 
 /**
