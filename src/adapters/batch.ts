@@ -7,6 +7,7 @@ import { tensor } from '../tensor/create.js';
 import { cat } from '../tensor/ops.js';
 import { frozenLinear } from '../models/frozen-linear.js';
 import type { Tensor } from '../tensor/tensor.js';
+import type { RouterOutput } from './routing.js';
 import type { RowSegments } from '../nn/mask.js';
 import type { Activation } from '../models/config.js';
 import { frozenGateUp, gated, gatedMlp, type ForwardHooks } from '../models/hooks.js';
@@ -30,11 +31,8 @@ export interface RowRange {
 export type RowAssignment = RowRange[] | { every: Adapter | null };
 
 /** One MixLoRA layer's router output for one adapter's real tokens. */
-export interface RouterRecord {
+export interface RouterRecord extends RouterOutput {
   layer: number;
-  logits: Tensor;
-  probs: Tensor;
-  counts: Tensor;
 }
 
 export interface BatchOptions {

@@ -23,7 +23,7 @@ import { splitGateUp } from '../models/phi3.js';
 import { linearOf, type LayerWeights, type Linear } from '../models/weights.js';
 import { applyLora, loraDelta } from './lora.js';
 import { expertParams, type MlpProj, type MoeLayer } from './params.js';
-import { route, type Routing } from './routing.js';
+import { route, type RouterOutput, type Routing } from './routing.js';
 import { denseExperts, denseFits } from './moe-dense.js';
 import type { MoeSettings } from './config.js';
 
@@ -52,15 +52,9 @@ export interface FrozenGateUp {
   fused: Tensor | null;
 }
 
-export interface MoeOutput {
+export interface MoeOutput extends RouterOutput {
   /** [n, H] in x's dtype */
   out: Tensor;
-  /** Router logits of the real tokens [nv, E], float32 (aux and z losses). */
-  logits: Tensor;
-  /** softmax of the logits [nv, E] (aux loss). */
-  probs: Tensor;
-  /** [E] int64: experts chosen among real tokens (load statistics, aux loss). */
-  counts: Tensor;
 }
 
 function project(

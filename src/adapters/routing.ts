@@ -16,6 +16,17 @@ export interface Routing {
   counts: Tensor;
 }
 
+/** What a MixLoRA router produced over a batch's real tokens: what the aux and z losses and the load
+ * statistics read, whichever path (sparse, dense, stacked) ran the block. */
+export interface RouterOutput {
+  /** Router logits of the real tokens [nv, E], float32 (aux and z losses). */
+  logits: Tensor;
+  /** softmax of the logits [nv, E] (aux loss). */
+  probs: Tensor;
+  /** [E] int64: experts chosen among real tokens (load statistics, aux loss). */
+  counts: Tensor;
+}
+
 /** softmax, keep the k largest, renormalise them to sum to 1. probs [n, E]. */
 export function topKRouting(probs: Tensor, k: number): Routing {
   const n = probs.size(0);

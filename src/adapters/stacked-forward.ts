@@ -14,15 +14,12 @@ import type { Adapter } from './adapter.js';
 import type { AdapterStack, StackedModule } from './adapter-stack.js';
 import type { RowRange } from './batch.js';
 import { routerProbs } from './moe.js';
-import { route } from './routing.js';
+import { route, type RouterOutput } from './routing.js';
 import { doraOutput } from './lora.js';
 
 /** One MixLoRA range's router output (the caller records it as the per-range path does). */
-export interface StackedRouting {
+export interface StackedRouting extends RouterOutput {
   adapter: Adapter;
-  logits: Tensor;
-  probs: Tensor;
-  counts: Tensor;
 }
 
 /** base + delta, or with DoRA members m/‖W + sBA‖ ⊙ (W x + delta) + b, in base's dtype; base [m, out]. */
