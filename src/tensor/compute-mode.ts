@@ -64,6 +64,14 @@ const ONEDNN_BF16_ISAS: ReadonlySet<string> = new Set([
 
 let facts: CpuBf16Facts | null = null;
 
+/** The level of ATen's CPU kernels from libtorch's build summary: AVX512, AVX2, ... or DEFAULT (PyTorch 2.x
+ * says "DEFAULT", libtorch 1.13 "NO AVX" for the same level); null where the summary has no such line. */
+export function atenCapabilityOf(config: string): string | null {
+  const level = /CPU capability usage:\s*([^\n]+)/.exec(config)?.[1]?.trim().toUpperCase();
+  if (level === undefined || level === '') return null;
+  return level.startsWith('NO AVX') ? 'DEFAULT' : level.split(/\s+/)[0]!;
+}
+
 /** This process's facts (asked once: the libraries read their caps once, when first used). */
 export function cpuBf16Facts(): CpuBf16Facts {
   if (facts) return facts;
@@ -72,7 +80,7 @@ export function cpuBf16Facts(): CpuBf16Facts {
   const isa = process.env.ONEDNN_MAX_CPU_ISA || process.env.DNNL_MAX_CPU_ISA || '';
   facts = {
     ...cpu,
-    atenCapability: /CPU capability usage:\s*(\S+)/.exec(config)?.[1]?.toUpperCase() ?? null,
+    atenCapability: atenCapabilityOf(config),
     onednnMaxIsa: isa === '' ? null : isa.toUpperCase(),
   };
   return facts;

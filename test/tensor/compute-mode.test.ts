@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { test } from 'node:test';
 import {
+  atenCapabilityOf,
   cpuBf16Facts,
   decideCompute,
   describeCompute,
@@ -80,6 +81,14 @@ test('the user decides over the CPU; other dtypes and devices compute in their d
   assert.equal(decideCompute('float32', 'cpu', 'auto', never).compute, 'float32');
   assert.equal(decideCompute('bfloat16', 'cpu', 'native', never).compute, 'bfloat16');
   assert.throws(() => parseBf16Compute('fp32', 'bf16_compute'), /bf16_compute: 'fp32' is not auto, native, float32/);
+});
+
+test("ATen's kernel level read from either libtorch's build summary", () => {
+  assert.equal(atenCapabilityOf('  - CPU capability usage: AVX2\n  - CUDA'), 'AVX2');
+  assert.equal(atenCapabilityOf('  - CPU capability usage: AVX512\n'), 'AVX512');
+  assert.equal(atenCapabilityOf('  - CPU capability usage: DEFAULT\n'), 'DEFAULT');
+  assert.equal(atenCapabilityOf('  - CPU capability usage: NO AVX\n'), 'DEFAULT'); // libtorch 1.13
+  assert.equal(atenCapabilityOf('  - Build type: Release\n'), null);
 });
 
 test("this machine's facts come from libtorch and agree with the CPU's flags", () => {
