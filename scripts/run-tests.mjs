@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Runs the compiled test suite (dist/test/**/*.test.js) with node's built-in runner, whose summary
 // counts the tests that passed. Extra arguments filter test files by substring; --skip=a,b leaves out the
-// files whose path contains a or b.
+// files whose path under dist/test, with a leading slash (/serve/lm-eval.test.js), contains a or b.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -22,7 +22,7 @@ const walk = (d) => {
     else if (
       e.name.endsWith('.test.js') &&
       (filters.length === 0 || filters.some((f) => p.includes(f))) &&
-      !skips.some((f) => p.includes(f))
+      !skips.some((f) => `/${path.relative(dir, p)}`.includes(f))
     )
       files.push(p);
   }
