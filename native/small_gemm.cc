@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <strings.h>  // strcasecmp
 
 namespace mx {
 namespace {
@@ -215,13 +216,19 @@ struct PickAvx2 {
 
 enum class Isa { kNone, kAvx2, kAvx512 };
 
-// The widest vectors this CPU runs; none (the caller uses its GEMM library) when MIXLORA_GEMM says so.
+// The widest vectors this CPU runs, capped as ATen's own kernels are by ATEN_CPU_CAPABILITY (default: none,
+// avx2: at most AVX2), so a run capped to a lower level computes as a machine of that level would; none (the
+// caller uses its GEMM library) when MIXLORA_GEMM says so.
 Isa CpuIsa() {
   static const Isa isa = [] {
     const char* env = std::getenv("MIXLORA_GEMM");
     if (env && (std::strcmp(env, "aten") == 0 || std::strcmp(env, "onednn") == 0)) return Isa::kNone;
+    const char* cap = std::getenv("ATEN_CPU_CAPABILITY");
+    const bool capDefault = cap && strcasecmp(cap, "default") == 0;
+    const bool capAvx2 = cap && strcasecmp(cap, "avx2") == 0;
+    if (capDefault) return Isa::kNone;
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return Isa::kAvx512;
+    if (__builtin_cpu_supports("avx512f") && !capAvx2) return Isa::kAvx512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
     return Isa::kNone;
   }();
