@@ -11,6 +11,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   mx::RegisterAutograd(env, exports);
   mx::RegisterFused(env, exports);
   mx::RegisterOptim(env, exports);
+  mx::RegisterOptim8bit(env, exports);
   mx::RegisterQuant(env, exports);
   mx::RegisterRuntime(env, exports);
   mx::RegisterDistributed(env, exports);

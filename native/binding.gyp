@@ -3,7 +3,7 @@
     {
       "target_name": "mixlora",
       "sources": ["addon.cc", "table.cc", "ops_create.cc", "ops_shape.cc", "ops_math.cc", "ops_nn.cc",
-                  "autograd.cc", "fused.cc", "optim.cc", "quant.cc", "runtime.cc", "distributed.cc",
+                  "autograd.cc", "fused.cc", "optim.cc", "optim_8bit.cc", "quant.cc", "runtime.cc", "distributed.cc",
                   "nccl.cc", "lifeline.cc", "profile.cc", "linear.cc",
                   "small_gemm.cc", "low_rank_rows.cc", "decode_attention.cc", "host_allocator.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

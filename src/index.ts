@@ -44,7 +44,7 @@ export { stories260K, bundledDataFile, type BundledModel } from './api/assets.js
 
 // The low-level API.
 export * as T from './tensor/index.js';
-export { AdamW, SGD, clipGradNorm, type Optimizer } from './optim/index.js';
+export { AdamW, AdamW8bit, SGD, clipGradNorm, type Optimizer } from './optim/index.js';
 
 export { loadModel, type LoadedModel, type LoadOptions } from './models/load.js';
 export { CausalLM, type ForwardOptions } from './models/causal-lm.js';

@@ -11,6 +11,8 @@ import { freezeDoraScales, thawDoraScales } from './frozen.js';
 export interface NamedParameter {
   name: string;
   tensor: Tensor;
+  /** The decoder layer it belongs to. */
+  layer: number;
 }
 
 export class Adapter {
@@ -40,7 +42,7 @@ export class Adapter {
 
   /** Every trainable tensor with a stable name (stacked experts under one name per module). */
   parameters(): NamedParameter[] {
-    return [...adapterParams(this.layers)].map(([key, tensor]) => ({ name: paramName(key), tensor }));
+    return [...adapterParams(this.layers)].map(([key, tensor]) => ({ name: paramName(key), tensor, layer: key.layer }));
   }
 
   /** Number of trainable scalars (the paper's "# Params"). */

@@ -6,7 +6,9 @@ import { llamaConfig, randomModel } from '../models/random.js';
 import { Adapter } from '../adapters/adapter.js';
 import { parseAdapterConfig } from '../adapters/config.js';
 import { AdamW } from '../optim/adamw.js';
+import { AdamW8bit } from '../optim/adamw-8bit.js';
 import { fusedStep, type MicroBatch } from '../train/step.js';
+import { attachStepInBackward } from '../train/step-in-backward.js';
 import type { Example } from '../data/examples.js';
 import type { DType } from '../tensor/dtype.js';
 import { ITEM_SIZE } from '../tensor/dtype.js';
@@ -123,9 +125,13 @@ export function methodFlopShape(method: BenchMethod): AdapterFlopShape {
   };
 }
 
+export type BenchOptimizer = 'adamw' | 'adamw8bit';
+
 export interface BenchResult {
   method: BenchMethod;
   fused: number;
+  optimizer: BenchOptimizer;
+  optimizer_in_backward: boolean;
   ms_per_step: number;
   ms_per_token: number;
   tokens_per_s: number;
@@ -187,6 +193,10 @@ export function runTrainBench(o: {
   /** How a bfloat16 base computes (default: MIXLORA_BF16_COMPUTE, else auto). */
   bf16Compute?: Bf16Compute;
   quantize?: QuantFormat | null;
+  /** Each adapter's optimizer (default adamw; adamw8bit keeps 8-bit blockwise moments). */
+  optimizer?: BenchOptimizer;
+  /** The optimizer step layer by layer inside the recomputed backward (needs recompute; src/train/step-in-backward.ts). */
+  optimizerInBackward?: boolean;
   onStep?: (i: number) => void;
   /** After the timed steps, one more step recorded op by op (its breakdown in `profile`). */
   profile?: boolean;
@@ -225,7 +235,7 @@ export function runTrainBench(o: {
   });
   const rssAfterBase = process.memoryUsage.rss() / 2 ** 20;
   const adapters: Adapter[] = [];
-  const optimizers: AdamW[] = [];
+  const optimizers: (AdamW | AdamW8bit)[] = [];
   const microBatches: MicroBatch[] = [];
   for (let i = 0; i < o.fused; i++) {
     T.manualSeed(100 + i);
@@ -240,7 +250,7 @@ export function runTrainBench(o: {
     });
     adapters.push(a);
     optimizers.push(
-      new AdamW(
+      new (o.optimizer === 'adamw8bit' ? AdamW8bit : AdamW)(
         a.parameters().map((q) => q.tensor),
         { lr: 1e-4, weightDecay: 0 },
       ),
@@ -260,6 +270,7 @@ export function runTrainBench(o: {
     });
   }
   const passes = () => {
+    if (o.optimizerInBackward) microBatches.forEach((m, i) => attachStepInBackward(adapters[i]!, optimizers[i]!, m));
     fusedStep(model, microBatches, { recompute: o.recompute, padId: 0 });
     if (onCuda) T.cuda.synchronize(cudaIndex(o.device));
   };
@@ -278,7 +289,7 @@ export function runTrainBench(o: {
   };
   const optimizerStep = () => {
     for (const opt of optimizers) {
-      opt.step();
+      if (!o.optimizerInBackward) opt.step();
       opt.zeroGrad();
     }
     if (onCuda) T.cuda.synchronize(cudaIndex(o.device));
@@ -303,6 +314,8 @@ export function runTrainBench(o: {
   const result: BenchResult = {
     method: o.method,
     fused: o.fused,
+    optimizer: o.optimizer ?? 'adamw',
+    optimizer_in_backward: o.optimizerInBackward ?? false,
     ms_per_step: ms,
     ms_per_token: ms / tokens,
     tokens_per_s: tokens / (ms / 1000),

@@ -36,13 +36,20 @@ export class AdamW implements Optimizer {
     this.expAvgSq = noGrad(() => params.map((p) => p.zerosLike().keep()));
   }
 
-  /** Applies one update from the parameters' current gradients (params without one are skipped). */
   step(): void {
+    this.beginStep();
+    this.update(this.params.map((_, i) => i));
+  }
+
+  beginStep(): void {
     this.stepCount++;
+  }
+
+  update(indices: readonly number[]): void {
     native.adamw(
-      this.params.map((p) => p.id),
-      this.expAvg.map((t) => t.id),
-      this.expAvgSq.map((t) => t.id),
+      indices.map((i) => this.params[i]!.id),
+      indices.map((i) => this.expAvg[i]!.id),
+      indices.map((i) => this.expAvgSq[i]!.id),
       this.stepCount,
       this.lr,
       this.beta1,

@@ -17,7 +17,13 @@ export interface Optimizer {
   readonly params: Tensor[];
   lr: number;
   stepCount: number;
+  /** One update from the parameters' current gradients (params without one are skipped): beginStep()
+   * then update() of every parameter. */
   step(): void;
+  /** The same step in parts (the optimizer step in the backward pass): beginStep() once, then update() of
+   * each group of parameters once its gradients are complete. Each parameter's arithmetic is step()'s. */
+  beginStep(): void;
+  update(indices: readonly number[]): void;
   zeroGrad(): void;
   stateDict(): OptimizerState;
   /** Restores a saved state; `where` names its origin (e.g. the checkpoint file) in errors. */

@@ -39,10 +39,18 @@ export class SGD implements Optimizer {
   }
 
   step(): void {
+    this.beginStep();
+    this.update(this.params.map((_, i) => i));
+  }
+
+  beginStep(): void {
     this.stepCount++;
+  }
+
+  update(indices: readonly number[]): void {
     const ids = native.sgd(
-      this.params.map((p) => p.id),
-      this.buffers.map((b) => (b ? b.id : null)),
+      indices.map((i) => this.params[i]!.id),
+      indices.map((i) => this.buffers[i]?.id ?? null),
       this.lr,
       this.momentum,
       this.dampening,
@@ -50,10 +58,12 @@ export class SGD implements Optimizer {
       this.nesterov,
     );
     if (this.momentum === 0) return;
-    // The addon returns every buffer: existing ones again (fresh handles) and new ones.
-    const next = ids.map((id) => new Tensor(id).keep());
-    for (const b of this.buffers) b?.dispose();
-    this.buffers = next;
+    // The addon returns every buffer it was given: existing ones again (fresh handles) and new ones.
+    ids.forEach((id, k) => {
+      const i = indices[k]!;
+      this.buffers[i]?.dispose();
+      this.buffers[i] = new Tensor(id).keep();
+    });
   }
 
   zeroGrad(): void {

@@ -143,6 +143,25 @@ export interface NativeAddon {
     eps: number,
     weightDecay: number,
   ): void;
+  /** 8-bit blockwise AdamW (native/optim_8bit.cc): codes uint8 [numel], absmax float32 [ceil(numel / 256)]. */
+  adamw8bit(
+    params: Id[],
+    expAvgCodes: Id[],
+    expAvgAbsmax: Id[],
+    expAvgSqCodes: Id[],
+    expAvgSqAbsmax: Id[],
+    step: number,
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    weightDecay: number,
+    forceTensorOps: boolean,
+  ): void;
+  /** [signed, unsigned]: the 256-entry quantisation maps of adamw8bit's two moments. */
+  adamw8bitMaps(): [Id, Id];
+  /** Each value's nearest map entry (signed or unsigned map), as adamw8bit's CPU loop quantises. */
+  adamw8bitNearest(x: Id, signed: boolean): Id;
   sgd(
     params: Id[],
     buffers: (Id | null)[],

@@ -23,7 +23,7 @@ import { adapterNameProblem } from './output-dir.js';
 import { parseEarlyStopping, type EarlyStoppingConfig } from './early-stopping.js';
 import { SHAREGPT_COLUMNS, SHAREGPT_DEFAULTS, SHAREGPT_TAGS, type ShareGptFormat } from '../data/sharegpt.js';
 
-export type OptimizerName = 'adamw' | 'sgd';
+export type OptimizerName = 'adamw' | 'adamw8bit' | 'sgd';
 export type SchedulerName = 'constant' | 'linear' | 'cosine';
 
 export interface AdapterTrainConfig {
@@ -80,6 +80,9 @@ export interface TrainConfig {
   quantize?: QuantFormat;
   /** Recompute each decoder layer's activations in the backward pass instead of storing them. */
   recompute: boolean;
+  /** Each adapter's optimizer step runs layer by layer inside the recomputed backward pass, and each layer's
+   * gradients are freed once applied (torchtune's optimizer_in_bwd). Absent when off (digests unchanged). */
+  optimizerInBackward?: true;
   groupByLength: boolean;
   /** Weight files of each saved adapter (and best adapter). */
   saveFormats: WeightsFormat[];
@@ -168,7 +171,7 @@ function adapterEntry(cf: ConfigFile, value: unknown, i: number, shared: Shared)
   } else if (!initFrom) {
     f.fail('adapter', 'is required (or init_from)');
   }
-  const optimizer = f.str<OptimizerName>('optimizer', { default: 'adamw', oneOf: ['adamw', 'sgd'] as const });
+  const optimizer = f.str<OptimizerName>('optimizer', { default: 'adamw', oneOf: ['adamw', 'adamw8bit', 'sgd'] as const });
   const batchSize = f.int('batch_size', { default: 16, min: 1 });
   const microBatchSize = f.int('micro_batch_size', { default: batchSize, min: 1 });
   if (microBatchSize > batchSize)
@@ -264,6 +267,7 @@ export function parseTrainConfig(cf: ConfigFile): TrainConfig {
     device: f.str('device', { default: 'cpu' }),
     ...(quantize ? { quantize: quantize as QuantFormat } : {}),
     recompute: f.bool('recompute', false),
+    ...(f.bool('optimizer_in_backward', false) ? { optimizerInBackward: true as const } : {}),
     groupByLength: f.bool('group_by_length', true),
     saveFormats: parseSaveFormats(f),
     reportTo: parseReportTo(f),
@@ -271,6 +275,20 @@ export function parseTrainConfig(cf: ConfigFile): TrainConfig {
     adapters: (rawAdapters as unknown[]).map((a, i) => adapterEntry(cf, a, i, shared)),
   };
   f.rejectUnknown();
+  if (cfg.optimizerInBackward) {
+    // The step needs each layer's gradients complete and final: one backward per step, nothing to clip.
+    if (!cfg.recompute)
+      f.fail('optimizer_in_backward', 'needs recompute: true (the step runs after each layer\'s recomputed backward)');
+    for (const a of cfg.adapters) {
+      if (a.microBatchSize < a.batchSize)
+        f.fail(
+          'optimizer_in_backward',
+          `needs one micro-batch per step: adapter '${a.name}' has micro_batch_size ${a.microBatchSize} < batch_size ${a.batchSize}`,
+        );
+      if (a.maxGradNorm !== null)
+        f.fail('optimizer_in_backward', `cannot clip gradients: adapter '${a.name}' sets max_grad_norm`);
+    }
+  }
   if (!fs.existsSync(cfg.baseModel) && !isModelId(cfg.baseModel))
     f.fail('base_model', `names ${cfg.baseModel}, which does not exist (nor is it a Hugging Face model id org/name)`);
   const names = cfg.adapters.map((a) => a.name);

@@ -41,6 +41,10 @@ export function rankSeed(seed: number, rank: number): number {
 /** Full step batches must split evenly into micro-batches over the ranks (refused before training). */
 export function checkBatchSplit(cfg: TrainConfig, worldSize: number): void {
   if (worldSize === 1) return;
+  if (cfg.optimizerInBackward)
+    throw new UserError(
+      `${cfg.file}: optimizer_in_backward takes one process (WORLD_SIZE is ${worldSize}): each step needs the gradients summed across ranks first`,
+    );
   for (const a of cfg.adapters) {
     if (a.batchSize % (a.microBatchSize * worldSize) !== 0)
       throw new UserError(

@@ -23,6 +23,7 @@ import { checkpointState } from './resume.js';
 import { emptyStepTotals, type AdapterRun } from './setup.js';
 import { lrMultiplier } from './schedule.js';
 import { fusedStep, type MicroBatch, type MicroResult } from './step.js';
+import { attachStepInBackward } from './step-in-backward.js';
 
 export interface LoopContext {
   cfg: TrainConfig;
@@ -52,6 +53,7 @@ export function runLoop(
     const active = runs.filter((run) => !run.done);
     // null: this rank sits the slot out for that adapter (the short last step of an epoch)
     const microBatches = active.map((run) => nextMicroBatch(run, ctx));
+    if (cfg.optimizerInBackward) microBatches.forEach((m, i) => m && stepInBackward(active[i]!, m));
     const present = microBatches.filter((m): m is MicroBatch => m !== null);
     const started = performance.now();
     const results =
@@ -144,17 +146,32 @@ function nextMicroBatch(run: AdapterRun, ctx: LoopContext): MicroBatch | null {
   };
 }
 
+function stepLr(run: AdapterRun): number {
+  return run.cfg.lr * lrMultiplier(run.cfg.scheduler, run.step, run.totalSteps, run.warmup);
+}
+
+/** optimizer_in_backward: the micro-batch is the whole step (config.ts checks), so the step starts now
+ * and runs layer by layer in the pass (step-in-backward.ts). */
+function stepInBackward(run: AdapterRun, m: MicroBatch): void {
+  run.optimizer.lr = stepLr(run);
+  attachStepInBackward(run.adapter, run.optimizer, m);
+}
+
 /** The optimizer step once all micro-batches of the step batch have added their gradients (on every
- * rank: summed across ranks first). */
+ * rank: summed across ranks first); with optimizer_in_backward it was taken during the pass. */
 function optimizerStep(run: AdapterRun, ctx: LoopContext): MetricsLine {
-  const lr = run.cfg.lr * lrMultiplier(run.cfg.scheduler, run.step, run.totalSteps, run.warmup);
-  run.optimizer.lr = lr;
+  const lr = stepLr(run);
   const params = run.adapter.parameters().map((p) => p.tensor);
-  const syncStarted = performance.now();
-  run.stepTotals = allReduceStep(ctx.group, params, run.stepTotals);
-  const collectiveSeconds = (performance.now() - syncStarted) / 1000;
-  const gradNorm = run.cfg.maxGradNorm !== null ? clipGradNorm(params, run.cfg.maxGradNorm) : null;
-  run.optimizer.step();
+  let gradNorm: number | null = null;
+  let collectiveSeconds = 0;
+  if (!ctx.cfg.optimizerInBackward) {
+    run.optimizer.lr = lr;
+    const syncStarted = performance.now();
+    run.stepTotals = allReduceStep(ctx.group, params, run.stepTotals);
+    collectiveSeconds = (performance.now() - syncStarted) / 1000;
+    gradNorm = run.cfg.maxGradNorm !== null ? clipGradNorm(params, run.cfg.maxGradNorm) : null;
+    run.optimizer.step();
+  }
   zeroGrad(params);
   run.step++;
   const totals = run.stepTotals;

@@ -13,7 +13,7 @@ import { Adapter } from '../adapters/adapter.js';
 import { loadAdapter } from '../adapters/io.js';
 import { adapterElementCount } from '../adapters/params.js';
 import { describeAdapter, type AdapterConfig } from '../adapters/config.js';
-import { AdamW, SGD, type Optimizer } from '../optim/index.js';
+import { AdamW, AdamW8bit, SGD, type Optimizer } from '../optim/index.js';
 import { loadExamples, type DatasetStats, type Example } from '../data/examples.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
@@ -113,9 +113,14 @@ async function setUpRun(
   const totalSteps = Math.min(Math.ceil(order.stepsPerEpoch * a.numEpochs), a.maxSteps ?? Number.POSITIVE_INFINITY);
   const params = adapter.parameters().map((p) => p.tensor);
   const optimizer =
-    a.optimizer === 'adamw'
-      ? new AdamW(params, { lr: a.lr, betas: a.betas, eps: a.eps, weightDecay: a.weightDecay })
-      : new SGD(params, { lr: a.lr, momentum: a.momentum, weightDecay: a.weightDecay });
+    a.optimizer === 'sgd'
+      ? new SGD(params, { lr: a.lr, momentum: a.momentum, weightDecay: a.weightDecay })
+      : new (a.optimizer === 'adamw8bit' ? AdamW8bit : AdamW)(params, {
+          lr: a.lr,
+          betas: a.betas,
+          eps: a.eps,
+          weightDecay: a.weightDecay,
+        });
   log(
     `${a.name}: ${describeAdapter(adapter.config)}, ${adapter.parameterCount().toLocaleString('en-US')} trainable parameters; ` +
       `${examples.length} examples (${stats.truncated} truncated to ${cfg.cutoffLen} tokens${stats.droppedUnscored ? `, ${stats.droppedUnscored} dropped with nothing to score` : ''}), ` +

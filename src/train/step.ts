@@ -10,7 +10,8 @@
 //
 // With `recompute`, activations are not kept: a no-grad pass stores each decoder layer's input, then
 // the layers are re-run one at a time in reverse with the same random state, each back-propagating the
-// gradient of its output (and its share of the pooled aux loss).
+// gradient of its output (and its share of the pooled aux loss). The gradients of a layer's adapter
+// parameters are then complete, which lets the optimizer step run layer by layer (afterLayerBackward).
 import { backward, noGrad } from '../tensor/autograd.js';
 import { tensor } from '../tensor/create.js';
 import { sumCrossEntropy } from '../tensor/ops.js';
@@ -35,6 +36,10 @@ export interface MicroBatch {
   /** packing: the examples go in rows of up to this many tokens, several whole examples a row (absent: one
    * example a row, padded). */
   packTo?: number;
+  /** Called once the gradients of the adapter's parameters in decoder layer `layer` are complete for this
+   * pass (the optimizer step in the backward pass): with recompute, right after that layer's backward, so
+   * they can be applied and freed before the layers below run; otherwise after the whole backward. */
+  afterLayerBackward?: (layer: number) => void;
 }
 
 export interface MicroResult {
@@ -166,6 +171,7 @@ function plainPass(model: CausalLM, microBatches: MicroBatch[], p: Packed): Pass
       return value;
     });
     backward(roots, grads);
+    for (let l = model.config.numLayers - 1; l >= 0; l--) for (const m of microBatches) m.afterLayerBackward?.(l);
     return { ce: head.ce, aux };
   } finally {
     batch.dispose();
@@ -237,6 +243,7 @@ function recomputingPass(model: CausalLM, microBatches: MicroBatch[], p: Packed)
         }
       });
       upstream.dispose();
+      for (const m of microBatches) m.afterLayerBackward?.(l);
     }
     grad.dispose();
     return { ce: head.ce, aux };

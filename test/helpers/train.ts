@@ -97,6 +97,7 @@ export interface MetricsLine {
   loss: number;
   tokens: number;
   aux: number | null;
+  lr: number;
 }
 
 /** The lines of `<run>/metrics.jsonl`, in order. */

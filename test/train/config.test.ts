@@ -55,7 +55,19 @@ test('config errors name file, line and field', () => {
     ],
     [
       `${head}adapters:\n  - name: a\n${lora}    data: ${d}\n    optimizer: adam\n`,
-      /field 'optimizer' must be one of adamw, sgd; got 'adam'/,
+      /field 'optimizer' must be one of adamw, adamw8bit, sgd; got 'adam'/,
+    ],
+    [
+      `${head}optimizer_in_backward: true\nadapters:\n  - name: a\n${lora}    data: ${d}\n`,
+      /train\.yaml:4: field 'optimizer_in_backward' needs recompute: true/,
+    ],
+    [
+      `${head}recompute: true\noptimizer_in_backward: true\nadapters:\n  - name: a\n${lora}    data: ${d}\n    batch_size: 4\n    micro_batch_size: 2\n`,
+      /field 'optimizer_in_backward' needs one micro-batch per step: adapter 'a' has micro_batch_size 2 < batch_size 4/,
+    ],
+    [
+      `${head}recompute: true\noptimizer_in_backward: true\nadapters:\n  - name: a\n${lora}    data: ${d}\n    max_grad_norm: 1\n`,
+      /field 'optimizer_in_backward' cannot clip gradients: adapter 'a' sets max_grad_norm/,
     ],
     [`${head}adapters: [\n`, /train\.yaml:\d+: not valid YAML\/JSON/],
   ];

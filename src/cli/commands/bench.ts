@@ -1,5 +1,6 @@
 // mixlora bench: training-step latency and peak memory of a method on a preset model (random weights).
 import { Command, Option } from 'commander';
+import { UsageError } from '../../util/errors.js';
 import { bf16ComputeOption, intArg, quantizeArg, deviceArg, threadsArg } from '../options.js';
 import type { StepProfile } from '../../bench/step-profile.js';
 
@@ -52,9 +53,18 @@ export function benchCommand(): Command {
     )
     .addOption(bf16ComputeOption())
     .option('--fused <n>', 'train N adapters of the method together', intArg('--fused', 1), 1)
+    .addOption(
+      new Option('--optimizer <name>', "each adapter's optimizer: adamw, or adamw8bit (8-bit blockwise moments)")
+        .choices(['adamw', 'adamw8bit'])
+        .default('adamw'),
+    )
     .option('--steps <n>', 'timed steps (the median is reported)', intArg('--steps', 1), 5)
     .option('--warmup <n>', 'untimed steps first', intArg('--warmup', 0), 2)
     .option('--recompute', 'recompute activations per layer in the backward pass')
+    .option(
+      '--optimizer-in-backward',
+      "with --recompute: each layer's optimizer update runs in the backward pass and frees its gradients",
+    )
     .option(
       '--scored <n>',
       'score only the last N tokens of each row (an instruction-tuning batch: the rest is prompt)',
@@ -74,7 +84,7 @@ export function benchCommand(): Command {
     .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', threadsArg())
     .option(
       '--json',
-      'print one JSON line: method, fused, preset, batch, seq, dtype, compute_dtype and compute_reason, device, ms_per_step, ms_per_token, tokens_per_s, ' +
+      'print one JSON line: method, fused, optimizer, optimizer_in_backward, preset, batch, seq, dtype, compute_dtype and compute_reason, device, ms_per_step, ms_per_token, tokens_per_s, ' +
         'peak_rss_mib, peak_cuda_allocated_mib, peak_cuda_reserved_mib (null on CPU), model_flops_per_token, model_tflops, ' +
         'ranks, collective_ms_per_step and collective_backend (nccl or gloo; under mixlora launch, null alone), quantize, base_mib (bytes of the frozen base), ' +
         'rss_after_base_mib (and profile: wallMs, families, ops with --profile)',
@@ -88,9 +98,11 @@ export function benchCommand(): Command {
         bf16Compute?: 'auto' | 'native' | 'float32';
         method: 'lora' | 'dora' | 'mixlora' | 'mixdora';
         fused: number;
+        optimizer: 'adamw' | 'adamw8bit';
         steps: number;
         warmup: number;
         recompute?: boolean;
+        optimizerInBackward?: boolean;
         profile?: boolean;
         scored?: number;
         device: string;
@@ -106,6 +118,8 @@ export function benchCommand(): Command {
         const { readDistEnv } = await import('../../distributed/env.js');
         const { describeGroup, joinGroup, leaveGroup } = await import('../../distributed/group.js');
         const { rankDevice } = await import('../../distributed/backend.js');
+        if (o.optimizerInBackward && !o.recompute)
+          throw new UsageError('--optimizer-in-backward needs --recompute (the update runs after each recomputed layer)');
         if (o.threads !== undefined) setNumThreads(o.threads);
         // Under `mixlora launch`: every rank runs the batch (--device cuda: on cuda:LOCAL_RANK) and the
         // gradients are summed; rank 0 reports.
@@ -119,9 +133,11 @@ export function benchCommand(): Command {
           preset: o.preset,
           method: o.method,
           fused: o.fused,
+          optimizer: o.optimizer,
           steps: o.steps,
           warmup: o.warmup,
           recompute: o.recompute ?? false,
+          optimizerInBackward: o.optimizerInBackward ?? false,
           scored: o.scored ?? null,
           device: parseDevice(device, '--device'),
           ...(o.batch ? { batch: o.batch } : {}),

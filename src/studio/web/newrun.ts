@@ -345,6 +345,7 @@ export class NewRunView {
             'Optimizer',
             this.select(`${A}.optimizer`, [
               ['adamw', 'AdamW'],
+              ['adamw8bit', 'AdamW, 8-bit state'],
               ['sgd', 'SGD'],
             ]),
           ),
