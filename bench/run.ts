@@ -18,6 +18,7 @@ import { trainingSection } from './training-report.js';
 import { runDistributedBench } from './distributed.js';
 import { runQuantizationBench } from './quantization.js';
 import { runPackingBench } from './packing.js';
+import { runAdapterMemoryBench } from './adapter-memory.js';
 
 const root = packageRoot();
 
@@ -90,6 +91,8 @@ log('quantised base');
 const quantization = runQuantizationBench();
 log('packing (padded against packed, and transformers + PEFT with DataCollatorWithFlattening)');
 const packing = runPackingBench();
+log('adapter memory: two MixLoRA adapters fused against two runs, with and without the memory options');
+const adapterMemory = runAdapterMemoryBench();
 
 const pyVersion = spawnSync(PYTHON, ['-c', 'import torch; print(torch.__version__)'], {
   encoding: 'utf8',
@@ -166,6 +169,7 @@ ${grammarCosts[1]}
 
 ${distributed}
 ${quantization}
-${packing}`;
+${packing}
+${adapterMemory}`;
 fs.writeFileSync(path.join(root, 'BENCHMARKS.md'), md);
 process.stdout.write(md);

@@ -41,12 +41,16 @@ function log(s: string): void {
 }
 
 /** `mixlora bench --json` in its own process. */
-export function ours(method: Method, o: { fused?: number; extra?: string[]; steps?: number } = {}): StepRun {
+export function ours(
+  method: Method,
+  o: { fused?: number; extra?: string[]; steps?: number; warmup?: number; env?: Record<string, string> } = {},
+): StepRun {
   const args = ['bench', '--method', method, '--fused', String(o.fused ?? 1), '--threads', String(threads())];
-  args.push('--steps', String(o.steps ?? STEPS), '--warmup', String(WARMUP), '--json', ...(o.extra ?? []));
+  args.push('--steps', String(o.steps ?? STEPS), '--warmup', String(o.warmup ?? WARMUP), '--json', ...(o.extra ?? []));
   const r = spawnSync(process.execPath, [...NODE_FLAGS, path.join(root, 'bin', 'mixlora'), ...args], {
     encoding: 'utf8',
     maxBuffer: 1 << 24,
+    env: { ...process.env, ...o.env },
   });
   if (r.status !== 0) throw new Error(`mixlora ${args.join(' ')} failed:\n${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as StepRun;

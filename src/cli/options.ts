@@ -4,6 +4,7 @@ import { Option, type Command } from 'commander';
 import { UsageError } from '../util/errors.js';
 import { parseQuantFormat, type QuantFormat } from '../quant/format.js';
 import type { LoadedModel } from '../models/load.js';
+import { DEFAULT_LIMITS } from '../serve/limits.js';
 
 export function intArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {
@@ -144,4 +145,29 @@ export async function openModel(o: ModelCliOptions): Promise<LoadedModel> {
     tokenizer: o.tokenizer ?? null,
     quantize,
   });
+}
+
+/** --max-connections and --max-connections-per-client, as the two servers (serve, studio) take them. */
+export function addConnectionLimitOptions(cmd: Command): Command {
+  return cmd
+    .option(
+      '--max-connections <n>',
+      'open connections at most (further ones are closed at once)',
+      intArg('--max-connections', 1),
+      DEFAULT_LIMITS.maxConnections,
+    )
+    .option(
+      '--max-connections-per-client <n>',
+      'open connections from one address at most',
+      intArg('--max-connections-per-client', 1),
+      DEFAULT_LIMITS.maxConnectionsPerClient,
+    );
+}
+
+/** A per-client limit above the total is a usage error. */
+export function checkConnectionLimits(o: { maxConnections: number; maxConnectionsPerClient: number }): void {
+  if (o.maxConnectionsPerClient > o.maxConnections)
+    throw new UsageError(
+      `--max-connections-per-client ${o.maxConnectionsPerClient} is above --max-connections ${o.maxConnections}`,
+    );
 }

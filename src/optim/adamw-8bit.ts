@@ -10,8 +10,8 @@ import { noGrad } from '../tensor/autograd.js';
 import { zeros } from '../tensor/create.js';
 import { ITEM_SIZE } from '../tensor/dtype.js';
 import { UserError } from '../util/errors.js';
-import type { AdamWOptions } from './adamw.js';
-import type { Optimizer, OptimizerState } from './optimizer.js';
+import { adamwHyper, type AdamWOptions } from './adamw.js';
+import { StepwiseOptimizer, type OptimizerState } from './optimizer.js';
 
 /** Values per absmax block of the quantised moments. */
 export const BLOCK_8BIT = 256;
@@ -34,25 +34,18 @@ function blocksOf(numel: number): number {
   return Math.ceil(numel / BLOCK_8BIT);
 }
 
-export class AdamW8bit implements Optimizer {
+export class AdamW8bit extends StepwiseOptimizer {
   readonly kind = 'adamw8bit';
-  lr: number;
   readonly beta1: number;
   readonly beta2: number;
   readonly eps: number;
   readonly weightDecay: number;
-  stepCount = 0;
   private readonly tensorOps: boolean;
   private readonly state: MomentState[];
 
-  constructor(
-    readonly params: Tensor[],
-    opts: AdamW8bitOptions,
-  ) {
-    this.lr = opts.lr;
-    [this.beta1, this.beta2] = opts.betas ?? [0.9, 0.999];
-    this.eps = opts.eps ?? 1e-8;
-    this.weightDecay = opts.weightDecay ?? 0.01;
+  constructor(params: Tensor[], opts: AdamW8bitOptions) {
+    super(params, opts.lr);
+    ({ beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: this.weightDecay } = adamwHyper(opts));
     this.tensorOps = opts.tensorOps ?? false;
     this.state = noGrad(() =>
       params.map((p): MomentState => {
@@ -75,15 +68,6 @@ export class AdamW8bit implements Optimizer {
   /** Bytes of optimizer state held (the moments, quantised or not). */
   stateBytes(): number {
     return this.stateTensors().reduce((sum, [, t]) => sum + t.numel * ITEM_SIZE[t.dtype], 0);
-  }
-
-  step(): void {
-    this.beginStep();
-    this.update(this.params.map((_, i) => i));
-  }
-
-  beginStep(): void {
-    this.stepCount++;
   }
 
   update(indices: readonly number[]): void {
@@ -120,10 +104,6 @@ export class AdamW8bit implements Optimizer {
         this.tensorOps,
       );
     }
-  }
-
-  zeroGrad(): void {
-    native.zeroGrad(this.params.map((p) => p.id));
   }
 
   private stateTensors(): [string, Tensor][] {

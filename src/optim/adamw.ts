@@ -3,7 +3,7 @@
 import { native } from '../tensor/native.js';
 import { Tensor } from '../tensor/tensor.js';
 import { noGrad } from '../tensor/autograd.js';
-import { checkState, type Optimizer, type OptimizerState } from './optimizer.js';
+import { checkState, StepwiseOptimizer, type OptimizerState } from './optimizer.js';
 
 export interface AdamWOptions {
   lr: number;
@@ -13,36 +13,26 @@ export interface AdamWOptions {
   weightDecay?: number;
 }
 
-export class AdamW implements Optimizer {
+/** AdamW's hyperparameters with PyTorch's defaults (betas 0.9, 0.999; eps 1e-8; weight decay 0.01). */
+export function adamwHyper(opts: AdamWOptions): { beta1: number; beta2: number; eps: number; weightDecay: number } {
+  const [beta1, beta2] = opts.betas ?? [0.9, 0.999];
+  return { beta1, beta2, eps: opts.eps ?? 1e-8, weightDecay: opts.weightDecay ?? 0.01 };
+}
+
+export class AdamW extends StepwiseOptimizer {
   readonly kind = 'adamw';
-  lr: number;
   readonly beta1: number;
   readonly beta2: number;
   readonly eps: number;
   readonly weightDecay: number;
-  stepCount = 0;
   private readonly expAvg: Tensor[];
   private readonly expAvgSq: Tensor[];
 
-  constructor(
-    readonly params: Tensor[],
-    opts: AdamWOptions,
-  ) {
-    this.lr = opts.lr;
-    [this.beta1, this.beta2] = opts.betas ?? [0.9, 0.999];
-    this.eps = opts.eps ?? 1e-8;
-    this.weightDecay = opts.weightDecay ?? 0.01;
+  constructor(params: Tensor[], opts: AdamWOptions) {
+    super(params, opts.lr);
+    ({ beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: this.weightDecay } = adamwHyper(opts));
     this.expAvg = noGrad(() => params.map((p) => p.zerosLike().keep()));
     this.expAvgSq = noGrad(() => params.map((p) => p.zerosLike().keep()));
-  }
-
-  step(): void {
-    this.beginStep();
-    this.update(this.params.map((_, i) => i));
-  }
-
-  beginStep(): void {
-    this.stepCount++;
   }
 
   update(indices: readonly number[]): void {
@@ -57,10 +47,6 @@ export class AdamW implements Optimizer {
       this.eps,
       this.weightDecay,
     );
-  }
-
-  zeroGrad(): void {
-    native.zeroGrad(this.params.map((p) => p.id));
   }
 
   /** The state, borrowing the moment tensors (write them out before the next step). */

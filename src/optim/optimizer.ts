@@ -31,6 +31,37 @@ export interface Optimizer {
   dispose(): void;
 }
 
+/** What the three optimizers share: the step count and learning rate, step() as beginStep() then update()
+ * of every parameter, and zeroGrad(). */
+export abstract class StepwiseOptimizer implements Optimizer {
+  abstract readonly kind: string;
+  stepCount = 0;
+
+  constructor(
+    readonly params: Tensor[],
+    public lr: number,
+  ) {}
+
+  step(): void {
+    this.beginStep();
+    this.update(this.params.map((_, i) => i));
+  }
+
+  beginStep(): void {
+    this.stepCount++;
+  }
+
+  abstract update(indices: readonly number[]): void;
+
+  zeroGrad(): void {
+    native.zeroGrad(this.params.map((p) => p.id));
+  }
+
+  abstract stateDict(): OptimizerState;
+  abstract loadStateDict(state: OptimizerState, where?: string): void;
+  abstract dispose(): void;
+}
+
 /** Saved state from files is untrusted: its kind, and each state tensor's presence and shape. */
 export function checkState(
   state: OptimizerState,

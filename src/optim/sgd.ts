@@ -3,7 +3,7 @@
 import { native } from '../tensor/native.js';
 import { Tensor } from '../tensor/tensor.js';
 import { noGrad } from '../tensor/autograd.js';
-import { checkState, type Optimizer, type OptimizerState } from './optimizer.js';
+import { checkState, StepwiseOptimizer, type OptimizerState } from './optimizer.js';
 
 export interface SGDOptions {
   lr: number;
@@ -13,21 +13,16 @@ export interface SGDOptions {
   nesterov?: boolean;
 }
 
-export class SGD implements Optimizer {
+export class SGD extends StepwiseOptimizer {
   readonly kind = 'sgd';
-  lr: number;
   readonly momentum: number;
   readonly dampening: number;
   readonly weightDecay: number;
   readonly nesterov: boolean;
-  stepCount = 0;
   private buffers: (Tensor | null)[];
 
-  constructor(
-    readonly params: Tensor[],
-    opts: SGDOptions,
-  ) {
-    this.lr = opts.lr;
+  constructor(params: Tensor[], opts: SGDOptions) {
+    super(params, opts.lr);
     this.momentum = opts.momentum ?? 0;
     this.dampening = opts.dampening ?? 0;
     this.weightDecay = opts.weightDecay ?? 0;
@@ -36,15 +31,6 @@ export class SGD implements Optimizer {
       throw new RangeError('SGD: Nesterov momentum needs momentum > 0 and dampening 0');
     }
     this.buffers = params.map(() => null);
-  }
-
-  step(): void {
-    this.beginStep();
-    this.update(this.params.map((_, i) => i));
-  }
-
-  beginStep(): void {
-    this.stepCount++;
   }
 
   update(indices: readonly number[]): void {
@@ -64,10 +50,6 @@ export class SGD implements Optimizer {
       this.buffers[i]?.dispose();
       this.buffers[i] = new Tensor(id).keep();
     });
-  }
-
-  zeroGrad(): void {
-    native.zeroGrad(this.params.map((p) => p.id));
   }
 
   stateDict(): OptimizerState {

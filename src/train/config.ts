@@ -171,7 +171,10 @@ function adapterEntry(cf: ConfigFile, value: unknown, i: number, shared: Shared)
   } else if (!initFrom) {
     f.fail('adapter', 'is required (or init_from)');
   }
-  const optimizer = f.str<OptimizerName>('optimizer', { default: 'adamw', oneOf: ['adamw', 'adamw8bit', 'sgd'] as const });
+  const optimizer = f.str<OptimizerName>('optimizer', {
+    default: 'adamw',
+    oneOf: ['adamw', 'adamw8bit', 'sgd'] as const,
+  });
   const batchSize = f.int('batch_size', { default: 16, min: 1 });
   const microBatchSize = f.int('micro_batch_size', { default: batchSize, min: 1 });
   if (microBatchSize > batchSize)
@@ -278,7 +281,7 @@ export function parseTrainConfig(cf: ConfigFile): TrainConfig {
   if (cfg.optimizerInBackward) {
     // The step needs each layer's gradients complete and final: one backward per step, nothing to clip.
     if (!cfg.recompute)
-      f.fail('optimizer_in_backward', 'needs recompute: true (the step runs after each layer\'s recomputed backward)');
+      f.fail('optimizer_in_backward', "needs recompute: true (the step runs after each layer's recomputed backward)");
     for (const a of cfg.adapters) {
       if (a.microBatchSize < a.batchSize)
         f.fail(

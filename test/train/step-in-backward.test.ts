@@ -5,7 +5,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { mixlora } from '../helpers/cli.js';
-import { adapterTensors, commonsenseSlice, maxDiff, mixloraAdapter, readMetrics, writeConfig } from '../helpers/train.js';
+import {
+  adapterTensors,
+  commonsenseSlice,
+  maxDiff,
+  mixloraAdapter,
+  readMetrics,
+  writeConfig,
+} from '../helpers/train.js';
 
 const env = { MIXLORA_NUM_THREADS: '1' };
 

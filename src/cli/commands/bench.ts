@@ -119,7 +119,9 @@ export function benchCommand(): Command {
         const { describeGroup, joinGroup, leaveGroup } = await import('../../distributed/group.js');
         const { rankDevice } = await import('../../distributed/backend.js');
         if (o.optimizerInBackward && !o.recompute)
-          throw new UsageError('--optimizer-in-backward needs --recompute (the update runs after each recomputed layer)');
+          throw new UsageError(
+            '--optimizer-in-backward needs --recompute (the update runs after each recomputed layer)',
+          );
         if (o.threads !== undefined) setNumThreads(o.threads);
         // Under `mixlora launch`: every rank runs the batch (--device cuda: on cuda:LOCAL_RANK) and the
         // gradients are summed; rank 0 reports.

@@ -2,7 +2,14 @@
 import path from 'node:path';
 import { Command } from 'commander';
 import { UsageError } from '../../util/errors.js';
-import { addModelOptions, intArg, openModel, type ModelCliOptions } from '../options.js';
+import {
+  addConnectionLimitOptions,
+  addModelOptions,
+  checkConnectionLimits,
+  intArg,
+  openModel,
+  type ModelCliOptions,
+} from '../options.js';
 import {
   DEFAULT_KV_SHARE,
   DEFAULT_LIMITS,
@@ -97,23 +104,12 @@ export function serveCommand(): Command {
       DEFAULT_LIMITS.idleTimeoutMs / 1000,
     )
     .option(
-      '--max-connections <n>',
-      'open connections at most (further ones are closed at once)',
-      intArg('--max-connections', 1),
-      DEFAULT_LIMITS.maxConnections,
-    )
-    .option(
-      '--max-connections-per-client <n>',
-      'open connections from one address at most',
-      intArg('--max-connections-per-client', 1),
-      DEFAULT_LIMITS.maxConnectionsPerClient,
-    )
-    .option(
       '--shutdown-timeout <s>',
       'on SIGTERM, seconds running requests get to finish',
       intArg('--shutdown-timeout', 0),
       30,
     );
+  addConnectionLimitOptions(cmd);
   addModelOptions(cmd);
   return cmd.action(async (o: ServeCliOptions) => {
     const { createServer } = await import('../../serve/server.js');
@@ -121,10 +117,7 @@ export function serveCommand(): Command {
     const log = (line: string) => process.stderr.write(`mixlora serve: ${line}\n`);
     if (o.apiKey === '')
       throw new UsageError('--api-key is empty: give a key, or leave the option out to serve without one');
-    if (o.maxConnectionsPerClient > o.maxConnections)
-      throw new UsageError(
-        `--max-connections-per-client ${o.maxConnectionsPerClient} is above --max-connections ${o.maxConnections}`,
-      );
+    checkConnectionLimits(o);
     const modelName = o.modelName ?? path.basename(path.resolve(o.model)).replace(/\.bin$/, '');
     checkModelName(modelName, '--model-name');
     const loaded = await openModel(o);

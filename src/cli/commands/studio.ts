@@ -4,8 +4,7 @@ import path from 'node:path';
 import fs from 'node:fs';
 import { Command } from 'commander';
 import { UsageError } from '../../util/errors.js';
-import { intArg } from '../options.js';
-import { DEFAULT_LIMITS } from '../../serve/limits.js';
+import { addConnectionLimitOptions, checkConnectionLimits, intArg } from '../options.js';
 
 interface StudioCliOptions {
   runs: string;
@@ -22,7 +21,7 @@ interface StudioCliOptions {
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 export function studioCommand(): Command {
-  return new Command('studio')
+  const cmd = new Command('studio')
     .description(
       'a web UI: runs and their live curves, expert load, a new-run form, evaluation, chat with adapters side by side, export',
     )
@@ -39,28 +38,14 @@ export function studioCommand(): Command {
       '--api-key <key>',
       'require this key on every route but /health (or MIXLORA_API_KEY); a browser asks for it once',
     )
-    .option('--body-limit <bytes>', 'largest request body (then 413)', intArg('--body-limit', 1024), 1 << 20)
-    .option(
-      '--max-connections <n>',
-      'open connections at most',
-      intArg('--max-connections', 1),
-      DEFAULT_LIMITS.maxConnections,
-    )
-    .option(
-      '--max-connections-per-client <n>',
-      'open connections from one address at most',
-      intArg('--max-connections-per-client', 1),
-      DEFAULT_LIMITS.maxConnectionsPerClient,
-    )
+    .option('--body-limit <bytes>', 'largest request body (then 413)', intArg('--body-limit', 1024), 1 << 20);
+  return addConnectionLimitOptions(cmd)
     .option('--threads <n>', 'CPU threads of the chat model in this process', intArg('--threads', 1))
     .action(async (o: StudioCliOptions) => {
       const log = (line: string) => process.stderr.write(`mixlora studio: ${line}\n`);
       if (o.apiKey === '')
         throw new UsageError('--api-key is empty: give a key, or leave the option out to run without one');
-      if (o.maxConnectionsPerClient > o.maxConnections)
-        throw new UsageError(
-          `--max-connections-per-client ${o.maxConnectionsPerClient} is above --max-connections ${o.maxConnections}`,
-        );
+      checkConnectionLimits(o);
       const { UserError } = await import('../../util/errors.js');
       for (const f of o.folder)
         if (!fs.statSync(f, { throwIfNoEntry: false })?.isDirectory())
