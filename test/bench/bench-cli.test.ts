@@ -22,6 +22,18 @@ test('bench --preset llama-tiny --json: shape, dtype, overrides, FLOPs, no CUDA 
   assert.equal(bad.code, 2);
 });
 
+test('bench --optimizer adamw8bit --optimizer-in-backward --recompute runs and says so; without --recompute it is refused', () => {
+  const args = ['bench', '--preset', 'llama-tiny', '--method', 'mixlora', '--steps', '1', '--warmup', '0', '--json'];
+  const memory = ['--optimizer', 'adamw8bit', '--optimizer-in-backward'];
+  const r = mixlora([...args, ...memory, '--recompute'], { env: { MIXLORA_NUM_THREADS: '1' } });
+  assert.equal(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  assert.deepEqual([j.optimizer, j.optimizer_in_backward, j.recompute], ['adamw8bit', true, true]);
+  const bad = mixlora([...args, ...memory]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--optimizer-in-backward needs --recompute/);
+});
+
 test(
   'bench --preset llama2-7b on a CPU with less than twice its 12.6 GiB of weights: refused before allocating',
   {
