@@ -11,9 +11,19 @@
       "cflags!": ["-fno-exceptions", "-fno-rtti"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++20"],
       "cflags_cc": ["-O2", "-fopenmp", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                    "-Wno-deprecated-declarations", "<!@(node ../scripts/libtorch.mjs cflags)"],
+                    "-Wno-deprecated-declarations", "-Winvalid-pch",
+                    "-include<(module_root_dir)/build/pch/pch.h", "<!@(node ../scripts/libtorch.mjs cflags)"],
       "ldflags": ["<!@(node ../scripts/libtorch.mjs ldflags)"],
-      "libraries": ["<!@(node ../scripts/libtorch.mjs libraries)"]
+      "libraries": ["<!@(node ../scripts/libtorch.mjs libraries)"],
+      "actions": [
+        {
+          "action_name": "precompiled_header",
+          "message": "precompiling pch.h",
+          "inputs": ["pch.h"],
+          "outputs": ["<(module_root_dir)/build/pch/pch.h.gch"],
+          "action": ["sh", "-c", "cd <(module_root_dir)/build && mkdir -p pch && cp ../pch.h pch/pch.h && $(CXX.target) -x c++-header -o pch/pch.h.gch pch/pch.h $(DEFS_$(BUILDTYPE)) $(INCS_$(BUILDTYPE)) $(CFLAGS_$(BUILDTYPE)) $(filter-out -include%,$(CFLAGS_CC_$(BUILDTYPE))) $(CXXFLAGS.target)"]
+        }
+      ]
     }
   ]
 }

@@ -225,5 +225,8 @@ if (configChanged || gypChanged) {
   werror = opts.werror;
 }
 run(['build', `-j`, String(Math.max(1, os.availableParallelism()))]);
+// The precompiled header (binding.gyp) is ~400 MB. A checkout keeps it for the next incremental build; an
+// installed package or an unpacked bundle, which build once, give the space back.
+if (!fs.existsSync(path.join(root, '.git'))) fs.rmSync(path.join(buildDir, 'pch'), { recursive: true, force: true });
 fs.writeFileSync(stampFile, stampFor(werror));
 store(key, addonFile, { ...keyInputs(lt), werror });
