@@ -7,7 +7,7 @@ export PYTHON
 SYSTEM_ADDON := build/native-system/build/Release/mixlora.node
 
 .PHONY: setup system-deps venv native build test test-studio test-system-libtorch check-cuda-build lint lint-native format \
-	test-package docs demo bench bundle-offline test-bundle gpu-check-cpu clean
+	test-package docs demo bench bench-isa bundle-offline test-bundle gpu-check-cpu clean
 
 setup: system-deps venv node_modules/.package-lock.json native build
 
@@ -90,6 +90,11 @@ demo: setup
 
 bench: setup
 	@bash bench/run.sh
+
+# The training, decode and serving benchmarks under each vector-instruction level the CPU supports, the lower
+# ones capped (bench/isa.ts); writes BENCHMARKS.md's "Per ISA level". About 5 minutes a level on 2 cores.
+bench-isa: setup
+	@node --single-threaded-gc dist/bench/isa.js --write
 
 # The offline bundle for a GPU machine (scripts/gpu-check.sh there): dist, production node_modules, the addon's
 # sources, assets and a Node 20 binary, in one tarball of at most 60 MiB.

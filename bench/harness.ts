@@ -24,9 +24,13 @@ export function medianMs(fn: () => void, reps: number, warmup = 2): number {
 }
 
 /** Runs bench/python/<script> with args; it prints one JSON object on its last stdout line. */
-export function runPython<T>(script: string, args: string[]): T {
+export function runPython<T>(script: string, args: string[], env: Record<string, string> = {}): T {
   const file = path.join(packageRoot(), 'bench', 'python', script);
-  const r = spawnSync(PYTHON, [file, ...args], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const r = spawnSync(PYTHON, [file, ...args], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 24,
+    env: { ...process.env, ...env },
+  });
   if (r.status !== 0) {
     throw new Error(
       `${PYTHON} ${script} failed (exit ${r.status}):\n${r.stderr}\n` +

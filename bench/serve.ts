@@ -9,6 +9,8 @@
 //                                                            bin/mixlora runs, src/util/node-flags.ts)
 //   node --single-threaded-gc dist/bench/serve.js --write   also puts it into BENCHMARKS.md (replacing
 //                                                            its "## Serving")
+//   node --single-threaded-gc dist/bench/serve.js --json    prints the results per client count as one JSON
+//                                                            line instead of the section
 //   BENCH_SERVE_REQUESTS=N                requests per client (default 3; one client sends one per model)
 //   BENCH_SERVE_CLIENTS=1,8               client counts (default 1,4,8,16)
 //   BENCH_SERVE_TOKENS=N                  new tokens per request (default 64)
@@ -387,8 +389,9 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     if (process.argv.includes('--write')) writeBenchmarksSection('## Structured output', markdown);
     process.stdout.write(markdown);
   } else {
-    const { markdown } = await runServeBench();
+    const { results, markdown } = await runServeBench();
     if (process.argv.includes('--write')) writeServeSection(markdown);
-    process.stdout.write(markdown);
+    // --json: one JSON line of the results per client count instead (bench/isa.ts reads it)
+    process.stdout.write(process.argv.includes('--json') ? `${JSON.stringify(results)}\n` : markdown);
   }
 }

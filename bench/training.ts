@@ -56,28 +56,45 @@ export function ours(
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as StepRun;
 }
 
+/** How many steps a baseline times, and the environment it runs in (e.g. bench/isa.ts's ISA caps). */
+export interface BaselineOptions {
+  steps?: number;
+  warmup?: number;
+  env?: Record<string, string>;
+}
+
 /** The reference-style eager PyTorch step (float32, llama-58m). */
-function eager(method: Method, variant = 'reference', scored = 0): StepRun {
-  return runPython<StepRun>('train_step.py', [
-    ...['--method', method, '--threads', String(threads()), '--steps', String(STEPS), '--warmup', String(WARMUP)],
-    ...['--variant', variant, '--scored', String(scored)],
-  ]);
+export function eager(method: Method, variant = 'reference', scored = 0, o: BaselineOptions = {}): StepRun {
+  const [steps, warmup] = [o.steps ?? STEPS, o.warmup ?? WARMUP];
+  return runPython<StepRun>(
+    'train_step.py',
+    [
+      ...['--method', method, '--threads', String(threads()), '--steps', String(steps), '--warmup', String(warmup)],
+      ...['--variant', variant, '--scored', String(scored)],
+    ],
+    o.env,
+  );
 }
 
 /** HF transformers + PEFT on the CPU in float32 at llama-58m's shapes; null when it fails (say why). */
-function hfPeft(method: 'lora' | 'dora', compile: boolean): StepRun | { error: string } {
+export function hfPeft(
+  method: 'lora' | 'dora',
+  compile: boolean,
+  o: BaselineOptions = {},
+): StepRun | { error: string } {
   const args = ['--method', method, '--device', 'cpu', '--dtype', 'float32', '--shape', SHAPE];
   args.push('--batch', String(P.batch), '--seq', String(P.seq), '--threads', String(threads()));
-  args.push('--steps', String(STEPS), '--warmup', String(compile ? 3 : WARMUP), ...(compile ? ['--compile'] : []));
+  const warmup = o.warmup ?? (compile ? 3 : WARMUP);
+  args.push('--steps', String(o.steps ?? STEPS), '--warmup', String(warmup), ...(compile ? ['--compile'] : []));
   try {
-    return runPython<StepRun>('hf_peft_step.py', args);
+    return runPython<StepRun>('hf_peft_step.py', args, o.env);
   } catch (e) {
     const first = (e as Error).message.split('\n').find((l) => /Error|error/.test(l)) ?? 'failed';
     return { error: first.slice(0, 200) };
   }
 }
 
-const isRun = (r: StepRun | { error: string }): r is StepRun => 'ms_per_step' in r;
+export const isRun = (r: StepRun | { error: string }): r is StepRun => 'ms_per_step' in r;
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
