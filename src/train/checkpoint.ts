@@ -49,7 +49,20 @@ export interface CheckpointState {
   worldSize?: number;
 }
 
+/**
+ * What a checkpoint's config must match to be resumed from: the whole config but its file's path and the
+ * settings that trade memory for time without changing what a step computes (recompute: the same weights
+ * to float32 rounding, dropout included; optimizer_in_backward: bit for bit). So a run that ran out of
+ * memory can be resumed with them turned on.
+ */
 export function configDigest(c: TrainConfig): string {
+  const { file: _file, recompute: _recompute, optimizerInBackward: _inBackward, ...rest } = c;
+  void [_file, _recompute, _inBackward];
+  return crypto.createHash('sha256').update(JSON.stringify(rest)).digest('hex');
+}
+
+/** The digest checkpoints written before configDigest left the memory settings out carry (all but the file). */
+export function legacyConfigDigest(c: TrainConfig): string {
   const { file: _file, ...rest } = c;
   void _file;
   return crypto.createHash('sha256').update(JSON.stringify(rest)).digest('hex');

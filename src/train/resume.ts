@@ -7,6 +7,7 @@ import type { TrainConfig } from './config.js';
 import {
   checkpointsDir,
   configDigest,
+  legacyConfigDigest,
   listCheckpoints,
   readCheckpointState,
   type AdapterCheckpoint,
@@ -40,9 +41,9 @@ export function resumePoint(
   }
   const from = resume && checkpoints.length > 0 ? checkpoints[checkpoints.length - 1]! : null;
   const state = from ? readCheckpointState(from) : null;
-  if (state && state.configDigest !== configDigest(cfg)) {
+  if (state && state.configDigest !== configDigest(cfg) && state.configDigest !== legacyConfigDigest(cfg)) {
     throw new UserError(
-      `${from}: the config changed since this checkpoint was written; resume with the same config, or start a new output_dir`,
+      `${from}: the config changed since this checkpoint was written; resume with the same config (only recompute and optimizer_in_backward may change), or start a new output_dir`,
     );
   }
   if (resume && !from) log('no complete checkpoint found: starting from the beginning');
