@@ -6,7 +6,9 @@
 // working set again: on the VM we measured, 7-30% of a step's time (LoRA the most). The settings below keep freed
 // memory in the process for the next step to reuse (blocks up to 32 MiB come from the heap; the heap is
 // never trimmed), as PyTorch's own CPU guides do by preloading jemalloc or tcmalloc. The peak resident
-// size is unchanged (it is reached anyway); what the process holds after a peak is not returned.
+// size is about the same (it is reached anyway), but can be a few percent higher where block sizes change
+// from step to step and a freed block is too small to reuse (BENCHMARKS.md, "Adapter memory"); what the
+// process holds after a peak is not returned.
 // MIXLORA_MALLOC=default keeps glibc's defaults, as does any malloc setting of your own in the environment.
 #include "common.h"
 
