@@ -1,11 +1,12 @@
 // x Wᵀ + b on the CPU through oneDNN where ATen would call the BLAS. PyTorch's x86 wheels route float32
-// matmuls to MKL, whose kernels on AMD CPUs reach well under half of what oneDNN's do on the same core
-// (bench/python/gemm_backends.py measures both); ATen exposes oneDNN's float32 linear as the operator
-// mkldnn::_linear_pointwise (what torch.compile's CPU backend emits). It has no autograd formula, so
-// OneDnnLinear below supplies one: the input gradient dy W through oneDNN again (with Wᵀ as its weight),
-// the weight gradient (adapters' A and B only; frozen weights have none) dyᵀ x through whichever of the two
-// is faster for its shape. Other dtypes (bfloat16 already reaches oneDNN through ATen), CUDA, and a
-// libtorch without the operator (Debian's 1.13) take at::linear. MIXLORA_GEMM=aten turns the oneDNN path off.
+// matmuls to MKL, whose kernels on the AMD CPUs measured are as fast at best and at worst half as fast as
+// oneDNN's for a training batch's shapes (bench/python/gemm_backends.py; BENCHMARKS.md, "float32 products");
+// ATen exposes oneDNN's float32 linear as the operator mkldnn::_linear_pointwise (what torch.compile's CPU
+// backend emits). It has no autograd formula, so OneDnnLinear below supplies one: the input gradient dy W
+// through oneDNN again (with Wᵀ as its weight), the weight gradient (adapters' A and B only; frozen weights
+// have none) dyᵀ x through whichever of the two is faster for its shape. Other dtypes (bfloat16 already
+// reaches oneDNN through ATen), CUDA, and a libtorch without the operator (Debian's 1.13) take at::linear.
+// MIXLORA_GEMM=aten turns the oneDNN path off.
 //
 // A frozen bfloat16 or float16 weight under float32 activations (a bfloat16 model computing in float32 on a CPU
 // without bfloat16 arithmetic, src/tensor/compute-mode.ts) is widened to float32 for each product, exactly
