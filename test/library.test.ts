@@ -33,7 +33,7 @@ test('README library example: adapters, a mixed batch, generation, tensors, savi
     topP: null,
     repetitionPenalty: null,
     stopIds: model.config.eosTokenIds,
-    hooks: AdapterBatch.all(adapter, { training: false }),
+    adapter,
   });
   // A fresh adapter (B = 0) does not change the model: the golden continuation.
   assert.ok(tokenizer.decodeContinuation(prompt, ids!).startsWith(', there was a little girl named Lily.'));

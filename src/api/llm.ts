@@ -292,7 +292,6 @@ export class LLM {
   private async *decode(prompt: number[], o: GenerationOptions): AsyncGenerator<number[], void, void> {
     const adapter = this.adapterOf(o.adapter);
     const stopIds = this.model.config.eosTokenIds;
-    const hooks = adapter ? AdapterBatch.all(adapter, { training: false }) : undefined;
     const steps = generateSteps(this.model, [prompt], {
       maxNewTokens: o.maxTokens ?? DEFAULT_MAX_TOKENS,
       temperature: o.temperature ?? 0,
@@ -301,8 +300,7 @@ export class LLM {
       repetitionPenalty: o.repetitionPenalty ?? null,
       seed: o.seed ?? null,
       stopIds,
-      padId: this.tokenizer.padId ?? 0,
-      ...(hooks ? { hooks } : {}),
+      adapter,
     });
     const ids: number[] = [];
     try {
@@ -319,7 +317,6 @@ export class LLM {
       }
     } finally {
       steps.return();
-      hooks?.dispose();
     }
   }
 

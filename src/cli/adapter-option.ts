@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import type { LoadedModel } from '../models/load.js';
 import type { ForwardHooks } from '../models/hooks.js';
+import type { Adapter } from '../adapters/adapter.js';
 
 export function addAdapterOption(cmd: Command): Command {
   return cmd.option(
@@ -10,12 +11,18 @@ export function addAdapterOption(cmd: Command): Command {
   );
 }
 
-/** Hooks that apply the adapter to every row, or undefined without --adapter. */
-export async function adapterHooks(loaded: LoadedModel, dir: string | undefined): Promise<ForwardHooks | undefined> {
+/** The --adapter folder's adapter, loaded for inference, or undefined without --adapter. */
+export async function inferenceAdapter(loaded: LoadedModel, dir: string | undefined): Promise<Adapter | undefined> {
   if (!dir) return undefined;
   const { loadAdapter } = await import('../adapters/io.js');
-  const { AdapterBatch } = await import('../adapters/batch.js');
   // Generation and perplexity never change the adapter: its DoRA scales are computed once.
-  const adapter = (await loadAdapter(dir, loaded.model)).freezeForInference(loaded.model);
+  return (await loadAdapter(dir, loaded.model)).freezeForInference(loaded.model);
+}
+
+/** Hooks that apply the adapter to every row, or undefined without --adapter. */
+export async function adapterHooks(loaded: LoadedModel, dir: string | undefined): Promise<ForwardHooks | undefined> {
+  const adapter = await inferenceAdapter(loaded, dir);
+  if (!adapter) return undefined;
+  const { AdapterBatch } = await import('../adapters/batch.js');
   return AdapterBatch.all(adapter, { training: false });
 }

@@ -1,16 +1,12 @@
-// Packing rows of token ids into one rectangular batch, the one way every caller does it:
-//  - right padding (training, scoring, perplexity): each row's positions stay 0..len-1, the mask marks
-//    the padding at its end;
-//  - left padding (generation): every row's last token sits at the end, where the next one is sampled;
-//    positions come from the mask (docs/design.md §2), so a padded row computes as the prompt alone.
+// Packing rows of token ids into one rectangular batch, the one way every caller does it: right padding
+// (training, scoring, perplexity), so each row's positions stay 0..len-1 and the mask marks the padding at
+// its end. (Generation needs no padding: each sequence has its own blocks of the serving engine's cache.)
 // Also the next-token targets of labelled rows, the contiguous row ranges of groups of rows, and training rows
 // packed with several whole examples each (packing: true; docs/design.md §6.6).
 import { tensor } from '../tensor/create.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
 import type { RowSegments } from '../nn/mask.js';
 import { IGNORE_INDEX, type Example } from './examples.js';
-
-export type PadSide = 'right' | 'left';
 
 export interface PackedIds {
   /** [B, T] int64 */
@@ -21,27 +17,22 @@ export interface PackedIds {
   T: number;
 }
 
-function padRow(row: number[], T: number, fill: number, side: PadSide): number[] {
-  const pad = Array<number>(T - row.length).fill(fill);
-  return side === 'right' ? [...row, ...pad] : [...pad, ...row];
+function padRow(row: number[], T: number, fill: number): number[] {
+  return [...row, ...Array<number>(T - row.length).fill(fill)];
 }
 
-/** Rows padded on `side` to the longest; `pad` fills the padding (an id, or one chosen per row). */
-export function packIds(
-  rows: number[][],
-  opts: { side: PadSide; pad: number | ((row: number[]) => number); device: Device },
-): PackedIds {
+/** Rows right-padded to the longest with the id `pad`. */
+export function packIds(rows: number[][], opts: { pad: number; device: Device }): PackedIds {
   const T = Math.max(1, ...rows.map((row) => row.length));
-  const fill = (row: number[]) => (typeof opts.pad === 'number' ? opts.pad : opts.pad(row));
   const padded = rows.some((row) => row.length !== T);
   return {
     ids: tensor(
-      rows.map((row) => padRow(row, T, fill(row), opts.side)),
+      rows.map((row) => padRow(row, T, opts.pad)),
       { dtype: 'int64', device: opts.device },
     ),
     mask: padded
       ? tensor(
-          rows.map((row) => padRow(Array<number>(row.length).fill(1), T, 0, opts.side)),
+          rows.map((row) => padRow(Array<number>(row.length).fill(1), T, 0)),
           { dtype: 'int64', device: opts.device },
         )
       : null,

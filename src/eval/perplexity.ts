@@ -65,7 +65,7 @@ export function perplexity(
       tidy(() => {
         const { ids, mask, T } = packIds(
           batch.map((e) => e.inputIds),
-          { side: 'right', pad: 0, device: model.device },
+          { pad: 0, device: model.device },
         ); // [B, T]
         const logits = model.forward(ids, { attentionMask: mask, hooks: opts.hooks }); // [B, T, V]
         const tgt = nextTokenTargets(batch, T, model.device); // [B, T]

@@ -106,7 +106,7 @@ function forwardAt(
         adapter: targets[i]!.adapter,
       }));
       const batch = new AdapterBatch(ranges, { training: false, record: 'counts' });
-      const { ids, mask, T } = packIds(rows, { side: 'right', pad: 0, device: model.device }); // [B, T]
+      const { ids, mask, T } = packIds(rows, { pad: 0, device: model.device }); // [B, T]
       const requests = rows.flatMap((_, i) => want(i, T));
       const K = Math.max(...requests.map((q) => q.tokens.length));
       const at = tensor(

@@ -1,26 +1,31 @@
-// Text generation: a batch of prompts at once, left-padded so every row's positions and attention
-// equal a run of that prompt alone, with a KV cache.
-import { manualSeed } from '../tensor/runtime.js';
-import { noGrad } from '../tensor/autograd.js';
-import { cat } from '../tensor/ops.js';
-import { tidy } from '../tensor/scope.js';
-import type { Tensor } from '../tensor/tensor.js';
+// Text generation for a fixed set of prompts: a client of the serving engine's core (serve/engine-core.ts),
+// so generation and serving share one decode loop, one paged KV cache and one sampler. Every row computes
+// what it would alone (the engine's rows never see each other's positions), and rows may run through
+// different adapters in the same forward, as PEFT's `generate(adapter_names=...)`.
 import type { CausalLM } from '../models/causal-lm.js';
-import type { ForwardHooks } from '../models/hooks.js';
-import { KVCache } from '../models/kvcache.js';
-import { packIds } from '../data/packing.js';
-import { sampleNext, type SamplingOptions } from './sampling.js';
+import type { Adapter } from '../adapters/adapter.js';
+import { blocksFor } from '../serve/block-pool.js';
+import { EngineCore, type SequenceSpec } from '../serve/engine-core.js';
+import { ServerMetrics } from '../serve/metrics.js';
 import { UserError } from '../util/errors.js';
 
-export interface GenerateOptions extends SamplingOptions {
+export interface GenerateOptions {
   maxNewTokens: number;
+  /** 0 = greedy (argmax). */
+  temperature: number;
+  topK: number | null;
+  topP: number | null;
+  /** > 1 discourages tokens already in the prompt or the output (Hugging Face's rule: positive logits
+   * divided by it, negative ones multiplied). */
+  repetitionPenalty: number | null;
   /** Generation stops for a row when it produces one of these. */
   stopIds: number[];
+  /** Row b samples from its own generator seeded with seed + b: a row's output does not depend on the
+   * other rows. */
   seed?: number | null;
-  /** Id used to fill left padding (never attended to). */
-  padId?: number;
-  hooks?: ForwardHooks;
-  /** Called after each step with the number of tokens generated so far. */
+  /** The adapter every row runs through, or one per prompt; null or absent: the base model. */
+  adapter?: Adapter | null | (Adapter | null)[];
+  /** Called after each step with the number of tokens the longest row has so far. */
   onStep?: (step: number) => void;
 }
 
@@ -42,10 +47,10 @@ export function generate(model: CausalLM, prompts: number[][], options: Generate
 }
 
 /**
- * generate() one decode step at a time: yields, after each step, the token each row produced (null for rows
- * already done); a row is done after a stop token or maxNewTokens. Nothing is held between steps but the
- * generator's own tensors, so a caller may await between steps (the application API streams this way) and
- * may stop early (return() frees the KV cache). Checks the prompts on the first step.
+ * generate() a step at a time: yields the next token of each row (null for a row with none this step: it
+ * is done, or its prompt is still being computed); a row is done after a stop token or maxNewTokens.
+ * Between steps nothing runs, so a caller may await between them (the application API streams this way)
+ * and may stop early (return() frees the KV cache). Checks the prompts on the first step.
  */
 export function* generateSteps(
   model: CausalLM,
@@ -55,72 +60,78 @@ export function* generateSteps(
   if (prompts.length === 0) return;
   const empty = prompts.findIndex((p) => p.length === 0);
   if (empty >= 0) throw new UserError(`generate: prompt ${empty + 1} has no tokens (each prompt needs at least one)`);
-  const longestPrompt = Math.max(...prompts.map((p) => p.length));
-  if (longestPrompt >= model.config.maxPositionEmbeddings && options.maxNewTokens > 0)
-    throw new UserError(
-      `a prompt of ${longestPrompt} tokens leaves no room to generate in the model's context of ${model.config.maxPositionEmbeddings} positions (max_position_embeddings)`,
-    );
-  const o = { ...options, maxNewTokens: newTokensThatFit(model, longestPrompt, options.maxNewTokens) };
-  if (o.seed !== undefined && o.seed !== null) manualSeed(o.seed);
-  const B = prompts.length;
+  const { adapter } = options;
+  if (Array.isArray(adapter) && adapter.length !== prompts.length)
+    throw new UserError(`generate: ${adapter.length} adapters given for ${prompts.length} prompts (one per prompt)`);
   const longest = Math.max(...prompts.map((p) => p.length));
+  if (longest >= model.config.maxPositionEmbeddings && options.maxNewTokens > 0)
+    throw new UserError(
+      `a prompt of ${longest} tokens leaves no room to generate in the model's context of ${model.config.maxPositionEmbeddings} positions (max_position_embeddings)`,
+    );
+  const maxNew = newTokensThatFit(model, longest, options.maxNewTokens);
+  if (maxNew <= 0) return;
+  const pending: number[][] = prompts.map(() => []);
   const produced = prompts.map(() => 0);
-  const done = prompts.map(() => o.maxNewTokens <= 0);
-  if (done.every(Boolean)) return;
-  const c = model.config;
-  // Grown as tokens arrive: a generous max_new_tokens reserves nothing up front.
-  const cache = new KVCache(c, B, longest + o.maxNewTokens, model.dtype, model.device, { initial: longest + 64 });
-  let input: Tensor | null = null;
-  let mask: Tensor | null = null;
-  let seen: Tensor | null = null;
+  const ended = prompts.map(() => false);
+  let failure: Error | null = null;
+  const specs = prompts.map((prompt, b): SequenceSpec => ({
+    prompt,
+    maxTokens: maxNew,
+    modelName: 'generate',
+    adapter: (Array.isArray(adapter) ? adapter[b] : adapter) ?? null,
+    sampling: {
+      temperature: options.temperature,
+      topK: options.topK,
+      topP: options.topP,
+      repetitionPenalty: options.repetitionPenalty,
+      seed: options.seed == null ? null : (options.seed + b) >>> 0,
+      logprobs: null,
+      // The row ends at these ids (the engine below is given no EOS ids of its own).
+      stopTokenIds: options.stopIds,
+    },
+    sink: {
+      onToken: (choice) => {
+        pending[b]!.push(choice.id);
+        return false;
+      },
+      onFinish: (_reason, error) => {
+        ended[b] = true;
+        failure ??= error ?? null;
+      },
+    },
+  }));
+  // Room for every row's whole sequence: nothing waits for blocks and nothing is computed twice. The pool is
+  // made uninitialised, so on the CPU untouched blocks cost no memory.
+  const core = new EngineCore(model, {
+    maxBatch: prompts.length,
+    maxQueue: 0,
+    stopIds: [],
+    metrics: new ServerMetrics(),
+    kvBlocks: prompts.reduce((sum, p) => sum + blocksFor(p.length + maxNew + 1), 0),
+    maxPositions: longest + maxNew,
+  });
   try {
-    noGrad(() => {
-      const packed = packIds(prompts, { side: 'left', pad: o.padId ?? 0, device: model.device }); // [B, T]
-      input = packed.ids.keep();
-      mask = packed.mask?.keep() ?? null;
-      // Tokens seen so far for the repetition penalty; padding repeats the row's first real token so
-      // it adds no penalty of its own.
-      seen = tidy(() => packIds(prompts, { side: 'left', pad: (p) => p[0]!, device: model.device }).ids.keep());
-    });
-    for (let step = 0; step < o.maxNewTokens; step++) {
-      // (each step in no-grad mode of its own: between steps the caller's code runs in its own mode)
-      const next = noGrad(() =>
-        tidy(() => {
-          const logits = model.forward(input!, { attentionMask: mask, cache, hooks: o.hooks, lastOnly: true }); // [B, 1, V]
-          return sampleNext(logits.select(1, 0), seen!, o).keep(); // [B]
-        }),
-      );
-      const ids = next.toNumbers();
-      const emitted = ids.map((id, b) => {
-        if (done[b]) return null;
-        produced[b]!++;
-        if (o.stopIds.includes(id) || produced[b]! >= o.maxNewTokens) done[b] = true;
+    core.submit(specs);
+    // Each iteration computes a prompt chunk or a token of every running row (or defers a row one
+    // iteration for a prefix another row is computing): a bound reached only if the engine stalls.
+    let iterations = 2 * (prompts.reduce((sum, p) => sum + p.length, 0) + maxNew + 1);
+    while (!ended.every(Boolean) || pending.some((q) => q.length > 0)) {
+      if (pending.every((q) => q.length === 0)) {
+        if (iterations-- <= 0) throw new Error('generate: the engine stopped making progress');
+        core.runOnce();
+        if (failure) throw failure;
+        continue;
+      }
+      const emitted = pending.map((q, b) => {
+        const id = q.shift();
+        if (id === undefined) return null;
+        produced[b]! += 1;
         return id;
       });
-      o.onStep?.(step + 1);
-      if (done.every(Boolean)) {
-        next.dispose();
-        yield emitted;
-        break;
-      }
-      const col = next.unsqueeze(1).keep(); // [B, 1]
-      next.dispose();
-      input!.dispose();
-      input = col;
-      const prevSeen: Tensor = seen!;
-      seen = cat([prevSeen, col], 1).keep();
-      prevSeen.dispose();
-      if (mask) {
-        const prevMask: Tensor = mask;
-        mask = tidy(() => cat([prevMask, col.onesLike()], 1).keep());
-        prevMask.dispose();
-      }
+      options.onStep?.(Math.max(...produced));
       yield emitted;
     }
   } finally {
-    (input as Tensor | null)?.dispose();
-    (seen as Tensor | null)?.dispose();
-    (mask as Tensor | null)?.dispose();
-    cache.dispose();
+    core.close();
   }
 }

@@ -34,6 +34,7 @@ export function samplingParams(ctx: ServeContext, body: SamplingFields, logprobs
     logitBias: bias,
     stopTokenIds: (body.stop_token_ids ?? []).map((id) => inVocab(id, 'stop_token_ids')),
     minTokens: body.min_tokens ?? 0,
+    repetitionPenalty: body.repetition_penalty ?? null,
     ignoreEos: body.ignore_eos === true,
   };
 }

@@ -1,9 +1,9 @@
-// Per-request token choice. Greedy rows without logits processing take the device's argmax (exactly as
-// `generate` does); the others get their row of logits on the host, processed there (logit_bias, the
-// OpenAI penalties, min_tokens, a structured-output constraint) and chosen greedily or drawn from their
-// own seeded generator, so a request's seed reproduces its output whatever else shares the batch.
-// Warpers in Hugging Face's order: temperature, top-k, top-p. Reported log-probabilities are the
-// model's own (log-softmax of the raw logits), as OpenAI and vLLM report them.
+// Per-sequence token choice, for the server and for generate() alike. Greedy rows without logits processing
+// take the device's argmax; the others get their row of logits on the host, processed there (Hugging Face's
+// repetition penalty, logit_bias, the OpenAI penalties, min_tokens, a structured-output constraint) and
+// chosen greedily or drawn from their own seeded generator, so a sequence's seed reproduces its output
+// whatever else shares the batch. Warpers in Hugging Face's order: temperature, top-k, top-p. Reported
+// log-probabilities are the model's own (log-softmax of the raw logits), as OpenAI and vLLM report them.
 import { randomInt } from 'node:crypto';
 import { Rng } from '../util/random.js';
 
@@ -15,6 +15,9 @@ export interface SamplingParams {
   seed: number | null;
   /** How many alternatives to report with each token's log-probability; null = no log-probabilities. */
   logprobs: number | null;
+  /** Hugging Face's (and vLLM's) repetition penalty over the prompt and the tokens generated so far: a seen
+   * token's logit is divided by it when positive, multiplied when negative. 1 or null: none. */
+  repetitionPenalty?: number | null;
   /** OpenAI's penalties over the tokens generated so far: logit -= count · frequency + (count > 0) · presence. */
   frequencyPenalty?: number;
   presencePenalty?: number;
@@ -50,25 +53,37 @@ export interface TokenChoice {
   top?: [number, number][];
 }
 
+export interface RowSamplerContext {
+  /** The model's EOS ids (masked before min_tokens). */
+  eosIds?: number[];
+  constraint?: TokenConstraint | null;
+  /** The prompt's tokens (the repetition penalty counts them as seen). */
+  prompt?: number[];
+}
+
 export class RowSampler {
   private readonly rng: Rng;
   /** Tokens chosen so far. */
   private generated = 0;
   /** How often each id was chosen (only with a penalty). */
   private readonly counts: Map<number, number> | null;
+  /** The prompt's tokens and those chosen so far (only with a repetition penalty). */
+  private readonly seen: Set<number> | null;
   private readonly endIds: number[];
   private readonly penalised: boolean;
+  private readonly constraint: TokenConstraint | null;
 
   constructor(
     readonly params: SamplingParams,
-    /** The model's EOS ids (masked before min_tokens). */
-    eosIds: number[] = [],
-    private readonly constraint: TokenConstraint | null = null,
+    context: RowSamplerContext = {},
   ) {
     this.rng = new Rng(params.seed ?? randomInt(2 ** 32));
     this.penalised = (params.frequencyPenalty ?? 0) !== 0 || (params.presencePenalty ?? 0) !== 0;
     this.counts = this.penalised ? new Map() : null;
-    this.endIds = [...eosIds, ...(params.stopTokenIds ?? [])];
+    const repetition = params.repetitionPenalty != null && params.repetitionPenalty !== 1;
+    this.seen = repetition ? new Set(context.prompt ?? []) : null;
+    this.endIds = [...(context.eosIds ?? []), ...(params.stopTokenIds ?? [])];
+    this.constraint = context.constraint ?? null;
   }
 
   /** Whether the chosen token depends on more than the raw argmax (processing on the host). */
@@ -76,6 +91,7 @@ export class RowSampler {
     const p = this.params;
     return (
       this.penalised ||
+      this.seen !== null ||
       this.constraint !== null ||
       (p.logitBias != null && p.logitBias.size > 0) ||
       this.generated < (p.minTokens ?? 0)
@@ -99,6 +115,7 @@ export class RowSampler {
     }
     this.generated += 1;
     if (this.counts) this.counts.set(id, (this.counts.get(id) ?? 0) + 1);
+    this.seen?.add(id);
     this.constraint?.accept(id);
     if (p.logprobs === null || !logits) return { id };
     const norm = logSumExp(logits);
@@ -116,10 +133,15 @@ export class RowSampler {
     this.constraint?.dispose();
   }
 
-  /** A processed copy of the raw logits: bias, penalties, stop ids held back, the constraint's mask. */
+  /** A processed copy of the raw logits: the repetition penalty, bias, penalties, stop ids held back, the
+   * constraint's mask. */
   private process(logits: Float32Array): Float32Array {
     const p = this.params;
     const out = Float32Array.from(logits);
+    if (this.seen) {
+      const r = p.repetitionPenalty!;
+      for (const id of this.seen) if (id < out.length) out[id] = out[id]! < 0 ? out[id]! * r : out[id]! / r;
+    }
     if (p.logitBias) for (const [id, bias] of p.logitBias) if (id < out.length) out[id]! += bias;
     if (this.counts) {
       const f = p.frequencyPenalty ?? 0;

@@ -27,6 +27,7 @@ const sampling = {
   // vLLM's extra sampling fields.
   stop_token_ids: nullable({ type: 'array', items: { type: 'integer', minimum: 0 }, maxItems: 64 }),
   min_tokens: nullable({ type: 'integer', minimum: 0 }),
+  repetition_penalty: nullable({ type: 'number', exclusiveMinimum: 0, maximum: 100 }),
   ignore_eos: nullable({ type: 'boolean' }),
   user: { type: 'string' },
   // Checked field by field by the structured output module (400s name the field, unknown ones too).
@@ -125,6 +126,7 @@ export interface SamplingFields {
   logit_bias?: Record<string, number> | null;
   stop_token_ids?: number[] | null;
   min_tokens?: number | null;
+  repetition_penalty?: number | null;
   ignore_eos?: boolean | null;
   /** OpenAI's response_format: {"type": "text" | "json_object" | "json_schema", ...} (structured/). */
   response_format?: unknown;

@@ -2,8 +2,9 @@
 // attention; test/reference/hf_libraries.py) on the tiny model folders of test/reference/models.py:
 // logits, the per-token NLL and transformers' causal-LM loss, and a right-padded batch with an attention
 // mask (logits at the real tokens, and mixlora's perplexity per example). Tolerance: 1e-4 absolute on every
-// value, float32 on both sides. Greedy generation (KV cache, left-padded prompts, with and without a
-// repetition penalty) gives exactly transformers' generate() tokens; the fixture script refuses prompts
+// value, float32 on both sides. Greedy generation of a batch (mixlora: the serving engine's paged KV cache;
+// transformers: its KV cache and left-padded prompts), with and without a repetition penalty, gives exactly
+// transformers' generate() tokens; the fixture script refuses prompts
 // whose greedy choice has a top-2 margin under 1e-3, so equality does not hang on rounding. The folders
 // re-saved by transformers' save_pretrained (its config.json layout, e.g. rope_parameters) load the same.
 import { test } from 'node:test';
@@ -70,7 +71,7 @@ for (const name of transformersCaseNames()) {
 }
 
 for (const name of transformersCaseNames()) {
-  test(`${name}: greedy generation of left-padded prompts equals transformers' generate()`, () => {
+  test(`${name}: greedy generation of a batch of prompts equals transformers' generate() (left-padded there)`, () => {
     const model = openModel(referenceDir('models', name));
     T.tidy(() => {
       const e = transformersExpected(name);

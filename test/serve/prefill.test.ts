@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import { loadModel } from '../../src/models/load.js';
 import { loadAdapter } from '../../src/adapters/io.js';
 import type { Adapter } from '../../src/adapters/adapter.js';
-import { AdapterBatch } from '../../src/adapters/batch.js';
 import { generate } from '../../src/generate/generate.js';
 import { Engine, type SequenceSpec } from '../../src/serve/engine.js';
 import { ServerMetrics } from '../../src/serve/metrics.js';
@@ -53,7 +52,7 @@ test('sequences sent together are prefilled in one forward and each equals gener
       topP: null,
       repetitionPenalty: null,
       stopIds: [],
-      hooks: adapter ? AdapterBatch.all(adapter, { training: false }) : undefined,
+      adapter,
     });
     return out!;
   });

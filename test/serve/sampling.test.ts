@@ -75,6 +75,32 @@ test('logit_bias and min_tokens change the choice, not the reported log-probabil
   assert.ok(Math.abs(c.logprob! - (0 - norm)) < 1e-6, 'the model’s own log-probability');
   assert.equal(c.top![0]![0], 0);
   // EOS (id 0 here) cannot come before min_tokens; stop_token_ids neither.
-  const held = new RowSampler({ ...params, temperature: 0, minTokens: 2, stopTokenIds: [1] }, [0]);
+  const held = new RowSampler({ ...params, temperature: 0, minTokens: 2, stopTokenIds: [1] }, { eosIds: [0] });
   assert.deepEqual([held.pick(0, logits).id, held.pick(0, logits).id, held.pick(0, logits).id], [2, 2, 0]);
+});
+
+test("repetition penalty follows Hugging Face's rule over the prompt and the output", () => {
+  // Seen tokens: positive logits divided by the penalty, negative ones multiplied (transformers'
+  // RepetitionPenaltyLogitsProcessor); the prompt's tokens count as seen.
+  const logits = Float32Array.from([2, -2, 1.5, 0.9]);
+  const penalised = (prompt: number[]) => {
+    const s = new RowSampler({ ...params, temperature: 0, logprobs: 0, repetitionPenalty: 2 }, { prompt });
+    return Array.from({ length: 3 }, () => s.pick(0, logits));
+  };
+  // Prompt [0]: 2 / 2 = 1 < 1.5, so 2; then 1.5 / 2 = 0.75 < 0.9 < 1, so 0; and 0 again, as a token is
+  // penalised once however often it was seen.
+  assert.deepEqual(
+    penalised([0]).map((c) => c.id),
+    [2, 0, 0],
+  );
+  // A negative logit seen in the prompt goes further down: -2 · 2 = -4 is never chosen before the others.
+  const negative = new RowSampler({ ...params, temperature: 0, repetitionPenalty: 2 }, { prompt: [1] });
+  assert.equal(negative.pick(0, Float32Array.from([-3, -2, -3.5])).id, 0);
+  // Reported log-probabilities stay the model's own.
+  const first = penalised([0])[0]!;
+  const norm = Math.log(Math.exp(2) + Math.exp(-2) + Math.exp(1.5) + Math.exp(0.9));
+  assert.ok(Math.abs(first.logprob! - (1.5 - norm)) < 1e-6);
+  // 1 (or none) changes nothing.
+  const plain = new RowSampler({ ...params, temperature: 0, repetitionPenalty: 1 }, { prompt: [0] });
+  assert.equal(plain.pick(0, logits).id, 0);
 });

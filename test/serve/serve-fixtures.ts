@@ -4,7 +4,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { loadModel, type LoadedModel } from '../../src/models/load.js';
-import { AdapterBatch } from '../../src/adapters/batch.js';
 import { loadAdapter, saveAdapter } from '../../src/adapters/io.js';
 import { generate } from '../../src/generate/generate.js';
 import { TextTokenizer } from '../../src/tokenizer/tokenizer.js';
@@ -102,7 +101,7 @@ export async function referenceCompletion(
       topP: null,
       repetitionPenalty: null,
       stopIds: eos,
-      hooks: adapter ? AdapterBatch.all(adapter, { training: false }) : undefined,
+      adapter,
     });
     return loaded.tokenizer.decodeContinuation(
       ids,

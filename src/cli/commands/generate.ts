@@ -2,7 +2,7 @@
 import { Command } from 'commander';
 import { addModelOptions, intArg, numArg, openModel, positiveNumArg, type ModelCliOptions } from '../options.js';
 import { createProgress } from '../progress.js';
-import { adapterHooks, addAdapterOption } from '../adapter-option.js';
+import { addAdapterOption, inferenceAdapter } from '../adapter-option.js';
 
 interface GenerateCliOptions extends ModelCliOptions {
   adapter?: string;
@@ -46,7 +46,7 @@ export function generateCommand(): Command {
     const { generate, newTokensThatFit } = await import('../../generate/generate.js');
     const loaded = await openModel(o);
     const { model, tokenizer } = loaded;
-    const hooks = await adapterHooks(loaded, o.adapter);
+    const adapter = await inferenceAdapter(loaded, o.adapter);
     // A chat template writes its own special tokens (as transformers' apply_chat_template does).
     const prompts = o.prompt.map((p) =>
       o.chat
@@ -71,8 +71,7 @@ export function generateCommand(): Command {
       repetitionPenalty: o.repetitionPenalty ?? null,
       seed: o.seed ?? null,
       stopIds: model.config.eosTokenIds,
-      padId: tokenizer.padId ?? 0,
-      hooks,
+      adapter,
       onStep: (n) => bar.update(n),
     });
     bar.stop();
