@@ -1,5 +1,6 @@
 // Prompt log-probabilities (echo with logprobs, as OpenAI's legacy completions and vLLM return them) and
-// the sampling fields people send (logit_bias, penalties, stop_token_ids, min_tokens, ignore_eos):
+// the sampling fields people send (logit_bias, penalties, repetition_penalty, stop_token_ids, min_tokens,
+// ignore_eos):
 // - the prompt's token_logprobs equal log-softmax of the model's own forward over the prompt (1e-5), the
 //   first one null; tokens and text_offset cut the echoed text; streaming gives the same entries;
 // - max_tokens 0 with echo scores without generating; a request of several prompts is scored in one
@@ -8,6 +9,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as T from '../../src/tensor/index.js';
+import { generate } from '../../src/generate/generate.js';
 import { MODEL_NAME, postJson, sseRecords, startServer, type Running } from './serve-fixtures.js';
 
 let srv: Running;
@@ -197,4 +199,33 @@ test('presence and frequency penalties: repeated tokens lose OpenAI’s amounts;
   ]);
   assert.equal(a.text, base.text);
   assert.equal(b.text, penalised.text);
+});
+
+test("repetition_penalty is Hugging Face's, as `generate --repetition-penalty`; out of range is a 400", async () => {
+  const prompt = 'Once upon a time';
+  const { model, tokenizer } = srv.loaded;
+  const ids = tokenizer.encode(prompt);
+  const eos = model.config.eosTokenIds;
+  const expected = (penalty: number | null) => {
+    const [out] = generate(model, [ids], {
+      maxNewTokens: 48,
+      temperature: 0,
+      topK: null,
+      topP: null,
+      repetitionPenalty: penalty,
+      stopIds: eos,
+    });
+    return tokenizer.decodeContinuation(
+      ids,
+      out!.filter((id) => !eos.includes(id)),
+    );
+  };
+  const penalised = await greedy({ repetition_penalty: 1.5 }, prompt, 48);
+  assert.equal(penalised.text, expected(1.5));
+  assert.notEqual(penalised.text, expected(null), 'the penalty changed nothing on this prompt');
+  for (const bad of [0, -1, 'x']) {
+    const r = await postJson(url(), { model: MODEL_NAME, prompt, max_tokens: 4, repetition_penalty: bad });
+    assert.equal(r.status, 400, r.text);
+    assert.equal(r.json.error.param, 'repetition_penalty');
+  }
 });
