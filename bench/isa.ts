@@ -1,7 +1,7 @@
 // The same benchmarks under each vector-instruction level this CPU supports, so that a fast path that exists
 // only on the CPU it was tuned on shows up as a cliff on the others (issue 35). The top level runs uncapped;
 // each lower one is capped with the libraries' own switches, for mixlora and the PyTorch baselines alike:
-// ATEN_CPU_CAPABILITY (ATen's kernels, and through it the addon's own small-row kernels: native/small_gemm.cc),
+// ATEN_CPU_CAPABILITY (ATen's kernels, and through it the addon's own small-row kernels: native/kernels/small_gemm.cc),
 // ONEDNN_MAX_CPU_ISA (oneDNN's products) and MKL_ENABLE_INSTRUCTIONS (MKL's). Per level, each in a fresh
 // process: the matrix-product probe, training steps (LoRA and MixLoRA in float32, bfloat16 weights and an nf4
 // base), HF + PEFT's and the eager reference's steps, a decode step with the addon's kernels and without, and
@@ -271,6 +271,13 @@ ${parts.join('\n')}`;
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const { values } = parseArgs({ options: { levels: { type: 'string' }, write: { type: 'boolean' } } });
+  // A cap already in the environment would run the CPU's own level capped under its name: the levels set
+  // their own caps, and nothing else does.
+  for (const name of Object.keys(LEVELS[0]!.caps))
+    if (process.env[name] !== undefined) {
+      log(`${name}=${process.env[name]} in the environment is ignored: each level sets its own caps`);
+      delete process.env[name];
+    }
   const { flags } = readCpuInfo();
   const supported = levelsFor(flags);
   if (supported.length === 0)
