@@ -49,6 +49,11 @@ export interface CheckpointState {
   worldSize?: number;
 }
 
+/** The SHA-256 (hex) of a value's JSON. */
+function sha256Json(value: unknown): string {
+  return crypto.createHash('sha256').update(JSON.stringify(value)).digest('hex');
+}
+
 /**
  * What a checkpoint's config must match to be resumed from: the whole config but its file's path and the
  * settings that trade memory for time without changing what a step computes (recompute: the same weights
@@ -58,14 +63,14 @@ export interface CheckpointState {
 export function configDigest(c: TrainConfig): string {
   const { file: _file, recompute: _recompute, optimizerInBackward: _inBackward, ...rest } = c;
   void [_file, _recompute, _inBackward];
-  return crypto.createHash('sha256').update(JSON.stringify(rest)).digest('hex');
+  return sha256Json(rest);
 }
 
 /** The digest checkpoints written before configDigest left the memory settings out carry (all but the file). */
 export function legacyConfigDigest(c: TrainConfig): string {
   const { file: _file, ...rest } = c;
   void _file;
-  return crypto.createHash('sha256').update(JSON.stringify(rest)).digest('hex');
+  return sha256Json(rest);
 }
 
 export function checkpointsDir(c: TrainConfig): string {
