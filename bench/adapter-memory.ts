@@ -2,7 +2,7 @@
 // one copy of `--preset llama-1b` (TinyLlama-1.1B's shapes, bfloat16 base, 2 × 64 tokens a step, recompute)
 // against two separate runs, with the optimizer as usual (AdamW, float32 moments, the step after the pass)
 // and with the memory options (8-bit AdamW moments, the optimizer step in the backward pass), under
-// mixlora's malloc settings (native/host_allocator.cc: freed memory kept for the next step) and under
+// mixlora's malloc settings (native/bindings/host_allocator.cc: freed memory kept for the next step) and under
 // glibc's defaults (MIXLORA_MALLOC=default). Each configuration is its own process (peak resident set).
 //   node dist/bench/adapter-memory.js            prints the Markdown section
 //   node dist/bench/adapter-memory.js --write    also puts it into BENCHMARKS.md ("## Adapter memory")

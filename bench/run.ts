@@ -121,7 +121,7 @@ mixlora's libtorch ${probeOurs.torch} (BLAS: ${probeOurs.blas}${probeOurs.openbl
 \`bench/python/gemm_backends.py\`: x Wᵀ for W [out, in] of llama-58m's and TinyLlama's projections, from a decode
 step's rows to a training batch's tokens, in PyTorch ${gemm.torch}: \`torch.nn.functional.linear\` (what PyTorch,
 HF transformers and PEFT run for float32) against oneDNN's \`mkldnn::_linear_pointwise\` (what mixlora's \`linear\`
-calls, native/linear.cc). GFLOP/s = 2·rows·in·out / time.
+calls, native/kernels/linear.cc). GFLOP/s = 2·rows·in·out / time.
 
 | W out × in | rows | ${gemm.blas} ms | oneDNN ms | ${gemm.blas} GFLOP/s | oneDNN GFLOP/s | oneDNN speed-up |
 |---|---:|---:|---:|---:|---:|---:|

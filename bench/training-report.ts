@@ -147,7 +147,7 @@ ${targets.map(([n, m, t, ok]) => `| ${n} | ${m} | ${t} | ${ok ? 'yes' : 'no'} |`
 
 ### Where a step's time goes (\`mixlora bench --profile\`)
 
-Each op's self time from libtorch's RecordFunction (\`native/profile.cc\`), grouped by name
+Each op's self time from libtorch's RecordFunction (\`native/bindings/profile.cc\`), grouped by name
 (\`src/bench/step-profile.ts\`): autograd-node bookkeeping apart from the ops it calls; "host" is the wall
 time outside every op (JavaScript, N-API, the tensor table, dispatch); the optimizer is its whole step.
 

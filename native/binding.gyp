@@ -2,11 +2,13 @@
   "targets": [
     {
       "target_name": "mixlora",
-      "sources": ["addon.cc", "table.cc", "ops_create.cc", "ops_shape.cc", "ops_math.cc", "ops_nn.cc",
-                  "autograd.cc", "fused.cc", "optim.cc", "optim_8bit.cc", "quant.cc", "runtime.cc", "distributed.cc",
-                  "nccl.cc", "lifeline.cc", "profile.cc", "linear.cc",
-                  "small_gemm.cc", "low_rank_rows.cc", "decode_attention.cc", "host_allocator.cc"],
-      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "sources": ["bindings/addon.cc", "bindings/table.cc", "bindings/ops_create.cc", "bindings/ops_shape.cc",
+                  "bindings/ops_math.cc", "bindings/ops_nn.cc", "bindings/autograd.cc", "bindings/optim.cc",
+                  "bindings/runtime.cc", "bindings/profile.cc", "bindings/host_allocator.cc",
+                  "kernels/linear.cc", "kernels/small_gemm.cc", "kernels/low_rank_rows.cc",
+                  "kernels/decode_attention.cc", "kernels/fused.cc", "kernels/quant.cc", "kernels/optim_8bit.cc",
+                  "distributed/distributed.cc", "distributed/nccl.cc", "distributed/lifeline.cc"],
+      "include_dirs": [".", "<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "<!@(node ../scripts/libtorch.mjs defines)"],
       "cflags!": ["-fno-exceptions", "-fno-rtti"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++20"],

@@ -114,6 +114,7 @@ void RegisterAutograd(Napi::Env env, Napi::Object exports);
 void RegisterFused(Napi::Env env, Napi::Object exports);
 void RegisterOptim(Napi::Env env, Napi::Object exports);
 void RegisterOptim8bit(Napi::Env env, Napi::Object exports);
+void RegisterQuant(Napi::Env env, Napi::Object exports);
 void RegisterRuntime(Napi::Env env, Napi::Object exports);
 void RegisterDistributed(Napi::Env env, Napi::Object exports);
 void RegisterLifeline(Napi::Env env, Napi::Object exports);

@@ -4,7 +4,8 @@
 // another project's install, a CI step that installs the packed package, a fresh worktree.
 //
 // The key is a hash of everything the compiled addon depends on:
-//   - its sources: native/*.cc, native/*.h, native/binding.gyp and native/third_party/** (contents);
+//   - its sources: native/*.h, native/binding.gyp, native/{bindings,kernels,distributed}/** and
+//     native/third_party/** (contents);
 //   - the compiler and linker settings gyp is given (scripts/libtorch.mjs's gypFields, without -Werror, which
 //     changes no byte of a build that succeeds, and with the package's own folder written as <root>, so that a
 //     checkout and an installed package agree), and node-addon-api's version;
@@ -48,8 +49,8 @@ export function addonSources(pkgRoot = root) {
     .readdirSync(native)
     .filter((n) => /\.(cc|h)$/.test(n) || n === 'binding.gyp')
     .map((n) => path.join(native, n));
-  const third = path.join(native, 'third_party');
-  return [...own, ...(fs.existsSync(third) ? filesUnder(third) : [])].sort();
+  const folders = ['bindings', 'kernels', 'distributed', 'third_party'].map((n) => path.join(native, n));
+  return [...own, ...folders.flatMap((dir) => (fs.existsSync(dir) ? filesUnder(dir) : []))].sort();
 }
 
 function compilerVersion(env) {

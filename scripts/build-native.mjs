@@ -33,14 +33,23 @@ const dryRun = Boolean(args['dry-run']);
 const say = (line) => process.stderr.write(`mixlora: ${line}\n`);
 const nativeDir = path.join(root, 'native');
 
-// The folder node-gyp runs in: native/ itself, or a folder of links to native/'s sources whose binding.gyp
-// names scripts/libtorch.mjs by its absolute path.
+/** native/'s folders of sources (binding.gyp names their files). */
+const SOURCE_FOLDERS = ['bindings', 'kernels', 'distributed'];
+
+// The folder node-gyp runs in: native/ itself, or a folder of links to native/'s sources (its headers and
+// source folders) whose binding.gyp names scripts/libtorch.mjs by its absolute path.
 function prepareFolder(out) {
   if (!out) return nativeDir;
   const dir = path.resolve(root, out);
   fs.mkdirSync(dir, { recursive: true });
+  // Links to sources that moved or went (a folder made by an older checkout) would be compiled by nothing
+  // and confuse whoever reads the folder.
+  for (const name of fs.readdirSync(dir)) {
+    const link = path.join(dir, name);
+    if (fs.lstatSync(link).isSymbolicLink() && !fs.existsSync(link)) fs.rmSync(link);
+  }
   for (const name of fs.readdirSync(nativeDir)) {
-    if (!/\.(cc|h)$/.test(name)) continue;
+    if (!/\.(cc|h)$/.test(name) && !SOURCE_FOLDERS.includes(name)) continue;
     const link = path.join(dir, name);
     const target = path.join(nativeDir, name);
     // (a link into another checkout, e.g. a build folder copied from another worktree, is replaced)

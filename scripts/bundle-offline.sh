@@ -24,7 +24,8 @@ cp -a package.json package-lock.json README.md LICENSE bin assets "$PKG/"
 cp -a docs/*.md "$PKG/docs/"   # the guides README.md links to (not docs/images: pictures, not needed offline)
 cp -a dist "$PKG/dist"
 find "$PKG/dist" -name '*.map' -delete
-cp -a native/*.cc native/*.h native/binding.gyp native/README.md native/third_party "$PKG/native/"
+cp -a native/*.h native/binding.gyp native/README.md native/bindings native/kernels native/distributed \
+  native/third_party "$PKG/native/"
 cp -a scripts/libtorch.mjs scripts/build-native.mjs scripts/addon-cache.mjs scripts/setup-venv.sh scripts/run-tests.mjs \
   scripts/gpu-check.sh "$PKG/scripts/"
 cp -a build/reference "$PKG/build/reference"

@@ -26,6 +26,8 @@ npm pack --ignore-scripts --pack-destination "$TMP" --silent >/dev/null
 TGZ=$(echo "$TMP"/mixlora-*.tgz)
 step "packed $(basename "$TGZ"): $(du -k "$TGZ" | cut -f1) KiB ($(tar -tzf "$TGZ" | wc -l) files)"
 for need in package/native/third_party/gloo/gloo/rendezvous/store.h package/native/binding.gyp \
+  package/native/common.h package/native/bindings/addon.cc package/native/kernels/linear.cc \
+  package/native/distributed/distributed.cc \
   package/scripts/build-native.mjs package/scripts/addon-cache.mjs package/scripts/setup-venv.sh \
   package/dist/src/index.d.ts package/assets/models/stories260K/stories260K.bin; do
   tar -tzf "$TGZ" "$need" >/dev/null 2>&1 || { echo "test-package: the tarball lacks $need" >&2; exit 1; }

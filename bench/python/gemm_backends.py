@@ -1,6 +1,6 @@
 """float32 x Wᵀ on the CPU: PyTorch's default (the BLAS its wheel links, MKL on x86) against oneDNN's
 linear (the operator mkldnn::_linear_pointwise that torch.compile emits and that mixlora's addon calls
-for float32 projections, native/linear.cc), on llama-58m's and TinyLlama's projection shapes, for a
+for float32 projections, native/kernels/linear.cc), on llama-58m's and TinyLlama's projection shapes, for a
 decode step's few rows up to a training batch's 1024 tokens.
 
     .venv/bin/python bench/python/gemm_backends.py [--threads N]

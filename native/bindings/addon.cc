@@ -1,6 +1,5 @@
 // Entry point of the mixlora libtorch addon: one C++ function per op, no model logic.
 #include "common.h"
-#include "quant.h"
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   mx::ConfigureHostAllocator();

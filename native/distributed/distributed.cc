@@ -2,7 +2,7 @@
 // ProcessGroupGloo for the collectives, as torch.distributed.init_process_group("gloo") builds them
 // (https://pytorch.org/docs/stable/distributed.html). One group per process, held until distDestroy.
 // A CUDA build with NCCL adds, when asked (a rank training on CUDA), a ProcessGroupNCCL over the same
-// store (native/nccl.h) for CUDA tensors, as backend "cpu:gloo,cuda:nccl" does: the gradients are then
+// store (native/distributed/nccl.h) for CUDA tensors, as backend "cpu:gloo,cuda:nccl" does: the gradients are then
 // summed on the device; CPU tensors (step statistics, gathers, the monitored barrier) stay on Gloo.
 //
 // Collectives are synchronous from JavaScript: each waits on its Work with the group's timeout, so a

@@ -1,4 +1,4 @@
-// ProcessGroupNCCL behind native/nccl.h: a CUDA build with NCCL's headers creates it; any other build
+// ProcessGroupNCCL behind native/distributed/nccl.h: a CUDA build with NCCL's headers creates it; any other build
 // says it has none. The options are torch.distributed's defaults but for the timeout, which is the
 // group's (MIXLORA_DIST_TIMEOUT): collectives are awaited with it (Work::wait) and NCCL's watchdog
 // uses it too.

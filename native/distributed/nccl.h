@@ -1,4 +1,4 @@
-// c10d's ProcessGroupNCCL for the CUDA tensors of a data-parallel group (native/distributed.cc), as
+// c10d's ProcessGroupNCCL for the CUDA tensors of a data-parallel group (native/distributed/distributed.cc), as
 // torch.distributed builds it for backend "cpu:gloo,cuda:nccl". Compiled in CUDA builds whose CUDA and
 // NCCL headers were found (MIXLORA_TORCH_NCCL=1, see scripts/libtorch.mjs); elsewhere NcclBuilt() is
 // false and the other functions throw. Only nccl.cc sees CUDA's headers.

@@ -1,3 +1,6 @@
+// Semantics: DecodeAttention(q [B, H, 1, D], k, v [B, Hkv, S, D], mask?) and PagedDecodeAttention (keys and
+// values read through block tables) = softmax(q kᵀ · scale, masked) v [B, H, 1, D], outside autograd.
+//
 // softmax(q kᵀ / √D + mask) v for one query per row and head (a decode step), float32 on the CPU outside
 // autograd. ATen's fused CPU kernel is built for blocks of queries: on one query per head it costs
 // 100-350 µs per layer at 8 rows of ~100 positions, several times the time to read the keys and values.

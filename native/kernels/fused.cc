@@ -1,3 +1,6 @@
+// Semantics: swiglu(gate, up) = silu(gate) · up; sumCrossEntropy(logits [N, C], target [N]) =
+// Σᵢ −log softmax(logitsᵢ)[targetᵢ]; both differentiable, saving only what their backward reads.
+//
 // Fused operations with their own backward, where autograd's composition would keep more activations
 // alive than the gradient needs.
 #include "common.h"

@@ -1,3 +1,6 @@
+// Semantics: lowRankByMember: for each slot i of member g = members[i]: out[outRows[i]] += w_i · s_g ·
+// B_g (A_g x[inRows[i]]); with a base, out[i] = (base[baseRows[i]] + delta_i) · columnScales[g] (arguments below).
+//
 // Low-rank products of rows that belong to different members (adapters, or MixLoRA experts), for
 // inference steps that mix adapters (continuous batching in `mixlora serve`). Each slot (a token, or a
 // token's routed expert) has a member; the slots of each member go through that member's A and B alone:

@@ -1,3 +1,6 @@
+// Semantics: adamw8bit(params, grads, 8-bit moment codes and block absmaxes, step, hyperparameters): one
+// AdamW step in place, the moments requantised; adamw8bitMaps/adamw8bitNearest expose the maps for tests.
+//
 // AdamW with 8-bit blockwise optimizer state (Dettmers et al. 2022, "8-bit Optimizers via Block-wise
 // Quantization"; bitsandbytes' AdamW8bit). Each moment is stored as one byte per value, an index into a
 // 256-entry dynamic quantisation map, with one float32 absmax per block of 256 consecutive values: 2.03

@@ -1,3 +1,6 @@
+// Semantics: quantize(W, NF4 | int8) -> [codes, scales]; dequantize(codes, scales) ≈ W (NF4: 4-bit
+// normal-float codes, one absmax per 64 values; int8: one absmax per row); quantLinear(x, ..) = x dequantize(..)ᵀ.
+//
 // Quantised frozen weights (QLoRA-style; docs/design.md §13). NF4 as QLoRA (Dettmers et al. 2023,
 // "QLoRA: Efficient Finetuning of Quantized LLMs", §3 and appendix E) and bitsandbytes' blockwise 4-bit
 // kernels store it; int8 with one absmax scale per output row. Everything is written with ATen tensor

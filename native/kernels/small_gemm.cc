@@ -1,3 +1,6 @@
+// Semantics: SmallLinear(x [n, in] float32 with n ≤ 16, W [out, in] float32 or bfloat16, b [out]?) = x Wᵀ + b
+// [n, out] float32, outside autograd; each output row depends on its own input row only.
+//
 // x Wᵀ + b for a handful of rows (a decode step: one token per sequence), float32 on the CPU. A GEMM
 // library's kernels are built for many rows: on 1-16 rows oneDNN spends 15-50 µs per call on setup and
 // reaches a fraction of the memory bandwidth that such a product is bound by, and a serving step runs

@@ -1,5 +1,5 @@
 // Several adapters' LoRA/DoRA modules side by side, for inference steps whose rows use different adapters
-// (continuous batching in `mixlora serve`). Per projection, one call (lowRankByMember, native/low_rank_rows.cc)
+// (continuous batching in `mixlora serve`). Per projection, one call (lowRankByMember, native/kernels/low_rank_rows.cc)
 // runs each row through its own member's A and B, as Punica's and S-LoRA's batched LoRA kernels (BGMV) do:
 // each member's weights are read once, for its rows only, whatever the number of adapters in the step.
 //

@@ -130,7 +130,7 @@ function readConfig(msg: Extract<ParentMessage, { type: 'start' }>): TrainConfig
 
 async function run(msg: Extract<ParentMessage, { type: 'start' }>): Promise<TrainingResult> {
   stopFile = msg.stopFile;
-  // The run ends itself when the application is gone (native/lifeline.cc watches the parent from a thread:
+  // The run ends itself when the application is gone (native/distributed/lifeline.cc watches the parent from a thread:
   // this process's JavaScript is busy in the training loop).
   const { native } = await import('../tensor/native.js');
   native.watchParent(process.ppid, 'mixlora: training process: the application that started it is gone; exiting\n');

@@ -118,7 +118,7 @@ export function opFamily(name: string): Family {
   if (/Backward\d*$/.test(name) || name.startsWith('autograd::') || name.includes('AccumulateGrad')) {
     return 'autograd engine';
   }
-  // oneDNN's linear (native/linear.cc) is recorded as mkldnn::_linear_pointwise.
+  // oneDNN's linear (native/kernels/linear.cc) is recorded as mkldnn::_linear_pointwise.
   if (name === 'mkldnn::_linear_pointwise') return 'GEMM';
   const op = name.replace(/^aten::/, '');
   if (GEMM.has(op)) return 'GEMM';

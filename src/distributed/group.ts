@@ -1,5 +1,5 @@
 // The process group a data-parallel job runs in: PyTorch's c10d (TCPStore rendezvous, Gloo collectives,
-// and NCCL for a CUDA rank's gradients: backend.ts) reached through the addon (native/distributed.cc).
+// and NCCL for a CUDA rank's gradients: backend.ts) reached through the addon (native/distributed/distributed.cc).
 // A process that runs alone gets `SOLO`, whose collectives are identities, so callers never branch on
 // the world size to stay correct.
 //

@@ -1,5 +1,5 @@
 // A rank started by `mixlora launch` ends itself when its launcher is gone. The launcher names itself in
-// MIXLORA_LAUNCHER_PID; the rank then has the addon watch its parent (native/lifeline.cc: a thread that
+// MIXLORA_LAUNCHER_PID; the rank then has the addon watch its parent (native/distributed/lifeline.cc: a thread that
 // polls getppid() every second, since the rank's JavaScript may be blocked in a long training step or a
 // collective). A launcher ended by SIGINT or SIGTERM ends its ranks itself; one killed by SIGKILL cannot,
 // and its ranks would otherwise train on as orphans, holding their GPUs and the rendezvous port.

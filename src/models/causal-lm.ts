@@ -59,7 +59,7 @@ export class CausalLM {
   /**
    * `dtype` is the compute dtype: the activations', the products', the attention cache's. The weights keep the
    * dtype they were loaded in (weightDType); a bfloat16 model may compute in float32 (src/tensor/compute-mode.ts),
-   * each weight widened for its product (native/linear.cc).
+   * each weight widened for its product (native/kernels/linear.cc).
    */
   constructor(
     readonly config: ModelConfig,

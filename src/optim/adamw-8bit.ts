@@ -1,7 +1,7 @@
 // AdamW with 8-bit blockwise state (bitsandbytes' AdamW8bit; Dettmers et al. 2022): each moment is one
 // byte per value (an index into a 256-entry dynamic map) plus a float32 absmax per 256 values, so the
 // optimizer state takes 2.03 bytes per trainable value instead of 8. The update itself is AdamW's float32
-// arithmetic on the dequantised moments (native/optim_8bit.cc); only the stored moments are rounded.
+// arithmetic on the dequantised moments (native/kernels/optim_8bit.cc); only the stored moments are rounded.
 // Parameters with fewer than MIN_8BIT_SIZE values keep float32 moments, as bitsandbytes does (a router's
 // bias gains nothing from quantisation and loses the most).
 import { native } from '../tensor/native.js';

@@ -1,5 +1,5 @@
 // AdamW with PyTorch's semantics (torch.optim.AdamW, single-tensor path): decoupled weight decay,
-// bias-corrected moments. The update runs in one native call over all parameters (native/optim.cc).
+// bias-corrected moments. The update runs in one native call over all parameters (native/bindings/optim.cc).
 import { native } from '../tensor/native.js';
 import { Tensor } from '../tensor/tensor.js';
 import { noGrad } from '../tensor/autograd.js';

@@ -6,7 +6,7 @@ import { UserError } from '../util/errors.js';
 export const QUANT_FORMATS = ['nf4', 'int8'] as const;
 export type QuantFormat = (typeof QUANT_FORMATS)[number];
 
-/** The addon's format codes (native/quant.cc). */
+/** The addon's format codes (native/kernels/quant.cc). */
 export const QUANT_CODES: Record<QuantFormat, number> = { int8: 0, nf4: 1 };
 
 export function isQuantFormat(s: unknown): s is QuantFormat {

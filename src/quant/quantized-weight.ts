@@ -1,5 +1,5 @@
 // A frozen linear weight [out, in] held quantised (QLoRA-style): only the codes and their scales stay
-// resident; the full-precision weight exists while a layer runs (native/quant.cc) and is freed after.
+// resident; the full-precision weight exists while a layer runs (native/kernels/quant.cc) and is freed after.
 import { native } from '../tensor/native.js';
 import { Tensor, type Device } from '../tensor/tensor.js';
 import { dtypeCode, ITEM_SIZE, type DType } from '../tensor/dtype.js';

@@ -3,7 +3,7 @@
 // final hidden states of those positions (so that a prompt served from cached blocks still gets its
 // log-probabilities: the LM head runs on the stored states). Per layer, keys and values are
 // [N, kvHeads, BLOCK_SIZE, headDim]: one block's keys of one head are BLOCK_SIZE contiguous rows, the layout
-// the decode kernel reads in place (native/decode_attention.cc).
+// the decode kernel reads in place (native/kernels/decode_attention.cc).
 //
 // Prefix caching: a full block can be registered under the hash of everything its contents depend on (the
 // adapter's identity and all tokens up to its end, block-hash.ts); a later sequence with the same prefix

@@ -17,12 +17,12 @@ export interface BackendInfo {
   addon: string;
   cuda_build: boolean;
   blas: string;
-  /** What float32 projections (linear) run on: oneDNN (native/linear.cc), or ATen and its BLAS. */
+  /** What float32 projections (linear) run on: oneDNN (native/kernels/linear.cc), or ATen and its BLAS. */
   linear: 'onednn' | 'aten';
-  /** Products of 1-16 rows outside autograd (decode steps) through native/small_gemm.cc's dot-product kernel
+  /** Products of 1-16 rows outside autograd (decode steps) through native/kernels/small_gemm.cc's dot-product kernel
    *  with these vectors, or "off" (no AVX2, or MIXLORA_GEMM=onednn or aten). */
   small_gemm: 'avx512' | 'avx2' | 'off';
-  /** glibc's malloc keeping freed memory for the next step ("reuse", native/host_allocator.cc) or as glibc
+  /** glibc's malloc keeping freed memory for the next step ("reuse", native/bindings/host_allocator.cc) or as glibc
    *  sets it ("default": MIXLORA_MALLOC=default, malloc settings of your own, or not glibc). */
   host_allocator: 'reuse' | 'default';
   openblas_core: string | null;

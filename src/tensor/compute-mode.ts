@@ -2,7 +2,7 @@
 // activations and products are bfloat16 too where the CPU multiplies bfloat16 natively (AVX-512-BF16, AMX),
 // and float32 elsewhere: on a CPU without bfloat16 arithmetic oneDNN and ATen emulate it several times slower
 // than float32 (PyTorch 2.13 on an AVX2 EPYC: 12 GFLOP/s against 94), while widening each bfloat16 weight to
-// float32 for its product (native/linear.cc; the small-row kernel reads it as bfloat16, native/small_gemm.cc)
+// float32 for its product (native/kernels/linear.cc; the small-row kernel reads it as bfloat16, native/kernels/small_gemm.cc)
 // costs a conversion per product. The decision asks libtorch (cpuinfo's flags, its kernel level) and oneDNN
 // (its bfloat16 support), and honours their caps (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA), so a run capped
 // to AVX2 computes as an AVX2 machine would. `bf16_compute` (config) / `--bf16-compute` (flag) /

@@ -1,4 +1,4 @@
-// Element types. The numeric codes are the addon's (native/table.cc, kDTypes).
+// Element types. The numeric codes are the addon's (native/bindings/table.cc, kDTypes).
 
 export type DType =
   'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'bool' | 'uint8' | 'int8' | 'int16';

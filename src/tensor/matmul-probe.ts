@@ -1,7 +1,7 @@
 // A short matrix-product measurement: the throughput a training step can at best reach on this machine.
 // Square products of `size` (default 2048) timed for about `seconds` per dtype after one warm-up product,
 // through linear() (a bᵀ): the path the models' projections take (oneDNN for float32 on the CPU where
-// libtorch has it, native/linear.cc), so that a step's share of the probe compares like with like.
+// libtorch has it, native/kernels/linear.cc), so that a step's share of the probe compares like with like.
 import { randn } from './create.js';
 import { cuda } from './runtime.js';
 import { linear } from './ops.js';

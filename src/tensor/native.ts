@@ -94,7 +94,7 @@ export interface NativeAddon {
   ): Id;
   swiglu(gate: Id, up: Id): Id;
   sumCrossEntropy(logits: Id, target: Id): Id;
-  // quantised frozen weights (native/quant.cc); format 0 = int8, 1 = nf4; portable: the tensor-op version
+  // quantised frozen weights (native/kernels/quant.cc); format 0 = int8, 1 = nf4; portable: the tensor-op version
   // on the CPU too (the CPU otherwise uses its loops)
   quantize(w: Id, format: number, portable: boolean): [Id, Id];
   dequantize(data: Id, scales: Id, format: number, shape: number[], dtype: number, portable: boolean): Id;
@@ -143,7 +143,7 @@ export interface NativeAddon {
     eps: number,
     weightDecay: number,
   ): void;
-  /** 8-bit blockwise AdamW (native/optim_8bit.cc): codes uint8 [numel], absmax float32 [ceil(numel / 256)]. */
+  /** 8-bit blockwise AdamW (native/kernels/optim_8bit.cc): codes uint8 [numel], absmax float32 [ceil(numel / 256)]. */
   adamw8bit(
     params: Id[],
     expAvgCodes: Id[],
@@ -201,7 +201,7 @@ export interface NativeAddon {
     smallGemm: 'avx512' | 'avx2' | 'off';
     hostAllocator: 'reuse' | 'default';
   };
-  /** Whether the CPU does bfloat16 arithmetic, as libtorch (cpuinfo) and oneDNN see it (native/runtime.cc). */
+  /** Whether the CPU does bfloat16 arithmetic, as libtorch (cpuinfo) and oneDNN see it (native/bindings/runtime.cc). */
   cpuBf16(): {
     flagsFrom: 'libtorch' | 'cpuid';
     architecture: string;
@@ -210,7 +210,7 @@ export interface NativeAddon {
     onednnBf16: boolean | null;
   };
   // distributed (c10d: TCPStore + ProcessGroupGloo, and ProcessGroupNCCL for CUDA tensors with ncclDevice;
-  // native/distributed.cc, native/nccl.cc)
+  // native/distributed/distributed.cc, native/distributed/nccl.cc)
   distInit(opts: {
     rank: number;
     worldSize: number;
@@ -248,7 +248,7 @@ function load(): NativeAddon {
   // Must run before libtorch (and any OpenBLAS it links) is loaded: OpenBLAS reads this once, at load.
   chooseOpenblasCoreType(file);
   // oneDNN keeps the kernels it compiled per shape in a cache of 1024 by default; the float32 projections
-  // (native/linear.cc) with their backward and bucketed row counts can use more, and a miss costs a
+  // (native/kernels/linear.cc) with their backward and bucketed row counts can use more, and a miss costs a
   // recompilation (milliseconds). Read once, when oneDNN first runs; a value you set is kept.
   process.env.ONEDNN_PRIMITIVE_CACHE_CAPACITY ??= '8192';
   return createRequire(import.meta.url)(file) as NativeAddon;

@@ -40,7 +40,7 @@ export interface LowRankMembers {
 }
 
 /** Each slot through its own member's modules: out[outRows[i]] += weights[i] · s · B (A x[inRows[i]]), for
- * x [n, in] float32 and members [m] int64 (native/low_rank_rows.cc) -> [outCount, out] float32. inRows
+ * x [n, in] float32 and members [m] int64 (native/kernels/low_rank_rows.cc) -> [outCount, out] float32. inRows
  * default to slot i reading row i, outRows to slot i writing row i (outCount = m), weights to 1.
  * With base [nb, out] float32 (no outRows): out[i] = base[baseRows[i]] (default row i) + the delta, times
  * columnScales[members[i]] ([G, out] float32) when given: a frozen projection's output adapted in the same
@@ -85,7 +85,7 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
 
 /**
  * Σᵢ cross-entropy of logits [N, C] against targets [N] (every id in [0, C)), float32 []: the fused kernel of
- * native/fused.cc, whose backward is one pass g·(softmax − onehot) instead of log_softmax's and nll_loss's.
+ * native/kernels/fused.cc, whose backward is one pass g·(softmax − onehot) instead of log_softmax's and nll_loss's.
  */
 export function sumCrossEntropy(logits: Tensor, target: Tensor): Tensor {
   return new Tensor(native.sumCrossEntropy(logits.id, target.id));
@@ -127,7 +127,7 @@ export function scaledDotProductAttention(
   );
 }
 
-/** A decode step's attention over paged KV blocks, read in place (native/decode_attention.cc): q [B, H, 1, D],
+/** A decode step's attention over paged KV blocks, read in place (native/kernels/decode_attention.cc): q [B, H, 1, D],
  * kPool and vPool [N, Hkv, bs, D], tables int64 [B, M] (each row's blocks in order), lens int64 [B] (its
  * keys, the new one included); window > 0 keeps the last `window` keys. Float32 on the CPU with the small-row
  * kernel on (runtime info's smallGemm is not 'off'). */

@@ -1,4 +1,4 @@
-// Op-level profile from libtorch's RecordFunction (native/profile.cc): for each operator name that ran
+// Op-level profile from libtorch's RecordFunction (native/bindings/profile.cc): for each operator name that ran
 // inside `fn` (forward ops, autograd nodes, the ops they call), its calls and self time, so that the
 // times add up to the time spent inside libtorch without counting nested ops twice.
 import { native } from './native.js';

@@ -219,7 +219,7 @@ test('the reference .bin and .safetensors of one adapter hold the same weights; 
       assertClose(
         T.noGrad(() => model.forward(x, { hooks: AdapterBatch.all(a, { training: false }) })),
         want,
-        // 3e-5: the reference's logits come from PyTorch's BLAS, ours from oneDNN (native/linear.cc), whose
+        // 3e-5: the reference's logits come from PyTorch's BLAS, ours from oneDNN (native/kernels/linear.cc), whose
         // float32 sums run in another order (1e-5 when both use the BLAS: MIXLORA_GEMM=aten).
         { atol: 3e-5, what: a.name },
       );

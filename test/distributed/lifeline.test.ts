@@ -1,5 +1,5 @@
 // A launcher killed with SIGKILL cannot end its ranks: they notice that their parent is gone
-// (native/lifeline.cc) and exit on their own within a few seconds, naming the launcher.
+// (native/distributed/lifeline.cc) and exit on their own within a few seconds, naming the launcher.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';

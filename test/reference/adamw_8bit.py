@@ -1,4 +1,4 @@
-"""Independent reference for mixlora's 8-bit AdamW (native/optim_8bit.cc, src/optim/adamw-8bit.ts), in
+"""Independent reference for mixlora's 8-bit AdamW (native/kernels/optim_8bit.cc, src/optim/adamw-8bit.ts), in
 numpy, from the rules as Dettmers et al. 2022 ("8-bit Optimizers via Block-wise Quantization") and
 bitsandbytes' AdamW8bit state them, sharing no code or formulation with the implementation:
 

@@ -1,4 +1,4 @@
-"""Independent reference for mixlora's quantised frozen weights (src/quant, native/quant.cc), in numpy,
+"""Independent reference for mixlora's quantised frozen weights (src/quant, native/kernels/quant.cc), in numpy,
 from the rules as QLoRA (Dettmers et al. 2023, "QLoRA: Efficient Finetuning of Quantized LLMs") and
 bitsandbytes state them, sharing no code or formulation with the implementation:
 

@@ -1,4 +1,4 @@
-// Attention of one query per row and head outside autograd (a decode step) takes native/decode_attention.cc:
+// Attention of one query per row and head outside autograd (a decode step) takes native/kernels/decode_attention.cc:
 // equal to the softmax composition (1e-5 of the largest magnitude) with grouped-query heads, a head size
 // with a vector tail, masked keys and keys that are a view of a longer cache, zeros where every key is
 // masked; each row the same floats as alone; with gradients or several queries, ATen's kernel as before.

@@ -1,4 +1,4 @@
-// Which of the addon's own kernels a CPU takes: the small-row products (native/small_gemm.cc), and through them
+// Which of the addon's own kernels a CPU takes: the small-row products (native/kernels/small_gemm.cc), and through them
 // decode attention and the adapters' low-rank rows, run AVX-512 where the CPU has it, else AVX2 with FMA, else
 // not at all (the GEMM library's path). ATen's own cap, ATEN_CPU_CAPABILITY, caps them too (default: off;
 // avx2: at most AVX2), and MIXLORA_GEMM=aten or onednn turns them off. Each setting in a fresh process (the

@@ -1,5 +1,5 @@
 // glibc's malloc is told to keep freed memory for the next step when the addon loads
-// (native/host_allocator.cc), unless MIXLORA_MALLOC=default or a malloc setting of the user's own is in
+// (native/bindings/host_allocator.cc), unless MIXLORA_MALLOC=default or a malloc setting of the user's own is in
 // the environment: what it did is reported, and both ways out are honoured.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';

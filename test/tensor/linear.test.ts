@@ -1,8 +1,8 @@
-// linear() through oneDNN (native/linear.cc) where libtorch has the operator: the product, the input
+// linear() through oneDNN (native/kernels/linear.cc) where libtorch has the operator: the product, the input
 // gradient for frozen weights, and all three gradients for trained ones equal ATen's matmul composition
 // (float32; 1e-4 relative to the largest magnitude: the two sum in different orders); bfloat16 and the
 // MIXLORA_GEMM=aten switch take ATen's own linear. Products of 1-16 rows outside autograd (decode steps)
-// take native/small_gemm.cc's kernel: equal to the composition, and each row the same floats whatever
+// take native/kernels/small_gemm.cc's kernel: equal to the composition, and each row the same floats whatever
 // the rows beside it (a sequence served among others decodes as it does alone).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';

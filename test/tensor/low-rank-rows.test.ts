@@ -1,4 +1,4 @@
-// lowRankByMember (native/low_rank_rows.cc): each slot through its own member's A and B, weighted, added
+// lowRankByMember (native/kernels/low_rank_rows.cc): each slot through its own member's A and B, weighted, added
 // into its output row, equals the per-slot composition w · s · B (A x[inRow]) summed with index_add
 // (1e-5 of the largest magnitude), for members of different ranks, members without modules, slots that
 // share an output row; with base rows and DoRA's column scales, bit for bit the composition (base + delta)

@@ -1,4 +1,4 @@
-// 8-bit AdamW (src/optim/adamw-8bit.ts, native/optim_8bit.cc) against the independent numpy reference
+// 8-bit AdamW (src/optim/adamw-8bit.ts, native/kernels/optim_8bit.cc) against the independent numpy reference
 // (test/reference/adamw_8bit.py): the two quantisation maps exactly; after four steps the parameters within
 // 1e-6 (relative 1e-5) and the stored moments' codes equal (a code one step away allowed for at most
 // 0.1% of values: float32 distances here, float64 there, may round a near-tie apart), for both executors.
