@@ -1,3 +1,6 @@
+// Semantics: Linear(x [.., in], W [out, in], b [out]?) = x Wᵀ + b [.., out], differentiable; the path it takes
+// (oneDNN, widened narrow weight, small rows, ATen) never changes what it computes beyond rounding.
+//
 // x Wᵀ + b on the CPU through oneDNN where ATen would call the BLAS. PyTorch's x86 wheels route float32
 // matmuls to MKL, whose kernels on the AMD CPUs measured are as fast at best and at worst half as fast as
 // oneDNN's for a training batch's shapes (bench/python/gemm_backends.py; BENCHMARKS.md, "float32 products");
@@ -61,10 +64,14 @@ int64_t PaddedRows(int64_t n) {
   return (n + step - 1) / step * step;
 }
 
-// t [n, k] with zero rows appended up to `rows`.
+// t [n, k] with zero rows appended up to `rows`: one allocation, t copied in, the tail zeroed.
 at::Tensor PadRows(const at::Tensor& t, int64_t rows) {
-  if (t.size(0) == rows) return t;
-  return at::cat({t, at::zeros({rows - t.size(0), t.size(1)}, t.options())}, 0);  // [rows, k]
+  const int64_t n = t.size(0);
+  if (n == rows) return t;
+  at::Tensor padded = at::empty({rows, t.size(1)}, t.options());  // [rows, k]
+  padded.narrow(0, 0, n).copy_(t);
+  padded.narrow(0, n, rows - n).zero_();
+  return padded;
 }
 
 // x [.., in] -> [.., out]
