@@ -16,9 +16,12 @@ import { linearOf, type LayerWeights, type Linear, type ProjName } from '../mode
 import type { Adapter } from './adapter.js';
 import { applyLora } from './lora.js';
 import { moeForward } from './moe.js';
-import { DENSE_MAX_TOKENS } from './moe-dense.js';
 import type { AdapterStack, AdapterStackCache } from './adapter-stack.js';
 import { stackedMlp, stackedProject } from './stacked-forward.js';
+
+/** The most tokens a pass may have to run stacked (a decode step's rows, a short prompt): beyond, the
+ * products of many rows run range by range at the libraries' speed. */
+export const STACKED_MAX_TOKENS = 64;
 
 export interface RowRange {
   start: number;
@@ -43,8 +46,8 @@ export interface BatchOptions {
    * training), expert counts per layer for load statistics ('counts'), or nothing ('none'). */
   record?: 'loss' | 'counts' | 'none';
   /** Inference only: where the stacked modules of several adapters are kept between passes. With it, a
-   * pass of at most DENSE_MAX_TOKENS tokens whose rows use two adapters or more runs every adapter's
-   * modules at once (adapter-stack.ts) instead of range by range. */
+   * pass of at most STACKED_MAX_TOKENS tokens runs its adapters' modules stacked (adapter-stack.ts; see
+   * stackFor) instead of range by range. */
   stacks?: AdapterStackCache;
 }
 
@@ -206,12 +209,24 @@ export class AdapterBatch implements ForwardHooks {
     return this.perRange(ranges, (range) => outs.get(range)!);
   }
 
-  /** The stack of this pass's adapters when the stacked path applies (see BatchOptions.stacks). */
+  /**
+   * How this pass runs its adapters: the stack of its adapters when the stacked executor applies, else
+   * null (range by range: applyLora per range, and moeForward's sparse experts for MixLoRA ranges).
+   *
+   * | training or grad mode on                 | range by range (autograd)                          |
+   * | no stack cache given (eval, perplexity)  | range by range                                     |
+   * | more than STACKED_MAX_TOKENS tokens      | range by range (prefill: products of many rows)    |
+   * | only base-model rows                     | range by range (nothing to adapt)                  |
+   * | otherwise (decode steps of the engine)   | stacked: every row's slots through its own member, |
+   * |                                          | one adapter or several (stacked-forward.ts)        |
+   *
+   * (mlp() also keeps Phi-3's fused gate_up_proj range by range: the stacked block has no split of it.)
+   */
   private stackFor(ranges: RowRange[], tokens: number): AdapterStack | null {
     const cache = this.opts.stacks;
-    if (!cache || this.opts.training || isGradEnabled() || tokens > DENSE_MAX_TOKENS) return null;
+    if (!cache || this.opts.training || isGradEnabled() || tokens > STACKED_MAX_TOKENS) return null;
     const adapters = [...new Set(ranges.map((range) => range.adapter))].filter((a): a is Adapter => a !== null);
-    return adapters.length >= 2 ? cache.get(adapters) : null;
+    return adapters.length >= 1 ? cache.get(adapters) : null;
   }
 
   /** Each token's plain-projection member, [B·T] int64 (rows of T tokens). */

@@ -11,8 +11,7 @@
 //    per-expert column scaling breaks the linearity, nor with a down_proj bias);
 //  - per expert (the reference's plain path): each expert runs the whole FFN on its rows.
 // `expertPath` picks, once per call, which frozen projections are shared (see ExpertPath).
-// At inference on a few tokens (decode steps), the shared gate/up paths run every expert densely
-// instead (moe-dense.ts).
+// Decode steps of the serving engine do not come here: AdapterBatch runs them stacked (stacked-forward.ts).
 import { zeros, rand } from '../tensor/create.js';
 import { bincount, cat, linear } from '../tensor/ops.js';
 import { frozenLinear } from '../models/frozen-linear.js';
@@ -24,7 +23,6 @@ import { linearOf, type LayerWeights, type Linear } from '../models/weights.js';
 import { applyLora, loraDelta } from './lora.js';
 import { expertParams, type MlpProj, type MoeLayer } from './params.js';
 import { route, type RouterOutput, type Routing } from './routing.js';
-import { denseExperts, denseFits } from './moe-dense.js';
 import type { MoeSettings } from './config.js';
 
 export interface MoeInput {
@@ -258,10 +256,6 @@ export function moeForward(layer: MoeLayer, w: LayerWeights, input: MoeInput): M
     counts: routing.counts,
   };
   const path = expertPath(layer, w, input.efficient, base);
-  // The dense decode path is written for SwiGLU over separate gate/up projections (not Phi-3's fused one).
-  const denseApplies = input.act === 'silu' && !base?.fused && !w.proj.gate_up_proj;
-  if (!training && denseApplies && sharesGateUp(path) && denseFits(layer, x.size(0)))
-    return { out: denseExperts(layer, w, x, base!, routing).to(input.x.dtype), ...records };
   const groups = groupByExpert(routing, m.numExperts);
   const results = expertOutputs(layer, w, x, base, input.act, groups, path, training);
   let out = combine(input, w, groups, results, x.device);
