@@ -57,6 +57,22 @@ test('sequences sent together are prefilled in one forward and each equals gener
     return out!;
   });
   const live = T.liveTensors();
+  // generate() of every case at once, one adapter per prompt (as PEFT's adapter_names): each row as alone.
+  const together = generate(
+    model,
+    cases.map((c) => c.ids),
+    {
+      maxNewTokens: NEW_TOKENS,
+      temperature: 0,
+      topK: null,
+      topP: null,
+      repetitionPenalty: null,
+      stopIds: [],
+      adapter: cases.map((c) => c.adapter),
+    },
+  );
+  assert.deepEqual(together, expected, 'generate() with one adapter per prompt');
+  assert.equal(T.liveTensors(), live, 'generate() leaves no tensor behind');
   const engine = new Engine(model, { maxBatch: cases.length, maxQueue: 0, stopIds: [], metrics: new ServerMetrics() });
   const got = await Promise.all(cases.map(({ ids, adapter }) => serve(engine, ids, adapter)));
   assert.equal(engine.peakPrefill, cases.length, 'all sequences prefilled in one forward');
@@ -64,6 +80,20 @@ test('sequences sent together are prefilled in one forward and each equals gener
   await engine.shutdown(1000);
   assert.equal(T.liveTensors(), live, 'the engine leaves no tensor behind');
   for (const a of adapters) a?.dispose();
+  model.dispose();
+});
+
+test('generate(): a prompt whose adapter fails throws, leaving nothing behind; adapters must match prompts', async () => {
+  const { model, tokenizer } = loadModel(STORIES_BIN, { tokenizer: STORIES_TOK });
+  const dirs = writeAdapters(tempDir('mixlora-generate-fault-'), model);
+  const broken = await loadAdapter(dirs.lora!, model);
+  broken.dispose(); // its tensors are gone: any forward through it throws
+  const ids = tokenizer.encode(PROMPTS[0]!);
+  const o = { maxNewTokens: 4, temperature: 0, topK: null, topP: null, repetitionPenalty: null, stopIds: [] };
+  const live = T.liveTensors();
+  assert.throws(() => generate(model, [ids, ids], { ...o, adapter: [null, broken] }));
+  assert.equal(T.liveTensors(), live, 'the KV pool and the stacks were freed');
+  assert.throws(() => generate(model, [ids, ids], { ...o, adapter: [null] }), /1 adapters given for 2 prompts/);
   model.dispose();
 });
 
