@@ -44,32 +44,15 @@ test('sequences sent together are prefilled in one forward and each equals gener
   const cases = PROMPTS.flatMap((p, i) =>
     adapters.map((_a, j) => ({ ids: tokenizer.encode(p), adapter: adapters[(i + j) % adapters.length]! })),
   );
-  const expected = cases.map(({ ids, adapter }) => {
-    const [out] = generate(model, [ids], {
-      maxNewTokens: NEW_TOKENS,
-      temperature: 0,
-      topK: null,
-      topP: null,
-      repetitionPenalty: null,
-      stopIds: [],
-      adapter,
-    });
-    return out!;
-  });
+  const greedy = { maxNewTokens: NEW_TOKENS, temperature: 0, topK: null, topP: null, repetitionPenalty: null };
+  const expected = cases.map(({ ids, adapter }) => generate(model, [ids], { ...greedy, stopIds: [], adapter })[0]!);
   const live = T.liveTensors();
   // generate() of every case at once, one adapter per prompt (as PEFT's adapter_names): each row as alone.
+  const adapterOf = cases.map((c) => c.adapter);
   const together = generate(
     model,
     cases.map((c) => c.ids),
-    {
-      maxNewTokens: NEW_TOKENS,
-      temperature: 0,
-      topK: null,
-      topP: null,
-      repetitionPenalty: null,
-      stopIds: [],
-      adapter: cases.map((c) => c.adapter),
-    },
+    { ...greedy, stopIds: [], adapter: adapterOf },
   );
   assert.deepEqual(together, expected, 'generate() with one adapter per prompt');
   assert.equal(T.liveTensors(), live, 'generate() leaves no tensor behind');
