@@ -4,7 +4,7 @@
 // different adapters in the same forward, as PEFT's `generate(adapter_names=...)`.
 import type { CausalLM } from '../models/causal-lm.js';
 import type { Adapter } from '../adapters/adapter.js';
-import { blocksFor } from '../serve/block-pool.js';
+import { blockBytes, blocksFor, blocksWithin } from '../serve/block-pool.js';
 import { EngineCore, type SequenceSpec } from '../serve/engine-core.js';
 import { ServerMetrics } from '../serve/metrics.js';
 import { UserError } from '../util/errors.js';
@@ -27,6 +27,10 @@ export interface GenerateOptions {
   adapter?: Adapter | null | (Adapter | null)[];
   /** Called after each step with the number of tokens the longest row has so far. */
   onStep?: (step: number) => void;
+  /** The KV cache's memory in MiB. Default: every row's whole sequence, at most 40% of the available
+   * memory (as `mixlora serve`'s default). It must hold the longest row's sequence; rows that do not fit
+   * together wait, or give their blocks up and are computed again (the same tokens). */
+  kvCacheMib?: number;
 }
 
 /** How many new tokens fit after a prompt of `promptLen` tokens in the model's context
@@ -100,26 +104,41 @@ export function* generateSteps(
       },
     },
   }));
-  // Room for every row's whole sequence: nothing waits for blocks and nothing is computed twice. The pool is
-  // made uninitialised, so on the CPU untouched blocks cost no memory.
+  // By default room for every row's whole sequence (nothing waits for blocks, nothing is computed twice)
+  // within a share of the memory; the pool is made uninitialised, so on the CPU untouched blocks cost nothing.
+  const minimum = blocksFor(longest + maxNew + 1);
+  const perBlock = blockBytes(model.config, model.dtype);
+  const kvBlocks =
+    options.kvCacheMib === undefined
+      ? blocksWithin(
+          model.config,
+          model.dtype,
+          prompts.reduce((sum, p) => sum + blocksFor(p.length + maxNew + 1), 0),
+          minimum,
+        )
+      : Math.floor((options.kvCacheMib * 2 ** 20) / perBlock);
+  if (kvBlocks < minimum)
+    throw new UserError(
+      `generate: kvCacheMib ${options.kvCacheMib} is too small: the longest row's ${longest + maxNew} positions need ${Math.ceil((minimum * perBlock) / 2 ** 20)} MiB`,
+    );
   const core = new EngineCore(model, {
     maxBatch: prompts.length,
     maxQueue: 0,
     stopIds: [],
     metrics: new ServerMetrics(),
-    kvBlocks: prompts.reduce((sum, p) => sum + blocksFor(p.length + maxNew + 1), 0),
+    kvBlocks,
     maxPositions: longest + maxNew,
   });
   try {
     core.submit(specs);
-    // Each iteration computes a prompt chunk or a token of every running row (or defers a row one
-    // iteration for a prefix another row is computing): a bound reached only if the engine stalls.
-    let iterations = 2 * (prompts.reduce((sum, p) => sum + p.length, 0) + maxNew + 1);
     while (!ended.every(Boolean) || pending.some((q) => q.length > 0)) {
       if (pending.every((q) => q.length === 0)) {
-        if (iterations-- <= 0) throw new Error('generate: the engine stopped making progress');
+        const forwards = core.forwards;
         core.runOnce();
         if (failure) throw failure;
+        // An iteration that ran no forward would run none again: fail rather than spin.
+        if (core.forwards === forwards && !ended.every(Boolean))
+          throw new Error('generate: the engine stopped making progress');
         continue;
       }
       const emitted = pending.map((q, b) => {

@@ -206,6 +206,12 @@ export function kvBlocks(
   const blocks =
     opts.mib !== null
       ? Math.floor((opts.mib * 2 ** 20) / per)
-      : Math.max(minimum, Math.min(opts.maxBatch * minimum, Math.floor((availableMemory() * DEFAULT_KV_SHARE) / per)));
+      : blocksWithin(c, dtype, opts.maxBatch * minimum, minimum);
   return { blocks, bytes: blocks * per, minimum };
+}
+
+/** `wanted` blocks, at most DEFAULT_KV_SHARE of the available memory, never less than `minimum`. */
+export function blocksWithin(c: ModelConfig, dtype: DType, wanted: number, minimum: number): number {
+  const affordable = Math.floor((availableMemory() * DEFAULT_KV_SHARE) / blockBytes(c, dtype));
+  return Math.max(minimum, Math.min(wanted, affordable));
 }

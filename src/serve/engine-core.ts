@@ -131,6 +131,8 @@ export class EngineCore {
   peakPrefill = 0;
   /** Rows taken out of the batch for their blocks (and computed again later). */
   preemptions = 0;
+  /** Prefill forwards and decode steps run so far (an iteration that adds none made no progress). */
+  forwards = 0;
 
   constructor(
     readonly model: CausalLM,
@@ -224,9 +226,15 @@ export class EngineCore {
     try {
       this.sweep();
       const batch = this.schedulePrefill();
-      if (batch.length > 0) this.prefill(batch);
+      if (batch.length > 0) {
+        this.forwards += 1;
+        this.prefill(batch);
+      }
       this.sweep();
-      if (this.running.length > 0) this.step();
+      if (this.running.length > 0) {
+        this.forwards += 1;
+        this.step();
+      }
       this.sweep();
       this.gauges();
       // Nothing left to run: the stacked copies of adapters go now (memory back where it was, an

@@ -10,6 +10,7 @@ import { loadAdapter } from '../../src/adapters/io.js';
 import type { Adapter } from '../../src/adapters/adapter.js';
 import { generate } from '../../src/generate/generate.js';
 import { Engine, type SequenceSpec } from '../../src/serve/engine.js';
+import { blockBytes, blocksFor } from '../../src/serve/block-pool.js';
 import { ServerMetrics } from '../../src/serve/metrics.js';
 import * as T from '../../src/tensor/index.js';
 import { STORIES_BIN, STORIES_TOK, tempDir } from '../helpers/fixtures.js';
@@ -77,6 +78,21 @@ test('generate(): a prompt whose adapter fails throws, leaving nothing behind; a
   assert.throws(() => generate(model, [ids, ids], { ...o, adapter: [null, broken] }));
   assert.equal(T.liveTensors(), live, 'the KV pool and the stacks were freed');
   assert.throws(() => generate(model, [ids, ids], { ...o, adapter: [null] }), /1 adapters given for 2 prompts/);
+  model.dispose();
+});
+
+test('generate() within a KV cache too small for every row at once gives the same tokens; too small for one is refused', () => {
+  const { model, tokenizer } = loadModel(STORIES_BIN, { tokenizer: STORIES_TOK });
+  const prompts = PROMPTS.map((p) => tokenizer.encode(p));
+  const o = { maxNewTokens: 40, temperature: 0, topK: null, topP: null, repetitionPenalty: null, stopIds: [] };
+  const roomy = generate(model, prompts, o);
+  const longest = Math.max(...prompts.map((p) => p.length)) + o.maxNewTokens;
+  // Blocks for the longest row and one more: the rows take turns, giving blocks up and computing again.
+  const mib = ((blocksFor(longest + 1) + 1) * blockBytes(model.config, model.dtype)) / 2 ** 20;
+  const live = T.liveTensors();
+  assert.deepEqual(generate(model, prompts, { ...o, kvCacheMib: mib }), roomy);
+  assert.equal(T.liveTensors(), live);
+  assert.throws(() => generate(model, prompts, { ...o, kvCacheMib: mib / 4 }), /kvCacheMib .* is too small/);
   model.dispose();
 });
 
