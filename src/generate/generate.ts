@@ -4,7 +4,7 @@
 // different adapters in the same forward, as PEFT's `generate(adapter_names=...)`.
 import type { CausalLM } from '../models/causal-lm.js';
 import type { Adapter } from '../adapters/adapter.js';
-import { blockBytes, blocksFor, blocksWithin } from '../serve/block-pool.js';
+import { blockBytes, blocksFor, kvBlocks } from '../serve/block-pool.js';
 import { EngineCore, type SequenceSpec } from '../serve/engine-core.js';
 import { ServerMetrics } from '../serve/metrics.js';
 import { UserError } from '../util/errors.js';
@@ -106,27 +106,21 @@ export function* generateSteps(
   }));
   // By default room for every row's whole sequence (nothing waits for blocks, nothing is computed twice)
   // within a share of the memory; the pool is made uninitialised, so on the CPU untouched blocks cost nothing.
-  const minimum = blocksFor(longest + maxNew + 1);
-  const perBlock = blockBytes(model.config, model.dtype);
-  const kvBlocks =
-    options.kvCacheMib === undefined
-      ? blocksWithin(
-          model.config,
-          model.dtype,
-          prompts.reduce((sum, p) => sum + blocksFor(p.length + maxNew + 1), 0),
-          minimum,
-        )
-      : Math.floor((options.kvCacheMib * 2 ** 20) / perBlock);
-  if (kvBlocks < minimum)
+  const kv = kvBlocks(model.config, model.dtype, {
+    mib: options.kvCacheMib ?? null,
+    wanted: prompts.reduce((sum, p) => sum + blocksFor(p.length + maxNew + 1), 0),
+    minimum: blocksFor(longest + maxNew + 1),
+  });
+  if (kv.blocks < kv.minimum)
     throw new UserError(
-      `generate: kvCacheMib ${options.kvCacheMib} is too small: the longest row's ${longest + maxNew} positions need ${Math.ceil((minimum * perBlock) / 2 ** 20)} MiB`,
+      `generate: kvCacheMib ${options.kvCacheMib} is too small: the longest row's ${longest + maxNew} positions need ${Math.ceil((kv.minimum * blockBytes(model.config, model.dtype)) / 2 ** 20)} MiB`,
     );
   const core = new EngineCore(model, {
     maxBatch: prompts.length,
     maxQueue: 0,
     stopIds: [],
     metrics: new ServerMetrics(),
-    kvBlocks,
+    kvBlocks: kv.blocks,
     maxPositions: longest + maxNew,
   });
   try {

@@ -193,25 +193,19 @@ function availableMemory(): number {
   return os.freemem();
 }
 
-/** Blocks of the KV pool: `mib` MiB when given; else enough for maxBatch full contexts, at most
- * DEFAULT_KV_SHARE of the available memory; never less than one full context (which is then refused when
- * `mib` is too small for it). */
+/** Blocks of the KV pool: `mib` MiB when given; else `wanted` blocks, at most DEFAULT_KV_SHARE of the
+ * available memory, never less than `minimum` (the longest sequence's, which the caller refuses when `mib`
+ * is too small for it). */
 export function kvBlocks(
   c: ModelConfig,
   dtype: DType,
-  opts: { mib: number | null; maxBatch: number },
+  opts: { mib: number | null; wanted: number; minimum: number },
 ): { blocks: number; bytes: number; minimum: number } {
   const per = blockBytes(c, dtype);
-  const minimum = blocksFor(c.maxPositionEmbeddings + 1);
+  const { minimum } = opts;
   const blocks =
     opts.mib !== null
       ? Math.floor((opts.mib * 2 ** 20) / per)
-      : blocksWithin(c, dtype, opts.maxBatch * minimum, minimum);
+      : Math.max(minimum, Math.min(opts.wanted, Math.floor((availableMemory() * DEFAULT_KV_SHARE) / per)));
   return { blocks, bytes: blocks * per, minimum };
-}
-
-/** `wanted` blocks, at most DEFAULT_KV_SHARE of the available memory, never less than `minimum`. */
-export function blocksWithin(c: ModelConfig, dtype: DType, wanted: number, minimum: number): number {
-  const affordable = Math.floor((availableMemory() * DEFAULT_KV_SHARE) / blockBytes(c, dtype));
-  return Math.max(minimum, Math.min(wanted, affordable));
 }

@@ -6,7 +6,7 @@ import type { CausalLM } from '../models/causal-lm.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import type { ServeContext } from './context.js';
 import { DEFAULT_PREFILL_CHUNK, Engine } from './engine.js';
-import { BLOCK_SIZE, blockBytes, kvBlocks } from './block-pool.js';
+import { BLOCK_SIZE, blockBytes, blocksFor, kvBlocks } from './block-pool.js';
 import { ServerMetrics } from './metrics.js';
 import { ModelRegistry } from './registry.js';
 import { DEFAULT_LIMITS, DEFAULT_MAX_LOADED_ADAPTERS, type ConnectionLimits } from './limits.js';
@@ -78,7 +78,13 @@ export async function createServeCore(
     throw e;
   }
   const stopIds = o.model.config.eosTokenIds;
-  const kv = kvBlocks(o.model.config, o.model.dtype, { mib: o.kvCacheMib ?? null, maxBatch: o.maxBatch });
+  // By default --max-batch full contexts; at least one.
+  const context = blocksFor(o.model.config.maxPositionEmbeddings + 1);
+  const kv = kvBlocks(o.model.config, o.model.dtype, {
+    mib: o.kvCacheMib ?? null,
+    wanted: o.maxBatch * context,
+    minimum: context,
+  });
   if (kv.blocks < kv.minimum) {
     registry.dispose();
     throw new UserError(
