@@ -9,6 +9,7 @@ import { readLlama2cTokenizer } from './llama2c.js';
 import { readSentencePieceModel } from './sentencepiece.js';
 import { renderTemplate, renderTemplateAsync } from './template-render.js';
 import { spmToTokenizerJson } from './spm.js';
+import { withWordSplit } from './word-split.js';
 
 /** One message of a conversation, as chat templates take them. */
 export interface ChatMessage {
@@ -42,7 +43,7 @@ export class TextTokenizer {
     readonly source: string,
   ) {
     try {
-      this.tok = new Tokenizer(tokenizerJson, config);
+      this.tok = new Tokenizer(withWordSplit(tokenizerJson), config);
     } catch (e) {
       throw new UserError(`${source}: cannot build the tokenizer (${(e as Error).message})`);
     }

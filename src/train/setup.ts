@@ -78,7 +78,8 @@ export async function setUpRuns(
   });
   if (compute.weights !== 'float32') log(`base model: ${describeCompute(compute)}`);
   const runs: AdapterRun[] = [];
-  for (const a of cfg.adapters) runs.push(await setUpRun(cfg, a, model, tokenizer, log));
+  const files: ExampleFiles = new Map();
+  for (const a of cfg.adapters) runs.push(await setUpRun(cfg, a, model, tokenizer, files, log));
   manualSeed(cfg.seed);
   return { model, tokenizer, runs };
 }
@@ -88,6 +89,7 @@ async function setUpRun(
   a: AdapterTrainConfig,
   model: CausalLM,
   tokenizer: TextTokenizer | null,
+  files: ExampleFiles,
   log: (s: string) => void,
 ): Promise<AdapterRun> {
   manualSeed(initSeed(cfg.seed, a.name));
@@ -96,7 +98,7 @@ async function setUpRun(
     ? await loadAdapter(a.initFrom, model, a.name)
     : Adapter.create(a.name, { ...a.adapter!, baseModel: cfg.baseModel }, model);
   adapter.requiresGrad_();
-  const { examples, stats } = loadAllExamples(a, tokenizer, cfg.cutoffLen, model.config.vocabSize);
+  const { examples, stats } = loadAllExamples(a, tokenizer, cfg.cutoffLen, model.config.vocabSize, files);
   const maxPos = model.config.maxPositionEmbeddings;
   const over = examples.filter((e) => e.inputIds.length > maxPos).length;
   if (over > 0)
@@ -166,22 +168,30 @@ function initSeed(seed: number, name: string): number {
   return (seed * 1000003 + nameHash(name)) % 2 ** 48;
 }
 
+/** A run's tokenised files, by file and the options that shape its examples: adapters that train on the
+ * same data (the demo's two) read and tokenise it once. The examples are shared, never changed. */
+type ExampleFiles = Map<string, ReturnType<typeof loadExamples>>;
+
 function loadAllExamples(
   a: AdapterTrainConfig,
   tokenizer: TextTokenizer | null,
   cutoffLen: number,
   vocabSize: number,
+  files: ExampleFiles,
 ): { examples: Example[]; stats: DatasetStats } {
   const examples: Example[] = [];
   const stats: DatasetStats = { records: 0, truncated: 0, droppedUnscored: 0, tokens: 0, scoredTokens: 0 };
   a.data.forEach((file, i) => {
-    const part = loadExamples(file, tokenizer, {
+    const options = {
       sharegpt: a.dataFormats?.[i] ?? null,
       template: a.promptTemplate,
       trainOnInputs: a.trainOnInputs,
       cutoffLen,
       vocabSize,
-    });
+    };
+    const key = JSON.stringify([file, options]);
+    const part = files.get(key) ?? loadExamples(file, tokenizer, options);
+    files.set(key, part);
     examples.push(...part.examples);
     for (const k of Object.keys(stats) as (keyof DatasetStats)[]) stats[k] += part.stats[k];
   });
