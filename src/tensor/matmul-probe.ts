@@ -1,5 +1,6 @@
 // A short matrix-product measurement: the throughput a training step can at best reach on this machine.
-// Square products of `size` (default 2048) timed for about `seconds` per dtype after one warm-up product,
+// Square products of `size` (default 2048) timed for about `seconds` per dtype (at least one product: where
+// bfloat16 has no hardware support one product can take seconds) after a small warm-up product,
 // through linear() (a bᵀ): the path the models' projections take (oneDNN for float32 on the CPU where
 // libtorch has it, native/kernels/linear.cc), so that a step's share of the probe compares like with like.
 import { randn } from './create.js';
@@ -24,12 +25,15 @@ export function matmulGflops(dtype: DType, device: Device, size = 2048, seconds 
   return tidy(() => {
     const a = randn([size, size], { dtype, device }); // [n, n]
     const b = randn([size, size], { dtype, device }); // [n, n]
-    tidy(() => linear(a, b)); // warm-up: kernels chosen, memory allocated
+    // Warm-up: libraries loaded, threads started. Small: where bfloat16 has no hardware support, one product
+    // of `size` takes seconds, and the timed loop below runs at least one.
+    const w = Math.min(256, size);
+    tidy(() => linear(randn([w, w], { dtype, device }), randn([w, w], { dtype, device }))); // [w, w]
     sync(device);
     let reps = 0;
     const t0 = process.hrtime.bigint();
     let elapsed = 0;
-    while (elapsed < seconds || reps < 3) {
+    while (elapsed < seconds || reps < 1) {
       tidy(() => linear(a, b)); // [n, n] a bᵀ
       sync(device);
       reps++;

@@ -51,18 +51,23 @@ metric_list:
   - metric: acc
 `;
 
-// Runs lm_eval's simple_evaluate with the given model; prints accuracy and each doc's choices' log-likelihoods.
+// Runs lm_eval's simple_evaluate for each [model, model_args] of a JSON list in one process (lm_eval and
+// transformers take seconds to import); prints, per run, accuracy and each doc's choices' log-likelihoods.
 const EVALUATE = `
 import sys, json, logging
 logging.disable(logging.WARNING)
 from lm_eval import evaluator
 from lm_eval.tasks import TaskManager
-task_dir, model, model_args, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-r = evaluator.simple_evaluate(model=model, model_args=model_args, tasks=["${TASK}"],
-    task_manager=TaskManager(include_path=task_dir), log_samples=True, batch_size=batch)
-samples = sorted(r["samples"]["${TASK}"], key=lambda s: s["doc_id"])
-print(json.dumps({"acc": r["results"]["${TASK}"]["acc,none"],
-                  "loglik": [[float(x[0]) for x in s["filtered_resps"]] for s in samples]}))
+task_dir, runs, batch = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+tasks = TaskManager(include_path=task_dir)
+out = []
+for model, model_args in runs:
+    r = evaluator.simple_evaluate(model=model, model_args=model_args, tasks=["${TASK}"],
+        task_manager=tasks, log_samples=True, batch_size=batch)
+    samples = sorted(r["samples"]["${TASK}"], key=lambda s: s["doc_id"])
+    out.append({"acc": r["results"]["${TASK}"]["acc,none"],
+                "loglik": [[float(x[0]) for x in s["filtered_resps"]] for s in samples]})
+print(json.dumps(out))
 `;
 
 const PEFT_ADAPTER = `
@@ -127,7 +132,8 @@ after(async () => srv?.close());
 
 const env = { HF_HUB_OFFLINE: '1', HF_DATASETS_OFFLINE: '1', TOKENIZERS_PARALLELISM: 'false' };
 
-function served(model: string): Promise<LmEvalResult> {
+/** lm_eval's `local-completions` on a model the server serves: [model, model_args] for evaluate(). */
+function served(model: string): [string, string] {
   const args = [
     `model=${model}`,
     `base_url=${srv!.url}/v1/completions`,
@@ -138,9 +144,12 @@ function served(model: string): Promise<LmEvalResult> {
     'max_retries=1',
     'num_concurrent=1',
   ].join(',');
-  return runPythonAsync(EVALUATE, [taskDir, 'local-completions', args, '4'], { env }).then(
-    (out) => JSON.parse(out.trim().split('\n').pop()!) as LmEvalResult,
-  );
+  return ['local-completions', args];
+}
+
+async function evaluate(runs: [string, string][]): Promise<LmEvalResult[]> {
+  const out = await runPythonAsync(EVALUATE, [taskDir, JSON.stringify(runs), '4'], { env });
+  return JSON.parse(out.trim().split('\n').pop()!) as LmEvalResult[];
 }
 
 function largestDifference(a: number[][], b: number[][]): number {
@@ -155,19 +164,11 @@ function largestDifference(a: number[][], b: number[][]): number {
 
 test('lm_eval local-completions against the server equals lm_eval hf+peft on a PEFT LoRA adapter', async (t) => {
   if (missing) return t.skip(missing);
-  const ours = await served('peft-lora');
-  const theirs = JSON.parse(
-    (
-      await runPythonAsync(
-        EVALUATE,
-        [taskDir, 'hf', `pretrained=${hf},peft=${peftDir},dtype=float32,device=cpu,add_bos_token=True`, '4'],
-        { env },
-      )
-    )
-      .trim()
-      .split('\n')
-      .pop()!,
-  ) as LmEvalResult;
+  const [ours, base, theirs] = (await evaluate([
+    served('peft-lora'),
+    served('base'),
+    ['hf', `pretrained=${hf},peft=${peftDir},dtype=float32,device=cpu,add_bos_token=True`],
+  ])) as [LmEvalResult, LmEvalResult, LmEvalResult];
   assert.equal(ours.loglik.length, ITEMS);
   // Not the zeros of a server that returns no prompt log-probabilities.
   assert.ok(
@@ -178,13 +179,12 @@ test('lm_eval local-completions against the server equals lm_eval hf+peft on a P
   assert.ok(worst < 1e-3, `largest log-likelihood difference ${worst}`);
   assert.equal(ours.acc, theirs.acc);
   // The adapter is served: its scores differ from the base model's.
-  const base = await served('base');
   assert.ok(largestDifference(base.loglik, ours.loglik) > 0.01, 'the adapter changes the scores');
 });
 
 test('lm_eval local-completions on a served MixLoRA adapter equals `mixlora eval --scoring loglik`', async (t) => {
   if (missing) return t.skip(missing);
-  const ours = await served('mixlora');
+  const [ours] = (await evaluate([served('mixlora')])) as [LmEvalResult];
   const samples = path.join(dir, 'samples.jsonl');
   const r = mixlora([
     'eval',

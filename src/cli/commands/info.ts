@@ -16,7 +16,10 @@ export function infoCommand(): Command {
   return new Command('info')
     .description('show the numeric backend: libtorch version and origin, BLAS, CPU capabilities, threads, CUDA')
     .option('--json', 'print one JSON object')
-    .option('--probe', 'also measure float32 and bfloat16 matrix-product throughput (GFLOP/s, about 2 s)')
+    .option(
+      '--probe',
+      'also measure float32 and bfloat16 matrix-product throughput (GFLOP/s; seconds, more where bfloat16 lacks hardware support)',
+    )
     .option('--device <device>', 'device of the --probe measurement: cpu, cuda or cuda:N', deviceArg(), 'cpu')
     .option('--threads <n>', 'CPU threads for libtorch (default: all cores)', threadsArg())
     .action(async (o: InfoOptions) => {
