@@ -12,6 +12,7 @@ const args = process.argv.slice(2);
 const skips = args
   .filter((a) => a.startsWith('--skip='))
   .flatMap((a) => a.slice('--skip='.length).split(','))
+  .map((s) => s.trim())
   .filter((s) => s !== '');
 const filters = args.filter((a) => !a.startsWith('--skip='));
 const files = [];
