@@ -28,7 +28,12 @@ export class Adapter {
     return new Adapter(
       name,
       config,
-      initLayers(config, model.config, (l, p) => linearOf(model.weights.layers[l]!, p).weight, model.device),
+      initLayers(
+        config,
+        model.config,
+        (l, p, fn) => model.withWeights(l, () => fn(linearOf(model.weights.layers[l]!, p).weight)),
+        model.device,
+      ),
     );
   }
 

@@ -160,7 +160,8 @@ function initA(shape: number[], s: LoraSettings, device: Device): Tensor {
 export function initLayers(
   c: AdapterConfig,
   model: ModelConfig,
-  baseWeight: (layer: number, p: ProjName) => FrozenWeight,
+  /** Runs fn on a projection's frozen weight (in place for the call: a sharded base gathers its layer). */
+  withBaseWeight: <T>(layer: number, p: ProjName, fn: (w: FrozenWeight) => T) => T,
   device: Device,
 ): AdapterLayer[] {
   const routerInitRange = c.moe?.routerInitRange ?? 0;
@@ -170,15 +171,15 @@ export function initLayers(
         router: (_layer, shape) => randn(shape, { device }).mul_(routerInitRange),
         A: (_key, shape, s) => initA(shape, s, device),
         B: (_key, shape) => zeros(shape, { device }),
-        magnitude: (key, shape, m) => {
-          const W = baseWeight(key.layer, key.proj);
-          if (key.experts === null) return doraWeightNorm(W, m.A, m.B, m.scale); // [out]
-          // B = 0: every expert starts at ‖W‖.
-          return doraWeightNorm(W, m.A.select(0, 0), m.B.select(0, 0), m.scale)
-            .unsqueeze(0)
-            .expand(key.experts, shape[1]!)
-            .contiguous(); // [E, out]
-        },
+        magnitude: (key, shape, m) =>
+          withBaseWeight(key.layer, key.proj, (W) => {
+            if (key.experts === null) return doraWeightNorm(W, m.A, m.B, m.scale); // [out]
+            // B = 0: every expert starts at ‖W‖.
+            return doraWeightNorm(W, m.A.select(0, 0), m.B.select(0, 0), m.scale)
+              .unsqueeze(0)
+              .expand(key.experts, shape[1]!)
+              .contiguous(); // [E, out]
+          }),
       }),
     ),
   );

@@ -68,22 +68,25 @@ export function buildLayers(
       router: (layer, shape) => take(routerKey(layer), shape)!,
       A: (key, shape) => fromFile(key, 'lora_A', shape),
       B: (key, shape) => fromFile(key, 'lora_B', shape),
-      magnitude: (key, shape, m) => {
-        const W = linearOf(model.weights.layers[key.layer]!, key.proj).weight;
-        if (key.experts === null)
-          return (
-            take(plainKey(c, key.layer, key.proj, 'magnitude'), shape, true) ??
-            doraWeightNorm(W, m.A, m.B, m.scale).keep()
+      // The base weight is in place for the call (a sharded base gathers its layer), and used only when the
+      // file has no magnitude.
+      magnitude: (key, shape, m) =>
+        model.withWeights(key.layer, () => {
+          const W = linearOf(model.weights.layers[key.layer]!, key.proj).weight;
+          if (key.experts === null)
+            return (
+              take(plainKey(c, key.layer, key.proj, 'magnitude'), shape, true) ??
+              doraWeightNorm(W, m.A, m.B, m.scale).keep()
+            );
+          // Per expert: the file's magnitude, or one initialised from that expert's loaded A and B.
+          const parts = Array.from(
+            { length: key.experts },
+            (_, e) =>
+              take(expertKey(key.layer, key.proj, e, 'magnitude'), shape.slice(1), true) ??
+              doraWeightNorm(W, m.A.select(0, e), m.B.select(0, e), m.scale).keep(),
           );
-        // Per expert: the file's magnitude, or one initialised from that expert's loaded A and B.
-        const parts = Array.from(
-          { length: key.experts },
-          (_, e) =>
-            take(expertKey(key.layer, key.proj, e, 'magnitude'), shape.slice(1), true) ??
-            doraWeightNorm(W, m.A.select(0, e), m.B.select(0, e), m.scale).keep(),
-        );
-        return stackKept(parts);
-      },
+          return stackKept(parts);
+        }),
     }),
   );
   const extra = [...tensors.keys()].filter((k) => !used.has(k));

@@ -19,6 +19,7 @@ import { plainHooks, type ForwardHooks } from './hooks.js';
 import type { AttentionCache } from './kvcache.js';
 import { splitQkv } from './phi3.js';
 import { disposeWeights, hasSandwichNorms, linearOf, type ModelWeights } from './weights.js';
+import type { WeightResidency, WeightUnit } from './residency.js';
 import { UserError } from '../util/errors.js';
 
 export interface ForwardOptions {
@@ -55,6 +56,9 @@ export class CausalLM {
   private readonly invFreq: number[];
   /** The family's RMSNorm on x [.., H] with weight w [H]. */
   readonly norm: (x: Tensor, w: Tensor) => Tensor;
+  /** Where the frozen weights live between uses: null, all resident; a sharded base (shard_base) gathers
+   * each unit around its use (withWeights). */
+  residency: WeightResidency | null = null;
 
   /**
    * `dtype` is the compute dtype: the activations', the products', the attention cache's. The weights keep the
@@ -75,6 +79,11 @@ export class CausalLM {
   /** The dtype the frozen weights are stored in (quantised projections aside): `dtype`, or narrower. */
   get weightDType(): DType {
     return this.weights.embed.dtype;
+  }
+
+  /** Runs fn with a unit's frozen weights in place in `weights` (always so, unless the base is sharded). */
+  withWeights<T>(unit: WeightUnit, fn: () => T): T {
+    return this.residency ? this.residency.use(unit, fn) : fn();
   }
 
   /** Logits [B, T, V] (float32) for token ids [B, T] (see ForwardOptions for other shapes). */
@@ -125,7 +134,7 @@ export class CausalLM {
         `token id ${min < 0 ? min : max} is outside the model's vocabulary (0..${this.config.vocabSize - 1}): does the tokenizer or the data belong to this model?`,
       );
     }
-    const e = embedding(this.weights.embed, ids); // [B, T, H] in the weights' dtype
+    const e = this.withWeights('embed', () => embedding(this.weights.embed, ids)); // [B, T, H] in the weights' dtype
     return scaleEmbeddings(e.dtype === this.dtype ? e : e.to(this.dtype), this.config, this.weightDType); // [B, T, H]
   }
 
@@ -181,6 +190,10 @@ export class CausalLM {
 
   /** One decoder block on h [B, T, H]. */
   layer(l: number, h: Tensor, ctx: LayerContext, hooks: ForwardHooks): Tensor {
+    return this.withWeights(l, () => this.block(l, h, ctx, hooks));
+  }
+
+  private block(l: number, h: Tensor, ctx: LayerContext, hooks: ForwardHooks): Tensor {
     if (hasSandwichNorms(this.config)) return gemma2Block(this, l, h, ctx, hooks);
     const w = this.weights.layers[l]!;
     const h2 = h.add(this.attention(l, this.norm(h, w.inputNorm), ctx, hooks)); // [B, T, H]
@@ -219,15 +232,17 @@ export class CausalLM {
 
   /** Final norm and the LM head: logits [B, T, V] in float32 (Gemma 2 soft-caps them first, in the model's
    * dtype, as transformers does). `lmHead`: the head's weight, or headWeight()'s copy of it. */
-  head(h: Tensor, lmHead: Tensor = this.weights.lmHead): Tensor {
-    const logits = linear(this.norm(h, this.weights.norm), lmHead); // [B, T, V]
-    const cap = this.config.finalLogitSoftcap;
-    return (cap === null ? logits : logits.div(cap).tanh().mul(cap)).to('float32');
+  head(h: Tensor, lmHead?: Tensor): Tensor {
+    return this.withWeights('head', () => {
+      const logits = linear(this.norm(h, this.weights.norm), lmHead ?? this.weights.lmHead); // [B, T, V]
+      const cap = this.config.finalLogitSoftcap;
+      return (cap === null ? logits : logits.div(cap).tanh().mul(cap)).to('float32');
+    });
   }
 
   /** The LM head's weight [V, H] in the compute dtype, for many head() calls in a row (the loss's chunks):
    * the weight itself, or, when it is stored narrower, one widened copy (owned by the current scope; free it
-   * after the calls) instead of a widening per call. */
+   * after the calls) instead of a widening per call. A sharded base: call within withWeights('head'). */
   headWeight(): Tensor {
     const w = this.weights.lmHead;
     return w.dtype === this.dtype ? w : noGrad(() => w.to(this.dtype));
@@ -245,6 +260,7 @@ export class CausalLM {
   }
 
   dispose(): void {
+    this.residency?.dispose();
     disposeWeights(this.weights);
   }
 }

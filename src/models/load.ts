@@ -12,7 +12,17 @@ import { generationEosIds, modelFormatOf, type ModelFormat } from './folder.js';
 import { CausalLM } from './causal-lm.js';
 import { loadLlama2cWeights, readLlama2cConfig } from './llama2c.js';
 import { hasTokenizerFiles, modelTokenizer } from './model-tokenizer.js';
-import { loadHfWeights } from './weights.js';
+import {
+  loadHfWeights,
+  readHfWeights,
+  structureWeights,
+  weightSlots,
+  weightSpecs,
+  type FrozenWeight,
+  type ModelWeights,
+} from './weights.js';
+import { shardWeights } from './sharded-base.js';
+import type { Group } from '../distributed/group.js';
 
 export interface LoadOptions {
   /** dtype of the frozen weights (float32 by default), and of the computation but for bfloat16 (bf16Compute). */
@@ -25,6 +35,10 @@ export interface LoadOptions {
   tokenizer?: string | null;
   /** Keep the decoder projections quantised (QLoRA-style); null/absent: as loaded. */
   quantize?: QuantFormat | null;
+  /** shard_base: this rank keeps 1/W of the frozen weights (src/models/sharded-base.ts). A Hugging Face folder
+   * is read one tensor at a time and each unit sharded as it completes; a llama2.c checkpoint (small models)
+   * is read whole first. */
+  shard?: Group | null;
 }
 
 export interface LoadedModel {
@@ -50,22 +64,63 @@ function openModel<Tok extends TextTokenizer | null>(
   if (modelFormatOf(p) === 'llama2c') {
     const { config } = readLlama2cConfig(p);
     const tok = tokenizer('llama2c', config);
-    const weights = loadLlama2cWeights(p, config, { dtype, device, quantize: opts.quantize ?? null });
-    const model = new CausalLM(config, weights, compute.compute, device);
+    const whole = loadLlama2cWeights(p, config, { dtype, device, quantize: opts.quantize ?? null });
+    const model = opts.shard
+      ? shardedModel(
+          opts.shard,
+          config,
+          compute.compute,
+          device,
+          (() => {
+            const slots = weightSlots(config, whole);
+            return {
+              names: [...slots.keys()],
+              stream: [...slots].map(([n, slot]): [string, FrozenWeight] => [n, slot.get()]),
+            };
+          })(),
+        )
+      : new CausalLM(config, whole, compute.compute, device);
     return { model, tokenizer: tok, format: 'llama2c', path: p, compute };
   }
   const config = readModelConfig(path.join(p, 'config.json'));
   for (const id of generationEosIds(p)) if (!config.eosTokenIds.includes(id)) config.eosTokenIds.push(id);
   const tok = tokenizer('hf', config);
   if (tok && tok.eosId !== null && !config.eosTokenIds.includes(tok.eosId)) config.eosTokenIds.push(tok.eosId);
-  const weights = loadHfWeights(p, config, { dtype, device, quantize: opts.quantize ?? null });
+  const read = { dtype, device, quantize: opts.quantize ?? null };
+  const model = opts.shard
+    ? shardedModel(opts.shard, config, compute.compute, device, {
+        names: weightSpecs(config).map((s) => s.name),
+        stream: readHfWeights(p, config, read),
+      })
+    : new CausalLM(config, loadHfWeights(p, config, read), compute.compute, device);
   return {
-    model: new CausalLM(config, weights, compute.compute, device),
+    model,
     tokenizer: tok,
     format: 'hf',
     path: p,
     compute,
   };
+}
+
+/** A model whose frozen weights are sharded across `group` as they stream in. */
+function shardedModel(
+  group: Group,
+  config: ModelConfig,
+  dtype: DType,
+  device: Device,
+  weights: { names: string[]; stream: Iterable<[string, FrozenWeight]> },
+): CausalLM {
+  const { weights: structure, base } = shardWeights(
+    group,
+    config,
+    weights.names,
+    weights.stream,
+    (lookup): ModelWeights => structureWeights(config, lookup),
+    device,
+  );
+  const model = new CausalLM(config, structure, dtype, device);
+  model.residency = base;
+  return model;
 }
 
 export function loadModel(p: string, opts: LoadOptions = {}): LoadedModel {

@@ -225,6 +225,98 @@ export function flattenWeights(c: ModelConfig, w: ModelWeights): Map<string, Ten
   return out;
 }
 
+/** A weight of the structure that can be read or replaced in place. */
+export interface WeightSlot {
+  get(): FrozenWeight;
+  set(v: FrozenWeight): void;
+}
+
+/** Each weight of the structure by Hugging Face name, to read or replace in place (a sharded base puts a unit's
+ * gathered weights in and takes them out again). With tied embeddings, setting the embeddings sets the head. */
+export function weightSlots(c: ModelConfig, w: ModelWeights): Map<string, WeightSlot> {
+  const slots = new Map<string, WeightSlot>();
+  const tensorSlot = (get: () => Tensor, set: (t: Tensor) => void): WeightSlot => ({
+    get,
+    set: (v) => {
+      if (v instanceof QuantizedWeight) throw new Error('weightSlots: only projection weights can be quantised');
+      set(v);
+    },
+  });
+  slots.set(
+    'model.embed_tokens.weight',
+    tensorSlot(
+      () => w.embed,
+      (t) => {
+        w.embed = t;
+        if (c.tieWordEmbeddings) w.lmHead = t;
+      },
+    ),
+  );
+  w.layers.forEach((layer, l) => {
+    const at = `model.layers.${l}`;
+    slots.set(
+      `${at}.input_layernorm.weight`,
+      tensorSlot(
+        () => layer.inputNorm,
+        (t) => (layer.inputNorm = t),
+      ),
+    );
+    slots.set(
+      `${at}.post_attention_layernorm.weight`,
+      tensorSlot(
+        () => layer.postNorm,
+        (t) => (layer.postNorm = t),
+      ),
+    );
+    const ffn = layer.ffnNorms;
+    if (ffn) {
+      slots.set(
+        `${at}.pre_feedforward_layernorm.weight`,
+        tensorSlot(
+          () => ffn.pre,
+          (t) => (ffn.pre = t),
+        ),
+      );
+      slots.set(
+        `${at}.post_feedforward_layernorm.weight`,
+        tensorSlot(
+          () => ffn.post,
+          (t) => (ffn.post = t),
+        ),
+      );
+    }
+    for (const [p, lin] of Object.entries(layer.proj) as [ProjName, Linear][]) {
+      slots.set(`${projectionPrefix(l, p)}.weight`, { get: () => lin.weight, set: (v) => (lin.weight = v) });
+      if (lin.bias) {
+        const bias = lin;
+        slots.set(
+          `${projectionPrefix(l, p)}.bias`,
+          tensorSlot(
+            () => bias.bias!,
+            (t) => (bias.bias = t),
+          ),
+        );
+      }
+    }
+  });
+  slots.set(
+    'model.norm.weight',
+    tensorSlot(
+      () => w.norm,
+      (t) => (w.norm = t),
+    ),
+  );
+  if (!c.tieWordEmbeddings)
+    slots.set(
+      'lm_head.weight',
+      tensorSlot(
+        () => w.lmHead,
+        (t) => (w.lmHead = t),
+      ),
+    );
+  return slots;
+}
+
 /** The safetensors files of a Hugging Face folder and which file holds each tensor. */
 function openShards(dir: string): Map<string, SafetensorsHeader> {
   const index = path.join(dir, 'model.safetensors.index.json');
@@ -263,6 +355,24 @@ export function loadHfWeights(
   c: ModelConfig,
   opts: { dtype: DType; device: Device; quantize?: QuantFormat | null },
 ): ModelWeights {
+  const loaded = new Map<string, FrozenWeight>();
+  try {
+    for (const [name, w] of readHfWeights(dir, c, opts)) loaded.set(name, w);
+  } catch (e) {
+    for (const t of loaded.values()) t.dispose();
+    throw e;
+  }
+  return structureWeights(c, (n) => loaded.get(n)!);
+}
+
+/** The model's tensors by Hugging Face name, in weightSpecs order, each read, checked and put in its frozen
+ * form when the caller asks for it: the caller owns each one yielded (a sharded base keeps a share of each and
+ * frees the rest, so that no rank holds the whole model). A tensor that fails its checks is freed here. */
+export function* readHfWeights(
+  dir: string,
+  c: ModelConfig,
+  opts: { dtype: DType; device: Device; quantize?: QuantFormat | null },
+): Generator<[string, FrozenWeight]> {
   const shards = openShards(dir);
   // The config is checked against the file before anything is built from its sizes (a config of a
   // billion layers must fail now, not after listing a billion layers' tensor names).
@@ -279,36 +389,30 @@ export function loadHfWeights(
       `${dir}: the checkpoint has no tensor '${missing}' (${path.join(dir, 'config.json')}: num_hidden_layers ${c.numLayers} needs ${needed} tensors, the checkpoint holds ${shards.size})`,
     );
   }
-  const loaded = new Map<string, FrozenWeight>();
-  try {
-    for (const spec of weightSpecs(c)) {
-      const h = shards.get(spec.name);
-      if (!h)
-        throw new UserError(
-          `${dir}: the checkpoint has no tensor '${spec.name}' (needed by this ${c.architecture} config)`,
-        );
-      const e = h.tensors.get(spec.name)!;
-      if (e.shape.join(',') !== spec.shape.join(',')) {
-        throw new UserError(
-          `${h.file}: tensor '${spec.name}' has shape [${e.shape.join(', ')}] but config.json implies [${spec.shape.join(', ')}]`,
-        );
-      }
-      if (!isFloating(e.dtype))
-        throw new UserError(`${h.file}: tensor '${spec.name}' is ${e.dtype}; model weights must be floating point`);
-      // A weight to quantise is read in float32 (exact for every file dtype) and quantised from that.
-      const quantize = opts.quantize && isProjectionWeight(spec.name, spec.shape) ? opts.quantize : null;
-      const dtype = quantize ? 'float32' : opts.dtype;
-      const t = loadTensor(h, spec.name, { dtype, device: opts.device }).keep();
-      loaded.set(spec.name, t);
-      if (!allFinite(t))
-        throw new UserError(`${h.file}: tensor '${spec.name}' holds NaN or infinite values (as ${dtype})`);
-      loaded.set(spec.name, frozenForm(spec.name, t, quantize));
+  for (const spec of weightSpecs(c)) {
+    const h = shards.get(spec.name);
+    if (!h)
+      throw new UserError(
+        `${dir}: the checkpoint has no tensor '${spec.name}' (needed by this ${c.architecture} config)`,
+      );
+    const e = h.tensors.get(spec.name)!;
+    if (e.shape.join(',') !== spec.shape.join(',')) {
+      throw new UserError(
+        `${h.file}: tensor '${spec.name}' has shape [${e.shape.join(', ')}] but config.json implies [${spec.shape.join(', ')}]`,
+      );
     }
-  } catch (e) {
-    for (const t of loaded.values()) t.dispose();
-    throw e;
+    if (!isFloating(e.dtype))
+      throw new UserError(`${h.file}: tensor '${spec.name}' is ${e.dtype}; model weights must be floating point`);
+    // A weight to quantise is read in float32 (exact for every file dtype) and quantised from that.
+    const quantize = opts.quantize && isProjectionWeight(spec.name, spec.shape) ? opts.quantize : null;
+    const dtype = quantize ? 'float32' : opts.dtype;
+    const t = loadTensor(h, spec.name, { dtype, device: opts.device }).keep();
+    if (!allFinite(t)) {
+      t.dispose();
+      throw new UserError(`${h.file}: tensor '${spec.name}' holds NaN or infinite values (as ${dtype})`);
+    }
+    yield [spec.name, frozenForm(spec.name, t, quantize)];
   }
-  return structureWeights(c, (n) => loaded.get(n)!);
 }
 
 export function disposeWeights(w: ModelWeights): void {

@@ -26,6 +26,16 @@ export class QuantizedWeight {
     return new QuantizedWeight(format, [w.size(0), w.size(1)], new Tensor(data).keep(), new Tensor(scales).keep());
   }
 
+  /** A quantised weight from its codes and scales (a sharded base's gathered copy): they become its own. */
+  static fromParts(
+    format: QuantFormat,
+    shape: readonly [number, number],
+    data: Tensor,
+    scales: Tensor,
+  ): QuantizedWeight {
+    return new QuantizedWeight(format, shape, data.keep(), scales.keep());
+  }
+
   get numel(): number {
     return this.shape[0] * this.shape[1];
   }

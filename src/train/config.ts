@@ -83,6 +83,9 @@ export interface TrainConfig {
   /** Each adapter's optimizer step runs layer by layer inside the recomputed backward pass, and each layer's
    * gradients are freed once applied (torchtune's optimizer_in_bwd). Absent when off (digests unchanged). */
   optimizerInBackward?: true;
+  /** Under a launcher, each rank keeps 1/W of the frozen base and gathers each unit around its use
+   * (src/models/sharded-base.ts). Absent when off (digests unchanged). */
+  shardBase?: true;
   groupByLength: boolean;
   /** Weight files of each saved adapter (and best adapter). */
   saveFormats: WeightsFormat[];
@@ -271,6 +274,7 @@ export function parseTrainConfig(cf: ConfigFile): TrainConfig {
     ...(quantize ? { quantize: quantize as QuantFormat } : {}),
     recompute: f.bool('recompute', false),
     ...(f.bool('optimizer_in_backward', false) ? { optimizerInBackward: true as const } : {}),
+    ...(f.bool('shard_base', false) ? { shardBase: true as const } : {}),
     groupByLength: f.bool('group_by_length', true),
     saveFormats: parseSaveFormats(f),
     reportTo: parseReportTo(f),
@@ -291,6 +295,16 @@ export function parseTrainConfig(cf: ConfigFile): TrainConfig {
       if (a.maxGradNorm !== null)
         f.fail('optimizer_in_backward', `cannot clip gradients: adapter '${a.name}' sets max_grad_norm`);
     }
+  }
+  if (cfg.shardBase) {
+    // Every rank gathers every unit in the same order: work that rank 0 does alone would wait for the others.
+    if (cfg.eval)
+      f.fail(
+        'shard_base',
+        'cannot be combined with eval yet: rank 0 evaluates alone, and a sharded layer needs every rank',
+      );
+    if (cfg.device !== 'cpu')
+      f.fail('shard_base', `needs device: cpu for now (the gathers run over Gloo), not ${cfg.device}`);
   }
   if (!fs.existsSync(cfg.baseModel) && !isModelId(cfg.baseModel))
     f.fail('base_model', `names ${cfg.baseModel}, which does not exist (nor is it a Hugging Face model id org/name)`);

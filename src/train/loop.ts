@@ -22,7 +22,7 @@ import { gatherRankState } from './rank-state.js';
 import { checkpointState } from './resume.js';
 import { emptyStepTotals, type AdapterRun } from './setup.js';
 import { lrMultiplier } from './schedule.js';
-import { fusedStep, type MicroBatch, type MicroResult } from './step.js';
+import { fusedStep, idlePass, type MicroBatch, type MicroResult } from './step.js';
 import { attachStepInBackward } from './step-in-backward.js';
 
 export interface LoopContext {
@@ -58,6 +58,7 @@ export function runLoop(
     const started = performance.now();
     const results =
       present.length > 0 ? fusedStep(ctx.model, present, { recompute: cfg.recompute, padId: ctx.padId }) : [];
+    if (present.length === 0) idlePass(ctx.model, { recompute: cfg.recompute });
     const seconds = (performance.now() - started) / 1000;
     fusedSteps++;
     let checkpointDue = false;

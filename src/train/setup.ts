@@ -7,6 +7,8 @@ import { parseDevice, parseDType } from '../tensor/targets.js';
 import { loadModelForTraining } from '../models/load.js';
 import { resolveModel } from '../models/hub.js';
 import type { CausalLM } from '../models/causal-lm.js';
+import { residentBytes } from '../models/frozen-linear.js';
+import { SOLO, type Group } from '../distributed/group.js';
 import type { ModelConfig } from '../models/config.js';
 import { parameterCount } from '../models/weights.js';
 import { Adapter } from '../adapters/adapter.js';
@@ -67,6 +69,7 @@ export async function setUpRuns(
   modelPath: string | undefined,
   log: (s: string) => void,
   device: string = cfg.device,
+  group: Group = SOLO,
 ): Promise<RunSetup> {
   manualSeed(cfg.seed);
   const { model, tokenizer, compute } = loadModelForTraining(modelPath ?? (await resolveModel(cfg.baseModel)), {
@@ -75,8 +78,15 @@ export async function setUpRuns(
     device: parseDevice(device, '--device'),
     tokenizer: cfg.tokenizer,
     quantize: cfg.quantize ?? null,
+    shard: cfg.shardBase ? group : null,
   });
   if (compute.weights !== 'float32') log(`base model: ${describeCompute(compute)}`);
+  if (model.residency) {
+    const mib = (b: number) => (b / 2 ** 20).toFixed(1);
+    log(
+      `base model: sharded over ${group.worldSize} rank${group.worldSize > 1 ? 's' : ''}: ${mib(model.residency.residentBytes)} MiB of its ${mib(residentBytes(model.weights))} MiB held by this rank, each unit gathered around its use`,
+    );
+  }
   const runs: AdapterRun[] = [];
   const files: ExampleFiles = new Map();
   for (const a of cfg.adapters) runs.push(await setUpRun(cfg, a, model, tokenizer, files, log));

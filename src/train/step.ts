@@ -105,7 +105,12 @@ function chunkRows(vocab: number): number {
  * by the range's step tokens) is back-propagated at once, and the gradient of the last hidden states
  * is returned for the layers (the head's weights are frozen), with each micro-batch's CE.
  */
+/** The head's weights are in place for the whole of it (a sharded base gathers them once, not per chunk). */
 function headBackward(model: CausalLM, last: Tensor, p: Packed, microBatches: MicroBatch[]): HeadBackward {
+  return model.withWeights('head', () => chunkedHeadBackward(model, last, p, microBatches));
+}
+
+function chunkedHeadBackward(model: CausalLM, last: Tensor, p: Packed, microBatches: MicroBatch[]): HeadBackward {
   const H = last.size(-1);
   const hd = last.detach().requiresGrad_(); // [B, T, H]
   const flat = hd.reshape(-1, H); // [B·T, H]
@@ -133,6 +138,18 @@ function headBackward(model: CausalLM, last: Tensor, p: Packed, microBatches: Mi
   });
   if (lmHead !== model.weights.lmHead) lmHead.dispose();
   return { grad: hd.grad ?? hd.zerosLike(), ce };
+}
+
+/** What a rank with no micro-batch in a step's slot does under a sharded base: it takes part in the all-gathers
+ * of the pass the other ranks run (plainPass or recomputingPass, in their order), without computing. */
+export function idlePass(model: CausalLM, opts: { recompute: boolean }): void {
+  if (!model.residency) return;
+  const L = model.config.numLayers;
+  const gather = (unit: 'embed' | 'head' | number) => model.withWeights(unit, () => undefined);
+  gather('embed');
+  for (let l = 0; l < L; l++) gather(l);
+  gather('head');
+  if (opts.recompute) for (let l = L - 1; l >= 0; l--) gather(l);
 }
 
 export function fusedStep(

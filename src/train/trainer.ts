@@ -68,7 +68,7 @@ async function trainLocked(cfg: TrainConfig, opts: TrainOptions, group: Group): 
     : followerResumePoint(cfg, opts.resume ?? false);
   if (resume.from && resume.state) checkCheckpointRanks(resume.from, resume.state, group.worldSize);
   const device = opts.device ?? (cfg.device as Device);
-  const { model, tokenizer, runs } = await setUpRuns(cfg, opts.modelPath, log, device);
+  const { model, tokenizer, runs } = await setUpRuns(cfg, opts.modelPath, log, device, group);
   if (group.rank > 0) manualSeed(rankSeed(cfg.seed, group.rank));
   checkSameCheckpoint(group, cfg.outputDir, resume.state);
 

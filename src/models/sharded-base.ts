@@ -1,0 +1,226 @@
+// The frozen base sharded across the ranks of a process group, FSDP-style (shard_base: true): each unit of
+// weights (the embeddings, each decoder layer, the head: residency.ts) is flattened, one flat buffer per
+// dtype (a quantised projection gives its codes and its float32 scales), and each rank keeps the
+// 1/W-th of each buffer that is its own. Before a unit runs, every rank all-gathers the unit's buffers and
+// the unit's weights are put in place as views of them; after it, they are freed. Within autograd, the
+// views a backward needs stay alive with its graph; with recompute (train/step.ts) the backward runs each
+// layer again, so the layer is gathered again, and at most one layer's weights are whole at a time.
+import { zeros } from '../tensor/create.js';
+import { cat } from '../tensor/ops.js';
+import { noGrad } from '../tensor/autograd.js';
+import { tidy } from '../tensor/scope.js';
+import { ITEM_SIZE, type DType } from '../tensor/dtype.js';
+import type { Device, Tensor } from '../tensor/tensor.js';
+import type { Group } from '../distributed/group.js';
+import { QuantizedWeight } from '../quant/quantized-weight.js';
+import type { ModelConfig } from './config.js';
+import { unitOf, type WeightResidency, type WeightUnit } from './residency.js';
+import { weightSlots, type FrozenWeight, type ModelWeights, type WeightSlot } from './weights.js';
+
+/** One tensor of a unit's flat buffer of its dtype: a weight, or a quantised weight's codes or scales. */
+interface Part {
+  name: string;
+  role: 'tensor' | 'codes' | 'scales';
+  shape: number[];
+  offset: number;
+  numel: number;
+}
+
+/** A unit's flat buffer of one dtype: its parts, and this rank's share of it. */
+interface FlatBuffer {
+  dtype: DType;
+  parts: Part[];
+  numel: number;
+  /** Elements per rank (the last rank's share padded with zeros). */
+  chunk: number;
+  shard: Tensor; // [chunk]
+}
+
+interface UnitShards {
+  buffers: FlatBuffer[];
+  /** The quantised projections of the unit: their format and [out, in]. */
+  quantized: Map<string, QuantizedWeight>;
+  /** Nested uses of the unit in progress; its weights are whole while above 0. */
+  uses: number;
+  /** The whole weights put in place (views of the gathered buffers), freed when uses return to 0. */
+  placed: FrozenWeight[];
+}
+
+/** Elements of the parts a frozen weight contributes, by dtype. */
+function partsOf(name: string, w: FrozenWeight): { dtype: DType; role: Part['role']; tensor: Tensor }[] {
+  if (w instanceof QuantizedWeight)
+    return [
+      { dtype: w.data.dtype, role: 'codes', tensor: w.data },
+      { dtype: w.scales.dtype, role: 'scales', tensor: w.scales },
+    ];
+  if (w.ndim === 0) throw new Error(`sharded base: '${name}' is a scalar`);
+  return [{ dtype: w.dtype, role: 'tensor', tensor: w }];
+}
+
+/** Remembers a tensor's metadata before it is freed: a placeholder then still answers shape, dtype and device. */
+function touch(t: Tensor): void {
+  void t.shape;
+  void t.dtype;
+  void t.device;
+}
+
+export class ShardedBase implements WeightResidency {
+  private readonly units = new Map<WeightUnit, UnitShards>();
+  private slots: Map<string, WeightSlot> | null = null;
+
+  constructor(
+    private readonly group: Group,
+    private readonly config: ModelConfig,
+    private readonly device: Device,
+  ) {}
+
+  /** The structure whose placeholders the units' weights replace while in use. */
+  attach(weights: ModelWeights): void {
+    this.slots = weightSlots(this.config, weights);
+  }
+
+  /** Takes a unit's whole weights (by Hugging Face name), keeps this rank's share of them, and frees them: they
+   * stay in the structure as placeholders (their shape, dtype and device, no data) until the unit is used. */
+  addUnit(unit: WeightUnit, weights: [string, FrozenWeight][]): void {
+    if (this.units.has(unit)) throw new Error(`sharded base: unit ${unit} added twice`);
+    const W = this.group.worldSize;
+    const byDtype = new Map<DType, { parts: Part[]; tensors: Tensor[]; numel: number }>();
+    const quantized = new Map<string, QuantizedWeight>();
+    for (const [name, w] of weights) {
+      if (w instanceof QuantizedWeight) quantized.set(name, w);
+      for (const p of partsOf(name, w)) {
+        touch(p.tensor);
+        const flat = byDtype.get(p.dtype) ?? { parts: [], tensors: [], numel: 0 };
+        byDtype.set(p.dtype, flat);
+        flat.parts.push({ name, role: p.role, shape: [...p.tensor.shape], offset: flat.numel, numel: p.tensor.numel });
+        flat.tensors.push(p.tensor);
+        flat.numel += p.tensor.numel;
+      }
+    }
+    const buffers: FlatBuffer[] = [];
+    try {
+      for (const [dtype, flat] of byDtype) {
+        const chunk = Math.ceil(flat.numel / W);
+        const shard = noGrad(() =>
+          tidy(() => {
+            const all = cat([
+              ...flat.tensors.map((t) => t.reshape(-1)),
+              zeros([chunk * W - flat.numel], { dtype, device: this.device }),
+            ]); // [chunk·W]
+            return all
+              .narrow(0, this.group.rank * chunk, chunk)
+              .clone()
+              .keep(); // [chunk]
+          }),
+        );
+        buffers.push({ dtype, parts: flat.parts, numel: flat.numel, chunk, shard });
+      }
+    } finally {
+      for (const [, w] of weights) w.dispose();
+    }
+    this.units.set(unit, { buffers, quantized, uses: 0, placed: [] });
+  }
+
+  use<T>(unit: WeightUnit, fn: () => T): T {
+    // The head of tied embeddings is the embeddings' weight.
+    if (unit === 'head' && this.config.tieWordEmbeddings) return this.useOne('embed', () => this.useOne('head', fn));
+    return this.useOne(unit, fn);
+  }
+
+  private useOne<T>(unit: WeightUnit, fn: () => T): T {
+    const u = this.units.get(unit);
+    if (!u) throw new Error(`sharded base: no unit ${unit}`);
+    if (u.uses === 0) this.place(u);
+    u.uses++;
+    try {
+      return fn();
+    } finally {
+      u.uses--;
+      if (u.uses === 0) {
+        for (const w of u.placed) w.dispose();
+        u.placed = [];
+      }
+    }
+  }
+
+  /** All-gathers the unit's buffers and puts its weights in place as views of them. */
+  private place(u: UnitShards): void {
+    const whole = new Map<string, Map<Part['role'], Tensor>>();
+    for (const b of u.buffers) {
+      tidy(() => {
+        const flat = this.group.allGather(b.shard).reshape(-1).to(this.device); // [W·chunk]
+        for (const p of b.parts) {
+          const t = flat
+            .narrow(0, p.offset, p.numel)
+            .reshape(...p.shape)
+            .keep(); // a view: the buffer lives on
+          touch(t);
+          const roles = whole.get(p.name) ?? new Map<Part['role'], Tensor>();
+          whole.set(p.name, roles.set(p.role, t));
+        }
+      });
+    }
+    for (const [name, roles] of whole) {
+      const q = u.quantized.get(name);
+      const w = q
+        ? QuantizedWeight.fromParts(q.format, q.shape, roles.get('codes')!, roles.get('scales')!)
+        : roles.get('tensor')!;
+      this.slots!.get(name)!.set(w);
+      u.placed.push(w);
+    }
+  }
+
+  get residentBytes(): number {
+    let bytes = 0;
+    for (const u of this.units.values()) for (const b of u.buffers) bytes += b.chunk * ITEM_SIZE[b.dtype];
+    return bytes;
+  }
+
+  dispose(): void {
+    for (const u of this.units.values()) {
+      for (const b of u.buffers) b.shard.dispose();
+      for (const w of u.placed) w.dispose();
+    }
+    this.units.clear();
+  }
+}
+
+/** Builds a sharded base from a stream of whole weights (readHfWeights, or a model's own tensors), one unit at
+ * a time: a unit's weights are sharded and freed as soon as the last of them has arrived, so that a rank
+ * holds its shares plus at most the units still arriving. `names`: every weight's name, to know when a unit
+ * is complete; `structure` builds the ModelWeights from the placeholders. */
+export function shardWeights(
+  group: Group,
+  config: ModelConfig,
+  names: string[],
+  stream: Iterable<[string, FrozenWeight]>,
+  structure: (lookup: (name: string) => FrozenWeight) => ModelWeights,
+  device: Device,
+): { weights: ModelWeights; base: ShardedBase } {
+  const base = new ShardedBase(group, config, device);
+  const expected = new Map<WeightUnit, number>();
+  for (const n of names) expected.set(unitOf(n), (expected.get(unitOf(n)) ?? 0) + 1);
+  const placeholders = new Map<string, FrozenWeight>();
+  const pending = new Map<WeightUnit, [string, FrozenWeight][]>();
+  try {
+    for (const [name, w] of stream) {
+      placeholders.set(name, w);
+      const unit = unitOf(name);
+      const list = pending.get(unit) ?? [];
+      pending.set(unit, list);
+      list.push([name, w]);
+      if (list.length === expected.get(unit)) {
+        pending.delete(unit);
+        base.addUnit(unit, list);
+      }
+    }
+    if (pending.size > 0) throw new Error(`sharded base: units ${[...pending.keys()].join(', ')} incomplete`);
+  } catch (e) {
+    for (const list of pending.values()) for (const [, w] of list) w.dispose();
+    base.dispose();
+    throw e;
+  }
+  const weights = structure((n) => placeholders.get(n)!);
+  base.attach(weights);
+  return { weights, base };
+}

@@ -1,0 +1,150 @@
+// shard_base: true: two ranks, each holding half of the frozen base and gathering each unit around its use,
+// train the adapters one unsharded process trains with the same global batch (stories260K as a Hugging Face
+// folder, read one tensor at a time). The bounds are data parallelism's (train-parity.test.ts): the gradients
+// are summed in another order, the gathered weights are the same numbers. Covered: the plain pass (the
+// backward keeps the gathered weights it needs) and recompute (each layer gathered again for its backward),
+// LoRA, MixLoRA and MixDoRA (DoRA's magnitudes start from the gathered base weights), float32 and nf4 bases,
+// and rank 1 sitting out the short last step of an epoch (it joins the gathers without computing).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { mixlora } from '../helpers/cli.js';
+import { STORIES_BIN, STORIES_TOK, tempDir } from '../helpers/fixtures.js';
+import {
+  adapterTensors,
+  commonsenseSlice,
+  maxDiff,
+  mixloraAdapter,
+  readMetrics,
+  writeConfig,
+} from '../helpers/train.js';
+import { convertLlama2c } from '../../src/models/convert.js';
+import { loadModel } from '../../src/models/load.js';
+import { SOLO } from '../../src/distributed/group.js';
+import { tensor } from '../../src/tensor/create.js';
+import { liveTensors, tidy } from '../../src/tensor/scope.js';
+
+let hf: string;
+before(() => {
+  hf = path.join(tempDir(), 'stories260K-hf');
+  convertLlama2c(STORIES_BIN, STORIES_TOK, hf);
+});
+after(() => fs.rmSync(path.dirname(hf), { recursive: true, force: true }));
+
+interface Case {
+  optimizer: 'sgd' | 'adamw';
+  tolerance: number;
+  recompute: boolean;
+  quantize?: 'nf4';
+  dora: boolean;
+}
+
+/** A LoRA and a MixLoRA (or MixDoRA) adapter trained fused, without dropout or jitter; 9 examples in steps of 4
+ * micro-batches of 1, so each epoch ends with a step that rank 1 sits out. */
+function config(data: string, c: Case, sharded: boolean): Record<string, unknown> {
+  const lr = c.optimizer === 'sgd' ? 0.05 : 2e-4;
+  const common = {
+    data,
+    prompt_template: 'none',
+    batch_size: 4,
+    micro_batch_size: 1,
+    num_epochs: 2,
+    optimizer: c.optimizer,
+    lr,
+  };
+  return {
+    base_model: hf,
+    tokenizer: null,
+    cutoff_len: 128,
+    save_steps: 0,
+    recompute: c.recompute,
+    ...(c.quantize ? { quantize: c.quantize } : {}),
+    ...(sharded ? { shard_base: true } : {}),
+    adapters: [
+      {
+        ...common,
+        name: 'lora',
+        adapter: { peft_type: 'LORA', r: 4, lora_alpha: 8, lora_dropout: 0, target_modules: ['q_proj', 'v_proj'] },
+      },
+      {
+        ...common,
+        name: 'mix',
+        adapter: mixloraAdapter({ router_aux_loss_coef: 0.01, ...(c.dora ? { use_dora: true } : {}) }),
+      },
+    ],
+  };
+}
+
+const CASES: Case[] = [
+  { optimizer: 'sgd', tolerance: 1e-6, recompute: false, dora: false },
+  { optimizer: 'adamw', tolerance: 1e-5, recompute: true, dora: true },
+  { optimizer: 'sgd', tolerance: 1e-6, recompute: true, quantize: 'nf4', dora: false },
+];
+
+for (const c of CASES) {
+  const what = `${c.optimizer}, ${c.recompute ? 'recompute' : 'plain pass'}, ${c.quantize ?? 'float32'} base, LoRA + ${c.dora ? 'MixDoRA' : 'MixLoRA'}`;
+  test(`shard_base (${what}): two ranks end with the adapters of one unsharded process within ${c.tolerance}`, () => {
+    const data = commonsenseSlice('boolq.train', 9);
+    const alone = writeConfig(config(data, c, false));
+    const one = mixlora(['train', alone.file, '--quiet']);
+    assert.equal(one.code, 0, one.stderr);
+    const job = writeConfig(config(data, c, true));
+    const two = mixlora(['launch', '--oversubscribe', '--nproc-per-node', '2', 'train', job.file]);
+    assert.equal(two.code, 0, two.stderr);
+    // Each rank says what it holds: about half of the base.
+    const held = [
+      ...`${two.stdout}\n${two.stderr}`.matchAll(/sharded over 2 ranks: ([\d.]+) MiB of its ([\d.]+) MiB/g),
+    ];
+    assert.ok(held.length >= 1, `no sharding line in:\n${two.stderr}`);
+    for (const [, mine, whole] of held) {
+      const share = Number(mine) / Number(whole);
+      assert.ok(share > 0.45 && share < 0.56, `a rank holds ${mine} of ${whole} MiB`);
+    }
+    for (const name of ['lora', 'mix']) {
+      const d = maxDiff(
+        adapterTensors(path.join(job.dir, 'run', name)),
+        adapterTensors(path.join(alone.dir, 'run', name)),
+      );
+      assert.ok(d <= c.tolerance, `${name}: max difference ${d} > ${c.tolerance}`);
+    }
+    const a = readMetrics(path.join(alone.dir, 'run'));
+    const b = readMetrics(path.join(job.dir, 'run'));
+    assert.equal(b.length, a.length);
+    b.forEach((m, i) =>
+      assert.ok(Math.abs(m.loss - a[i]!.loss) < 1e-5, `${m.adapter} step ${m.step}: loss ${m.loss} vs ${a[i]!.loss}`),
+    );
+    fs.rmSync(alone.dir, { recursive: true, force: true });
+    fs.rmSync(job.dir, { recursive: true, force: true });
+  });
+}
+
+test('shard_base with eval, or on a GPU, is refused naming the field', () => {
+  const data = commonsenseSlice('boolq.train', 9);
+  const base = config(data, CASES[0]!, true);
+  const withEval = writeConfig({ ...base, eval: { data, every: 2 } });
+  const r = mixlora(['train', withEval.file, '--quiet']);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /field 'shard_base' cannot be combined with eval yet/);
+  const onGpu = writeConfig({ ...base, device: 'cuda' });
+  const g = mixlora(['train', onGpu.file, '--quiet']);
+  assert.equal(g.code, 1, g.stderr);
+  assert.match(g.stderr, /field 'shard_base' needs device: cpu for now/);
+});
+
+test('a sharded base in one process: the whole model’s logits, no tensor left between uses or after dispose', () => {
+  const start = liveTensors();
+  const whole = loadModel(hf).model;
+  const sharded = loadModel(hf, { shard: SOLO }).model;
+  const ids = tensor([[1, 15, 30, 99, 7]], { dtype: 'int64' });
+  tidy(() => {
+    const a = whole.forward(ids); // [1, 5, V]
+    const b = sharded.forward(ids);
+    assert.equal(a.sub(b).abs().amax().item(), 0);
+  });
+  const between = liveTensors();
+  tidy(() => void sharded.forward(ids));
+  assert.equal(liveTensors(), between, 'the gathered weights are freed after each use');
+  for (const t of [whole, sharded, ids]) t.dispose();
+  assert.equal(liveTensors(), start);
+});
