@@ -37,7 +37,10 @@ export interface Preset {
   dtype: DType;
 }
 
-export const PRESETS: Record<'llama-58m' | 'llama-1b' | 'llama2-7b' | 'llama-tiny', Preset> = {
+export const PRESETS: Record<
+  'llama-58m' | 'llama-1b' | 'llama2-7b' | 'llama2-13b' | 'llama2-70b' | 'llama-tiny',
+  Preset
+> = {
   'llama-58m': {
     vocab: 32000,
     hidden: 512,
@@ -70,6 +73,30 @@ export const PRESETS: Record<'llama-58m' | 'llama-1b' | 'llama2-7b' | 'llama-tin
     layers: 32,
     heads: 32,
     kvHeads: 32,
+    batch: 4,
+    seq: 512,
+    dtype: 'bfloat16',
+  },
+  // LLaMA-2-13B's and LLaMA-2-70B's shapes (their config.json files; 70B: grouped-query attention, 8 KV heads):
+  // for `bench --shard-base --plan` and GPUs.
+  'llama2-13b': {
+    vocab: 32000,
+    hidden: 5120,
+    intermediate: 13824,
+    layers: 40,
+    heads: 40,
+    kvHeads: 40,
+    batch: 4,
+    seq: 512,
+    dtype: 'bfloat16',
+  },
+  'llama2-70b': {
+    vocab: 32000,
+    hidden: 8192,
+    intermediate: 28672,
+    layers: 80,
+    heads: 64,
+    kvHeads: 8,
     batch: 4,
     seq: 512,
     dtype: 'bfloat16',
@@ -149,8 +176,11 @@ export interface BenchResult {
   device: T.Device;
   /** The base's projections quantised (--quantize), or null. */
   quantize: QuantFormat | null;
-  /** Bytes held by the frozen base's tensors (quantised codes and scales counted as such), in MiB. */
+  /** Bytes held by the frozen base's tensors (quantised codes and scales counted as such), in MiB; with
+   * shard_base, this rank's shares. */
   base_mib: number;
+  /** Whether the frozen base was sharded across the ranks (shard_base). */
+  shard_base: boolean;
   /** The process's resident memory just after the base was built, before adapters and steps (MiB). */
   rss_after_base_mib: number;
   /** Model FLOPs per trained token (src/bench/flops.ts) and the rate they were done at. */
@@ -202,6 +232,8 @@ export function runTrainBench(o: {
   profile?: boolean;
   /** The job's group: each step then sums every adapter's gradients across ranks, as training does. */
   group?: Group;
+  /** shard_base: each rank keeps 1/W of the frozen base, each unit gathered around its use (needs recompute). */
+  shardBase?: boolean;
 }): BenchResult {
   const group = o.group ?? SOLO;
   const p = {
@@ -217,7 +249,7 @@ export function runTrainBench(o: {
   const projBytes = quantize ? (quantize === 'int8' ? 1 : 0.5625) : ITEM_SIZE[p.dtype];
   const lmHead = p.hidden * p.vocab;
   const weightBytes = (matmulWeights(p) - lmHead) * projBytes + 2 * lmHead * ITEM_SIZE[p.dtype];
-  if (!onCuda && weightBytes > os.totalmem() / 2) {
+  if (!onCuda && weightBytes / (o.shardBase ? group.worldSize : 1) > os.totalmem() / 2) {
     const gib = (b: number) => (b / 2 ** 30).toFixed(1);
     throw new UserError(
       `bench --preset ${o.preset}: its weights alone take ${gib(weightBytes)} GiB, more than half of this machine's ` +
@@ -232,6 +264,7 @@ export function runTrainBench(o: {
     dtype: p.dtype,
     computeDType: compute.compute,
     quantize,
+    shard: o.shardBase ? group : null,
   });
   const rssAfterBase = process.memoryUsage.rss() / 2 ** 20;
   const adapters: Adapter[] = [];
@@ -277,7 +310,6 @@ export function runTrainBench(o: {
   // Under a launcher: the gradient sums across ranks that training does before each optimizer step.
   const collectiveMs: number[] = [];
   const sumAcrossRanks = () => {
-    const t0 = process.hrtime.bigint();
     const totals = { ce: 0, aux: 0, auxCount: 0, scored: 0, input: 0, seconds: 0 };
     for (const a of adapters)
       allReduceStep(
@@ -285,7 +317,6 @@ export function runTrainBench(o: {
         a.parameters().map((q) => q.tensor),
         totals,
       );
-    collectiveMs.push(Number(process.hrtime.bigint() - t0) / 1e6);
   };
   const optimizerStep = () => {
     for (const opt of optimizers) {
@@ -294,10 +325,13 @@ export function runTrainBench(o: {
     }
     if (onCuda) T.cuda.synchronize(cudaIndex(o.device));
   };
+  // Time in collectives: the gradient sums, and with shard_base each unit's all-gathers.
   const step = () => {
+    const inCollectives = group.collectiveSeconds;
     passes();
     sumAcrossRanks();
     optimizerStep();
+    collectiveMs.push((group.collectiveSeconds - inCollectives) * 1000);
   };
   const times: number[] = [];
   for (let i = 0; i < o.warmup + o.steps; i++) {
@@ -331,7 +365,8 @@ export function runTrainBench(o: {
     compute_reason: describeCompute(compute),
     device: o.device,
     quantize,
-    base_mib: residentBytes(model.weights) / 2 ** 20,
+    base_mib: (model.residency?.residentBytes ?? residentBytes(model.weights)) / 2 ** 20,
+    shard_base: o.shardBase ?? false,
     rss_after_base_mib: rssAfterBase,
     model_flops_per_token: flops,
     model_tflops: (flops * tokens) / (ms / 1000) / 1e12,

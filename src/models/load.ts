@@ -12,16 +12,8 @@ import { generationEosIds, modelFormatOf, type ModelFormat } from './folder.js';
 import { CausalLM } from './causal-lm.js';
 import { loadLlama2cWeights, readLlama2cConfig } from './llama2c.js';
 import { hasTokenizerFiles, modelTokenizer } from './model-tokenizer.js';
-import {
-  loadHfWeights,
-  readHfWeights,
-  structureWeights,
-  weightSlots,
-  weightSpecs,
-  type FrozenWeight,
-  type ModelWeights,
-} from './weights.js';
-import { shardWeights } from './sharded-base.js';
+import { loadHfWeights, readHfWeights, weightSlots, weightSpecs, type FrozenWeight } from './weights.js';
+import { shardedCausalLM } from './sharded-base.js';
 import type { Group } from '../distributed/group.js';
 
 export interface LoadOptions {
@@ -66,7 +58,7 @@ function openModel<Tok extends TextTokenizer | null>(
     const tok = tokenizer('llama2c', config);
     const whole = loadLlama2cWeights(p, config, { dtype, device, quantize: opts.quantize ?? null });
     const model = opts.shard
-      ? shardedModel(
+      ? shardedCausalLM(
           opts.shard,
           config,
           compute.compute,
@@ -88,7 +80,7 @@ function openModel<Tok extends TextTokenizer | null>(
   if (tok && tok.eosId !== null && !config.eosTokenIds.includes(tok.eosId)) config.eosTokenIds.push(tok.eosId);
   const read = { dtype, device, quantize: opts.quantize ?? null };
   const model = opts.shard
-    ? shardedModel(opts.shard, config, compute.compute, device, {
+    ? shardedCausalLM(opts.shard, config, compute.compute, device, {
         names: weightSpecs(config).map((s) => s.name),
         stream: readHfWeights(p, config, read),
       })
@@ -100,27 +92,6 @@ function openModel<Tok extends TextTokenizer | null>(
     path: p,
     compute,
   };
-}
-
-/** A model whose frozen weights are sharded across `group` as they stream in. */
-function shardedModel(
-  group: Group,
-  config: ModelConfig,
-  dtype: DType,
-  device: Device,
-  weights: { names: string[]; stream: Iterable<[string, FrozenWeight]> },
-): CausalLM {
-  const { weights: structure, base } = shardWeights(
-    group,
-    config,
-    weights.names,
-    weights.stream,
-    (lookup): ModelWeights => structureWeights(config, lookup),
-    device,
-  );
-  const model = new CausalLM(config, structure, dtype, device);
-  model.residency = base;
-  return model;
 }
 
 export function loadModel(p: string, opts: LoadOptions = {}): LoadedModel {

@@ -15,7 +15,8 @@ import type { Group } from '../distributed/group.js';
 import { QuantizedWeight } from '../quant/quantized-weight.js';
 import type { ModelConfig } from './config.js';
 import { unitOf, type WeightResidency, type WeightUnit } from './residency.js';
-import { weightSlots, type FrozenWeight, type ModelWeights, type WeightSlot } from './weights.js';
+import { structureWeights, weightSlots, type FrozenWeight, type ModelWeights, type WeightSlot } from './weights.js';
+import { CausalLM } from './causal-lm.js';
 
 /** One tensor of a unit's flat buffer of its dtype: a weight, or a quantised weight's codes or scales. */
 interface Part {
@@ -188,13 +189,12 @@ export class ShardedBase implements WeightResidency {
 /** Builds a sharded base from a stream of whole weights (readHfWeights, or a model's own tensors), one unit at
  * a time: a unit's weights are sharded and freed as soon as the last of them has arrived, so that a rank
  * holds its shares plus at most the units still arriving. `names`: every weight's name, to know when a unit
- * is complete; `structure` builds the ModelWeights from the placeholders. */
+ * is complete. Returns the structure (placeholders) and the base that puts its units in place. */
 export function shardWeights(
   group: Group,
   config: ModelConfig,
   names: string[],
   stream: Iterable<[string, FrozenWeight]>,
-  structure: (lookup: (name: string) => FrozenWeight) => ModelWeights,
   device: Device,
 ): { weights: ModelWeights; base: ShardedBase } {
   const base = new ShardedBase(group, config, device);
@@ -220,7 +220,22 @@ export function shardWeights(
     base.dispose();
     throw e;
   }
-  const weights = structure((n) => placeholders.get(n)!);
+  const weights = structureWeights(config, (n) => placeholders.get(n)!);
   base.attach(weights);
   return { weights, base };
+}
+
+/** A model whose frozen weights are sharded across `group` as they stream in (names: every weight's, in any
+ * order the stream may follow). */
+export function shardedCausalLM(
+  group: Group,
+  config: ModelConfig,
+  dtype: DType,
+  device: Device,
+  weights: { names: string[]; stream: Iterable<[string, FrozenWeight]> },
+): CausalLM {
+  const sharded = shardWeights(group, config, weights.names, weights.stream, device);
+  const model = new CausalLM(config, sharded.weights, dtype, device);
+  model.residency = sharded.base;
+  return model;
 }

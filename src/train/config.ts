@@ -303,6 +303,11 @@ export function parseTrainConfig(cf: ConfigFile): TrainConfig {
         'shard_base',
         'cannot be combined with eval yet: rank 0 evaluates alone, and a sharded layer needs every rank',
       );
+    if (!cfg.recompute)
+      f.fail(
+        'shard_base',
+        'needs recompute: true (without it the backward keeps every gathered layer, which is the whole base)',
+      );
     if (cfg.device !== 'cpu')
       f.fail('shard_base', `needs device: cpu for now (the gathers run over Gloo), not ${cfg.device}`);
   }

@@ -58,7 +58,7 @@ export function runLoop(
     const started = performance.now();
     const results =
       present.length > 0 ? fusedStep(ctx.model, present, { recompute: cfg.recompute, padId: ctx.padId }) : [];
-    if (present.length === 0) idlePass(ctx.model, { recompute: cfg.recompute });
+    if (present.length === 0) idlePass(ctx.model);
     const seconds = (performance.now() - started) / 1000;
     fusedSteps++;
     let checkpointDue = false;

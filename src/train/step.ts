@@ -140,16 +140,16 @@ function chunkedHeadBackward(model: CausalLM, last: Tensor, p: Packed, microBatc
   return { grad: hd.grad ?? hd.zerosLike(), ce };
 }
 
-/** What a rank with no micro-batch in a step's slot does under a sharded base: it takes part in the all-gathers
- * of the pass the other ranks run (plainPass or recomputingPass, in their order), without computing. */
-export function idlePass(model: CausalLM, opts: { recompute: boolean }): void {
+/** What a rank with no micro-batch in a step's slot does under a sharded base (which needs recompute): it takes
+ * part in the all-gathers of recomputingPass, in its order, without computing. */
+export function idlePass(model: CausalLM): void {
   if (!model.residency) return;
   const L = model.config.numLayers;
   const gather = (unit: 'embed' | 'head' | number) => model.withWeights(unit, () => undefined);
   gather('embed');
   for (let l = 0; l < L; l++) gather(l);
   gather('head');
-  if (opts.recompute) for (let l = L - 1; l >= 0; l--) gather(l);
+  for (let l = L - 1; l >= 0; l--) gather(l);
 }
 
 export function fusedStep(

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import os from 'node:os';
 import { mixlora } from '../helpers/cli.js';
 import { PRESETS } from '../../src/bench/benchmark.js';
-import { trainFlopsPerToken } from '../../src/bench/flops.js';
+import { matmulWeights, trainFlopsPerToken } from '../../src/bench/flops.js';
 
 test('bench --preset llama-tiny --json: shape, dtype, overrides, FLOPs, no CUDA counters on the CPU', () => {
   const args = ['bench', '--preset', 'llama-tiny', '--method', 'mixlora', '--steps', '1', '--warmup', '0', '--json'];
@@ -45,3 +45,45 @@ test(
     assert.match(r.stderr, /llama2-7b: its weights alone take 12\.6 GiB/);
   },
 );
+
+test('bench --shard-base --plan: the bytes per rank of LLaMA-2-70B in nf4, from its published shape; usage errors', () => {
+  // The 13B and 70B presets add up to their published parameter counts.
+  for (const [name, published] of [
+    ['llama2-13b', 13_015_864_320],
+    ['llama2-70b', 68_976_648_192],
+  ] as const) {
+    const p = PRESETS[name];
+    assert.equal(matmulWeights(p) + p.vocab * p.hidden + (2 * p.layers + 1) * p.hidden, published, name);
+  }
+  const r = mixlora(['bench', '--preset', 'llama2-70b', '--quantize', 'nf4', '--shard-base', '--plan', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout) as {
+    whole_bytes: number;
+    ranks: { ranks: number; perRankBytes: number; gatheredBytes: number; peakBytes: number }[];
+  };
+  const p = PRESETS['llama2-70b'];
+  const vh = p.vocab * p.hidden;
+  // nf4 projections: 4 bits and a float32 absmax per 64 values; embeddings, LM head and norms in bfloat16.
+  const whole = 0.5625 * (matmulWeights(p) - vh) + 2 * (2 * vh + (2 * p.layers + 1) * p.hidden);
+  assert.equal(j.whole_bytes, whole);
+  assert.deepEqual(
+    j.ranks.map((row) => row.ranks),
+    [1, 2, 4, 8],
+  );
+  for (const row of j.ranks) {
+    assert.ok(row.perRankBytes >= whole / row.ranks && row.perRankBytes < whole / row.ranks + 1e4, `${row.ranks}`);
+    assert.equal(row.gatheredBytes, 2 * vh + 2 * p.hidden); // the largest unit: the head (LM head and final norm)
+    assert.equal(row.peakBytes, row.perRankBytes + row.gatheredBytes);
+  }
+  const text = mixlora(['bench', '--preset', 'llama2-70b', '--quantize', 'nf4', '--shard-base', '--plan']);
+  assert.match(text.stdout, /^ +8 +4\.60 GiB +0\.49 GiB +5\.09 GiB$/m);
+  const noShard = mixlora(['bench', '--preset', 'llama-1b', '--plan']);
+  assert.equal(noShard.code, 2);
+  assert.match(noShard.stderr, /--plan needs --shard-base/);
+  const noRecompute = mixlora(['bench', '--preset', 'llama-tiny', '--method', 'lora', '--shard-base']);
+  assert.equal(noRecompute.code, 2);
+  assert.match(noRecompute.stderr, /--shard-base needs --recompute/);
+  const noMethod = mixlora(['bench', '--preset', 'llama-tiny']);
+  assert.equal(noMethod.code, 2);
+  assert.match(noMethod.stderr, /--method/);
+});

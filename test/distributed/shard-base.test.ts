@@ -1,18 +1,19 @@
 // shard_base: true: two ranks, each holding half of the frozen base and gathering each unit around its use,
 // train the adapters one unsharded process trains with the same global batch (stories260K as a Hugging Face
 // folder, read one tensor at a time). The bounds are data parallelism's (train-parity.test.ts): the gradients
-// are summed in another order, the gathered weights are the same numbers. Covered: the plain pass (the
-// backward keeps the gathered weights it needs) and recompute (each layer gathered again for its backward),
-// LoRA, MixLoRA and MixDoRA (DoRA's magnitudes start from the gathered base weights), float32 and nf4 bases,
-// and rank 1 sitting out the short last step of an epoch (it joins the gathers without computing).
+// are summed in another order, the gathered weights are the same numbers. With recompute (which shard_base
+// needs), each layer is gathered for the forward and again for its backward. Covered: LoRA, MixLoRA and
+// MixDoRA (DoRA's magnitudes start from the gathered base weights), float32 and nf4 bases, and rank 1 sitting
+// out the short last step of an epoch (it joins the gathers without computing).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { mixlora } from '../helpers/cli.js';
+import { mixlora, spawnMixlora } from '../helpers/cli.js';
 import { STORIES_BIN, STORIES_TOK, tempDir } from '../helpers/fixtures.js';
 import {
   adapterTensors,
+  checkpointWritten,
   commonsenseSlice,
   maxDiff,
   mixloraAdapter,
@@ -21,6 +22,9 @@ import {
 } from '../helpers/train.js';
 import { convertLlama2c } from '../../src/models/convert.js';
 import { loadModel } from '../../src/models/load.js';
+import { readModelConfig } from '../../src/models/config.js';
+import { residentBytes } from '../../src/models/frozen-linear.js';
+import { shardPlan } from '../../src/bench/shard-plan.js';
 import { SOLO } from '../../src/distributed/group.js';
 import { tensor } from '../../src/tensor/create.js';
 import { liveTensors, tidy } from '../../src/tensor/scope.js';
@@ -35,7 +39,6 @@ after(() => fs.rmSync(path.dirname(hf), { recursive: true, force: true }));
 interface Case {
   optimizer: 'sgd' | 'adamw';
   tolerance: number;
-  recompute: boolean;
   quantize?: 'nf4';
   dora: boolean;
 }
@@ -58,7 +61,7 @@ function config(data: string, c: Case, sharded: boolean): Record<string, unknown
     tokenizer: null,
     cutoff_len: 128,
     save_steps: 0,
-    recompute: c.recompute,
+    recompute: true,
     ...(c.quantize ? { quantize: c.quantize } : {}),
     ...(sharded ? { shard_base: true } : {}),
     adapters: [
@@ -77,13 +80,13 @@ function config(data: string, c: Case, sharded: boolean): Record<string, unknown
 }
 
 const CASES: Case[] = [
-  { optimizer: 'sgd', tolerance: 1e-6, recompute: false, dora: false },
-  { optimizer: 'adamw', tolerance: 1e-5, recompute: true, dora: true },
-  { optimizer: 'sgd', tolerance: 1e-6, recompute: true, quantize: 'nf4', dora: false },
+  { optimizer: 'sgd', tolerance: 1e-6, dora: false },
+  { optimizer: 'adamw', tolerance: 1e-5, dora: true },
+  { optimizer: 'sgd', tolerance: 1e-6, quantize: 'nf4', dora: false },
 ];
 
 for (const c of CASES) {
-  const what = `${c.optimizer}, ${c.recompute ? 'recompute' : 'plain pass'}, ${c.quantize ?? 'float32'} base, LoRA + ${c.dora ? 'MixDoRA' : 'MixLoRA'}`;
+  const what = `${c.optimizer}, ${c.quantize ?? 'float32'} base, LoRA + ${c.dora ? 'MixDoRA' : 'MixLoRA'}`;
   test(`shard_base (${what}): two ranks end with the adapters of one unsharded process within ${c.tolerance}`, () => {
     const data = commonsenseSlice('boolq.train', 9);
     const alone = writeConfig(config(data, c, false));
@@ -97,9 +100,16 @@ for (const c of CASES) {
       ...`${two.stdout}\n${two.stderr}`.matchAll(/sharded over 2 ranks: ([\d.]+) MiB of its ([\d.]+) MiB/g),
     ];
     assert.ok(held.length >= 1, `no sharding line in:\n${two.stderr}`);
+    // What `bench --shard-base --plan` computes from the shapes alone (printed to 0.1 MiB).
+    const plan = shardPlan(readModelConfig(path.join(hf, 'config.json')), 'float32', c.quantize ?? null, [1, 2]);
     for (const [, mine, whole] of held) {
       const share = Number(mine) / Number(whole);
       assert.ok(share > 0.45 && share < 0.56, `a rank holds ${mine} of ${whole} MiB`);
+      assert.ok(
+        Math.abs(Number(mine) - plan.rows[1]!.perRankBytes / 2 ** 20) <= 0.05,
+        `plan: ${plan.rows[1]!.perRankBytes}`,
+      );
+      assert.ok(Math.abs(Number(whole) - plan.wholeBytes / 2 ** 20) <= 0.05, `plan: whole ${plan.wholeBytes}`);
     }
     for (const name of ['lora', 'mix']) {
       const d = maxDiff(
@@ -119,13 +129,17 @@ for (const c of CASES) {
   });
 }
 
-test('shard_base with eval, or on a GPU, is refused naming the field', () => {
+test('shard_base without recompute, with eval, or on a GPU, is refused naming the field', () => {
   const data = commonsenseSlice('boolq.train', 9);
   const base = config(data, CASES[0]!, true);
   const withEval = writeConfig({ ...base, eval: { data, every: 2 } });
   const r = mixlora(['train', withEval.file, '--quiet']);
   assert.equal(r.code, 1, r.stderr);
   assert.match(r.stderr, /field 'shard_base' cannot be combined with eval yet/);
+  const plain = writeConfig({ ...base, recompute: false });
+  const p = mixlora(['train', plain.file, '--quiet']);
+  assert.equal(p.code, 1, p.stderr);
+  assert.match(p.stderr, /field 'shard_base' needs recompute: true/);
   const onGpu = writeConfig({ ...base, device: 'cuda' });
   const g = mixlora(['train', onGpu.file, '--quiet']);
   assert.equal(g.code, 1, g.stderr);
@@ -142,9 +156,41 @@ test('a sharded base in one process: the whole model’s logits, no tensor left 
     const b = sharded.forward(ids);
     assert.equal(a.sub(b).abs().amax().item(), 0);
   });
+  // One rank holds it all, as `bench --shard-base --plan` computes for one rank.
+  const plan = shardPlan(whole.config, 'float32', null, [1]);
+  assert.equal(sharded.residency!.residentBytes, plan.rows[0]!.perRankBytes);
+  assert.equal(residentBytes(whole.weights), plan.wholeBytes);
   const between = liveTensors();
   tidy(() => void sharded.forward(ids));
   assert.equal(liveTensors(), between, 'the gathered weights are freed after each use');
   for (const t of [whole, sharded, ids]) t.dispose();
   assert.equal(liveTensors(), start);
+});
+
+test('a sharded two-rank job killed after a checkpoint resumes to the adapters of an uninterrupted one', async () => {
+  const data = commonsenseSlice('boolq.train', 16);
+  const c: Record<string, unknown> = { ...config(data, CASES[0]!, true), save_steps: 2 };
+  (c.adapters as Record<string, unknown>[]).forEach((a) =>
+    Object.assign(a, { batch_size: 4, micro_batch_size: 2, num_epochs: 3 }),
+  );
+  const launch = ['launch', '--oversubscribe', '--nproc-per-node', '2', 'train'];
+  const straight = writeConfig(c);
+  const r = mixlora([...launch, straight.file, '--quiet']);
+  assert.equal(r.code, 0, r.stderr);
+  const killed = writeConfig(c);
+  const run = path.join(killed.dir, 'run');
+  const job = spawnMixlora([...launch, killed.file, '--quiet']);
+  await checkpointWritten(run, job.child);
+  process.kill(-job.child.pid!, 'SIGKILL'); // the launcher and its ranks
+  await job.exit;
+  const resumed = mixlora([...launch, killed.file, '--resume', '--quiet']);
+  assert.equal(resumed.code, 0, resumed.stderr);
+  for (const name of ['lora', 'mix'])
+    assert.equal(
+      maxDiff(adapterTensors(path.join(run, name)), adapterTensors(path.join(straight.dir, 'run', name))),
+      0,
+      name,
+    );
+  const losses = (dir: string) => readMetrics(dir).map((l) => l.loss);
+  assert.deepEqual(losses(run), losses(path.join(straight.dir, 'run')));
 });

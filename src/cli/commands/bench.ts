@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import { UsageError } from '../../util/errors.js';
 import { bf16ComputeOption, intArg, quantizeArg, deviceArg, threadsArg } from '../options.js';
 import type { StepProfile } from '../../bench/step-profile.js';
+import type { PresetName } from '../../bench/benchmark.js';
 
 function formatProfile(p: StepProfile): string {
   const lines = [`one profiled step: ${p.wallMs.toFixed(1)} ms`];
@@ -29,18 +30,17 @@ export function benchCommand(): Command {
         'model shape (random weights): llama-58m = vocab 32000, hidden 512, intermediate 1376, 8 layers, 8 heads, ' +
           'float32, batch 4 × 256; llama-1b = TinyLlama-1.1B (hidden 2048, intermediate 5632, 22 layers, 32 heads, 4 KV heads), ' +
           'bfloat16, batch 2 × 64; llama2-7b = LLaMA-2-7B (hidden 4096, intermediate 11008, 32 layers, 32 heads), ' +
-          'bfloat16, batch 4 × 512; llama-tiny = hidden 128, 2 layers, vocab 2048, bfloat16, batch 2 × 64',
+          'bfloat16, batch 4 × 512; llama2-13b and llama2-70b = LLaMA-2-13B and -70B (GPUs, --plan); ' +
+          'llama-tiny = hidden 128, 2 layers, vocab 2048, bfloat16, batch 2 × 64',
       )
-        .choices(['llama-58m', 'llama-1b', 'llama2-7b', 'llama-tiny'])
+        .choices(['llama-58m', 'llama-1b', 'llama2-7b', 'llama2-13b', 'llama2-70b', 'llama-tiny'])
         .default('llama-58m'),
     )
     .addOption(
       new Option(
         '--method <method>',
-        'adapter method (paper settings: LoRA/DoRA r 80; MixLoRA/MixDoRA r 16, 8 experts, top-2)',
-      )
-        .choices(['lora', 'dora', 'mixlora', 'mixdora'])
-        .makeOptionMandatory(),
+        'adapter method (paper settings: LoRA/DoRA r 80; MixLoRA/MixDoRA r 16, 8 experts, top-2); required but with --plan',
+      ).choices(['lora', 'dora', 'mixlora', 'mixdora']),
     )
     .option('--batch <n>', "rows per adapter (default: the preset's)", intArg('--batch', 1))
     .option('--seq <n>', "tokens per row (default: the preset's)", intArg('--seq', 2))
@@ -61,6 +61,16 @@ export function benchCommand(): Command {
     .option('--steps <n>', 'timed steps (the median is reported)', intArg('--steps', 1), 5)
     .option('--warmup <n>', 'untimed steps first', intArg('--warmup', 0), 2)
     .option('--recompute', 'recompute activations per layer in the backward pass')
+    .option(
+      '--shard-base',
+      'under mixlora launch: each rank keeps 1/W of the frozen base and gathers each layer around its use ' +
+        '(shard_base; needs --recompute)',
+    )
+    .option(
+      '--plan',
+      "with --shard-base: print the frozen base's bytes per rank for 1, 2, 4 and 8 ranks (the preset's dtype, " +
+        '--dtype, --quantize) without allocating anything',
+    )
     .option(
       '--optimizer-in-backward',
       "with --recompute: each layer's optimizer update runs in the backward pass and frees its gradients",
@@ -87,21 +97,23 @@ export function benchCommand(): Command {
       'print one JSON line: method, fused, optimizer, optimizer_in_backward, preset, batch, seq, dtype, compute_dtype and compute_reason, device, ms_per_step, ms_per_token, tokens_per_s, ' +
         'peak_rss_mib, peak_cuda_allocated_mib, peak_cuda_reserved_mib (null on CPU), model_flops_per_token, model_tflops, ' +
         'ranks, collective_ms_per_step and collective_backend (nccl or gloo; under mixlora launch, null alone), quantize, base_mib (bytes of the frozen base), ' +
-        'rss_after_base_mib (and profile: wallMs, families, ops with --profile)',
+        'rss_after_base_mib, shard_base (and profile: wallMs, families, ops with --profile); with --plan: the plan as JSON',
     )
     .action(
       async (o: {
-        preset: 'llama-58m' | 'llama-1b' | 'llama2-7b' | 'llama-tiny';
+        preset: PresetName;
         batch?: number;
         seq?: number;
         dtype?: 'float32' | 'bfloat16';
         bf16Compute?: 'auto' | 'native' | 'float32';
-        method: 'lora' | 'dora' | 'mixlora' | 'mixdora';
+        method?: 'lora' | 'dora' | 'mixlora' | 'mixdora';
         fused: number;
         optimizer: 'adamw' | 'adamw8bit';
         steps: number;
         warmup: number;
         recompute?: boolean;
+        shardBase?: boolean;
+        plan?: boolean;
         optimizerInBackward?: boolean;
         profile?: boolean;
         scored?: number;
@@ -110,6 +122,26 @@ export function benchCommand(): Command {
         threads?: number;
         json?: boolean;
       }) => {
+        if (o.plan) {
+          if (!o.shardBase) throw new UsageError('--plan needs --shard-base (it plans the sharded base)');
+          const { printShardPlan } = await import('../../bench/shard-plan-report.js');
+          const { parseQuantFormat } = await import('../../quant/format.js');
+          process.stdout.write(
+            printShardPlan(
+              o.preset,
+              o.dtype,
+              o.quantize === undefined ? null : parseQuantFormat(o.quantize),
+              o.json ?? false,
+            ),
+          );
+          return;
+        }
+        if (!o.method) throw new UsageError("required option '--method <method>' not specified");
+        const method = o.method;
+        if (o.shardBase && !o.recompute)
+          throw new UsageError(
+            '--shard-base needs --recompute (without it the backward keeps every gathered layer: the whole base)',
+          );
         const { runTrainBench } = await import('../../bench/benchmark.js');
         const { setNumThreads } = await import('../../tensor/runtime.js');
         const { parseDevice } = await import('../../tensor/targets.js');
@@ -130,15 +162,16 @@ export function benchCommand(): Command {
         const group = joinGroup(env, device);
         const progress = createProgress({ quiet: group.rank !== 0 });
         if (group.backend !== 'none') progress.log(describeGroup(group, device));
-        const bar = progress.bar(`${o.method}${o.fused > 1 ? ` ×${o.fused}` : ''}`, o.warmup + o.steps);
+        const bar = progress.bar(`${method}${o.fused > 1 ? ` ×${o.fused}` : ''}`, o.warmup + o.steps);
         const result = runTrainBench({
           preset: o.preset,
-          method: o.method,
+          method,
           fused: o.fused,
           optimizer: o.optimizer,
           steps: o.steps,
           warmup: o.warmup,
           recompute: o.recompute ?? false,
+          shardBase: o.shardBase ?? false,
           optimizerInBackward: o.optimizerInBackward ?? false,
           scored: o.scored ?? null,
           device: parseDevice(device, '--device'),
@@ -168,7 +201,7 @@ export function benchCommand(): Command {
               (result.collective_ms_per_step !== null
                 ? `, ${result.collective_ms_per_step.toFixed(1)} ms/step in collectives over ${result.ranks} ranks (${result.collective_backend})`
                 : '') +
-              `, base ${Math.round(result.base_mib)} MiB${result.quantize ? ` (${result.quantize})` : ''}` +
+              `, base ${Math.round(result.base_mib)} MiB${result.quantize ? ` (${result.quantize})` : ''}${result.shard_base ? ' held by each rank (shard_base)' : ''}` +
               `, ${result.trainable_parameters.toLocaleString('en-US')} trainable parameters (batch ${result.batch} × ${result.seq}, ${result.dtype}${result.compute_dtype !== result.dtype ? `, computing in ${result.compute_dtype}` : ''})\n`,
           );
           if (result.profile) process.stdout.write(formatProfile(result.profile));
