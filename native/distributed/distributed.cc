@@ -181,15 +181,18 @@ MX_FN(distAllReduceSum) {
   return info.Env().Undefined();
 }
 
-// distAllGather(tensor) -> [worldSize, ...shape]: every rank's tensor, in rank order.
+// distAllGather(tensor) -> [worldSize, ...shape]: every rank's tensor, in rank order. The tensor's bytes travel
+// as uint8: Gloo has no int8, and no bfloat16 in some libtorch versions (1.13), and the bytes are all there is.
 MX_FN(distAllGather) {
   Group& g = Current("distAllGather");
   at::Tensor t = Get(info[0]).detach().to(at::kCPU).contiguous();
-  std::vector<at::Tensor> in{t};
+  std::vector<at::Tensor> in{t.reshape({-1}).view(at::kByte)};  // [numel · item size]
   std::vector<std::vector<at::Tensor>> out(1);
-  for (int r = 0; r < g.size; r++) out[0].push_back(at::empty_like(t));
+  for (int r = 0; r < g.size; r++) out[0].push_back(at::empty_like(in[0]));
   Await(g, [&] { return g.pg->allgather(out, in); }, "all-gather");
-  return Put(info.Env(), at::stack(out[0]));
+  std::vector<int64_t> shape{g.size};
+  for (int64_t s : t.sizes()) shape.push_back(s);
+  return Put(info.Env(), at::stack(out[0]).view(t.scalar_type()).view(shape));
 }
 
 MX_FN(distBarrier) {

@@ -3,8 +3,8 @@
 // folder, read one tensor at a time). The bounds are data parallelism's (train-parity.test.ts): the gradients
 // are summed in another order, the gathered weights are the same numbers. With recompute (which shard_base
 // needs), each layer is gathered for the forward and again for its backward. Covered: LoRA, MixLoRA and
-// MixDoRA (DoRA's magnitudes start from the gathered base weights), float32 and nf4 bases, and rank 1 sitting
-// out the short last step of an epoch (it joins the gathers without computing).
+// MixDoRA (DoRA's magnitudes start from the gathered base weights), float32, nf4 and bfloat16 + int8 bases, and
+// rank 1 sitting out the short last step of an epoch (it joins the gathers without computing).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -39,7 +39,8 @@ after(() => fs.rmSync(path.dirname(hf), { recursive: true, force: true }));
 interface Case {
   optimizer: 'sgd' | 'adamw';
   tolerance: number;
-  quantize?: 'nf4';
+  quantize?: 'nf4' | 'int8';
+  dtype?: 'bfloat16';
   dora: boolean;
 }
 
@@ -63,6 +64,7 @@ function config(data: string, c: Case, sharded: boolean): Record<string, unknown
     save_steps: 0,
     recompute: true,
     ...(c.quantize ? { quantize: c.quantize } : {}),
+    ...(c.dtype ? { dtype: c.dtype } : {}),
     ...(sharded ? { shard_base: true } : {}),
     adapters: [
       {
@@ -83,10 +85,12 @@ const CASES: Case[] = [
   { optimizer: 'sgd', tolerance: 1e-6, dora: false },
   { optimizer: 'adamw', tolerance: 1e-5, dora: true },
   { optimizer: 'sgd', tolerance: 1e-6, quantize: 'nf4', dora: false },
+  // bfloat16 embeddings, norms and head (gathered as their bits) beside int8 codes and their float32 scales.
+  { optimizer: 'sgd', tolerance: 1e-6, quantize: 'int8', dtype: 'bfloat16', dora: false },
 ];
 
 for (const c of CASES) {
-  const what = `${c.optimizer}, ${c.quantize ?? 'float32'} base, LoRA + ${c.dora ? 'MixDoRA' : 'MixLoRA'}`;
+  const what = `${c.optimizer}, ${[c.dtype ?? 'float32', c.quantize].filter(Boolean).join(' + ')} base, LoRA + ${c.dora ? 'MixDoRA' : 'MixLoRA'}`;
   test(`shard_base (${what}): two ranks end with the adapters of one unsharded process within ${c.tolerance}`, () => {
     const data = commonsenseSlice('boolq.train', 9);
     const alone = writeConfig(config(data, c, false));
@@ -95,21 +99,29 @@ for (const c of CASES) {
     const job = writeConfig(config(data, c, true));
     const two = mixlora(['launch', '--oversubscribe', '--nproc-per-node', '2', 'train', job.file]);
     assert.equal(two.code, 0, two.stderr);
-    // Each rank says what it holds: about half of the base.
+    // Each rank says what it holds (to 0.1 MiB): about half of the base, as `bench --shard-base --plan` computes.
     const held = [
       ...`${two.stdout}\n${two.stderr}`.matchAll(/sharded over 2 ranks: ([\d.]+) MiB of its ([\d.]+) MiB/g),
     ];
     assert.ok(held.length >= 1, `no sharding line in:\n${two.stderr}`);
-    // What `bench --shard-base --plan` computes from the shapes alone (printed to 0.1 MiB).
-    const plan = shardPlan(readModelConfig(path.join(hf, 'config.json')), 'float32', c.quantize ?? null, [1, 2]);
+    const plan = shardPlan(
+      readModelConfig(path.join(hf, 'config.json')),
+      c.dtype ?? 'float32',
+      c.quantize ?? null,
+      [1, 2],
+    );
+    const [twoRanks] = plan.rows.slice(1);
+    const share = twoRanks!.perRankBytes / plan.wholeBytes;
+    assert.ok(share > 0.45 && share < 0.56, `a rank holds ${share} of the base`);
     for (const [, mine, whole] of held) {
-      const share = Number(mine) / Number(whole);
-      assert.ok(share > 0.45 && share < 0.56, `a rank holds ${mine} of ${whole} MiB`);
       assert.ok(
-        Math.abs(Number(mine) - plan.rows[1]!.perRankBytes / 2 ** 20) <= 0.05,
-        `plan: ${plan.rows[1]!.perRankBytes}`,
+        Math.abs(Number(mine) - twoRanks!.perRankBytes / 2 ** 20) <= 0.05,
+        `${mine} MiB: plan ${twoRanks!.perRankBytes} bytes`,
       );
-      assert.ok(Math.abs(Number(whole) - plan.wholeBytes / 2 ** 20) <= 0.05, `plan: whole ${plan.wholeBytes}`);
+      assert.ok(
+        Math.abs(Number(whole) - plan.wholeBytes / 2 ** 20) <= 0.05,
+        `${whole} MiB: plan ${plan.wholeBytes} bytes`,
+      );
     }
     for (const name of ['lora', 'mix']) {
       const d = maxDiff(

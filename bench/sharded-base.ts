@@ -1,0 +1,87 @@
+// A frozen base sharded across ranks (shard_base) against plain data parallelism, both with two ranks on
+// this machine: `mixlora launch --nproc-per-node 2 bench --preset llama-1b --method lora --recompute`, with
+// and without --shard-base. Reported from rank 0: the frozen base's bytes it holds (base_mib), its peak
+// resident memory, the step time and the time in collectives (the gradient sums; sharded, the gathers too);
+// then the --plan table for LLaMA-2 7B, 13B and 70B, which the measured llama-1b shares check.
+//   node dist/bench/sharded-base.js            prints the Markdown section
+//   node dist/bench/sharded-base.js --write    also puts it into BENCHMARKS.md (replacing its "## Sharded base")
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { NODE_FLAGS } from '../src/util/node-flags.js';
+import { packageRoot } from '../src/util/package.js';
+import { PRESETS } from '../src/bench/benchmark.js';
+import { shardPlan } from '../src/bench/shard-plan.js';
+import { llamaConfig } from '../src/models/random.js';
+import { fmt, machine, writeBenchmarksSection } from './harness.js';
+
+interface Run {
+  ms_per_step: number;
+  collective_ms_per_step: number | null;
+  peak_rss_mib: number;
+  base_mib: number;
+  trainable_parameters: number;
+}
+
+function bench(args: string[]): Run {
+  const bin = path.join(packageRoot(), 'bin', 'mixlora');
+  const r = spawnSync(process.execPath, [...NODE_FLAGS, bin, ...args], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  if (r.status !== 0) throw new Error(`mixlora ${args.join(' ')} failed:\n${r.stderr}`);
+  const json = r.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('[rank 0] {'))
+    .map((l) => l.replace(/^\[rank 0\] /, ''));
+  return JSON.parse(json[json.length - 1]!) as Run;
+}
+
+const GIB = 2 ** 30;
+
+export function runShardedBaseBench(): string {
+  const common = ['launch', '--oversubscribe', '--nproc-per-node', '2', 'bench', '--preset', 'llama-1b'];
+  const step = ['--method', 'lora', '--recompute', '--steps', '2', '--warmup', '1', '--threads', '1', '--json'];
+  const plain = bench([...common, ...step]);
+  const sharded = bench([...common, ...step, '--shard-base']);
+  const planned = shardPlan(llamaConfig(PRESETS['llama-1b']), 'bfloat16', null, [2]).rows[0]!;
+  const row = (name: string, r: Run) =>
+    `| ${name} | ${fmt(r.base_mib)} | ${fmt(r.peak_rss_mib)} | ${fmt(r.ms_per_step)} | ${fmt(r.collective_ms_per_step ?? 0)} |`;
+  const plans = (['llama2-7b', 'llama2-13b', 'llama2-70b'] as const).flatMap((name) =>
+    ([null, 'nf4'] as const).map((q) => {
+      const plan = shardPlan(llamaConfig(PRESETS[name]), 'bfloat16', q, [1, 2, 4, 8]);
+      const cells = plan.rows.map(
+        (r) => `${(r.perRankBytes / GIB).toFixed(2)} + ${(r.gatheredBytes / GIB).toFixed(2)}`,
+      );
+      return `| ${name}, ${q ?? 'bfloat16'} | ${cells.join(' | ')} |`;
+    }),
+  );
+  return `## Sharded base (\`shard_base\`, \`bench/sharded-base.ts\`); ${new Date().toISOString().slice(0, 10)}, ${machine()}
+
+Two ranks on this machine (1 thread each), each training LoRA (r 80, ${plain.trainable_parameters.toLocaleString('en-US')} trainable
+parameters, AdamW) on \`--preset llama-1b\` (TinyLlama-1.1B's shapes, bfloat16 weights, 2 × 64 tokens per rank)
+with \`--recompute\`, the frozen base whole on each rank (plain data parallelism) or sharded
+(\`bin/mixlora launch --nproc-per-node 2 bench --preset llama-1b --method lora --recompute --shard-base\`);
+rank 0's figures:
+
+| run | frozen base held, MiB | peak RSS, MiB | ms/step | ms/step in collectives |
+|---|---:|---:|---:|---:|
+${row('2 ranks, whole base', plain)}
+${row('2 ranks, shard_base', sharded)}
+
+Sharded against whole: the base held ${(sharded.base_mib / plain.base_mib).toFixed(2)}× (the plan: ${fmt(planned.perRankBytes / 2 ** 20)} MiB), the
+peak ${(sharded.peak_rss_mib / plain.peak_rss_mib).toFixed(2)}× (the adapter's weights, gradients and AdamW moments, about ${fmt((plain.trainable_parameters * 16) / 2 ** 20)} MiB, are
+whole on each rank), the step ${(sharded.ms_per_step / plain.ms_per_step).toFixed(2)}×: each layer is all-gathered twice a step (forward, and its
+recomputed backward) over Gloo on the loopback, and nothing overlaps the gathers with computation yet.
+
+\`bin/mixlora bench --preset NAME [--quantize nf4] --shard-base --plan\`: GiB per rank held between uses + the
+largest unit whole while it runs (the head), computed from the shapes; activations, adapters and optimizer
+state come on top:
+
+| base | 1 rank | 2 ranks | 4 ranks | 8 ranks |
+|---|---:|---:|---:|---:|
+${plans.join('\n')}
+`;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const markdown = runShardedBaseBench();
+  if (process.argv.includes('--write')) writeBenchmarksSection('## Sharded base', markdown);
+  process.stdout.write(markdown);
+}
