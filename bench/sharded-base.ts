@@ -71,7 +71,7 @@ whole on each rank), the step ${(sharded.ms_per_step / plain.ms_per_step).toFixe
 recomputed backward) over Gloo on the loopback, and nothing overlaps the gathers with computation yet.
 
 \`bin/mixlora bench --preset NAME [--quantize nf4] --shard-base --plan\`: GiB per rank held between uses + the
-largest unit whole while it runs (the head), computed from the shapes; activations, adapters and optimizer
+largest unit whole while it runs (a decoder layer, or the head), computed from the shapes; activations, adapters and optimizer
 state come on top:
 
 | base | 1 rank | 2 ranks | 4 ranks | 8 ranks |
