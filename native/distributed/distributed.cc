@@ -186,13 +186,16 @@ MX_FN(distAllReduceSum) {
 MX_FN(distAllGather) {
   Group& g = Current("distAllGather");
   at::Tensor t = Get(info[0]).detach().to(at::kCPU).contiguous();
-  std::vector<at::Tensor> in{t.reshape({-1}).view(at::kByte)};  // [numel · item size]
+  std::vector<at::Tensor> in{t.reshape({-1}).view(at::kByte)};  // [n = numel · item size]
+  const int64_t n = in[0].numel();
+  // The ranks' outputs are consecutive slices of one buffer: no stacking copy afterwards.
+  at::Tensor all = at::empty({g.size * n}, in[0].options());  // [W · n]
   std::vector<std::vector<at::Tensor>> out(1);
-  for (int r = 0; r < g.size; r++) out[0].push_back(at::empty_like(in[0]));
+  for (int r = 0; r < g.size; r++) out[0].push_back(all.narrow(0, r * n, n));
   Await(g, [&] { return g.pg->allgather(out, in); }, "all-gather");
   std::vector<int64_t> shape{g.size};
   for (int64_t s : t.sizes()) shape.push_back(s);
-  return Put(info.Env(), at::stack(out[0]).view(t.scalar_type()).view(shape));
+  return Put(info.Env(), all.view(t.scalar_type()).view(shape));
 }
 
 MX_FN(distBarrier) {
