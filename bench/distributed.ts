@@ -3,12 +3,8 @@
 // time beside one process's, and the time per step spent in the collectives (rank 0's median).
 //   node dist/bench/distributed.js            prints the Markdown section
 //   node dist/bench/distributed.js --write    also puts it into BENCHMARKS.md (replacing "## Data parallelism")
-import { spawnSync } from 'node:child_process';
 import os from 'node:os';
-import path from 'node:path';
-import { NODE_FLAGS } from '../src/util/node-flags.js';
-import { packageRoot } from '../src/util/package.js';
-import { fmt, machine, writeBenchmarksSection } from './harness.js';
+import { fmt, machine, mixloraJson, writeBenchmarksSection } from './harness.js';
 
 interface Run {
   ms_per_step: number;
@@ -17,16 +13,7 @@ interface Run {
   ranks?: number;
 }
 
-function bench(args: string[]): Run {
-  const bin = path.join(packageRoot(), 'bin', 'mixlora');
-  const r = spawnSync(process.execPath, [...NODE_FLAGS, bin, ...args], { encoding: 'utf8', maxBuffer: 1 << 24 });
-  if (r.status !== 0) throw new Error(`mixlora ${args.join(' ')} failed:\n${r.stderr}`);
-  const json = r.stdout
-    .split('\n')
-    .map((l) => l.replace(/^\[rank \d+\] /, '').trim())
-    .filter((l) => l.startsWith('{'));
-  return JSON.parse(json[json.length - 1]!) as Run;
-}
+const bench = (args: string[]) => mixloraJson<Run>(args);
 
 export function runDistributedBench(): string {
   const common = ['bench', '--method', 'mixlora', '--steps', '3', '--warmup', '1', '--json'];

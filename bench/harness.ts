@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { packageRoot } from '../src/util/package.js';
+import { NODE_FLAGS } from '../src/util/node-flags.js';
 import { readCpuInfo } from '../src/tensor/openblas-core.js';
 
 // The project's .venv (PyTorch 2.x, transformers, peft: `make setup`), unless PYTHON names another.
@@ -39,6 +40,20 @@ export function runPython<T>(script: string, args: string[], env: Record<string,
   }
   const lines = r.stdout.trim().split('\n');
   return JSON.parse(lines[lines.length - 1]!) as T;
+}
+
+/** Runs bin/mixlora with args (`bench ... --json`, alone or under `launch`) and returns the last JSON line it
+ * printed: its own, or rank 0's under a launcher (which prefixes each rank's lines with "[rank N] "). */
+export function mixloraJson<T>(args: string[]): T {
+  const bin = path.join(packageRoot(), 'bin', 'mixlora');
+  const r = spawnSync(process.execPath, [...NODE_FLAGS, bin, ...args], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  if (r.status !== 0) throw new Error(`mixlora ${args.join(' ')} failed:\n${r.stderr}`);
+  const json = r.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{') || l.startsWith('[rank 0] {'))
+    .map((l) => l.replace(/^\[rank 0\] /, ''));
+  if (json.length === 0) throw new Error(`mixlora ${args.join(' ')} printed no JSON line:\n${r.stdout}`);
+  return JSON.parse(json[json.length - 1]!) as T;
 }
 
 export function threads(): number {

@@ -2,11 +2,7 @@
 // bfloat16, int8 and NF4, and what dequantising on the fly costs per training step on the bench preset.
 //   node dist/bench/quantization.js            prints the Markdown section
 //   node dist/bench/quantization.js --write    also puts it into BENCHMARKS.md (replacing "## Quantised base")
-import { spawnSync } from 'node:child_process';
-import path from 'node:path';
-import { NODE_FLAGS } from '../src/util/node-flags.js';
-import { packageRoot } from '../src/util/package.js';
-import { fmt, machine, threads, writeBenchmarksSection } from './harness.js';
+import { fmt, machine, mixloraJson, threads, writeBenchmarksSection } from './harness.js';
 
 interface Run {
   ms_per_step: number;
@@ -15,11 +11,7 @@ interface Run {
 }
 
 function bench(args: string[]): Run {
-  const bin = path.join(packageRoot(), 'bin', 'mixlora');
-  const all = ['bench', '--method', 'lora', '--threads', String(threads()), '--json', ...args];
-  const r = spawnSync(process.execPath, [...NODE_FLAGS, bin, ...all], { encoding: 'utf8', maxBuffer: 1 << 24 });
-  if (r.status !== 0) throw new Error(`mixlora ${all.join(' ')} failed:\n${r.stderr}`);
-  return JSON.parse(r.stdout.trim().split('\n').pop()!) as Run;
+  return mixloraJson<Run>(['bench', '--method', 'lora', '--threads', String(threads()), '--json', ...args]);
 }
 
 const BASES = [

@@ -5,14 +5,10 @@
 // then the --plan table for LLaMA-2 7B, 13B and 70B, which the measured llama-1b shares check.
 //   node dist/bench/sharded-base.js            prints the Markdown section
 //   node dist/bench/sharded-base.js --write    also puts it into BENCHMARKS.md (replacing its "## Sharded base")
-import { spawnSync } from 'node:child_process';
-import path from 'node:path';
-import { NODE_FLAGS } from '../src/util/node-flags.js';
-import { packageRoot } from '../src/util/package.js';
 import { PRESETS } from '../src/bench/benchmark.js';
 import { shardPlan } from '../src/bench/shard-plan.js';
 import { llamaConfig } from '../src/models/random.js';
-import { fmt, machine, writeBenchmarksSection } from './harness.js';
+import { fmt, machine, mixloraJson, writeBenchmarksSection } from './harness.js';
 
 interface Run {
   ms_per_step: number;
@@ -22,16 +18,7 @@ interface Run {
   trainable_parameters: number;
 }
 
-function bench(args: string[]): Run {
-  const bin = path.join(packageRoot(), 'bin', 'mixlora');
-  const r = spawnSync(process.execPath, [...NODE_FLAGS, bin, ...args], { encoding: 'utf8', maxBuffer: 1 << 24 });
-  if (r.status !== 0) throw new Error(`mixlora ${args.join(' ')} failed:\n${r.stderr}`);
-  const json = r.stdout
-    .split('\n')
-    .filter((l) => l.startsWith('[rank 0] {'))
-    .map((l) => l.replace(/^\[rank 0\] /, ''));
-  return JSON.parse(json[json.length - 1]!) as Run;
-}
+const bench = (args: string[]) => mixloraJson<Run>(args);
 
 const GIB = 2 ** 30;
 

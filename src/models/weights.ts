@@ -231,89 +231,43 @@ export interface WeightSlot {
   set(v: FrozenWeight): void;
 }
 
+/** A slot over an object's field that holds a tensor (a norm, the embeddings): only projections are quantised. */
+function tensorField<O extends object, K extends keyof O>(o: O, key: K, also?: (t: Tensor) => void): WeightSlot {
+  return {
+    get: () => o[key] as FrozenWeight,
+    set: (v) => {
+      if (v instanceof QuantizedWeight) throw new Error(`weightSlots: ${String(key)} cannot be quantised`);
+      (o as Record<K, Tensor>)[key] = v;
+      also?.(v);
+    },
+  };
+}
+
 /** Each weight of the structure by Hugging Face name, to read or replace in place (a sharded base puts a unit's
  * gathered weights in and takes them out again). With tied embeddings, setting the embeddings sets the head. */
 export function weightSlots(c: ModelConfig, w: ModelWeights): Map<string, WeightSlot> {
   const slots = new Map<string, WeightSlot>();
-  const tensorSlot = (get: () => Tensor, set: (t: Tensor) => void): WeightSlot => ({
-    get,
-    set: (v) => {
-      if (v instanceof QuantizedWeight) throw new Error('weightSlots: only projection weights can be quantised');
-      set(v);
-    },
-  });
   slots.set(
     'model.embed_tokens.weight',
-    tensorSlot(
-      () => w.embed,
-      (t) => {
-        w.embed = t;
-        if (c.tieWordEmbeddings) w.lmHead = t;
-      },
-    ),
+    tensorField(w, 'embed', (t) => {
+      if (c.tieWordEmbeddings) w.lmHead = t;
+    }),
   );
   w.layers.forEach((layer, l) => {
     const at = `model.layers.${l}`;
-    slots.set(
-      `${at}.input_layernorm.weight`,
-      tensorSlot(
-        () => layer.inputNorm,
-        (t) => (layer.inputNorm = t),
-      ),
-    );
-    slots.set(
-      `${at}.post_attention_layernorm.weight`,
-      tensorSlot(
-        () => layer.postNorm,
-        (t) => (layer.postNorm = t),
-      ),
-    );
-    const ffn = layer.ffnNorms;
-    if (ffn) {
-      slots.set(
-        `${at}.pre_feedforward_layernorm.weight`,
-        tensorSlot(
-          () => ffn.pre,
-          (t) => (ffn.pre = t),
-        ),
-      );
-      slots.set(
-        `${at}.post_feedforward_layernorm.weight`,
-        tensorSlot(
-          () => ffn.post,
-          (t) => (ffn.post = t),
-        ),
-      );
+    slots.set(`${at}.input_layernorm.weight`, tensorField(layer, 'inputNorm'));
+    slots.set(`${at}.post_attention_layernorm.weight`, tensorField(layer, 'postNorm'));
+    if (layer.ffnNorms) {
+      slots.set(`${at}.pre_feedforward_layernorm.weight`, tensorField(layer.ffnNorms, 'pre'));
+      slots.set(`${at}.post_feedforward_layernorm.weight`, tensorField(layer.ffnNorms, 'post'));
     }
     for (const [p, lin] of Object.entries(layer.proj) as [ProjName, Linear][]) {
       slots.set(`${projectionPrefix(l, p)}.weight`, { get: () => lin.weight, set: (v) => (lin.weight = v) });
-      if (lin.bias) {
-        const bias = lin;
-        slots.set(
-          `${projectionPrefix(l, p)}.bias`,
-          tensorSlot(
-            () => bias.bias!,
-            (t) => (bias.bias = t),
-          ),
-        );
-      }
+      if (lin.bias) slots.set(`${projectionPrefix(l, p)}.bias`, tensorField(lin as { bias: Tensor }, 'bias'));
     }
   });
-  slots.set(
-    'model.norm.weight',
-    tensorSlot(
-      () => w.norm,
-      (t) => (w.norm = t),
-    ),
-  );
-  if (!c.tieWordEmbeddings)
-    slots.set(
-      'lm_head.weight',
-      tensorSlot(
-        () => w.lmHead,
-        (t) => (w.lmHead = t),
-      ),
-    );
+  slots.set('model.norm.weight', tensorField(w, 'norm'));
+  if (!c.tieWordEmbeddings) slots.set('lm_head.weight', tensorField(w, 'lmHead'));
   return slots;
 }
 

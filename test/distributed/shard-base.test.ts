@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { mixlora, spawnMixlora } from '../helpers/cli.js';
-import { STORIES_BIN, STORIES_TOK, tempDir } from '../helpers/fixtures.js';
+import { referenceDir, STORIES_BIN, STORIES_TOK, tempDir } from '../helpers/fixtures.js';
 import {
   adapterTensors,
   checkpointWritten,
@@ -21,7 +21,7 @@ import {
   writeConfig,
 } from '../helpers/train.js';
 import { convertLlama2c } from '../../src/models/convert.js';
-import { loadModel } from '../../src/models/load.js';
+import { loadModel, loadModelForTraining } from '../../src/models/load.js';
 import { readModelConfig } from '../../src/models/config.js';
 import { residentBytes } from '../../src/models/frozen-linear.js';
 import { shardPlan } from '../../src/bench/shard-plan.js';
@@ -205,4 +205,18 @@ test('a sharded two-rank job killed after a checkpoint resumes to the adapters o
     );
   const losses = (dir: string) => readMetrics(dir).map((l) => l.loss);
   assert.deepEqual(losses(run), losses(path.join(straight.dir, 'run')));
+});
+
+test('every family sharded in one process gives the whole model’s logits (biases, tied heads, sandwich norms, fused projections)', () => {
+  const root = referenceDir('models');
+  const families = fs.readdirSync(root).filter((d) => fs.statSync(path.join(root, d)).isDirectory());
+  assert.ok(families.length >= 8, families.join(', '));
+  for (const name of families) {
+    const dir = path.join(root, name);
+    const whole = loadModelForTraining(dir).model;
+    const sharded = loadModelForTraining(dir, { shard: SOLO }).model;
+    const ids = tensor([[1, 5, 9, 2, 7, 3]], { dtype: 'int64' });
+    tidy(() => assert.equal(whole.forward(ids).sub(sharded.forward(ids)).abs().amax().item(), 0, name));
+    for (const t of [whole, sharded, ids]) t.dispose();
+  }
 });
