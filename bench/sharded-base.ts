@@ -55,10 +55,10 @@ ${row('2 ranks, shard_base', sharded)}
 Sharded against whole: the base held ${(sharded.base_mib / plain.base_mib).toFixed(2)}× (the plan: ${fmt(planned.perRankBytes / 2 ** 20)} MiB), the
 peak ${(sharded.peak_rss_mib / plain.peak_rss_mib).toFixed(2)}× (the adapter's weights, gradients and AdamW moments, about ${fmt((plain.trainable_parameters * 16) / 2 ** 20)} MiB, are
 whole on each rank), the step ${(sharded.ms_per_step / plain.ms_per_step).toFixed(2)}×: each layer is all-gathered twice a step (forward, and its
-recomputed backward) over Gloo on the loopback, and nothing overlaps the gathers with computation yet.
+recomputed backward) over Gloo on the loopback, the next while the current one computes.
 
 \`bin/mixlora bench --preset NAME [--quantize nf4] --shard-base --plan\`: GiB per rank held between uses + the
-largest unit whole while it runs (a decoder layer, or the head), computed from the shapes; activations, adapters and optimizer
+units whole at once (the one that runs, and the next, gathered ahead), computed from the shapes; activations, adapters and optimizer
 state come on top:
 
 | base | 1 rank | 2 ranks | 4 ranks | 8 ranks |

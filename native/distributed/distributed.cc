@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -181,21 +182,76 @@ MX_FN(distAllReduceSum) {
   return info.Env().Undefined();
 }
 
-// distAllGather(tensor) -> [worldSize, ...shape]: every rank's tensor, in rank order. The tensor's bytes travel
-// as uint8: Gloo has no int8, and no bfloat16 in some libtorch versions (1.13), and the bytes are all there is.
+// An all-gather on its way: the tensor's bytes travel as uint8 (Gloo has no int8, and no bfloat16 in some
+// libtorch versions, 1.13; the bytes are all there is), the ranks' outputs are consecutive slices of one
+// buffer (no stacking copy afterwards).
+struct Gathering {
+  c10::intrusive_ptr<c10d::Work> work;
+  std::vector<at::Tensor> in;               // [n = numel · item size] uint8
+  std::vector<std::vector<at::Tensor>> out;  // W slices of `all`
+  at::Tensor all;                           // [W · n] uint8
+  at::ScalarType type;
+  std::vector<int64_t> shape;  // [W, ...the tensor's shape]
+};
+
+// Gloo runs it on its own threads; the ranks pair their collectives by the order they started them in.
+Gathering StartGather(Group& g, const at::Tensor& tensor) {
+  at::Tensor t = tensor.detach().to(at::kCPU).contiguous();
+  Gathering s;
+  s.in.push_back(t.reshape({-1}).view(at::kByte));
+  const int64_t n = s.in[0].numel();
+  s.all = at::empty({g.size * n}, s.in[0].options());
+  s.out.resize(1);
+  for (int r = 0; r < g.size; r++) s.out[0].push_back(s.all.narrow(0, r * n, n));
+  s.type = t.scalar_type();
+  s.shape.push_back(g.size);
+  for (int64_t d : t.sizes()) s.shape.push_back(d);
+  try {
+    s.work = g.pg->allgather(s.out, s.in);
+  } catch (const std::exception&) {
+    s.work.reset();  // Await below names the lost ranks
+  }
+  return s;
+}
+
+at::Tensor FinishGather(Group& g, Gathering& s) {
+  Await(
+      g,
+      [&] {
+        if (!s.work) throw std::runtime_error("the all-gather could not start");
+        return s.work;
+      },
+      "all-gather");
+  return s.all.view(s.type).view(s.shape);
+}
+
+// Gathers started and not yet finished, by handle.
+std::map<int64_t, Gathering> gatherings;
+int64_t nextGathering = 1;
+
+// distAllGather(tensor) -> [worldSize, ...shape]: every rank's tensor, in rank order.
 MX_FN(distAllGather) {
   Group& g = Current("distAllGather");
-  at::Tensor t = Get(info[0]).detach().to(at::kCPU).contiguous();
-  std::vector<at::Tensor> in{t.reshape({-1}).view(at::kByte)};  // [n = numel · item size]
-  const int64_t n = in[0].numel();
-  // The ranks' outputs are consecutive slices of one buffer: no stacking copy afterwards.
-  at::Tensor all = at::empty({g.size * n}, in[0].options());  // [W · n]
-  std::vector<std::vector<at::Tensor>> out(1);
-  for (int r = 0; r < g.size; r++) out[0].push_back(all.narrow(0, r * n, n));
-  Await(g, [&] { return g.pg->allgather(out, in); }, "all-gather");
-  std::vector<int64_t> shape{g.size};
-  for (int64_t s : t.sizes()) shape.push_back(s);
-  return Put(info.Env(), all.view(t.scalar_type()).view(shape));
+  Gathering s = StartGather(g, Get(info[0]));
+  return Put(info.Env(), FinishGather(g, s));
+}
+
+// distAllGatherStart(tensor) -> handle: starts the all-gather and returns at once (the tensor may be freed);
+// distAllGatherFinish(handle) -> [worldSize, ...shape] waits for it. Every started gather must be finished.
+MX_FN(distAllGatherStart) {
+  Group& g = Current("distAllGatherStart");
+  int64_t id = nextGathering++;
+  gatherings.emplace(id, StartGather(g, Get(info[0])));
+  return Napi::Number::New(info.Env(), static_cast<double>(id));
+}
+
+MX_FN(distAllGatherFinish) {
+  Group& g = Current("distAllGatherFinish");
+  auto found = gatherings.find(Int(info[0]));
+  if (found == gatherings.end()) throw ArgError("distAllGatherFinish: no such gather (finished already?)");
+  Gathering s = std::move(found->second);
+  gatherings.erase(found);
+  return Put(info.Env(), FinishGather(g, s));
 }
 
 MX_FN(distBarrier) {
@@ -235,6 +291,8 @@ void RegisterDistributed(Napi::Env env, Napi::Object exports) {
   MX_EXPORT(exports, distInit);
   MX_EXPORT(exports, distAllReduceSum);
   MX_EXPORT(exports, distAllGather);
+  MX_EXPORT(exports, distAllGatherStart);
+  MX_EXPORT(exports, distAllGatherFinish);
   MX_EXPORT(exports, distBarrier);
   MX_EXPORT(exports, distBackend);
   MX_EXPORT(exports, ncclInfo);

@@ -21,12 +21,13 @@ export function printShardPlan(
   const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
   const lines = [
     `shard_base plan: ${preset}, ${d}${quantize ? `, ${quantize} projections` : ''}; the frozen base is ${gib(plan.wholeBytes)} whole (computed from the shapes, nothing allocated)`,
-    `${'ranks'.padStart(5)}  ${'held per rank'.padStart(14)}  ${'+ largest unit whole'.padStart(21)}  ${'= base at its peak'.padStart(19)}`,
+    `${'ranks'.padStart(5)}  ${'held per rank'.padStart(14)}  ${'+ whole at once'.padStart(16)}  ${'= base at its peak'.padStart(19)}`,
     ...plan.rows.map(
       (r) =>
-        `${String(r.ranks).padStart(5)}  ${gib(r.perRankBytes).padStart(14)}  ${gib(r.gatheredBytes).padStart(21)}  ${gib(r.peakBytes).padStart(19)}`,
+        `${String(r.ranks).padStart(5)}  ${gib(r.perRankBytes).padStart(14)}  ${gib(r.gatheredBytes).padStart(16)}  ${gib(r.peakBytes).padStart(19)}`,
     ),
-    'With recompute one unit (a decoder layer, the embeddings or the head) is whole at a time; activations, adapters and optimizer state come on top.',
+    'Whole at once: the unit that runs (a decoder layer, the embeddings or the head) and the next, gathered ahead;',
+    'activations, adapters and optimizer state come on top.',
   ];
   return lines.join('\n') + '\n';
 }

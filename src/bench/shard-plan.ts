@@ -1,7 +1,8 @@
 // `mixlora bench --shard-base --plan`: what each rank of a shard_base job holds of the frozen base, computed
 // from the model's shape alone (nothing allocated): the same units and flat buffers as src/models/sharded-base.ts
-// (one buffer per unit and dtype, each rank ceil(numel / W) elements of it), and the largest unit, which is
-// whole while it runs (with recompute, one unit at a time; the head of tied embeddings with them).
+// (one buffer per unit and dtype, each rank ceil(numel / W) elements of it), and the most that is whole at once
+// in a recomputing step: the unit that runs and the next one, gathered ahead (the head of tied embeddings
+// with the embeddings).
 import { ITEM_SIZE, type DType } from '../tensor/dtype.js';
 import type { QuantFormat } from '../quant/format.js';
 import type { ModelConfig } from '../models/config.js';
@@ -12,7 +13,7 @@ export interface ShardPlanRow {
   ranks: number;
   /** The frozen base's bytes each rank holds between uses (its shares, the last rank's padding included). */
   perRankBytes: number;
-  /** The largest unit, whole while it runs (a gathered copy beside the rank's shares). */
+  /** The most that is whole at once beside the rank's shares: the unit that runs and the next, gathered ahead. */
   gatheredBytes: number;
   /** perRankBytes + gatheredBytes: the frozen base's part of a rank's peak. */
   peakBytes: number;
@@ -48,8 +49,16 @@ export function shardPlan(c: ModelConfig, dtype: DType, quantize: QuantFormat | 
   }
   const bytesOf = (buffers: Map<DType, number>) => [...buffers].reduce((sum, [d, n]) => sum + n * ITEM_SIZE[d], 0);
   const unitBytes = new Map([...units].map(([u, b]) => [u, bytesOf(b)]));
-  const tiedHead = c.tieWordEmbeddings ? unitBytes.get('head')! + unitBytes.get('embed')! : 0;
-  const gathered = Math.max(tiedHead, ...unitBytes.values());
+  // The recomputing step's order (train/step.ts): the embeddings, each layer, the head, each layer backward.
+  const bytes = (u: WeightUnit) => unitBytes.get(u)!;
+  const layers = Array.from({ length: c.numLayers }, (_, l) => l);
+  const order: WeightUnit[] = ['embed', ...layers, 'head', ...[...layers].reverse()];
+  let gathered = 0;
+  order.forEach((u, i) => {
+    const next = order[i + 1];
+    const inUse = u === 'head' && c.tieWordEmbeddings ? bytes('embed') + bytes(u) : bytes(u);
+    gathered = Math.max(gathered, inUse + (next === undefined ? 0 : bytes(next)));
+  });
   const wholeBytes = [...unitBytes.values()].reduce((a, b) => a + b, 0);
   return {
     wholeBytes,

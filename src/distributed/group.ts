@@ -25,11 +25,19 @@ export interface Group {
   allGatherNumbers(values: number[]): number[][];
   /** Every rank's tensor stacked in rank order: [worldSize, ...shape] on the CPU. */
   allGather(t: Tensor): Tensor;
+  /** allGather started now and finished (waited for) later, so that work can run meanwhile; `t` may be freed
+   * once this returns. Every rank must start its gathers, and other collectives, in the same order. */
+  startAllGather(t: Tensor): StartedGather;
   /** Every rank's JSON value, in rank order (results of sharded work). */
   allGatherJson<T>(value: T): T[];
   barrier(): void;
   /** Seconds this process has spent inside collectives (the benchmark's "collective time"). */
   readonly collectiveSeconds: number;
+}
+
+/** An all-gather on its way: finish() waits for it and returns [worldSize, ...shape] (the caller's). */
+export interface StartedGather {
+  finish(): Tensor;
 }
 
 /** The group of a process that runs alone. */
@@ -40,6 +48,10 @@ export const SOLO: Group = {
   allReduceSum: () => {},
   allGatherNumbers: (values) => [values.slice()],
   allGather: (t) => t.unsqueeze(0).to('cpu'),
+  startAllGather: (t) => {
+    const all = t.unsqueeze(0).to('cpu').keep();
+    return { finish: () => all };
+  },
   allGatherJson: (value) => [value],
   barrier: () => {},
   collectiveSeconds: 0,
@@ -72,6 +84,10 @@ class C10dGroup implements Group {
   }
   allGather(t: Tensor): Tensor {
     return collective(this, () => new Tensor(native.distAllGather(t.id)));
+  }
+  startAllGather(t: Tensor): StartedGather {
+    const handle = collective(this, () => native.distAllGatherStart(t.id));
+    return { finish: () => collective(this, () => new Tensor(native.distAllGatherFinish(handle))) };
   }
   allGatherNumbers(values: number[]): number[][] {
     const local = tensor(values, { dtype: 'float64' });

@@ -10,6 +10,8 @@ export interface WeightResidency {
   /** Runs fn with the unit's weights in place in the model's ModelWeights; nested calls for the same unit
    * share one placement. Every rank of a sharded base must make the same calls in the same order. */
   use<T>(unit: WeightUnit, fn: () => T): T;
+  /** The units the coming pass will use, in order, so that a residency can fetch each next one ahead. */
+  expect(units: WeightUnit[]): void;
   /** Bytes this process holds of the frozen weights between uses. */
   readonly residentBytes: number;
   dispose(): void;

@@ -4,14 +4,15 @@
 // 1/W-th of each buffer that is its own. Before a unit runs, every rank all-gathers the unit's buffers and
 // the unit's weights are put in place as views of them; after it, they are freed. Within autograd, the
 // views a backward needs stay alive with its graph; with recompute (train/step.ts) the backward runs each
-// layer again, so the layer is gathered again, and at most one layer's weights are whole at a time.
+// layer again, so the layer is gathered again. A pass that announces its order (expect) has each next unit
+// gathered while the current one computes: two units are whole at a time.
 import { zeros } from '../tensor/create.js';
 import { cat } from '../tensor/ops.js';
 import { noGrad } from '../tensor/autograd.js';
 import { tidy } from '../tensor/scope.js';
 import { ITEM_SIZE, type DType } from '../tensor/dtype.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
-import type { Group } from '../distributed/group.js';
+import type { Group, StartedGather } from '../distributed/group.js';
 import { QuantizedWeight } from '../quant/quantized-weight.js';
 import type { ModelConfig } from './config.js';
 import { unitOf, type WeightResidency, type WeightUnit } from './residency.js';
@@ -68,6 +69,12 @@ function touch(t: Tensor): void {
 export class ShardedBase implements WeightResidency {
   private readonly units = new Map<WeightUnit, UnitShards>();
   private slots: Map<string, WeightSlot> | null = null;
+  /** The placements the current pass announced (expect) and has not made yet, in order. */
+  private upcoming: WeightUnit[] = [];
+  /** The next announced unit's gathers, started while the current unit computes. */
+  private ahead: { unit: WeightUnit; gathers: StartedGather[] } | null = null;
+  /** Units put in place, and how many of them had been gathered ahead. */
+  readonly placements = { total: 0, gatheredAhead: 0 };
 
   constructor(
     private readonly group: Group,
@@ -122,6 +129,13 @@ export class ShardedBase implements WeightResidency {
     this.units.set(unit, { buffers, quantized, uses: 0, placed: [] });
   }
 
+  /** The units the coming pass will use, in order: each next one is gathered while the current one computes (a
+   * pass that strays from the list gathers as it goes from there on). The head of tied embeddings counts as
+   * the embeddings, then the head. */
+  expect(units: WeightUnit[]): void {
+    this.upcoming = units.flatMap((u) => (u === 'head' && this.config.tieWordEmbeddings ? ['embed', u] : [u]));
+  }
+
   use<T>(unit: WeightUnit, fn: () => T): T {
     // The head of tied embeddings is the embeddings' weight.
     if (unit === 'head' && this.config.tieWordEmbeddings) return this.useOne('embed', () => this.useOne('head', fn));
@@ -131,7 +145,7 @@ export class ShardedBase implements WeightResidency {
   private useOne<T>(unit: WeightUnit, fn: () => T): T {
     const u = this.units.get(unit);
     if (!u) throw new Error(`sharded base: no unit ${unit}`);
-    if (u.uses === 0) this.place(u);
+    if (u.uses === 0) this.place(unit, u);
     u.uses++;
     try {
       return fn();
@@ -144,12 +158,27 @@ export class ShardedBase implements WeightResidency {
     }
   }
 
-  /** All-gathers the unit's buffers and puts its weights in place as views of them. */
-  private place(u: UnitShards): void {
+  /** Puts the unit's weights in place as views of its gathered buffers (gathered ahead, or now), then starts
+   * gathering the next announced unit. Every rank makes the same calls, so their collectives pair up. */
+  private place(unit: WeightUnit, u: UnitShards): void {
+    let gathers: StartedGather[];
+    this.placements.total++;
+    if (this.ahead?.unit === unit) {
+      gathers = this.ahead.gathers;
+      this.placements.gatheredAhead++;
+    } else {
+      // Not the unit gathered ahead: finish that gather unused (every rank does), and gather this one now.
+      for (const g of this.ahead?.gathers ?? []) g.finish().dispose();
+      gathers = u.buffers.map((b) => this.group.startAllGather(b.shard));
+    }
+    this.ahead = null;
+    if (this.upcoming[0] === unit) this.upcoming.shift();
+    else this.upcoming = [];
     const whole = new Map<string, Map<Part['role'], Tensor>>();
-    for (const b of u.buffers) {
+    u.buffers.forEach((b, i) => {
+      const gathered = gathers[i]!.finish(); // [W, chunk], ours to free (its views below keep its memory)
       tidy(() => {
-        const flat = this.group.allGather(b.shard).reshape(-1).to(this.device); // [W·chunk]
+        const flat = gathered.reshape(-1).to(this.device); // [W·chunk]
         for (const p of b.parts) {
           const t = flat
             .narrow(0, p.offset, p.numel)
@@ -160,7 +189,8 @@ export class ShardedBase implements WeightResidency {
           whole.set(p.name, roles.set(p.role, t));
         }
       });
-    }
+      gathered.dispose();
+    });
     for (const [name, roles] of whole) {
       const q = u.quantized.get(name);
       const w = q
@@ -168,6 +198,11 @@ export class ShardedBase implements WeightResidency {
         : roles.get('tensor')!;
       this.slots!.get(name)!.set(w);
       u.placed.push(w);
+    }
+    const next = this.upcoming[0];
+    if (next !== undefined) {
+      const n = this.units.get(next);
+      if (n) this.ahead = { unit: next, gathers: n.buffers.map((b) => this.group.startAllGather(b.shard)) };
     }
   }
 
@@ -178,6 +213,9 @@ export class ShardedBase implements WeightResidency {
   }
 
   dispose(): void {
+    // A gather started ahead is finished first: the peers take part in it.
+    for (const g of this.ahead?.gathers ?? []) g.finish().dispose();
+    this.ahead = null;
     for (const u of this.units.values()) {
       for (const b of u.buffers) b.shard.dispose();
       for (const w of u.placed) w.dispose();

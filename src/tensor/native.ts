@@ -221,6 +221,8 @@ export interface NativeAddon {
   }): void;
   distAllReduceSum(ids: Id[]): void;
   distAllGather(id: Id): Id;
+  distAllGatherStart(id: Id): number;
+  distAllGatherFinish(handle: number): Id;
   distBarrier(): void;
   distBackend(): 'gloo' | 'nccl';
   distDestroy(): void;

@@ -19,6 +19,7 @@ import { getRngState, setRngState } from '../tensor/runtime.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { CausalLM } from '../models/causal-lm.js';
+import type { WeightUnit } from '../models/residency.js';
 import type { Adapter } from '../adapters/adapter.js';
 import { AdapterBatch, type RowRange } from '../adapters/batch.js';
 import { auxLossPart, routingTotals } from '../adapters/aux-loss.js';
@@ -140,16 +141,20 @@ function chunkedHeadBackward(model: CausalLM, last: Tensor, p: Packed, microBatc
   return { grad: hd.grad ?? hd.zerosLike(), ce };
 }
 
+/** The units of frozen weights recomputingPass uses, in order: the embeddings, each layer forward, the head, each
+ * layer again backward. A sharded base gathers each next one while the current one computes. */
+function recomputeOrder(L: number): WeightUnit[] {
+  const forward = Array.from({ length: L }, (_, l) => l);
+  return ['embed', ...forward, 'head', ...forward.reverse()];
+}
+
 /** What a rank with no micro-batch in a step's slot does under a sharded base (which needs recompute): it takes
  * part in the all-gathers of recomputingPass, in its order, without computing. */
 export function idlePass(model: CausalLM): void {
   if (!model.residency) return;
-  const L = model.config.numLayers;
-  const gather = (unit: 'embed' | 'head' | number) => model.withWeights(unit, () => undefined);
-  gather('embed');
-  for (let l = 0; l < L; l++) gather(l);
-  gather('head');
-  for (let l = L - 1; l >= 0; l--) gather(l);
+  const order = recomputeOrder(model.config.numLayers);
+  model.residency.expect(order);
+  for (const unit of order) model.withWeights(unit, () => undefined);
 }
 
 export function fusedStep(
@@ -197,6 +202,7 @@ function plainPass(model: CausalLM, microBatches: MicroBatch[], p: Packed): Pass
 
 function recomputingPass(model: CausalLM, microBatches: MicroBatch[], p: Packed): PassLosses {
   const L = model.config.numLayers;
+  model.residency?.expect(recomputeOrder(L));
   const ctx = model.context(p.ids, p.mask, null, null, p.segments);
   const tokenMask = p.mask;
   // Pass 1, no gradients: each layer's input and random state, and the routing totals per adapter.

@@ -20,9 +20,11 @@ import {
   readMetrics,
   writeConfig,
 } from '../helpers/train.js';
+import { assertFusedStepsLeaveNoTensor } from '../helpers/fused-steps.js';
 import { convertLlama2c } from '../../src/models/convert.js';
 import { loadModel, loadModelForTraining } from '../../src/models/load.js';
 import { readModelConfig } from '../../src/models/config.js';
+import type { ShardedBase } from '../../src/models/sharded-base.js';
 import { residentBytes } from '../../src/models/frozen-linear.js';
 import { shardPlan } from '../../src/bench/shard-plan.js';
 import { SOLO } from '../../src/distributed/group.js';
@@ -219,4 +221,24 @@ test('every family sharded in one process gives the whole model’s logits (bias
     tidy(() => assert.equal(whole.forward(ids).sub(sharded.forward(ids)).abs().amax().item(), 0, name));
     for (const t of [whole, sharded, ids]) t.dispose();
   }
+});
+
+test('fused steps over a sharded base leave no tensor behind; recomputing, each next unit is gathered ahead', () => {
+  const model = loadModelForTraining(hf, { shard: SOLO }).model;
+  const base = model.residency as ShardedBase;
+  // One plain and one recomputing step, then one more of each: the plain pass announces nothing.
+  assertFusedStepsLeaveNoTensor(
+    model,
+    { mixlora: {}, mixExamples: [2, 16], doraExamples: [2, 20], unscoredPrefix: 0, stepTokens: 40 },
+    1,
+  );
+  const L = model.config.numLayers;
+  const tied = model.config.tieWordEmbeddings ? 1 : 0; // the head of tied embeddings gathers the embeddings too
+  const doraInit = 2 * L; // DoRA's magnitudes start from q_proj's and down_proj's weights, each in its layer
+  const plain = L + 2 + tied; // the embeddings, each layer, the head
+  const recomputing = 2 * L + 2 + tied; // and each layer again, backward
+  assert.equal(base.placements.total, doraInit + 2 * (plain + recomputing));
+  // In a recomputing pass every unit but the first was gathered while the one before it computed.
+  assert.equal(base.placements.gatheredAhead, 2 * (recomputing - 1));
+  model.dispose();
 });
