@@ -61,11 +61,11 @@ docs: node_modules/.package-lock.json
 # usage), the server's defences against hostile clients. They ran on the default backend already. Also left
 # out: the mixed-precision training run (bfloat16 emulated on CPUs without it; test/tensor/linear.test.ts
 # checks the bfloat16 products on 1.13). Leaving them out keeps CI under 30 minutes.
-SYSTEM_SKIP := /cli/,/safety/,/workflow/,/api/,/install/,/bench/,lm-eval,structured,train/mixed-precision,\
-	/serve/cli.,/serve/hardening.,/distributed/failures.,/distributed/lifeline.,/distributed/launch.
+SYSTEM_SKIP_ABOVE := /cli/,/safety/,/workflow/,/api/,/install/,/bench/,lm-eval,structured,train/mixed-precision
+SYSTEM_SKIP_PROCESSES := /serve/cli.,/serve/hardening.,/distributed/failures.,/distributed/lifeline.,/distributed/launch.
 test-system-libtorch: setup build/reference/.stamp
 	@MIXLORA_BACKEND=system node scripts/build-native.mjs --out build/native-system
-	@MIXLORA_ADDON=$(CURDIR)/$(SYSTEM_ADDON) node scripts/run-tests.mjs --skip=$(SYSTEM_SKIP)
+	@MIXLORA_ADDON=$(CURDIR)/$(SYSTEM_ADDON) node scripts/run-tests.mjs --skip=$(SYSTEM_SKIP_ABOVE),$(SYSTEM_SKIP_PROCESSES)
 
 # The CUDA flavour compiles and links (no GPU needed): the addon against PyTorch's CUDA wheel, in .venv-cuda.
 check-cuda-build: node_modules/.package-lock.json

@@ -34,6 +34,11 @@ if (!fs.existsSync(dir)) {
 }
 walk(dir);
 files.sort();
+// Without files node's runner would look for tests itself and run them all.
+if (files.length === 0) {
+  console.error(`no compiled test file matches ${filters.join(', ')}`);
+  process.exit(1);
+}
 // Each test file runs in its own process; two at a time on two cores, each with one torch thread.
 const r = spawnSync(process.execPath, ['--expose-gc', '--test', '--test-concurrency=2', ...files], {
   stdio: 'inherit',
