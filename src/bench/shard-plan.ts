@@ -8,6 +8,7 @@ import type { QuantFormat } from '../quant/format.js';
 import type { ModelConfig } from '../models/config.js';
 import { unitOf, type WeightUnit } from '../models/residency.js';
 import { isProjectionWeight, weightSpecs } from '../models/weights.js';
+import { recomputeOrder } from '../train/step.js';
 
 export interface ShardPlanRow {
   ranks: number;
@@ -51,8 +52,7 @@ export function shardPlan(c: ModelConfig, dtype: DType, quantize: QuantFormat | 
   const unitBytes = new Map([...units].map(([u, b]) => [u, bytesOf(b)]));
   // The recomputing step's order (train/step.ts): the embeddings, each layer, the head, each layer backward.
   const bytes = (u: WeightUnit) => unitBytes.get(u)!;
-  const layers = Array.from({ length: c.numLayers }, (_, l) => l);
-  const order: WeightUnit[] = ['embed', ...layers, 'head', ...[...layers].reverse()];
+  const order = recomputeOrder(c.numLayers);
   let gathered = 0;
   order.forEach((u, i) => {
     const next = order[i + 1];

@@ -57,22 +57,14 @@ function openModel<Tok extends TextTokenizer | null>(
     const { config } = readLlama2cConfig(p);
     const tok = tokenizer('llama2c', config);
     const whole = loadLlama2cWeights(p, config, { dtype, device, quantize: opts.quantize ?? null });
-    const model = opts.shard
-      ? shardedCausalLM(
-          opts.shard,
-          config,
-          compute.compute,
-          device,
-          (() => {
-            const slots = weightSlots(config, whole);
-            return {
-              names: [...slots.keys()],
-              stream: [...slots].map(([n, slot]): [string, FrozenWeight] => [n, slot.get()]),
-            };
-          })(),
-        )
-      : new CausalLM(config, whole, compute.compute, device);
-    return { model, tokenizer: tok, format: 'llama2c', path: p, compute };
+    const loaded = { tokenizer: tok, format: 'llama2c' as const, path: p, compute };
+    if (!opts.shard) return { model: new CausalLM(config, whole, compute.compute, device), ...loaded };
+    const slots = weightSlots(config, whole);
+    const stream = [...slots].map(([n, slot]): [string, FrozenWeight] => [n, slot.get()]);
+    return {
+      model: shardedCausalLM(opts.shard, config, compute.compute, device, { names: [...slots.keys()], stream }),
+      ...loaded,
+    };
   }
   const config = readModelConfig(path.join(p, 'config.json'));
   for (const id of generationEosIds(p)) if (!config.eosTokenIds.includes(id)) config.eosTokenIds.push(id);

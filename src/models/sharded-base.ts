@@ -32,7 +32,6 @@ interface Part {
 interface FlatBuffer {
   dtype: DType;
   parts: Part[];
-  numel: number;
   /** Elements per rank (the last rank's share padded with zeros). */
   chunk: number;
   shard: Tensor; // [chunk]
@@ -121,7 +120,7 @@ export class ShardedBase implements WeightResidency {
               .keep(); // [chunk]
           }),
         );
-        buffers.push({ dtype, parts: flat.parts, numel: flat.numel, chunk, shard });
+        buffers.push({ dtype, parts: flat.parts, chunk, shard });
       }
     } finally {
       for (const [, w] of weights) w.dispose();

@@ -104,9 +104,9 @@ function chunkRows(vocab: number): number {
  * The head's part of the backward pass, chunk by chunk: the final norm and the LM head run only on the
  * scored positions of each range (prompts and padding need no logits), each chunk's CE (summed, divided
  * by the range's step tokens) is back-propagated at once, and the gradient of the last hidden states
- * is returned for the layers (the head's weights are frozen), with each micro-batch's CE.
+ * is returned for the layers (the head's weights are frozen), with each micro-batch's CE. The head's weights
+ * are in place for the whole of it (a sharded base gathers them once, not per chunk).
  */
-/** The head's weights are in place for the whole of it (a sharded base gathers them once, not per chunk). */
 function headBackward(model: CausalLM, last: Tensor, p: Packed, microBatches: MicroBatch[]): HeadBackward {
   return model.withWeights('head', () => chunkedHeadBackward(model, last, p, microBatches));
 }
@@ -143,7 +143,7 @@ function chunkedHeadBackward(model: CausalLM, last: Tensor, p: Packed, microBatc
 
 /** The units of frozen weights recomputingPass uses, in order: the embeddings, each layer forward, the head, each
  * layer again backward. A sharded base gathers each next one while the current one computes. */
-function recomputeOrder(L: number): WeightUnit[] {
+export function recomputeOrder(L: number): WeightUnit[] {
   const forward = Array.from({ length: L }, (_, l) => l);
   return ['embed', ...forward, 'head', ...forward.reverse()];
 }
