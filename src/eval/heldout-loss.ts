@@ -70,19 +70,22 @@ export function heldOutLoss(
           );
           const labels = shifted.flat().filter((y) => y !== IGNORE_INDEX);
           const chunk = chunkRows(model.config.vocabSize);
-          const lmHead = model.headWeight(); // [V, H], widened once for every chunk where stored narrower
-          for (let c = 0; c < positions.length; c += chunk) {
-            tidy(() => {
-              const idx = tensor(positions.slice(c, c + chunk), { dtype: 'int64', device: model.device });
-              const y = tensor(labels.slice(c, c + chunk), { dtype: 'int64', device: model.device });
-              const logits = model.head(flat.indexSelect(0, idx), lmHead); // [n, V]
-              const ce = crossEntropy(logits, y, { reduction: 'none' }).toNumbers(); // [n]
-              ce.forEach((v, k) => {
-                sums[owner[c + k]!]! += v;
-                counts[owner[c + k]!]!++;
+          // One use of the head's weights for every chunk (a sharded base gathers them once).
+          model.withWeights('head', () => {
+            const lmHead = model.headWeight(); // [V, H], widened once for every chunk where stored narrower
+            for (let c = 0; c < positions.length; c += chunk) {
+              tidy(() => {
+                const idx = tensor(positions.slice(c, c + chunk), { dtype: 'int64', device: model.device });
+                const y = tensor(labels.slice(c, c + chunk), { dtype: 'int64', device: model.device });
+                const logits = model.head(flat.indexSelect(0, idx), lmHead); // [n, V]
+                const ce = crossEntropy(logits, y, { reduction: 'none' }).toNumbers(); // [n]
+                ce.forEach((v, k) => {
+                  sums[owner[c + k]!]! += v;
+                  counts[owner[c + k]!]!++;
+                });
               });
-            });
-          }
+            }
+          });
         } finally {
           hooks.dispose();
         }

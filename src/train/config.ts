@@ -297,12 +297,6 @@ export function parseTrainConfig(cf: ConfigFile): TrainConfig {
     }
   }
   if (cfg.shardBase) {
-    // Every rank gathers every unit in the same order: work that rank 0 does alone would wait for the others.
-    if (cfg.eval)
-      f.fail(
-        'shard_base',
-        'cannot be combined with eval yet: rank 0 evaluates alone, and a sharded layer needs every rank',
-      );
     if (!cfg.recompute)
       f.fail(
         'shard_base',

@@ -75,8 +75,11 @@ export class RunReports {
     private readonly metricsFile: string,
     private readonly log: (s: string) => void,
     private readonly padId: number,
+    /** False on the other ranks of a sharded base (shard_base): they evaluate alongside rank 0, since each
+     * layer's weights are gathered from every rank, and write nothing. */
+    private readonly writes = true,
   ) {
-    if (cfg.reportTo.includes('tensorboard'))
+    if (writes && cfg.reportTo.includes('tensorboard'))
       for (const a of cfg.adapters)
         this.tb.set(a.name, new EventWriter(path.join(cfg.outputDir, TENSORBOARD_DIR, a.name)));
     const e = cfg.eval;
@@ -102,7 +105,7 @@ export class RunReports {
         );
     }
     // A resumed run: the best value so far is in the eval lines kept in metrics.jsonl.
-    if (fs.existsSync(metricsFile)) {
+    if (writes && fs.existsSync(metricsFile)) {
       for (const l of fs.readFileSync(metricsFile, 'utf8').split('\n')) {
         if (!l.trim()) continue;
         const m = JSON.parse(l) as Record<string, unknown>;
@@ -165,7 +168,7 @@ export class RunReports {
         group.forEach((run, i) => (lines.get(run)!.eval_accuracy = sums[i]! / tasks.length));
       }
     }
-    for (const [run, line] of lines) this.record(run, line);
+    if (this.writes) for (const [run, line] of lines) this.record(run, line);
   }
 
   private record(run: SteppedAdapter, line: EvalLine): void {
@@ -215,7 +218,7 @@ export class RunReports {
 
   /** The eval chart (<output_dir>/eval.svg and .png) when there were evaluations; the paths written. */
   async finish(): Promise<string[]> {
-    if (!this.cfg.eval || !fs.existsSync(this.metricsFile)) return [];
+    if (!this.writes || !this.cfg.eval || !fs.existsSync(this.metricsFile)) return [];
     const points: { adapter: string; step: number; metric: string; value: number }[] = [];
     for (const l of fs.readFileSync(this.metricsFile, 'utf8').split('\n')) {
       if (!l.trim()) continue;

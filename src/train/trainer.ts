@@ -98,8 +98,9 @@ async function trainLocked(cfg: TrainConfig, opts: TrainOptions, group: Group): 
     if (lead) writeFileAtomic(path.join(cfg.outputDir, 'train_config.json'), JSON.stringify(cfg, null, 2) + '\n');
   }
   const padId = tokenizer?.padId ?? 0;
-  // Evaluation during training and its files are rank 0's (the others wait at their next collective).
-  const reports = lead ? new RunReports(cfg, model, tokenizer, metricsFile, log, padId) : null;
+  // Evaluation during training and its files are rank 0's (the others wait at their next collective); over a
+  // sharded base every rank evaluates the same batches, in step (each layer is gathered from all of them).
+  const reports = lead || cfg.shardBase ? new RunReports(cfg, model, tokenizer, metricsFile, log, padId, lead) : null;
   const idle = { trainStep: () => {}, afterSteps: () => {} };
   for (const run of runs) {
     run.bar = opts.progress?.bar(run.cfg.name, run.totalSteps) ?? null;

@@ -4,7 +4,8 @@
 // are summed in another order, the gathered weights are the same numbers. With recompute (which shard_base
 // needs), each layer is gathered for the forward and again for its backward. Covered: LoRA, MixLoRA and
 // MixDoRA (DoRA's magnitudes start from the gathered base weights), float32, nf4 and bfloat16 + int8 bases, and
-// rank 1 sitting out the short last step of an epoch (it joins the gathers without computing).
+// rank 1 sitting out the short last step of an epoch (it joins the gathers without computing), and evaluation
+// during training (every rank evaluates the same batches in step; rank 0 records).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -44,11 +45,23 @@ interface Case {
   quantize?: 'nf4' | 'int8';
   dtype?: 'bfloat16';
   dora: boolean;
+  /** Evaluation during training too (held-out loss and a commonsense task, every 2 steps and at the end). */
+  evaluates?: boolean;
 }
 
 /** A LoRA and a MixLoRA (or MixDoRA) adapter trained fused, without dropout or jitter; 9 examples in steps of 4
  * micro-batches of 1, so each epoch ends with a step that rank 1 sits out. */
 function config(data: string, c: Case, sharded: boolean): Record<string, unknown> {
+  const evaluation = c.evaluates
+    ? {
+        eval: {
+          data: commonsenseSlice('boolq.test', 5),
+          tasks: [{ name: 'arc-e', data: commonsenseSlice('arc-e.test', 5) }],
+          every: 2,
+          batch_size: 3,
+        },
+      }
+    : {};
   const lr = c.optimizer === 'sgd' ? 0.05 : 2e-4;
   const common = {
     data,
@@ -68,6 +81,7 @@ function config(data: string, c: Case, sharded: boolean): Record<string, unknown
     ...(c.quantize ? { quantize: c.quantize } : {}),
     ...(c.dtype ? { dtype: c.dtype } : {}),
     ...(sharded ? { shard_base: true } : {}),
+    ...evaluation,
     adapters: [
       {
         ...common,
@@ -84,7 +98,7 @@ function config(data: string, c: Case, sharded: boolean): Record<string, unknown
 }
 
 const CASES: Case[] = [
-  { optimizer: 'sgd', tolerance: 1e-6, dora: false },
+  { optimizer: 'sgd', tolerance: 1e-6, dora: false, evaluates: true },
   { optimizer: 'adamw', tolerance: 1e-5, dora: true },
   { optimizer: 'sgd', tolerance: 1e-6, quantize: 'nf4', dora: false },
   // bfloat16 embeddings, norms and head (gathered as their bits) beside int8 codes and their float32 scales.
@@ -135,21 +149,28 @@ for (const c of CASES) {
     const a = readMetrics(path.join(alone.dir, 'run'));
     const b = readMetrics(path.join(job.dir, 'run'));
     assert.equal(b.length, a.length);
-    b.forEach((m, i) =>
-      assert.ok(Math.abs(m.loss - a[i]!.loss) < 1e-5, `${m.adapter} step ${m.step}: loss ${m.loss} vs ${a[i]!.loss}`),
+    // Training lines, and with eval the evaluations every rank ran in step (accuracy exactly: the same
+    // choices; the losses as the adapters, within float rounding).
+    const evaluated = ['eval_loss', 'eval_arc-e_accuracy'] as const;
+    b.forEach((m, i) => {
+      const line = m as unknown as Record<string, number>;
+      const want = a[i]! as unknown as Record<string, number>;
+      const keys = line.split === undefined ? ['loss'] : evaluated;
+      for (const k of keys)
+        assert.ok(Math.abs(line[k]! - want[k]!) < 1e-5, `${m.adapter} step ${m.step}: ${k} ${line[k]} vs ${want[k]}`);
+    });
+    assert.equal(
+      b.filter((m) => (m as unknown as Record<string, unknown>).split === 'eval').length,
+      c.evaluates ? 6 : 0,
     );
     fs.rmSync(alone.dir, { recursive: true, force: true });
     fs.rmSync(job.dir, { recursive: true, force: true });
   });
 }
 
-test('shard_base without recompute, with eval, or on a GPU, is refused naming the field', () => {
+test('shard_base without recompute, or on a GPU, is refused naming the field', () => {
   const data = commonsenseSlice('boolq.train', 9);
-  const base = config(data, CASES[0]!, true);
-  const withEval = writeConfig({ ...base, eval: { data, every: 2 } });
-  const r = mixlora(['train', withEval.file, '--quiet']);
-  assert.equal(r.code, 1, r.stderr);
-  assert.match(r.stderr, /field 'shard_base' cannot be combined with eval yet/);
+  const base = config(data, CASES[1]!, true);
   const plain = writeConfig({ ...base, recompute: false });
   const p = mixlora(['train', plain.file, '--quiet']);
   assert.equal(p.code, 1, p.stderr);
