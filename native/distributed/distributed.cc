@@ -182,46 +182,57 @@ MX_FN(distAllReduceSum) {
   return info.Env().Undefined();
 }
 
-// An all-gather on its way: the tensor's bytes travel as uint8 (Gloo has no int8, and no bfloat16 in some
-// libtorch versions, 1.13; the bytes are all there is), the ranks' outputs are consecutive slices of one
-// buffer (no stacking copy afterwards).
+// An all-gather on its way: the tensor's bytes travel as uint8 (the bytes are all there is; Gloo has no
+// int8, and 1.13's no bfloat16), the ranks' outputs are consecutive slices of one buffer. It is made of
+// point-to-point messages straight into that buffer: Gloo's own all-gather gathers into a flat tensor of its
+// own and copies it out, so a gathered unit would be held twice while it arrives.
 struct Gathering {
-  c10::intrusive_ptr<c10d::Work> work;
-  std::vector<at::Tensor> in;               // [n = numel · item size] uint8
-  std::vector<std::vector<at::Tensor>> out;  // W slices of `all`
-  at::Tensor all;                           // [W · n] uint8
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;  // a send and a receive per peer (none: not started)
+  std::vector<at::Tensor> in;                         // [n = numel · item size] uint8, kept while it is sent
+  at::Tensor all;                                     // [W · n] uint8
   at::ScalarType type;
   std::vector<int64_t> shape;  // [W, ...the tensor's shape]
+  bool started = false;
 };
 
-// Gloo runs it on its own threads; the ranks pair their collectives by the order they started them in.
+// Both ranks of a pair number their gathers alike (every rank gathers every unit in the same order), so a
+// gather's messages carry its number as their tag and two gathers in flight never take each other's.
+int gatherTag = 0;
+
+// Gloo moves the messages on its own threads; every rank sends its slice to each peer and receives theirs.
 Gathering StartGather(Group& g, const at::Tensor& tensor) {
   at::Tensor t = tensor.detach().to(at::kCPU).contiguous();
   Gathering s;
-  s.in.push_back(t.reshape({-1}).view(at::kByte));
-  const int64_t n = s.in[0].numel();
-  s.all = at::empty({g.size * n}, s.in[0].options());
-  s.out.resize(1);
-  for (int r = 0; r < g.size; r++) s.out[0].push_back(s.all.narrow(0, r * n, n));
+  at::Tensor mine = t.reshape({-1}).view(at::kByte);  // [n]
+  const int64_t n = mine.numel();
+  s.all = at::empty({g.size * n}, mine.options());
+  s.all.narrow(0, g.rank * n, n).copy_(mine);
+  s.in.push_back(mine);
   s.type = t.scalar_type();
   s.shape.push_back(g.size);
   for (int64_t d : t.sizes()) s.shape.push_back(d);
+  const int tag = gatherTag;
+  gatherTag = (gatherTag + 1) % (1 << 30);
   try {
-    s.work = g.pg->allgather(s.out, s.in);
+    for (int peer = 0; peer < g.size; peer++) {
+      if (peer == g.rank) continue;
+      std::vector<at::Tensor> theirs{s.all.narrow(0, peer * n, n)};
+      s.works.push_back(g.pg->recv(theirs, peer, tag));
+      s.works.push_back(g.pg->send(s.in, peer, tag));
+    }
+    s.started = true;
   } catch (const std::exception&) {
-    s.work.reset();  // Await below names the lost ranks
+    // Await below names the lost ranks
   }
   return s;
 }
 
 at::Tensor FinishGather(Group& g, Gathering& s) {
-  Await(
-      g,
-      [&] {
-        if (!s.work) throw std::runtime_error("the all-gather could not start");
-        return s.work;
-      },
-      "all-gather");
+  if (!s.started) {
+    auto failed = []() -> c10::intrusive_ptr<c10d::Work> { throw std::runtime_error("the all-gather could not start"); };
+    Await(g, failed, "all-gather");
+  }
+  for (auto& work : s.works) Await(g, [&] { return work; }, "all-gather");
   return s.all.view(s.type).view(s.shape);
 }
 
