@@ -153,9 +153,15 @@ MX_FN(distInit) {
   return info.Env().Undefined();
 }
 
-// distAllReduceSum(tensors[]): sums each tensor across ranks, in place, through one flat buffer in
-// the first tensor's dtype (a single collective however many tensors: PyTorch DDP's bucket idea). With
-// NCCL and CUDA tensors the buffer stays on the device; otherwise it is on the CPU, for Gloo.
+// The most bytes copied into one all-reduce buffer (PyTorch DDP's buckets are 25 MiB): summing a large
+// adapter's gradients through one flat copy held all of them twice at once.
+constexpr int64_t kBucketBytes = int64_t{32} << 20;
+
+// distAllReduceSum(tensors[]): sums each tensor across ranks, in place, in the first tensor's dtype: the
+// tensors are copied into flat buckets of at most kBucketBytes (a collective per bucket, not per tensor: DDP's
+// bucket idea), and a tensor as large as a bucket that is contiguous, of that dtype and where the sum runs
+// is summed where it lies. With NCCL and CUDA tensors the buckets stay on the device; otherwise they are on the
+// CPU, for Gloo.
 MX_FN(distAllReduceSum) {
   Group& g = Current("distAllReduceSum");
   auto ts = GetList(info[0]);
@@ -166,18 +172,40 @@ MX_FN(distAllReduceSum) {
   if (onNccl && where.index() != g.device)
     throw ArgError("distAllReduceSum: tensors on " + where.str() + " but this rank's NCCL group is on cuda:" +
                    std::to_string(g.device));
-  std::vector<at::Tensor> flat;
-  flat.reserve(ts.size());
-  for (auto& t : ts) flat.push_back(t.detach().reshape({-1}).to(where, ts[0].scalar_type()));
-  std::vector<at::Tensor> buf{at::cat(flat)};  // [Σ numel]
-  if (onNccl)
-    Await(g, [&] { return NcclAllReduce(*g.nccl, buf); }, "all-reduce (NCCL, " + where.str() + ")");
-  else
-    Await(g, [&] { return g.pg->allreduce(buf); }, "all-reduce");
-  int64_t offset = 0;
-  for (auto& t : ts) {
-    t.detach().copy_(buf[0].narrow(0, offset, t.numel()).view(t.sizes()));
-    offset += t.numel();
+  const at::ScalarType type = ts[0].scalar_type();
+  const int64_t itemBytes = static_cast<int64_t>(c10::elementSize(type));
+  auto sum = [&](std::vector<at::Tensor>& buf) {
+    if (onNccl)
+      Await(g, [&] { return NcclAllReduce(*g.nccl, buf); }, "all-reduce (NCCL, " + where.str() + ")");
+    else
+      Await(g, [&] { return g.pg->allreduce(buf); }, "all-reduce");
+  };
+  size_t first = 0;
+  while (first < ts.size()) {
+    const at::Tensor& t = ts[first];
+    if (t.numel() * itemBytes >= kBucketBytes && t.is_contiguous() && t.scalar_type() == type && t.device() == where) {
+      std::vector<at::Tensor> buf{t.detach().reshape({-1})};  // a view: summed in place
+      sum(buf);
+      first++;
+      continue;
+    }
+    size_t end = first;
+    int64_t bytes = 0;
+    std::vector<at::Tensor> flat;
+    while (end < ts.size() && (end == first || bytes + ts[end].numel() * itemBytes <= kBucketBytes)) {
+      bytes += ts[end].numel() * itemBytes;
+      flat.push_back(ts[end].detach().reshape({-1}).to(where, type));
+      end++;
+    }
+    std::vector<at::Tensor> buf{at::cat(flat)};  // [Σ numel of the bucket]
+    flat.clear();
+    sum(buf);
+    int64_t offset = 0;
+    for (size_t i = first; i < end; i++) {
+      ts[i].detach().copy_(buf[0].narrow(0, offset, ts[i].numel()).view(ts[i].sizes()));
+      offset += ts[i].numel();
+    }
+    first = end;
   }
   return info.Env().Undefined();
 }

@@ -10,7 +10,7 @@ import { freePort } from '../../src/distributed/launcher.js';
 
 const worker = path.join(path.dirname(fileURLToPath(import.meta.url)), 'group-worker.js');
 
-test('two ranks: all-reduce sums in place, gathers come in rank order, nothing leaks', async () => {
+test('two ranks: all-reduce sums in place (in buckets; large or strided tensors too), gathers come in rank order, nothing leaks', async () => {
   const port = String(await freePort());
   const outputs = await Promise.all(
     [0, 1].map(
@@ -37,6 +37,10 @@ test('two ranks: all-reduce sums in place, gathers come in rank order, nothing l
       [3, 30],
       [1, 1],
     ]);
+    assert.deepEqual(
+      o.bucketed,
+      [3, 6, 9, 12, 15, 18].map((v) => [v, v]),
+    );
     assert.deepEqual(o.gathered, [0, 255, 1, 254]);
     assert.deepEqual(o.numbers, [
       [0, 2 ** 40],
