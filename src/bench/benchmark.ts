@@ -21,6 +21,8 @@ import { profileStep, type StepProfile } from './step-profile.js';
 import os from 'node:os';
 import { SOLO, type Group } from '../distributed/group.js';
 import { allReduceStep } from '../train/data-parallel.js';
+import { ShardedOptimizer } from '../train/sharded-optimizer.js';
+import type { Optimizer } from '../optim/optimizer.js';
 
 export const METHODS = ['lora', 'dora', 'mixlora', 'mixdora'] as const;
 export type BenchMethod = (typeof METHODS)[number];
@@ -181,6 +183,8 @@ export interface BenchResult {
   base_mib: number;
   /** Whether the frozen base was sharded across the ranks (shard_base). */
   shard_base: boolean;
+  /** Whether each rank kept the optimizer state of its share of the parameters only (shard_optimizer). */
+  shard_optimizer: boolean;
   /** The process's resident memory just after the base was built, before adapters and steps (MiB). */
   rss_after_base_mib: number;
   /** Model FLOPs per trained token (src/bench/flops.ts) and the rate they were done at. */
@@ -234,6 +238,8 @@ export function runTrainBench(o: {
   group?: Group;
   /** shard_base: each rank keeps 1/W of the frozen base, each unit gathered around its use (needs recompute). */
   shardBase?: boolean;
+  /** shard_optimizer: each rank keeps the AdamW state of its share of the parameters (ZeRO stage 1). */
+  shardOptimizer?: boolean;
 }): BenchResult {
   const group = o.group ?? SOLO;
   const p = {
@@ -268,7 +274,7 @@ export function runTrainBench(o: {
   });
   const rssAfterBase = process.memoryUsage.rss() / 2 ** 20;
   const adapters: Adapter[] = [];
-  const optimizers: (AdamW | AdamW8bit)[] = [];
+  const optimizers: Optimizer[] = [];
   const microBatches: MicroBatch[] = [];
   for (let i = 0; i < o.fused; i++) {
     T.manualSeed(100 + i);
@@ -282,11 +288,13 @@ export function runTrainBench(o: {
       for (const q of a.parameters()) if (q.name.includes('lora_B')) q.tensor.normal_(0, 0.01);
     });
     adapters.push(a);
+    const makeOptimizer = (own: T.Tensor[]) =>
+      new (o.optimizer === 'adamw8bit' ? AdamW8bit : AdamW)(own, { lr: 1e-4, weightDecay: 0 });
+    const params = a.parameters().map((q) => q.tensor);
     optimizers.push(
-      new (o.optimizer === 'adamw8bit' ? AdamW8bit : AdamW)(
-        a.parameters().map((q) => q.tensor),
-        { lr: 1e-4, weightDecay: 0 },
-      ),
+      o.shardOptimizer && group.worldSize > 1
+        ? new ShardedOptimizer(params, group, makeOptimizer)
+        : makeOptimizer(params),
     );
     T.manualSeed(200 + i);
     const ids = T.tidy(() => T.randint(0, p.vocab, [p.batch, p.seq]).toList() as number[][]);
@@ -367,6 +375,7 @@ export function runTrainBench(o: {
     quantize,
     base_mib: (model.residency?.residentBytes ?? residentBytes(model.weights)) / 2 ** 20,
     shard_base: o.shardBase ?? false,
+    shard_optimizer: o.shardOptimizer ?? false,
     rss_after_base_mib: rssAfterBase,
     model_flops_per_token: flops,
     model_tflops: (flops * tokens) / (ms / 1000) / 1e12,

@@ -58,11 +58,19 @@ function sha256Json(value: unknown): string {
  * What a checkpoint's config must match to be resumed from: the whole config but its file's path and the
  * settings that trade memory for time without changing what a step computes (recompute: the same weights
  * to float32 rounding, dropout included; optimizer_in_backward: bit for bit; shard_base: the same numbers
- * gathered). So a run that ran out of memory can be resumed with them turned on.
+ * gathered; shard_optimizer: bit for bit, its state saved unsharded). So a run that ran out of memory can be
+ * resumed with them turned on.
  */
 export function configDigest(c: TrainConfig): string {
-  const { file: _file, recompute: _recompute, optimizerInBackward: _inBackward, shardBase: _shard, ...rest } = c;
-  void [_file, _recompute, _inBackward, _shard];
+  const {
+    file: _file,
+    recompute: _recompute,
+    optimizerInBackward: _inBackward,
+    shardBase: _shard,
+    shardOptimizer: _shardOptimizer,
+    ...rest
+  } = c;
+  void [_file, _recompute, _inBackward, _shard, _shardOptimizer];
   return sha256Json(rest);
 }
 

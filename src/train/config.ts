@@ -86,6 +86,9 @@ export interface TrainConfig {
   /** Under a launcher, each rank keeps 1/W of the frozen base and gathers each unit around its use
    * (src/models/sharded-base.ts). Absent when off (digests unchanged). */
   shardBase?: true;
+  /** Under a launcher, each rank keeps the optimizer state of its own share of the adapters' parameters
+   * (ZeRO stage 1; src/train/sharded-optimizer.ts). Absent when off (digests unchanged). */
+  shardOptimizer?: true;
   groupByLength: boolean;
   /** Weight files of each saved adapter (and best adapter). */
   saveFormats: WeightsFormat[];
@@ -275,6 +278,7 @@ export function parseTrainConfig(cf: ConfigFile): TrainConfig {
     recompute: f.bool('recompute', false),
     ...(f.bool('optimizer_in_backward', false) ? { optimizerInBackward: true as const } : {}),
     ...(f.bool('shard_base', false) ? { shardBase: true as const } : {}),
+    ...(f.bool('shard_optimizer', false) ? { shardOptimizer: true as const } : {}),
     groupByLength: f.bool('group_by_length', true),
     saveFormats: parseSaveFormats(f),
     reportTo: parseReportTo(f),

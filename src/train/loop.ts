@@ -19,6 +19,7 @@ import type { Device } from '../tensor/tensor.js';
 import type { Group } from '../distributed/group.js';
 import { allReduceStep, microBatchOfSlot, slotsPerStep } from './data-parallel.js';
 import { gatherRankState } from './rank-state.js';
+import { ShardedOptimizer } from './sharded-optimizer.js';
 import { checkpointState } from './resume.js';
 import { emptyStepTotals, type AdapterRun } from './setup.js';
 import { lrMultiplier } from './schedule.js';
@@ -93,12 +94,15 @@ export function runLoop(
               ctx.device,
             )
           : null;
+      // A sharded optimizer state comes to rank 0 whole, to be saved as one process saves it.
+      for (const run of runs) if (run.optimizer instanceof ShardedOptimizer) run.optimizer.collectState();
       if (group.rank === 0) {
         const state = checkpointState(cfg, runs, fusedSteps, ctx.metricsFile);
         if (group.worldSize > 1) state.worldSize = group.worldSize;
         const where = saveCheckpoint(cfg, state, runs, writeRanks);
         if (!finished) ctx.log(`checkpoint ${where}`);
       }
+      for (const run of runs) if (run.optimizer instanceof ShardedOptimizer) run.optimizer.releaseCollected();
     }
     if (stop) {
       ctx.log(`stopped at fused step ${fusedSteps} as asked; --resume continues from its checkpoint`);

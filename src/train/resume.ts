@@ -43,7 +43,7 @@ export function resumePoint(
   const state = from ? readCheckpointState(from) : null;
   if (state && state.configDigest !== configDigest(cfg) && state.configDigest !== legacyConfigDigest(cfg)) {
     throw new UserError(
-      `${from}: the config changed since this checkpoint was written; resume with the same config (only recompute and optimizer_in_backward may change), or start a new output_dir`,
+      `${from}: the config changed since this checkpoint was written; resume with the same config (only recompute, optimizer_in_backward, shard_base and shard_optimizer may change), or start a new output_dir`,
     );
   }
   if (resume && !from) log('no complete checkpoint found: starting from the beginning');

@@ -16,6 +16,7 @@ import { loadAdapter } from '../adapters/io.js';
 import { adapterElementCount } from '../adapters/params.js';
 import { describeAdapter, type AdapterConfig } from '../adapters/config.js';
 import { AdamW, AdamW8bit, SGD, type Optimizer } from '../optim/index.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { loadExamples, type DatasetStats, type Example } from '../data/examples.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
@@ -25,6 +26,7 @@ import type { StepTotals } from './checkpoint.js';
 import { DataOrder } from './order.js';
 import { freshEarlyStop, type EarlyStopState } from './early-stopping.js';
 import { warmupSteps } from './schedule.js';
+import { ShardedOptimizer } from './sharded-optimizer.js';
 
 /** One adapter being trained: its config, state and progress. */
 export interface AdapterRun {
@@ -89,7 +91,7 @@ export async function setUpRuns(
   }
   const runs: AdapterRun[] = [];
   const files: ExampleFiles = new Map();
-  for (const a of cfg.adapters) runs.push(await setUpRun(cfg, a, model, tokenizer, files, log));
+  for (const a of cfg.adapters) runs.push(await setUpRun(cfg, a, model, tokenizer, files, log, group));
   manualSeed(cfg.seed);
   return { model, tokenizer, runs };
 }
@@ -101,6 +103,7 @@ async function setUpRun(
   tokenizer: TextTokenizer | null,
   files: ExampleFiles,
   log: (s: string) => void,
+  group: Group,
 ): Promise<AdapterRun> {
   manualSeed(initSeed(cfg.seed, a.name));
   if (a.adapter) checkAdapterSize(cfg, a.name, a.adapter, model.config);
@@ -124,15 +127,24 @@ async function setUpRun(
   );
   const totalSteps = Math.min(Math.ceil(order.stepsPerEpoch * a.numEpochs), a.maxSteps ?? Number.POSITIVE_INFINITY);
   const params = adapter.parameters().map((p) => p.tensor);
-  const optimizer =
+  const makeOptimizer = (own: Tensor[]): Optimizer =>
     a.optimizer === 'sgd'
-      ? new SGD(params, { lr: a.lr, momentum: a.momentum, weightDecay: a.weightDecay })
-      : new (a.optimizer === 'adamw8bit' ? AdamW8bit : AdamW)(params, {
+      ? new SGD(own, { lr: a.lr, momentum: a.momentum, weightDecay: a.weightDecay })
+      : new (a.optimizer === 'adamw8bit' ? AdamW8bit : AdamW)(own, {
           lr: a.lr,
           betas: a.betas,
           eps: a.eps,
           weightDecay: a.weightDecay,
         });
+  const optimizer =
+    cfg.shardOptimizer && group.worldSize > 1
+      ? new ShardedOptimizer(params, group, makeOptimizer)
+      : makeOptimizer(params);
+  if (optimizer instanceof ShardedOptimizer)
+    log(
+      `${a.name}: optimizer state sharded over ${group.worldSize} ranks: this rank keeps that of ` +
+        `${optimizer.ownedValues.toLocaleString('en-US')} of ${adapter.parameterCount().toLocaleString('en-US')} parameter values`,
+    );
   log(
     `${a.name}: ${describeAdapter(adapter.config)}, ${adapter.parameterCount().toLocaleString('en-US')} trainable parameters; ` +
       `${examples.length} examples (${stats.truncated} truncated to ${cfg.cutoffLen} tokens${stats.droppedUnscored ? `, ${stats.droppedUnscored} dropped with nothing to score` : ''}), ` +

@@ -67,6 +67,11 @@ export function benchCommand(): Command {
         '(shard_base; needs --recompute)',
     )
     .option(
+      '--shard-optimizer',
+      "under mixlora launch: each rank keeps AdamW's state for its share of the adapters' parameters only " +
+        '(shard_optimizer, ZeRO stage 1)',
+    )
+    .option(
       '--plan',
       "with --shard-base: print the frozen base's bytes per rank for 1, 2, 4 and 8 ranks (the preset's dtype, " +
         '--dtype, --quantize) without allocating anything',
@@ -97,7 +102,7 @@ export function benchCommand(): Command {
       'print one JSON line: method, fused, optimizer, optimizer_in_backward, preset, batch, seq, dtype, compute_dtype and compute_reason, device, ms_per_step, ms_per_token, tokens_per_s, ' +
         'peak_rss_mib, peak_cuda_allocated_mib, peak_cuda_reserved_mib (null on CPU), model_flops_per_token, model_tflops, ' +
         'ranks, collective_ms_per_step and collective_backend (nccl or gloo; under mixlora launch, null alone), quantize, base_mib (bytes of the frozen base), ' +
-        'rss_after_base_mib, shard_base (and profile: wallMs, families, ops with --profile); with --plan: the plan as JSON',
+        'rss_after_base_mib, shard_base, shard_optimizer (and profile: wallMs, families, ops with --profile); with --plan: the plan as JSON',
     )
     .action(
       async (o: {
@@ -113,6 +118,7 @@ export function benchCommand(): Command {
         warmup: number;
         recompute?: boolean;
         shardBase?: boolean;
+        shardOptimizer?: boolean;
         plan?: boolean;
         optimizerInBackward?: boolean;
         profile?: boolean;
@@ -150,6 +156,10 @@ export function benchCommand(): Command {
         const { readDistEnv } = await import('../../distributed/env.js');
         const { describeGroup, joinGroup, leaveGroup } = await import('../../distributed/group.js');
         const { rankDevice } = await import('../../distributed/backend.js');
+        if (o.shardOptimizer && o.optimizerInBackward)
+          throw new UsageError(
+            '--shard-optimizer cannot be combined with --optimizer-in-backward (one process steps in the backward)',
+          );
         if (o.optimizerInBackward && !o.recompute)
           throw new UsageError(
             '--optimizer-in-backward needs --recompute (the update runs after each recomputed layer)',
@@ -172,6 +182,7 @@ export function benchCommand(): Command {
           warmup: o.warmup,
           recompute: o.recompute ?? false,
           shardBase: o.shardBase ?? false,
+          shardOptimizer: o.shardOptimizer ?? false,
           optimizerInBackward: o.optimizerInBackward ?? false,
           scored: o.scored ?? null,
           device: parseDevice(device, '--device'),
