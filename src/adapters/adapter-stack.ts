@@ -1,7 +1,7 @@
 // Several adapters' LoRA/DoRA modules side by side, for inference steps whose rows use different adapters
-// (continuous batching in `mixlora serve`). Per projection, one call (lowRankByMember, native/kernels/low_rank_rows.cc)
-// runs each row through its own member's A and B, as Punica's and S-LoRA's batched LoRA kernels (BGMV) do:
-// each member's weights are read once, for its rows only, whatever the number of adapters in the step.
+// (continuous batching in `mixlora serve`). Per projection, lowRankByMember (the shrink and expand ops of
+// native/kernels/low_rank_rows.cc) runs each row through its own member's A and B, as Punica's and S-LoRA's
+// batched LoRA kernels (BGMV) do: each member's weights are read once, for its rows only, whatever the number of adapters in the step.
 //
 // Members: for a plain projection (attention), one per adapter; for the feed-forward projections, one per
 // expert, a plain adapter's gate/up/down modules being its one expert. Either list ends with "none"

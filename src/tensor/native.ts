@@ -78,16 +78,13 @@ export interface NativeAddon {
   addScaled(a: Id, b: Id, alpha: number): Id;
   clamp(id: Id, min: number | null, max: number | null): Id;
   linear(x: Id, w: Id, b: Id | null): Id;
-  lowRankByMember(
-    x: Id,
+  lowRankShrink(x: Id, members: Id, inRows: Id | null, weights: Id | null, A: (Id | null)[], scales: number[]): Id;
+  lowRankExpand(
+    h: Id,
     members: Id,
-    inRows: Id | null,
     outRows: Id | null,
-    weights: Id | null,
     outCount: number,
-    A: (Id | null)[],
     B: (Id | null)[],
-    scales: number[],
     base: Id | null,
     baseRows: Id | null,
     columnScales: Id | null,

@@ -39,12 +39,49 @@ export interface LowRankMembers {
   scaling: number[];
 }
 
+const idOf = (t: Tensor | null | undefined) => (t ? t.id : null);
+
+/** The shrink of each slot through its own member's A (native/kernels/low_rank_rows.cc):
+ * h[i, :r] = weights[i] · s · A x[inRows[i]] for x [n, in] float32 and members [m] int64 -> h [m, R] float32
+ * (R the largest rank; zeros past a member's own, and for members without modules). inRows default to slot i
+ * reading row i, weights to 1. */
+export function lowRankShrink(
+  x: Tensor,
+  members: Tensor,
+  modules: Pick<LowRankMembers, 'A' | 'scaling'>,
+  o: { inRows?: Tensor; weights?: Tensor } = {},
+): Tensor {
+  return new Tensor(
+    native.lowRankShrink(x.id, members.id, idOf(o.inRows), idOf(o.weights), modules.A.map(idOf), modules.scaling),
+  );
+}
+
+/** The expand of each slot's h through its own member's B: out[outRows[i]] += B h[i, :r] -> [outCount, out]
+ * float32 (outRows default to slot i writing row i, outCount = m). With base [nb, out] float32 (no outRows):
+ * out[i] = base[baseRows[i]] (default row i) + the delta, times columnScales[members[i]] ([G, out] float32)
+ * when given: a frozen projection's output adapted in the same call, as (base + delta) · scale composed. */
+export function lowRankExpand(
+  h: Tensor,
+  members: Tensor,
+  modules: Pick<LowRankMembers, 'B'>,
+  o: { outRows?: Tensor; outCount?: number; base?: Tensor; baseRows?: Tensor; columnScales?: Tensor } = {},
+): Tensor {
+  return new Tensor(
+    native.lowRankExpand(
+      h.id,
+      members.id,
+      idOf(o.outRows),
+      o.outCount ?? members.size(0),
+      modules.B.map(idOf),
+      idOf(o.base),
+      idOf(o.baseRows),
+      idOf(o.columnScales),
+    ),
+  );
+}
+
 /** Each slot through its own member's modules: out[outRows[i]] += weights[i] · s · B (A x[inRows[i]]), for
- * x [n, in] float32 and members [m] int64 (native/kernels/low_rank_rows.cc) -> [outCount, out] float32. inRows
- * default to slot i reading row i, outRows to slot i writing row i (outCount = m), weights to 1.
- * With base [nb, out] float32 (no outRows): out[i] = base[baseRows[i]] (default row i) + the delta, times
- * columnScales[members[i]] ([G, out] float32) when given: a frozen projection's output adapted in the same
- * call, as (base + delta) · scale composed. */
+ * x [n, in] float32 and members [m] int64: lowRankShrink then lowRankExpand (their options). */
 export function lowRankByMember(
   x: Tensor,
   members: Tensor,
@@ -59,23 +96,20 @@ export function lowRankByMember(
     columnScales?: Tensor;
   } = {},
 ): Tensor {
-  const id = (t: Tensor | null) => (t ? t.id : null);
-  return new Tensor(
-    native.lowRankByMember(
-      x.id,
-      members.id,
-      id(o.inRows ?? null),
-      id(o.outRows ?? null),
-      id(o.weights ?? null),
-      o.outCount ?? members.size(0),
-      modules.A.map(id),
-      modules.B.map(id),
-      modules.scaling,
-      id(o.base ?? null),
-      id(o.baseRows ?? null),
-      id(o.columnScales ?? null),
-    ),
-  );
+  const { A, B, scaling } = modules;
+  if (B.length !== A.length || scaling.length !== A.length)
+    throw new Error('lowRankByMember: A, B and scales differ in length');
+  A.forEach((a, g) => {
+    const b = B[g];
+    if (!a !== !b || (a && b && b.size(1) !== a.size(0)))
+      throw new Error(`lowRankByMember: member ${g}'s A and B do not make a pair (A [r, in], B [out, r])`);
+  });
+  const h = lowRankShrink(x, members, modules, o); // [m, R]
+  try {
+    return lowRankExpand(h, members, modules, o); // [outCount, out]
+  } finally {
+    h.dispose();
+  }
 }
 
 /** silu(gate) · up, same shapes; its backward keeps gate and up only (one activation fewer than composed). */

@@ -1,4 +1,5 @@
-// lowRankByMember (native/kernels/low_rank_rows.cc): each slot through its own member's A and B, weighted, added
+// lowRankShrink and lowRankExpand (native/kernels/low_rank_rows.cc), and lowRankByMember, the two in turn: each
+// slot through its own member's A and B, weighted, added
 // into its output row, equals the per-slot composition w · s · B (A x[inRow]) summed with index_add
 // (1e-5 of the largest magnitude), for members of different ranks, members without modules, slots that
 // share an output row; with base rows and DoRA's column scales, bit for bit the composition (base + delta)
@@ -162,3 +163,37 @@ test(
     });
   },
 );
+
+test("lowRankShrink alone: each slot's row is w · s · A x, zero past its member's rank; lowRankExpand checks h", () =>
+  T.noGrad(() =>
+    T.tidy(() => {
+      T.manualSeed(7);
+      const m = members();
+      const x = T.randn([6, IN]); // [n, in]
+      const member = [2, 0, 1, 4, 3, 2];
+      const weights = [1, 0.5, 2, 3, 0.25, 1.5];
+      const idx = (v: number[]) => T.tensor(v, { dtype: 'int64' });
+      const h = T.lowRankShrink(x, idx(member), m, { weights: T.tensor(weights) }); // [6, R]
+      assert.deepEqual(h.shape, [6, Math.max(...RANKS)]);
+      member.forEach((g, i) => {
+        const row = h.narrow(0, i, 1); // [1, R]
+        const r = RANKS[g]!;
+        if (r > 0) {
+          const want = T.linear(x.narrow(0, i, 1), m.A[g]!).mul(m.scaling[g]! * weights[i]!); // [1, r]
+          assertClose(row.narrow(1, 0, r), want, { atol: 1e-5 * want.abs().amax().item(), what: `slot ${i}` });
+        }
+        assert.equal(
+          row
+            .narrow(1, r, row.size(1) - r)
+            .abs()
+            .sum()
+            .item(),
+          0,
+          `slot ${i}: zeros past rank ${r}`,
+        );
+      });
+      assert.throws(() => T.lowRankExpand(h.narrow(1, 0, 5).contiguous(), idx(member), m), /r above h's width/);
+      assert.throws(() => T.lowRankExpand(h, idx([0, 2]), m), /a row per member entry/);
+      assert.throws(() => T.lowRankShrink(x, idx(member), m, { inRows: idx([0, 1, 2, 3, 4, 6]) }), /inRows index/);
+    }),
+  ));
