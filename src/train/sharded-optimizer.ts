@@ -41,7 +41,7 @@ export class ShardedOptimizer implements Optimizer {
   /** Indices (into params) of the parameters this rank owns, in order: inner's parameter k is params[mine[k]]. */
   private readonly mine: number[];
   private readonly owner: number[];
-  /** Rank 0, after collectState(): every parameter's state, until the next step. */
+  /** Rank 0, after collectState(): the other ranks' state tensors, until releaseCollected(). */
   private collected: Record<string, Tensor> | null = null;
 
   constructor(
@@ -102,7 +102,7 @@ export class ShardedOptimizer implements Optimizer {
     native.zeroGrad(this.params.map((p) => p.id));
   }
 
-  /** Collective: rank 0 receives the other ranks' state tensors (kept for stateDict() until the next step);
+  /** Collective: rank 0 receives the other ranks' state tensors (for stateDict(), until releaseCollected());
    * the others take part. Each tensor is summed across ranks from its owner's copy and zeros elsewhere. */
   collectState(): void {
     this.releaseCollected();
